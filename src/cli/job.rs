@@ -1,0 +1,444 @@
+//! `platform job …`: create, list, get and cancel jobs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
+
+use super::output::{self, OutputFormat, Printer};
+use super::{Exit, GlobalArgs};
+use crate::client::Client;
+use crate::model::{CreateJob, Job, JobListQuery, JobStatus};
+
+/// `platform job` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a training job.
+    Create(CreateArgs),
+    /// List jobs, newest first.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show one job.
+    Get(GetArgs),
+    /// Cancel one or more jobs.
+    Cancel(CancelArgs),
+}
+
+/// `platform job create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Registered trainer framework (see `platform framework list`).
+    #[arg(long, short = 'f')]
+    pub framework: String,
+    /// Model to train, e.g. yolo11n.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Dataset URI, e.g. s3://bucket/datasets/coco128/.
+    #[arg(long, short = 'd')]
+    pub dataset: String,
+    /// Who the job belongs to [default: $PLATFORM_USER, else $USER].
+    #[arg(long, short = 'u', env = "PLATFORM_USER")]
+    pub user: Option<String>,
+    /// Trainer config from a JSON or YAML file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set a config key (value parsed as JSON when valid, else a string); repeatable, wins over --config.
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Wait for the job, printing its progress, and exit non-zero unless it completes.
+    #[arg(long, short = 'F')]
+    pub follow: bool,
+}
+
+/// `platform job list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs in this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// At most this many jobs (1–1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Print only full job ids, one per line.
+    #[arg(short = 'q', long = "ids")]
+    pub ids_only: bool,
+}
+
+/// Job status as a CLI value.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StatusArg {
+    /// Waiting to launch.
+    Pending,
+    /// Launched.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl From<StatusArg> for JobStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Pending => JobStatus::Pending,
+            StatusArg::Running => JobStatus::Running,
+            StatusArg::Completed => JobStatus::Completed,
+            StatusArg::Failed => JobStatus::Failed,
+            StatusArg::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+/// `platform job get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Job id or unique prefix (≥ 4 characters).
+    pub id: String,
+}
+
+/// `platform job cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Job ids or unique prefixes.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// Runs a `platform job` subcommand.
+pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Result<()> {
+    let client = g.client()?;
+    match cmd {
+        JobCommand::Create(a) => create(&client, out, a).await,
+        JobCommand::List(a) => list(&client, out, a).await,
+        JobCommand::Get(a) => {
+            let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
+            let id = client.resolve_job(&a.id).await?;
+            let job = client.get_job(id).await?;
+            print_job(out, fmt, &job)
+        }
+        JobCommand::Cancel(a) => cancel(&client, out, a).await,
+    }
+}
+
+async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {
+    let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
+    let config = build_config(a.config.as_deref(), &a.set)?;
+    let user = a
+        .user
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let req = CreateJob {
+        user_id: user,
+        model_name: a.model,
+        framework: a.framework,
+        dataset_s3_uri: a.dataset,
+        config,
+    };
+    let job = client.create_job(&req).await?;
+    if a.follow {
+        if !out.quiet && fmt == OutputFormat::Table {
+            eprintln!("created job {}", job.id);
+        }
+        return follow(client, out, job).await;
+    }
+    match fmt {
+        OutputFormat::Table if out.quiet => {
+            println!("{}", job.id);
+            Ok(())
+        }
+        OutputFormat::Table => {
+            println!("created job {} ({})", job.id, output::status(job.status));
+            println!("  follow it:  platform job get {}", short(&job));
+            Ok(())
+        }
+        f => print_job(out, f, &job),
+    }
+}
+
+/// Polls the job until it ends, printing each change of status or message.
+/// Exits 0 only when the job completed.
+pub async fn follow(client: &Client, out: &Printer, mut job: Job) -> anyhow::Result<()> {
+    let mut last = String::new();
+    loop {
+        let line = format!(
+            "{} {} {}",
+            output::status(job.status),
+            output::percent(job.progress),
+            job.message.as_deref().unwrap_or("")
+        );
+        if line != last && !out.quiet {
+            println!("{}", line.trim_end());
+            last = line;
+        }
+        if job.status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        job = client.get_job(job.id).await?;
+    }
+    finish(job.status, &job)
+}
+
+/// The exit code rule for `--follow`/`watch`: 0 only for `completed`.
+pub fn finish(status: JobStatus, job: &Job) -> anyhow::Result<()> {
+    match status {
+        JobStatus::Completed => Ok(()),
+        s => Err(Exit {
+            code: 1,
+            message: format!(
+                "job {} ended {s}{}",
+                job.id,
+                job.error
+                    .as_deref()
+                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default()
+            ),
+        }
+        .into()),
+    }
+}
+
+/// Merges `--config FILE` (JSON or YAML) with `--set key=value` overrides.
+/// Dotted keys (`a.b=1`) set nested objects.
+pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Option<Value>> {
+    let mut config = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let value: Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(_) => serde_yaml_ng::from_str(&text).map_err(|e| {
+                    Exit::usage(format!(
+                        "config file {} is neither JSON nor YAML: {e}",
+                        path.display()
+                    ))
+                })?,
+            };
+            match value {
+                Value::Object(m) => Some(m),
+                Value::Null => Some(Map::new()),
+                _ => {
+                    return Err(Exit::usage(format!(
+                        "config file {} must hold a JSON/YAML object (key: value pairs)",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
+    for set in sets {
+        let (key, raw) = set
+            .split_once('=')
+            .ok_or_else(|| Exit::usage(format!("--set {set:?}: expected KEY=VALUE")))?;
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(Exit::usage(format!("--set {set:?}: the key must not be empty")));
+        }
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
+        insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
+    }
+    Ok(config.map(Value::Object))
+}
+
+fn insert_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
+    match key.split_once('.') {
+        None => {
+            map.insert(key.to_string(), value);
+            Ok(())
+        }
+        Some((head, rest)) => {
+            let slot = map
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            match slot {
+                Value::Object(inner) => insert_dotted(inner, rest, value),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()> {
+    let fmt = out.format(&[
+        OutputFormat::Table,
+        OutputFormat::Wide,
+        OutputFormat::Json,
+        OutputFormat::Yaml,
+    ])?;
+    let q = JobListQuery {
+        user_id: a.user,
+        status_filter: a.status.map(|s| JobStatus::from(s).as_str().to_string()),
+        limit: Some(a.limit),
+        ..Default::default()
+    };
+    let jobs = client.list_jobs(&q).await?;
+    if a.ids_only {
+        for j in &jobs {
+            println!("{}", j.id);
+        }
+        return Ok(());
+    }
+    match fmt {
+        OutputFormat::Json => out.json(&jobs),
+        OutputFormat::Yaml => out.yaml(&jobs),
+        f => {
+            print_jobs_table(&jobs, f == OutputFormat::Wide);
+            Ok(())
+        }
+    }
+}
+
+/// The job table of `job list`.
+pub fn print_jobs_table(jobs: &[Job], wide: bool) {
+    let mut headers = vec!["ID", "STATUS", "PROGRESS", "FRAMEWORK", "MODEL", "USER", "CREATED"];
+    if wide {
+        headers.extend(["DATASET", "RUNNER", "MESSAGE"]);
+    }
+    let mut t = output::table(&headers);
+    for j in jobs {
+        let mut row = vec![
+            j.id.to_string(),
+            output::status(j.status),
+            output::percent(j.progress),
+            j.framework.clone(),
+            j.model_name.clone(),
+            j.user_id.clone(),
+            output::ago(j.created_at),
+        ];
+        if wide {
+            row.push(j.dataset_s3_uri.clone());
+            row.push(j.runner.clone().unwrap_or_else(|| "-".into()));
+            row.push(
+                j.error
+                    .as_deref()
+                    .or(j.message.as_deref())
+                    .and_then(|m| m.lines().next())
+                    .unwrap_or("-")
+                    .to_string(),
+            );
+        }
+        t.add_row(row);
+    }
+    output::print_table(&t);
+}
+
+fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
+    match fmt {
+        OutputFormat::Json => return out.json(j),
+        OutputFormat::Yaml => return out.yaml(j),
+        _ => {}
+    }
+    let dash = || "-".to_string();
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| format!("{} ({})", t.format("%Y-%m-%d %H:%M:%S UTC"), output::ago(t)))
+            .unwrap_or_else(dash)
+    };
+    let mut rows: Vec<(&str, String)> = vec![
+        ("ID", j.id.to_string()),
+        ("Status", format!("{} ({})", output::status(j.status), output::percent(j.progress))),
+        ("User", j.user_id.clone()),
+        ("Framework", j.framework.clone()),
+        ("Model", j.model_name.clone()),
+        ("Dataset", j.dataset_s3_uri.clone()),
+        (
+            "Config",
+            j.config.as_ref().map(|c| c.to_string()).unwrap_or_else(dash),
+        ),
+        ("Message", j.message.clone().unwrap_or_else(dash)),
+        ("Checkpoint", j.checkpoint_s3_uri.clone().unwrap_or_else(dash)),
+        (
+            "Runner",
+            match (&j.runner, j.exit_code) {
+                (Some(r), Some(c)) => format!("{r} (exit code {c})"),
+                (Some(r), None) => r.clone(),
+                _ => dash(),
+            },
+        ),
+        ("Created", when(Some(j.created_at))),
+        ("Started", when(j.started_at)),
+        ("Completed", when(j.completed_at)),
+    ];
+    if let (Some(s), Some(c)) = (j.started_at, j.completed_at) {
+        rows.push(("Duration", output::duration((c - s).num_seconds())));
+    }
+    for (k, v) in rows {
+        println!("{:<11} {v}", format!("{k}:"));
+    }
+    if let Some(e) = &j.error {
+        println!("Error:");
+        for line in e.lines() {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+fn short(j: &Job) -> String {
+    j.id.to_string()
+}
+
+async fn cancel(client: &Client, out: &Printer, a: CancelArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for raw in &a.ids {
+        let result = async {
+            let id = client.resolve_job(raw).await?;
+            client.cancel_job(id).await?;
+            Ok::<_, anyhow::Error>(id)
+        }
+        .await;
+        match result {
+            Ok(id) if !out.quiet => println!("cancelled {id}"),
+            Ok(_) => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {raw}: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Exit::silent(1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_parses_json_then_string_and_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "epochs: 10\nbatch: 16\nopt:\n  lr: 0.1\n").unwrap();
+        let sets = vec![
+            "epochs=5".to_string(),
+            "name=run one".to_string(),
+            "flags=[1,2]".to_string(),
+            "opt.lr=0.01".to_string(),
+            "on=true".to_string(),
+        ];
+        let c = build_config(Some(&f), &sets).unwrap().unwrap();
+        assert_eq!(
+            c,
+            serde_json::json!({"epochs": 5, "batch": 16, "name": "run one", "flags": [1, 2],
+                               "opt": {"lr": 0.01}, "on": true})
+        );
+    }
+
+    #[test]
+    fn no_config_means_null() {
+        assert_eq!(build_config(None, &[]).unwrap(), None);
+        assert!(build_config(None, &["novalue".into()]).is_err());
+    }
+}

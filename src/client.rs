@@ -1,0 +1,320 @@
+//! Typed HTTP client for the daemon's REST API, built on the same
+//! [`crate::model`] types the server uses. Used by the CLI and by trainers
+//! (`platform report`, the demo trainer).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::model::{
+    BatchAck, CallbackAck, CreateJob, ErrorBody, Health, Job, JobListQuery, JobStatus, Metric,
+    MetricBatch, MetricQuery, TrainingUpdate,
+};
+
+/// Why a request failed, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered at the server URL.
+    #[error("cannot reach the platform server at {url}: {reason} — is `platform serve` running?")]
+    Unreachable {
+        /// The server URL.
+        url: String,
+        /// The low-level cause, e.g. "connection refused".
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{detail}")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The server's `detail`.
+        detail: String,
+        /// The job's status, on a 409.
+        job_status: Option<JobStatus>,
+    },
+    /// The server answered something this client cannot read.
+    #[error("unexpected response from {url}: {reason}")]
+    Protocol {
+        /// The request URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The server URL is not usable.
+    #[error("invalid server URL {0:?}: expected e.g. http://127.0.0.1:8000")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying may help (connection trouble, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A connection to one daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8000`), sending `token`
+    /// as a bearer token when given.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl(base));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("platform/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Protocol {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            base,
+            http,
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The server URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` with the bearer token attached.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends `rb`, mapping transport failures and error statuses.
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = rb.send().await.map_err(|e| self.transport(e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let url = resp.url().to_string();
+        let body = resp.bytes().await.unwrap_or_default();
+        let (detail, job_status) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => (e.detail, e.status),
+            Err(_) => (
+                format!(
+                    "the server answered {status} for {url}{}",
+                    if body.is_empty() { String::new() } else { format!(": {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>()) }
+                ),
+                None,
+            ),
+        };
+        Err(ClientError::Api {
+            status,
+            detail,
+            job_status,
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(rb).await?;
+        let url = resp.url().to_string();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        }
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json(self.request(Method::GET, "/health").timeout(Duration::from_secs(5)))
+            .await
+    }
+
+    /// `POST /api/v1/training/jobs`.
+    pub async fn create_job(&self, req: &CreateJob) -> Result<Job, ClientError> {
+        self.json(self.request(Method::POST, "/api/v1/training/jobs").json(req))
+            .await
+    }
+
+    /// `GET /api/v1/training/jobs`.
+    pub async fn list_jobs(&self, q: &JobListQuery) -> Result<Vec<Job>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/training/jobs").query(q))
+            .await
+    }
+
+    /// `GET /api/v1/training/jobs/{id}`.
+    pub async fn get_job(&self, id: Uuid) -> Result<Job, ClientError> {
+        self.json(self.request(Method::GET, &format!("/api/v1/training/jobs/{id}")))
+            .await
+    }
+
+    /// `DELETE /api/v1/training/jobs/{id}`.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/api/v1/training/jobs/{id}")))
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /api/v1/training/jobs/{id}/metrics`.
+    pub async fn metrics(&self, id: Uuid, q: &MetricQuery) -> Result<Vec<Metric>, ClientError> {
+        self.json(
+            self.request(Method::GET, &format!("/api/v1/training/jobs/{id}/metrics"))
+                .query(q),
+        )
+        .await
+    }
+
+    /// Every metric point of a job, oldest first (pages through `after_id`).
+    pub async fn all_metrics(&self, id: Uuid, after_id: Option<i64>) -> Result<Vec<Metric>, ClientError> {
+        let mut out: Vec<Metric> = Vec::new();
+        let mut after = after_id;
+        loop {
+            let q = MetricQuery {
+                limit: Some(crate::model::metric::MAX_METRIC_LIMIT),
+                order: Some("asc".into()),
+                after_id: after,
+                max_points: None,
+            };
+            let page = self.metrics(id, &q).await?;
+            let full = page.len() as i64 == crate::model::metric::MAX_METRIC_LIMIT;
+            after = page.last().map(|m| m.id).or(after);
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Resolves a full id or a unique prefix (≥ 4 characters) to a job id.
+    pub async fn resolve_job(&self, id_or_prefix: &str) -> Result<Uuid, ResolveError> {
+        let text = id_or_prefix.trim().to_ascii_lowercase();
+        if let Ok(id) = Uuid::parse_str(&text) {
+            return Ok(id);
+        }
+        if text.len() < 4 || !text.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(ResolveError::BadPrefix(id_or_prefix.to_string()));
+        }
+        let q = JobListQuery {
+            id_prefix: Some(text.clone()),
+            limit: Some(2),
+            ..Default::default()
+        };
+        let found = self.list_jobs(&q).await?;
+        match found.as_slice() {
+            [one] => Ok(one.id),
+            [] => Err(ResolveError::NoMatch(text)),
+            _ => Err(ResolveError::Ambiguous(text)),
+        }
+    }
+
+    /// `POST {callback_url}` with a trainer's token.
+    pub async fn callback_to(
+        &self,
+        callback_url: &str,
+        update: &TrainingUpdate,
+    ) -> Result<CallbackAck, ClientError> {
+        let rb = self.http.post(callback_url).json(update);
+        let rb = match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        self.json(rb).await
+    }
+
+    /// `POST /api/v1/training/jobs/{id}/metrics` with a trainer's token.
+    pub async fn ingest(&self, id: Uuid, batch: &MetricBatch) -> Result<BatchAck, ClientError> {
+        self.json(
+            self.request(Method::POST, &format!("/api/v1/training/jobs/{id}/metrics"))
+                .json(batch),
+        )
+        .await
+    }
+
+    /// Sends a JSON body with `method` and decodes the answer.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.json(self.request(method, path).json(body)).await
+    }
+}
+
+/// Why an id or prefix did not resolve to exactly one job.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Too short or not hexadecimal.
+    #[error("{0:?} is not a job id: give the full UUID or a prefix of at least 4 hexadecimal characters")]
+    BadPrefix(String),
+    /// No job starts with it.
+    #[error("no job id starts with {0:?}")]
+    NoMatch(String),
+    /// Several jobs start with it.
+    #[error("the prefix {0:?} matches more than one job; give more characters")]
+    Ambiguous(String),
+    /// The lookup failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// The innermost error message, lowercased, e.g. "connection refused".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+        return match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::TimedOut => "timed out".into(),
+            _ => strip_os_error(&io.to_string()),
+        };
+    }
+    let text = cur.to_string();
+    if text.is_empty() {
+        e.to_string()
+    } else {
+        strip_os_error(&text).to_lowercase()
+    }
+}
+
+fn strip_os_error(s: &str) -> String {
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_lowercase(),
+        None => s.to_lowercase(),
+    }
+}

@@ -1,0 +1,180 @@
+//! Queries on the `metrics` table: storing points, paging through them, and
+//! downsampling long histories for plots.
+
+use rusqlite::{params, Connection, Row};
+use uuid::Uuid;
+
+use super::{parse_ts, ts, DbError};
+use crate::model::{Metric, MetricFilter, MetricPoint, Order};
+
+const COLUMNS: &str = "id, job_id, epoch, step, loss, accuracy, metrics, created_at";
+
+fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
+    let job_id: String = r.get(1)?;
+    let metrics: String = r.get(6)?;
+    Ok(Metric {
+        id: r.get(0)?,
+        job_id: Uuid::parse_str(&job_id).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        epoch: r.get(2)?,
+        step: r.get(3)?,
+        loss: r.get(4)?,
+        accuracy: r.get(5)?,
+        metrics: serde_json::from_str(&metrics).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        created_at: parse_ts(&r.get::<_, String>(7)?)?,
+    })
+}
+
+/// Stores one point and returns it as the API shows it.
+pub fn insert(
+    c: &Connection,
+    job_id: Uuid,
+    p: &MetricPoint,
+    at: &chrono::DateTime<chrono::Utc>,
+) -> Result<Metric, DbError> {
+    let metrics = serde_json::Value::Object(p.metrics.clone()).to_string();
+    c.prepare_cached(
+        "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        job_id.to_string(),
+        p.epoch,
+        p.step,
+        p.loss,
+        p.accuracy,
+        metrics,
+        ts(at)
+    ])?;
+    Ok(Metric {
+        id: c.last_insert_rowid(),
+        job_id,
+        epoch: p.epoch,
+        step: p.step,
+        loss: p.loss,
+        accuracy: p.accuracy,
+        metrics: p.metrics.clone(),
+        created_at: *at,
+    })
+}
+
+/// A page of a job's points in the requested order, or a downsampled view
+/// of the whole history when `max_points` is set.
+pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
+    if let Some(max) = f.max_points {
+        return downsample(c, job_id, f.after_id.unwrap_or(0), max as usize, f.order);
+    }
+    let dir = match f.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM metrics WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3"
+    ))?;
+    let mut rows = stmt.query(params![job_id.to_string(), f.after_id.unwrap_or(0), f.limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// Picks at most `max` points: the first, the last, and per bucket the
+/// minimum and maximum of the job's main series (loss, else accuracy, else
+/// epoch), so spikes survive. Only ids and one number are scanned; full rows
+/// are read for the chosen points alone.
+fn downsample(
+    c: &Connection,
+    job_id: Uuid,
+    after_id: i64,
+    max: usize,
+    order: Order,
+) -> Result<Vec<Metric>, DbError> {
+    let job = job_id.to_string();
+    let mut stmt = c.prepare_cached(
+        "SELECT id, COALESCE(loss, accuracy, epoch) FROM metrics \
+         WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+    )?;
+    let series = stmt
+        .query_map(params![job, after_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ids = pick_extremes(&series, max);
+    if order == Order::Desc {
+        ids.reverse();
+    }
+    let mut one = c.prepare_cached(&format!("SELECT {COLUMNS} FROM metrics WHERE id = ?1"))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut rows = one.query([id])?;
+        if let Some(r) = rows.next()? {
+            out.push(from_row(r)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The ids kept by the downsampler, ascending; at most `max` of them.
+pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
+    let n = series.len();
+    if n <= max {
+        return series.iter().map(|(id, _)| *id).collect();
+    }
+    let (first, last) = (series[0].0, series[n - 1].0);
+    let inner = &series[1..n - 1];
+    // Two points (min and max) per bucket, leaving room for first and last.
+    let buckets = ((max.saturating_sub(2)) / 2).max(1);
+    let size = inner.len().div_ceil(buckets);
+    let mut ids = vec![first];
+    for chunk in inner.chunks(size) {
+        let lo = chunk
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|p| p.0);
+        let hi = chunk
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|p| p.0);
+        let (Some(lo), Some(hi)) = (lo, hi) else { continue };
+        ids.push(lo.min(hi));
+        if hi != lo {
+            ids.push(lo.max(hi));
+        }
+    }
+    ids.push(last);
+    ids.truncate(max - 1);
+    if ids.last() != Some(&last) {
+        ids.push(last);
+    }
+    ids
+}
+
+/// How many points a job has.
+pub fn count(c: &Connection, job_id: Uuid) -> Result<i64, DbError> {
+    Ok(c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
+        .query_row([job_id.to_string()], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_extremes;
+
+    #[test]
+    fn keeps_first_last_and_spikes() {
+        let mut series: Vec<(i64, f64)> = (1..=10_000).map(|i| (i, 1.0)).collect();
+        series[5_000].1 = 100.0; // a spike
+        series[7_000].1 = -100.0; // a dip
+        let ids = pick_extremes(&series, 100);
+        assert!(ids.len() <= 100, "{} points", ids.len());
+        assert_eq!(ids.first(), Some(&1));
+        assert_eq!(ids.last(), Some(&10_000));
+        assert!(ids.contains(&5_001) && ids.contains(&7_001));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids ascend");
+    }
+
+    #[test]
+    fn short_series_untouched() {
+        let series = vec![(1, 0.0), (2, 1.0)];
+        assert_eq!(pick_extremes(&series, 10), vec![1, 2]);
+    }
+}

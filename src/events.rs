@@ -1,0 +1,52 @@
+//! In-process fan-out of committed changes: every job change and every new
+//! metric point is published here after its write is durable, for the live
+//! event stream and the scheduler.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::model::{Job, Metric};
+
+/// Something that changed, after it was committed.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A job was created or changed (status, progress, message, …).
+    Job(Arc<Job>),
+    /// A metric point was stored.
+    Metric(Arc<Metric>),
+}
+
+/// How many events a slow subscriber may fall behind before it is told to
+/// resynchronise (it then misses events rather than growing a queue).
+const CAPACITY: usize = 4096;
+
+/// The publisher; clone-cheap.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Events {
+    /// A hub with no subscribers.
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Self { tx }
+    }
+
+    /// Publishes an event; a no-op when nobody listens.
+    pub fn publish(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
+
+    /// A new subscription, starting with the next event.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}

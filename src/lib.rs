@@ -1,0 +1,17 @@
+//! `platform`: run ML training jobs from one binary.
+//!
+//! See ARCHITECTURE.md for the map. In short: [`cli`] parses the command
+//! line; client commands go through [`client`] to the daemon; the daemon is
+//! [`server`] (HTTP) over [`jobs`] (lifecycle rules) over [`db`] (SQLite),
+//! with [`model`] holding every type the client and server share.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod jobs;
+pub mod logging;
+pub mod model;
+pub mod server;
+pub mod trainers;

@@ -1,0 +1,57 @@
+//! Entry point: parse the command line, run the command, and turn errors
+//! into one readable line and an exit code (0 ok, 1 error, 2 usage).
+
+use clap::Parser;
+
+use platform::cli::{self, Cli, Command, Exit};
+use platform::config::ServerConfig;
+
+fn main() {
+    let warnings = platform::config::load_env_layers();
+    let cli = Cli::parse();
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => report(&e),
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // One TLS crypto provider for every client (object_store, kube, reqwest).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let default_level = if args.debug { "debug" } else { "info" };
+            platform::logging::init(args.log_format, default_level);
+            let cfg = ServerConfig::from_args(&args)?;
+            runtime.block_on(platform::server::run(cfg))
+        }
+        command => {
+            let level = match (cli.global.quiet, cli.global.verbose) {
+                (true, _) => "error",
+                (false, 0) => "warn",
+                (false, 1) => "info",
+                _ => "debug",
+            };
+            platform::logging::init(platform::config::LogFormat::Text, level);
+            runtime.block_on(cli::run_client(cli.global, command))
+        }
+    }
+}
+
+fn report(e: &anyhow::Error) -> i32 {
+    if let Some(exit) = e.downcast_ref::<Exit>() {
+        if !exit.message.is_empty() {
+            eprintln!("error: {}", exit.message);
+        }
+        return exit.code;
+    }
+    eprintln!("error: {e:#}");
+    1
+}

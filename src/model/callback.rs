@@ -1,0 +1,173 @@
+//! Trainer callbacks: the seed's `TrainingUpdate` and the batch metric body.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Number;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::metric::MetricPoint;
+use super::status::JobStatus;
+use super::validate::{optional_text, ValidationError};
+
+/// Longest `message`, in characters.
+pub const MAX_MESSAGE: usize = 10_000;
+/// Longest `error`, in characters.
+pub const MAX_ERROR: usize = 65_536;
+/// Longest `checkpoint_s3_uri`, in characters.
+pub const MAX_URI: usize = 1024;
+/// Most points in one batch request.
+pub const MAX_BATCH_POINTS: usize = 1000;
+
+/// Body of `POST /api/v1/training/jobs/{id}/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrainingUpdate {
+    /// Optional; when present it must equal the path id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// New status: running, completed, failed or cancelled.
+    pub status: JobStatus,
+    /// 0.0 … 1.0; omitted leaves the stored progress unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Human-readable progress line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Flat map of numbers; stores one metric point when non-empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<BTreeMap<String, Number>>,
+    /// Where the trainer stored its checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_s3_uri: Option<String>,
+    /// Failure description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Increasing per job; an already-applied sequence is acknowledged, not re-applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+}
+
+/// A validated callback, ready for the lifecycle rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Target status (never `pending`).
+    pub status: JobStatus,
+    /// New progress, when given.
+    pub progress: Option<f64>,
+    /// New message, when given.
+    pub message: Option<String>,
+    /// Metric point to store, when given and non-empty.
+    pub point: Option<MetricPoint>,
+    /// New checkpoint URI, when given.
+    pub checkpoint_s3_uri: Option<String>,
+    /// New error, when given.
+    pub error: Option<String>,
+    /// Idempotency sequence, when given.
+    pub sequence: Option<i64>,
+}
+
+impl TrainingUpdate {
+    /// Checks the body against the path's job id and the SPEC's ranges.
+    pub fn validate(self, path_id: Uuid) -> Result<Update, ValidationError> {
+        if let Some(id) = &self.job_id {
+            if Uuid::parse_str(id).ok() != Some(path_id) {
+                return Err(ValidationError::new(
+                    "job_id",
+                    "must match the job id in the path",
+                ));
+            }
+        }
+        if self.status == JobStatus::Pending {
+            return Err(ValidationError::new(
+                "status",
+                "a callback cannot set status pending",
+            ));
+        }
+        if let Some(p) = self.progress {
+            if !p.is_finite() || !(0.0..=1.0).contains(&p) {
+                return Err(ValidationError::new(
+                    "progress",
+                    "must be between 0.0 and 1.0",
+                ));
+            }
+        }
+        optional_text("message", self.message.as_deref(), MAX_MESSAGE)?;
+        optional_text("error", self.error.as_deref(), MAX_ERROR)?;
+        optional_text(
+            "checkpoint_s3_uri",
+            self.checkpoint_s3_uri.as_deref(),
+            MAX_URI,
+        )?;
+        validate_sequence(self.sequence)?;
+        let point = match &self.metrics {
+            Some(m) if !m.is_empty() => Some(MetricPoint::from_numbers("metrics", m)?),
+            _ => None,
+        };
+        Ok(Update {
+            status: self.status,
+            progress: self.progress,
+            message: self.message,
+            point,
+            checkpoint_s3_uri: self.checkpoint_s3_uri,
+            error: self.error,
+            sequence: self.sequence,
+        })
+    }
+}
+
+fn validate_sequence(sequence: Option<i64>) -> Result<(), ValidationError> {
+    match sequence {
+        Some(s) if s < 0 => Err(ValidationError::new("sequence", "must be 0 or more")),
+        _ => Ok(()),
+    }
+}
+
+/// Answer to an accepted callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackAck {
+    /// Always `"ok"`.
+    pub status: String,
+    /// The job the callback was for.
+    pub job_id: Uuid,
+}
+
+/// Body of `POST /api/v1/training/jobs/{id}/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MetricBatch {
+    /// Up to 1,000 flat maps of numbers, stored in order.
+    #[schema(value_type = Vec<Object>)]
+    pub points: Vec<BTreeMap<String, Number>>,
+    /// Optional idempotency sequence (same rule as callbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+}
+
+impl MetricBatch {
+    /// Validates every point; one bad point rejects the whole batch.
+    pub fn validate(&self) -> Result<Vec<MetricPoint>, ValidationError> {
+        if self.points.len() > MAX_BATCH_POINTS {
+            return Err(ValidationError::new(
+                "points",
+                format!("must hold at most {MAX_BATCH_POINTS} points"),
+            ));
+        }
+        validate_sequence(self.sequence)?;
+        self.points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| MetricPoint::from_numbers(&format!("points[{i}]"), p))
+            .collect()
+    }
+}
+
+/// Answer to an accepted metric batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchAck {
+    /// Always `"ok"`.
+    pub status: String,
+    /// The job the points were for.
+    pub job_id: Uuid,
+    /// How many points were stored (0 for an already-applied sequence).
+    pub stored: usize,
+}

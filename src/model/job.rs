@@ -1,0 +1,181 @@
+//! The job: the API object, the create request and the list query.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::status::JobStatus;
+use super::validate::{required_text, ValidationError};
+
+/// Seed length limits for the create body, in characters.
+pub const MAX_USER_ID: usize = 255;
+/// Seed limit for `model_name`.
+pub const MAX_MODEL_NAME: usize = 255;
+/// Seed limit for `framework`.
+pub const MAX_FRAMEWORK: usize = 100;
+/// Seed limit for `dataset_s3_uri`.
+pub const MAX_DATASET_URI: usize = 1024;
+
+/// A training job as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// UUID v7 (time-ordered).
+    pub id: Uuid,
+    /// Who submitted the job.
+    pub user_id: String,
+    /// Model to train, e.g. `yolo11n`.
+    pub model_name: String,
+    /// Registered trainer framework, e.g. `ultralytics`.
+    pub framework: String,
+    /// Where the training data lives.
+    pub dataset_s3_uri: String,
+    /// Free-form trainer configuration (a JSON object) or null.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// Lifecycle status.
+    pub status: JobStatus,
+    /// 0.0 … 1.0.
+    pub progress: f64,
+    /// The trainer's latest message.
+    pub message: Option<String>,
+    /// Where the trainer stored its checkpoint.
+    pub checkpoint_s3_uri: Option<String>,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    /// When the job was accepted.
+    pub created_at: DateTime<Utc>,
+    /// Last change of any field.
+    pub updated_at: DateTime<Utc>,
+    /// When the job first became running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Which runner launched it (`subprocess`, `kubernetes`), once launched.
+    #[serde(default)]
+    pub runner: Option<String>,
+    /// The trainer's exit code, when known.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateJob {
+    /// Who submits the job (1–255 characters).
+    pub user_id: String,
+    /// Model to train (1–255 characters).
+    pub model_name: String,
+    /// Registered framework (1–100 characters).
+    pub framework: String,
+    /// Dataset location (1–1024 characters).
+    pub dataset_s3_uri: String,
+    /// Optional JSON object passed to the trainer as `CONFIG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+}
+
+impl CreateJob {
+    /// Applies the seed's field rules; `config` must be an object or null.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        required_text("user_id", &self.user_id, MAX_USER_ID)?;
+        required_text("model_name", &self.model_name, MAX_MODEL_NAME)?;
+        required_text("framework", &self.framework, MAX_FRAMEWORK)?;
+        required_text("dataset_s3_uri", &self.dataset_s3_uri, MAX_DATASET_URI)?;
+        match &self.config {
+            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            Some(_) => Err(ValidationError::new(
+                "config",
+                "must be a JSON object or null",
+            )),
+        }
+    }
+
+    /// The config to store: an explicit `null` is the same as no config.
+    pub fn stored_config(&self) -> Option<&Value> {
+        self.config.as_ref().filter(|v| !v.is_null())
+    }
+}
+
+/// Default page size of the job list.
+pub const DEFAULT_JOB_LIMIT: i64 = 50;
+/// Largest page size of the job list.
+pub const MAX_JOB_LIMIT: i64 = 1000;
+
+/// Query of `GET /api/v1/training/jobs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only this user's jobs.
+    pub user_id: Option<String>,
+    /// Only jobs in this status (alias `status`).
+    #[serde(alias = "status")]
+    #[param(value_type = Option<JobStatus>)]
+    pub status_filter: Option<String>,
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<i64>,
+    /// Jobs to skip (≥ 0).
+    pub offset: Option<i64>,
+    /// Only jobs whose id starts with this (used by the CLI's prefix resolution).
+    pub id_prefix: Option<String>,
+}
+
+/// A validated [`JobListQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFilter {
+    /// Only this user's jobs.
+    pub user_id: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Lowercase id prefix.
+    pub id_prefix: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+impl JobListQuery {
+    /// Checks ranges and the status name.
+    pub fn validate(&self) -> Result<JobFilter, ValidationError> {
+        let limit = self.limit.unwrap_or(DEFAULT_JOB_LIMIT);
+        if !(1..=MAX_JOB_LIMIT).contains(&limit) {
+            return Err(ValidationError::new(
+                "limit",
+                format!("must be between 1 and {MAX_JOB_LIMIT}"),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ValidationError::new("offset", "must be 0 or more"));
+        }
+        let status = match self.status_filter.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<JobStatus>()
+                    .map_err(|e| ValidationError::new("status_filter", e.to_string()))?,
+            ),
+        };
+        let id_prefix = match self.id_prefix.as_deref() {
+            None | Some("") => None,
+            Some(p) if p.len() <= 36 && p.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
+                Some(p.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "id_prefix",
+                    "must be at most 36 hexadecimal digits and dashes",
+                ))
+            }
+        };
+        Ok(JobFilter {
+            user_id: self.user_id.clone().filter(|u| !u.is_empty()),
+            status,
+            id_prefix,
+            limit,
+            offset,
+        })
+    }
+}

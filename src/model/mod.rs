@@ -1,0 +1,60 @@
+//! Types shared by the client and the server: the API's wire format, defined
+//! once, plus the job status state machine and field validation.
+
+pub mod callback;
+pub mod job;
+pub mod metric;
+pub mod status;
+pub mod validate;
+
+pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
+pub use job::{CreateJob, Job, JobFilter, JobListQuery};
+pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
+pub use status::JobStatus;
+pub use validate::ValidationError;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The service name `/health` and `/` report (the seed's).
+pub const SERVICE_NAME: &str = "platform-backend";
+
+/// Body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// Always `platform-backend`.
+    pub service: String,
+    /// Server version.
+    pub version: String,
+    /// Per-component checks (`database`, …): `ok` or what is wrong.
+    #[serde(default)]
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
+/// Body of `GET /`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceInfo {
+    /// Always `platform-backend`.
+    pub service: String,
+    /// Server version.
+    pub version: String,
+    /// Path of the API documentation.
+    pub docs: String,
+    /// Path of the health check.
+    pub health: String,
+}
+
+/// Every error body: `{"detail": …}`, plus `status` on lifecycle conflicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// One readable sentence.
+    pub detail: String,
+    /// The job's current status (409 on a terminal job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    /// The offending field (422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

@@ -1,0 +1,93 @@
+//! Field validation shared by every request type: one error shape that names
+//! the offending field, and the checks the SPEC's limits need.
+
+use serde_json::{Number, Value};
+
+/// A request field that failed validation (the server answers 422).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// Dotted path of the field, e.g. `user_id` or `metrics.loss`.
+    pub field: String,
+    /// Why it was rejected, as a short phrase.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A validation error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks a required string: present, not blank, at most `max` characters.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    optional_text(field, Some(value), max)
+}
+
+/// Checks an optional string's length in characters (not bytes).
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ValidationError> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(ValidationError::new(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a JSON number as an integer, accepting `21` and `21.0` but not `21.5`.
+pub fn integral(field: &str, n: &Number) -> Result<i64, ValidationError> {
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(ValidationError::new(field, "must be an integer")),
+    }
+}
+
+/// Rejects non-finite numbers anywhere in a JSON value.
+///
+/// serde_json cannot produce NaN or infinities from text, but values built
+/// from f64 elsewhere can; this keeps the "never store a non-finite number"
+/// rule in one checkable place.
+pub fn finite_json(field: &str, value: &Value) -> Result<(), ValidationError> {
+    match value {
+        Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+            Err(ValidationError::new(field, "must be a finite number"))
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| finite_json(field, v)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| finite_json(&format!("{field}.{k}"), v)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_count_characters() {
+        assert!(required_text("f", &"é".repeat(255), 255).is_ok());
+        assert!(required_text("f", &"é".repeat(256), 255).is_err());
+        assert!(required_text("f", "   ", 255).is_err());
+    }
+
+    #[test]
+    fn integral_rejects_fractions() {
+        let n = |s: &str| serde_json::from_str::<Number>(s).unwrap();
+        assert_eq!(integral("e", &n("21")).unwrap(), 21);
+        assert_eq!(integral("e", &n("21.0")).unwrap(), 21);
+        assert!(integral("e", &n("21.5")).is_err());
+        assert!(integral("e", &n("1e300")).is_err());
+    }
+}

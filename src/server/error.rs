@@ -1,0 +1,150 @@
+//! The API's one error type: every failure becomes `{"detail": …}` with the
+//! right status code.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::db::DbError;
+use crate::jobs::JobError;
+use crate::model::{ErrorBody, JobStatus, ValidationError};
+
+/// An HTTP error response.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400.
+    BadRequest(String),
+    /// 401.
+    Unauthorized(String),
+    /// 404.
+    NotFound(String),
+    /// 405.
+    MethodNotAllowed,
+    /// 409, with the job's current status.
+    Conflict {
+        /// What happened.
+        detail: String,
+        /// The job's status.
+        status: JobStatus,
+    },
+    /// 413.
+    TooLarge(String),
+    /// 415.
+    UnsupportedMediaType(String),
+    /// 422.
+    Invalid(ValidationError),
+    /// 503.
+    Unavailable(String),
+    /// 500: a bug or an environment failure, never bad input.
+    Internal(String),
+}
+
+impl ApiError {
+    /// 422 for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(ValidationError::new(field, message))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match self {
+            ApiError::Conflict { detail, status } => ErrorBody {
+                detail,
+                status: Some(status),
+                field: None,
+            },
+            ApiError::Invalid(v) => ErrorBody {
+                detail: v.to_string(),
+                status: None,
+                field: Some(v.field),
+            },
+            ApiError::Internal(msg) => {
+                tracing::error!(error = %msg, "internal error");
+                ErrorBody {
+                    detail: "internal server error; see the daemon's log".into(),
+                    status: None,
+                    field: None,
+                }
+            }
+            ApiError::MethodNotAllowed => plain("Method Not Allowed".into()),
+            ApiError::BadRequest(d)
+            | ApiError::Unauthorized(d)
+            | ApiError::NotFound(d)
+            | ApiError::TooLarge(d)
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Unavailable(d) => plain(d),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+fn plain(detail: String) -> ErrorBody {
+    ErrorBody {
+        detail,
+        status: None,
+        field: None,
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(v: ValidationError) -> Self {
+        ApiError::Invalid(v)
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            JobError::Unauthorized(_) => ApiError::Unauthorized(e.to_string()),
+            JobError::Finished { status, .. } => ApiError::Conflict {
+                detail: e.to_string(),
+                status,
+            },
+            JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
+            JobError::Invalid(v) => ApiError::Invalid(v),
+            JobError::Db(d) => d.into(),
+        }
+    }
+}
+
+/// `{"detail": "Not Found"}` for unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("Not Found".into())
+}
+
+/// `{"detail": "Method Not Allowed"}` for known routes with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,137 @@
+//! Handlers for `/api/v1/training/jobs…`: thin wrappers that extract,
+//! call [`crate::jobs::Jobs`], and shape the response.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+
+use super::error::ApiError;
+use super::extract::{bearer, ApiQuery, JobId, JsonBody};
+use super::AppState;
+use crate::model::{
+    BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, Metric, MetricBatch,
+    MetricQuery, TrainingUpdate,
+};
+
+/// Create a training job; it starts `pending` and the scheduler launches it.
+#[utoipa::path(post, path = "/api/v1/training/jobs", tag = "jobs",
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "Created", body = Job),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid field, unknown framework or missing dataset", body = ErrorBody),
+    ))]
+pub async fn create_job(
+    State(st): State<AppState>,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let req: CreateJob = body.decode()?;
+    Ok((StatusCode::CREATED, Json(st.jobs.create(req).await?)))
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/training/jobs", tag = "jobs",
+    params(JobListQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = Vec<Job>),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    ))]
+pub async fn list_jobs(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    Ok(Json(st.jobs.list(q.validate()?).await?))
+}
+
+/// Get one job.
+#[utoipa::path(get, path = "/api/v1/training/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ErrorBody),
+    ))]
+pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
+    Ok(Json(st.jobs.get(id).await?))
+}
+
+/// Cancel a job.
+#[utoipa::path(delete, path = "/api/v1/training/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 400, description = "Already finished", body = ErrorBody),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+    ))]
+pub async fn cancel_job(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+) -> Result<StatusCode, ApiError> {
+    st.jobs.cancel(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Trainer callback: status, progress, message and one metric point.
+#[utoipa::path(post, path = "/api/v1/training/jobs/{id}/callback", tag = "trainer",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    request_body = TrainingUpdate,
+    security(("callback_token" = [])),
+    responses(
+        (status = 200, description = "Applied (or an already-applied sequence)", body = CallbackAck),
+        (status = 401, description = "Missing or wrong callback token", body = ErrorBody),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 409, description = "The job already ended", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ))]
+pub async fn callback(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<CallbackAck>, ApiError> {
+    st.jobs.authorize(id, bearer(&headers)).await?;
+    let update: TrainingUpdate = body.decode()?;
+    Ok(Json(st.jobs.callback(id, update).await?))
+}
+
+/// A job's metric points.
+#[utoipa::path(get, path = "/api/v1/training/jobs/{id}/metrics", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id"), MetricQuery),
+    responses(
+        (status = 200, description = "Points (newest first unless order=asc)", body = Vec<Metric>),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    ))]
+pub async fn list_metrics(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    ApiQuery(q): ApiQuery<MetricQuery>,
+) -> Result<Json<Vec<Metric>>, ApiError> {
+    Ok(Json(st.jobs.metrics(id, q.validate()?).await?))
+}
+
+/// Batch metric ingest: up to 1,000 points, all or nothing.
+#[utoipa::path(post, path = "/api/v1/training/jobs/{id}/metrics", tag = "trainer",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    request_body = MetricBatch,
+    security(("callback_token" = [])),
+    responses(
+        (status = 200, description = "Stored", body = BatchAck),
+        (status = 401, description = "Missing or wrong callback token", body = ErrorBody),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 409, description = "The job already ended", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid point or too many points", body = ErrorBody),
+    ))]
+pub async fn ingest_metrics(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<BatchAck>, ApiError> {
+    st.jobs.authorize(id, bearer(&headers)).await?;
+    let batch: MetricBatch = body.decode()?;
+    Ok(Json(st.jobs.ingest(id, batch).await?))
+}

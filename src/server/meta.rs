@@ -1,0 +1,178 @@
+//! Service endpoints: `/`, `/health`, `/metrics` (Prometheus), the OpenAPI
+//! document and the offline API docs page.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::AppState;
+use crate::model::{ErrorBody, Health, ServiceInfo, SERVICE_NAME};
+
+/// The server version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where things are.
+#[utoipa::path(get, path = "/", tag = "service",
+    responses((status = 200, description = "Service info", body = ServiceInfo)))]
+pub async fn root() -> Json<ServiceInfo> {
+    Json(ServiceInfo {
+        service: SERVICE_NAME.into(),
+        version: VERSION.into(),
+        docs: "/docs".into(),
+        health: "/health".into(),
+    })
+}
+
+/// Health, including a database round-trip.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "A component is failing", body = Health),
+    ))]
+pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
+    let mut checks = BTreeMap::new();
+    let db = st
+        .jobs
+        .db()
+        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    let healthy = db.is_ok();
+    checks.insert(
+        "database".to_string(),
+        match db {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        },
+    );
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Health {
+            status: if healthy { "healthy" } else { "unhealthy" }.into(),
+            service: SERVICE_NAME.into(),
+            version: VERSION.into(),
+            checks,
+        }),
+    )
+}
+
+/// Prometheus text exposition: request counters and latencies, callback
+/// outcomes, commit batch sizes, and jobs by status.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn prometheus(State(st): State<AppState>) -> Response {
+    let mut text = st.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+    if let Ok(counts) = st
+        .jobs
+        .db()
+        .read(crate::db::jobs::count_by_status)
+        .await
+    {
+        text.push_str("# HELP platform_jobs Jobs by status.\n# TYPE platform_jobs gauge\n");
+        for status in crate::model::status::ALL_STATUSES {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            text.push_str(&format!("platform_jobs{{status=\"{status}\"}} {n}\n"));
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "platform", description = "Run ML training jobs: REST API of `platform serve`."),
+    paths(
+        root, health, prometheus,
+        super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
+        super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
+        super::jobs::ingest_metrics,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+    tags(
+        (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
+        (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
+        (name = "service", description = "Health, metadata and monitoring"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_token", bearer());
+        components.add_security_scheme("callback_token", bearer());
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response(),
+    }
+}
+
+const SWAGGER_JS: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");
+const SWAGGER_CSS: &str = include_str!("../../assets/swagger-ui/swagger-ui.css");
+
+/// `GET /docs`: Swagger UI, served from assets compiled into the binary.
+pub async fn docs() -> Html<&'static str> {
+    Html(
+        r##"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>platform API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui" });
+  </script>
+</body>
+</html>"##,
+    )
+}
+
+/// The Swagger UI script.
+pub async fn docs_js() -> Response {
+    static_asset("text/javascript; charset=utf-8", SWAGGER_JS)
+}
+
+/// The Swagger UI stylesheet.
+pub async fn docs_css() -> Response {
+    static_asset("text/css; charset=utf-8", SWAGGER_CSS)
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,333 @@
+//! The trainer registry: which frameworks exist and how to launch each.
+//!
+//! Entries come from three places, later ones winning: the built-in `demo`
+//! framework (this binary run as a trainer), sub-directories of
+//! `TRAINER_SUBPROCESS_PATH` (the seed's layout: `<dir>/<framework>/train`
+//! or `train.py`), and the trainers TOML file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The framework that is always registered.
+pub const DEMO: &str = "demo";
+
+/// Kubernetes resources for a trainer's pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU request/limit, e.g. `"4"`.
+    pub cpu: Option<String>,
+    /// Memory request/limit, e.g. `"16Gi"`.
+    pub memory: Option<String>,
+    /// GPU count (`nvidia.com/gpu`).
+    pub gpu: Option<u32>,
+}
+
+/// A Kubernetes toleration, as in a pod spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// Taint key.
+    pub key: Option<String>,
+    /// `Exists` or `Equal`.
+    pub operator: Option<String>,
+    /// Taint value.
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: Option<String>,
+    /// For `NoExecute`: how long the pod stays bound.
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Where an entry was registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Compiled into the binary (`demo`).
+    Builtin,
+    /// Discovered under `TRAINER_SUBPROCESS_PATH`.
+    Directory,
+    /// Declared in the trainers file.
+    File,
+}
+
+/// How to launch one framework's trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Trainer {
+    /// Framework name, as used in `job create --framework`.
+    pub name: String,
+    /// argv; never run through a shell. Empty for the built-in demo (the
+    /// runner runs this binary's own trainer).
+    pub command: Vec<String>,
+    /// Working directory.
+    #[schema(value_type = Option<String>)]
+    pub workdir: Option<PathBuf>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Container image (Kubernetes runner).
+    pub image: Option<String>,
+    /// Pod resources (Kubernetes runner).
+    #[serde(default)]
+    pub resources: Resources,
+    /// Node selector (Kubernetes runner).
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations (Kubernetes runner).
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Where the entry came from.
+    pub source: Source,
+}
+
+/// One `[trainers.NAME]` table of the trainers file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    command: Vec<String>,
+    workdir: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    image: Option<String>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    tolerations: Vec<Toleration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainersFile {
+    #[serde(default)]
+    trainers: BTreeMap<String, FileEntry>,
+}
+
+/// A registry that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The trainers file is unreadable.
+    #[error("cannot read the trainers file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The trainers file is not valid.
+    #[error("the trainers file {path} is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The trainers directory is unreadable.
+    #[error("cannot read the trainers directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Every registered framework, by name.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: BTreeMap<String, Trainer>,
+}
+
+impl Registry {
+    /// Only the built-in `demo`.
+    pub fn builtin() -> Self {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            DEMO.to_string(),
+            Trainer {
+                name: DEMO.into(),
+                command: Vec::new(),
+                workdir: None,
+                env: BTreeMap::new(),
+                image: None,
+                resources: Resources::default(),
+                node_selector: BTreeMap::new(),
+                tolerations: Vec::new(),
+                source: Source::Builtin,
+            },
+        );
+        Self { entries }
+    }
+
+    /// `demo`, then the trainers directory, then the trainers file.
+    pub fn load(dir: Option<&Path>, file: Option<&Path>) -> Result<Self, RegistryError> {
+        let mut reg = Self::builtin();
+        if let Some(dir) = dir {
+            for t in discover(dir)? {
+                reg.entries.insert(t.name.clone(), t);
+            }
+        }
+        if let Some(file) = file {
+            for t in parse_file(file)? {
+                reg.entries.insert(t.name.clone(), t);
+            }
+        }
+        Ok(reg)
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<&Trainer> {
+        self.entries.get(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Every entry, sorted by name.
+    pub fn all(&self) -> impl Iterator<Item = &Trainer> {
+        self.entries.values()
+    }
+}
+
+fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |message: String| RegistryError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let parsed: TrainersFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parsed
+        .trainers
+        .into_iter()
+        .map(|(name, e)| {
+            if e.command.is_empty() || e.command[0].is_empty() {
+                return Err(invalid(format!("trainers.{name}.command must not be empty")));
+            }
+            Ok(Trainer {
+                name,
+                command: e.command,
+                // Relative working directories are relative to the file.
+                workdir: e.workdir.map(|w| base.join(w)),
+                env: e.env,
+                image: e.image,
+                resources: e.resources,
+                node_selector: e.node_selector,
+                tolerations: e.tolerations,
+                source: Source::File,
+            })
+        })
+        .collect()
+}
+
+/// The seed's layout: one sub-directory per framework with an executable
+/// `train`, or a `train.py` run by the directory's `venv/bin/python` when
+/// present, else `python3`.
+fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
+    let read = std::fs::read_dir(dir).map_err(|source| RegistryError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for entry in read.flatten() {
+        let sub = entry.path();
+        let Some(name) = sub.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if !sub.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        let train = sub.join("train");
+        let train_py = sub.join("train.py");
+        let command = if train.is_file() {
+            vec![train.display().to_string()]
+        } else if train_py.is_file() {
+            let venv = sub.join("venv/bin/python");
+            let python = if venv.is_file() {
+                venv.display().to_string()
+            } else {
+                "python3".to_string()
+            };
+            vec![python, train_py.display().to_string()]
+        } else {
+            continue;
+        };
+        out.push(Trainer {
+            name,
+            command,
+            workdir: Some(sub.clone()),
+            env: BTreeMap::new(),
+            image: None,
+            resources: Resources::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            source: Source::Directory,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_entries_override_directory_and_keep_demo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("trainers");
+        std::fs::create_dir_all(dir.join("yolo")).unwrap();
+        std::fs::write(dir.join("yolo/train.py"), "print(1)").unwrap();
+        std::fs::create_dir_all(dir.join("venvfw/venv/bin")).unwrap();
+        std::fs::write(dir.join("venvfw/train.py"), "").unwrap();
+        std::fs::write(dir.join("venvfw/venv/bin/python"), "").unwrap();
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let file = tmp.path().join("trainers.toml");
+        std::fs::write(
+            &file,
+            r#"
+[trainers.yolo]
+command = ["python3", "other.py"]
+workdir = "w"
+env = { PYTHONUNBUFFERED = "1" }
+resources = { cpu = "4", memory = "16Gi", gpu = 1 }
+"#,
+        )
+        .unwrap();
+        let reg = Registry::load(Some(&dir), Some(&file)).unwrap();
+        assert_eq!(reg.names(), vec!["demo", "venvfw", "yolo"]);
+        let yolo = reg.get("yolo").unwrap();
+        assert_eq!(yolo.command, vec!["python3", "other.py"]);
+        assert_eq!(yolo.workdir.as_deref(), Some(tmp.path().join("w").as_path()));
+        assert_eq!(yolo.resources.gpu, Some(1));
+        assert_eq!(yolo.source, Source::File);
+        let v = reg.get("venvfw").unwrap();
+        assert!(v.command[0].ends_with("venvfw/venv/bin/python"), "{:?}", v.command);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_empty_commands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("t.toml");
+        std::fs::write(&file, "[trainers.a]\ncommand = [\"x\"]\nimgae = \"typo\"\n").unwrap();
+        assert!(matches!(
+            Registry::load(None, Some(&file)),
+            Err(RegistryError::Invalid { .. })
+        ));
+        std::fs::write(&file, "[trainers.a]\ncommand = []\n").unwrap();
+        assert!(Registry::load(None, Some(&file)).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! Test harness: starts the real `platform` binary on an ephemeral port
+//! with its own temporary data directory, and runs the CLI against it.
+//!
+//! Every integration test talks HTTP to a real daemon process; nothing here
+//! is mocked.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_platform"))
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The daemon's data directory (database, local store, logs).
+    pub data_dir: PathBuf,
+    /// Keeps the temporary directory alive.
+    _tmp: Option<Arc<tempfile::TempDir>>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    /// Everything the daemon wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    bind: String,
+}
+
+/// Options for [`Daemon::start_with`].
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub envs: Vec<(String, String)>,
+    /// Reuse this data directory instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// A daemon with default settings.
+    pub fn start() -> Daemon {
+        Self::start_with(Opts::default())
+    }
+
+    /// A daemon with extra flags and environment.
+    pub fn start_with(opts: Opts) -> Daemon {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = Arc::new(tempfile::tempdir().expect("create temp dir"));
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let mut d = Daemon {
+            child: None,
+            url: String::new(),
+            data_dir,
+            _tmp: tmp,
+            args: opts.args,
+            envs: opts.envs,
+            log: Arc::new(Mutex::new(Vec::new())),
+            bind: "127.0.0.1:0".into(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg(&self.bind)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.data_dir.parent().unwrap_or(Path::new("/tmp")))
+            .env("RUST_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.data_dir.parent().unwrap_or(Path::new("/tmp")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        let mut child = cmd.spawn().expect("spawn platform serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel::<String>();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => {
+                // Restarts reuse the port so URLs handed to trainers stay valid.
+                self.bind = url.trim_start_matches("http://").to_string();
+                self.url = url;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not start:\n{}", self.log.lock().unwrap().join("\n"));
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// Sends SIGKILL and waits for the process to disappear.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to 20 s) for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe_kill(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("daemon did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// Runs the CLI against this daemon with extra environment.
+    pub fn cli_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.data_dir.parent().unwrap_or(Path::new("/tmp")))
+            .env("PLATFORM_SERVER", &self.url)
+            .env("USER", "tester")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run platform CLI")
+    }
+
+    /// The full log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// An async HTTP client.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Stdout of a CLI run as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr of a CLI run as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A create body for the built-in `demo` framework.
+pub fn demo_job(config: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": "alice",
+        "model_name": "yolo11n",
+        "framework": "demo",
+        "dataset_s3_uri": "s3://bucket/datasets/coco128/",
+        "config": config,
+    })
+}
