@@ -10,8 +10,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, ErrorBody, Health, Job, JobListQuery, JobStatus, Metric,
-    MetricBatch, MetricQuery, TrainingUpdate,
+    BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
+    JobListQuery, JobStatus, Metric, MetricBatch, MetricQuery, StoredFile, TrainingUpdate,
 };
 
 /// Why a request failed, worded for the person at the terminal.
@@ -272,6 +272,91 @@ impl Client {
     ) -> Result<T, ClientError> {
         self.json(self.request(method, path).json(body)).await
     }
+}
+
+/// Dataset and artifact transfers.
+impl Client {
+    /// `GET /api/v1/datasets`.
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetSummary>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/datasets")).await
+    }
+
+    /// `GET /api/v1/datasets/{name}`; `None` when it does not exist.
+    pub async fn get_dataset(&self, name: &str) -> Result<Option<Dataset>, ClientError> {
+        let path = format!("/api/v1/datasets/{}", encode_path(name));
+        match self.json(self.request(Method::GET, &path)).await {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /api/v1/datasets/{name}/files/{path}` with a streamed body of `len` bytes.
+    pub async fn upload_dataset_file(
+        &self,
+        name: &str,
+        path: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<StoredFile, ClientError> {
+        let url = format!("/api/v1/datasets/{}/files/{}", encode_path(name), encode_path(path));
+        self.upload(&url, body, len).await
+    }
+
+    /// `PUT /api/v1/training/jobs/{id}/artifacts/{path}` (send the job's callback token).
+    pub async fn upload_artifact(
+        &self,
+        id: Uuid,
+        path: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<StoredFile, ClientError> {
+        let url = format!("/api/v1/training/jobs/{id}/artifacts/{}", encode_path(path));
+        self.upload(&url, body, len).await
+    }
+
+    async fn upload(&self, url: &str, body: reqwest::Body, len: u64) -> Result<StoredFile, ClientError> {
+        self.json(
+            self.request(Method::PUT, url)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/training/jobs/{id}/artifacts`.
+    pub async fn artifacts(&self, id: Uuid) -> Result<Vec<StoredFile>, ClientError> {
+        self.json(self.request(Method::GET, &format!("/api/v1/training/jobs/{id}/artifacts")))
+            .await
+    }
+
+    /// `GET /api/v1/training/jobs/{id}/artifacts/{path}`: the response, to
+    /// stream (presigned redirects are followed).
+    pub async fn download_artifact(&self, id: Uuid, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("/api/v1/training/jobs/{id}/artifacts/{}", encode_path(path));
+        self.send(self.request(Method::GET, &url)).await
+    }
+
+    /// Maps a failure while streaming a response body.
+    pub fn body_error(&self, e: reqwest::Error) -> ClientError {
+        self.transport(e)
+    }
+}
+
+/// Characters left as they are in a URL path segment (RFC 3986 unreserved).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes each `/`-separated segment of `path`, keeping the `/`s.
+pub fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Why an id or prefix did not resolve to exactly one job.

@@ -111,6 +111,54 @@ pub struct ServeArgs {
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
+
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set].
+    #[arg(long, env = "S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// Alias of S3_ENDPOINT (the AWS SDKs' name for it).
+    #[arg(long, env = "AWS_ENDPOINT_URL", hide = true, value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Bucket for datasets, job outputs and logs; selects S3 storage [default: a local directory in the data directory].
+    #[arg(long = "bucket", env = "BUCKET_NAME", value_name = "NAME")]
+    pub bucket_name: Option<String>,
+
+    /// S3 access key id [default: the AWS credential chain].
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true, value_name = "ID")]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret access key (prefer the environment variable: flags are visible in `ps`).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, value_name = "KEY")]
+    pub aws_secret_access_key: Option<String>,
+
+    /// S3 session token, for temporary credentials.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true, hide = true, value_name = "TOKEN")]
+    pub aws_session_token: Option<String>,
+
+    /// S3 region (S3-compatible servers usually accept the default).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1", value_name = "REGION")]
+    pub aws_region: String,
+
+    /// Path-style S3 requests (endpoint/bucket/key), as MinIO and most S3-compatible servers expect; "off" for virtual-hosted style.
+    #[arg(long, env = "S3_PATH_STYLE", value_enum, default_value = "on", value_name = "on|off")]
+    pub s3_path_style: Switch,
+
+    /// Allow a plain-HTTP S3 endpoint [default: on for http:// endpoints].
+    #[arg(long, env = "S3_ALLOW_HTTP", value_enum, value_name = "on|off")]
+    pub s3_allow_http: Option<Switch>,
+
+    /// Check at job creation that the dataset URI exists in the configured store ("off" for stores the daemon cannot see).
+    #[arg(long, env = "DATASET_CHECK", value_enum, default_value = "on", value_name = "on|off")]
+    pub dataset_check: Switch,
+
+    /// Largest object a dataset or artifact upload may create, in bytes.
+    #[arg(long, env = "MAX_OBJECT_BYTES", default_value_t = crate::storage::DEFAULT_MAX_OBJECT_BYTES, value_name = "BYTES")]
+    pub max_object_bytes: u64,
+
+    /// Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon).
+    #[arg(long, env = "PRESIGN_DOWNLOADS", default_value_t = 0, value_name = "SECONDS")]
+    pub presign_downloads: u64,
 }
 
 /// A configuration that cannot work.
@@ -134,6 +182,9 @@ pub enum ConfigError {
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
     KillGrace(f64),
+    /// Inconsistent object store settings.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// The resolved server configuration.
@@ -167,6 +218,8 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
+    /// Object store settings.
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl ServerConfig {
@@ -205,6 +258,8 @@ impl ServerConfig {
             RunnerKind::Subprocess => 1,
             RunnerKind::Kubernetes => 0,
         });
+        let storage =
+            crate::storage::StorageConfig::from_args(args, &data_dir).map_err(ConfigError::Storage)?;
         Ok(Self {
             bind,
             database_path,
@@ -220,6 +275,7 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
+            storage,
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch,
     MetricFilter, TrainingUpdate, ValidationError,
 };
+use crate::storage::{Store, StoreError};
 use crate::trainers::Registry;
 
 /// Why a job operation was refused (each maps to one HTTP status).
@@ -52,6 +53,9 @@ pub enum JobError {
     /// The database failed (500, or 503 while shutting down).
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The object store refused or failed (dataset check).
+    #[error(transparent)]
+    Storage(#[from] StoreError),
 }
 
 /// The job service; shared by the HTTP handlers and the runners.
@@ -64,6 +68,9 @@ pub struct Jobs {
     /// Callback tokens of live jobs, so the hot path skips a read.
     /// Tokens never change, so a cached entry is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
+    /// The object store, and whether `create` checks datasets in it.
+    store: Option<Arc<Store>>,
+    dataset_check: bool,
 }
 
 /// Settings the lifecycle rules depend on.
@@ -84,7 +91,22 @@ impl Jobs {
             callback_auth: cfg.callback_auth,
             api_token: cfg.api_token,
             tokens: RwLock::new(HashMap::new()),
+            store: None,
+            dataset_check: false,
         }
+    }
+
+    /// Attaches the object store; with `dataset_check`, [`Jobs::create`]
+    /// rejects dataset URIs that are outside it or hold no objects.
+    pub fn with_store(mut self, store: Arc<Store>, dataset_check: bool) -> Self {
+        self.store = Some(store);
+        self.dataset_check = dataset_check;
+        self
+    }
+
+    /// The object store, when one is attached.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     /// The event hub this service publishes on.
@@ -115,6 +137,9 @@ impl Jobs {
                 ),
             )
             .into());
+        }
+        if let (true, Some(store)) = (self.dataset_check, &self.store) {
+            store.verify_dataset(&req.dataset_s3_uri).await?;
         }
         let now = db::now();
         let rec = JobRecord {

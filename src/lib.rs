@@ -14,4 +14,5 @@ pub mod jobs;
 pub mod logging;
 pub mod model;
 pub mod server;
+pub mod storage;
 pub mod trainers;

@@ -24,6 +24,10 @@ pub enum JobCommand {
     Get(GetArgs),
     /// Cancel one or more jobs.
     Cancel(CancelArgs),
+    /// List a job's artifacts (checkpoints and other outputs).
+    Artifacts(super::artifacts::ArtifactsArgs),
+    /// Download a job's artifacts, or one of them.
+    Download(super::artifacts::DownloadArgs),
 }
 
 /// `platform job create`.
@@ -124,6 +128,8 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
             print_job(out, fmt, &job)
         }
         JobCommand::Cancel(a) => cancel(&client, out, a).await,
+        JobCommand::Artifacts(a) => super::artifacts::list(&client, out, a).await,
+        JobCommand::Download(a) => super::artifacts::download(&client, out, a).await,
     }
 }
 

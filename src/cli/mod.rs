@@ -2,10 +2,13 @@
 //! dispatcher. Client commands talk to the daemon only through
 //! [`crate::client::Client`].
 
+pub mod artifacts;
+pub mod dataset;
 pub mod generate;
 pub mod job;
 pub mod metrics;
 pub mod output;
+pub mod transfer;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -74,6 +77,9 @@ pub enum Command {
     Job(job::JobCommand),
     /// Show a job's metric points (oldest first).
     Metrics(metrics::MetricsArgs),
+    /// Upload and list datasets in the daemon's object store.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     /// Print the client's version and the server's, when reachable.
     Version,
     /// Print a shell completion script.
@@ -119,6 +125,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
+        Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Version => version(&global, &out).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),

@@ -5,12 +5,14 @@ pub mod callback;
 pub mod job;
 pub mod metric;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use job::{CreateJob, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
 pub use status::JobStatus;
+pub use storage::{Dataset, DatasetSummary, StoredFile};
 pub use validate::ValidationError;
 
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,7 @@ use axum::Json;
 use crate::db::DbError;
 use crate::jobs::JobError;
 use crate::model::{ErrorBody, JobStatus, ValidationError};
+use crate::storage::StoreError;
 
 /// An HTTP error response.
 #[derive(Debug)]
@@ -135,6 +136,19 @@ impl From<JobError> for ApiError {
             JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
+            JobError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(v) => ApiError::Invalid(v),
+            StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            StoreError::Interrupted(_) => ApiError::BadRequest(e.to_string()),
+            StoreError::Unavailable(m) => ApiError::Unavailable(format!("object store unavailable: {m}")),
         }
     }
 }

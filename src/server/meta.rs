@@ -27,7 +27,7 @@ pub async fn root() -> Json<ServiceInfo> {
     })
 }
 
-/// Health, including a database round-trip.
+/// Health: a database round-trip and an object store listing.
 #[utoipa::path(get, path = "/health", tag = "service",
     responses(
         (status = 200, description = "Healthy", body = Health),
@@ -40,7 +40,11 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
         .db()
         .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await;
-    let healthy = db.is_ok();
+    let storage = match st.jobs.store() {
+        Some(store) => store.health().await,
+        None => Ok(()),
+    };
+    let healthy = db.is_ok() && storage.is_ok();
     checks.insert(
         "database".to_string(),
         match db {
@@ -48,6 +52,9 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
             Err(e) => e.to_string(),
         },
     );
+    if st.jobs.store().is_some() {
+        checks.insert("storage".to_string(), storage.err().unwrap_or_else(|| "ok".into()));
+    }
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -101,12 +108,17 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
         super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
         super::jobs::ingest_metrics,
+        super::artifacts::upload_artifact, super::artifacts::list_artifacts,
+        super::artifacts::download_artifact,
+        super::datasets::list_datasets, super::datasets::get_dataset,
+        super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
     tags(
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
+        (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
     )
 )]

@@ -3,6 +3,8 @@
 //! Routing and middleware live here; handlers live in [`jobs`] and
 //! [`meta`]; every error goes through [`error::ApiError`].
 
+pub mod artifacts;
+pub mod datasets;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -56,7 +58,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route(
             "/jobs/{id}/metrics",
             get(jobs::list_metrics).post(jobs::ingest_metrics),
-        );
+        )
+        .merge(artifacts::routes());
     let app = Router::new()
         .route("/", get(meta::root))
         .route("/health", get(meta::health))
@@ -67,6 +70,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/docs/swagger-ui-bundle.js", get(meta::docs_js))
         .route("/docs/swagger-ui.css", get(meta::docs_css))
         .nest("/api/v1/training", api)
+        .merge(datasets::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
@@ -182,15 +186,23 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
     )?);
-    let jobs = Arc::new(Jobs::new(
-        db.clone(),
-        Events::new(),
-        registry.clone(),
-        JobsConfig {
-            callback_auth: cfg.callback_auth,
-            api_token: cfg.api_token.clone(),
-        },
-    ));
+    let store = Arc::new(crate::storage::Store::from_config(&cfg.storage)?);
+    store
+        .check()
+        .await
+        .with_context(|| format!("the object store ({}) failed its start-up check", store.describe()))?;
+    let jobs = Arc::new(
+        Jobs::new(
+            db.clone(),
+            Events::new(),
+            registry.clone(),
+            JobsConfig {
+                callback_auth: cfg.callback_auth,
+                api_token: cfg.api_token.clone(),
+            },
+        )
+        .with_store(store.clone(), cfg.storage.dataset_check),
+    );
     let state = AppState {
         jobs: jobs.clone(),
         max_body_bytes: cfg.max_body_bytes,
@@ -205,6 +217,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(
         database = %cfg.database_path.display(),
         frameworks = %registry.names().join(","),
+        store = %store.describe(),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
     );
