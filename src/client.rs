@@ -115,7 +115,10 @@ impl Client {
     }
 
     /// Sends `rb`, mapping transport failures and error statuses.
-    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = rb.send().await.map_err(|e| self.transport(e))?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -128,7 +131,17 @@ impl Client {
             Err(_) => (
                 format!(
                     "the server answered {status} for {url}{}",
-                    if body.is_empty() { String::new() } else { format!(": {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>()) }
+                    if body.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            String::from_utf8_lossy(&body)
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
+                        )
+                    }
                 ),
                 None,
             ),
@@ -140,7 +153,10 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = self.send(rb).await?;
         let url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
@@ -159,14 +175,20 @@ impl Client {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.json(self.request(Method::GET, "/health").timeout(Duration::from_secs(5)))
-            .await
+        self.json(
+            self.request(Method::GET, "/health")
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
     }
 
     /// `POST /api/v1/training/jobs`.
     pub async fn create_job(&self, req: &CreateJob) -> Result<Job, ClientError> {
-        self.json(self.request(Method::POST, "/api/v1/training/jobs").json(req))
-            .await
+        self.json(
+            self.request(Method::POST, "/api/v1/training/jobs")
+                .json(req),
+        )
+        .await
     }
 
     /// `GET /api/v1/training/jobs`.
@@ -198,7 +220,11 @@ impl Client {
     }
 
     /// Every metric point of a job, oldest first (pages through `after_id`).
-    pub async fn all_metrics(&self, id: Uuid, after_id: Option<i64>) -> Result<Vec<Metric>, ClientError> {
+    pub async fn all_metrics(
+        &self,
+        id: Uuid,
+        after_id: Option<i64>,
+    ) -> Result<Vec<Metric>, ClientError> {
         let mut out: Vec<Metric> = Vec::new();
         let mut after = after_id;
         loop {
@@ -278,7 +304,8 @@ impl Client {
 impl Client {
     /// `GET /api/v1/datasets`.
     pub async fn list_datasets(&self) -> Result<Vec<DatasetSummary>, ClientError> {
-        self.json(self.request(Method::GET, "/api/v1/datasets")).await
+        self.json(self.request(Method::GET, "/api/v1/datasets"))
+            .await
     }
 
     /// `GET /api/v1/datasets/{name}`; `None` when it does not exist.
@@ -299,7 +326,11 @@ impl Client {
         body: reqwest::Body,
         len: u64,
     ) -> Result<StoredFile, ClientError> {
-        let url = format!("/api/v1/datasets/{}/files/{}", encode_path(name), encode_path(path));
+        let url = format!(
+            "/api/v1/datasets/{}/files/{}",
+            encode_path(name),
+            encode_path(path)
+        );
         self.upload(&url, body, len).await
     }
 
@@ -315,7 +346,12 @@ impl Client {
         self.upload(&url, body, len).await
     }
 
-    async fn upload(&self, url: &str, body: reqwest::Body, len: u64) -> Result<StoredFile, ClientError> {
+    async fn upload(
+        &self,
+        url: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<StoredFile, ClientError> {
         self.json(
             self.request(Method::PUT, url)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -327,13 +363,20 @@ impl Client {
 
     /// `GET /api/v1/training/jobs/{id}/artifacts`.
     pub async fn artifacts(&self, id: Uuid) -> Result<Vec<StoredFile>, ClientError> {
-        self.json(self.request(Method::GET, &format!("/api/v1/training/jobs/{id}/artifacts")))
-            .await
+        self.json(self.request(
+            Method::GET,
+            &format!("/api/v1/training/jobs/{id}/artifacts"),
+        ))
+        .await
     }
 
     /// `GET /api/v1/training/jobs/{id}/artifacts/{path}`: the response, to
     /// stream (presigned redirects are followed).
-    pub async fn download_artifact(&self, id: Uuid, path: &str) -> Result<reqwest::Response, ClientError> {
+    pub async fn download_artifact(
+        &self,
+        id: Uuid,
+        path: &str,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("/api/v1/training/jobs/{id}/artifacts/{}", encode_path(path));
         self.send(self.request(Method::GET, &url)).await
     }

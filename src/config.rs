@@ -57,11 +57,21 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 
     /// Which runner launches trainers.
-    #[arg(long = "runner", env = "TRAINING_MODE", value_enum, default_value = "subprocess")]
+    #[arg(
+        long = "runner",
+        env = "TRAINING_MODE",
+        value_enum,
+        default_value = "subprocess"
+    )]
     pub runner: RunnerKind,
 
     /// Bearer token required on the user-facing API.
-    #[arg(long, env = "PLATFORM_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "PLATFORM_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub api_token: Option<String>,
 
     /// Allow a non-loopback bind without an API token.
@@ -69,7 +79,13 @@ pub struct ServeArgs {
     pub allow_unauthenticated: bool,
 
     /// Require each job's bearer token on callbacks ("off" for seed-era trainers).
-    #[arg(long, env = "CALLBACK_AUTH", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "CALLBACK_AUTH",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub callback_auth: Switch,
 
     /// Largest JSON request body, in bytes.
@@ -105,7 +121,12 @@ pub struct ServeArgs {
     pub max_concurrent_jobs: Option<usize>,
 
     /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
-    #[arg(long, env = "KILL_GRACE", default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "KILL_GRACE",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
     pub kill_grace: f64,
 
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
@@ -125,23 +146,50 @@ pub struct ServeArgs {
     pub bucket_name: Option<String>,
 
     /// S3 access key id [default: the AWS credential chain].
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true, value_name = "ID")]
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
     pub aws_access_key_id: Option<String>,
 
     /// S3 secret access key (prefer the environment variable: flags are visible in `ps`).
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub aws_secret_access_key: Option<String>,
 
     /// S3 session token, for temporary credentials.
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true, hide = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true,
+        hide = true,
+        value_name = "TOKEN"
+    )]
     pub aws_session_token: Option<String>,
 
     /// S3 region (S3-compatible servers usually accept the default).
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1", value_name = "REGION")]
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
     pub aws_region: String,
 
     /// Path-style S3 requests (endpoint/bucket/key), as MinIO and most S3-compatible servers expect; "off" for virtual-hosted style.
-    #[arg(long, env = "S3_PATH_STYLE", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "S3_PATH_STYLE",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub s3_path_style: Switch,
 
     /// Allow a plain-HTTP S3 endpoint [default: on for http:// endpoints].
@@ -149,7 +197,13 @@ pub struct ServeArgs {
     pub s3_allow_http: Option<Switch>,
 
     /// Check at job creation that the dataset URI exists in the configured store ("off" for stores the daemon cannot see).
-    #[arg(long, env = "DATASET_CHECK", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "DATASET_CHECK",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub dataset_check: Switch,
 
     /// Largest object a dataset or artifact upload may create, in bytes.
@@ -157,7 +211,12 @@ pub struct ServeArgs {
     pub max_object_bytes: u64,
 
     /// Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon).
-    #[arg(long, env = "PRESIGN_DOWNLOADS", default_value_t = 0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "PRESIGN_DOWNLOADS",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
     pub presign_downloads: u64,
 }
 
@@ -177,7 +236,9 @@ pub enum ConfigError {
     #[error("cannot find the user's data directory; set PLATFORM_DATA_DIR or --data-dir")]
     NoDataDir,
     /// Bad `CORS_ORIGINS`.
-    #[error("invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins")]
+    #[error(
+        "invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins"
+    )]
     Cors(String),
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
@@ -258,8 +319,8 @@ impl ServerConfig {
             RunnerKind::Subprocess => 1,
             RunnerKind::Kubernetes => 0,
         });
-        let storage =
-            crate::storage::StorageConfig::from_args(args, &data_dir).map_err(ConfigError::Storage)?;
+        let storage = crate::storage::StorageConfig::from_args(args, &data_dir)
+            .map_err(ConfigError::Storage)?;
         Ok(Self {
             bind,
             database_path,
@@ -419,8 +480,14 @@ mod tests {
 
     #[test]
     fn database_urls_follow_sqlalchemy() {
-        assert_eq!(parse_database_url("sqlite:///rel/x.db").unwrap(), PathBuf::from("rel/x.db"));
-        assert_eq!(parse_database_url("sqlite:////abs/x.db").unwrap(), PathBuf::from("/abs/x.db"));
+        assert_eq!(
+            parse_database_url("sqlite:///rel/x.db").unwrap(),
+            PathBuf::from("rel/x.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite:////abs/x.db").unwrap(),
+            PathBuf::from("/abs/x.db")
+        );
         assert_eq!(
             parse_database_url("sqlite+aiosqlite:///./t.db").unwrap(),
             PathBuf::from("./t.db")
@@ -431,15 +498,30 @@ mod tests {
 
     #[test]
     fn base_url_replaces_unspecified_addresses() {
-        assert_eq!(default_base_url("0.0.0.0:9000".parse().unwrap()), "http://127.0.0.1:9000");
-        assert_eq!(default_base_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
-        assert_eq!(default_base_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
+        assert_eq!(
+            default_base_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            default_base_url("[::]:9000".parse().unwrap()),
+            "http://[::1]:9000"
+        );
+        assert_eq!(
+            default_base_url("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
     }
 
     #[test]
     fn lists_parse_both_forms() {
-        assert_eq!(parse_list(r#"["http://a", "http://b"]"#).unwrap(), vec!["http://a", "http://b"]);
-        assert_eq!(parse_list("http://a, http://b").unwrap(), vec!["http://a", "http://b"]);
+        assert_eq!(
+            parse_list(r#"["http://a", "http://b"]"#).unwrap(),
+            vec!["http://a", "http://b"]
+        );
+        assert_eq!(
+            parse_list("http://a, http://b").unwrap(),
+            vec!["http://a", "http://b"]
+        );
         assert!(parse_list("[1, 2").is_none());
     }
 }

@@ -87,8 +87,9 @@ pub async fn download(client: &Client, out: &Printer, a: DownloadArgs) -> anyhow
     }
     // The server's paths are checked before they become local file names.
     for f in &wanted {
-        keys::relative_path("path", &f.path)
-            .map_err(|e| anyhow::anyhow!("refusing to write artifact {:?}: {}", f.path, e.message))?;
+        keys::relative_path("path", &f.path).map_err(|e| {
+            anyhow::anyhow!("refusing to write artifact {:?}: {}", f.path, e.message)
+        })?;
     }
     check_target(&a.to)?;
     tokio::fs::create_dir_all(&a.to)
@@ -98,14 +99,22 @@ pub async fn download(client: &Client, out: &Printer, a: DownloadArgs) -> anyhow
     let count = wanted.len() as u64;
     let progress = Progress::new(out, "downloading", total, count);
     let to = a.to.as_path();
-    let failures = transfer::run_all(wanted, a.jobs, &progress, |f| f.path.clone(), |f, counter| {
-        fetch_one(client, id, f, to, counter)
-    })
+    let failures = transfer::run_all(
+        wanted,
+        a.jobs,
+        &progress,
+        |f| f.path.clone(),
+        |f, counter| fetch_one(client, id, f, to, counter),
+    )
     .await;
     progress.finish();
     transfer::report_failures(&failures, "download", "re-run the command to retry")?;
     if !out.quiet {
-        println!("downloaded {} to {}", progress.summary(count, total), a.to.display());
+        println!(
+            "downloaded {} to {}",
+            progress.summary(count, total),
+            a.to.display()
+        );
     }
     Ok(())
 }
@@ -127,7 +136,9 @@ async fn fetch_one(
     }
     let tmp = dest.with_file_name(format!(
         ".{}.part",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+        dest.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("download")
     ));
     let result = async {
         let resp = client.download_artifact(id, &f.path).await?;
@@ -158,7 +169,10 @@ async fn fetch_one(
 /// Usage error for a download target that is a file.
 fn check_target(to: &Path) -> anyhow::Result<()> {
     if to.exists() && !to.is_dir() {
-        return Err(Exit::usage(format!("--to {} is not a directory", to.display())));
+        return Err(Exit::usage(format!(
+            "--to {} is not a directory",
+            to.display()
+        )));
     }
     Ok(())
 }

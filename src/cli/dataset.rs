@@ -75,7 +75,10 @@ async fn upload(client: &Client, out: &Printer, a: UploadArgs) -> anyhow::Result
         .await
         .context("scanning the directory failed")??;
     if files.is_empty() {
-        return Err(Exit::usage(format!("{} holds no files to upload", a.dir.display())));
+        return Err(Exit::usage(format!(
+            "{} holds no files to upload",
+            a.dir.display()
+        )));
     }
     let existing: HashMap<String, u64> = client
         .get_dataset(&a.name)
@@ -99,17 +102,23 @@ async fn upload(client: &Client, out: &Printer, a: UploadArgs) -> anyhow::Result
     let progress = Progress::new(out, "uploading", total, todo.len() as u64);
     let uploaded = todo.len() as u64;
     let name = a.name.as_str();
-    let failures = transfer::run_all(todo, a.jobs, &progress, |f| f.rel.clone(), |f, counter| async move {
-        let file = tokio::fs::File::open(&f.abs)
-            .await
-            .with_context(|| format!("cannot open {}", f.abs.display()))?;
-        let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-            .inspect_ok(move |chunk| counter.add(chunk.len() as u64));
-        client
-            .upload_dataset_file(name, &f.rel, reqwest::Body::wrap_stream(body), f.size)
-            .await?;
-        Ok(())
-    })
+    let failures = transfer::run_all(
+        todo,
+        a.jobs,
+        &progress,
+        |f| f.rel.clone(),
+        |f, counter| async move {
+            let file = tokio::fs::File::open(&f.abs)
+                .await
+                .with_context(|| format!("cannot open {}", f.abs.display()))?;
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+                .inspect_ok(move |chunk| counter.add(chunk.len() as u64));
+            client
+                .upload_dataset_file(name, &f.rel, reqwest::Body::wrap_stream(body), f.size)
+                .await?;
+            Ok(())
+        },
+    )
     .await;
     progress.finish();
     transfer::report_failures(&failures, "upload", "re-run the same command to resume")?;
@@ -148,13 +157,19 @@ fn scan(dir: &Path) -> anyhow::Result<Vec<LocalFile>> {
     }
     let mut files = Vec::new();
     let mut bad = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         if !entry.file_type().is_file() {
             continue;
         }
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let Some(rel) = rel.to_str().map(|r| r.replace(std::path::MAIN_SEPARATOR, "/")) else {
+        let Some(rel) = rel
+            .to_str()
+            .map(|r| r.replace(std::path::MAIN_SEPARATOR, "/"))
+        else {
             bad.push(format!("{}: the name is not valid UTF-8", rel.display()));
             continue;
         };

@@ -149,7 +149,8 @@ where
 }
 
 fn is_transient(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ClientError>().is_some_and(ClientError::is_transient)
+    e.downcast_ref::<ClientError>()
+        .is_some_and(ClientError::is_transient)
 }
 
 /// Prints each failure on stderr and turns them into exit code 1.

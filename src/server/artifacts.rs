@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::datasets::{download, store, store_body, FilePath};
+use super::datasets::{close_after_failed_upload, download, store, store_body, FilePath};
 use super::error::ApiError;
 use super::extract::{bearer, JobId};
 use super::AppState;
@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
             "/jobs/{id}/artifacts/{*path}",
             get(download_artifact).put(upload_artifact),
         )
+        .route_layer(axum::middleware::from_fn(close_after_failed_upload))
 }
 
 /// Upload an artifact (checkpoint, export…) for a job, streamed to the store.

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,6 +26,20 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/datasets/{name}/files/{*path}",
             get(download_dataset_file).put(upload_dataset_file),
         )
+        .route_layer(middleware::from_fn(close_after_failed_upload))
+}
+
+/// A refused upload may leave most of its body unread, so the connection
+/// cannot carry another request: say so, or the client's next request on
+/// it fails.
+pub async fn close_after_failed_upload(req: Request, next: Next) -> Response {
+    let put = req.method() == Method::PUT;
+    let mut resp = next.run(req).await;
+    if put && !resp.status().is_success() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// One named path parameter (already percent-decoded).
@@ -110,9 +125,14 @@ pub async fn store_body(
 pub async fn download(store: &Store, key: &str, path: &str) -> Result<Response, ApiError> {
     match store.fetch(key).await? {
         Fetched::Redirect(url) => {
-            let location = HeaderValue::from_str(&url)
-                .map_err(|e| ApiError::Internal(format!("presigned URL is not a header value: {e}")))?;
-            Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
+            let location = HeaderValue::from_str(&url).map_err(|e| {
+                ApiError::Internal(format!("presigned URL is not a header value: {e}"))
+            })?;
+            Ok((
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response())
         }
         Fetched::Stream(d) => Ok(object_response(d, path)),
     }
@@ -121,9 +141,15 @@ pub async fn download(store: &Store, key: &str, path: &str) -> Result<Response, 
 fn object_response(d: Download, path: &str) -> Response {
     let mut resp = Response::new(Body::from_stream(d.body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(d.size));
-    let modified = d.last_modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let modified = d
+        .last_modified
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
     if let Ok(v) = HeaderValue::from_str(&modified) {
         h.insert(header::LAST_MODIFIED, v);
     }
@@ -190,7 +216,9 @@ pub async fn download_dataset_file(
         (status = 200, description = "Datasets, by name", body = Vec<DatasetSummary>),
         (status = 503, description = "Object store unavailable", body = ErrorBody),
     ))]
-pub async fn list_datasets(State(st): State<AppState>) -> Result<Json<Vec<DatasetSummary>>, ApiError> {
+pub async fn list_datasets(
+    State(st): State<AppState>,
+) -> Result<Json<Vec<DatasetSummary>>, ApiError> {
     Ok(Json(store(&st)?.datasets().await?))
 }
 

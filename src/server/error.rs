@@ -94,8 +94,10 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
@@ -148,7 +150,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
             StoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             StoreError::Interrupted(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Unavailable(m) => ApiError::Unavailable(format!("object store unavailable: {m}")),
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("object store unavailable: {m}"))
+            }
         }
     }
 }

@@ -73,7 +73,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(datasets::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_token,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
     let app = match cors(cors_origins) {
@@ -104,11 +107,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
@@ -127,7 +126,9 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
     let (_id, tail) = (parts.next(), parts.next());
     matches!(
         (method, tail),
-        (&Method::POST, Some("callback")) | (&Method::POST, Some("metrics")) | (&Method::PUT, Some("artifacts"))
+        (&Method::POST, Some("callback"))
+            | (&Method::POST, Some("metrics"))
+            | (&Method::PUT, Some("artifacts"))
     )
 }
 
@@ -181,16 +182,19 @@ fn install_prometheus() -> Option<PrometheusHandle> {
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let prometheus = install_prometheus();
+    // Checked before the database opens, so a bad store setting fails fast and cleanly.
+    let store = Arc::new(crate::storage::Store::from_config(&cfg.storage)?);
+    store.check().await.with_context(|| {
+        format!(
+            "the object store ({}) failed its start-up check",
+            store.describe()
+        )
+    })?;
     let db = Arc::new(Db::open(&cfg.database_path).await?);
     let registry = Arc::new(Registry::load(
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
     )?);
-    let store = Arc::new(crate::storage::Store::from_config(&cfg.storage)?);
-    store
-        .check()
-        .await
-        .with_context(|| format!("the object store ({}) failed its start-up check", store.describe()))?;
     let jobs = Arc::new(
         Jobs::new(
             db.clone(),
@@ -213,7 +217,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.bind))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     tracing::info!(
         database = %cfg.database_path.display(),
         frameworks = %registry.names().join(","),
@@ -229,7 +235,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     drop(jobs);
     match Arc::try_unwrap(db) {
         Ok(db) => db.close().await,
-        Err(_) => tracing::warn!("database still in use at shutdown; relying on SQLite's own close"),
+        Err(_) => {
+            tracing::warn!("database still in use at shutdown; relying on SQLite's own close")
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -184,7 +184,9 @@ mod tests {
     #[test]
     fn local_is_the_default() {
         let c = resolve(&[]).unwrap();
-        assert!(matches!(c.backend, BackendConfig::Local { ref root } if root == Path::new("/data/store")));
+        assert!(
+            matches!(c.backend, BackendConfig::Local { ref root } if root == Path::new("/data/store"))
+        );
         assert!(c.dataset_check);
         assert_eq!(c.presign_downloads, None);
     }
@@ -197,15 +199,32 @@ mod tests {
         assert!(e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
         let e = resolve(&["--bucket", "b", "--s3-endpoint", "h:9000"]).unwrap_err();
         assert!(e.contains("S3_ENDPOINT"), "{e}");
-        let e = resolve(&["--bucket", "b", "--s3-endpoint", "http://h", "--s3-allow-http", "off"])
-            .unwrap_err();
+        let e = resolve(&[
+            "--bucket",
+            "b",
+            "--s3-endpoint",
+            "http://h",
+            "--s3-allow-http",
+            "off",
+        ])
+        .unwrap_err();
         assert!(e.contains("S3_ALLOW_HTTP"), "{e}");
         let c = resolve(&[
-            "--bucket", "b", "--s3-endpoint", "http://h:9000/", "--aws-access-key-id", "k",
-            "--aws-secret-access-key", "topsecret", "--presign-downloads", "60",
+            "--bucket",
+            "b",
+            "--s3-endpoint",
+            "http://h:9000/",
+            "--aws-access-key-id",
+            "k",
+            "--aws-secret-access-key",
+            "topsecret",
+            "--presign-downloads",
+            "60",
         ])
         .unwrap();
-        let BackendConfig::S3(s3) = &c.backend else { panic!("expected S3") };
+        let BackendConfig::S3(s3) = &c.backend else {
+            panic!("expected S3")
+        };
         assert_eq!(s3.endpoint.as_deref(), Some("http://h:9000"));
         assert!(s3.allow_http && s3.path_style);
         assert_eq!(s3.region, "us-east-1");

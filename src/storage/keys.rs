@@ -65,10 +65,14 @@ pub fn relative_path(field: &str, path: &str) -> Result<(), ValidationError> {
         return err(format!("the path must be at most {MAX_PATH_BYTES} bytes"));
     }
     if path.starts_with('/') {
-        return err(format!("{path:?} is absolute: give a path relative to the dataset or job"));
+        return err(format!(
+            "{path:?} is absolute: give a path relative to the dataset or job"
+        ));
     }
     if path.contains('\\') {
-        return err(format!("{path:?} contains a backslash: separate directories with '/'"));
+        return err(format!(
+            "{path:?} contains a backslash: separate directories with '/'"
+        ));
     }
     if path.chars().any(char::is_control) {
         return err("the path must not contain control characters (NUL, newlines, …)".into());
@@ -141,21 +145,51 @@ mod tests {
         for ok in ["coco128", "COCO_2017.v2", "a", &"x".repeat(128)] {
             assert!(dataset_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "a b", "..", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "..",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(dataset_name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn paths_cannot_escape() {
-        for ok in ["a.jpg", "images/train/0001.jpg", "my file (1).txt", ".DS_Store", "a#b", "x#", "ü/ß"] {
+        for ok in [
+            "a.jpg",
+            "images/train/0001.jpg",
+            "my file (1).txt",
+            ".DS_Store",
+            "a#b",
+            "x#",
+            "ü/ß",
+        ] {
             assert!(relative_path("path", ok).is_ok(), "{ok}");
         }
         let long_seg = "x".repeat(256);
         let long_path = ["y"; 400].join("/");
         for bad in [
-            "", "/etc/passwd", "..", "../x", "a/../../x", "a/./b", "a//b", "a/", "a\\..\\b",
-            "C:\\x", "a\0b", "a\nb", "model.pt#3", &long_seg, &long_path,
+            "",
+            "/etc/passwd",
+            "..",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\..\\b",
+            "C:\\x",
+            "a\0b",
+            "a\nb",
+            "model.pt#3",
+            &long_seg,
+            &long_path,
         ] {
             assert!(relative_path("path", bad).is_err(), "{bad:?}");
         }
@@ -165,7 +199,10 @@ mod tests {
     fn layout() {
         let id = Uuid::nil();
         assert_eq!(dataset_file("d", "a/b.jpg").unwrap(), "datasets/d/a/b.jpg");
-        assert_eq!(output_file(id, "best.pt").unwrap(), format!("jobs/{id}/outputs/best.pt"));
+        assert_eq!(
+            output_file(id, "best.pt").unwrap(),
+            format!("jobs/{id}/outputs/best.pt")
+        );
         assert_eq!(trainer_log(id), format!("jobs/{id}/logs/trainer.log"));
         assert!(output_file(id, "../logs/trainer.log").is_err());
     }

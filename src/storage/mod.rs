@@ -105,7 +105,9 @@ pub struct Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("backend", &self.describe()).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.describe())
+            .finish()
     }
 }
 
@@ -163,7 +165,9 @@ impl Store {
                     let probe = Arc::new(build_s3(s3, quick, no_retry)?);
                     let redact = [
                         s3.access_key_id.clone(),
-                        s3.secret_access_key.as_ref().map(|s| s.expose().to_string()),
+                        s3.secret_access_key
+                            .as_ref()
+                            .map(|s| s.expose().to_string()),
                         s3.session_token.as_ref().map(|s| s.expose().to_string()),
                     ]
                     .into_iter()
@@ -254,10 +258,10 @@ impl Store {
     /// anything else, including malformed paths.
     pub fn key_for_uri(&self, uri: &str) -> Option<String> {
         let rest = match &self.backend {
-            Backend::S3 { cfg, .. } => uri.strip_prefix("s3://")?.strip_prefix(cfg.bucket.as_str())?,
-            Backend::Local { root } => uri
-                .strip_prefix("file://")?
-                .strip_prefix(root.to_str()?)?,
+            Backend::S3 { cfg, .. } => uri
+                .strip_prefix("s3://")?
+                .strip_prefix(cfg.bucket.as_str())?,
+            Backend::Local { root } => uri.strip_prefix("file://")?.strip_prefix(root.to_str()?)?,
         };
         let key = match rest {
             "" | "/" => return Some(String::new()),
@@ -281,18 +285,21 @@ impl Store {
             )
             .into());
         };
-        if !key.is_empty() {
-            match self.objects.head(&to_key(&key)).await {
-                Ok(_) => return Ok(true),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.explain("read", e)),
-            }
+        // The prefix first: datasets are prefixes, and some S3-compatible
+        // servers answer HEAD on a "directory" with an error, not a 404.
+        let k = to_key(&key);
+        match self.objects.list(Some(&k)).next().await {
+            Some(Ok(_)) => return Ok(true),
+            None | Some(Err(object_store::Error::NotFound { .. })) => {}
+            Some(Err(e)) => return Err(self.explain("list", e)),
         }
-        let prefix = to_key(&key);
-        match self.objects.list(Some(&prefix)).next().await {
-            Some(Ok(_)) => Ok(true),
-            None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
-            Some(Err(e)) => Err(self.explain("list", e)),
+        if key.is_empty() {
+            return Ok(false);
+        }
+        match self.objects.head(&k).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.explain("read", e)),
         }
     }
 
@@ -495,7 +502,10 @@ impl Store {
         if let (Backend::S3 { signer, .. }, Some(ttl)) = (&self.backend, self.presign) {
             let k = to_key(key);
             // Presigning works offline; check existence so a typo is a 404, not a broken link.
-            self.objects.head(&k).await.map_err(|e| self.explain("read", e))?;
+            self.objects
+                .head(&k)
+                .await
+                .map_err(|e| self.explain("read", e))?;
             let url = signer
                 .signed_url(object_store::signer::Method::GET, &k, ttl)
                 .await
@@ -545,7 +555,10 @@ impl Store {
         let text = scrub(&self.redact, error_chain(&e));
         let msg = match &self.backend {
             Backend::Local { root } => {
-                format!("cannot {op} the local object store at {}: {text}", root.display())
+                format!(
+                    "cannot {op} the local object store at {}: {text}",
+                    root.display()
+                )
             }
             Backend::S3 { cfg, .. } => {
                 let at = cfg.endpoint.as_deref().unwrap_or("AWS S3");
@@ -559,9 +572,7 @@ impl Store {
                     e,
                     object_store::Error::PermissionDenied { .. }
                         | object_store::Error::Unauthenticated { .. }
-                ) || ["invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied"]
-                    .iter()
-                    .any(|c| lower.contains(c))
+                ) || CREDENTIAL_ERRORS.iter().any(|c| lower.contains(c))
                 {
                     format!(
                         "the S3 service at {at} rejected the credentials for bucket {:?} ({}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
@@ -594,6 +605,19 @@ impl Store {
 fn to_key(k: &str) -> Key {
     Key::parse(k).unwrap_or_else(|_| Key::from(k))
 }
+
+/// Lowercased fragments of S3 answers that mean "these credentials do not
+/// work here" (status lines and S3 error codes).
+const CREDENTIAL_ERRORS: &[&str] = &[
+    "403 forbidden",
+    "401 unauthorized",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "accessdenied",
+    "notsignedup",
+    "invalidtoken",
+    "expiredtoken",
+];
 
 /// Read size for streaming local files and log uploads.
 const READ_CHUNK: usize = 256 * 1024;
@@ -654,14 +678,19 @@ fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionRefused | ConnectionReset | TimedOut | NotConnected | AddrNotAvailable) {
+            if matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | TimedOut | NotConnected | AddrNotAvailable
+            ) {
                 return true;
             }
         }
         cur = s.source();
     }
     let lower = error_chain(e).to_ascii_lowercase();
-    lower.contains("error sending request") || lower.contains("connection refused") || lower.contains("dns error")
+    lower.contains("error sending request")
+        || lower.contains("connection refused")
+        || lower.contains("dns error")
 }
 
 /// The innermost cause, e.g. "connection refused".
@@ -700,11 +729,17 @@ mod tests {
         let uri = s.uri("datasets/coco/a.jpg");
         assert!(uri.starts_with("file:///"), "{uri}");
         assert_eq!(s.key_for_uri(&uri).as_deref(), Some("datasets/coco/a.jpg"));
-        assert_eq!(s.key_for_uri(&s.dataset_uri("coco")).as_deref(), Some("datasets/coco"));
+        assert_eq!(
+            s.key_for_uri(&s.dataset_uri("coco")).as_deref(),
+            Some("datasets/coco")
+        );
         assert_eq!(s.key_for_uri(&s.uri("")).as_deref(), Some(""));
         assert_eq!(s.key_for_uri("s3://bucket/datasets/coco/"), None);
         assert_eq!(s.key_for_uri(&s.uri("datasets/../../etc")), None);
-        assert_eq!(s.key_for_uri(&format!("{}x/y", s.uri("").trim_end_matches('/'))), None);
+        assert_eq!(
+            s.key_for_uri(&format!("{}x/y", s.uri("").trim_end_matches('/'))),
+            None
+        );
     }
 
     #[test]
@@ -725,7 +760,10 @@ mod tests {
         let s = Store::from_config(&cfg).unwrap();
         let id = Uuid::nil();
         assert_eq!(s.output_uri(id), format!("s3://vision/jobs/{id}/outputs/"));
-        assert_eq!(s.key_for_uri("s3://vision/datasets/x/").as_deref(), Some("datasets/x"));
+        assert_eq!(
+            s.key_for_uri("s3://vision/datasets/x/").as_deref(),
+            Some("datasets/x")
+        );
         assert_eq!(s.key_for_uri("s3://vision"), Some(String::new()));
         assert_eq!(s.key_for_uri("s3://visionary/datasets/x/"), None);
         let env = s.trainer_env();
@@ -736,7 +774,10 @@ mod tests {
         assert_eq!(env["AWS_REGION"], "us-east-1");
         let debug = format!("{s:?} {cfg:?}");
         assert!(!debug.contains("wJalrXUtnFEMI"), "{debug}");
-        assert_eq!(scrub(&s.redact, "key AKIDEXAMPLE / wJalrXUtnFEMI".into()), "key *** / ***");
+        assert_eq!(
+            scrub(&s.redact, "key AKIDEXAMPLE / wJalrXUtnFEMI".into()),
+            "key *** / ***"
+        );
     }
 
     #[tokio::test]
@@ -748,9 +789,15 @@ mod tests {
         let uri = s.dataset_uri("d");
         assert!(!s.dataset_exists(&uri).await.unwrap());
         let err = s.verify_dataset(&uri).await.unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(ref v) if v.field == "dataset_s3_uri"), "{err}");
+        assert!(
+            matches!(err, StoreError::Invalid(ref v) if v.field == "dataset_s3_uri"),
+            "{err}"
+        );
         let id = Uuid::now_v7();
-        let f = s.put_artifact_bytes(id, "ckpt/best.pt", Bytes::from_static(b"weights")).await.unwrap();
+        let f = s
+            .put_artifact_bytes(id, "ckpt/best.pt", Bytes::from_static(b"weights"))
+            .await
+            .unwrap();
         assert_eq!(f.path, "ckpt/best.pt");
         assert_eq!(f.size, 7);
         let listed = s.artifacts(id).await.unwrap();
@@ -763,7 +810,14 @@ mod tests {
         let log = dir.path().join("log");
         std::fs::write(&log, "line 1\nline 2\n").unwrap();
         s.archive_log(id, &log).await.unwrap();
-        let body: Vec<Bytes> = s.open_log(id).await.unwrap().unwrap().try_collect().await.unwrap();
+        let body: Vec<Bytes> = s
+            .open_log(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(body.concat(), b"line 1\nline 2\n");
     }
 }
