@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
+
+    /// Log bytes kept per job (older output is dropped).
+    #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_log_bytes: u64,
 }
 
 /// A configuration that cannot work.
@@ -167,6 +171,8 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
+    /// Log bytes kept per job.
+    pub max_log_bytes: u64,
 }
 
 impl ServerConfig {
@@ -220,6 +226,7 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
+            max_log_bytes: args.max_log_bytes,
         })
     }
 }

@@ -24,6 +24,21 @@ pub enum JobCommand {
     Get(GetArgs),
     /// Cancel one or more jobs.
     Cancel(CancelArgs),
+    /// Print a job's trainer output (stdout and stderr).
+    Logs(LogsArgs),
+}
+
+/// `platform job logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Job id or unique prefix (≥ 4 characters).
+    pub id: String,
+    /// Keep printing new output until the job ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// `platform job create`.
@@ -124,7 +139,23 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
             print_job(out, fmt, &job)
         }
         JobCommand::Cancel(a) => cancel(&client, out, a).await,
+        JobCommand::Logs(a) => logs(&client, a).await,
     }
+}
+
+async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let id = client.resolve_job(&a.id).await?;
+    let resp = client.logs(id, a.follow, a.tail).await?;
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("the log stream broke off: {e}"))?;
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {

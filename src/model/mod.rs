@@ -2,11 +2,13 @@
 //! once, plus the job status state machine and field validation.
 
 pub mod callback;
+pub mod framework;
 pub mod job;
 pub mod metric;
 pub mod status;
 pub mod validate;
 
+pub use framework::Framework;
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use job::{CreateJob, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};

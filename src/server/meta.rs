@@ -100,7 +100,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         root, health, prometheus,
         super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
         super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
-        super::jobs::ingest_metrics,
+        super::jobs::ingest_metrics, super::runs::frameworks, super::runs::logs,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
