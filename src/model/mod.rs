@@ -8,8 +8,8 @@ pub mod metric;
 pub mod status;
 pub mod validate;
 
-pub use framework::Framework;
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
+pub use framework::Framework;
 pub use job::{CreateJob, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
 pub use status::JobStatus;

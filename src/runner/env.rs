@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(env["CONFIG"], "{}");
         assert_eq!(
             env["CALLBACK_URL"],
-            format!("http://127.0.0.1:8000/api/v1/training/jobs/{}/callback", job.id)
+            format!(
+                "http://127.0.0.1:8000/api/v1/training/jobs/{}/callback",
+                job.id
+            )
         );
         assert!(secrets.contains("CALLBACK_TOKEN"));
         assert!(!env.contains_key("DATABASE_URL"));

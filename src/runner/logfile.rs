@@ -102,7 +102,11 @@ pub fn last_lines(text: &[u8], n: usize) -> Vec<u8> {
 /// The last `n` lines of the captured output, as text.
 pub fn tail(dir: &Path, n: usize) -> String {
     read_all(dir)
-        .map(|all| String::from_utf8_lossy(&last_lines(&all, n)).trim_end().to_string())
+        .map(|all| {
+            String::from_utf8_lossy(&last_lines(&all, n))
+                .trim_end()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 

@@ -73,7 +73,11 @@ pub trait Runner: Send + Sync + 'static {
     async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError>;
 
     /// The job's trainer output, or `None` when this runner has none.
-    async fn logs(&self, job: &JobRecord, opts: LogOptions) -> Result<Option<LogStream>, RunnerError>;
+    async fn logs(
+        &self,
+        job: &JobRecord,
+        opts: LogOptions,
+    ) -> Result<Option<LogStream>, RunnerError>;
 
     /// After a daemon start: re-adopt the trainers of these `running` jobs
     /// that are still alive and settle the ones that are not.

@@ -42,10 +42,7 @@ impl ContractSource for LocalContract {
     fn contract(&self, id: Uuid) -> Contract {
         Contract {
             base_url: self.base_url.clone(),
-            output_uri: format!(
-                "file://{}/jobs/{id}/outputs/",
-                self.store_root.display()
-            ),
+            output_uri: format!("file://{}/jobs/{id}/outputs/", self.store_root.display()),
             storage_env: BTreeMap::new(),
         }
     }
@@ -121,7 +118,10 @@ impl Scheduler {
             .filter(|r| r.job.runner.as_deref() == Some(self.runner.name()))
             .collect();
         if !mine.is_empty() {
-            tracing::info!(jobs = mine.len(), "reconciling jobs that were running before the restart");
+            tracing::info!(
+                jobs = mine.len(),
+                "reconciling jobs that were running before the restart"
+            );
         }
         if let Err(e) = self.runner.reconcile(mine).await {
             tracing::error!(error = %e, "reconciling running jobs failed");
@@ -196,11 +196,14 @@ impl Scheduler {
     async fn launch(&mut self, rec: JobRecord) -> bool {
         let id = rec.job.id;
         let Some(trainer) = self.jobs.registry().get(&rec.job.framework).cloned() else {
-            self.fail(id, format!(
-                "framework {:?} is not registered any more; registered frameworks: {}",
-                rec.job.framework,
-                self.jobs.registry().names().join(", ")
-            ))
+            self.fail(
+                id,
+                format!(
+                    "framework {:?} is not registered any more; registered frameworks: {}",
+                    rec.job.framework,
+                    self.jobs.registry().names().join(", ")
+                ),
+            )
             .await;
             return true;
         };

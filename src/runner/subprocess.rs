@@ -139,7 +139,8 @@ impl Inner {
             None if adopted_trainer_only => RunnerOutcome {
                 exit_code: None,
                 failure: Some(with_tail(
-                    "trainer ended while its supervisor was gone, so its exit status is unknown".into(),
+                    "trainer ended while its supervisor was gone, so its exit status is unknown"
+                        .into(),
                 )),
             },
             None => RunnerOutcome {
@@ -158,7 +159,14 @@ impl Inner {
     }
 
     /// Polls until the process `(pid, start)` is gone, then settles the job.
-    fn poll_until_gone(self: &Arc<Self>, id: Uuid, dir: PathBuf, pid: u32, start: u64, trainer_only: bool) {
+    fn poll_until_gone(
+        self: &Arc<Self>,
+        id: Uuid,
+        dir: PathBuf,
+        pid: u32,
+        start: u64,
+        trainer_only: bool,
+    ) {
         let inner = self.clone();
         tokio::spawn(async move {
             while alive(pid, start) {
@@ -267,7 +275,10 @@ impl Runner for SubprocessRunner {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let ps = ProcState { dir: dir.clone(), proc: state };
+        let ps = ProcState {
+            dir: dir.clone(),
+            proc: state,
+        };
         self.inner.watch(id, ps.clone());
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -275,9 +286,9 @@ impl Runner for SubprocessRunner {
             inner.on_exit(id, &dir, false).await;
         });
         tracing::info!(job_id = %id, trainer_pid = ps.proc.trainer_pid, "trainer launched");
-        serde_json::to_string(&ps)
-            .map(Some)
-            .map_err(|e| RunnerError::Environment(format!("cannot record the trainer's state: {e}")))
+        serde_json::to_string(&ps).map(Some).map_err(|e| {
+            RunnerError::Environment(format!("cannot record the trainer's state: {e}"))
+        })
     }
 
     async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError> {
@@ -324,15 +335,22 @@ impl Runner for SubprocessRunner {
         Ok(())
     }
 
-    async fn logs(&self, job: &JobRecord, opts: LogOptions) -> Result<Option<LogStream>, RunnerError> {
+    async fn logs(
+        &self,
+        job: &JobRecord,
+        opts: LogOptions,
+    ) -> Result<Option<LogStream>, RunnerError> {
         let dir = self.run_dir(job.job.id);
         if !logfile::exists(&dir) {
             return Ok(None);
         }
         let done_dir = dir.clone();
-        Ok(Some(logfile::stream(dir, opts.tail, opts.follow, move || {
-            read_exit(&done_dir).is_some()
-        })))
+        Ok(Some(logfile::stream(
+            dir,
+            opts.tail,
+            opts.follow,
+            move || read_exit(&done_dir).is_some(),
+        )))
     }
 
     async fn reconcile(&self, running: Vec<JobRecord>) -> Result<(), RunnerError> {
@@ -360,14 +378,16 @@ impl Runner for SubprocessRunner {
             if alive(supervisor_pid, supervisor_start) {
                 tracing::info!(job_id = %id, trainer_pid, "re-adopted a running trainer");
                 self.inner.watch(id, ps.clone());
-                self.inner.poll_until_gone(id, ps.dir, supervisor_pid, supervisor_start, false);
+                self.inner
+                    .poll_until_gone(id, ps.dir, supervisor_pid, supervisor_start, false);
             } else if read_exit(&ps.dir).is_some() {
                 tracing::info!(job_id = %id, "the trainer ended while the daemon was down");
                 self.inner.on_exit(id, &ps.dir, false).await;
             } else if alive(trainer_pid, trainer_start) {
                 tracing::warn!(job_id = %id, trainer_pid, "re-adopted a trainer whose supervisor is gone");
                 self.inner.watch(id, ps.clone());
-                self.inner.poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
+                self.inner
+                    .poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
             } else {
                 self.inner
                     .fail(
@@ -394,7 +414,10 @@ impl Runner for SubprocessRunner {
         if !stop_jobs {
             let n = self.active().len();
             if n > 0 {
-                tracing::info!(trainers = n, "leaving trainers running; the next daemon re-adopts them");
+                tracing::info!(
+                    trainers = n,
+                    "leaving trainers running; the next daemon re-adopts them"
+                );
             }
             return;
         }

@@ -127,8 +127,8 @@ pub fn run(a: SuperviseArgs) -> i32 {
 fn supervise(a: &SuperviseArgs) -> Result<(), String> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let program = &a.argv[0];
-    let (mut reader, writer) =
-        std::io::pipe().map_err(|e| format!("cannot create a pipe for the trainer's output: {e}"))?;
+    let (mut reader, writer) = std::io::pipe()
+        .map_err(|e| format!("cannot create a pipe for the trainer's output: {e}"))?;
     let writer2 = writer
         .try_clone()
         .map_err(|e| format!("cannot create a pipe for the trainer's output: {e}"))?;
@@ -182,7 +182,9 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
             }
         }
     });
-    let status = child.wait().map_err(|e| format!("cannot wait for the trainer: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for the trainer: {e}"))?;
     // Anything the trainer forked and left behind in its group goes too.
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pid as i32),

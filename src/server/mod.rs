@@ -77,7 +77,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .nest("/api/v1/training", api)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_token,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
     let app = match cors(cors_origins) {
@@ -108,11 +111,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
@@ -131,7 +130,9 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
     let (_id, tail) = (parts.next(), parts.next());
     matches!(
         (method, tail),
-        (&Method::POST, Some("callback")) | (&Method::POST, Some("metrics")) | (&Method::PUT, Some("artifacts"))
+        (&Method::POST, Some("callback"))
+            | (&Method::POST, Some("metrics"))
+            | (&Method::PUT, Some("artifacts"))
     )
 }
 
@@ -199,14 +200,31 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             api_token: cfg.api_token.clone(),
         },
     ));
+    // Bind first: trainers are told the address actually bound (port 0 works).
+    let listener = tokio::net::TcpListener::bind(cfg.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let base_url = cfg
+        .backend_base_url
+        .clone()
+        .unwrap_or_else(|| crate::config::default_base_url(addr));
     let runner = build_runner(&cfg, jobs.clone())?;
     let contract = Arc::new(LocalContract {
-        base_url: cfg.backend_base_url.clone(),
+        base_url: base_url.clone(),
         store_root: cfg.data_dir.join("store"),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(
-        Scheduler::new(jobs.clone(), runner.clone(), contract, cfg.max_concurrent_jobs).run(stop_rx),
+        Scheduler::new(
+            jobs.clone(),
+            runner.clone(),
+            contract,
+            cfg.max_concurrent_jobs,
+        )
+        .run(stop_rx),
     );
     let state = AppState {
         jobs: jobs.clone(),
@@ -216,10 +234,6 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         runner: runner.clone(),
     };
     let app = router(state, &cfg.cors_origins);
-    let listener = tokio::net::TcpListener::bind(cfg.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!(
         database = %cfg.database_path.display(),
         runner = runner.name(),
@@ -240,7 +254,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     drop(jobs);
     match Arc::try_unwrap(db) {
         Ok(db) => db.close().await,
-        Err(_) => tracing::warn!("database still in use at shutdown; relying on SQLite's own close"),
+        Err(_) => {
+            tracing::warn!("database still in use at shutdown; relying on SQLite's own close")
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -249,7 +265,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn Runner>> {
     match cfg.runner {
         crate::config::RunnerKind::Subprocess => {
-            let exe = std::env::current_exe().context("cannot find this binary to run trainers with")?;
+            let exe =
+                std::env::current_exe().context("cannot find this binary to run trainers with")?;
             Ok(Arc::new(SubprocessRunner::new(
                 jobs,
                 SubprocessConfig {

@@ -52,11 +52,10 @@ pub async fn logs(
     };
     loop {
         let rec = st.jobs.record(id).await?;
-        let stream = st
-            .runner
-            .logs(&rec, opts)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot read the logs of job {id}: {e}")))?;
+        let stream =
+            st.runner.logs(&rec, opts).await.map_err(|e| {
+                ApiError::Internal(format!("cannot read the logs of job {id}: {e}"))
+            })?;
         if let Some(stream) = stream {
             return Ok(text(Body::from_stream(stream)));
         }

@@ -49,7 +49,12 @@ impl DemoConfig {
 }
 
 /// One epoch's simulated metrics.
-pub fn epoch_metrics(e: u32, cfg: &DemoConfig, ceiling: f64, rng: &mut impl Rng) -> BTreeMap<String, f64> {
+pub fn epoch_metrics(
+    e: u32,
+    cfg: &DemoConfig,
+    ceiling: f64,
+    rng: &mut impl Rng,
+) -> BTreeMap<String, f64> {
     let t = f64::from(e) / f64::from(cfg.epochs);
     let k = 3.5;
     let noise = |rng: &mut dyn rand::RngCore, scale: f64| (rng.random::<f64>() - 0.5) * 2.0 * scale;
@@ -100,10 +105,7 @@ async fn train() -> anyhow::Result<i32> {
         .ok()
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or(Value::Null);
-    let job_seed = reporter
-        .job_id()
-        .map(|id| id.as_u64_pair().1)
-        .unwrap_or(42);
+    let job_seed = reporter.job_id().map(|id| id.as_u64_pair().1).unwrap_or(42);
     let cfg = DemoConfig::from_json(&config, job_seed);
     let model = std::env::var("MODEL_NAME").unwrap_or_else(|_| "model".into());
     let dataset = std::env::var("DATASET_S3_URI").unwrap_or_default();
@@ -146,7 +148,11 @@ async fn train() -> anyhow::Result<i32> {
         }
     };
     if let Err(e) = reporter
-        .send(&next(update(JobStatus::Running, 0.0, format!("starting {model}"))))
+        .send(&next(update(
+            JobStatus::Running,
+            0.0,
+            format!("starting {model}"),
+        )))
         .await
     {
         return stopped(e);
@@ -171,7 +177,13 @@ async fn train() -> anyhow::Result<i32> {
                     ("train_loss".to_string(), loss.max(0.0)),
                 ])));
             }
-            if let Err(err) = reporter.points(&MetricBatch { points, sequence: None }).await {
+            if let Err(err) = reporter
+                .points(&MetricBatch {
+                    points,
+                    sequence: None,
+                })
+                .await
+            {
                 return stopped(err);
             }
         } else {

@@ -84,7 +84,9 @@ impl Reporter {
                 "JOB_ID is not set".into(),
             )));
         };
-        self.retrying(|| self.client.ingest(id, batch)).await.map(|_| ())
+        self.retrying(|| self.client.ingest(id, batch))
+            .await
+            .map(|_| ())
     }
 
     async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, ReportError>
