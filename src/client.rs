@@ -289,6 +289,28 @@ impl Client {
         .await
     }
 
+    /// `GET /api/v1/training/frameworks`.
+    pub async fn frameworks(&self) -> Result<Vec<crate::model::Framework>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/training/frameworks"))
+            .await
+    }
+
+    /// `GET /api/v1/training/jobs/{id}/logs` as a byte stream.
+    pub async fn logs(
+        &self,
+        id: Uuid,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut rb = self
+            .request(Method::GET, &format!("/api/v1/training/jobs/{id}/logs"))
+            .query(&[("follow", follow.to_string())]);
+        if let Some(n) = tail {
+            rb = rb.query(&[("tail", n.to_string())]);
+        }
+        self.send(rb).await
+    }
+
     /// Sends a JSON body with `method` and decodes the answer.
     pub async fn call<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
 
+    /// Log bytes kept per job (older output is dropped).
+    #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_log_bytes: u64,
+
     /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set].
     #[arg(long, env = "S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
@@ -265,8 +269,8 @@ pub struct ServerConfig {
     pub callback_auth: bool,
     /// JSON body limit.
     pub max_body_bytes: usize,
-    /// Base URL handed to trainers.
-    pub backend_base_url: String,
+    /// Base URL handed to trainers (default: from the bound address).
+    pub backend_base_url: Option<String>,
     /// CORS origins (`*` allowed).
     pub cors_origins: Vec<String>,
     /// Trainers file, if any.
@@ -279,6 +283,8 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
+    /// Log bytes kept per job.
+    pub max_log_bytes: u64,
     /// Object store settings.
     pub storage: crate::storage::StorageConfig,
 }
@@ -301,8 +307,7 @@ impl ServerConfig {
         let backend_base_url = args
             .backend_base_url
             .clone()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| default_base_url(bind));
+            .map(|u| u.trim_end_matches('/').to_string());
         let cors_origins = match &args.cors_origins {
             Some(s) => parse_list(s).ok_or_else(|| ConfigError::Cors(s.clone()))?,
             None => Vec::new(),
@@ -336,6 +341,7 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
+            max_log_bytes: args.max_log_bytes,
             storage,
         })
     }

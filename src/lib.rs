@@ -13,6 +13,8 @@ pub mod events;
 pub mod jobs;
 pub mod logging;
 pub mod model;
+pub mod runner;
 pub mod server;
 pub mod storage;
+pub mod trainer;
 pub mod trainers;

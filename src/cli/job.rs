@@ -28,6 +28,21 @@ pub enum JobCommand {
     Artifacts(super::artifacts::ArtifactsArgs),
     /// Download a job's artifacts, or one of them.
     Download(super::artifacts::DownloadArgs),
+    /// Print a job's trainer output (stdout and stderr).
+    Logs(LogsArgs),
+}
+
+/// `platform job logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Job id or unique prefix (≥ 4 characters).
+    pub id: String,
+    /// Keep printing new output until the job ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// `platform job create`.
@@ -130,7 +145,23 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
         JobCommand::Cancel(a) => cancel(&client, out, a).await,
         JobCommand::Artifacts(a) => super::artifacts::list(&client, out, a).await,
         JobCommand::Download(a) => super::artifacts::download(&client, out, a).await,
+        JobCommand::Logs(a) => logs(&client, a).await,
     }
+}
+
+async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let id = client.resolve_job(&a.id).await?;
+    let resp = client.logs(id, a.follow, a.tail).await?;
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("the log stream broke off: {e}"))?;
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {

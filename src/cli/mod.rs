@@ -4,10 +4,12 @@
 
 pub mod artifacts;
 pub mod dataset;
+pub mod framework;
 pub mod generate;
 pub mod job;
 pub mod metrics;
 pub mod output;
+pub mod report;
 pub mod transfer;
 
 use clap::{Args, Parser, Subcommand};
@@ -86,12 +88,23 @@ pub enum Command {
     /// Upload and list datasets in the daemon's object store.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// List the trainer frameworks the daemon knows.
+    #[command(subcommand)]
+    Framework(framework::FrameworkCommand),
+    /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
+    Report(report::ReportArgs),
     /// Print the client's version and the server's, when reachable.
     Version,
     /// Print a shell completion script.
     Completions(generate::CompletionsArgs),
     /// Print the man page, or write every page to a directory.
     Man(generate::ManArgs),
+    /// Supervise one trainer process (started by the daemon).
+    #[command(hide = true)]
+    Supervise(crate::runner::supervisor::SuperviseArgs),
+    /// Run the built-in demo trainer (started by the daemon).
+    #[command(hide = true, name = "demo-train")]
+    DemoTrain,
 }
 
 /// A failure that ends the process with a specific exit code. The message,
@@ -132,15 +145,19 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
+        Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
+        Command::Report(args) => report::run(args).await,
+        Command::DemoTrain => match crate::trainer::demo::run().await {
+            0 => Ok(()),
+            code => Err(Exit::silent(code)),
+        },
         Command::Version => version(&global, &out).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) | Command::Supervise(_) => {
+            Err(Exit::usage("this command is not a client command"))
+        }
     }
-}
-
-fn unreachable_serve() -> anyhow::Result<()> {
-    Err(Exit::usage("`serve` is not a client command"))
 }
 
 async fn version(global: &GlobalArgs, out: &output::Printer) -> anyhow::Result<()> {

@@ -112,7 +112,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         root, health, prometheus,
         super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
         super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
-        super::jobs::ingest_metrics,
+        super::jobs::ingest_metrics, super::runs::frameworks, super::runs::logs,
         super::artifacts::upload_artifact, super::artifacts::list_artifacts,
         super::artifacts::download_artifact,
         super::datasets::list_datasets, super::datasets::get_dataset,
