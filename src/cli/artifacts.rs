@@ -43,23 +43,20 @@ pub async fn list(client: &Client, out: &Printer, a: ArtifactsArgs) -> anyhow::R
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
     let id = client.resolve_job(&a.id).await?;
     let files = client.artifacts(id).await?;
-    match fmt {
-        OutputFormat::Json => out.json(&files),
-        OutputFormat::Yaml => out.yaml(&files),
-        _ => {
-            let mut t = output::table(&["PATH", "SIZE", "MODIFIED", "URI"]);
-            for f in &files {
-                t.add_row(vec![
-                    f.path.clone(),
-                    HumanBytes(f.size).to_string(),
-                    output::ago(f.last_modified),
-                    f.uri.clone(),
-                ]);
-            }
-            output::print_table(&t);
-            Ok(())
-        }
-    }
+    output::print_list(
+        out,
+        fmt,
+        &files,
+        &["PATH", "SIZE", "MODIFIED", "URI"],
+        |f| {
+            vec![
+                f.path.clone(),
+                HumanBytes(f.size).to_string(),
+                output::ago(f.last_modified),
+                f.uri.clone(),
+            ]
+        },
+    )
 }
 
 /// `platform job download ID [PATH] --to DIR`.

@@ -201,21 +201,18 @@ fn scan(dir: &Path) -> anyhow::Result<Vec<LocalFile>> {
 async fn list(client: &Client, out: &Printer) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
     let datasets = client.list_datasets().await?;
-    match fmt {
-        OutputFormat::Json => out.json(&datasets),
-        OutputFormat::Yaml => out.yaml(&datasets),
-        _ => {
-            let mut t = output::table(&["NAME", "FILES", "SIZE", "URI"]);
-            for d in &datasets {
-                t.add_row(vec![
-                    d.name.clone(),
-                    d.file_count.to_string(),
-                    HumanBytes(d.total_bytes).to_string(),
-                    d.uri.clone(),
-                ]);
-            }
-            output::print_table(&t);
-            Ok(())
-        }
-    }
+    output::print_list(
+        out,
+        fmt,
+        &datasets,
+        &["NAME", "FILES", "SIZE", "URI"],
+        |d| {
+            vec![
+                d.name.clone(),
+                d.file_count.to_string(),
+                HumanBytes(d.total_bytes).to_string(),
+                d.uri.clone(),
+            ]
+        },
+    )
 }

@@ -112,6 +112,29 @@ pub fn print_table(t: &Table) {
     }
 }
 
+/// Prints `items` in `fmt`: JSON/YAML exactly as the API sent them, else a
+/// table with `headers` and one `row` per item.
+pub fn print_list<T: Serialize>(
+    out: &Printer,
+    fmt: OutputFormat,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    match fmt {
+        OutputFormat::Json => out.json(items),
+        OutputFormat::Yaml => out.yaml(items),
+        _ => {
+            let mut t = table(headers);
+            for item in items {
+                t.add_row(row(item));
+            }
+            print_table(&t);
+            Ok(())
+        }
+    }
+}
+
 /// A status word, coloured when allowed.
 pub fn status(s: JobStatus) -> String {
     let style = match s {

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::model::{Dataset, DatasetSummary, ErrorBody, StoredFile};
+use crate::model::{Dataset, DatasetSummary, ErrorBody, StoredFile, ValidationError};
 use crate::storage::{keys, Download, Fetched, Store};
 
 /// The dataset routes (full paths; merged into the app router).
@@ -42,24 +42,24 @@ pub async fn close_after_failed_upload(req: Request, next: Next) -> Response {
     resp
 }
 
-/// One named path parameter (already percent-decoded).
-fn path_param(params: &[(String, String)], name: &str) -> String {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-/// The path parameters; undecodable ones (not UTF-8) are a 400.
-async fn path_params<S: Send + Sync>(
+/// The path parameter `name`, percent-decoded (undecodable: 400), then
+/// checked by `check` (422 naming what is wrong).
+async fn checked_param<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
-) -> Result<Vec<(String, String)>, ApiError> {
-    Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+    name: &str,
+    check: impl Fn(&str) -> Result<(), ValidationError>,
+) -> Result<String, ApiError> {
+    let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
         .await
-        .map(|Path(p)| p)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let value = params
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    check(&value)?;
+    Ok(value)
 }
 
 /// A validated dataset name from the `{name}` path parameter (422 otherwise).
@@ -70,9 +70,9 @@ impl<S: Send + Sync> FromRequestParts<S> for DatasetName {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let name = path_param(&path_params(parts, state).await?, "name");
-        keys::dataset_name(&name)?;
-        Ok(DatasetName(name))
+        checked_param(parts, state, "name", keys::dataset_name)
+            .await
+            .map(DatasetName)
     }
 }
 
@@ -85,9 +85,9 @@ impl<S: Send + Sync> FromRequestParts<S> for FilePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let path = path_param(&path_params(parts, state).await?, "path");
-        keys::relative_path("path", &path)?;
-        Ok(FilePath(path))
+        checked_param(parts, state, "path", |p| keys::relative_path("path", p))
+            .await
+            .map(FilePath)
     }
 }
 
