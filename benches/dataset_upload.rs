@@ -4,8 +4,8 @@
 //! `cargo bench --bench dataset_upload` builds 1 GiB of mixed files (many
 //! small ones and two large ones), uploads them with
 //! `platform dataset upload DIR --name NAME` to a daemon whose store is an
-//! in-process s3s-fs server, and reports MB/s and the daemon's VmHWM (peak
-//! RSS). A second run uploads one 1 GiB file to a fresh daemon: its peak
+//! in-process s3s-fs server, and reports MB/s and the daemon's resident
+//! memory when idle (VmRSS) and at its peak (VmHWM). A second run uploads one 1 GiB file to a fresh daemon: its peak
 //! RSS should match the first run's, since uploads stream in bounded parts.
 //! `BENCH_SCALE=0.1` shrinks the data for a quick check.
 
@@ -33,8 +33,8 @@ fn main() {
         gib / MIB
     );
     println!(
-        "{:<34} {:>6} {:>9} {:>8} {:>9} {:>16}",
-        "run", "files", "MiB", "seconds", "MB/s", "daemon VmHWM MiB"
+        "{:<34} {:>6} {:>9} {:>8} {:>9} {:>12} {:>12}",
+        "run", "files", "MiB", "seconds", "MB/s", "idle RSS MiB", "peak RSS MiB"
     );
     let mixed = tempfile::tempdir().expect("temp dir");
     let n = write_mixed(mixed.path(), gib);
@@ -102,6 +102,7 @@ fn run(label: &str, dir: &Path, files: usize) {
         .filter(|e| e.file_type().is_file())
         .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .sum();
+    let idle = vm_kib(daemon.pid(), "VmRSS:").unwrap_or(0);
     let started = Instant::now();
     let out = daemon.cli(&[
         "dataset",
@@ -118,20 +119,22 @@ fn run(label: &str, dir: &Path, files: usize) {
         "upload failed: {}",
         common::stderr(&out)
     );
-    let hwm = vm_hwm_kib(daemon.pid()).unwrap_or(0);
+    let peak = vm_kib(daemon.pid(), "VmHWM:").unwrap_or(0);
     println!(
-        "{label:<34} {files:>6} {:>9.0} {secs:>8.2} {:>9.1} {:>16.1}",
+        "{label:<34} {files:>6} {:>9.0} {secs:>8.2} {:>9.1} {:>12.1} {:>12.1}",
         bytes as f64 / MIB as f64,
         bytes as f64 / 1e6 / secs,
-        hwm as f64 / 1024.0
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
     );
 }
 
-/// Peak resident set size of `pid` in KiB (`VmHWM` in /proc/<pid>/status).
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+/// A memory figure of `pid` in KiB from /proc/<pid>/status: `VmRSS:` (now)
+/// or `VmHWM:` (peak since start).
+fn vm_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

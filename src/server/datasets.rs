@@ -198,6 +198,7 @@ pub async fn upload_dataset_file(
     ),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+        (status = 307, description = "Redirect to a presigned URL (PRESIGN_DOWNLOADS)"),
         (status = 404, description = "No such file", body = ErrorBody),
         (status = 422, description = "Invalid name or path", body = ErrorBody),
     ))]

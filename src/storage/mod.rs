@@ -373,6 +373,7 @@ impl Store {
                 upload::UploadError::TooLarge => StoreError::TooLarge { limit },
                 upload::UploadError::Body(m) => StoreError::Interrupted(m),
             })?;
+        metrics::counter!("platform_storage_uploaded_bytes_total").increment(size);
         Ok(StoredFile {
             path: key.to_string(),
             size,
