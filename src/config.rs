@@ -202,7 +202,9 @@ impl ServerConfig {
     /// Resolves `args` (already layered by clap) into a configuration.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
-        if !bind.ip().is_loopback() && args.api_token.is_none() && !args.allow_unauthenticated {
+        // An empty token (`--api-token ""`, `PLATFORM_API_TOKEN=`) is no token.
+        let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
         let data_dir = match &args.data_dir {
@@ -238,7 +240,7 @@ impl ServerConfig {
             database_path,
             data_dir,
             runner: args.runner,
-            api_token: args.api_token.clone().filter(|t| !t.is_empty()),
+            api_token,
             callback_auth: args.callback_auth == Switch::On,
             max_body_bytes: args.max_body_bytes,
             backend_base_url,
