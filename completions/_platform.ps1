@@ -69,6 +69,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--allow-unauthenticated', '--allow-unauthenticated', [CompletionResultType]::ParameterName, 'Allow a non-loopback bind without an API token')
             [CompletionResult]::new('--debug', '--debug', [CompletionResultType]::ParameterName, 'Debug logging (the seed''s DEBUG)')
             [CompletionResult]::new('--stop-jobs-on-exit', '--stop-jobs-on-exit', [CompletionResultType]::ParameterName, 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)')
+            [CompletionResult]::new('--hold-jobs', '--hold-jobs', [CompletionResultType]::ParameterName, 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')

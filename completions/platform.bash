@@ -1077,7 +1077,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --kill-grace --stop-jobs-on-exit --max-log-bytes --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --kill-grace --stop-jobs-on-exit --max-log-bytes --hold-jobs --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -75,6 +75,7 @@ csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l allow-unauthenticated -d 'Allow a non-loopback bind without an API token'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l debug -d 'Debug logging (the seed\'s DEBUG)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l stop-jobs-on-exit -d 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l hold-jobs -d 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l quiet -d 'Only errors'

@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Log bytes kept per job (older output is dropped).
     #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_log_bytes: u64,
+
+    /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
+    #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub hold_jobs: bool,
 }
 
 /// A configuration that cannot work.
@@ -196,6 +200,8 @@ pub struct ServerConfig {
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
     pub max_log_bytes: u64,
+    /// Launch nothing.
+    pub hold_jobs: bool,
 }
 
 impl ServerConfig {
@@ -251,6 +257,7 @@ impl ServerConfig {
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
+            hold_jobs: args.hold_jobs,
         })
     }
 }
