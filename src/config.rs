@@ -137,6 +137,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_log_bytes: u64,
 
+    /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
+    #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub hold_jobs: bool,
     /// Kubernetes runner settings.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -200,6 +203,8 @@ pub struct ServerConfig {
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
     pub max_log_bytes: u64,
+    /// Launch nothing.
+    pub hold_jobs: bool,
     /// Kubernetes runner settings.
     pub kube: KubeSettings,
 }
@@ -208,7 +213,9 @@ impl ServerConfig {
     /// Resolves `args` (already layered by clap) into a configuration.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
-        if !bind.ip().is_loopback() && args.api_token.is_none() && !args.allow_unauthenticated {
+        // An empty token (`--api-token ""`, `PLATFORM_API_TOKEN=`) is no token.
+        let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
         let data_dir = match &args.data_dir {
@@ -244,7 +251,7 @@ impl ServerConfig {
             database_path,
             data_dir,
             runner: args.runner,
-            api_token: args.api_token.clone().filter(|t| !t.is_empty()),
+            api_token,
             callback_auth: args.callback_auth == Switch::On,
             max_body_bytes: args.max_body_bytes,
             backend_base_url,
@@ -255,6 +262,7 @@ impl ServerConfig {
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
+            hold_jobs: args.hold_jobs,
             kube: KubeSettings::from_args(&args.kube),
         })
     }

@@ -410,6 +410,18 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Fails a live job for a reason found by its runner (could not start,
+    /// vanished, …); a job that already ended is left as it is.
+    pub async fn fail_by_runner(&self, id: Uuid, reason: String) {
+        let outcome = RunnerOutcome {
+            exit_code: None,
+            failure: Some(reason),
+        };
+        if let Err(e) = self.finish_by_runner(id, outcome).await {
+            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
+        }
+    }
+
     /// Number of launched, non-terminal jobs (what the concurrency limit counts).
     pub async fn count_running(&self) -> Result<usize, JobError> {
         Ok(self

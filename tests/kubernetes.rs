@@ -16,10 +16,9 @@ mod fake_kube;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, Daemon, Opts};
+use common::{api, eventually, Daemon, Opts};
 use fake_kube::{FakeKube, Kind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -44,26 +43,11 @@ fn kube_daemon(fake: &FakeKube, envs: &[(&str, &str)]) -> (Daemon, tempfile::Tem
 }
 
 async fn create(d: &Daemon, config: Value) -> Value {
-    let r = d
-        .http()
-        .post(d.at("/api/v1/training/jobs"))
-        .json(&common::demo_job(config))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    r.json().await.unwrap()
+    api::create(d, &common::demo_job(config)).await
 }
 
 async fn get(d: &Daemon, id: &str) -> Value {
-    d.http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    api::job(d, id).await
 }
 
 async fn wait_status(d: &Daemon, id: &str, status: &str) -> Value {
@@ -525,31 +509,15 @@ async fn kueue_jobs_are_created_suspended_with_the_queue_label() {
 /// Runs `platform serve` in kubernetes mode against `kubeconfig`, expecting
 /// it to fail at start-up; returns its stderr.
 fn serve_fails(kubeconfig: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_clear()
-        .env("TRAINING_MODE", "kubernetes")
-        .env("KUBE_CONFIG_PATH", kubeconfig)
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "platform serve did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert!(!err.contains("listening on"), "{err}");
+    let config = kubeconfig.display().to_string();
+    let (code, err) = api::serve_outcome(
+        &["--bind", "127.0.0.1:0"],
+        &[
+            ("TRAINING_MODE", "kubernetes"),
+            ("KUBE_CONFIG_PATH", &config),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
     err
 }
 

@@ -63,14 +63,7 @@ async fn create(d: &Daemon, framework: &str, config: Value) -> Value {
 }
 
 async fn get(d: &Daemon, id: &str) -> Value {
-    d.http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    d.get_json(&format!("/api/v1/training/jobs/{id}")).await
 }
 
 async fn wait_status(d: &Daemon, id: &str, status: &str, secs: u64) -> Value {
@@ -154,14 +147,8 @@ async fn demo_job_runs_to_completion_with_metrics() {
     assert_eq!(done["exit_code"], 0);
     assert!(done["started_at"].is_string() && done["completed_at"].is_string());
     let points: Vec<Value> = d
-        .http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}/metrics?order=asc")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?order=asc"))
+        .await;
     assert_eq!(points.len(), 12);
     let first = points[0]["loss"].as_f64().unwrap();
     let last = points[11]["loss"].as_f64().unwrap();
@@ -482,14 +469,8 @@ async fn trainers_are_readopted_after_kill_9_and_finish_normally() {
         "exit status is known for re-adopted trainers"
     );
     let points: Vec<Value> = d
-        .http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}/metrics?limit=100")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?limit=100"))
+        .await;
     assert_eq!(
         points.len(),
         15,
@@ -607,15 +588,7 @@ async fn unknown_frameworks_and_unstartable_trainers_fail_clearly() {
             "{fw}: {err}"
         );
     }
-    let frameworks: Vec<Value> = d
-        .http()
-        .get(d.at("/api/v1/training/frameworks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let frameworks: Vec<Value> = d.get_json("/api/v1/training/frameworks").await;
     let names: Vec<&str> = frameworks
         .iter()
         .map(|f| f["name"].as_str().unwrap())
@@ -643,14 +616,8 @@ async fn python_reference_trainer_completes_a_job() {
         .unwrap()
         .ends_with("/outputs/best.pt"));
     let points: Vec<Value> = d
-        .http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}/metrics")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics"))
+        .await;
     assert_eq!(points.len(), 4);
     assert!(points
         .iter()
@@ -684,14 +651,8 @@ async fn shell_trainer_reports_with_platform_report_and_learns_of_cancel() {
     let done = wait_status(&d, &id, "completed", 30).await;
     assert_eq!(done["message"], "epoch 2/2");
     let points: Vec<Value> = d
-        .http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}/metrics?order=asc")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?order=asc"))
+        .await;
     assert_eq!(points.len(), 2);
     assert_eq!(points[1]["accuracy"], 0.9);
     assert_eq!(points[1]["epoch"], 2);

@@ -19,7 +19,7 @@ use super::env::{self, Contract};
 use super::{LaunchSpec, Runner, RunnerError};
 use crate::db::jobs::JobRecord;
 use crate::events::Event;
-use crate::jobs::{Jobs, RunnerOutcome};
+use crate::jobs::Jobs;
 use crate::model::JobStatus;
 
 /// Where trainers find the daemon and their outputs.
@@ -57,6 +57,8 @@ pub struct Scheduler {
     max_concurrent: usize,
     /// After an environment failure, launching pauses until then.
     paused_until: Option<Instant>,
+    /// `--hold-jobs`: launch nothing.
+    hold: bool,
 }
 
 impl Scheduler {
@@ -73,7 +75,14 @@ impl Scheduler {
             contract,
             max_concurrent,
             paused_until: None,
+            hold: false,
         }
+    }
+
+    /// With `hold`, pending jobs are accepted but never launched.
+    pub fn hold(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Reconciles what the runner left running, then schedules until
@@ -156,7 +165,7 @@ impl Scheduler {
 
     /// Launches pending jobs, oldest first, while slots are free.
     async fn fill(&mut self) {
-        if self.paused_until.is_some_and(|t| Instant::now() < t) {
+        if self.hold || self.paused_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
         loop {
@@ -196,15 +205,16 @@ impl Scheduler {
     async fn launch(&mut self, rec: JobRecord) -> bool {
         let id = rec.job.id;
         let Some(trainer) = self.jobs.registry().get(&rec.job.framework).cloned() else {
-            self.fail(
-                id,
-                format!(
-                    "framework {:?} is not registered any more; registered frameworks: {}",
-                    rec.job.framework,
-                    self.jobs.registry().names().join(", ")
-                ),
-            )
-            .await;
+            self.jobs
+                .fail_by_runner(
+                    id,
+                    format!(
+                        "framework {:?} is not registered any more; registered frameworks: {}",
+                        rec.job.framework,
+                        self.jobs.registry().names().join(", ")
+                    ),
+                )
+                .await;
             return true;
         };
         let (env, secret_keys) = env::build(
@@ -234,7 +244,7 @@ impl Scheduler {
             },
             Err(RunnerError::Start(reason)) => {
                 tracing::warn!(job_id = %id, %reason, "trainer could not be started");
-                self.fail(id, reason).await;
+                self.jobs.fail_by_runner(id, reason).await;
                 true
             }
             Err(RunnerError::Environment(reason)) => {
@@ -242,16 +252,6 @@ impl Scheduler {
                 self.paused_until = Some(Instant::now() + Duration::from_secs(5));
                 false
             }
-        }
-    }
-
-    async fn fail(&self, id: Uuid, reason: String) {
-        let outcome = RunnerOutcome {
-            exit_code: None,
-            failure: Some(reason),
-        };
-        if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
-            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
         }
     }
 }

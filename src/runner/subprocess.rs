@@ -175,16 +175,6 @@ impl Inner {
             inner.on_exit(id, &dir, trainer_only).await;
         });
     }
-
-    async fn fail(&self, id: Uuid, reason: String) {
-        let outcome = RunnerOutcome {
-            exit_code: None,
-            failure: Some(reason),
-        };
-        if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
-            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
-        }
-    }
 }
 
 /// Sends `sig` to the trainer's process group if the trainer is still the
@@ -362,7 +352,8 @@ impl Runner for SubprocessRunner {
                 .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
             else {
                 self.inner
-                    .fail(
+                    .jobs
+                    .fail_by_runner(
                         id,
                         "the daemon stopped while launching this job's trainer and has no record of its process".into(),
                     )
@@ -390,7 +381,8 @@ impl Runner for SubprocessRunner {
                     .poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
             } else {
                 self.inner
-                    .fail(
+                    .jobs
+                    .fail_by_runner(
                         id,
                         format!(
                             "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"

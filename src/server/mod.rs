@@ -226,6 +226,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             contract.clone(),
             cfg.max_concurrent_jobs,
         )
+        .hold(cfg.hold_jobs)
         .run(stop_rx),
     );
     let state = AppState {

@@ -194,6 +194,15 @@ impl Inner {
         }
     }
 
+    /// Records that the job failed for `reason` and stops tracking it.
+    async fn fail(&self, id: Uuid, reason: String) {
+        let outcome = RunnerOutcome {
+            exit_code: None,
+            failure: Some(reason),
+        };
+        self.finish(id, outcome).await;
+    }
+
     /// Deletes a Job and its dependents (pods, Secret) in the background;
     /// with `uid`, only if it is still that very Job.
     async fn delete_job(
@@ -453,15 +462,11 @@ impl Runner for KubernetesRunner {
             let id = rec.job.id;
             let st = state_of(&rec, &inner.settings);
             if st.namespace != inner.settings.namespace {
-                inner
-                    .finish(id, RunnerOutcome {
-                        exit_code: None,
-                        failure: Some(format!(
-                            "the daemon now runs Jobs in namespace {} (KUBE_NAMESPACE) and cannot watch Kubernetes Job {} in namespace {}; it was left as it is",
-                            inner.settings.namespace, st.job, st.namespace
-                        )),
-                    })
-                    .await;
+                let reason = format!(
+                    "the daemon now runs Jobs in namespace {} (KUBE_NAMESPACE) and cannot watch Kubernetes Job {} in namespace {}; it was left as it is",
+                    inner.settings.namespace, st.job, st.namespace
+                );
+                inner.fail(id, reason).await;
                 continue;
             }
             inner.track(id, st.job.clone(), st.uid.clone());
@@ -471,15 +476,11 @@ impl Runner for KubernetesRunner {
                     watch::on_job(inner, j);
                 }
                 Ok(Some(_)) => {
-                    inner
-                        .finish(id, RunnerOutcome {
-                            exit_code: None,
-                            failure: Some(format!(
-                                "Kubernetes Job {} now belongs to something else (its labels name another job); the platform left it alone",
-                                st.job
-                            )),
-                        })
-                        .await;
+                    let reason = format!(
+                        "Kubernetes Job {} now belongs to something else (its labels name another job); the platform left it alone",
+                        st.job
+                    );
+                    inner.fail(id, reason).await;
                 }
                 Ok(None) => watch::settle_deleted(inner, id, &st.job, true).await,
                 Err(e) => {

@@ -158,15 +158,7 @@ pub(crate) async fn settle_deleted(inner: &Inner, id: Uuid, name: &str, while_do
             "Kubernetes Job {name} was deleted from outside the platform (not by a cancel) before it finished"
         )
     };
-    inner
-        .finish(
-            id,
-            RunnerOutcome {
-                exit_code: None,
-                failure: Some(reason),
-            },
-        )
-        .await;
+    inner.fail(id, reason).await;
 }
 
 /// After a (re)list: tracked Jobs that were not listed may have been
@@ -252,15 +244,7 @@ fn check_problems(inner: &Arc<Inner>) {
     for (id, name, uid, reason) in expired {
         let inner = inner.clone();
         tokio::spawn(async move {
-            inner
-                .finish(
-                    id,
-                    RunnerOutcome {
-                        exit_code: None,
-                        failure: Some(reason),
-                    },
-                )
-                .await;
+            inner.fail(id, reason).await;
             if let Err(e) = inner.delete_job(&inner.job_api, &name, uid).await {
                 tracing::warn!(job_id = %id, error = %client::describe(&e), "cannot delete the Kubernetes Job of a failed job");
             }
