@@ -27,19 +27,23 @@ use serde_json::{json, Value};
 /// A daemon in kubernetes mode against `fake`, plus its temp dir.
 fn kube_daemon(fake: &FakeKube, envs: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = fake.kubeconfig(dir.path());
+    (kube_daemon_in(fake, dir.path(), envs), dir)
+}
+
+/// A daemon in kubernetes mode against `fake`, keeping its data in `dir`.
+fn kube_daemon_in(fake: &FakeKube, dir: &Path, envs: &[(&str, &str)]) -> Daemon {
+    let kubeconfig = fake.kubeconfig(dir);
     let mut e: Vec<(String, String)> = vec![
         ("TRAINING_MODE".into(), "kubernetes".into()),
         ("KUBE_CONFIG_PATH".into(), kubeconfig.display().to_string()),
         ("KUBE_NAMESPACE".into(), fake.ns.clone()),
     ];
     e.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let d = Daemon::start_with(Opts {
+    Daemon::start_with(Opts {
         args: vec![],
         envs: e,
-        data_dir: Some(dir.path().join("data")),
-    });
-    (d, dir)
+        data_dir: Some(dir.join("data")),
+    })
 }
 
 async fn create(d: &Daemon, config: Value) -> Value {
@@ -349,6 +353,66 @@ async fn restart_readopts_running_jobs_and_settles_what_changed_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_interrupted_after_creating_the_job_adopts_it() {
+    // A daemon that stopped between creating a Job and recording the launch
+    // finds the Job already there (409) when it launches again.
+    let fake = FakeKube::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut held = kube_daemon_in(&fake, dir.path(), &[("HOLD_JOBS", "1")]);
+    let ours = create(&held, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let squatted = create(&held, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    held.kill9();
+    let job = |id: &str| {
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": job_name(id), "labels": {
+                   "app.kubernetes.io/managed-by": "platform", "platform/job-id": id}},
+               "spec": {"template": {"spec": {"restartPolicy": "Never",
+                   "containers": [{"name": "trainer", "image": "busybox"}]}}}})
+    };
+    // Ours, already finished; and one with our name but another job's label.
+    fake.create_foreign(Kind::Job, job(&ours));
+    fake.pod_terminated(&job_name(&ours), 0, "Completed");
+    fake.create_foreign(
+        Kind::Job,
+        job("00000000-0000-7000-8000-000000000000")
+            .as_object()
+            .cloned()
+            .map(|mut o| {
+                o["metadata"]["name"] = json!(job_name(&squatted));
+                Value::Object(o)
+            })
+            .unwrap(),
+    );
+    let d = kube_daemon_in(&fake, dir.path(), &[]);
+    let j = wait_status(&d, &ours, "completed").await;
+    assert_eq!(j["runner"], "kubernetes");
+    assert_eq!(j["exit_code"], 0);
+    let uid = fake.get(Kind::Job, &job_name(&ours)).unwrap()["metadata"]["uid"].clone();
+    let secret = fake.get(Kind::Secret, &job_name(&ours)).unwrap();
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], uid);
+    let j = wait_status(&d, &squatted, "failed").await;
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("was not created for this job"),
+        "{j}"
+    );
+    assert!(
+        fake.get(Kind::Job, &job_name(&squatted)).is_some(),
+        "left alone"
+    );
+    assert!(fake.requests().iter().all(|r| r.method != "DELETE"));
+    assert_clean(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_jobs_are_never_touched() {
     let fake = FakeKube::start();
     let job = |name: &str, labels: Value| {
@@ -370,6 +434,7 @@ async fn foreign_jobs_are_never_touched() {
     );
     let (mut d, _dir) = kube_daemon(&fake, &[]);
     let (id, name) = launched(&d, &fake, json!({})).await;
+    wait_status(&d, &id, "running").await;
     // Foreign Jobs change state, fail, get deleted: nothing reacts.
     fake.pod_running(stranger);
     fake.job_failed(stranger, "BackoffLimitExceeded", "x");
@@ -506,6 +571,27 @@ async fn kueue_jobs_are_created_suspended_with_the_queue_label() {
     assert_clean(&fake);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_jobs_holds_jobs_pending_in_kubernetes_mode_too() {
+    let fake = FakeKube::start();
+    let (d, _dir) = kube_daemon(&fake, &[("MAX_CONCURRENT_JOBS", "1")]);
+    let (first, first_name) = launched(&d, &fake, json!({})).await;
+    wait_status(&d, &first, "running").await;
+    let second = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A scheduler pass (the daemon re-checks every second) launches nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&d, &second).await["status"], "pending");
+    assert!(fake.get(Kind::Job, &job_name(&second)).is_none());
+    fake.pod_terminated(&first_name, 0, "Completed");
+    wait_status(&d, &first, "completed").await;
+    wait_status(&d, &second, "running").await;
+    assert!(fake.get(Kind::Job, &job_name(&second)).is_some());
+    assert_clean(&fake);
+}
+
 /// Runs `platform serve` in kubernetes mode against `kubeconfig`, expecting
 /// it to fail at start-up; returns its stderr.
 fn serve_fails(kubeconfig: &Path) -> String {
@@ -638,15 +724,9 @@ async fn dry_run_prints_the_manifests_and_creates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_in_subprocess_mode_shows_argv_and_env_with_secrets_masked() {
     let d = Daemon::start();
-    let r = d
-        .http()
-        .post(d.at("/api/v1/training/jobs?dry_run=true"))
-        .json(&common::demo_job(json!({"epochs": 2})))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let plan: Value = r.json().await.unwrap();
+    let dry = format!("{}?dry_run=true", api::JOBS);
+    let (status, plan) = api::post(&d, &dry, &common::demo_job(json!({"epochs": 2}))).await;
+    assert_eq!(status, 200);
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["runner"], "subprocess");
     let p = &plan["process"];
@@ -670,20 +750,10 @@ async fn dry_run_in_subprocess_mode_shows_argv_and_env_with_secrets_masked() {
         "{text}"
     );
     // Invalid input is still a 422, and nothing is stored either way.
-    let r = d
-        .http()
-        .post(d.at("/api/v1/training/jobs?dry_run=true"))
-        .json(&json!({"user_id": "", "model_name": "m", "framework": "demo", "dataset_s3_uri": "s3://b/"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let jobs: Value = reqwest::get(d.at("/api/v1/training/jobs"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bad =
+        json!({"user_id": "", "model_name": "m", "framework": "demo", "dataset_s3_uri": "s3://b/"});
+    assert_eq!(api::post(&d, &dry, &bad).await.0, 422);
+    let (_, jobs) = api::get(&d, api::JOBS).await;
     assert_eq!(jobs, json!([]));
     // The OpenAPI document describes the dry run.
     let doc: Value = reqwest::get(d.at("/openapi.json"))

@@ -1180,6 +1180,7 @@ fn watch(shared: &Arc<Shared>, kind: Kind, ns: String, q: &BTreeMap<String, Stri
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     // Subscribe under the lock that publishers hold, so nothing falls
     // between the backlog and the live events.
+    let mut generation = shared.generation.subscribe();
     let (mut live, backlog, expired, mut last) = {
         let s = shared.store.lock().unwrap();
         let live = shared.events.subscribe();
@@ -1204,7 +1205,6 @@ fn watch(shared: &Arc<Shared>, kind: Kind, ns: String, q: &BTreeMap<String, Stri
             (live, backlog, false, s.rv)
         }
     };
-    let mut generation = shared.generation.subscribe();
     tokio::spawn(async move {
         if expired {
             let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -1219,12 +1219,16 @@ fn watch(shared: &Arc<Shared>, kind: Kind, ns: String, q: &BTreeMap<String, Stri
         }
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
+        let started = *generation.borrow_and_update();
         loop {
             tokio::select! {
-                _ = &mut deadline => return,
+                biased;
                 _ = generation.changed() => return,
+                _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 ev = live.recv() => match ev {
+                    // Nothing gets out once the server went down.
+                    Ok(_) if *generation.borrow() != started => return,
                     Ok(ev) if ev.rv > last && relevant(&ev) => {
                         last = ev.rv;
                         if tx.send(event_line(ev.kind_word, &ev.object)).await.is_err() {

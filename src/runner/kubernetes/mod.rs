@@ -105,13 +105,13 @@ impl KubernetesRunner {
         let url = config.cluster_url.to_string();
         let kube = client::client(config)?;
         tokio::time::timeout(
-            Duration::from_secs(30),
+            API_TIMEOUT,
             client::check_permissions(&kube, &url, &settings.namespace),
         )
         .await
         .map_err(|_| client::ConnectError::Unreachable {
             url: url.clone(),
-            reason: "no answer within 30 seconds".into(),
+            reason: format!("no answer within {}s", API_TIMEOUT.as_secs()),
         })??;
         tracing::info!(api_server = %url, namespace = %settings.namespace, "connected to Kubernetes; all permissions present");
         Ok(Self::with_client(jobs, settings, kube))
@@ -216,7 +216,7 @@ impl Inner {
             uid: Some(uid),
             resource_version: None,
         });
-        match api.delete(name, &dp).await {
+        match timed(api.delete(name, &dp)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             // The uid precondition failed: a different Job has this name now.
@@ -234,7 +234,7 @@ impl Inner {
     /// The pods of job `id`, newest last (empty when they cannot be listed).
     async fn pods_of(&self, api: &Api<Pod>, id: Uuid) -> Vec<Pod> {
         let lp = ListParams::default().labels(&manifest::job_selector(id));
-        match api.list(&lp).await {
+        match timed(api.list(&lp)).await {
             Ok(list) => {
                 let mut pods = list.items;
                 pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
@@ -254,9 +254,9 @@ impl Inner {
             tail_lines: Some(lines),
             ..Default::default()
         };
-        match tokio::time::timeout(Duration::from_secs(5), api.logs(pod, &lp)).await {
-            Ok(Ok(text)) => text.trim_end().to_string(),
-            _ => String::new(),
+        match timed(api.logs(pod, &lp)).await {
+            Ok(text) => text.trim_end().to_string(),
+            Err(_) => String::new(),
         }
     }
 
@@ -270,6 +270,28 @@ impl Inner {
             )
         }
     }
+}
+
+/// How long one API request may take before the runner gives up on it
+/// (the client has no read timeout, so that watches and followed logs
+/// can stay open).
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `request`, failing when the API server does not answer within [`API_TIMEOUT`].
+pub(crate) async fn timed<T>(
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(API_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!(
+                    "no answer from the Kubernetes API server within {}s",
+                    API_TIMEOUT.as_secs()
+                )
+                .into(),
+            ))
+        })
 }
 
 /// The Kubernetes state stored on `rec`, or the one its id implies.
@@ -322,11 +344,13 @@ impl Runner for KubernetesRunner {
         let name = manifest::job_name(id);
         // Track first: the watcher may report on the Job before we return.
         inner.track(id, name.clone(), None);
-        let created = match inner.job_api.create(&PostParams::default(), &m.job).await {
+        let mut adopted = false;
+        let created = match timed(inner.job_api.create(&PostParams::default(), &m.job)).await {
             Ok(j) => j,
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                adopted = true;
                 // A previous launch created it before the daemon stopped.
-                match inner.job_api.get_opt(&name).await {
+                match timed(inner.job_api.get_opt(&name)).await {
                     Ok(Some(j)) if manifest::job_id_of(&j.metadata) == Some(id) => {
                         tracing::info!(job_id = %id, job = %name, "adopting the Kubernetes Job an earlier launch created");
                         j
@@ -353,11 +377,7 @@ impl Runner for KubernetesRunner {
         inner.with_tracked(id, |t| t.uid = uid.clone());
         if let Some(mut secret) = m.secret {
             manifest::own(&mut secret, &created);
-            match inner
-                .secret_api
-                .create(&PostParams::default(), &secret)
-                .await
-            {
+            match timed(inner.secret_api.create(&PostParams::default(), &secret)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {}
                 Err(e) => {
@@ -369,7 +389,12 @@ impl Runner for KubernetesRunner {
                 }
             }
         }
-        tracing::info!(job_id = %id, job = %name, namespace = %inner.settings.namespace, "Kubernetes Job created");
+        if adopted {
+            // It may have ended while no daemon was watching.
+            watch::on_job(inner, created);
+        } else {
+            tracing::info!(job_id = %id, job = %name, namespace = %inner.settings.namespace, "Kubernetes Job created");
+        }
         let state = KubeState {
             namespace: inner.settings.namespace.clone(),
             job: name,
@@ -445,7 +470,7 @@ impl Runner for KubernetesRunner {
             ..Default::default()
         };
         let name = pod.metadata.name.unwrap_or_default();
-        match pods.log_stream(&name, &lp).await {
+        match timed(pods.log_stream(&name, &lp)).await {
             Ok(reader) => Ok(Some(byte_stream(Box::pin(reader)))),
             // 400: the container has not started yet; 404: the pod just went.
             Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => Ok(None),
@@ -470,7 +495,7 @@ impl Runner for KubernetesRunner {
                 continue;
             }
             inner.track(id, st.job.clone(), st.uid.clone());
-            match inner.job_api.get_opt(&st.job).await {
+            match timed(inner.job_api.get_opt(&st.job)).await {
                 Ok(Some(j)) if manifest::job_id_of(&j.metadata) == Some(id) => {
                     tracing::info!(job_id = %id, job = %st.job, "re-adopted a running Kubernetes Job");
                     watch::on_job(inner, j);
@@ -542,4 +567,48 @@ fn byte_stream<R: futures::AsyncRead + Send + Unpin + 'static>(reader: R) -> Log
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_must_be_dns_labels() {
+        for ok in ["platform", "ml-team-2", "a"] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "Platform", "-x", "x-", "a_b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_in_plans() {
+        let reg = crate::trainers::Registry::builtin();
+        let job: crate::model::Job = serde_json::from_value(serde_json::json!({
+            "id": "01a2168a-db6a-736c-8397-0011d2208f72", "user_id": "u", "model_name": "m",
+            "framework": "demo", "dataset_s3_uri": "s3://b/d/", "config": null,
+            "status": "pending", "progress": 0.0, "message": null, "checkpoint_s3_uri": null,
+            "error": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "started_at": null, "completed_at": null
+        }))
+        .unwrap();
+        let trainer = reg.get("demo").unwrap().clone();
+        let (env, secret_keys) = crate::runner::env::build(
+            &job,
+            "real-token",
+            &trainer,
+            &crate::runner::env::Contract::default(),
+        );
+        let spec = LaunchSpec {
+            job,
+            trainer,
+            env,
+            secret_keys,
+        };
+        let masked = spec.masked_env();
+        assert_eq!(masked["CALLBACK_TOKEN"], crate::runner::MASKED);
+        assert_eq!(masked["MODEL_NAME"], "m");
+    }
 }

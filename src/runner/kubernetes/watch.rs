@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::manifest::{job_id_of, managed_selector};
 use super::status::{self, JobFacts, JobPhase, ProblemKind};
-use super::{client, Inner};
+use super::{client, timed, Inner};
 use crate::jobs::RunnerOutcome;
 
 /// Lines of a failed trainer's log quoted in the job's `error`.
@@ -175,7 +175,7 @@ fn find_vanished(inner: &Arc<Inner>, seen: &HashSet<Uuid>) {
     for (id, name) in missing {
         let inner = inner.clone();
         tokio::spawn(async move {
-            match inner.job_api.get_opt(&name).await {
+            match timed(inner.job_api.get_opt(&name)).await {
                 Ok(Some(job)) => on_job(&inner, job),
                 Ok(None) => settle_deleted(&inner, id, &name, false).await,
                 Err(e) => {
