@@ -143,16 +143,7 @@ async fn demo_job_runs_pending_running_completed_through_callbacks_with_logs() {
         (j["exit_code"] == 0).then_some(())
     })
     .await;
-    let metrics: Value = d
-        .http()
-        .get(d.at(&format!("/api/v1/training/jobs/{id}/metrics")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(metrics.as_array().unwrap().len(), 3);
+    assert_eq!(api::all_points(&d, &id).await.len(), 3);
 
     // Logs come from the pod log API, through the CLI too.
     let out = d.cli(&["job", "logs", &id]);
@@ -456,15 +447,7 @@ async fn foreign_jobs_are_never_touched() {
     assert!(writes
         .iter()
         .all(|r| r.method == "POST" && r.body["metadata"]["name"] == name.as_str()));
-    let jobs: Value = d
-        .http()
-        .get(d.at("/api/v1/training/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, jobs) = api::get(&d, api::JOBS).await;
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert_clean(&fake);
 }
@@ -756,12 +739,7 @@ async fn dry_run_in_subprocess_mode_shows_argv_and_env_with_secrets_masked() {
     let (_, jobs) = api::get(&d, api::JOBS).await;
     assert_eq!(jobs, json!([]));
     // The OpenAPI document describes the dry run.
-    let doc: Value = reqwest::get(d.at("/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = api::get(&d, "/openapi.json").await;
     let create = &doc["paths"]["/api/v1/training/jobs"]["post"];
     assert!(create["parameters"]
         .as_array()

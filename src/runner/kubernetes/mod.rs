@@ -582,33 +582,4 @@ mod tests {
             assert!(!is_dns_label(bad), "{bad}");
         }
     }
-
-    #[test]
-    fn secrets_are_masked_in_plans() {
-        let reg = crate::trainers::Registry::builtin();
-        let job: crate::model::Job = serde_json::from_value(serde_json::json!({
-            "id": "01a2168a-db6a-736c-8397-0011d2208f72", "user_id": "u", "model_name": "m",
-            "framework": "demo", "dataset_s3_uri": "s3://b/d/", "config": null,
-            "status": "pending", "progress": 0.0, "message": null, "checkpoint_s3_uri": null,
-            "error": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-            "started_at": null, "completed_at": null
-        }))
-        .unwrap();
-        let trainer = reg.get("demo").unwrap().clone();
-        let (env, secret_keys) = crate::runner::env::build(
-            &job,
-            "real-token",
-            &trainer,
-            &crate::runner::env::Contract::default(),
-        );
-        let spec = LaunchSpec {
-            job,
-            trainer,
-            env,
-            secret_keys,
-        };
-        let masked = spec.masked_env();
-        assert_eq!(masked["CALLBACK_TOKEN"], crate::runner::MASKED);
-        assert_eq!(masked["MODEL_NAME"], "m");
-    }
 }
