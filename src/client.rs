@@ -191,6 +191,20 @@ impl Client {
         .await
     }
 
+    /// `POST /api/v1/training/jobs?dry_run=true`: what creating `req`
+    /// would launch, with nothing stored.
+    pub async fn plan_job(
+        &self,
+        req: &CreateJob,
+    ) -> Result<crate::runner::LaunchPlan, ClientError> {
+        self.json(
+            self.request(Method::POST, "/api/v1/training/jobs")
+                .query(&[("dry_run", "true")])
+                .json(req),
+        )
+        .await
+    }
+
     /// `GET /api/v1/training/jobs`.
     pub async fn list_jobs(&self, q: &JobListQuery) -> Result<Vec<Job>, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/training/jobs").query(q))
@@ -442,7 +456,7 @@ pub enum ResolveError {
 }
 
 /// The innermost error message, lowercased, e.g. "connection refused".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &(dyn std::error::Error + 'static) = e;
     while let Some(next) = cur.source() {
         cur = next;

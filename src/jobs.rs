@@ -126,6 +126,22 @@ impl Jobs {
 
     /// Validates and stores a new `pending` job. The scheduler launches it.
     pub async fn create(&self, req: CreateJob) -> Result<Job, JobError> {
+        let rec = self.draft(req).await?;
+        let job = rec.job.clone();
+        let token: Arc<str> = rec.callback_token.as_str().into();
+        self.db
+            .write(move |c| db::jobs::insert(c, &rec))
+            .await
+            .map_err(JobError::Db)?;
+        self.remember_token(job.id, token);
+        metrics::counter!("platform_jobs_created_total").increment(1);
+        self.events.publish(Event::Job(Arc::new(job.clone())));
+        Ok(job)
+    }
+
+    /// Runs every check of [`Jobs::create`] and returns the job it would
+    /// store, storing nothing (`create` itself, and dry runs).
+    pub async fn draft(&self, req: CreateJob) -> Result<JobRecord, JobError> {
         req.validate()?;
         if !self.registry.contains(&req.framework) {
             return Err(ValidationError::new(
@@ -166,16 +182,7 @@ impl Jobs {
             last_sequence: None,
             runner_state: None,
         };
-        let job = rec.job.clone();
-        let token: Arc<str> = rec.callback_token.as_str().into();
-        self.db
-            .write(move |c| db::jobs::insert(c, &rec))
-            .await
-            .map_err(JobError::Db)?;
-        self.remember_token(job.id, token);
-        metrics::counter!("platform_jobs_created_total").increment(1);
-        self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
+        Ok(rec)
     }
 
     /// One job.

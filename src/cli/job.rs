@@ -11,6 +11,7 @@ use super::output::{self, OutputFormat, Printer};
 use super::{Exit, GlobalArgs};
 use crate::client::Client;
 use crate::model::{CreateJob, Job, JobListQuery, JobStatus};
+use crate::runner::LaunchPlan;
 
 /// `platform job` subcommands.
 #[derive(Debug, Subcommand)]
@@ -67,8 +68,11 @@ pub struct CreateArgs {
     #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Wait for the job, printing its progress, and exit non-zero unless it completes.
-    #[arg(long, short = 'F')]
+    #[arg(long, short = 'F', conflicts_with = "dry_run")]
     pub follow: bool,
+    /// Print what would be launched (Kubernetes manifests, or the process's argv and environment, secrets masked) without creating anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `platform job list`.
@@ -179,6 +183,9 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
         dataset_s3_uri: a.dataset,
         config,
     };
+    if a.dry_run {
+        return print_plan(out, fmt, &client.plan_job(&req).await?);
+    }
     let job = client.create_job(&req).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
@@ -197,6 +204,45 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         f => print_job(out, f, &job),
+    }
+}
+
+/// Prints a dry run: Kubernetes manifests as a YAML stream (default and
+/// `-o yaml`, ready for `kubectl apply -f -`) or a `List` (`-o json`); a
+/// process as its argv and environment (or the whole plan as JSON/YAML).
+fn print_plan(out: &Printer, fmt: OutputFormat, plan: &LaunchPlan) -> anyhow::Result<()> {
+    if !plan.manifests.is_empty() {
+        if fmt == OutputFormat::Json {
+            return out.json(&serde_json::json!({
+                "apiVersion": "v1", "kind": "List", "items": plan.manifests,
+            }));
+        }
+        for m in &plan.manifests {
+            println!("---");
+            out.yaml(m)?;
+        }
+        for n in &plan.notes {
+            eprintln!("note: {n}");
+        }
+        return Ok(());
+    }
+    match (fmt, &plan.process) {
+        (OutputFormat::Json, _) => out.json(plan),
+        (OutputFormat::Yaml, _) => out.yaml(plan),
+        (_, Some(p)) => {
+            println!("runner:  {}", plan.runner);
+            println!("argv:    {}", p.argv.join(" "));
+            println!(
+                "workdir: {}",
+                p.workdir.as_deref().unwrap_or("(the job's run directory)")
+            );
+            println!("env:");
+            for (k, v) in &p.env {
+                println!("  {k}={v}");
+            }
+            Ok(())
+        }
+        (_, None) => out.json(plan),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::model::Job;
 use crate::trainers::Trainer;
 
 /// Variables copied from the daemon's environment when set.
-const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
+pub const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
 
 /// Contract variables that are secrets.
 pub const SECRET_KEYS: [&str; 2] = ["CALLBACK_TOKEN", "AWS_SECRET_ACCESS_KEY"];

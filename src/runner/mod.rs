@@ -8,6 +8,7 @@
 //! [`crate::jobs::Jobs`], which owns the lifecycle rules.
 
 pub mod env;
+pub mod kubernetes;
 pub mod logfile;
 pub mod scheduler;
 pub mod subprocess;
@@ -17,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::jobs::JobRecord;
@@ -37,6 +40,69 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
     /// Which of `env`'s variables are secrets (Kubernetes puts them in a Secret).
     pub secret_keys: BTreeSet<String>,
+}
+
+impl LaunchSpec {
+    /// `env` with the values of secret variables replaced by [`MASKED`].
+    pub fn masked_env(&self) -> BTreeMap<String, String> {
+        self.env
+            .iter()
+            .map(|(k, v)| {
+                let v = if self.secret_keys.contains(k) {
+                    MASKED.to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// What a dry run shows instead of a secret's value.
+pub const MASKED: &str = "********";
+
+/// What launching a job would do, without doing it (`job create --dry-run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LaunchPlan {
+    /// Always true: nothing was stored or started.
+    pub dry_run: bool,
+    /// The runner that would launch it.
+    pub runner: String,
+    /// The job as it would be stored (its id is illustrative: a real create assigns a new one).
+    pub job: Job,
+    /// Kubernetes: the objects that would be created, in order (secret values masked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub manifests: Vec<serde_json::Value>,
+    /// Subprocess: the process that would be started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessPlan>,
+    /// What the objects above do not show.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Why a dry run could not say what a launch would do.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The job cannot be launched as given (422).
+    #[error(transparent)]
+    Invalid(#[from] crate::model::ValidationError),
+    /// The runner cannot tell.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+/// A trainer process as a dry run shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessPlan {
+    /// argv (never run through a shell).
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// The complete environment, secret values masked.
+    pub env: BTreeMap<String, String>,
 }
 
 /// How to read a job's logs.
@@ -68,6 +134,35 @@ pub trait Runner: Send + Sync + 'static {
     /// Starts the trainer and returns once it is launched (process spawned,
     /// Kubernetes Job created), with runner-private state to store on the job.
     async fn launch(&self, spec: LaunchSpec) -> Result<Option<String>, RunnerError>;
+
+    /// What [`Runner::launch`] would do with `spec`, secrets masked; the
+    /// default describes a local process (this binary's `demo-train` for
+    /// the built-in demo).
+    async fn plan(&self, spec: &LaunchSpec) -> Result<LaunchPlan, PlanError> {
+        let argv = if spec.trainer.command.is_empty() {
+            let exe = std::env::current_exe()
+                .map_err(|e| RunnerError::Environment(format!("cannot find this binary: {e}")))?;
+            vec![exe.display().to_string(), "demo-train".to_string()]
+        } else {
+            spec.trainer.command.clone()
+        };
+        Ok(LaunchPlan {
+            dry_run: true,
+            runner: self.name().to_string(),
+            job: spec.job.clone(),
+            manifests: Vec::new(),
+            process: Some(ProcessPlan {
+                argv,
+                workdir: spec
+                    .trainer
+                    .workdir
+                    .as_ref()
+                    .map(|w| w.display().to_string()),
+                env: spec.masked_env(),
+            }),
+            notes: Vec::new(),
+        })
+    }
 
     /// Stops the job's trainer (gracefully, then forcibly). Idempotent.
     async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError>;

@@ -57,6 +57,8 @@ pub struct Scheduler {
     max_concurrent: usize,
     /// After an environment failure, launching pauses until then.
     paused_until: Option<Instant>,
+    /// `--hold-jobs`: launch nothing.
+    hold: bool,
 }
 
 impl Scheduler {
@@ -73,7 +75,14 @@ impl Scheduler {
             contract,
             max_concurrent,
             paused_until: None,
+            hold: false,
         }
+    }
+
+    /// With `hold`, pending jobs are accepted but never launched.
+    pub fn hold(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Reconciles what the runner left running, then schedules until
@@ -156,7 +165,7 @@ impl Scheduler {
 
     /// Launches pending jobs, oldest first, while slots are free.
     async fn fill(&mut self) {
-        if self.paused_until.is_some_and(|t| Instant::now() < t) {
+        if self.hold || self.paused_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
         loop {

@@ -3,7 +3,10 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{bearer, ApiQuery, JobId, JsonBody};
@@ -12,12 +15,26 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, Metric, MetricBatch,
     MetricQuery, TrainingUpdate,
 };
+use crate::runner::{env, LaunchPlan, LaunchSpec, PlanError};
+
+/// Query of `POST /api/v1/training/jobs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// Validate the job and answer 200 with what the runner would create or
+    /// run (Kubernetes manifests, or the process's argv and environment,
+    /// secrets masked), storing and starting nothing.
+    pub dry_run: Option<bool>,
+}
 
 /// Create a training job; it starts `pending` and the scheduler launches it.
+/// With `dry_run=true`, answer what would be created instead.
 #[utoipa::path(post, path = "/api/v1/training/jobs", tag = "jobs",
+    params(CreateQuery),
     request_body = CreateJob,
     responses(
         (status = 201, description = "Created", body = Job),
+        (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -25,10 +42,37 @@ use crate::model::{
     ))]
 pub async fn create_job(
     State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<CreateQuery>,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Job>), ApiError> {
+) -> Result<Response, ApiError> {
     let req: CreateJob = body.decode()?;
-    Ok((StatusCode::CREATED, Json(st.jobs.create(req).await?)))
+    if q.dry_run == Some(true) {
+        return Ok(Json(dry_run(&st, req).await?).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(st.jobs.create(req).await?)).into_response())
+}
+
+/// What launching `req` would do, with nothing stored.
+async fn dry_run(st: &AppState, req: CreateJob) -> Result<LaunchPlan, ApiError> {
+    let rec = st.jobs.draft(req).await?;
+    let trainer = st
+        .jobs
+        .registry()
+        .get(&rec.job.framework)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid("framework", "is not registered"))?;
+    let contract = st.contract.contract(rec.job.id);
+    let (env, secret_keys) = env::build(&rec.job, &rec.callback_token, &trainer, &contract);
+    let spec = LaunchSpec {
+        job: rec.job,
+        trainer,
+        env,
+        secret_keys,
+    };
+    st.runner.plan(&spec).await.map_err(|e| match e {
+        PlanError::Invalid(v) => ApiError::Invalid(v),
+        PlanError::Runner(e) => ApiError::Internal(format!("cannot plan the launch: {e}")),
+    })
 }
 
 /// List jobs, newest first.

@@ -169,7 +169,9 @@ pub async fn docs() -> Html<&'static str> {
   <div id="swagger-ui"></div>
   <script src="/docs/swagger-ui-bundle.js"></script>
   <script>
-    window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui" });
+    // validatorUrl: null, or Swagger UI fetches a badge from swagger.io
+    // whenever the page is not served from localhost.
+    window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", validatorUrl: null });
   </script>
 </body>
 </html>"##,

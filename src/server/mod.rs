@@ -31,7 +31,7 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
-use crate::runner::scheduler::{LocalContract, Scheduler};
+use crate::runner::scheduler::{ContractSource, LocalContract, Scheduler};
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::Runner;
 use crate::trainers::Registry;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub prometheus: Option<PrometheusHandle>,
     /// The runner (for logs).
     pub runner: Arc<dyn Runner>,
+    /// Where trainers find the daemon (for dry runs).
+    pub contract: Arc<dyn ContractSource>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -226,8 +228,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .backend_base_url
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
-    let runner = build_runner(&cfg, jobs.clone())?;
-    let contract = Arc::new(LocalContract {
+    let runner = build_runner(&cfg, jobs.clone()).await?;
+    let contract: Arc<dyn ContractSource> = Arc::new(LocalContract {
         base_url: base_url.clone(),
         store_root: cfg.data_dir.join("store"),
     });
@@ -236,9 +238,10 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         Scheduler::new(
             jobs.clone(),
             runner.clone(),
-            contract,
+            contract.clone(),
             cfg.max_concurrent_jobs,
         )
+        .hold(cfg.hold_jobs)
         .run(stop_rx),
     );
     let state = AppState {
@@ -247,6 +250,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         api_token: cfg.api_token.as_deref().map(Arc::from),
         prometheus,
         runner: runner.clone(),
+        contract,
     };
     let app = router(state, &cfg.cors_origins);
     tracing::info!(
@@ -278,7 +282,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn Runner>> {
+async fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn Runner>> {
     match cfg.runner {
         crate::config::RunnerKind::Subprocess => {
             let exe =
@@ -294,7 +298,13 @@ fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn R
             )))
         }
         crate::config::RunnerKind::Kubernetes => {
-            anyhow::bail!("the kubernetes runner is not available in this build yet")
+            if cfg.backend_base_url.is_none() {
+                tracing::warn!("BACKEND_BASE_URL is not set: trainer pods are told to call back the daemon's bind address, which they can only reach if the daemon runs on their network; set it to the daemon's Service URL");
+            }
+            let runner =
+                crate::runner::kubernetes::KubernetesRunner::connect(jobs, cfg.kube.clone())
+                    .await?;
+            Ok(Arc::new(runner))
         }
     }
 }
