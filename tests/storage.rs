@@ -54,6 +54,7 @@ both!(
     interrupted_upload_stores_nothing,
     cli_lists_and_downloads_artifacts,
     store_functions_for_runners,
+    demo_checkpoint_and_archived_logs,
 );
 
 /// A daemon on one backend (and the S3 server it uses).
@@ -1029,4 +1030,60 @@ async fn openapi_documents_storage_endpoints() {
         assert!(doc["paths"][p].is_object(), "missing {p}");
     }
     assert!(doc["paths"]["/api/v1/training/jobs/{id}/artifacts/{path}"]["put"].is_object());
+}
+
+/// The demo trainer stores its checkpoint through the artifact endpoint,
+/// and a finished job's log is archived to the store, so it stays readable
+/// after the daemon restarts without the runner's local copy.
+async fn demo_checkpoint_and_archived_logs(b: Backend) {
+    let mut e = Env::start(b, &[]);
+    let mut body = common::demo_job(json!({"epochs": 3, "epoch_seconds": 0.05}));
+    body["dataset_s3_uri"] = json!("s3://anywhere/datasets/x/");
+    let job: Value = e
+        .http
+        .post(e.d.at("/api/v1/training/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let done: Value = common::eventually(30, "the demo job to finish", || async {
+        let (_, j) = e.get(&format!("/api/v1/training/jobs/{id}"), None).await;
+        (j["status"] == "completed" && !j["exit_code"].is_null()).then_some(j)
+    })
+    .await;
+    let checkpoint = done["checkpoint_s3_uri"].as_str().unwrap().to_string();
+    assert_eq!(checkpoint, format!("{}jobs/{id}/outputs/best.pt", e.root_uri()));
+    let out = e.d.cli(&["job", "artifacts", &id, "-o", "json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["path"], "best.pt");
+    assert_eq!(listed[0]["uri"], checkpoint);
+    let (s, bytes) = e
+        .get_bytes(&format!("/api/v1/training/jobs/{id}/artifacts/best.pt"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(bytes.starts_with(b"{\"format\":\"platform-demo-checkpoint\""));
+
+    // Restart without the runner's local copy: the log comes from the store.
+    common::eventually(20, "the log to be archived", || async {
+        e.d.log_text().contains("archived the trainer's log").then_some(())
+    })
+    .await;
+    e.d.kill9();
+    std::fs::remove_dir_all(e.d.data_dir.join("runs")).unwrap();
+    e.d.restart();
+    let (s, text) = e.get_bytes(&format!("/api/v1/training/jobs/{id}/logs"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("epoch 3/3") && text.contains("saved checkpoint"), "{text}");
+    let (_, tail) = e
+        .get_bytes(&format!("/api/v1/training/jobs/{id}/logs?tail=1"), None)
+        .await;
+    assert_eq!(String::from_utf8_lossy(&tail), "done\n");
+    let out = e.d.cli(&["job", "logs", &id]);
+    assert_eq!(common::stdout(&out), text);
 }

@@ -64,6 +64,13 @@ impl RotatingWriter {
     }
 }
 
+/// Deletes the captured output in `dir` (after it was archived).
+pub fn remove(dir: &Path) {
+    for name in [PREVIOUS, CURRENT] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
 /// Whether `dir` holds any captured output.
 pub fn exists(dir: &Path) -> bool {
     dir.join(CURRENT).exists() || dir.join(PREVIOUS).exists()

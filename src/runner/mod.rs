@@ -29,6 +29,23 @@ use crate::trainers::Trainer;
 /// A stream of log bytes.
 pub type LogStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
+/// Copies a finished job's output into the object store, so `job logs`
+/// keeps working after the runner's own copy is gone (bounded local files
+/// cleaned up, pods garbage-collected, daemon moved). Best effort: a failure
+/// is logged, and the job's outcome is unaffected.
+pub async fn archive_logs(store: &crate::storage::Store, id: Uuid, logs: LogStream) -> bool {
+    match store.archive_log_stream(id, logs, None).await {
+        Ok(f) => {
+            tracing::info!(job_id = %id, bytes = f.size, uri = %f.uri, "archived the trainer's log");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "cannot archive the trainer's log");
+            false
+        }
+    }
+}
+
 /// Everything a runner needs to start one trainer.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {

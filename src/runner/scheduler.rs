@@ -6,8 +6,6 @@
 //! one-second tick that re-checks everything, so a missed event (a lagging
 //! subscriber) only delays work, never loses it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use crate::db::jobs::JobRecord;
 use crate::events::Event;
 use crate::jobs::Jobs;
 use crate::model::JobStatus;
+use crate::storage::Store;
 
 /// Where trainers find the daemon and their outputs.
 pub trait ContractSource: Send + Sync {
@@ -28,22 +27,20 @@ pub trait ContractSource: Send + Sync {
     fn contract(&self, id: Uuid) -> Contract;
 }
 
-/// The contract without object storage configured elsewhere: outputs go
-/// under the local store directory.
-#[derive(Debug, Clone)]
-pub struct LocalContract {
+/// The contract from the daemon's address and its object store.
+pub struct StoreContract {
     /// `BACKEND_BASE_URL`.
     pub base_url: String,
-    /// Root of the local object store.
-    pub store_root: PathBuf,
+    /// The object store (`OUTPUT_S3_URI`, S3 settings for trainers).
+    pub store: Arc<Store>,
 }
 
-impl ContractSource for LocalContract {
+impl ContractSource for StoreContract {
     fn contract(&self, id: Uuid) -> Contract {
         Contract {
             base_url: self.base_url.clone(),
-            output_uri: format!("file://{}/jobs/{id}/outputs/", self.store_root.display()),
-            storage_env: BTreeMap::new(),
+            output_uri: self.store.output_uri(id),
+            storage_env: self.store.trainer_env(),
         }
     }
 }

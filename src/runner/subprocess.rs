@@ -30,6 +30,9 @@ use crate::jobs::{Jobs, RunnerOutcome};
 /// Lines of log quoted in a failed job's `error`.
 const TAIL_LINES: usize = 20;
 
+/// How long a finished job's local log stays after it was archived.
+const LOCAL_LOG_LINGER: Duration = Duration::from_secs(5);
+
 /// What the runner stores on the job (`runner_state`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcState {
@@ -155,6 +158,26 @@ impl Inner {
         }
         if let Ok(mut a) = self.active.lock() {
             a.remove(&id);
+        }
+        self.archive(id, dir).await;
+    }
+
+    /// Moves the finished job's log into the object store, then (after a
+    /// pause that lets followers read the last lines) frees the local copy.
+    async fn archive(&self, id: Uuid, dir: &Path) {
+        let Some(store) = self.jobs.store() else {
+            return;
+        };
+        if !logfile::exists(dir) {
+            return;
+        }
+        let stream = logfile::stream(dir.to_path_buf(), None, false, || true);
+        if super::archive_logs(store, id, stream).await {
+            let dir = dir.to_path_buf();
+            tokio::spawn(async move {
+                tokio::time::sleep(LOCAL_LOG_LINGER).await;
+                logfile::remove(&dir);
+            });
         }
     }
 

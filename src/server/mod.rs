@@ -31,7 +31,7 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
-use crate::runner::scheduler::{ContractSource, LocalContract, Scheduler};
+use crate::runner::scheduler::{ContractSource, Scheduler, StoreContract};
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::Runner;
 use crate::trainers::Registry;
@@ -229,9 +229,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
     let runner = build_runner(&cfg, jobs.clone()).await?;
-    let contract: Arc<dyn ContractSource> = Arc::new(LocalContract {
+    let contract: Arc<dyn ContractSource> = Arc::new(StoreContract {
         base_url: base_url.clone(),
-        store_root: cfg.data_dir.join("store"),
+        store: store.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(

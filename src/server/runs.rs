@@ -59,12 +59,35 @@ pub async fn logs(
         if let Some(stream) = stream {
             return Ok(text(Body::from_stream(stream)));
         }
+        // The runner's copy is gone: read the archived log.
+        if rec.job.status.is_terminal() {
+            if let Some(store) = st.jobs.store() {
+                if let Some(archived) = store.open_log(id).await? {
+                    let body = match opts.tail {
+                        Some(n) => Body::from(tail_of(archived, n).await?),
+                        None => Body::from_stream(archived),
+                    };
+                    return Ok(text(body));
+                }
+            }
+        }
         // Nothing captured yet: wait for a launch when following.
         if !opts.follow || rec.job.status.is_terminal() {
             return Ok(text(Body::empty()));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The last `n` lines of an archived log (at most the runner's log budget).
+async fn tail_of(stream: crate::storage::ByteStream, n: usize) -> Result<Vec<u8>, ApiError> {
+    use futures::TryStreamExt;
+    let all: Vec<u8> = stream
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read the archived log: {e}")))?;
+    Ok(crate::runner::logfile::last_lines(&all, n))
 }
 
 fn text(body: Body) -> Response {

@@ -405,6 +405,21 @@ impl Store {
         })?;
         let len = f.metadata().await.ok().map(|m| m.len());
         let body = tokio_util::io::ReaderStream::with_capacity(f, READ_CHUNK);
+        self.archive_log_stream(job, body, len).await
+    }
+
+    /// Uploads a finished job's log, read from a stream (a runner's
+    /// captured output), to `jobs/<id>/logs/trainer.log`.
+    pub async fn archive_log_stream<S, E>(
+        &self,
+        job: Uuid,
+        body: S,
+        len: Option<u64>,
+    ) -> Result<StoredFile, StoreError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
         let key = keys::trainer_log(job);
         let mut stored = self.put_stream(&key, body, len).await?;
         stored.path = keys::TRAINER_LOG.to_string();

@@ -157,6 +157,7 @@ async fn train() -> anyhow::Result<i32> {
     {
         return stopped(e);
     }
+    let mut last = BTreeMap::new();
     let step_pause = if cfg.steps_per_epoch > 0 {
         cfg.epoch_seconds / f64::from(cfg.steps_per_epoch)
     } else {
@@ -194,6 +195,7 @@ async fn train() -> anyhow::Result<i32> {
             return Ok(1);
         }
         let m = epoch_metrics(e, &cfg, ceiling, &mut rng);
+        last = m.clone();
         println!(
             "epoch {e}/{} loss={:.4} mAP50={:.4}",
             cfg.epochs, m["loss"], m["mAP50"]
@@ -213,7 +215,7 @@ async fn train() -> anyhow::Result<i32> {
         1.0,
         format!("finished {} epochs", cfg.epochs),
     );
-    done.checkpoint_s3_uri = checkpoint(&reporter).await;
+    done.checkpoint_s3_uri = checkpoint(&reporter, &model, &last, &mut rng).await;
     if let Err(err) = reporter.send(&next(done)).await {
         return stopped(err);
     }
@@ -221,9 +223,30 @@ async fn train() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Writes the checkpoint when an object store is reachable; `None` skips it.
-async fn checkpoint(_reporter: &Reporter) -> Option<String> {
-    None
+/// Stores a small checkpoint (`best.pt`: a header naming the model and
+/// final metrics, then pseudo-weights) through the daemon's artifact
+/// endpoint; `None` when that fails, so the job still completes.
+async fn checkpoint(
+    reporter: &Reporter,
+    model: &str,
+    last: &BTreeMap<String, f64>,
+    rng: &mut impl Rng,
+) -> Option<String> {
+    let header = serde_json::json!({"format": "platform-demo-checkpoint", "model": model, "metrics": last});
+    let mut bytes = format!("{header}\n").into_bytes();
+    let mut weights = vec![0u8; 64 * 1024];
+    rng.fill_bytes(&mut weights);
+    bytes.extend_from_slice(&weights);
+    match reporter.upload_artifact("best.pt", bytes.into()).await {
+        Ok(uri) => {
+            println!("saved checkpoint {uri}");
+            Some(uri)
+        }
+        Err(e) => {
+            eprintln!("demo trainer: could not store the checkpoint ({e}); finishing without one");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

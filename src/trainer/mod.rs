@@ -89,6 +89,23 @@ impl Reporter {
             .map(|_| ())
     }
 
+    /// Uploads an output file through the daemon's artifact endpoint (no
+    /// storage credentials needed) and returns its URI in the object store.
+    pub async fn upload_artifact(&self, path: &str, bytes: bytes::Bytes) -> Result<String, ReportError> {
+        let Some(id) = self.job_id else {
+            return Err(ReportError::Failed(ClientError::BadUrl(
+                "JOB_ID is not set".into(),
+            )));
+        };
+        let len = bytes.len() as u64;
+        self.retrying(|| {
+            self.client
+                .upload_artifact(id, path, reqwest::Body::from(bytes.clone()), len)
+        })
+        .await
+        .map(|f| f.uri)
+    }
+
     async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, ReportError>
     where
         F: FnMut() -> Fut,

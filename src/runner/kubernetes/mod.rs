@@ -192,6 +192,30 @@ impl Inner {
         if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
             tracing::error!(job_id = %id, error = %e, "cannot record how the Kubernetes Job ended");
         }
+        self.archive(id).await;
+    }
+
+    /// Copies the finished pod's log into the object store (in the
+    /// background: a long log must not hold up the watcher), so it outlives
+    /// the pod (`ttlSecondsAfterFinished`, cancel, manual deletion).
+    async fn archive(&self, id: Uuid) {
+        let Some(store) = self.jobs.store().cloned() else {
+            return;
+        };
+        let Some(pod) = self.pods_of(&self.pod_api, id).await.pop() else {
+            return;
+        };
+        let pods = self.pod_api.clone();
+        tokio::spawn(async move {
+            let name = pod.metadata.name.unwrap_or_default();
+            let lp = LogParams {
+                container: Some(manifest::CONTAINER.into()),
+                ..Default::default()
+            };
+            if let Ok(reader) = timed(pods.log_stream(&name, &lp)).await {
+                super::archive_logs(&store, id, byte_stream(Box::pin(reader))).await;
+            }
+        });
     }
 
     /// Records that the job failed for `reason` and stops tracking it.
