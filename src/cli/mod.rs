@@ -6,6 +6,8 @@ pub mod generate;
 pub mod job;
 pub mod metrics;
 pub mod output;
+pub mod stream;
+pub mod watch;
 
 use clap::{Args, Parser, Subcommand};
 

@@ -149,6 +149,26 @@ pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
     ids
 }
 
+/// Points of every job with an id above `after_id`, oldest first (the
+/// all-jobs event stream pages through these).
+pub fn all_after(c: &Connection, after_id: i64, limit: i64) -> Result<Vec<Metric>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM metrics WHERE id > ?1 ORDER BY id ASC LIMIT ?2"
+    ))?;
+    let mut rows = stmt.query(params![after_id, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// The highest point id stored so far (0 when there are none).
+pub fn last_id(c: &Connection) -> Result<i64, DbError> {
+    let mut stmt = c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM metrics")?;
+    Ok(stmt.query_row([], |r| r.get(0))?)
+}
+
 /// How many points a job has.
 pub fn count(c: &Connection, job_id: Uuid) -> Result<i64, DbError> {
     Ok(c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?

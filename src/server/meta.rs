@@ -24,6 +24,7 @@ pub async fn root() -> Json<ServiceInfo> {
         version: VERSION.into(),
         docs: "/docs".into(),
         health: "/health".into(),
+        ui: "/ui".into(),
     })
 }
 
@@ -100,7 +101,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         root, health, prometheus,
         super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
         super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
-        super::jobs::ingest_metrics,
+        super::jobs::ingest_metrics, super::events::job_events, super::events::all_events,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),

@@ -4,9 +4,11 @@
 //! [`meta`]; every error goes through [`error::ApiError`].
 
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod meta;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +58,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route(
             "/jobs/{id}/metrics",
             get(jobs::list_metrics).post(jobs::ingest_metrics),
-        );
+        )
+        .route("/jobs/{id}/events", get(events::job_events))
+        .route("/events", get(events::all_events));
     let app = Router::new()
         .route("/", get(meta::root))
         .route("/health", get(meta::health))
@@ -67,6 +71,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/docs/swagger-ui-bundle.js", get(meta::docs_js))
         .route("/docs/swagger-ui.css", get(meta::docs_css))
         .nest("/api/v1/training", api)
+        .merge(ui::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
@@ -128,14 +133,21 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
 }
 
 /// With an API token configured, every `/api` route except the trainer
-/// endpoints needs `Authorization: Bearer <token>`.
+/// endpoints needs `Authorization: Bearer <token>`, and so do the dashboard
+/// pages; GET requests may carry it as a cookie or `?token=` instead
+/// (browsers cannot add headers to `EventSource`; see [`ui`]).
 async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.api_token {
         let path = req.uri().path();
-        let guarded = path.starts_with("/api/") && !is_trainer_endpoint(req.method(), path);
+        let guarded = (path.starts_with("/api/") && !is_trainer_endpoint(req.method(), path))
+            || ui::is_page(path);
         if guarded {
-            let ok = extract::bearer(req.headers()).is_some_and(|b| b == token.as_ref());
+            let ok = extract::bearer(req.headers()).is_some_and(|b| b == token.as_ref())
+                || ui::browser_token(&req).is_some_and(|b| b == token.as_ref());
             if !ok {
+                if ui::is_page(path) {
+                    return ui::login_page(None);
+                }
                 return ApiError::Unauthorized(
                     "missing or invalid API token: send Authorization: Bearer <token> (platform --token / PLATFORM_TOKEN)".into(),
                 )
@@ -245,4 +257,5 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("signal received: finishing in-flight requests");
+    events::close_streams();
 }
