@@ -266,12 +266,12 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
         limit: Some(a.limit),
         ..Default::default()
     };
-    let jobs = client.list_jobs(&q).await?;
-    if a.ids_only {
-        for j in &jobs {
     if a.watch {
         return super::watch::list(client, out, &q).await;
     }
+    let jobs = client.list_jobs(&q).await?;
+    if a.ids_only {
+        for j in &jobs {
             println!("{}", j.id);
         }
         return Ok(());
