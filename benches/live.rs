@@ -51,7 +51,11 @@ async fn create_job(d: &Daemon, http: &reqwest::Client) -> Job {
     )
     .unwrap();
     let token = db
-        .query_row("SELECT callback_token FROM jobs WHERE id = ?1", [&id], |r| r.get(0))
+        .query_row(
+            "SELECT callback_token FROM jobs WHERE id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
         .unwrap();
     Job { id, token }
 }
@@ -110,13 +114,20 @@ async fn ingest(d: &Daemon, http: &reqwest::Client, job: &Job) {
 }
 
 async fn downsampled_fetch(d: &Daemon, http: &reqwest::Client, job: &Job) {
-    let url = d.at(&format!("/api/v1/training/jobs/{}/metrics?max_points=1000&order=asc", job.id));
+    let url = d.at(&format!(
+        "/api/v1/training/jobs/{}/metrics?max_points=1000&order=asc",
+        job.id
+    ));
     let mut times = Vec::new();
     for _ in 0..7 {
         let start = Instant::now();
         let points: Vec<Value> = http.get(&url).send().await.unwrap().json().await.unwrap();
         times.push(start.elapsed().as_secs_f64() * 1000.0);
-        assert!(points.len() <= 1000 && points.len() > 900, "{} points", points.len());
+        assert!(
+            points.len() <= 1000 && points.len() > 900,
+            "{} points",
+            points.len()
+        );
     }
     times.sort_by(f64::total_cmp);
     println!(
@@ -155,7 +166,13 @@ async fn callback_latency(d: &Daemon, http: &reqwest::Client) {
         let body = json!({"status": "running", "progress": i as f64 / CALLBACKS as f64,
             "message": format!("step {i}"), "metrics": {"step": i, "loss": 1.0 / (i as f64 + 1.0)}});
         let sent = Instant::now();
-        let r = http.post(&url).bearer_auth(&job.token).json(&body).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth(&job.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
         let acked = Instant::now();
         let (message, arrived) = tokio::time::timeout(Duration::from_secs(10), rx.recv())

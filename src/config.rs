@@ -57,11 +57,21 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 
     /// Which runner launches trainers.
-    #[arg(long = "runner", env = "TRAINING_MODE", value_enum, default_value = "subprocess")]
+    #[arg(
+        long = "runner",
+        env = "TRAINING_MODE",
+        value_enum,
+        default_value = "subprocess"
+    )]
     pub runner: RunnerKind,
 
     /// Bearer token required on the user-facing API.
-    #[arg(long, env = "PLATFORM_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "PLATFORM_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub api_token: Option<String>,
 
     /// Allow a non-loopback bind without an API token.
@@ -69,7 +79,13 @@ pub struct ServeArgs {
     pub allow_unauthenticated: bool,
 
     /// Require each job's bearer token on callbacks ("off" for seed-era trainers).
-    #[arg(long, env = "CALLBACK_AUTH", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "CALLBACK_AUTH",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub callback_auth: Switch,
 
     /// Largest JSON request body, in bytes.
@@ -105,12 +121,25 @@ pub struct ServeArgs {
     pub max_concurrent_jobs: Option<usize>,
 
     /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
-    #[arg(long, env = "KILL_GRACE", default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "KILL_GRACE",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
     pub kill_grace: f64,
 
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
+
+    /// Log bytes kept per job (older output is dropped).
+    #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_log_bytes: u64,
+
+    /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
+    #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub hold_jobs: bool,
 }
 
 /// A configuration that cannot work.
@@ -129,7 +158,9 @@ pub enum ConfigError {
     #[error("cannot find the user's data directory; set PLATFORM_DATA_DIR or --data-dir")]
     NoDataDir,
     /// Bad `CORS_ORIGINS`.
-    #[error("invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins")]
+    #[error(
+        "invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins"
+    )]
     Cors(String),
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
@@ -153,8 +184,8 @@ pub struct ServerConfig {
     pub callback_auth: bool,
     /// JSON body limit.
     pub max_body_bytes: usize,
-    /// Base URL handed to trainers.
-    pub backend_base_url: String,
+    /// Base URL handed to trainers (default: from the bound address).
+    pub backend_base_url: Option<String>,
     /// CORS origins (`*` allowed).
     pub cors_origins: Vec<String>,
     /// Trainers file, if any.
@@ -167,13 +198,19 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
+    /// Log bytes kept per job.
+    pub max_log_bytes: u64,
+    /// Launch nothing.
+    pub hold_jobs: bool,
 }
 
 impl ServerConfig {
     /// Resolves `args` (already layered by clap) into a configuration.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
-        if !bind.ip().is_loopback() && args.api_token.is_none() && !args.allow_unauthenticated {
+        // An empty token (`--api-token ""`, `PLATFORM_API_TOKEN=`) is no token.
+        let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
         let data_dir = match &args.data_dir {
@@ -187,8 +224,7 @@ impl ServerConfig {
         let backend_base_url = args
             .backend_base_url
             .clone()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| default_base_url(bind));
+            .map(|u| u.trim_end_matches('/').to_string());
         let cors_origins = match &args.cors_origins {
             Some(s) => parse_list(s).ok_or_else(|| ConfigError::Cors(s.clone()))?,
             None => Vec::new(),
@@ -210,7 +246,7 @@ impl ServerConfig {
             database_path,
             data_dir,
             runner: args.runner,
-            api_token: args.api_token.clone().filter(|t| !t.is_empty()),
+            api_token,
             callback_auth: args.callback_auth == Switch::On,
             max_body_bytes: args.max_body_bytes,
             backend_base_url,
@@ -220,6 +256,8 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
+            max_log_bytes: args.max_log_bytes,
+            hold_jobs: args.hold_jobs,
         })
     }
 }
@@ -363,8 +401,14 @@ mod tests {
 
     #[test]
     fn database_urls_follow_sqlalchemy() {
-        assert_eq!(parse_database_url("sqlite:///rel/x.db").unwrap(), PathBuf::from("rel/x.db"));
-        assert_eq!(parse_database_url("sqlite:////abs/x.db").unwrap(), PathBuf::from("/abs/x.db"));
+        assert_eq!(
+            parse_database_url("sqlite:///rel/x.db").unwrap(),
+            PathBuf::from("rel/x.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite:////abs/x.db").unwrap(),
+            PathBuf::from("/abs/x.db")
+        );
         assert_eq!(
             parse_database_url("sqlite+aiosqlite:///./t.db").unwrap(),
             PathBuf::from("./t.db")
@@ -375,15 +419,30 @@ mod tests {
 
     #[test]
     fn base_url_replaces_unspecified_addresses() {
-        assert_eq!(default_base_url("0.0.0.0:9000".parse().unwrap()), "http://127.0.0.1:9000");
-        assert_eq!(default_base_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
-        assert_eq!(default_base_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
+        assert_eq!(
+            default_base_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            default_base_url("[::]:9000".parse().unwrap()),
+            "http://[::1]:9000"
+        );
+        assert_eq!(
+            default_base_url("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
     }
 
     #[test]
     fn lists_parse_both_forms() {
-        assert_eq!(parse_list(r#"["http://a", "http://b"]"#).unwrap(), vec!["http://a", "http://b"]);
-        assert_eq!(parse_list("http://a, http://b").unwrap(), vec!["http://a", "http://b"]);
+        assert_eq!(
+            parse_list(r#"["http://a", "http://b"]"#).unwrap(),
+            vec!["http://a", "http://b"]
+        );
+        assert_eq!(
+            parse_list("http://a, http://b").unwrap(),
+            vec!["http://a", "http://b"]
+        );
         assert!(parse_list("[1, 2").is_none());
     }
 }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::db::{self, jobs::JobRecord, Db, DbError};
 use crate::events::{Event, Events};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch,
-    MetricFilter, TrainingUpdate, ValidationError,
+    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch, MetricFilter,
+    TrainingUpdate, ValidationError,
 };
 use crate::trainers::Registry;
 
@@ -206,7 +206,9 @@ impl Jobs {
                     });
                 }
                 set_status(&mut rec.job, JobStatus::Cancelled, db::now());
-                rec.job.message.get_or_insert_with(|| "cancelled by user".into());
+                rec.job
+                    .message
+                    .get_or_insert_with(|| "cancelled by user".into());
                 db::jobs::update(c, &rec)?;
                 Ok(rec.job)
             })
@@ -343,33 +345,96 @@ impl Jobs {
         })
     }
 
-    /// Applies a change decided by a runner (launched, exited, vanished…)
-    /// under the same rules as callbacks: a job that already ended is left
-    /// alone and `Ok(None)` says so.
-    pub async fn runner_update<F>(&self, id: Uuid, change: F) -> Result<Option<Job>, JobError>
-    where
-        F: FnOnce(&mut JobRecord) + Send + 'static,
-    {
+    /// Records that `runner` launched the job's trainer: a `pending` job
+    /// becomes `running` (stamping `started_at`). The runner and its state
+    /// are stored whatever the status, so a job cancelled while it was being
+    /// launched can still be stopped; the returned job says which happened.
+    pub async fn mark_launched(
+        &self,
+        id: Uuid,
+        runner: &'static str,
+        state: Option<String>,
+    ) -> Result<Job, JobError> {
         let job = self
             .db
             .write(move |c| {
-                let Some(mut rec) = db::jobs::get(c, id)? else {
-                    return Ok(None);
-                };
-                if rec.job.status.is_terminal() {
-                    return Ok(None);
+                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
+                let now = db::now();
+                if rec.job.status == JobStatus::Pending {
+                    set_status(&mut rec.job, JobStatus::Running, now);
                 }
-                change(&mut rec);
-                rec.job.updated_at = db::now();
+                rec.job.runner = Some(runner.to_string());
+                rec.job.updated_at = now;
+                rec.runner_state = state;
                 db::jobs::update(c, &rec)?;
-                Ok::<_, JobError>(Some(rec.job))
+                Ok::<_, JobError>(rec.job)
             })
             .await?;
-        if let Some(job) = &job {
-            self.finished(job);
-            self.events.publish(Event::Job(Arc::new(job.clone())));
-        }
+        self.events.publish(Event::Job(Arc::new(job.clone())));
         Ok(job)
+    }
+
+    /// Applies how a trainer ended, as seen by its runner. A job that is
+    /// still live becomes `completed` on success or `failed` with the
+    /// runner's reason; a job that already ended (its trainer reported, or
+    /// a user cancelled) keeps its status. The exit code is recorded either way.
+    pub async fn finish_by_runner(
+        &self,
+        id: Uuid,
+        outcome: RunnerOutcome,
+    ) -> Result<Job, JobError> {
+        let job = self
+            .db
+            .write(move |c| {
+                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
+                let now = db::now();
+                if !rec.job.status.is_terminal() {
+                    let next = match &outcome.failure {
+                        None => JobStatus::Completed,
+                        Some(_) => JobStatus::Failed,
+                    };
+                    set_status(&mut rec.job, next, now);
+                    if let Some(reason) = outcome.failure {
+                        rec.job.error = Some(reason);
+                    }
+                }
+                if outcome.exit_code.is_some() {
+                    rec.job.exit_code = outcome.exit_code;
+                }
+                rec.job.updated_at = now;
+                db::jobs::update(c, &rec)?;
+                Ok::<_, JobError>(rec.job)
+            })
+            .await?;
+        self.finished(&job);
+        self.events.publish(Event::Job(Arc::new(job.clone())));
+        Ok(job)
+    }
+
+    /// Fails a live job for a reason found by its runner (could not start,
+    /// vanished, …); a job that already ended is left as it is.
+    pub async fn fail_by_runner(&self, id: Uuid, reason: String) {
+        let outcome = RunnerOutcome {
+            exit_code: None,
+            failure: Some(reason),
+        };
+        if let Err(e) = self.finish_by_runner(id, outcome).await {
+            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
+        }
+    }
+
+    /// Number of launched, non-terminal jobs (what the concurrency limit counts).
+    pub async fn count_running(&self) -> Result<usize, JobError> {
+        Ok(self
+            .db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE status = 'running'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await? as usize)
     }
 
     /// Stores runner-private state on any job (terminal ones included).
@@ -387,7 +452,11 @@ impl Jobs {
     }
 
     /// Jobs in `status`, oldest first.
-    pub async fn in_status(&self, status: JobStatus, limit: i64) -> Result<Vec<JobRecord>, JobError> {
+    pub async fn in_status(
+        &self,
+        status: JobStatus,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self
             .db
             .read(move |c| db::jobs::in_status(c, status, limit))
@@ -411,6 +480,16 @@ impl Jobs {
             t.insert(id, token);
         }
     }
+}
+
+/// How a trainer ended, as its runner saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerOutcome {
+    /// The exit code, when known (negative: killed by that signal).
+    pub exit_code: Option<i32>,
+    /// `None` for success; otherwise one readable line (plus, for local
+    /// processes, the last lines of the log).
+    pub failure: Option<String>,
 }
 
 /// Moves `job` to `next`, stamping `started_at` on the first `running` and

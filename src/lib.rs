@@ -13,5 +13,7 @@ pub mod events;
 pub mod jobs;
 pub mod logging;
 pub mod model;
+pub mod runner;
 pub mod server;
+pub mod trainer;
 pub mod trainers;

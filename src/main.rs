@@ -20,6 +20,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Supervise(args) = cli.command {
+        // Plain threads, no runtime: it must stay small and outlive the daemon.
+        return match platform::runner::supervisor::run(args) {
+            0 => Ok(()),
+            code => Err(Exit::silent(code)),
+        };
+    }
     // One TLS crypto provider for every client (object_store, kube, reqwest).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,36 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::model::framework::Framework;
+pub use crate::model::framework::{Resources, Toleration};
+
 /// The framework that is always registered.
 pub const DEMO: &str = "demo";
-
-/// Kubernetes resources for a trainer's pod.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// CPU request/limit, e.g. `"4"`.
-    pub cpu: Option<String>,
-    /// Memory request/limit, e.g. `"16Gi"`.
-    pub memory: Option<String>,
-    /// GPU count (`nvidia.com/gpu`).
-    pub gpu: Option<u32>,
-}
-
-/// A Kubernetes toleration, as in a pod spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Toleration {
-    /// Taint key.
-    pub key: Option<String>,
-    /// `Exists` or `Equal`.
-    pub operator: Option<String>,
-    /// Taint value.
-    pub value: Option<String>,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
-    pub effect: Option<String>,
-    /// For `NoExecute`: how long the pod stays bound.
-    pub toleration_seconds: Option<i64>,
-}
 
 /// Where an entry was registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -198,6 +173,24 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Trainer> {
         self.entries.values()
     }
+
+    /// What `GET /api/v1/training/frameworks` shows: everything but the
+    /// values of `env` (they may hold secrets).
+    pub fn frameworks(&self) -> Vec<Framework> {
+        self.all()
+            .map(|t| Framework {
+                name: t.name.clone(),
+                source: format!("{:?}", t.source).to_lowercase(),
+                command: t.command.clone(),
+                workdir: t.workdir.as_ref().map(|w| w.display().to_string()),
+                env: t.env.keys().cloned().collect(),
+                image: t.image.clone(),
+                resources: t.resources.clone(),
+                node_selector: t.node_selector.clone(),
+                tolerations: t.tolerations.clone(),
+            })
+            .collect()
+    }
 }
 
 fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
@@ -209,14 +202,17 @@ fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
         path: path.to_path_buf(),
         message,
     };
-    let parsed: TrainersFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+    let parsed: TrainersFile =
+        toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     parsed
         .trainers
         .into_iter()
         .map(|(name, e)| {
             if e.command.is_empty() || e.command[0].is_empty() {
-                return Err(invalid(format!("trainers.{name}.command must not be empty")));
+                return Err(invalid(format!(
+                    "trainers.{name}.command must not be empty"
+                )));
             }
             Ok(Trainer {
                 name,
@@ -311,11 +307,18 @@ resources = { cpu = "4", memory = "16Gi", gpu = 1 }
         assert_eq!(reg.names(), vec!["demo", "venvfw", "yolo"]);
         let yolo = reg.get("yolo").unwrap();
         assert_eq!(yolo.command, vec!["python3", "other.py"]);
-        assert_eq!(yolo.workdir.as_deref(), Some(tmp.path().join("w").as_path()));
+        assert_eq!(
+            yolo.workdir.as_deref(),
+            Some(tmp.path().join("w").as_path())
+        );
         assert_eq!(yolo.resources.gpu, Some(1));
         assert_eq!(yolo.source, Source::File);
         let v = reg.get("venvfw").unwrap();
-        assert!(v.command[0].ends_with("venvfw/venv/bin/python"), "{:?}", v.command);
+        assert!(
+            v.command[0].ends_with("venvfw/venv/bin/python"),
+            "{:?}",
+            v.command
+        );
     }
 
     #[test]

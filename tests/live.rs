@@ -5,11 +5,12 @@
 //! the dashboard's routes and token handling, and the dashboard itself in
 //! headless Chromium.
 //!
-//! Jobs are driven by trainer callbacks sent from the test. A trainer gets
-//! its callback token from the runner in `CALLBACK_TOKEN`; these tests read
-//! it from the daemon's database file (read-only) instead, standing in for
-//! that environment variable. No runner launches the jobs here, so they stay
-//! `pending` until a callback moves them.
+//! Most jobs are driven by trainer callbacks sent from the test, on a
+//! daemon started with `--hold-jobs` so no runner launches them (they stay
+//! `pending` until a callback moves them). A trainer gets its callback
+//! token from the runner in `CALLBACK_TOKEN`; these tests read it from the
+//! daemon's database file (read-only) instead, standing in for that
+//! environment variable. One test follows a real demo job end to end.
 
 mod common;
 
@@ -19,6 +20,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::api::{all_points, callback_token};
 use common::{demo_job, eventually, stdout, Daemon, Opts};
 use futures::StreamExt;
 use platform::cli::stream::{Parser, SseEvent};
@@ -105,20 +107,6 @@ impl Trainer {
     fn events_path(&self) -> String {
         format!("/api/v1/training/jobs/{}/events", self.id)
     }
-}
-
-/// Reads the job's callback token from the daemon's SQLite file, read-only
-/// (stands in for the `CALLBACK_TOKEN` a runner passes to its trainer).
-fn callback_token(d: &Daemon, id: &str) -> String {
-    let db = rusqlite::Connection::open_with_flags(
-        d.data_dir.join("platform.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    db.query_row("SELECT callback_token FROM jobs WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
-    .unwrap()
 }
 
 /// An open SSE response, read event by event.
@@ -220,18 +208,16 @@ fn metric_ids(events: &[SseEvent]) -> Vec<i64> {
 
 /// Every stored point id of a job, ascending.
 async fn stored_ids(d: &Daemon, id: &str) -> Vec<i64> {
-    let points: Vec<Value> = d
-        .http()
-        .get(d.at(&format!(
-            "/api/v1/training/jobs/{id}/metrics?order=asc&limit=10000"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let points = all_points(d, id).await;
     points.iter().map(|p| p["id"].as_i64().unwrap()).collect()
+}
+
+/// A daemon that launches nothing: the tests drive the jobs.
+fn held() -> Daemon {
+    Daemon::start_with(Opts {
+        args: vec!["--hold-jobs".into()],
+        ..Opts::default()
+    })
 }
 
 fn assert_strictly_ascending(ids: &[i64]) {
@@ -243,7 +229,7 @@ fn assert_strictly_ascending(ids: &[i64]) {
 
 #[tokio::test]
 async fn job_stream_sends_the_snapshot_first_then_points_in_order_and_ends() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({"epochs": 3})).await;
     let mut s = Events::open(&d, &t.events_path(), None).await;
     let first = s.next().await.unwrap();
@@ -295,7 +281,7 @@ async fn job_stream_sends_the_snapshot_first_then_points_in_order_and_ends() {
 
 #[tokio::test]
 async fn resuming_with_last_event_id_has_no_gap_and_no_duplicate() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     t.epoch(1, 10, 0.9).await;
     t.epoch(2, 10, 0.8).await;
@@ -361,7 +347,7 @@ async fn resuming_with_last_event_id_has_no_gap_and_no_duplicate() {
 
 #[tokio::test]
 async fn stream_requests_are_validated() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     let get = |path: String, last: &'static str| {
         let rb = d.http().get(d.at(&path));
@@ -400,7 +386,7 @@ async fn stream_requests_are_validated() {
 
 #[tokio::test]
 async fn many_subscribers_see_the_same_events() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     let mut streams = Vec::new();
     for _ in 0..20 {
@@ -420,7 +406,7 @@ async fn many_subscribers_see_the_same_events() {
 
 #[tokio::test]
 async fn global_stream_carries_every_job_and_resumes() {
-    let d = Daemon::start();
+    let d = held();
     let mut s = Events::open(&d, "/api/v1/training/events", None).await;
     let ready = s.next().await.unwrap();
     assert_eq!(ready.event, "ready", "the subscription is live");
@@ -473,7 +459,7 @@ async fn global_stream_carries_every_job_and_resumes() {
 
 #[tokio::test]
 async fn a_lagging_consumer_rereads_from_the_database() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     let mut s = Events::open(&d, &t.events_path(), None).await;
     assert_eq!(s.next().await.unwrap().event, "job");
@@ -513,7 +499,7 @@ async fn a_lagging_consumer_rereads_from_the_database() {
 
 #[tokio::test]
 async fn streams_send_keep_alive_comments() {
-    let d = Daemon::start();
+    let d = held();
     let resp = d
         .http()
         .get(d.at("/api/v1/training/events"))
@@ -535,7 +521,7 @@ async fn streams_send_keep_alive_comments() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams() {
-    let mut d = Daemon::start();
+    let mut d = held();
     let t = Trainer::new(&d, json!({})).await;
     let mut job = Events::open(&d, &t.events_path(), None).await;
     job.next().await.unwrap();
@@ -618,7 +604,7 @@ impl Running {
 
 #[tokio::test]
 async fn job_watch_prints_lines_and_a_summary_when_not_a_terminal() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({"epochs": 2})).await;
     let mut w = Running::spawn(&d, &["job", "watch", &t.id[..8]]);
     let first = w.line("pending").await;
@@ -655,7 +641,7 @@ async fn job_watch_prints_lines_and_a_summary_when_not_a_terminal() {
 
 #[tokio::test]
 async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     let mut w = Running::spawn(&d, &["job", "watch", &t.id, "-o", "json"]);
     w.line("\"event\":\"job\"").await;
@@ -702,8 +688,73 @@ async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
 }
 
 #[tokio::test]
+async fn a_real_demo_job_is_followed_from_creation_to_completion() {
+    let d = Daemon::start_with(Opts {
+        envs: vec![("DATASET_CHECK".into(), "off".into())],
+        ..Opts::default()
+    });
+    let config = r#"{"epochs": 4, "epoch_seconds": 0.3, "steps_per_epoch": 5}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, config).unwrap();
+    let args = [
+        "job",
+        "create",
+        "--framework",
+        "demo",
+        "--model",
+        "yolo11n",
+        "--dataset",
+        "s3://bucket/datasets/coco128/",
+        "--config",
+        file.to_str().unwrap(),
+        "--follow",
+    ];
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = d.cli_command(&args, &[]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        common::stderr(&out)
+    );
+    // Progress lines while it runs, then the summary.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("running") && l.contains("epoch")),
+        "{text}"
+    );
+    assert!(text.contains(" completed in "), "{text}");
+    assert!(text.contains("  best        loss"), "{text}");
+    assert!(text.contains("  last        loss"), "{text}");
+}
+
+#[tokio::test]
+async fn job_watch_reconnects_across_a_daemon_restart() {
+    let mut d = held();
+    let mut t = Trainer::new(&d, json!({})).await;
+    let mut w = Running::spawn(&d, &["job", "watch", &t.id]);
+    w.line("pending").await;
+    d.restart();
+    // Pooled connections died with the old process.
+    t.http = d.http();
+    t.epoch(1, 2, 0.5).await;
+    t.complete().await;
+    let (code, lines, err) = w.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("reconnecting"), "{err}");
+    let text = lines.join("\n");
+    assert!(text.contains("best        loss 0.5 (epoch 1)"), "{text}");
+}
+
+#[tokio::test]
 async fn job_create_follow_watches_the_new_job() {
-    let d = Daemon::start();
+    let d = held();
     let mut child = d
         .cli_command(
             &[
@@ -754,7 +805,7 @@ async fn job_create_follow_watches_the_new_job() {
 
 #[tokio::test]
 async fn metrics_prints_csv_json_tables_plots_and_follows() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     // Out of step order on purpose: output is in ascending step order.
     t.batch(vec![
@@ -854,7 +905,7 @@ async fn metrics_prints_csv_json_tables_plots_and_follows() {
 
 #[tokio::test]
 async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({})).await;
     t.epoch(3, 4, 0.42).await;
     let idle = Trainer::new(&d, json!({})).await;
@@ -886,7 +937,7 @@ async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
 
 #[tokio::test]
 async fn dashboard_is_served_from_the_binary_and_linked_from_root() {
-    let d = Daemon::start();
+    let d = held();
     let http = d.http();
     let root: Value = http
         .get(d.at("/"))
@@ -937,7 +988,11 @@ async fn dashboard_is_served_from_the_binary_and_linked_from_root() {
 #[tokio::test]
 async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     let d = Daemon::start_with(Opts {
-        args: vec!["--api-token".into(), "s3cret tok".into()],
+        args: vec![
+            "--hold-jobs".into(),
+            "--api-token".into(),
+            "s3cret tok".into(),
+        ],
         ..Opts::default()
     });
     let http = reqwest::Client::builder()
@@ -1069,7 +1124,7 @@ async fn dashboard_updates_live_in_headless_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
     let _ = std::fs::remove_file(shots.join("job.png"));
 
-    let d = Daemon::start();
+    let d = held();
     let t = Trainer::new(&d, json!({"epochs": 10})).await;
     for e in 1..=2 {
         t.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;

@@ -23,8 +23,23 @@ pub enum JobCommand {
     Get(GetArgs),
     /// Cancel one or more jobs.
     Cancel(CancelArgs),
+    /// Print a job's trainer output (stdout and stderr).
+    Logs(LogsArgs),
     /// Follow a job live (progress bar, metrics, ETA) until it ends.
     Watch(super::watch::WatchArgs),
+}
+
+/// `platform job logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Job id or unique prefix (≥ 4 characters).
+    pub id: String,
+    /// Keep printing new output until the job ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// `platform job create`.
@@ -128,11 +143,27 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
             print_job(out, fmt, &job)
         }
         JobCommand::Cancel(a) => cancel(&client, out, a).await,
+        JobCommand::Logs(a) => logs(&client, a).await,
         JobCommand::Watch(a) => {
             let id = client.resolve_job(&a.id).await?;
             super::watch::watch(&client, out, id).await
         }
     }
+}
+
+async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let id = client.resolve_job(&a.id).await?;
+    let resp = client.logs(id, a.follow, a.tail).await?;
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("the log stream broke off: {e}"))?;
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {
@@ -224,9 +255,12 @@ pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Opti
             .split_once('=')
             .ok_or_else(|| Exit::usage(format!("--set {set:?}: expected KEY=VALUE")))?;
         if key.is_empty() || key.split('.').any(str::is_empty) {
-            return Err(Exit::usage(format!("--set {set:?}: the key must not be empty")));
+            return Err(Exit::usage(format!(
+                "--set {set:?}: the key must not be empty"
+            )));
         }
-        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
         insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
     }
     Ok(config.map(Value::Object))
@@ -288,7 +322,15 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
 
 /// The job table of `job list`.
 pub fn print_jobs_table(jobs: &[Job], wide: bool) {
-    let mut headers = vec!["ID", "STATUS", "PROGRESS", "FRAMEWORK", "MODEL", "USER", "CREATED"];
+    let mut headers = vec![
+        "ID",
+        "STATUS",
+        "PROGRESS",
+        "FRAMEWORK",
+        "MODEL",
+        "USER",
+        "CREATED",
+    ];
     if wide {
         headers.extend(["DATASET", "RUNNER", "MESSAGE"]);
     }
@@ -333,17 +375,30 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
     };
     let mut rows: Vec<(&str, String)> = vec![
         ("ID", j.id.to_string()),
-        ("Status", format!("{} ({})", output::status(j.status), output::percent(j.progress))),
+        (
+            "Status",
+            format!(
+                "{} ({})",
+                output::status(j.status),
+                output::percent(j.progress)
+            ),
+        ),
         ("User", j.user_id.clone()),
         ("Framework", j.framework.clone()),
         ("Model", j.model_name.clone()),
         ("Dataset", j.dataset_s3_uri.clone()),
         (
             "Config",
-            j.config.as_ref().map(|c| c.to_string()).unwrap_or_else(dash),
+            j.config
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(dash),
         ),
         ("Message", j.message.clone().unwrap_or_else(dash)),
-        ("Checkpoint", j.checkpoint_s3_uri.clone().unwrap_or_else(dash)),
+        (
+            "Checkpoint",
+            j.checkpoint_s3_uri.clone().unwrap_or_else(dash),
+        ),
         (
             "Runner",
             match (&j.runner, j.exit_code) {

@@ -167,7 +167,12 @@ fn print_table(points: &[Metric]) {
             p.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
         ];
         for k in &keys {
-            row.push(p.metrics.get(k).map(output::number).unwrap_or_else(|| "-".into()));
+            row.push(
+                p.metrics
+                    .get(k)
+                    .map(output::number)
+                    .unwrap_or_else(|| "-".into()),
+            );
         }
         row.push(p.created_at.format("%H:%M:%S").to_string());
         t.add_row(row);

@@ -2,10 +2,12 @@
 //! dispatcher. Client commands talk to the daemon only through
 //! [`crate::client::Client`].
 
+pub mod framework;
 pub mod generate;
 pub mod job;
 pub mod metrics;
 pub mod output;
+pub mod report;
 pub mod stream;
 pub mod watch;
 
@@ -43,7 +45,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PLATFORM_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub server: String,
     /// API token sent as a bearer token.
-    #[arg(long, global = true, env = "PLATFORM_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
@@ -76,12 +84,23 @@ pub enum Command {
     Job(job::JobCommand),
     /// Show a job's metric points (oldest first).
     Metrics(metrics::MetricsArgs),
+    /// List the trainer frameworks the daemon knows.
+    #[command(subcommand)]
+    Framework(framework::FrameworkCommand),
+    /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
+    Report(report::ReportArgs),
     /// Print the client's version and the server's, when reachable.
     Version,
     /// Print a shell completion script.
     Completions(generate::CompletionsArgs),
     /// Print the man page, or write every page to a directory.
     Man(generate::ManArgs),
+    /// Supervise one trainer process (started by the daemon).
+    #[command(hide = true)]
+    Supervise(crate::runner::supervisor::SuperviseArgs),
+    /// Run the built-in demo trainer (started by the daemon).
+    #[command(hide = true, name = "demo-train")]
+    DemoTrain,
 }
 
 /// A failure that ends the process with a specific exit code. The message,
@@ -121,15 +140,19 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
+        Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
+        Command::Report(args) => report::run(args).await,
+        Command::DemoTrain => match crate::trainer::demo::run().await {
+            0 => Ok(()),
+            code => Err(Exit::silent(code)),
+        },
         Command::Version => version(&global, &out).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) | Command::Supervise(_) => {
+            Err(Exit::usage("this command is not a client command"))
+        }
     }
-}
-
-fn unreachable_serve() -> anyhow::Result<()> {
-    Err(Exit::usage("`serve` is not a client command"))
 }
 
 async fn version(global: &GlobalArgs, out: &output::Printer) -> anyhow::Result<()> {
@@ -148,7 +171,11 @@ async fn version(global: &GlobalArgs, out: &output::Printer) -> anyhow::Result<(
     println!("client: platform {}", env!("CARGO_PKG_VERSION"));
     match server {
         Ok(h) => println!("server: platform {} at {}", h.version, client.base()),
-        Err(e) => println!("server: unreachable at {} ({})", client.base(), short_reason(&e)),
+        Err(e) => println!(
+            "server: unreachable at {} ({})",
+            client.base(),
+            short_reason(&e)
+        ),
     }
     Ok(())
 }

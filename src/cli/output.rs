@@ -72,7 +72,11 @@ impl Printer {
             Some(f) => Err(Exit::usage(format!(
                 "this command cannot print -o {}; use one of: {}",
                 f.name(),
-                supported.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+                supported
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -110,7 +114,12 @@ pub fn print_table(t: &Table) {
 
 /// A table's lines, without comfy-table's leading space and trailing blanks.
 pub fn table_lines(t: &Table) -> Vec<String> {
-    let tidy = |line: String| line.strip_prefix(' ').unwrap_or(&line).trim_end().to_string();
+    let tidy = |line: String| {
+        line.strip_prefix(' ')
+            .unwrap_or(&line)
+            .trim_end()
+            .to_string()
+    };
     t.lines().map(tidy).collect()
 }
 

@@ -70,7 +70,11 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM metrics WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3"
     ))?;
-    let mut rows = stmt.query(params![job_id.to_string(), f.after_id.unwrap_or(0), f.limit])?;
+    let mut rows = stmt.query(params![
+        job_id.to_string(),
+        f.after_id.unwrap_or(0),
+        f.limit
+    ])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(from_row(r)?);
@@ -80,8 +84,9 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
 
 /// Picks at most `max` points: the first, the last, and per bucket the
 /// minimum and maximum of the job's main series (loss, else accuracy, else
-/// epoch), so spikes survive. Only ids and one number are scanned; full rows
-/// are read for the chosen points alone.
+/// epoch), so spikes survive. Only ids and one number are scanned, from the
+/// covering index `metrics_series` (the expression must match it); full
+/// rows are read for the chosen points alone.
 fn downsample(
     c: &Connection,
     job_id: Uuid,
@@ -127,15 +132,11 @@ pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
     let size = inner.len().div_ceil(buckets);
     let mut ids = vec![first];
     for chunk in inner.chunks(size) {
-        let lo = chunk
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|p| p.0);
-        let hi = chunk
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|p| p.0);
-        let (Some(lo), Some(hi)) = (lo, hi) else { continue };
+        let lo = chunk.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
+        let hi = chunk.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
         ids.push(lo.min(hi));
         if hi != lo {
             ids.push(lo.max(hi));
@@ -171,8 +172,10 @@ pub fn last_id(c: &Connection) -> Result<i64, DbError> {
 
 /// How many points a job has.
 pub fn count(c: &Connection, job_id: Uuid) -> Result<i64, DbError> {
-    Ok(c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
-        .query_row([job_id.to_string()], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
+            .query_row([job_id.to_string()], |r| r.get(0))?,
+    )
 }
 
 #[cfg(test)]

@@ -154,12 +154,14 @@ impl Db {
 
     /// Flushes queued writes and closes every connection (checkpointing the WAL).
     pub async fn close(self) {
-        self.writer.close().await;
+        // Readers first: SQLite checkpoints and removes the WAL only when
+        // the last connection closes, and a read-only one cannot.
         for r in self.readers {
             if let Err(e) = r.close().await {
                 tracing::warn!(error = %e, "closing a database reader failed");
             }
         }
+        self.writer.close().await;
     }
 }
 

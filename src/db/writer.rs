@@ -55,7 +55,10 @@ impl Writer {
                 let _ = done.send(r);
             })
         });
-        self.tx.send(op).await.map_err(|_| E::from(DbError::Closed))?;
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| E::from(DbError::Closed))?;
         result.await.map_err(|_| E::from(DbError::Closed))?
     }
 
@@ -114,7 +117,10 @@ async fn run(conn: tokio_rusqlite::Connection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn commit_batch(c: &mut rusqlite::Connection, batch: Vec<Op>) -> (Vec<Finish>, Result<(), Arc<str>>) {
+fn commit_batch(
+    c: &mut rusqlite::Connection,
+    batch: Vec<Op>,
+) -> (Vec<Finish>, Result<(), Arc<str>>) {
     if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran; dropping the ops drops their senders, so every caller
         // learns its write did not happen.

@@ -2,12 +2,14 @@
 //! once, plus the job status state machine and field validation.
 
 pub mod callback;
+pub mod framework;
 pub mod job;
 pub mod metric;
 pub mod status;
 pub mod validate;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
+pub use framework::Framework;
 pub use job::{CreateJob, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
 pub use status::JobStatus;

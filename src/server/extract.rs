@@ -20,9 +20,11 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A segment that does not even decode (e.g. `%FF`) is as malformed
+        // an id as any other non-UUID.
         let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+            .map_err(|_| ApiError::invalid("job_id", "the path's job id is not a valid UUID"))?;
         let raw = params
             .iter()
             .find(|(k, _)| k == "id")
@@ -51,10 +53,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                     .strip_prefix("Failed to deserialize query string: ")
                     .unwrap_or(&text)
                     .to_string();
-                let field = text.split(':').next().unwrap_or("query").trim().to_string();
-                ApiError::invalid(field, text)
+                // "limit: invalid digit…" → field `limit`, message "invalid digit…"
+                // (the error's Display adds the field back once).
+                match text.split_once(": ") {
+                    Some((field, message)) if is_param_name(field) => {
+                        ApiError::invalid(field, message)
+                    }
+                    _ => ApiError::invalid("query", text),
+                }
             })
     }
+}
+
+fn is_param_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A JSON body, read within the size limit, not yet decoded (handlers that
@@ -117,10 +129,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -145,16 +165,22 @@ fn classify(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let msg = strip_position(&e.to_string());
     match e.classify() {
+        // A document that is not JSON at all is malformed, even when the
+        // deserializer noticed a missing field before reaching the bad byte.
         Category::Data => {
+            if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                return classify(bytes, ".", &syntax);
+            }
             let field = match path {
                 "." | "" => missing_field(&msg).unwrap_or("body").to_string(),
                 p => p.to_string(),
             };
             ApiError::invalid(field, msg)
         }
-        Category::Syntax if msg.contains("number out of range") => {
-            ApiError::invalid(non_body(path), "numbers must be finite (this one overflows)")
-        }
+        Category::Syntax if msg.contains("number out of range") => ApiError::invalid(
+            non_body(path),
+            "numbers must be finite (this one overflows)",
+        ),
         Category::Syntax if has_non_finite_literal(bytes) => ApiError::invalid(
             non_body(path),
             "NaN and Infinity are not allowed: numbers must be finite",
@@ -241,11 +267,22 @@ mod tests {
         assert_eq!(status_of(r#"{"status": "running""#), 400);
         assert_eq!(status_of(r#"{"status": "running"} x"#), 400);
         assert_eq!(status_of(r#"{"status": "running", "progress": NaN}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "progress": -Infinity}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "progress": 1e999}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "message": "NaN"} x"#), 400);
+        assert_eq!(
+            status_of(r#"{"status": "running", "progress": -Infinity}"#),
+            422
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "progress": 1e999}"#),
+            422
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "message": "NaN"} x"#),
+            400
+        );
         assert_eq!(status_of(r#"{"status": 5}"#), 422);
         assert_eq!(status_of(r#"{"progress": 0.5}"#), 422);
+        assert_eq!(status_of(r#"{"progress": 0.5} trailing"#), 400);
+        assert_eq!(status_of(r#"{"status": "bogus", "progress": NaN}"#), 422);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod meta;
+pub mod runs;
 pub mod ui;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
+use crate::runner::scheduler::{LocalContract, Scheduler};
+use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
+use crate::runner::Runner;
 use crate::trainers::Registry;
 use error::ApiError;
 
@@ -44,6 +48,8 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Prometheus renderer, when the recorder is installed.
     pub prometheus: Option<PrometheusHandle>,
+    /// The runner (for logs).
+    pub runner: Arc<dyn Runner>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,7 +60,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let api = Router::new()
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route("/frameworks", get(runs::frameworks))
         .route("/jobs/{id}/callback", post(jobs::callback))
+        .route("/jobs/{id}/logs", get(runs::logs))
         .route(
             "/jobs/{id}/metrics",
             get(jobs::list_metrics).post(jobs::ingest_metrics),
@@ -74,7 +82,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(ui::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_token,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
     let app = match cors(cors_origins) {
@@ -105,11 +116,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
@@ -128,7 +135,9 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
     let (_id, tail) = (parts.next(), parts.next());
     matches!(
         (method, tail),
-        (&Method::POST, Some("callback")) | (&Method::POST, Some("metrics")) | (&Method::PUT, Some("artifacts"))
+        (&Method::POST, Some("callback"))
+            | (&Method::POST, Some("metrics"))
+            | (&Method::PUT, Some("artifacts"))
     )
 }
 
@@ -203,19 +212,45 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             api_token: cfg.api_token.clone(),
         },
     ));
+    // Bind first: trainers are told the address actually bound (port 0 works).
+    let listener = tokio::net::TcpListener::bind(cfg.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let base_url = cfg
+        .backend_base_url
+        .clone()
+        .unwrap_or_else(|| crate::config::default_base_url(addr));
+    let runner = build_runner(&cfg, jobs.clone())?;
+    let contract = Arc::new(LocalContract {
+        base_url: base_url.clone(),
+        store_root: cfg.data_dir.join("store"),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(
+        Scheduler::new(
+            jobs.clone(),
+            runner.clone(),
+            contract,
+            cfg.max_concurrent_jobs,
+        )
+        .hold(cfg.hold_jobs)
+        .run(stop_rx),
+    );
     let state = AppState {
         jobs: jobs.clone(),
         max_body_bytes: cfg.max_body_bytes,
         api_token: cfg.api_token.as_deref().map(Arc::from),
         prometheus,
+        runner: runner.clone(),
     };
     let app = router(state, &cfg.cors_origins);
-    let listener = tokio::net::TcpListener::bind(cfg.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.bind))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!(
         database = %cfg.database_path.display(),
+        runner = runner.name(),
+        max_concurrent_jobs = cfg.max_concurrent_jobs,
         frameworks = %registry.names().join(","),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
@@ -225,13 +260,40 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("shutting down: in-flight requests finished");
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    runner.shutdown(cfg.stop_jobs_on_exit).await;
+    drop(runner);
     drop(jobs);
     match Arc::try_unwrap(db) {
         Ok(db) => db.close().await,
-        Err(_) => tracing::warn!("database still in use at shutdown; relying on SQLite's own close"),
+        Err(_) => {
+            tracing::warn!("database still in use at shutdown; relying on SQLite's own close")
+        }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn Runner>> {
+    match cfg.runner {
+        crate::config::RunnerKind::Subprocess => {
+            let exe =
+                std::env::current_exe().context("cannot find this binary to run trainers with")?;
+            Ok(Arc::new(SubprocessRunner::new(
+                jobs,
+                SubprocessConfig {
+                    runs_dir: cfg.data_dir.join("runs"),
+                    exe,
+                    kill_grace: cfg.kill_grace,
+                    max_log_bytes: cfg.max_log_bytes,
+                },
+            )))
+        }
+        crate::config::RunnerKind::Kubernetes => {
+            anyhow::bail!("the kubernetes runner is not available in this build yet")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,8 @@
 //! is mocked.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -113,7 +115,10 @@ impl Daemon {
             }
             Err(_) => {
                 let _ = child.kill();
-                panic!("daemon did not start:\n{}", self.log.lock().unwrap().join("\n"));
+                panic!(
+                    "daemon did not start:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
             }
         }
         self.child = Some(child);
@@ -196,6 +201,18 @@ impl Daemon {
     pub fn at(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }
+
+    /// `GET path`, decoded as JSON (panics on transport or decode errors).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http()
+            .get(self.at(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
 }
 
 impl Drop for Daemon {
@@ -205,7 +222,10 @@ impl Drop for Daemon {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Stdout of a CLI run as text.

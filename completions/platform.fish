@@ -1,0 +1,379 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_platform_global_optspecs
+    string join \n server= token= o/output= no-color v/verbose quiet h/help V/version
+end
+
+function __fish_platform_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_platform_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_platform_using_subcommand
+    set -l cmd (__fish_platform_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c platform -n "__fish_platform_needs_command" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_needs_command" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_needs_command" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_needs_command" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_needs_command" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_needs_command" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_needs_command" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_needs_command" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_needs_command" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows'
+complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_needs_command" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_needs_command" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l bind -d 'Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l database-url -d 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand serve" -l runner -d 'Which runner launches trainers' -r -f -a "subprocess\t'Local child processes (the default on a dev box)'
+kubernetes\t'One Kubernetes Job per training job'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l api-token -d 'Bearer token required on the user-facing API' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l callback-auth -d 'Require each job\'s bearer token on callbacks ("off" for seed-era trainers)' -r -f -a "on\t'Enabled'
+off\t'Disabled'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-body-bytes -d 'Largest JSON request body, in bytes' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l backend-base-url -d 'Base URL trainers use to reach this daemon [default: http://<bind address>]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l cors-origins -d 'Allowed CORS origins: a JSON list or comma-separated' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l trainers -d 'Trainers file (TOML) [default: trainers.toml in the user\'s config directory, if present]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subprocess-path -d 'Directory with one sub-directory per framework (the seed\'s layout)' -r -F
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-log-bytes -d 'Log bytes kept per job (older output is dropped)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l allow-unauthenticated -d 'Allow a non-loopback bind without an API token'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l debug -d 'Debug logging (the seed\'s DEBUG)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l stop-jobs-on-exit -d 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l hold-jobs -d 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "ls" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel logs watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI, e.g. s3://bucket/datasets/coco128/' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s u -l user -d 'Who the job belongs to [default: $PLATFORM_USER, else $USER]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s c -l config -d 'Trainer config from a JSON or YAML file' -r -F
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s s -l set -d 'Set a config key (value parsed as JSON when valid, else a string); repeatable, wins over --config' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s F -l follow -d 'Wait for the job, printing its progress, and exit non-zero unless it completes'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l status -d 'Only jobs in this status' -r -f -a "pending\t'Waiting to launch'
+running\t'Launched'
+completed\t'Finished successfully'
+failed\t'Failed'
+cancelled\t'Cancelled'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s jobs' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l limit -d 'At most this many jobs (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s q -l ids -d 'Print only full job ids, one per line'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l status -d 'Only jobs in this status' -r -f -a "pending\t'Waiting to launch'
+running\t'Launched'
+completed\t'Finished successfully'
+failed\t'Failed'
+cancelled\t'Cancelled'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l user -d 'Only this user\'s jobs' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l limit -d 'At most this many jobs (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s q -l ids -d 'Print only full job ids, one per line'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from get" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from cancel" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l tail -d 'Only the last N lines' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s f -l follow -d 'Keep printing new output until the job ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s f -l follow -d 'Keep printing new points until the job ends (-o json then prints one point per line)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "list" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "ls" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 'A progress line, e.g. "epoch 3/50"' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l metric -d 'A metric as NAME=NUMBER; repeatable (epoch, step, loss, accuracy are lifted)' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l checkpoint -d 'Where the checkpoint was stored' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l error -d 'Failure description' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l sequence -d 'Idempotency sequence (increasing per job); a retried sequence is applied once' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l retries -d 'Retries for transient failures (with exponential backoff)' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand report" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand report" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand version" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand version" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand version" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand version" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand version" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand version" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand version" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand version" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand completions" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand completions" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand completions" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand completions" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand completions" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand completions" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand man" -l dir -d 'Write every page (one per command) into this directory instead of printing the top-level page' -r -F
+complete -c platform -n "__fish_platform_using_subcommand man" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand man" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand man" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand man" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand man" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand man" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand man" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l dir -d 'The job\'s run directory' -r -F
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l workdir -d 'The trainer\'s working directory' -r -F
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l max-log-bytes -d 'Log budget in bytes' -r
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand supervise" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand supervise" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand supervise" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand supervise" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics framework report version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'

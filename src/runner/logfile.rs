@@ -1,0 +1,218 @@
+//! A job's captured output on disk, bounded: `trainer.log` plus the
+//! previous `trainer.log.1`; when the current file reaches half the budget it
+//! becomes `.1` and a new one starts, so the pair never exceeds the budget
+//! and memory use never depends on log volume.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::LogStream;
+
+/// Current log file name.
+pub const CURRENT: &str = "trainer.log";
+/// Previous log file name.
+pub const PREVIOUS: &str = "trainer.log.1";
+
+/// Appends output, rotating at half of `max_bytes`.
+pub struct RotatingWriter {
+    dir: PathBuf,
+    half: u64,
+    file: File,
+    size: u64,
+}
+
+impl RotatingWriter {
+    /// Opens (appending to) the current file in `dir`.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(CURRENT))?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            half: (max_bytes / 2).max(4096),
+            file,
+            size,
+        })
+    }
+
+    /// Appends `buf`, rotating first when it would overflow the current half.
+    pub fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.half {
+            std::fs::rename(self.dir.join(CURRENT), self.dir.join(PREVIOUS))?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(CURRENT))?;
+            self.size = 0;
+        }
+        // A single write larger than the budget keeps only its end.
+        let buf = if buf.len() as u64 > self.half {
+            &buf[buf.len() - self.half as usize..]
+        } else {
+            buf
+        };
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// Whether `dir` holds any captured output.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(CURRENT).exists() || dir.join(PREVIOUS).exists()
+}
+
+/// Everything captured, oldest first.
+pub fn read_all(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for name in [PREVIOUS, CURRENT] {
+        match File::open(dir.join(name)) {
+            Ok(mut f) => {
+                f.read_to_end(&mut out)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &[u8], n: usize) -> Vec<u8> {
+    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut count = 0;
+    for (i, b) in trimmed.iter().enumerate().rev() {
+        if *b == b'\n' {
+            count += 1;
+            if count == n {
+                return text[i + 1..].to_vec();
+            }
+        }
+    }
+    text.to_vec()
+}
+
+/// The last `n` lines of the captured output, as text.
+pub fn tail(dir: &Path, n: usize) -> String {
+    read_all(dir)
+        .map(|all| {
+            String::from_utf8_lossy(&last_lines(&all, n))
+                .trim_end()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Streams the captured output; with `follow`, keeps streaming new output
+/// (across rotations) until `finished()` is true and nothing is left.
+pub fn stream<F>(dir: PathBuf, tail_lines: Option<usize>, follow: bool, finished: F) -> LogStream
+where
+    F: Fn() -> bool + Send + Sync + 'static,
+{
+    let initial = read_all(&dir).map(|all| match tail_lines {
+        Some(n) => last_lines(&all, n),
+        None => all,
+    });
+    // Where the initial read stopped in the current file.
+    let position = std::fs::metadata(dir.join(CURRENT))
+        .map(|m| (m.ino(), m.len()))
+        .ok();
+    let first = futures::stream::once(async move { initial.map(Bytes::from) });
+    if !follow {
+        return Box::pin(first);
+    }
+    let rest = futures::stream::unfold(
+        (dir, position, false, finished),
+        |(dir, mut pos, mut done, finished)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let was_finished = finished();
+                match read_new(&dir, &mut pos) {
+                    Ok(chunk) if !chunk.is_empty() => {
+                        return Some((Ok(Bytes::from(chunk)), (dir, pos, done, finished)));
+                    }
+                    Ok(_) if was_finished => {
+                        done = true;
+                        return Some((Ok(Bytes::new()), (dir, pos, done, finished)));
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        done = true;
+                        return Some((Err(e), (dir, pos, done, finished)));
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(futures::StreamExt::chain(first, rest))
+}
+
+/// Reads what was appended since `pos` (inode, offset), following a rotation
+/// by finishing the rotated file first.
+fn read_new(dir: &Path, pos: &mut Option<(u64, u64)>) -> std::io::Result<Vec<u8>> {
+    let current = match std::fs::metadata(dir.join(CURRENT)) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    let offset = match *pos {
+        Some((ino, off)) if ino == current.ino() => off,
+        Some((ino, off)) => {
+            // Rotated: the file we were reading is now `.1`.
+            if let Ok(prev) = std::fs::metadata(dir.join(PREVIOUS)) {
+                if prev.ino() == ino {
+                    out.extend(read_from(&dir.join(PREVIOUS), off)?);
+                }
+            }
+            0
+        }
+        None => 0,
+    };
+    let chunk = read_from(&dir.join(CURRENT), offset)?;
+    *pos = Some((current.ino(), offset + chunk.len() as u64));
+    out.extend(chunk);
+    Ok(out)
+}
+
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    // Cap one read so a huge backlog streams in pieces.
+    f.take(1 << 20).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_budget_and_keeps_the_newest_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(dir.path(), 64 * 1024).unwrap();
+        for i in 0..10_000 {
+            w.write(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        let all = read_all(dir.path()).unwrap();
+        assert!(all.len() <= 64 * 1024, "{} bytes", all.len());
+        assert!(String::from_utf8_lossy(&all).ends_with("line 9999\n"));
+        assert_eq!(tail(dir.path(), 2), "line 9998\nline 9999");
+    }
+
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 5), b"a\nb\nc");
+    }
+}

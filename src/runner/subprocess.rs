@@ -1,0 +1,427 @@
+//! The subprocess runner: each trainer is a local process, started (via the
+//! [`supervisor`](super::supervisor)) in its own process group, never
+//! through a shell, with stdin closed and its output captured to bounded
+//! log files.
+//!
+//! While the daemon that launched a trainer lives, it waits on the
+//! supervisor as its child. A daemon that re-adopted a trainer after a
+//! restart cannot wait on it, so it polls the supervisor's liveness (pid
+//! plus start time, which guards against pid reuse) instead. Either way the
+//! outcome is read from `exit.json` and handed to
+//! [`Jobs::finish_by_runner`](crate::jobs::Jobs::finish_by_runner).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::logfile;
+use super::supervisor::{alive, read_exit, read_state, signal_name, StateFile};
+use super::{LaunchSpec, LogOptions, LogStream, Runner, RunnerError};
+use crate::db::jobs::JobRecord;
+use crate::jobs::{Jobs, RunnerOutcome};
+
+/// Lines of log quoted in a failed job's `error`.
+const TAIL_LINES: usize = 20;
+
+/// What the runner stores on the job (`runner_state`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcState {
+    /// The job's run directory.
+    pub dir: PathBuf,
+    /// Pids and start times.
+    #[serde(flatten)]
+    pub proc: StateFile,
+}
+
+/// Settings of the subprocess runner.
+#[derive(Debug, Clone)]
+pub struct SubprocessConfig {
+    /// Parent of every job's run directory.
+    pub runs_dir: PathBuf,
+    /// This binary (runs `supervise` and the demo trainer).
+    pub exe: PathBuf,
+    /// SIGTERM → SIGKILL grace period.
+    pub kill_grace: Duration,
+    /// Log budget per job.
+    pub max_log_bytes: u64,
+}
+
+struct Watched {
+    state: ProcState,
+    cancelling: bool,
+}
+
+/// Runs trainers as local processes.
+#[derive(Clone)]
+pub struct SubprocessRunner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Arc<Jobs>,
+    cfg: SubprocessConfig,
+    active: Mutex<HashMap<Uuid, Watched>>,
+}
+
+impl SubprocessRunner {
+    /// A runner reporting to `jobs`.
+    pub fn new(jobs: Arc<Jobs>, cfg: SubprocessConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                jobs,
+                cfg,
+                active: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn run_dir(&self, id: Uuid) -> PathBuf {
+        self.inner.cfg.runs_dir.join(id.to_string())
+    }
+}
+
+impl Inner {
+    fn watch(&self, id: Uuid, state: ProcState) {
+        if let Ok(mut a) = self.active.lock() {
+            a.insert(
+                id,
+                Watched {
+                    state,
+                    cancelling: false,
+                },
+            );
+        }
+    }
+
+    /// Settles a job whose supervisor is gone.
+    async fn on_exit(&self, id: Uuid, dir: &Path, adopted_trainer_only: bool) {
+        let tail = logfile::tail(dir, TAIL_LINES);
+        let with_tail = |line: String| {
+            if tail.is_empty() {
+                line
+            } else {
+                format!("{line}; last log lines:\n{tail}")
+            }
+        };
+        let outcome = match read_exit(dir) {
+            Some(e) if e.start_error.is_some() => RunnerOutcome {
+                exit_code: None,
+                failure: e.start_error,
+            },
+            Some(e) if e.code == Some(0) => RunnerOutcome {
+                exit_code: Some(0),
+                failure: None,
+            },
+            Some(e) if e.code.is_some() => RunnerOutcome {
+                exit_code: e.code,
+                failure: Some(with_tail(format!(
+                    "trainer exited with code {}",
+                    e.code.unwrap_or_default()
+                ))),
+            },
+            Some(e) => {
+                let sig = e.signal.unwrap_or_default();
+                RunnerOutcome {
+                    exit_code: Some(-sig),
+                    failure: Some(with_tail(format!(
+                        "trainer was killed by signal {sig} ({})",
+                        signal_name(sig)
+                    ))),
+                }
+            }
+            None if adopted_trainer_only => RunnerOutcome {
+                exit_code: None,
+                failure: Some(with_tail(
+                    "trainer ended while its supervisor was gone, so its exit status is unknown"
+                        .into(),
+                )),
+            },
+            None => RunnerOutcome {
+                exit_code: None,
+                failure: Some(with_tail(
+                    "the trainer's supervisor ended without recording an exit status".into(),
+                )),
+            },
+        };
+        if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
+            tracing::error!(job_id = %id, error = %e, "cannot record how the trainer ended");
+        }
+        if let Ok(mut a) = self.active.lock() {
+            a.remove(&id);
+        }
+    }
+
+    /// Polls until the process `(pid, start)` is gone, then settles the job.
+    fn poll_until_gone(
+        self: &Arc<Self>,
+        id: Uuid,
+        dir: PathBuf,
+        pid: u32,
+        start: u64,
+        trainer_only: bool,
+    ) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            while alive(pid, start) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            inner.on_exit(id, &dir, trainer_only).await;
+        });
+    }
+}
+
+/// Sends `sig` to the trainer's process group if the trainer is still the
+/// process we started (pid reuse guard). Returns whether anything was signalled.
+fn signal_group(state: &StateFile, sig: Signal) -> bool {
+    let pgid = Pid::from_raw(state.trainer_pid as i32);
+    if alive(state.trainer_pid, state.trainer_start) {
+        return killpg(pgid, sig).is_ok();
+    }
+    // The leader is gone but members it forked may remain; the group id
+    // cannot have been reused while any member lives.
+    killpg(pgid, None).is_ok() && killpg(pgid, sig).is_ok()
+}
+
+#[async_trait]
+impl Runner for SubprocessRunner {
+    fn name(&self) -> &'static str {
+        "subprocess"
+    }
+
+    async fn launch(&self, spec: LaunchSpec) -> Result<Option<String>, RunnerError> {
+        let id = spec.job.id;
+        let dir = self.run_dir(id);
+        let env_err = |what: &str, e: std::io::Error| {
+            RunnerError::Environment(format!("{what} {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| env_err("cannot create the run directory", e))?;
+        for stale in ["state.json", "exit.json"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let argv: Vec<String> = if spec.trainer.command.is_empty() {
+            vec![
+                self.inner.cfg.exe.display().to_string(),
+                "demo-train".to_string(),
+            ]
+        } else {
+            spec.trainer.command.clone()
+        };
+        let mut cmd = tokio::process::Command::new(&self.inner.cfg.exe);
+        cmd.arg("supervise")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--max-log-bytes")
+            .arg(self.inner.cfg.max_log_bytes.to_string());
+        if let Some(w) = &spec.trainer.workdir {
+            cmd.arg("--workdir").arg(w);
+        }
+        cmd.arg("--")
+            .args(&argv)
+            .env_clear()
+            .envs(&spec.env)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            RunnerError::Environment(format!(
+                "cannot start the trainer supervisor {}: {e}",
+                self.inner.cfg.exe.display()
+            ))
+        })?;
+        let started = Instant::now();
+        let state = loop {
+            if let Some(s) = read_state(&dir) {
+                break s;
+            }
+            if let Some(e) = read_exit(&dir) {
+                let _ = child.wait().await;
+                return Err(RunnerError::Start(e.start_error.unwrap_or_else(|| {
+                    format!("trainer `{}` ended before it could be watched", argv[0])
+                })));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if read_state(&dir).is_none() && read_exit(&dir).is_none() {
+                    return Err(RunnerError::Start(format!(
+                        "the trainer supervisor exited unexpectedly ({status})"
+                    )));
+                }
+                continue;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill().await;
+                return Err(RunnerError::Start(
+                    "the trainer did not start within 20 seconds".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let ps = ProcState {
+            dir: dir.clone(),
+            proc: state,
+        };
+        self.inner.watch(id, ps.clone());
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            inner.on_exit(id, &dir, false).await;
+        });
+        tracing::info!(job_id = %id, trainer_pid = ps.proc.trainer_pid, "trainer launched");
+        serde_json::to_string(&ps).map(Some).map_err(|e| {
+            RunnerError::Environment(format!("cannot record the trainer's state: {e}"))
+        })
+    }
+
+    async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError> {
+        let id = job.job.id;
+        let state = {
+            let mut active = self
+                .inner
+                .active
+                .lock()
+                .map_err(|_| RunnerError::Environment("runner state is poisoned".into()))?;
+            match active.get_mut(&id) {
+                Some(w) if w.cancelling => return Ok(()),
+                Some(w) => {
+                    w.cancelling = true;
+                    w.state.clone()
+                }
+                None => match job
+                    .runner_state
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
+                {
+                    Some(s) => s,
+                    None => return Ok(()),
+                },
+            }
+        };
+        if !signal_group(&state.proc, Signal::SIGTERM) {
+            return Ok(());
+        }
+        tracing::info!(job_id = %id, pgid = state.proc.trainer_pid, "sent SIGTERM to the trainer's process group");
+        let grace = self.inner.cfg.kill_grace;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if killpg(Pid::from_raw(state.proc.trainer_pid as i32), None).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if signal_group(&state.proc, Signal::SIGKILL) {
+                tracing::warn!(job_id = %id, "trainer ignored SIGTERM for {grace:?}; sent SIGKILL");
+            }
+        });
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        job: &JobRecord,
+        opts: LogOptions,
+    ) -> Result<Option<LogStream>, RunnerError> {
+        let dir = self.run_dir(job.job.id);
+        if !logfile::exists(&dir) {
+            return Ok(None);
+        }
+        let done_dir = dir.clone();
+        Ok(Some(logfile::stream(
+            dir,
+            opts.tail,
+            opts.follow,
+            move || read_exit(&done_dir).is_some(),
+        )))
+    }
+
+    async fn reconcile(&self, running: Vec<JobRecord>) -> Result<(), RunnerError> {
+        for rec in running {
+            let id = rec.job.id;
+            let Some(ps) = rec
+                .runner_state
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
+            else {
+                self.inner
+                    .jobs
+                    .fail_by_runner(
+                        id,
+                        "the daemon stopped while launching this job's trainer and has no record of its process".into(),
+                    )
+                    .await;
+                continue;
+            };
+            let StateFile {
+                supervisor_pid,
+                supervisor_start,
+                trainer_pid,
+                trainer_start,
+            } = ps.proc.clone();
+            if alive(supervisor_pid, supervisor_start) {
+                tracing::info!(job_id = %id, trainer_pid, "re-adopted a running trainer");
+                self.inner.watch(id, ps.clone());
+                self.inner
+                    .poll_until_gone(id, ps.dir, supervisor_pid, supervisor_start, false);
+            } else if read_exit(&ps.dir).is_some() {
+                tracing::info!(job_id = %id, "the trainer ended while the daemon was down");
+                self.inner.on_exit(id, &ps.dir, false).await;
+            } else if alive(trainer_pid, trainer_start) {
+                tracing::warn!(job_id = %id, trainer_pid, "re-adopted a trainer whose supervisor is gone");
+                self.inner.watch(id, ps.clone());
+                self.inner
+                    .poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
+            } else {
+                self.inner
+                    .jobs
+                    .fail_by_runner(
+                        id,
+                        format!(
+                            "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"
+                        ),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> Vec<Uuid> {
+        self.inner
+            .active
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    async fn shutdown(&self, stop_jobs: bool) {
+        if !stop_jobs {
+            let n = self.active().len();
+            if n > 0 {
+                tracing::info!(
+                    trainers = n,
+                    "leaving trainers running; the next daemon re-adopts them"
+                );
+            }
+            return;
+        }
+        for id in self.active() {
+            let _ = self.inner.jobs.cancel(id).await;
+            if let Ok(rec) = self.inner.jobs.record(id).await {
+                let _ = self.cancel(&rec).await;
+            }
+        }
+        let deadline = Instant::now() + self.inner.cfg.kill_grace + Duration::from_secs(3);
+        while !self.active().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

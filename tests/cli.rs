@@ -1,0 +1,869 @@
+//! The client CLI (SPEC §3) against a running daemon: every `job`
+//! subcommand, `metrics`, `version`, output formats, prefix resolution,
+//! global flags, exit codes, one-line errors and colour rules.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::api::*;
+use common::{stderr, stdout, Daemon, Opts};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exit code, stdout, stderr.
+fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    split(d.cli(args))
+}
+
+fn split(o: Output) -> (i32, String, String) {
+    (o.status.code().expect("exit code"), stdout(&o), stderr(&o))
+}
+
+/// Runs the CLI and asserts it succeeded; returns stdout.
+#[track_caller]
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let (code, out, err) = run(d, args);
+    assert_eq!(code, 0, "platform {args:?} failed:\n{err}");
+    out
+}
+
+/// Runs the CLI, asserts exit `code` and exactly one line on stderr; returns it.
+#[track_caller]
+fn fails(d: &Daemon, args: &[&str], code: i32) -> String {
+    let (got, out, err) = run(d, args);
+    assert_eq!(
+        got, code,
+        "platform {args:?}: stdout {out:?} stderr {err:?}"
+    );
+    assert_one_line(&err);
+    err.trim().to_string()
+}
+
+#[track_caller]
+fn assert_one_line(err: &str) {
+    assert_eq!(err.trim().lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    for debug in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "Error {",
+        "kind:",
+        "source:",
+        "Os {",
+    ] {
+        assert!(!err.contains(debug), "no Rust debug output: {err:?}");
+    }
+}
+
+fn json_out(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn has_ansi(s: &str) -> bool {
+    s.contains('\u{1b}')
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs the CLI on a pseudo-terminal (util-linux `script`), as a person would.
+fn on_tty(d: &Daemon, args: &str, envs: &[(&str, &str)]) -> String {
+    let bin = common::bin();
+    let o = Command::new("script")
+        .args(["-qec", &format!("{} {args}", bin.display()), "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .env("HOME", d.data_dir.parent().unwrap())
+        .env("PLATFORM_SERVER", &d.url)
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1)");
+    assert!(o.status.success(), "{args}: {}", stderr(&o));
+    stdout(&o).replace('\r', "")
+}
+
+fn create_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "job",
+        "create",
+        "--framework",
+        FRAMEWORK,
+        "--model",
+        "yolo11n",
+        "--dataset",
+        "s3://bucket/data/",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Creates a job through the CLI and returns its id.
+fn cli_create(d: &Daemon, extra: &[&str]) -> String {
+    let mut args = create_args(extra);
+    args.extend(["-o", "json"]);
+    let job = json_out(&ok(d, &args));
+    job["id"].as_str().unwrap().to_string()
+}
+
+// ------------------------------------------------------------------ create
+
+#[tokio::test]
+async fn job_create_prints_the_api_json_and_a_friendly_table() {
+    let d = Daemon::start();
+    let out = ok(&d, &create_args(&["--user", "alice", "-o", "json"]));
+    let job = json_out(&out);
+    assert_eq!(job["user_id"], "alice");
+    assert_eq!(job["framework"], FRAMEWORK);
+    assert_eq!(job["model_name"], "yolo11n");
+    assert_eq!(job["dataset_s3_uri"], "s3://bucket/data/");
+    assert_eq!(job["status"], "pending");
+    assert_eq!(job["config"], Value::Null);
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        job,
+        common::api::job(&d, id).await,
+        "-o json is exactly the API's JSON"
+    );
+
+    // The default output names the job and how to follow it.
+    let out = ok(&d, &create_args(&["--user", "bob"]));
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with("created job ") && first.contains("pending"),
+        "{out}"
+    );
+    let id = first.split_whitespace().nth(2).unwrap();
+    assert_eq!(common::api::job(&d, id).await["user_id"], "bob");
+
+    // The user defaults to $PLATFORM_USER, then $USER.
+    let (code, out, _) =
+        split(d.cli_env(&create_args(&["-o", "json"]), &[("PLATFORM_USER", "carol")]));
+    assert_eq!(code, 0);
+    assert_eq!(json_out(&out)["user_id"], "carol");
+    let job = json_out(&ok(&d, &create_args(&["-o", "json"])));
+    assert_eq!(job["user_id"], "tester", "the harness sets USER=tester");
+
+    // Short flags.
+    let out = ok(
+        &d,
+        &[
+            "job",
+            "create",
+            "-f",
+            FRAMEWORK,
+            "-m",
+            "m2",
+            "-d",
+            "s3://b/x/",
+            "-u",
+            "dan",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(json_out(&out)["model_name"], "m2");
+
+    // Server-side validation comes back as one line, exit 1.
+    let err = fails(
+        &d,
+        &[
+            "job",
+            "create",
+            "-f",
+            "nosuch",
+            "-m",
+            "m",
+            "-d",
+            "s3://b/d/",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("unknown framework") && err.contains("demo"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn job_create_merges_config_files_and_set_overrides() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json_file = dir.path().join("train.json");
+    std::fs::write(
+        &json_file,
+        r#"{"epochs": 50, "batch": 16, "opt": {"lr": 0.1, "momentum": 0.9}}"#,
+    )
+    .unwrap();
+    let yaml_file = dir.path().join("train.yaml");
+    std::fs::write(
+        &yaml_file,
+        "epochs: 10\nimgsz: 640\naugment:\n  flip: true\n  names: [a, b]\n",
+    )
+    .unwrap();
+
+    let id = cli_create(&d, &["--config", json_file.to_str().unwrap()]);
+    assert_eq!(
+        common::api::job(&d, &id).await["config"],
+        json!({"epochs": 50, "batch": 16, "opt": {"lr": 0.1, "momentum": 0.9}})
+    );
+    let id = cli_create(&d, &["-c", yaml_file.to_str().unwrap()]);
+    assert_eq!(
+        common::api::job(&d, &id).await["config"],
+        json!({"epochs": 10, "imgsz": 640, "augment": {"flip": true, "names": ["a", "b"]}})
+    );
+
+    // --set: JSON when it parses, else a string; wins over the file; dotted keys nest.
+    let id = cli_create(
+        &d,
+        &[
+            "--config",
+            json_file.to_str().unwrap(),
+            "--set",
+            "epochs=5",
+            "--set",
+            "lr=0.01",
+            "--set",
+            "amp=true",
+            "--set",
+            "layers=[1,2,3]",
+            "--set",
+            r#"extra={"a":1}"#,
+            "--set",
+            "name=run one",
+            "--set",
+            "model=yolo11n.pt",
+            "--set",
+            "empty=",
+            "--set",
+            "quoted=\"5\"",
+            "--set",
+            "opt.lr=0.001",
+            "-s",
+            "nothing=null",
+        ],
+    );
+    assert_eq!(
+        common::api::job(&d, &id).await["config"],
+        json!({
+            "epochs": 5, "batch": 16, "lr": 0.01, "amp": true, "layers": [1, 2, 3], "extra": {"a": 1},
+            "name": "run one", "model": "yolo11n.pt", "empty": "", "quoted": "5",
+            "opt": {"lr": 0.001, "momentum": 0.9}, "nothing": null
+        })
+    );
+    // --set alone makes a config.
+    let id = cli_create(&d, &["--set", "epochs=3"]);
+    assert_eq!(
+        common::api::job(&d, &id).await["config"],
+        json!({"epochs": 3})
+    );
+
+    // Bad input is refused before anything reaches the server.
+    let before = snapshot(&d);
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "epochs: [1, 2\n").unwrap();
+    let list = dir.path().join("list.json");
+    std::fs::write(&list, "[1, 2]").unwrap();
+    let missing = dir.path().join("missing.json");
+    for (args, code) in [
+        (vec!["--config", bad.to_str().unwrap()], 2),
+        (vec!["--config", list.to_str().unwrap()], 2),
+        (vec!["--config", missing.to_str().unwrap()], 1),
+        (vec!["--set", "novalue"], 2),
+        (vec!["--set", "=5"], 2),
+        (vec!["--set", "a..b=1"], 2),
+    ] {
+        let err = fails(&d, &create_args(&args), code);
+        assert!(err.contains(args[1]) || err.contains("--set"), "{err}");
+    }
+    assert_eq!(snapshot(&d), before);
+}
+
+// -------------------------------------------------------------------- list
+
+#[tokio::test]
+async fn job_list_prints_tables_json_and_ids() {
+    let d = Daemon::start();
+    let a = cli_create(&d, &["--user", "alice"]);
+    let b = cli_create(&d, &["--user", "bob"]);
+    let c = json_out(&ok(
+        &d,
+        &[
+            "job",
+            "create",
+            "-f",
+            FRAMEWORK,
+            "-m",
+            "resnet50",
+            "-d",
+            "s3://bucket/data/",
+            "-u",
+            "alice",
+            "-o",
+            "json",
+        ],
+    ))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&d, &["job", "cancel", &b]);
+
+    let table = ok(&d, &["job", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "STATUS",
+            "PROGRESS",
+            "FRAMEWORK",
+            "MODEL",
+            "USER",
+            "CREATED"
+        ]
+    );
+    assert!(
+        lines[1].starts_with(&c) && lines[2].starts_with(&b) && lines[3].starts_with(&a),
+        "newest first:\n{table}"
+    );
+    assert!(
+        lines[1].contains("resnet50") && lines[1].contains("pending") && lines[1].contains("0%")
+    );
+    assert!(lines[2].contains("cancelled"));
+    assert!(
+        lines[1].contains("just now") || lines[1].contains("s ago"),
+        "relative times: {}",
+        lines[1]
+    );
+    // Columns are aligned: every row's STATUS starts under the header's.
+    let col = lines[0].find("STATUS").unwrap();
+    for l in &lines[1..] {
+        assert!(
+            l[col..].starts_with("pending") || l[col..].starts_with("cancelled"),
+            "{table}"
+        );
+    }
+
+    let wide = ok(&d, &["job", "list", "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[header.len() - 3..], ["DATASET", "RUNNER", "MESSAGE"]);
+    assert!(wide.contains("s3://bucket/data/"));
+    assert!(
+        wide.lines().nth(2).unwrap().contains("cancelled by user"),
+        "{wide}"
+    );
+
+    let json = json_out(&ok(&d, &["job", "list", "-o", "json"]));
+    let (_, api) = get(&d, JOBS).await;
+    assert_eq!(json, api, "-o json is exactly the API's JSON");
+
+    let ids = ok(&d, &["job", "list", "-q"]);
+    assert_eq!(ids, format!("{c}\n{b}\n{a}\n"), "full ids, one per line");
+    assert_eq!(ok(&d, &["job", "list", "--ids"]), ids);
+
+    assert_eq!(
+        ok(&d, &["job", "list", "-q", "--status", "cancelled"]),
+        format!("{b}\n")
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &["job", "list", "-q", "--status", "pending", "--user", "alice"]
+        ),
+        format!("{c}\n{a}\n")
+    );
+    assert_eq!(
+        ok(&d, &["job", "list", "-q", "--user", "bob"]),
+        format!("{b}\n")
+    );
+    assert_eq!(
+        ok(&d, &["job", "list", "-q", "--limit", "1"]),
+        format!("{c}\n")
+    );
+    assert_eq!(
+        ok(&d, &["job", "ls", "-q", "--limit", "1"]),
+        format!("{c}\n")
+    );
+    let empty = ok(&d, &["job", "list", "--status", "running"]);
+    assert_eq!(empty.lines().count(), 1, "just the header: {empty}");
+    assert_eq!(ok(&d, &["job", "list", "-q", "--status", "running"]), "");
+    assert_eq!(
+        json_out(&ok(&d, &["job", "list", "-o", "json", "--user", "nobody"])),
+        json!([])
+    );
+
+    // Invalid values are usage errors (exit 2), server range errors exit 1.
+    let (code, _, _) = run(&d, &["job", "list", "--status", "done"]);
+    assert_eq!(code, 2);
+    let err = fails(&d, &["job", "list", "--limit", "5000"], 1);
+    assert!(err.contains("limit"), "{err}");
+}
+
+// ------------------------------------------------------------- get/cancel
+
+/// The shortest prefix (≥ 4) of `id` that no other id shares.
+fn unique_prefix<'a>(id: &'a str, others: &[String]) -> &'a str {
+    (4..=36)
+        .map(|n| &id[..n])
+        .find(|p| {
+            others
+                .iter()
+                .filter(|o| o.as_str() != id)
+                .all(|o| !o.starts_with(p))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn job_get_takes_full_ids_and_unique_prefixes() {
+    let d = Daemon::start();
+    let ids: Vec<String> = (0..3)
+        .map(|_| cli_create(&d, &["--user", "alice"]))
+        .collect();
+    let id = &ids[1];
+    let api = common::api::job(&d, id).await;
+
+    assert_eq!(json_out(&ok(&d, &["job", "get", id, "-o", "json"])), api);
+    let prefix = unique_prefix(id, &ids);
+    assert!(prefix.len() >= 4);
+    assert_eq!(
+        json_out(&ok(&d, &["job", "get", prefix, "-o", "json"])),
+        api,
+        "prefix {prefix}"
+    );
+    assert_eq!(
+        json_out(&ok(&d, &["job", "get", &id.to_uppercase(), "-o", "json"])),
+        api
+    );
+
+    let table = ok(&d, &["job", "get", prefix]);
+    for want in [
+        id.as_str(),
+        "pending",
+        "alice",
+        FRAMEWORK,
+        "yolo11n",
+        "s3://bucket/data/",
+    ] {
+        assert!(table.contains(want), "{want} missing from:\n{table}");
+    }
+
+    // Ids created together share their leading (time) digits.
+    let shared = &ids[0][..4];
+    assert!(ids.iter().all(|i| i.starts_with(shared)));
+    let err = fails(&d, &["job", "get", shared], 1);
+    assert!(
+        err.contains("more than one job") && err.contains(shared),
+        "{err}"
+    );
+    let err = fails(&d, &["job", "get", "ffffffff"], 1);
+    assert!(err.contains("no job") && err.contains("ffffffff"), "{err}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let err = fails(&d, &["job", "get", &unknown], 1);
+    assert!(err.contains("not found") && err.contains(&unknown), "{err}");
+    for bad in ["abc", "xyz!", "g000"] {
+        let err = fails(&d, &["job", "get", bad], 1);
+        assert!(err.contains("at least 4"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn job_cancel_cancels_one_or_several() {
+    let d = Daemon::start();
+    let ids: Vec<String> = (0..4).map(|_| cli_create(&d, &[])).collect();
+    let out = ok(&d, &["job", "cancel", unique_prefix(&ids[0], &ids)]);
+    assert_eq!(out, format!("cancelled {}\n", ids[0]));
+    assert_eq!(common::api::job(&d, &ids[0]).await["status"], "cancelled");
+
+    let out = ok(&d, &["job", "cancel", &ids[1], &ids[2]]);
+    assert_eq!(out, format!("cancelled {}\ncancelled {}\n", ids[1], ids[2]));
+    for id in &ids[1..3] {
+        assert_eq!(common::api::job(&d, id).await["status"], "cancelled");
+    }
+
+    // Already-terminal jobs are errors, but the others are still cancelled.
+    let (code, out, err) = run(&d, &["job", "cancel", &ids[0], &ids[3]]);
+    assert_eq!(code, 1);
+    assert_eq!(out, format!("cancelled {}\n", ids[3]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&ids[0]) && err.contains("already cancelled"),
+        "{err}"
+    );
+    assert_eq!(common::api::job(&d, &ids[3]).await["status"], "cancelled");
+
+    let (code, _, _) = run(&d, &["job", "cancel"]);
+    assert_eq!(code, 2, "an id is required");
+}
+
+// ----------------------------------------------------------------- metrics
+
+#[tokio::test]
+async fn metrics_print_in_ascending_step_order_in_every_format() {
+    let d = Daemon::start();
+    let (id, token) = job_with_token(&d, "alice").await;
+    // Reported out of order (a retried batch, a late callback).
+    let points = json!({"points": [
+        {"epoch": 1, "step": 20, "loss": 0.5, "accuracy": 0.7, "mAP50": 0.61},
+        {"epoch": 0, "step": 10, "loss": 0.9, "accuracy": 0.4},
+        {"epoch": 2, "step": 30, "loss": 0.25, "accuracy": 0.85, "mAP50": 0.7},
+    ]});
+    assert_eq!(
+        ingest(&d, &id, Some(&token), &points).await.0,
+        StatusCode::OK
+    );
+    let late =
+        json!({"status": "running", "metrics": {"epoch": 0, "step": 5, "loss": 1.2, "lr": 0.001}});
+    assert_eq!(
+        callback(&d, &id, Some(&token), &late).await.0,
+        StatusCode::OK
+    );
+    let prefix = &id[..13];
+
+    let table = ok(&d, &["metrics", prefix]);
+    let lines: Vec<&str> = table.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["EPOCH", "STEP", "loss", "accuracy", "lr", "mAP50", "TIME"],
+        "{table}"
+    );
+    let steps: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(steps, ["5", "10", "20", "30"], "{table}");
+    assert!(
+        lines[1].contains("1.2") && lines[1].contains("0.001"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].split_whitespace().any(|c| c == "-"),
+        "missing values show as -: {}",
+        lines[2]
+    );
+
+    let json = json_out(&ok(&d, &["metrics", prefix, "-o", "json"]));
+    let steps: Vec<i64> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [5, 10, 20, 30]);
+    // The same objects the API returns, just reordered.
+    let mut api = all_points(&d, &id).await;
+    api.sort_by_key(|p| p["step"].as_i64());
+    assert_eq!(json, Value::Array(api));
+
+    let csv = ok(&d, &["metrics", prefix, "-o", "csv"]);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "id,epoch,step,loss,accuracy,lr,mAP50,created_at");
+    let steps: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(2).unwrap())
+        .collect();
+    assert_eq!(steps, ["5", "10", "20", "30"], "{csv}");
+    assert_eq!(rows[1].split(',').count(), 8);
+    assert!(rows[1].contains(",1.2,"), "{}", rows[1]);
+
+    let last = ok(&d, &["metrics", prefix, "--last", "2", "-o", "csv"]);
+    assert_eq!(last.lines().count(), 3);
+    assert!(last.lines().nth(2).unwrap().contains(",30,"));
+
+    // A job without points prints an empty list, not an error.
+    let (empty, _) = job_with_token(&d, "bob").await;
+    assert_eq!(
+        json_out(&ok(&d, &["metrics", &empty, "-o", "json"])),
+        json!([])
+    );
+    let (code, _, _) = run(&d, &["metrics", &empty, "-o", "wide"]);
+    assert_eq!(code, 2, "unsupported format is a usage error");
+}
+
+// ------------------------------------------------ version, flags, errors
+
+#[tokio::test]
+async fn version_prints_both_versions_and_tolerates_an_unreachable_server() {
+    let d = Daemon::start();
+    let out = ok(&d, &["version"]);
+    assert!(
+        out.contains(&format!("client: platform {VERSION}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("server: platform {VERSION}")) && out.contains(&d.url),
+        "{out}"
+    );
+    let v = json_out(&ok(&d, &["version", "-o", "json"]));
+    assert_eq!(v["client"], VERSION);
+    assert_eq!(v["server"], VERSION);
+
+    let (code, out, err) = run(&d, &["version", "--server", "http://127.0.0.1:1"]);
+    assert_eq!(
+        code, 0,
+        "an unreachable server is not an error for version: {err}"
+    );
+    assert!(
+        out.contains(&format!("client: platform {VERSION}")),
+        "{out}"
+    );
+    assert!(out.contains("unreachable"), "{out}");
+    let (code, out, _) = run(
+        &d,
+        &["version", "-o", "json", "--server", "http://127.0.0.1:1"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json_out(&out)["server"], Value::Null);
+    let out = ok(&d, &["--version"]);
+    assert!(out.contains(VERSION));
+}
+
+#[tokio::test]
+async fn global_flags_work_before_and_after_the_subcommand() {
+    let d = Daemon::start();
+    let id = cli_create(&d, &[]);
+    let nowhere = [("PLATFORM_SERVER", "http://127.0.0.1:1")];
+    for args in [
+        vec!["--server", d.url.as_str(), "-o", "json", "job", "list"],
+        vec!["job", "--server", d.url.as_str(), "list", "-o", "json"],
+        vec!["job", "list", "-o", "json", "--server", d.url.as_str()],
+        vec![
+            "-o",
+            "json",
+            "job",
+            "list",
+            "--server",
+            d.url.as_str(),
+            "--no-color",
+            "--quiet",
+        ],
+    ] {
+        let (code, out, err) = split(d.cli_env(&args, &nowhere));
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(json_out(&out)[0]["id"], json!(id), "{args:?}");
+    }
+    // --server beats PLATFORM_SERVER; the environment is used without it.
+    let (code, _, err) = split(d.cli_env(&["job", "list"], &nowhere));
+    assert_eq!(code, 1);
+    assert!(err.contains("http://127.0.0.1:1"), "{err}");
+    // -v is accepted anywhere too.
+    ok(&d, &["-v", "job", "list", "-vv"]);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let d = Daemon::start();
+    let before = snapshot(&d);
+    for args in [
+        vec![],
+        vec!["job"],
+        vec!["job", "bogus"],
+        vec!["bogus"],
+        vec!["job", "create"],
+        vec!["job", "create", "--framework", FRAMEWORK, "--model", "m"],
+        vec!["job", "list", "--limit", "x"],
+        vec!["job", "list", "--nope"],
+        vec!["job", "list", "-o", "xml"],
+        vec!["job", "get"],
+        vec!["job", "get", "a", "b"],
+        vec!["metrics"],
+        vec!["completions", "tcsh"],
+        vec!["job", "get", "0000", "-o", "csv"],
+    ] {
+        let (code, out, err) = run(&d, &args);
+        assert_eq!(code, 2, "{args:?}: {out} {err}");
+        assert!(!err.is_empty(), "{args:?} says why");
+        assert!(!err.contains("panicked"));
+    }
+    assert_eq!(snapshot(&d), before);
+}
+
+#[test]
+fn an_unreachable_server_is_one_friendly_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["job", "list"],
+        vec!["job", "get", &id],
+        vec!["job", "get", "0193"],
+        vec!["job", "cancel", &id],
+        vec!["job", "create", "-f", "demo", "-m", "m", "-d", "s3://b/d/"],
+        vec!["metrics", &id],
+    ];
+    for (server, env) in [("http://127.0.0.1:1", true), ("http://127.0.0.1:1", false)] {
+        for args in &commands {
+            let mut cmd = Command::new(common::bin());
+            cmd.args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .env("HOME", tmp.path());
+            if env {
+                cmd.env("PLATFORM_SERVER", server);
+            } else {
+                cmd.args(["--server", server]);
+            }
+            let (code, out, err) = split(cmd.output().unwrap());
+            assert_eq!(code, 1, "{args:?}");
+            assert_eq!(out, "");
+            assert_one_line(&err);
+            assert!(
+                err.contains(&format!("cannot reach the platform server at {server}")),
+                "{err}"
+            );
+            assert!(err.contains("is `platform serve` running?"), "{err}");
+            assert!(err.contains("connection refused"), "{err}");
+        }
+    }
+    // The default server is the documented one.
+    let o = Command::new(common::bin())
+        .args(["job", "list"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    if err.contains("cannot reach") {
+        assert!(err.contains("http://127.0.0.1:8000"), "{err}");
+    }
+    let (code, _, err) = split(
+        Command::new(common::bin())
+            .args(["job", "list", "--server", "ftp://example"])
+            .env_clear()
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1);
+    assert_one_line(&err);
+    assert!(err.contains("invalid server URL"), "{err}");
+}
+
+#[tokio::test]
+async fn the_api_token_is_sent_from_flag_or_environment() {
+    let d = Daemon::start_with(Opts {
+        args: vec!["--api-token".into(), "tok3n".into()],
+        ..Default::default()
+    });
+    let err = fails(&d, &["job", "list"], 1);
+    assert!(err.contains("API token"), "{err}");
+    ok(&d, &["job", "list", "--token", "tok3n"]);
+    let (code, _, err) = split(d.cli_env(&["job", "list"], &[("PLATFORM_TOKEN", "tok3n")]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = split(d.cli_env(
+        &["job", "list", "--token", "wrong"],
+        &[("PLATFORM_TOKEN", "tok3n")],
+    ));
+    assert_eq!(code, 1, "the flag wins over the environment");
+}
+
+// ------------------------------------------------------------------ colour
+
+#[tokio::test]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let d = Daemon::start();
+    let id = cli_create(&d, &[]);
+    ok(&d, &["job", "cancel", &id]);
+    cli_create(&d, &[]);
+    // Not a TTY (captured): plain text whatever the command.
+    for args in [
+        vec!["job", "list"],
+        vec!["job", "list", "-o", "wide"],
+        vec!["job", "get", &id],
+        vec!["version"],
+    ] {
+        let out = ok(&d, &args);
+        assert!(!has_ansi(&out), "{args:?}: {out:?}");
+    }
+    // On a terminal: coloured status words, still aligned.
+    let tty = on_tty(&d, "job list", &[]);
+    assert!(has_ansi(&tty), "colour on a TTY: {tty:?}");
+    let plain = strip_ansi(&tty);
+    let lines: Vec<&str> = plain.lines().collect();
+    let col = lines[0].find("PROGRESS").unwrap();
+    for l in &lines[1..] {
+        assert!(
+            l[col..].starts_with("0%"),
+            "columns line up on a TTY:\n{plain}"
+        );
+    }
+    // --no-color and NO_COLOR turn it off.
+    assert!(!has_ansi(&on_tty(&d, "job list --no-color", &[])));
+    assert!(!has_ansi(&on_tty(
+        &d,
+        &format!("job get {id} --no-color"),
+        &[]
+    )));
+    assert!(!has_ansi(&on_tty(&d, "job list", &[("NO_COLOR", "1")])));
+}
+
+// ------------------------------------------------------ completions, man
+
+#[test]
+fn completions_and_man_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let o = Command::new(common::bin())
+            .args(args)
+            .env_clear()
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef platform"),
+        ("fish", "complete -c platform"),
+    ] {
+        let script = cli(&["completions", shell]);
+        assert!(script.contains(marker), "{shell}");
+        for word in ["job", "create", "cancel", "metrics", "server", "framework"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let page = cli(&["man"]);
+    assert!(
+        page.contains(".TH platform 1") || page.contains(".TH PLATFORM 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(page.contains("job") && page.contains("serve"));
+    let dir = tmp.path().join("man1");
+    cli(&["man", "--dir", dir.to_str().unwrap()]);
+    for page in [
+        "platform.1",
+        "platform-job.1",
+        "platform-job-create.1",
+        "platform-job-list.1",
+        "platform-metrics.1",
+        "platform-serve.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
+    }
+}

@@ -1,0 +1,289 @@
+//! HTTP and database helpers shared by the black-box API, durability and
+//! CLI tests: create jobs, send callbacks, and look at the daemon's SQLite
+//! file read-only (to learn a job's callback token, which is what a runner
+//! hands its trainer as `CALLBACK_TOKEN`, and to prove a rejected request
+//! stored nothing).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::{Response, StatusCode};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Value};
+
+use super::Daemon;
+
+/// Base path of the jobs API.
+pub const JOBS: &str = "/api/v1/training/jobs";
+
+/// The framework test jobs use. Until the runner lands nothing launches a
+/// job, so a created job stays `pending` and only the test moves it on.
+pub const FRAMEWORK: &str = "demo";
+
+/// A valid create body for `user`.
+pub fn job_body(user: &str) -> Value {
+    json!({
+        "user_id": user,
+        "model_name": "yolo11n",
+        "framework": FRAMEWORK,
+        "dataset_s3_uri": "s3://bucket/datasets/coco128/",
+    })
+}
+
+/// `/api/v1/training/jobs/{id}` + `tail`.
+pub fn job_path(id: &str, tail: &str) -> String {
+    format!("{JOBS}/{id}{tail}")
+}
+
+/// A response's status and JSON body (`Value::Null` when the body is not JSON).
+pub async fn parts(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("read response body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `GET path` → status and JSON.
+pub async fn get(d: &Daemon, path: &str) -> (StatusCode, Value) {
+    parts(d.http().get(d.at(path)).send().await.expect("GET")).await
+}
+
+/// `POST path` with a JSON body → status and JSON.
+pub async fn post(d: &Daemon, path: &str, body: &Value) -> (StatusCode, Value) {
+    parts(
+        d.http()
+            .post(d.at(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST"),
+    )
+    .await
+}
+
+/// `POST path` with raw bytes and `Content-Type: application/json`.
+pub async fn post_raw(
+    d: &Daemon,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value) {
+    let resp = d
+        .http()
+        .post(d.at(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    parts(resp).await
+}
+
+/// Creates a job from `body`, asserting 201; returns the job JSON.
+pub async fn create(d: &Daemon, body: &Value) -> Value {
+    let (status, job) = post(d, JOBS, body).await;
+    assert_eq!(status, StatusCode::CREATED, "create failed: {job}");
+    job
+}
+
+/// Creates a job for `user` and returns its id.
+pub async fn create_id(d: &Daemon, user: &str) -> String {
+    create(d, &job_body(user)).await["id"]
+        .as_str()
+        .expect("job id")
+        .to_string()
+}
+
+/// `POST …/{id}/callback` with `Authorization: Bearer token` (none when `None`).
+pub async fn callback(
+    d: &Daemon,
+    id: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    trainer_post(d, &job_path(id, "/callback"), token, body).await
+}
+
+/// `POST …/{id}/metrics` (batch ingest) with a trainer token.
+pub async fn ingest(
+    d: &Daemon,
+    id: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    trainer_post(d, &job_path(id, "/metrics"), token, body).await
+}
+
+async fn trainer_post(
+    d: &Daemon,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let mut rb = d.http().post(d.at(path)).json(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    parts(rb.send().await.expect("POST")).await
+}
+
+/// The job as the API shows it.
+pub async fn job(d: &Daemon, id: &str) -> Value {
+    let (status, job) = get(d, &job_path(id, "")).await;
+    assert_eq!(status, StatusCode::OK, "get job: {job}");
+    job
+}
+
+/// The path of the daemon's database (the default `<data_dir>/platform.db`).
+pub fn db_path(d: &Daemon) -> PathBuf {
+    d.data_dir.join("platform.db")
+}
+
+/// A read-only connection to a database file (the daemon keeps writing).
+pub fn open_ro(path: &Path) -> Connection {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .expect("open the daemon's database read-only")
+}
+
+/// A job's callback token, read from the daemon's database.
+///
+/// This is how a test gets the secret a runner would pass to the trainer
+/// as `CALLBACK_TOKEN`: the API never shows it.
+pub fn callback_token(d: &Daemon, id: &str) -> String {
+    open_ro(&db_path(d))
+        .query_row("SELECT callback_token FROM jobs WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .expect("the job's callback token")
+}
+
+/// A job's id and token, created through the API.
+pub async fn job_with_token(d: &Daemon, user: &str) -> (String, String) {
+    let id = create_id(d, user).await;
+    let token = callback_token(d, &id);
+    (id, token)
+}
+
+/// Every stored row of both tables as text: two snapshots are equal only
+/// when nothing was written in between.
+pub fn snapshot(d: &Daemon) -> String {
+    let c = open_ro(&db_path(d));
+    let mut out = String::new();
+    for sql in [
+        "SELECT * FROM jobs ORDER BY id",
+        "SELECT * FROM metrics ORDER BY id",
+    ] {
+        let mut stmt = c.prepare(sql).expect("prepare snapshot");
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).expect("snapshot query");
+        while let Some(row) = rows.next().expect("snapshot row") {
+            for i in 0..n {
+                let v: rusqlite::types::Value = row.get(i).expect("column");
+                out.push_str(&format!("{v:?}|"));
+            }
+            out.push('\n');
+        }
+        out.push_str("--\n");
+    }
+    out
+}
+
+/// How many metric points the database holds for `id`.
+pub fn stored_points(d: &Daemon, id: &str) -> i64 {
+    open_ro(&db_path(d))
+        .query_row(
+            "SELECT COUNT(*) FROM metrics WHERE job_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("count points")
+}
+
+/// Every metric point of a job, oldest first, paging with `after_id`.
+pub async fn all_points(d: &Daemon, id: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    loop {
+        let after = out
+            .last()
+            .map(|p| p["id"].as_i64().expect("point id"))
+            .unwrap_or(0);
+        let path = job_path(
+            id,
+            &format!("/metrics?order=asc&limit=10000&after_id={after}"),
+        );
+        let (status, page) = get(d, &path).await;
+        assert_eq!(status, StatusCode::OK, "metrics: {page}");
+        let page = page.as_array().expect("array").clone();
+        let done = page.len() < 10_000;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Runs `platform serve` with `args` until it prints its address or exits.
+/// Returns the exit code (`None` when it started and was stopped) and its stderr.
+pub fn serve_outcome(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    serve_outcome_in(tmp.path(), args, envs)
+}
+
+/// [`serve_outcome`] with `dir` as data directory, HOME and working directory.
+pub fn serve_outcome_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(super::bin())
+        .arg("serve")
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut text = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(text.clone());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    loop {
+        if let Ok(t) = rx.recv_timeout(Duration::from_millis(50)) {
+            text = t;
+        }
+        if text.contains("listening on http://") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, text);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            while let Ok(t) = rx.recv_timeout(Duration::from_millis(200)) {
+                text = t;
+            }
+            return (status.code(), text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve neither started nor exited: {text}"
+        );
+    }
+}

@@ -1,0 +1,723 @@
+//! The subprocess runner end to end: real daemons launching real trainer
+//! processes (shell scripts, the Python reference trainer, the built-in demo
+//! trainer), with no mocks anywhere.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{eventually, Daemon, Opts};
+use serde_json::{json, Value};
+
+/// A trainers directory with one executable `train` script per framework.
+fn trainers(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in scripts {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("train");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// PATH with the binary under test first, so scripts can run `platform report`.
+fn path_with_platform() -> String {
+    let bin_dir = common::bin().parent().unwrap().to_path_buf();
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn daemon_with(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
+    let mut e: Vec<(String, String)> = vec![
+        ("TRAINER_SUBPROCESS_PATH".into(), dir.display().to_string()),
+        ("PATH".into(), path_with_platform()),
+    ];
+    e.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Daemon::start_with(Opts {
+        args: extra.iter().map(|s| s.to_string()).collect(),
+        envs: e,
+        data_dir: None,
+    })
+}
+
+async fn create(d: &Daemon, framework: &str, config: Value) -> Value {
+    let r = d
+        .http()
+        .post(d.at("/api/v1/training/jobs"))
+        .json(
+            &json!({"user_id": "alice", "model_name": "yolo11n", "framework": framework,
+                      "dataset_s3_uri": "s3://bucket/datasets/coco128/", "config": config}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    r.json().await.unwrap()
+}
+
+async fn get(d: &Daemon, id: &str) -> Value {
+    d.get_json(&format!("/api/v1/training/jobs/{id}")).await
+}
+
+async fn wait_status(d: &Daemon, id: &str, status: &str, secs: u64) -> Value {
+    eventually(secs, &format!("job {id} to be {status}"), || async {
+        let j = get(d, id).await;
+        (j["status"] == status).then_some(j)
+    })
+    .await
+}
+
+async fn logs(d: &Daemon, id: &str, query: &str) -> String {
+    d.http()
+        .get(d.at(&format!("/api/v1/training/jobs/{id}/logs{query}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The runner's private state of a job, read from the daemon's database
+/// (tests need the pids a user would see with `ps`).
+fn runner_state(d: &Daemon, id: &str) -> Value {
+    let db = rusqlite::Connection::open_with_flags(
+        d.data_dir.join("platform.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let s: String = db
+        .query_row("SELECT runner_state FROM jobs WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    serde_json::from_str(&s).unwrap()
+}
+
+/// Whether a process exists and is not a zombie.
+fn process_alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// SIGKILL to a pid, or to a process group when negative.
+fn kill9(pid: i64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Waits until the runner has recorded the trainer's exit code (it lands
+/// just after a trainer's own terminal callback).
+async fn wait_exit_code(d: &Daemon, id: &str) -> Value {
+    eventually(20, "the exit code", || async {
+        let j = get(d, id).await;
+        (!j["exit_code"].is_null()).then_some(j)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn demo_job_runs_to_completion_with_metrics() {
+    let d = Daemon::start();
+    let job = create(&d, "demo", json!({"epochs": 12, "epoch_seconds": 0.02})).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "completed", 30).await;
+    let done = wait_exit_code(&d, &id).await;
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(done["runner"], "subprocess");
+    assert_eq!(done["exit_code"], 0);
+    assert!(done["started_at"].is_string() && done["completed_at"].is_string());
+    let points: Vec<Value> = d
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?order=asc"))
+        .await;
+    assert_eq!(points.len(), 12);
+    let first = points[0]["loss"].as_f64().unwrap();
+    let last = points[11]["loss"].as_f64().unwrap();
+    assert!(last < first, "loss should fall: {first} -> {last}");
+    assert_eq!(points[11]["epoch"], 12);
+    assert!(
+        points[11]["metrics"]["mAP50"].as_f64().unwrap()
+            > points[0]["metrics"]["mAP50"].as_f64().unwrap()
+    );
+    // The CLI sees the same job.
+    let out = d.cli(&["job", "get", &id[..13]]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("completed"));
+    let out = d.cli(&["metrics", &id, "-o", "csv"]);
+    assert_eq!(common::stdout(&out).lines().count(), 13, "header + 12 rows");
+}
+
+#[tokio::test]
+async fn trainer_gets_exactly_the_contract_environment() {
+    let dir = trainers(&[("envdump", "env | sort")]);
+    std::fs::write(
+        dir.path().join("trainers.toml"),
+        format!(
+            "[trainers.withenv]\ncommand = [\"{}\"]\nenv = {{ EXTRA_SETTING = \"42\", JOB_ID = \"spoofed\" }}\n",
+            dir.path().join("envdump/train").display()
+        ),
+    )
+    .unwrap();
+    let d = daemon_with(
+        dir.path(),
+        &[
+            "--trainers",
+            &dir.path().join("trainers.toml").display().to_string(),
+        ],
+        &[
+            ("PLATFORM_API_TOKEN", "operator-secret"),
+            ("SOME_DAEMON_SECRET", "x"),
+        ],
+    );
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth("operator-secret");
+    let mk = |framework: &str, config: Value| {
+        auth(d.http().post(d.at("/api/v1/training/jobs"))).json(&json!({
+            "user_id": "alice", "model_name": "yolo11n", "framework": framework,
+            "dataset_s3_uri": "s3://bucket/datasets/coco128/", "config": config}))
+    };
+    let a: Value = mk("withenv", json!({"epochs": 3, "lr": 0.01}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: Value = mk("envdump", Value::Null)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let env_of = |id: String| {
+        let d = &d;
+        async move {
+            eventually(20, "trainer output", || {
+                let id = id.clone();
+                async move {
+                    let j: Value = auth(d.http().get(d.at(&format!("/api/v1/training/jobs/{id}"))))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    if j["status"] != "completed" {
+                        return None;
+                    }
+                    let text = auth(
+                        d.http()
+                            .get(d.at(&format!("/api/v1/training/jobs/{id}/logs"))),
+                    )
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                    Some(
+                        text.lines()
+                            .filter_map(|l| l.split_once('='))
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    )
+                }
+            })
+            .await
+        }
+    };
+    let id_a = a["id"].as_str().unwrap().to_string();
+    let env = env_of(id_a.clone()).await;
+    assert_eq!(
+        env["JOB_ID"], id_a,
+        "the contract wins over the entry's env"
+    );
+    assert_eq!(
+        env["CALLBACK_URL"],
+        format!("{}/api/v1/training/jobs/{id_a}/callback", d.url)
+    );
+    assert_eq!(env["BACKEND_BASE_URL"], d.url);
+    assert_eq!(env["MODEL_NAME"], "yolo11n");
+    assert_eq!(env["FRAMEWORK"], "withenv");
+    assert_eq!(env["DATASET_S3_URI"], "s3://bucket/datasets/coco128/");
+    assert!(
+        env["OUTPUT_S3_URI"].ends_with(&format!("/jobs/{id_a}/outputs/")),
+        "{}",
+        env["OUTPUT_S3_URI"]
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&env["CONFIG"]).unwrap(),
+        json!({"epochs": 3, "lr": 0.01})
+    );
+    assert_eq!(env["EXTRA_SETTING"], "42");
+    let token = env["CALLBACK_TOKEN"].clone();
+    assert_eq!(token.len(), 64);
+    for leaked in [
+        "PLATFORM_API_TOKEN",
+        "SOME_DAEMON_SECRET",
+        "DATABASE_URL",
+        "TRAINER_SUBPROCESS_PATH",
+    ] {
+        assert!(
+            !env.contains_key(leaked),
+            "{leaked} must not reach the trainer"
+        );
+    }
+    let env_b = env_of(b["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        env_b["CONFIG"], "{}",
+        "a job without config gets CONFIG={{}}"
+    );
+    assert_ne!(env_b["CALLBACK_TOKEN"], token, "tokens are unique per job");
+    assert!(
+        !d.log_text().contains(&token),
+        "the callback token must never be logged"
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_decide_the_outcome() {
+    let dir = trainers(&[
+        ("ok", "echo fine"),
+        (
+            "boom",
+            "echo preparing; echo 'Traceback: CUDA out of memory' >&2; exit 3",
+        ),
+        ("killed", "echo about to die; kill -9 $$"),
+    ]);
+    let d = daemon_with(dir.path(), &["--max-concurrent-jobs", "3"], &[]);
+    let ok = create(&d, "ok", Value::Null).await;
+    let boom = create(&d, "boom", Value::Null).await;
+    let killed = create(&d, "killed", Value::Null).await;
+    let ok = wait_status(&d, ok["id"].as_str().unwrap(), "completed", 20).await;
+    assert_eq!(ok["exit_code"], 0);
+    assert!(ok["error"].is_null());
+    let boom = wait_status(&d, boom["id"].as_str().unwrap(), "failed", 20).await;
+    assert_eq!(boom["exit_code"], 3);
+    let err = boom["error"].as_str().unwrap();
+    assert!(err.starts_with("trainer exited with code 3"), "{err}");
+    assert!(
+        err.contains("CUDA out of memory"),
+        "the log tail is quoted: {err}"
+    );
+    let killed = wait_status(&d, killed["id"].as_str().unwrap(), "failed", 20).await;
+    assert_eq!(killed["exit_code"], -9);
+    assert!(
+        killed["error"].as_str().unwrap().contains("SIGKILL"),
+        "{}",
+        killed["error"]
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_process_group_within_the_grace_period() {
+    // The trainer forks a child and ignores SIGTERM, so only SIGKILL after
+    // the grace period stops it; the child must not survive either.
+    let dir = trainers(&[(
+        "stubborn",
+        "sleep 300 &\necho child=$!\ntrap '' TERM\nwhile true; do sleep 0.1; done",
+    )]);
+    let d = daemon_with(dir.path(), &["--kill-grace", "1"], &[]);
+    let job = create(&d, "stubborn", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let child: i64 = eventually(20, "the trainer's child pid", || async {
+        let text = logs(&d, &id, "").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("child="))
+            .and_then(|p| p.trim().parse().ok())
+    })
+    .await;
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    assert!(process_alive(child) && process_alive(trainer));
+    let start = Instant::now();
+    let r = d
+        .http()
+        .delete(d.at(&format!("/api/v1/training/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        get(&d, &id).await["status"],
+        "cancelled",
+        "cancelled at once in the DB"
+    );
+    eventually(10, "trainer and child to be gone", || async {
+        (!process_alive(child) && !process_alive(trainer)).then_some(())
+    })
+    .await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "SIGKILL waited for the grace period ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped soon after the grace period ({took:?})"
+    );
+    let j = wait_exit_code(&d, &id).await;
+    assert_eq!(j["status"], "cancelled", "cancelled stays cancelled");
+    assert_eq!(j["exit_code"], -9);
+}
+
+#[tokio::test]
+async fn concurrency_limit_keeps_the_second_job_pending() {
+    let dir = trainers(&[("long", "echo started; sleep 30")]);
+    let d = daemon_with(dir.path(), &["--kill-grace", "1"], &[]);
+    let a = create(&d, "long", Value::Null).await;
+    let b = create(&d, "long", Value::Null).await;
+    let a_id = a["id"].as_str().unwrap();
+    let b_id = b["id"].as_str().unwrap();
+    wait_status(&d, a_id, "running", 20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get(&d, b_id).await["status"],
+        "pending",
+        "limit 1: B waits while A runs"
+    );
+    d.http()
+        .delete(d.at(&format!("/api/v1/training/jobs/{a_id}")))
+        .send()
+        .await
+        .unwrap();
+    let b = wait_status(&d, b_id, "running", 20).await;
+    assert!(b["started_at"].is_string());
+}
+
+#[tokio::test]
+async fn logs_through_the_api_and_the_cli_including_follow() {
+    let dir = trainers(&[(
+        "chatty",
+        "for i in 1 2 3 4 5; do echo \"line $i\"; sleep 0.3; done; echo 'to stderr' >&2",
+    )]);
+    let d = daemon_with(dir.path(), &[], &[]);
+    let job = create(&d, "chatty", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "running", 20).await;
+    // follow=true streams until the job ends, then the response completes.
+    let followed = logs(&d, &id, "?follow=true").await;
+    for i in 1..=5 {
+        assert!(followed.contains(&format!("line {i}\n")), "{followed}");
+    }
+    assert!(followed.contains("to stderr"));
+    wait_status(&d, &id, "completed", 20).await;
+    assert_eq!(logs(&d, &id, "?tail=2").await, "line 5\nto stderr\n");
+    let out = d.cli(&["job", "logs", &id]);
+    assert!(out.status.success());
+    assert_eq!(common::stdout(&out), followed);
+    // The CLI's --follow on a fresh job prints everything and exits 0.
+    let job = create(&d, "chatty", Value::Null).await;
+    let out = d.cli(&["job", "logs", "--follow", job["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("line 5"));
+    // Unknown job: 404; pending/no output: empty 200.
+    let r = d
+        .http()
+        .get(d.at(&format!("/api/v1/training/jobs/{}/logs", uuid_v7())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+fn uuid_v7() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[tokio::test]
+async fn trainers_are_readopted_after_kill_9_and_finish_normally() {
+    let mut d = Daemon::start();
+    let job = create(&d, "demo", json!({"epochs": 15, "epoch_seconds": 0.2})).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(20, "a few epochs", || async {
+        let j = get(&d, &id).await;
+        (j["progress"].as_f64().unwrap_or(0.0) >= 0.1).then_some(())
+    })
+    .await;
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        process_alive(trainer),
+        "the trainer survives the daemon's kill -9"
+    );
+    d.restart();
+    wait_status(&d, &id, "completed", 60).await;
+    let done = wait_exit_code(&d, &id).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(
+        done["exit_code"], 0,
+        "exit status is known for re-adopted trainers"
+    );
+    let points: Vec<Value> = d
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?limit=100"))
+        .await;
+    assert_eq!(
+        points.len(),
+        15,
+        "callbacks retried across the restart, none lost or doubled"
+    );
+}
+
+#[tokio::test]
+async fn vanished_and_finished_while_down_are_settled_on_restart() {
+    let dir = trainers(&[
+        ("sleepy", "echo up; sleep 60"),
+        ("quick", "sleep 1; echo bye"),
+    ]);
+    let mut d = daemon_with(dir.path(), &["--max-concurrent-jobs", "2"], &[]);
+    let a = create(&d, "sleepy", Value::Null).await;
+    let b = create(&d, "quick", Value::Null).await;
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let b_id = b["id"].as_str().unwrap().to_string();
+    wait_status(&d, &a_id, "running", 20).await;
+    wait_status(&d, &b_id, "running", 20).await;
+    let st = runner_state(&d, &a_id);
+    d.kill9();
+    // While the daemon is down: A's trainer and supervisor are killed
+    // outright; B's trainer simply finishes.
+    kill9(st["supervisor_pid"].as_i64().unwrap());
+    kill9(-st["trainer_pid"].as_i64().unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.restart();
+    let a = wait_status(&d, &a_id, "failed", 20).await;
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("vanished while the daemon was down"),
+        "{}",
+        a["error"]
+    );
+    let b = wait_status(&d, &b_id, "completed", 20).await;
+    assert_eq!(b["exit_code"], 0);
+}
+
+#[tokio::test]
+async fn pending_jobs_are_launched_after_a_restart() {
+    let dir = trainers(&[("short", "sleep 2; echo done")]);
+    let mut d = daemon_with(dir.path(), &[], &[]);
+    let a = create(&d, "short", Value::Null).await;
+    let b = create(&d, "short", Value::Null).await;
+    let (a_id, b_id) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+    wait_status(&d, &a_id, "running", 20).await;
+    assert_eq!(get(&d, &b_id).await["status"], "pending");
+    d.kill9();
+    d.restart();
+    wait_status(&d, &a_id, "completed", 20).await;
+    wait_status(&d, &b_id, "completed", 20).await;
+}
+
+#[tokio::test]
+async fn unknown_frameworks_and_unstartable_trainers_fail_clearly() {
+    let dir = trainers(&[("noexec", "echo hi")]);
+    let noexec = dir.path().join("noexec/train");
+    std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        format!(
+            "[trainers.noexec]\ncommand = [\"{}\"]\n[trainers.missing]\ncommand = [\"/nonexistent/train\"]\n[trainers.badwd]\ncommand = [\"true\"]\nworkdir = \"/nonexistent/dir\"\n",
+            noexec.display()
+        ),
+    )
+    .unwrap();
+    let d = daemon_with(
+        dir.path(),
+        &[
+            "--trainers",
+            &dir.path().join("t.toml").display().to_string(),
+            "--max-concurrent-jobs",
+            "3",
+        ],
+        &[],
+    );
+    let r = d
+        .http()
+        .post(d.at("/api/v1/training/jobs"))
+        .json(&json!({"user_id": "u", "model_name": "m", "framework": "nope", "dataset_s3_uri": "s3://b/d/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nope") && detail.contains("demo") && detail.contains("noexec"),
+        "{detail}"
+    );
+    let out = d.cli(&["job", "create", "-f", "nope", "-m", "m", "-d", "s3://b/d/"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("registered frameworks"),
+        "{}",
+        common::stderr(&out)
+    );
+
+    for (fw, expected) in [
+        ("noexec", "permission denied"),
+        ("missing", "no such file or directory"),
+        ("badwd", "working directory /nonexistent/dir does not exist"),
+    ] {
+        let job = create(&d, fw, Value::Null).await;
+        let j = wait_status(&d, job["id"].as_str().unwrap(), "failed", 20).await;
+        let err = j["error"].as_str().unwrap();
+        assert!(
+            err.contains("cannot start trainer") && err.contains(expected),
+            "{fw}: {err}"
+        );
+    }
+    let frameworks: Vec<Value> = d.get_json("/api/v1/training/frameworks").await;
+    let names: Vec<&str> = frameworks
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["badwd", "demo", "missing", "noexec"]);
+    let out = d.cli(&["framework", "list"]);
+    assert!(common::stdout(&out).contains("noexec"));
+}
+
+#[tokio::test]
+async fn python_reference_trainer_completes_a_job() {
+    let repo_trainers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("trainers");
+    let d = daemon_with(&repo_trainers, &[], &[]);
+    let job = create(
+        &d,
+        "python-example",
+        json!({"epochs": 4, "epoch_seconds": 0.05}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait_status(&d, &id, "completed", 30).await;
+    assert_eq!(done["progress"], 1.0);
+    assert!(done["checkpoint_s3_uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/outputs/best.pt"));
+    let points: Vec<Value> = d
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics"))
+        .await;
+    assert_eq!(points.len(), 4);
+    assert!(points
+        .iter()
+        .all(|p| p["accuracy"].is_number() && p["loss"].is_number()));
+}
+
+#[tokio::test]
+async fn shell_trainer_reports_with_platform_report_and_learns_of_cancel() {
+    let dir = trainers(&[
+        (
+            "shell",
+            "platform report --status running --progress 0.5 --message 'epoch 1/2' \
+             --metric epoch=1 --metric loss=0.75 --sequence 1 || exit 1\n\
+             platform report --status running --progress 1 --message 'epoch 2/2' \
+             --metric epoch=2 --metric loss=0.5 --metric accuracy=0.9 --sequence 2 || exit 1\n\
+             platform report --status completed --progress 1 --sequence 3",
+        ),
+        (
+            "loop",
+            "i=0\nwhile true; do i=$((i+1)); platform report --status running --message \"tick $i\" --sequence $i; \
+             rc=$?; if [ $rc -eq 3 ]; then echo 'told to stop'; sleep 30; fi; sleep 0.2; done",
+        ),
+    ]);
+    let d = daemon_with(
+        dir.path(),
+        &["--max-concurrent-jobs", "2", "--kill-grace", "1"],
+        &[],
+    );
+    let job = create(&d, "shell", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait_status(&d, &id, "completed", 30).await;
+    assert_eq!(done["message"], "epoch 2/2");
+    let points: Vec<Value> = d
+        .get_json(&format!("/api/v1/training/jobs/{id}/metrics?order=asc"))
+        .await;
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[1]["accuracy"], 0.9);
+    assert_eq!(points[1]["epoch"], 2);
+
+    // `platform report` against a cancelled job exits 3.
+    let job = create(&d, "loop", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "running", 20).await;
+    let token = {
+        let db = rusqlite::Connection::open_with_flags(
+            d.data_dir.join("platform.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        db.query_row(
+            "SELECT callback_token FROM jobs WHERE id = ?1",
+            [&id],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+    };
+    d.http()
+        .delete(d.at(&format!("/api/v1/training/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
+    let out = d.cli_env(
+        &["report", "--status", "running", "--progress", "0.5"],
+        &[("CALLBACK_URL", &url), ("CALLBACK_TOKEN", &token)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("cancelled"));
+    // Outside a trainer, report explains what is missing.
+    let out = d.cli(&["report", "--status", "running"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("CALLBACK_URL is not set"));
+}
+
+#[tokio::test]
+async fn sigterm_leaves_trainers_running_unless_told_to_stop_them() {
+    let dir = trainers(&[("sleepy", "echo up; sleep 60")]);
+    let mut d = daemon_with(dir.path(), &[], &[]);
+    let job = create(&d, "sleepy", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "running", 20).await;
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    assert_eq!(d.terminate(), Some(0), "clean exit on SIGTERM");
+    assert!(process_alive(trainer), "trainers outlive a graceful stop");
+    kill9(-trainer);
+
+    let mut d = daemon_with(
+        dir.path(),
+        &["--stop-jobs-on-exit", "--kill-grace", "1"],
+        &[],
+    );
+    let job = create(&d, "sleepy", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "running", 20).await;
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    assert_eq!(d.terminate(), Some(0));
+    assert!(
+        !process_alive(trainer),
+        "--stop-jobs-on-exit stops trainers"
+    );
+    d.restart();
+    assert_eq!(get(&d, &id).await["status"], "cancelled");
+}
