@@ -71,14 +71,27 @@ pub fn sort_by_step(points: &mut [Metric]) {
     points.sort_by_key(|m| (m.epoch, m.step.unwrap_or(i64::MIN), m.id));
 }
 
-/// Metric names across `points`, most useful first (see [`rank`]).
+/// Metric names across `points`: the table's columns.
 pub fn keys(points: &[Metric]) -> Vec<String> {
-    let all: std::collections::BTreeSet<&String> = points
-        .iter()
-        .flat_map(|p| p.metrics.keys())
-        .filter(|k| k.as_str() != "epoch" && k.as_str() != "step")
+    columns(points.iter().flat_map(|p| p.metrics.keys().cloned()))
+}
+
+/// Column order of the table and CSV: the lifted `loss` and `accuracy`
+/// first, the rest alphabetically (`epoch` and `step` have their own).
+fn columns(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    const FIRST: [&str; 2] = ["loss", "accuracy"];
+    let mut all: Vec<String> = names
+        .into_iter()
+        .filter(|k| k != "epoch" && k != "step")
         .collect();
-    rank(all.into_iter().cloned())
+    all.sort_by_cached_key(|k| {
+        (
+            FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()),
+            k.clone(),
+        )
+    });
+    all.dedup();
+    all
 }
 
 /// Well-known metrics, most useful first.
@@ -288,10 +301,8 @@ impl Rows {
             .keys()
             .any(|k| k != "epoch" && k != "step" && !self.keys.contains(k));
         if new_key {
-            let mut all = self.keys.clone();
-            all.extend(p.metrics.keys().cloned());
-            all.retain(|k| k != "epoch" && k != "step");
-            self.set_keys(rank(all), std::slice::from_ref(p));
+            let all = self.keys.iter().chain(p.metrics.keys()).cloned();
+            self.set_keys(columns(all), std::slice::from_ref(p));
         }
         if !self.started {
             writeln!(stdout, "{}", self.header())?;
