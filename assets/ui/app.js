@@ -277,7 +277,7 @@ async function jobPage(root, id) {
   let logTimer = null;
   async function refreshLogs() {
     try {
-      const r = await fetch(`${API}/jobs/${id}/logs`, { credentials: "same-origin" });
+      const r = await fetch(`${API}/jobs/${id}/logs?tail=200`, { credentials: "same-origin" });
       if (r.status === 404) { logs.textContent = "no logs"; return; }
       if (!r.ok) { logs.textContent = `logs unavailable (${r.status})`; return; }
       let text = await r.text();

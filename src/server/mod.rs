@@ -255,6 +255,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
     );
+    // No Nagle delay: small writes (SSE events, callback answers) go out at
+    // once instead of waiting up to 40 ms for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

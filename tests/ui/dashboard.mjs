@@ -27,8 +27,8 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   page.on("console", (m) => {
-    // The logs endpoint may not exist (404 → "no logs"): that one is expected.
-    if (m.type() === "error" && !m.location().url.endsWith("/logs")) errors.push(`${m.text()} (${m.location().url})`);
+    // A job that never ran has no logs (404 → "no logs"): that one is expected.
+    if (m.type() === "error" && !m.location().url.includes("/logs")) errors.push(`${m.text()} (${m.location().url})`);
   });
 
   // The jobs table shows the running job; its progress changes without a reload.
