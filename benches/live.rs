@@ -11,6 +11,14 @@
 //!
 //! Run: `ulimit -n 8192; cargo bench --bench live` (the subscribers need
 //! about 2,000 open sockets between this process and the daemon).
+//!
+//! Measured 2026-11 on the 2-core dev box, shared with other builds (release
+//! build without LTO: `CARGO_PROFILE_BENCH_LTO=false
+//! CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 CARGO_PROFILE_BENCH_STRIP=none`):
+//! ingest 149,762 points/s; 1,000,000 points → 1,000 in 162 ms median
+//! (445 ms before the covering index `metrics_series`); callback ack → SSE
+//! event p50 0.10 ms, p99 0.24 ms (p99 was 43 ms before TCP_NODELAY);
+//! VmRSS 98.3 → 132.8 MiB with 1,000 idle subscribers (35 KiB each).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
