@@ -154,6 +154,9 @@ _platform() {
             platform__subcmd__help__subcmd__job,logs)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__logs"
                 ;;
+            platform__subcmd__help__subcmd__job,watch)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__watch"
+                ;;
             platform__subcmd__job,artifacts)
                 cmd="platform__subcmd__job__subcmd__artifacts"
                 ;;
@@ -181,6 +184,9 @@ _platform() {
             platform__subcmd__job,ls)
                 cmd="platform__subcmd__job__subcmd__list"
                 ;;
+            platform__subcmd__job,watch)
+                cmd="platform__subcmd__job__subcmd__watch"
+                ;;
             platform__subcmd__job__subcmd__help,artifacts)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__artifacts"
                 ;;
@@ -204,6 +210,9 @@ _platform() {
                 ;;
             platform__subcmd__job__subcmd__help,logs)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__logs"
+                ;;
+            platform__subcmd__job__subcmd__help,watch)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__watch"
                 ;;
             *)
                 ;;
@@ -692,7 +701,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job)
-            opts="create list get cancel artifacts download logs"
+            opts="create list get cancel artifacts download logs watch"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -803,6 +812,20 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__help__subcmd__job__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -888,7 +911,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1128,7 +1151,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help)
-            opts="create list get cancel artifacts download logs help"
+            opts="create list get cancel artifacts download logs watch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1253,8 +1276,22 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__help__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__list)
-            opts="-q -o -v -h -V --status --user --limit --ids --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-q -w -o -v -h -V --status --user --limit --ids --watch --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1329,6 +1366,36 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__watch)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__man)
             opts="-o -v -h -V --dir --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1364,13 +1431,17 @@ _platform() {
             return 0
             ;;
         platform__subcmd__metrics)
-            opts="-o -v -h -V --last --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-f -o -v -h -V --last --follow --plot --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --plot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

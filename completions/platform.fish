@@ -107,27 +107,28 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -s v -l verbose
 complete -c platform -n "__fish_platform_using_subcommand serve" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "create" -d 'Submit a training job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "list" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "ls" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "get" -d 'Show one job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "cancel" -d 'Cancel one or more jobs'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "ls" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI, e.g. s3://bucket/datasets/coco128/' -r
@@ -163,6 +164,7 @@ json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s q -l ids -d 'Print only full job ids, one per line'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
@@ -183,6 +185,7 @@ json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s q -l ids -d 'Print only full job ids, one per line'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
@@ -252,6 +255,18 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from logs" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one job'
@@ -259,8 +274,10 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -268,6 +285,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand metrics" -s f -l follow -d 'Keep printing new points until the job ends (-o json then prints one point per line)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l quiet -d 'Only errors'
@@ -474,6 +492,7 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'

@@ -127,10 +127,18 @@ impl Jobs {
     /// Validates and stores a new `pending` job. The scheduler launches it.
     pub async fn create(&self, req: CreateJob) -> Result<Job, JobError> {
         let rec = self.draft(req).await?;
-        let job = rec.job.clone();
         let token: Arc<str> = rec.callback_token.as_str().into();
-        self.db
-            .write(move |c| db::jobs::insert(c, &rec))
+        let job = self
+            .db
+            .write(move |c| {
+                // Stamped again inside the writer so `updated_at` follows
+                // commit order: the event streams resume by it.
+                let mut rec = rec;
+                let now = db::now();
+                (rec.job.created_at, rec.job.updated_at) = (now, now);
+                db::jobs::insert(c, &rec)?;
+                Ok::<_, DbError>(rec.job)
+            })
             .await
             .map_err(JobError::Db)?;
         self.remember_token(job.id, token);

@@ -1,7 +1,6 @@
 //! `platform job …`: create, list, get and cancel jobs.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -31,6 +30,8 @@ pub enum JobCommand {
     Download(super::artifacts::DownloadArgs),
     /// Print a job's trainer output (stdout and stderr).
     Logs(LogsArgs),
+    /// Follow a job live (progress bar, metrics, ETA) until it ends.
+    Watch(super::watch::WatchArgs),
 }
 
 /// `platform job logs`.
@@ -90,6 +91,9 @@ pub struct ListArgs {
     /// Print only full job ids, one per line.
     #[arg(short = 'q', long = "ids")]
     pub ids_only: bool,
+    /// Keep the table live (status, progress, latest metric) until Ctrl-C.
+    #[arg(short = 'w', long, conflicts_with = "ids_only")]
+    pub watch: bool,
 }
 
 /// Job status as a CLI value.
@@ -150,6 +154,10 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
         JobCommand::Artifacts(a) => super::artifacts::list(&client, out, a).await,
         JobCommand::Download(a) => super::artifacts::download(&client, out, a).await,
         JobCommand::Logs(a) => logs(&client, a).await,
+        JobCommand::Watch(a) => {
+            let id = client.resolve_job(&a.id).await?;
+            super::watch::watch(&client, out, id).await
+        }
     }
 }
 
@@ -191,7 +199,7 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
         if !out.quiet && fmt == OutputFormat::Table {
             eprintln!("created job {}", job.id);
         }
-        return follow(client, out, job).await;
+        return super::watch::watch(client, out, job.id).await;
     }
     match fmt {
         OutputFormat::Table if out.quiet => {
@@ -244,30 +252,6 @@ fn print_plan(out: &Printer, fmt: OutputFormat, plan: &LaunchPlan) -> anyhow::Re
         }
         (_, None) => out.json(plan),
     }
-}
-
-/// Polls the job until it ends, printing each change of status or message.
-/// Exits 0 only when the job completed.
-pub async fn follow(client: &Client, out: &Printer, mut job: Job) -> anyhow::Result<()> {
-    let mut last = String::new();
-    loop {
-        let line = format!(
-            "{} {} {}",
-            output::status(job.status),
-            output::percent(job.progress),
-            job.message.as_deref().unwrap_or("")
-        );
-        if line != last && !out.quiet {
-            println!("{}", line.trim_end());
-            last = line;
-        }
-        if job.status.is_terminal() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        job = client.get_job(job.id).await?;
-    }
-    finish(job.status, &job)
 }
 
 /// The exit code rule for `--follow`/`watch`: 0 only for `completed`.
@@ -368,6 +352,9 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
         limit: Some(a.limit),
         ..Default::default()
     };
+    if a.watch {
+        return super::watch::list(client, out, &q).await;
+    }
     let jobs = client.list_jobs(&q).await?;
     if a.ids_only {
         for j in &jobs {

@@ -1,11 +1,21 @@
 //! `platform metrics ID`: a job's metric points as a table, JSON or CSV,
-//! always in ascending step order.
+//! always in ascending step order; `--follow` keeps printing new points
+//! from the job's event stream, `--plot` draws terminal line charts.
+
+use std::io::Write;
 
 use clap::Args;
+use uuid::Uuid;
 
 use super::output::{self, OutputFormat, Printer};
-use super::GlobalArgs;
-use crate::model::Metric;
+use super::stream::{EventStream, Item};
+use super::watch::{job_events_path, Update};
+use super::{Exit, GlobalArgs};
+use crate::client::Client;
+use crate::model::{Metric, MetricQuery};
+
+/// Points fetched for a plot (the server downsamples, keeping extremes).
+const PLOT_POINTS: i64 = 1000;
 
 /// `platform metrics`.
 #[derive(Debug, Args)]
@@ -15,6 +25,17 @@ pub struct MetricsArgs {
     /// Only the last N points.
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
+    /// Keep printing new points until the job ends (-o json then prints one point per line).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Draw a line chart of these metrics in the terminal (comma-separated or repeated).
+    #[arg(
+        long,
+        value_name = "KEY[,KEY…]",
+        value_delimiter = ',',
+        conflicts_with = "follow"
+    )]
+    pub plot: Vec<String>,
 }
 
 /// Runs `platform metrics`.
@@ -22,11 +43,18 @@ pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Resul
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Csv])?;
     let client = g.client()?;
     let id = client.resolve_job(&a.id).await?;
+    if !a.plot.is_empty() {
+        return plot(&client, id, &a.plot).await;
+    }
     let mut points = client.all_metrics(id, None).await?;
+    let last_id = points.iter().map(|m| m.id).max().unwrap_or(0);
     sort_by_step(&mut points);
     if let Some(n) = a.last {
         let skip = points.len().saturating_sub(n);
         points.drain(..skip);
+    }
+    if a.follow {
+        return follow(&client, fmt, id, points, last_id).await;
     }
     match fmt {
         OutputFormat::Json => out.json(&points),
@@ -43,24 +71,100 @@ pub fn sort_by_step(points: &mut [Metric]) {
     points.sort_by_key(|m| (m.epoch, m.step.unwrap_or(i64::MIN), m.id));
 }
 
-/// Metric names across `points`: lifted ones first, the rest sorted.
+/// Metric names across `points`: the table's columns.
 pub fn keys(points: &[Metric]) -> Vec<String> {
-    const SKIP: [&str; 2] = ["epoch", "step"];
+    columns(points.iter().flat_map(|p| p.metrics.keys().cloned()))
+}
+
+/// Column order of the table and CSV: the lifted `loss` and `accuracy`
+/// first, the rest alphabetically (`epoch` and `step` have their own).
+fn columns(names: impl IntoIterator<Item = String>) -> Vec<String> {
     const FIRST: [&str; 2] = ["loss", "accuracy"];
-    let mut rest = std::collections::BTreeSet::new();
-    for p in points {
-        for k in p.metrics.keys() {
-            if !SKIP.contains(&k.as_str()) && !FIRST.contains(&k.as_str()) {
-                rest.insert(k.clone());
+    let mut all: Vec<String> = names
+        .into_iter()
+        .filter(|k| k != "epoch" && k != "step")
+        .collect();
+    all.sort_by_cached_key(|k| {
+        (
+            FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()),
+            k.clone(),
+        )
+    });
+    all.dedup();
+    all
+}
+
+/// Well-known metrics, most useful first.
+const PRIORITY: [&str; 10] = [
+    "loss",
+    "val_loss",
+    "accuracy",
+    "val_accuracy",
+    "mAP50-95",
+    "mAP50",
+    "mAP",
+    "precision",
+    "recall",
+    "f1",
+];
+
+/// Orders metric names for display: the well-known ones first, then other
+/// losses, then other scores, then the rest, alphabetically within each.
+pub fn rank(keys: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut keys: Vec<String> = keys.into_iter().collect();
+    keys.sort_by_cached_key(|k| {
+        let class = match PRIORITY.iter().position(|p| p == k) {
+            Some(i) => i,
+            None => {
+                PRIORITY.len()
+                    + match Direction::of(k) {
+                        Direction::Lower => 0,
+                        Direction::Higher => 1,
+                        Direction::Unknown => 2,
+                    }
             }
+        };
+        (class, k.clone())
+    });
+    keys.dedup();
+    keys
+}
+
+/// Which way a metric improves, guessed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Losses and error rates.
+    Lower,
+    /// Accuracy, mAP, precision, recall, F1, IoU…
+    Higher,
+    /// Learning rates, timings and anything else.
+    Unknown,
+}
+
+impl Direction {
+    /// The direction of metric `key`.
+    pub fn of(key: &str) -> Direction {
+        let k = key.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| k.contains(w));
+        if has(&["loss", "err", "perplexity", "wer", "cer"]) {
+            Direction::Lower
+        } else if has(&[
+            "acc",
+            "map",
+            "precision",
+            "recall",
+            "f1",
+            "iou",
+            "dice",
+            "auc",
+            "score",
+            "bleu",
+        ]) {
+            Direction::Higher
+        } else {
+            Direction::Unknown
         }
     }
-    FIRST
-        .iter()
-        .filter(|k| points.iter().any(|p| p.metrics.contains_key(**k)))
-        .map(|k| k.to_string())
-        .chain(rest)
-        .collect()
 }
 
 fn print_table(points: &[Metric]) {
@@ -90,38 +194,13 @@ fn print_table(points: &[Metric]) {
 }
 
 fn print_csv(points: &[Metric]) -> anyhow::Result<()> {
-    let keys = keys(points);
-    let mut header = vec!["id".to_string(), "epoch".into(), "step".into()];
-    header.extend(keys.iter().cloned());
-    header.push("created_at".into());
-    println!(
-        "{}",
-        header
-            .iter()
-            .map(|h| csv_field(h))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let mut rows = Rows::new(OutputFormat::Csv, points);
+    if points.is_empty() {
+        // The header alone, so scripts always get one.
+        return rows.print_header_only();
+    }
     for p in points {
-        let mut row = vec![
-            p.id.to_string(),
-            p.epoch.to_string(),
-            p.step.map(|s| s.to_string()).unwrap_or_default(),
-        ];
-        for k in &keys {
-            row.push(p.metrics.get(k).map(|v| v.to_string()).unwrap_or_default());
-        }
-        row.push(
-            p.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        );
-        println!(
-            "{}",
-            row.iter()
-                .map(|f| csv_field(f))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        rows.print(p)?;
     }
     Ok(())
 }
@@ -132,5 +211,256 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// Streams new points until the job ends. Table and CSV keep their
+/// columns, printing a new header line when a point brings a new metric;
+/// JSON prints one point per line (history included).
+async fn follow(
+    client: &Client,
+    fmt: OutputFormat,
+    id: Uuid,
+    history: Vec<Metric>,
+    last_id: i64,
+) -> anyhow::Result<()> {
+    let mut rows = Rows::new(fmt, &history);
+    for p in &history {
+        rows.print(p)?;
+    }
+    // `j0`: the stream starts with the job's snapshot, so an ended job ends it at once.
+    let cursor = format!("m{last_id}-j0");
+    let mut events = EventStream::new(client, job_events_path(id), Some(cursor));
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        let item = tokio::select! {
+            r = events.next() => r?,
+            _ = &mut interrupt => return Ok(()),
+        };
+        match item {
+            Some(Item::Event(e)) => match Update::decode(&e)? {
+                Update::Metric(m) => rows.print(&m)?,
+                Update::Job(j) if j.status.is_terminal() => return Ok(()),
+                _ => {}
+            },
+            Some(Item::Reconnecting(n, why)) => {
+                eprintln!("connection lost ({why}); reconnecting (attempt {n})…")
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Prints points one at a time with stable columns.
+struct Rows {
+    fmt: OutputFormat,
+    keys: Vec<String>,
+    widths: Vec<usize>,
+    started: bool,
+}
+
+impl Rows {
+    fn new(fmt: OutputFormat, history: &[Metric]) -> Self {
+        let mut r = Rows {
+            fmt,
+            keys: Vec::new(),
+            widths: Vec::new(),
+            started: false,
+        };
+        r.set_keys(keys(history), history);
+        r
+    }
+
+    fn set_keys(&mut self, keys: Vec<String>, sample: &[Metric]) {
+        let cell = |p: &Metric, k: &str| p.metrics.get(k).map(output::number).unwrap_or_default();
+        self.widths = keys
+            .iter()
+            .map(|k| {
+                sample
+                    .iter()
+                    .map(|p| cell(p, k).chars().count())
+                    .chain([k.chars().count(), 8])
+                    .max()
+                    .unwrap_or(8)
+            })
+            .collect();
+        self.keys = keys;
+        self.started = false;
+    }
+
+    fn print(&mut self, p: &Metric) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.fmt == OutputFormat::Json {
+            writeln!(stdout, "{}", serde_json::to_string(p)?)?;
+            stdout.flush()?;
+            return Ok(());
+        }
+        let new_key = p
+            .metrics
+            .keys()
+            .any(|k| k != "epoch" && k != "step" && !self.keys.contains(k));
+        if new_key {
+            let all = self.keys.iter().chain(p.metrics.keys()).cloned();
+            self.set_keys(columns(all), std::slice::from_ref(p));
+        }
+        if !self.started {
+            writeln!(stdout, "{}", self.header())?;
+            self.started = true;
+        }
+        writeln!(stdout, "{}", self.row(p))?;
+        stdout.flush()?;
+        Ok(())
+    }
+
+    fn print_header_only(&self) -> anyhow::Result<()> {
+        println!("{}", self.header());
+        Ok(())
+    }
+
+    fn header(&self) -> String {
+        if self.fmt == OutputFormat::Csv {
+            let mut header = vec!["id".to_string(), "epoch".into(), "step".into()];
+            header.extend(self.keys.iter().cloned());
+            header.push("created_at".into());
+            return csv_line(&header);
+        }
+        let mut header = format!("{:<6}  {:<8}", "EPOCH", "STEP");
+        for (k, w) in self.keys.iter().zip(&self.widths) {
+            header.push_str(&format!("  {k:<w$}"));
+        }
+        header + "  TIME"
+    }
+
+    fn row(&self, p: &Metric) -> String {
+        let step = p.step.map(|s| s.to_string());
+        if self.fmt == OutputFormat::Csv {
+            let mut row = vec![
+                p.id.to_string(),
+                p.epoch.to_string(),
+                step.unwrap_or_default(),
+            ];
+            row.extend(
+                self.keys
+                    .iter()
+                    .map(|k| p.metrics.get(k).map(|v| v.to_string()).unwrap_or_default()),
+            );
+            row.push(
+                p.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            );
+            return csv_line(&row);
+        }
+        let mut row = format!("{:<6}  {:<8}", p.epoch, step.unwrap_or_else(|| "-".into()));
+        for (k, w) in self.keys.iter().zip(&self.widths) {
+            let v = p
+                .metrics
+                .get(k)
+                .map(output::number)
+                .unwrap_or_else(|| "-".into());
+            row.push_str(&format!("  {v:<w$}"));
+        }
+        format!("{row}  {}", p.created_at.format("%H:%M:%S"))
+    }
+}
+
+fn csv_line(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `--plot`: one terminal line chart per key, over the step when every
+/// point has one, else the epoch.
+async fn plot(client: &Client, id: Uuid, wanted: &[String]) -> anyhow::Result<()> {
+    use textplots::{Chart, Plot, Shape};
+    let q = MetricQuery {
+        order: Some("asc".into()),
+        max_points: Some(PLOT_POINTS),
+        ..Default::default()
+    };
+    let mut points = client.metrics(id, &q).await?;
+    sort_by_step(&mut points);
+    let available = keys(&points);
+    let cols = console::Term::stdout()
+        .size_checked()
+        .map_or(100, |(_, c)| c as u32);
+    let width = (cols.saturating_sub(16) * 2).clamp(32, 300);
+    for key in wanted.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+        let series = series(&points, key);
+        let Some(first) = series.points.first() else {
+            return Err(Exit::usage(format!(
+                "no point of this job has a metric {key:?}; it has: {}",
+                if available.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    available.join(", ")
+                }
+            )));
+        };
+        let (mut x0, mut x1) = (first.0, series.points.last().map_or(first.0, |p| p.0));
+        if x0 >= x1 {
+            (x0, x1) = (x0 - 1.0, x0 + 1.0);
+        }
+        let (best, last) = series.best_and_last(key);
+        println!(
+            "{key}: {} points over {}, last {}, best {}",
+            series.points.len(),
+            series.axis,
+            fmt(last),
+            best.map(fmt).unwrap_or_else(|| "-".into())
+        );
+        Chart::new(width, 60, x0, x1)
+            .lineplot(&Shape::Lines(&series.points))
+            .display();
+    }
+    Ok(())
+}
+
+fn fmt(v: f32) -> String {
+    output::number(&serde_json::json!(v))
+}
+
+/// One metric as chart coordinates.
+struct Series {
+    points: Vec<(f32, f32)>,
+    axis: &'static str,
+}
+
+impl Series {
+    fn best_and_last(&self, key: &str) -> (Option<f32>, f32) {
+        let ys = self.points.iter().map(|p| p.1);
+        let best = match Direction::of(key) {
+            Direction::Lower => ys.clone().reduce(f32::min),
+            Direction::Higher => ys.clone().reduce(f32::max),
+            Direction::Unknown => None,
+        };
+        (best, self.points.last().map_or(f32::NAN, |p| p.1))
+    }
+}
+
+fn series(points: &[Metric], key: &str) -> Series {
+    let with: Vec<&Metric> = points
+        .iter()
+        .filter(|p| p.metrics.contains_key(key))
+        .collect();
+    let by_step = !with.is_empty() && with.iter().all(|p| p.step.is_some());
+    let points = with
+        .iter()
+        .filter_map(|p| {
+            let x = if by_step {
+                p.step.unwrap_or_default()
+            } else {
+                p.epoch
+            };
+            let y = p.metrics.get(key)?.as_f64()?;
+            Some((x as f32, y as f32))
+        })
+        .collect();
+    Series {
+        points,
+        axis: if by_step { "steps" } else { "epochs" },
     }
 }

@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod output;
 pub mod report;
 pub mod transfer;
+pub mod stream;
+pub mod watch;
 
 use clap::{Args, Parser, Subcommand};
 

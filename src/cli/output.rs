@@ -107,8 +107,8 @@ pub fn table(headers: &[&str]) -> Table {
 
 /// Prints a table without the leading space comfy-table pads each row with.
 pub fn print_table(t: &Table) {
-    for line in t.lines() {
-        println!("{}", line.strip_prefix(' ').unwrap_or(&line).trim_end());
+    for line in table_lines(t) {
+        println!("{line}");
     }
 }
 
@@ -133,6 +133,17 @@ pub fn print_list<T: Serialize>(
             Ok(())
         }
     }
+}
+
+/// A table's lines, without comfy-table's leading space and trailing blanks.
+pub fn table_lines(t: &Table) -> Vec<String> {
+    let tidy = |line: String| {
+        line.strip_prefix(' ')
+            .unwrap_or(&line)
+            .trim_end()
+            .to_string()
+    };
+    t.lines().map(tidy).collect()
 }
 
 /// A status word, coloured when allowed.

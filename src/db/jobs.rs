@@ -199,3 +199,24 @@ pub fn count_by_status(c: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Jobs whose `updated_at` is after `since`, oldest change first (the
+/// all-jobs event stream resumes from these).
+pub fn changed_since(
+    c: &Connection,
+    since: &chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<Vec<Job>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE updated_at > ?1 ORDER BY updated_at ASC, id ASC LIMIT ?2"
+    ))?;
+    let records = collect(&mut stmt, params![ts(since), limit])?;
+    Ok(records.into_iter().map(|r| r.job).collect())
+}
+
+/// The latest `updated_at` of any job.
+pub fn last_change(c: &Connection) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+    let mut stmt = c.prepare_cached("SELECT MAX(updated_at) FROM jobs")?;
+    let last: Option<String> = stmt.query_row([], |r| r.get(0))?;
+    opt_ts(last)
+}

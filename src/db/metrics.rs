@@ -84,8 +84,9 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
 
 /// Picks at most `max` points: the first, the last, and per bucket the
 /// minimum and maximum of the job's main series (loss, else accuracy, else
-/// epoch), so spikes survive. Only ids and one number are scanned; full rows
-/// are read for the chosen points alone.
+/// epoch), so spikes survive. Only ids and one number are scanned, from the
+/// covering index `metrics_series` (the expression must match it); full
+/// rows are read for the chosen points alone.
 fn downsample(
     c: &Connection,
     job_id: Uuid,
@@ -147,6 +148,26 @@ pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
         ids.push(last);
     }
     ids
+}
+
+/// Points of every job with an id above `after_id`, oldest first (the
+/// all-jobs event stream pages through these).
+pub fn all_after(c: &Connection, after_id: i64, limit: i64) -> Result<Vec<Metric>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM metrics WHERE id > ?1 ORDER BY id ASC LIMIT ?2"
+    ))?;
+    let mut rows = stmt.query(params![after_id, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// The highest point id stored so far (0 when there are none).
+pub fn last_id(c: &Connection) -> Result<i64, DbError> {
+    let mut stmt = c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM metrics")?;
+    Ok(stmt.query_row([], |r| r.get(0))?)
 }
 
 /// How many points a job has.

@@ -48,6 +48,9 @@ pub struct ServiceInfo {
     pub docs: String,
     /// Path of the health check.
     pub health: String,
+    /// Path of the web dashboard.
+    #[serde(default)]
+    pub ui: String,
 }
 
 /// Every error body: `{"detail": …}`, plus `status` on lifecycle conflicts.

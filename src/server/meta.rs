@@ -24,6 +24,7 @@ pub async fn root() -> Json<ServiceInfo> {
         version: VERSION.into(),
         docs: "/docs".into(),
         health: "/health".into(),
+        ui: "/ui".into(),
     })
 }
 
@@ -117,6 +118,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         super::artifacts::download_artifact,
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
+        super::events::job_events, super::events::all_events,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),

@@ -6,10 +6,12 @@
 pub mod artifacts;
 pub mod datasets;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod meta;
 pub mod runs;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +71,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             "/jobs/{id}/metrics",
             get(jobs::list_metrics).post(jobs::ingest_metrics),
         )
+        .route("/jobs/{id}/events", get(events::job_events))
+        .route("/events", get(events::all_events))
         .merge(artifacts::routes());
     let app = Router::new()
         .route("/", get(meta::root))
@@ -81,6 +85,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/docs/swagger-ui.css", get(meta::docs_css))
         .nest("/api/v1/training", api)
         .merge(datasets::routes())
+        .merge(ui::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -143,14 +148,21 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
 }
 
 /// With an API token configured, every `/api` route except the trainer
-/// endpoints needs `Authorization: Bearer <token>`.
+/// endpoints needs `Authorization: Bearer <token>`, and so do the dashboard
+/// pages; GET requests may carry it as a cookie or `?token=` instead
+/// (browsers cannot add headers to `EventSource`; see [`ui`]).
 async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.api_token {
         let path = req.uri().path();
-        let guarded = path.starts_with("/api/") && !is_trainer_endpoint(req.method(), path);
+        let guarded = (path.starts_with("/api/") && !is_trainer_endpoint(req.method(), path))
+            || ui::is_page(path);
         if guarded {
-            let ok = extract::bearer(req.headers()).is_some_and(|b| b == token.as_ref());
+            let ok = extract::bearer(req.headers()).is_some_and(|b| b == token.as_ref())
+                || ui::browser_token(&req).is_some_and(|b| b == token.as_ref());
             if !ok {
+                if ui::is_page(path) {
+                    return ui::login_page(None);
+                }
                 return ApiError::Unauthorized(
                     "missing or invalid API token: send Authorization: Bearer <token> (platform --token / PLATFORM_TOKEN)".into(),
                 )
@@ -262,6 +274,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
     );
+    // No Nagle delay: small writes (SSE events, callback answers) go out at
+    // once instead of waiting up to 40 ms for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -332,4 +351,5 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("signal received: finishing in-flight requests");
+    events::close_streams();
 }

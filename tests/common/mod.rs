@@ -169,17 +169,24 @@ impl Daemon {
 
     /// Runs the CLI against this daemon with extra environment.
     pub fn cli_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        Command::new(bin())
-            .args(args)
+        self.cli_command(args, envs)
+            .output()
+            .expect("run platform CLI")
+    }
+
+    /// The CLI command line [`Daemon::cli_env`] runs, for tests that need
+    /// to spawn it and read its output while it runs.
+    pub fn cli_command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.data_dir.parent().unwrap_or(Path::new("/tmp")))
             .env("PLATFORM_SERVER", &self.url)
             .env("USER", "tester")
             .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run platform CLI")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// The full log so far.

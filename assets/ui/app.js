@@ -1,0 +1,330 @@
+// The dashboard: a jobs table and a job page, kept live by the daemon's
+// Server-Sent Events. Hand-written, no dependencies; served from the binary.
+"use strict";
+
+const API = "/api/v1/training";
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+// Most useful first (the CLI's order, src/cli/metrics.rs).
+const PRIORITY = ["loss", "val_loss", "accuracy", "val_accuracy", "mAP50-95", "mAP50", "mAP",
+  "precision", "recall", "f1", "lr"];
+const MAX_SERIES = 4000; // points per chart before it is thinned in place
+
+const $ = (sel, root = document) => root.querySelector(sel);
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+async function api(path) {
+  const r = await fetch(API + path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (r.status === 401) { location.reload(); throw new Error("not signed in"); }
+  if (!r.ok) throw Object.assign(new Error(`${r.status} ${r.statusText}`), { status: r.status });
+  return r;
+}
+
+function setConn(state, text) {
+  const c = $("#conn");
+  c.className = "conn " + state;
+  c.textContent = text;
+}
+
+// Opens an EventSource and reflects its state in the header.
+function stream(path) {
+  const es = new EventSource(API + path);
+  es.onopen = () => setConn("live", "live");
+  es.onerror = () => { if (es.readyState !== EventSource.CLOSED) setConn("down", "reconnecting…"); };
+  return es;
+}
+
+function on(es, name, fn) {
+  es.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+}
+
+const pct = (p) => `${Math.round(Math.max(0, Math.min(1, p)) * 100)}%`;
+function fmt(v) {
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : String(+v.toFixed(4));
+}
+function ago(t) {
+  const s = Math.max(0, (Date.now() - Date.parse(t)) / 1000);
+  if (s < 2) return "just now";
+  if (s < 60) return `${Math.floor(s)}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+function duration(secs) {
+  secs = Math.max(0, Math.round(secs));
+  if (secs < 60) return `${secs}s`;
+  if (secs < 3600) return `${Math.floor(secs / 60)}m ${String(secs % 60).padStart(2, "0")}s`;
+  return `${Math.floor(secs / 3600)}h ${String(Math.floor((secs % 3600) / 60)).padStart(2, "0")}m`;
+}
+// -1: lower is better (losses), 1: higher is better (scores), 0: unknown (as the CLI guesses).
+function direction(key) {
+  if (/loss|err|perplexity|wer|cer/i.test(key)) return -1;
+  if (/acc|map|precision|recall|f1|iou|dice|auc|score|bleu/i.test(key)) return 1;
+  return 0;
+}
+// Well-known metrics first, then other losses, other scores, the rest (as the CLI orders them).
+function rank(keys) {
+  const cls = (k) => {
+    const i = PRIORITY.indexOf(k);
+    return i >= 0 ? i : PRIORITY.length + [0, 2, 1][direction(k) + 1];
+  };
+  return [...keys].sort((a, b) => cls(a) - cls(b) || (a < b ? -1 : a > b ? 1 : 0));
+}
+const metricKeys = (m) => Object.keys(m.metrics || {}).filter((k) => k !== "epoch" && k !== "step");
+function summary(m, n = 2) {
+  return rank(metricKeys(m)).slice(0, n).map((k) => `${k} ${fmt(m.metrics[k])}`).join(" · ");
+}
+function statusBadge(s) { return el("span", { class: `status s-${s}`, text: s }); }
+function progressBar(p, big) {
+  const fill = el("div");
+  fill.style.width = pct(p);
+  return el("span", { class: "progress" }, el("div", { class: big ? "bar big" : "bar" }, fill),
+    el("span", { class: "pct", text: pct(p) }));
+}
+
+// ---------------------------------------------------------------- jobs table
+
+async function jobsPage(root) {
+  document.title = "platform · jobs";
+  const tbody = el("tbody");
+  root.replaceChildren(el("h1", { text: "Jobs" }),
+    el("table", { class: "jobs", id: "jobs" },
+      el("thead", {}, el("tr", {}, ...["ID", "Status", "Progress", "Latest metrics", "Message", "Model",
+        "Framework", "User", "Created"].map((h) => el("th", { text: h })))),
+      tbody));
+  const rows = new Map();
+
+  function render(job) {
+    let tr = rows.get(job.id);
+    if (!tr) {
+      tr = el("tr", { "data-job-id": job.id });
+      rows.set(job.id, tr);
+      // Newest first: a job created now goes on top.
+      const before = [...tbody.children].find((r) => r.dataset.created < job.created_at);
+      tbody.insertBefore(tr, before || null);
+    }
+    tr.dataset.created = job.created_at;
+    tr.dataset.status = job.status;
+    const latest = tr.querySelector(".latest")?.textContent || "";
+    tr.replaceChildren(
+      el("td", { class: "mono" }, el("a", { href: `/ui/jobs/${job.id}`, text: job.id.slice(0, 8) })),
+      el("td", {}, statusBadge(job.status)),
+      el("td", {}, progressBar(job.progress)),
+      el("td", { class: "latest mono", text: latest }),
+      el("td", { class: "msg", text: job.error ? job.error.split("\n")[0] : job.message || "" }),
+      el("td", { text: job.model_name }),
+      el("td", { text: job.framework }),
+      el("td", { text: job.user_id }),
+      el("td", { class: "ago", "data-t": job.created_at, text: ago(job.created_at) }));
+  }
+  function latest(m) {
+    const cell = rows.get(m.job_id)?.querySelector(".latest");
+    if (cell) cell.textContent = summary(m);
+  }
+
+  // Subscribe first so no change between the list and the stream is lost.
+  const es = stream("/events");
+  on(es, "job", render);
+  on(es, "metric", latest);
+  const jobs = await (await api("/jobs?limit=100")).json();
+  for (const j of jobs) if (!rows.has(j.id)) render(j);
+  if (!jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "No jobs yet: platform job create …" })));
+  // Latest point of the most recent jobs (the stream brings newer ones).
+  await Promise.all(jobs.slice(0, 20).map(async (j) => {
+    const [m] = await (await api(`/jobs/${j.id}/metrics?limit=1`)).json();
+    const cell = rows.get(j.id)?.querySelector(".latest");
+    if (m && cell && !cell.textContent) cell.textContent = summary(m);
+  }));
+  setInterval(() => document.querySelectorAll("td.ago").forEach((td) => { td.textContent = ago(td.dataset.t); }), 10000);
+}
+
+// ------------------------------------------------------------------ job page
+
+// Keeps at most `max` points: first, last and each bucket's extremes (as the server does).
+function thin(points, max) {
+  if (points.length <= max) return points;
+  const inner = points.slice(1, -1), buckets = Math.max(1, Math.floor((max - 2) / 2));
+  const size = Math.ceil(inner.length / buckets), out = [points[0]];
+  for (let i = 0; i < inner.length; i += size) {
+    const chunk = inner.slice(i, i + size);
+    let lo = chunk[0], hi = chunk[0];
+    for (const p of chunk) { if (p[1] < lo[1]) lo = p; if (p[1] > hi[1]) hi = p; }
+    if (lo === hi) out.push(lo); else out.push(...(lo[0] <= hi[0] ? [lo, hi] : [hi, lo]));
+  }
+  out.push(points[points.length - 1]);
+  return out;
+}
+
+// One chart per metric key: x is the step when every point of the series has one, else the epoch.
+class Charts {
+  constructor(root) { this.root = root; this.series = new Map(); this.pending = new Set(); }
+  add(m) {
+    for (const k of metricKeys(m)) {
+      let s = this.series.get(k);
+      if (!s) {
+        s = { raw: [], useStep: true, node: null };
+        this.series.set(k, s);
+      }
+      s.raw.push({ step: m.step, epoch: m.epoch, v: m.metrics[k] });
+      if (m.step == null) s.useStep = false;
+      if (s.raw.length > MAX_SERIES) {
+        const pts = thin(s.raw.map((p, i) => [i, p.v, p]), MAX_SERIES / 2);
+        s.raw = pts.map((p) => p[2]);
+      }
+      this.pending.add(k);
+    }
+    if (this.pending.size && !this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+  flush() {
+    this.frame = null;
+    const order = rank(this.series.keys());
+    for (const k of order) if (this.pending.has(k)) this.draw(k, this.series.get(k));
+    // Keep the cards in priority order.
+    for (const k of order) this.root.append(this.series.get(k).node);
+    this.pending.clear();
+    const empty = $("#charts-empty");
+    if (empty) empty.hidden = this.series.size > 0;
+  }
+  draw(key, s) {
+    const W = 480, H = 200, L = 52, R = 10, T = 10, B = 24;
+    const pts = s.raw.map((p) => [s.useStep ? p.step : p.epoch, p.v]);
+    let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
+    let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
+    if (x0 === x1) { x0 -= 1; x1 += 1; }
+    if (y0 === y1) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+    const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+    const NS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const add = (tag, attrs, text) => {
+      const n = document.createElementNS(NS, tag);
+      for (const [a, v] of Object.entries(attrs)) n.setAttribute(a, v);
+      if (text != null) n.textContent = text;
+      svg.append(n);
+      return n;
+    };
+    add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
+    add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
+    for (const y of [y0, (y0 + y1) / 2, y1]) {
+      add("text", { x: L - 4, y: sy(y) + 3, "text-anchor": "end" }, fmt(+y.toPrecision(4)));
+    }
+    add("text", { x: L, y: H - 6 }, fmt(x0));
+    add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmt(x1));
+    add("text", { x: (L + W) / 2, y: H - 6, "text-anchor": "middle" }, s.useStep ? "step" : "epoch");
+    add("polyline", { class: "line", points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") });
+    const last = pts[pts.length - 1];
+    add("circle", { class: "dot", cx: sx(last[0]), cy: sy(last[1]), r: 2.5 });
+    const dir = direction(key);
+    let note = `last ${fmt(last[1])}`;
+    if (dir) {
+      const best = pts.reduce((b, p) => ((dir < 0 ? p[1] < b[1] : p[1] > b[1]) ? p : b));
+      note += ` · best ${fmt(best[1])}`;
+    }
+    const card = el("div", { class: "card chart", "data-key": key, "data-points": String(pts.length) },
+      el("h3", {}, el("b", { text: key }), el("span", { text: note })));
+    card.append(svg);
+    if (s.node) s.node.replaceWith(card);
+    s.node = card;
+  }
+}
+
+async function jobPage(root, id) {
+  const head = el("div", { class: "head" });
+  const fields = el("dl", { class: "fields" });
+  const charts = el("div", { class: "charts", id: "charts" });
+  const logs = el("pre", { class: "logs", id: "logs", text: "loading…" });
+  root.replaceChildren(head,
+    el("div", { class: "grid2" },
+      el("div", {}, el("h2", { text: "Job" }), el("div", { class: "card" }, fields)),
+      el("div", {}, el("h2", { text: "Metrics" }),
+        el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts)),
+    el("h2", { text: "Logs (tail)" }), logs);
+  const plot = new Charts(charts);
+  let job;
+
+  function show(j) {
+    job = j;
+    document.title = `platform · ${j.model_name} ${j.status}`;
+    head.replaceChildren(el("h1", { class: "mono", text: j.id }), statusBadge(j.status),
+      progressBar(j.progress, true), el("span", { class: "muted", text: j.message || "" }));
+    const when = (t) => (t ? `${new Date(t).toLocaleString()} (${ago(t)})` : "–");
+    const rows = [
+      ["User", j.user_id], ["Model", j.model_name], ["Framework", j.framework],
+      ["Dataset", j.dataset_s3_uri], ["Config", j.config ? JSON.stringify(j.config) : "–"],
+      ["Checkpoint", j.checkpoint_s3_uri || "–"], ["Runner", j.runner ? `${j.runner}${j.exit_code != null ? ` (exit ${j.exit_code})` : ""}` : "–"],
+      ["Created", when(j.created_at)], ["Started", when(j.started_at)], ["Completed", when(j.completed_at)],
+    ];
+    if (j.started_at) {
+      const end = j.completed_at ? Date.parse(j.completed_at) : Date.now();
+      rows.push(["Duration", duration((end - Date.parse(j.started_at)) / 1000)]);
+    }
+    fields.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { class: k === "Config" || k === "Dataset" || k === "Checkpoint" ? "mono" : "", text: v })]));
+    if (j.error) fields.append(el("dt", { text: "Error" }), el("dd", { class: "error-text mono", text: j.error }));
+  }
+
+  let logTimer = null;
+  async function refreshLogs() {
+    try {
+      const r = await fetch(`${API}/jobs/${id}/logs?tail=200`, { credentials: "same-origin" });
+      if (r.status === 404) { logs.textContent = "no logs"; return; }
+      if (!r.ok) { logs.textContent = `logs unavailable (${r.status})`; return; }
+      let text = await r.text();
+      if ((r.headers.get("content-type") || "").includes("json")) {
+        try { const v = JSON.parse(text); text = Array.isArray(v.lines) ? v.lines.join("\n") : JSON.stringify(v, null, 2); } catch (_) { /* keep raw */ }
+      }
+      const lines = text.split("\n");
+      const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+      logs.textContent = lines.slice(-200).join("\n") || "(empty)";
+      if (atBottom) logs.scrollTop = logs.scrollHeight;
+    } catch (e) { logs.textContent = `logs unavailable: ${e.message}`; }
+  }
+
+  try {
+    show(await (await api(`/jobs/${id}`)).json());
+  } catch (e) {
+    root.replaceChildren(el("h1", { text: "Job not found" }), el("p", { class: "muted", text: `${id}: ${e.message}` }));
+    return;
+  }
+  // History downsampled server-side, then the stream from the last point on.
+  const history = await (await api(`/jobs/${id}/metrics?max_points=1000&order=asc`)).json();
+  for (const m of history) plot.add(m);
+  plot.flush();
+  const lastId = history.length ? history[history.length - 1].id : 0;
+  refreshLogs();
+  if (!TERMINAL.has(job.status)) {
+    logTimer = setInterval(refreshLogs, 3000);
+    const es = stream(`/jobs/${id}/events?last_event_id=m${lastId}-j0`);
+    on(es, "metric", (m) => plot.add(m));
+    on(es, "job", (j) => {
+      show(j);
+      if (TERMINAL.has(j.status)) {
+        es.close();
+        setConn("", "finished");
+        clearInterval(logTimer);
+        refreshLogs();
+      }
+    });
+  } else {
+    setConn("", "finished");
+  }
+}
+
+// -------------------------------------------------------------------- router
+
+const root = $("#app");
+const m = location.pathname.match(/^\/ui\/jobs\/([0-9a-fA-F-]{36})\/?$/);
+(m ? jobPage(root, m[1].toLowerCase()) : jobsPage(root)).catch((e) => {
+  root.append(el("p", { class: "error", text: `Error: ${e.message}` }));
+});

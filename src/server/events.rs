@@ -1,0 +1,437 @@
+//! Server-Sent Events: `GET /api/v1/training/jobs/{id}/events` (one job)
+//! and `GET /api/v1/training/events` (every job).
+//!
+//! Event types: `job` (the full job JSON, on every change), `metric` (one
+//! stored point) and, on the all-jobs stream only, `ready` (sent first, once
+//! the subscription is live). The per-job stream starts with the job's
+//! current snapshot, replays its stored points, follows live, and ends after
+//! the job's terminal state.
+//!
+//! The streams are derived from the database, not from an event log: every
+//! event's `id:` is a cursor `m<metric id>-j<updated_at µs>` naming the last
+//! point and the job version sent. A client resuming with `Last-Event-ID`
+//! gets every point after `m` (points are numbered in commit order) and the
+//! job's current snapshot if it changed after `j` (intermediate versions of
+//! a job coalesce into the latest; points never do). This survives daemon
+//! restarts and needs no retention policy.
+//!
+//! The in-process hub ([`crate::events`]) is only a wake-up signal: on each
+//! wake-up a stream reads what it has not sent yet from the database, so
+//! events published out of commit order by concurrent requests can neither
+//! reorder nor drop points. A subscriber that falls more than the hub's
+//! capacity behind (`Lagged`) simply re-reads from its cursor, so no
+//! `resync` event is needed and memory per subscriber stays bounded by one
+//! page of rows.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{ApiQuery, JobId};
+use super::AppState;
+use crate::db::{self, Db, DbError};
+use crate::events::Event;
+use crate::model::{ErrorBody, Job, Metric, MetricFilter, Order, ValidationError};
+
+/// Rows read from the database per wake-up (bounds a subscriber's memory).
+const PAGE: i64 = 256;
+/// Hub events folded into one database read.
+const MAX_COALESCE: usize = 1024;
+/// Interval of the `: keep-alive` comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Flips to `true` when the daemon shuts down, ending every stream so that
+/// graceful shutdown does not wait on them forever.
+static CLOSING: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+
+/// Ends every open event stream (called once the shutdown signal arrives).
+pub fn close_streams() {
+    CLOSING.send_replace(true);
+}
+
+/// Where a stream resumes: the last point id and job version (µs) sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Highest metric id sent.
+    pub metric: i64,
+    /// `updated_at` of the newest job version sent, in µs since the epoch.
+    pub job: i64,
+}
+
+impl Cursor {
+    /// Parses `m<metric id>-j<µs>`.
+    pub fn parse(s: &str) -> Result<Cursor, ValidationError> {
+        let bad = || {
+            ValidationError::new(
+                "last_event_id",
+                format!("{s:?} is not an event id: expected m<metric id>-j<microseconds> as sent in an event's id field"),
+            )
+        };
+        let (m, j) = s.trim().split_once('-').ok_or_else(bad)?;
+        let num = |part: &str, prefix: char| {
+            part.strip_prefix(prefix)
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(bad)
+        };
+        Ok(Cursor {
+            metric: num(m, 'm')?,
+            job: num(j, 'j')?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "m{}-j{}", self.metric, self.job)
+    }
+}
+
+/// Query of the event streams.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
+    pub last_event_id: Option<String>,
+}
+
+impl EventsQuery {
+    /// The resume cursor from the header or the query, if any.
+    fn cursor(&self, headers: &HeaderMap) -> Result<Option<Cursor>, ValidationError> {
+        let header = headers
+            .get("last-event-id")
+            .map(|v| {
+                v.to_str().map(str::to_string).map_err(|_| {
+                    ValidationError::new("last_event_id", "the Last-Event-ID header must be ASCII")
+                })
+            })
+            .transpose()?;
+        match header.or_else(|| self.last_event_id.clone()) {
+            Some(s) if !s.trim().is_empty() => Cursor::parse(&s).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Live events of one job.
+#[utoipa::path(get, path = "/api/v1/training/jobs/{id}/events", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id"), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "`text/event-stream`: `job` (the job JSON; the current snapshot first) and `metric` (a point) events; ends after the terminal state", content_type = "text/event-stream"),
+        (status = 204, description = "Resumed after the job's terminal state: nothing more will come"),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Malformed id or Last-Event-ID", body = ErrorBody),
+    ))]
+pub async fn job_events(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let resume = q.cursor(&headers)?;
+    // Subscribe before reading, so nothing committed in between is missed.
+    let rx = st.jobs.events().subscribe();
+    let job = st.jobs.get(id).await?;
+    let mut feed = Feed::new(st.jobs.db().clone(), rx, Scope::Job(id));
+    match resume {
+        Some(c) => feed.cursor = c,
+        None => {
+            feed.cursor.job = micros(&job.updated_at);
+            feed.push_job(job);
+        }
+    }
+    feed.fill().await?;
+    if feed.finished() {
+        // EventSource clients stop reconnecting on 204.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(sse(feed))
+}
+
+/// Live events of every job.
+#[utoipa::path(get, path = "/api/v1/training/events", tag = "jobs",
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "`text/event-stream`: `ready` first, then `job` and `metric` events of every job", content_type = "text/event-stream"),
+        (status = 422, description = "Malformed Last-Event-ID", body = ErrorBody),
+    ))]
+pub async fn all_events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let resume = q.cursor(&headers)?;
+    let rx = st.jobs.events().subscribe();
+    let db = st.jobs.db().clone();
+    let cursor = match resume {
+        Some(c) => c,
+        None => {
+            let (metric, job) = db
+                .read(|c| Ok((db::metrics::last_id(c)?, db::jobs::last_change(c)?)))
+                .await?;
+            Cursor {
+                metric,
+                job: job.as_ref().map_or(0, micros),
+            }
+        }
+    };
+    let mut feed = Feed::new(db, rx, Scope::All);
+    feed.cursor = cursor;
+    feed.queue.push_back(Out::Ready);
+    Ok(sse(feed))
+}
+
+fn sse(feed: Feed) -> Response {
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        feed.next().await.map(|e| (Ok::<_, Infallible>(e), feed))
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    // Proxies such as nginx would otherwise buffer the stream.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Which changes a stream carries.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Job(Uuid),
+    All,
+}
+
+impl Scope {
+    fn wants(&self, job: Uuid) -> bool {
+        match self {
+            Scope::Job(id) => *id == job,
+            Scope::All => true,
+        }
+    }
+}
+
+/// Something read from the database, waiting to be sent.
+enum Out {
+    Ready,
+    Job(Job),
+    Metric(Metric),
+}
+
+/// One subscriber's state: its cursor, what to re-read, and at most one page
+/// of rows waiting to be sent.
+struct Feed {
+    db: Arc<Db>,
+    rx: broadcast::Receiver<Event>,
+    closing: watch::Receiver<bool>,
+    scope: Scope,
+    cursor: Cursor,
+    queue: VecDeque<Out>,
+    /// A job of interest may have changed since the last read.
+    jobs_dirty: bool,
+    /// Points of interest may have been stored since the last read.
+    metrics_dirty: bool,
+    /// The per-job stream has queued the terminal snapshot.
+    terminal: bool,
+}
+
+impl Feed {
+    fn new(db: Arc<Db>, rx: broadcast::Receiver<Event>, scope: Scope) -> Self {
+        Feed {
+            db,
+            rx,
+            closing: CLOSING.subscribe(),
+            scope,
+            cursor: Cursor::default(),
+            queue: VecDeque::new(),
+            jobs_dirty: true,
+            metrics_dirty: true,
+            terminal: false,
+        }
+    }
+
+    fn push_job(&mut self, job: Job) {
+        if matches!(self.scope, Scope::Job(_)) && job.status.is_terminal() {
+            self.terminal = true;
+        }
+        self.queue.push_back(Out::Job(job));
+    }
+
+    /// Whether the stream has nothing more to send, ever.
+    fn finished(&self) -> bool {
+        self.terminal && self.queue.is_empty() && !self.metrics_dirty
+    }
+
+    /// The next event to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(out) = self.queue.pop_front() {
+                return Some(self.encode(out));
+            }
+            if self.finished() || *self.closing.borrow() {
+                return None;
+            }
+            if !(self.jobs_dirty || self.metrics_dirty) {
+                self.wait().await?;
+            }
+            if let Err(e) = self.fill().await {
+                // The database is closing or failing: end the stream; the
+                // client resumes from its cursor once the daemon is back.
+                tracing::warn!(error = %e, "an event stream stopped");
+                return None;
+            }
+        }
+    }
+
+    /// Waits for a relevant change; `None` when the daemon shuts down.
+    async fn wait(&mut self) -> Option<()> {
+        loop {
+            let got = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.closing.changed() => return None,
+            };
+            self.note(got)?;
+            // Fold whatever else is already queued into the same read.
+            for _ in 0..MAX_COALESCE {
+                match self.rx.try_recv() {
+                    Ok(e) => self.note(Ok(e))?,
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        self.note(Err(broadcast::error::RecvError::Lagged(n)))?
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.jobs_dirty || self.metrics_dirty {
+                return Some(());
+            }
+        }
+    }
+
+    /// Marks what a hub event makes stale; `None` when the hub is gone.
+    fn note(&mut self, got: Result<Event, broadcast::error::RecvError>) -> Option<()> {
+        match got {
+            Ok(Event::Job(j)) if self.scope.wants(j.id) => self.jobs_dirty = true,
+            Ok(Event::Metric(m)) if self.scope.wants(m.job_id) => self.metrics_dirty = true,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Missed events: re-read everything from the cursor.
+                metrics::counter!("platform_event_stream_lagged_total").increment(1);
+                self.jobs_dirty = true;
+                self.metrics_dirty = true;
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+        Some(())
+    }
+
+    /// Reads what has not been sent yet (at most a page of points, then the
+    /// changed jobs) into the queue.
+    async fn fill(&mut self) -> Result<(), DbError> {
+        let (scope, cursor, read_jobs) = (self.scope, self.cursor, self.jobs_dirty);
+        // Jobs are read before points: every point committed with (or
+        // before) the job version read is then in the points read after it,
+        // so a job's terminal snapshot always follows its last points.
+        let (jobs, points) = self
+            .db
+            .read(move |c| {
+                let jobs = match (read_jobs, scope) {
+                    (false, _) => Vec::new(),
+                    (true, Scope::Job(id)) => {
+                        db::jobs::get(c, id)?.map(|r| r.job).into_iter().collect()
+                    }
+                    (true, Scope::All) => {
+                        let since = DateTime::from_timestamp_micros(cursor.job).unwrap_or_default();
+                        db::jobs::changed_since(c, &since, PAGE)?
+                    }
+                };
+                let points = match scope {
+                    Scope::Job(id) => {
+                        let f = MetricFilter {
+                            limit: PAGE,
+                            order: Order::Asc,
+                            after_id: Some(cursor.metric),
+                            max_points: None,
+                        };
+                        db::metrics::list(c, id, &f)?
+                    }
+                    Scope::All => db::metrics::all_after(c, cursor.metric, PAGE)?,
+                };
+                Ok((jobs, points))
+            })
+            .await?;
+        let more_points = points.len() as i64 == PAGE;
+        self.queue.extend(points.into_iter().map(Out::Metric));
+        if more_points {
+            // Send this page first; the jobs are read again after the rest.
+            self.metrics_dirty = true;
+            return Ok(());
+        }
+        self.metrics_dirty = false;
+        self.jobs_dirty = matches!(scope, Scope::All) && jobs.len() as i64 == PAGE;
+        for job in jobs {
+            if micros(&job.updated_at) > self.cursor.job {
+                self.push_job(job);
+            } else if matches!(scope, Scope::Job(_)) && job.status.is_terminal() {
+                // The client already has the final version.
+                self.terminal = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a queued row into an SSE event, advancing the cursor.
+    fn encode(&mut self, out: Out) -> SseEvent {
+        let (name, data) = match out {
+            Out::Ready => ("ready", Ok(SseEvent::default().data("{}"))),
+            Out::Job(job) => {
+                self.cursor.job = self.cursor.job.max(micros(&job.updated_at));
+                ("job", SseEvent::default().json_data(&job))
+            }
+            Out::Metric(m) => {
+                self.cursor.metric = self.cursor.metric.max(m.id);
+                ("metric", SseEvent::default().json_data(&m))
+            }
+        };
+        // Serialising our own types cannot fail; the fallback keeps the
+        // stream well-formed if it ever did.
+        data.unwrap_or_else(|_| SseEvent::default().data("{}"))
+            .event(name)
+            .id(self.cursor.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_junk() {
+        let c = Cursor {
+            metric: 42,
+            job: 1_700_000_000_123_456,
+        };
+        assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
+        for bad in ["", "m1", "m-1-j2", "x1-j2", "m1-jx", "m1-j2-", "1-2"] {
+            assert!(Cursor::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,1188 @@
+//! Watching training live: the event streams (ordering, resumption,
+//! termination, the all-jobs stream, lagging consumers, shutdown), the
+//! CLI's live commands in their non-terminal form (`job watch`, `job create
+//! --follow`, `metrics --follow/--plot/-o csv|json`, `job list --watch`),
+//! the dashboard's routes and token handling, and the dashboard itself in
+//! headless Chromium.
+//!
+//! Most jobs are driven by trainer callbacks sent from the test, on a
+//! daemon started with `--hold-jobs` so no runner launches them (they stay
+//! `pending` until a callback moves them). A trainer gets its callback
+//! token from the runner in `CALLBACK_TOKEN`; these tests read it from the
+//! daemon's database file (read-only) instead, standing in for that
+//! environment variable. One test follows a real demo job end to end.
+
+mod common;
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::api::{all_points, callback_token};
+use common::{demo_job, eventually, stdout, Daemon, Opts};
+use futures::StreamExt;
+use platform::cli::stream::{Parser, SseEvent};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A trainer's view of one job: its id and callback token.
+struct Trainer {
+    http: reqwest::Client,
+    base: String,
+    id: String,
+    token: String,
+}
+
+impl Trainer {
+    /// Creates a job and looks up its callback token.
+    async fn new(d: &Daemon, config: Value) -> Trainer {
+        let http = d.http();
+        let job: Value = http
+            .post(d.at("/api/v1/training/jobs"))
+            .json(&demo_job(config))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = job["id"].as_str().unwrap().to_string();
+        Trainer {
+            token: callback_token(d, &id),
+            http,
+            base: d.url.clone(),
+            id,
+        }
+    }
+
+    async fn callback(&self, body: Value) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/api/v1/training/jobs/{}/callback",
+                self.base, self.id
+            ))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+
+    /// A running callback at `epoch` of `total` with one metric point.
+    async fn epoch(&self, epoch: i64, total: i64, loss: f64) {
+        self.callback(json!({
+            "status": "running",
+            "progress": epoch as f64 / total as f64,
+            "message": format!("epoch {epoch}/{total}"),
+            "metrics": {"epoch": epoch, "loss": loss, "accuracy": 1.0 - loss},
+        }))
+        .await;
+    }
+
+    async fn batch(&self, points: Vec<Value>) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/api/v1/training/jobs/{}/metrics",
+                self.base, self.id
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!({"points": points}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+
+    async fn complete(&self) {
+        self.callback(json!({"status": "completed", "progress": 1.0,
+            "checkpoint_s3_uri": "s3://bucket/jobs/best.pt"}))
+            .await;
+    }
+
+    fn events_path(&self) -> String {
+        format!("/api/v1/training/jobs/{}/events", self.id)
+    }
+}
+
+/// An open SSE response, read event by event.
+struct Events {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    parser: Parser,
+    ready: VecDeque<SseEvent>,
+}
+
+impl Events {
+    /// Opens `path`; panics unless the answer is 200.
+    async fn open(d: &Daemon, path: &str, last_id: Option<&str>) -> Events {
+        let (status, events) = Self::try_open(d, path, last_id).await;
+        assert_eq!(status, StatusCode::OK);
+        events.unwrap()
+    }
+
+    async fn try_open(
+        d: &Daemon,
+        path: &str,
+        last_id: Option<&str>,
+    ) -> (StatusCode, Option<Events>) {
+        let mut rb = d.http().get(d.at(path));
+        if let Some(id) = last_id {
+            rb = rb.header("Last-Event-ID", id);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return (status, None);
+        }
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        let events = Events {
+            body: resp.bytes_stream().boxed(),
+            parser: Parser::default(),
+            ready: VecDeque::new(),
+        };
+        (status, Some(events))
+    }
+
+    /// The next event, `None` when the server ended the stream.
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(e);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.body.next())
+                .await
+                .expect("no event within 20 s");
+            match chunk {
+                Some(Ok(bytes)) => self.ready.extend(self.parser.feed(&bytes)),
+                Some(Err(e)) => panic!("stream broke: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Events up to and including the first job event in a terminal state;
+    /// then asserts the server ends the stream.
+    async fn until_terminal(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        loop {
+            let e = self
+                .next()
+                .await
+                .expect("stream ended before the terminal state");
+            let terminal = e.event == "job" && is_terminal(&data(&e));
+            out.push(e);
+            if terminal {
+                assert!(
+                    self.next().await.is_none(),
+                    "the stream goes on after the terminal state"
+                );
+                return out;
+            }
+        }
+    }
+}
+
+fn data(e: &SseEvent) -> Value {
+    serde_json::from_str(&e.data).unwrap()
+}
+
+fn is_terminal(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("completed" | "failed" | "cancelled")
+    )
+}
+
+fn metric_ids(events: &[SseEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e.event == "metric")
+        .map(|e| data(e)["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Every stored point id of a job, ascending.
+async fn stored_ids(d: &Daemon, id: &str) -> Vec<i64> {
+    let points = all_points(d, id).await;
+    points.iter().map(|p| p["id"].as_i64().unwrap()).collect()
+}
+
+/// A daemon that launches nothing: the tests drive the jobs.
+fn held() -> Daemon {
+    Daemon::start_with(Opts {
+        args: vec!["--hold-jobs".into()],
+        ..Opts::default()
+    })
+}
+
+fn assert_strictly_ascending(ids: &[i64]) {
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids not strictly ascending: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn job_stream_sends_the_snapshot_first_then_points_in_order_and_ends() {
+    let d = held();
+    let t = Trainer::new(&d, json!({"epochs": 3})).await;
+    let mut s = Events::open(&d, &t.events_path(), None).await;
+    let first = s.next().await.unwrap();
+    assert_eq!(first.event, "job");
+    assert_eq!(data(&first)["status"], "pending");
+    assert_eq!(data(&first)["id"], t.id.as_str());
+    assert!(
+        first.id.as_deref().unwrap().starts_with("m0-j"),
+        "{:?}",
+        first.id
+    );
+
+    for epoch in 1..=3 {
+        t.epoch(epoch, 3, 1.0 / epoch as f64).await;
+    }
+    t.batch((0..50).map(|i| json!({"step": i, "loss": 0.1})).collect())
+        .await;
+    t.complete().await;
+
+    let rest = s.until_terminal().await;
+    let ids = metric_ids(&rest);
+    assert_eq!(
+        ids,
+        stored_ids(&d, &t.id).await,
+        "every point, once, in id order"
+    );
+    assert_eq!(ids.len(), 53);
+    let jobs: Vec<Value> = rest.iter().filter(|e| e.event == "job").map(data).collect();
+    assert!(jobs.iter().any(|j| j["status"] == "running"));
+    let progress: Vec<f64> = jobs
+        .iter()
+        .map(|j| j["progress"].as_f64().unwrap())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let last = jobs.last().unwrap();
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["checkpoint_s3_uri"], "s3://bucket/jobs/best.pt");
+    // Each point arrives before the job version it came with.
+    let epoch3 = rest
+        .iter()
+        .position(|e| e.event == "metric" && data(e)["epoch"] == 3)
+        .unwrap();
+    let running3 = rest
+        .iter()
+        .position(|e| e.event == "job" && data(e)["message"] == "epoch 3/3")
+        .unwrap();
+    assert!(epoch3 < running3);
+}
+
+#[tokio::test]
+async fn resuming_with_last_event_id_has_no_gap_and_no_duplicate() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    t.epoch(1, 10, 0.9).await;
+    t.epoch(2, 10, 0.8).await;
+
+    // A fresh stream replays history after the snapshot; drop it mid-way.
+    let mut s = Events::open(&d, &t.events_path(), None).await;
+    let mut seen = vec![s.next().await.unwrap(), s.next().await.unwrap()];
+    assert_eq!(seen[0].event, "job");
+    assert_eq!(seen[1].event, "metric");
+    drop(s);
+
+    // Changes while disconnected.
+    for e in 3..=5 {
+        t.epoch(e, 10, 1.0 / e as f64).await;
+    }
+    let last_id = seen.last().unwrap().id.clone().unwrap();
+    let mut s = Events::open(&d, &t.events_path(), Some(&last_id)).await;
+    // The rest of the history, then the latest job version (not every one).
+    let mut resumed = Vec::new();
+    while resumed
+        .iter()
+        .filter(|e: &&SseEvent| e.event == "metric")
+        .count()
+        < 4
+    {
+        resumed.push(s.next().await.unwrap());
+    }
+    let job = s.next().await.unwrap();
+    assert_eq!(job.event, "job");
+    assert_eq!(data(&job)["message"], "epoch 5/10", "the current snapshot");
+    resumed.push(job);
+    // Live again.
+    t.batch(vec![
+        json!({"step": 1, "loss": 0.5}),
+        json!({"step": 2, "loss": 0.4}),
+    ])
+    .await;
+    t.complete().await;
+    resumed.extend(s.until_terminal().await);
+    seen.extend(resumed);
+
+    let ids = metric_ids(&seen);
+    assert_eq!(ids, stored_ids(&d, &t.id).await, "no gap, no duplicate");
+
+    // The query parameter works like the header (EventSource cannot set it
+    // on the first request), and the header wins over it.
+    let path = format!(
+        "{}?last_event_id={}",
+        t.events_path(),
+        seen[1].id.as_deref().unwrap()
+    );
+    let mut s = Events::open(&d, &path, None).await;
+    let replay = s.until_terminal().await;
+    assert_eq!(metric_ids(&replay), ids[1..].to_vec());
+    let mut s = Events::open(&d, &path, Some("m0-j0")).await;
+    assert_eq!(metric_ids(&s.until_terminal().await), ids);
+
+    // Resuming after the end: 204, which tells EventSource to stop.
+    let end = seen.last().unwrap().id.clone().unwrap();
+    let (status, _) = Events::try_open(&d, &t.events_path(), Some(&end)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn stream_requests_are_validated() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    let get = |path: String, last: &'static str| {
+        let rb = d.http().get(d.at(&path));
+        async move {
+            let r = if last.is_empty() {
+                rb
+            } else {
+                rb.header("Last-Event-ID", last)
+            }
+            .send()
+            .await
+            .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = get(t.events_path(), "bogus").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("m<metric id>-j<microseconds>"),
+        "{body}"
+    );
+    let (status, _) = get("/api/v1/training/events".into(), "m1-jx").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = get(format!("{}?last_event_id=m-1-j0", t.events_path()), "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = "/api/v1/training/jobs/01900000-0000-7000-8000-000000000000/events".to_string();
+    let (status, body) = get(unknown, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = get("/api/v1/training/jobs/not-a-uuid/events".into(), "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn many_subscribers_see_the_same_events() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut s = Events::open(&d, &t.events_path(), None).await;
+        assert_eq!(s.next().await.unwrap().event, "job");
+        streams.push(s);
+    }
+    for e in 1..=5 {
+        t.epoch(e, 5, 0.5).await;
+    }
+    t.complete().await;
+    let expected = stored_ids(&d, &t.id).await;
+    for mut s in streams {
+        assert_eq!(metric_ids(&s.until_terminal().await), expected);
+    }
+}
+
+#[tokio::test]
+async fn global_stream_carries_every_job_and_resumes() {
+    let d = held();
+    let mut s = Events::open(&d, "/api/v1/training/events", None).await;
+    let ready = s.next().await.unwrap();
+    assert_eq!(ready.event, "ready", "the subscription is live");
+
+    let a = Trainer::new(&d, json!({})).await;
+    let b = Trainer::new(&d, json!({})).await;
+    a.epoch(1, 2, 0.7).await;
+    b.epoch(1, 2, 0.6).await;
+    // Creation of both jobs, a's and b's running versions and points.
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        got.push(s.next().await.unwrap());
+    }
+    let created: HashSet<String> = got
+        .iter()
+        .filter(|e| e.event == "job" && data(e)["status"] == "pending")
+        .map(|e| data(e)["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(created, HashSet::from([a.id.clone(), b.id.clone()]));
+    let ids = metric_ids(&got);
+    assert_eq!(ids.len(), 2);
+    assert_strictly_ascending(&ids);
+    let cursor = got.last().unwrap().id.clone().unwrap();
+    drop(s);
+
+    // Missed while away: a completes, b gets a point.
+    a.complete().await;
+    b.epoch(2, 2, 0.5).await;
+    let mut s = Events::open(&d, "/api/v1/training/events", Some(&cursor)).await;
+    assert_eq!(s.next().await.unwrap().event, "ready");
+    let mut resumed = Vec::new();
+    while !(resumed.iter().any(|e: &SseEvent| {
+        e.event == "job" && data(e)["id"] == a.id.as_str() && data(e)["status"] == "completed"
+    }) && resumed
+        .iter()
+        .any(|e: &SseEvent| e.event == "job" && data(e)["message"] == "epoch 2/2"))
+    {
+        resumed.push(s.next().await.unwrap());
+    }
+    let mut all = ids.clone();
+    all.extend(metric_ids(&resumed));
+    assert_strictly_ascending(&all);
+    assert_eq!(all.len(), 3, "no point missed or repeated: {all:?}");
+    assert_eq!(
+        resumed.iter().filter(|e| e.event == "job").count(),
+        2,
+        "one current version per changed job: {resumed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lagging_consumer_rereads_from_the_database() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    let mut s = Events::open(&d, &t.events_path(), None).await;
+    assert_eq!(s.next().await.unwrap().event, "job");
+    // Far more points than the hub holds (4096) while this client reads
+    // nothing: its socket fills, its subscription falls behind.
+    for batch in 0..24 {
+        t.batch(
+            (0..1000)
+                .map(|i| json!({"step": batch * 1000 + i, "loss": 1.0, "grad_norm": 12345.678}))
+                .collect(),
+        )
+        .await;
+    }
+    t.complete().await;
+    let events = s.until_terminal().await;
+    let ids = metric_ids(&events);
+    assert_eq!(ids.len(), 24_000);
+    assert_strictly_ascending(&ids);
+    let stored = stored_ids(&d, &t.id).await;
+    assert_eq!(ids.first(), stored.first());
+    let lagged = d
+        .http()
+        .get(d.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        lagged
+            .lines()
+            .any(|l| l.starts_with("platform_event_stream_lagged_total") && !l.ends_with(" 0")),
+        "the slow subscriber should have lagged and recovered:\n{lagged}"
+    );
+}
+
+#[tokio::test]
+async fn streams_send_keep_alive_comments() {
+    let d = held();
+    let resp = d
+        .http()
+        .get(d.at("/api/v1/training/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while !text.contains(":keep-alive") && !text.contains(": keep-alive") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("no keep-alive within 25 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let mut d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    let mut job = Events::open(&d, &t.events_path(), None).await;
+    job.next().await.unwrap();
+    let mut all = Events::open(&d, "/api/v1/training/events", None).await;
+    all.next().await.unwrap();
+    // Graceful shutdown would wait forever on open streams.
+    assert_eq!(
+        tokio::task::spawn_blocking(move || d.terminate())
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert!(job.next().await.is_none());
+    assert!(all.next().await.is_none());
+}
+
+// ------------------------------------------------------------------ the CLI
+
+/// A CLI process whose stdout is read line by line while it runs.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(d: &Daemon, args: &[&str]) -> Running {
+        let mut child = d
+            .cli_command(args, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `what`.
+    async fn line(&mut self, what: &str) -> String {
+        let found = eventually(20, &format!("a line with {what:?}"), || {
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+            let hit = self.seen.iter().find(|l| l.contains(what)).cloned();
+            async move { hit }
+        })
+        .await;
+        found
+    }
+
+    /// Waits for the exit; returns the code, all stdout lines and stderr.
+    async fn finish(mut self) -> (i32, Vec<String>, String) {
+        let status = tokio::task::spawn_blocking(move || {
+            let mut err = String::new();
+            std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let status = self.child.wait().unwrap();
+            (status, err, self)
+        });
+        let (status, err, mut me) = tokio::time::timeout(Duration::from_secs(30), status)
+            .await
+            .expect("the CLI did not exit")
+            .unwrap();
+        // The reader thread ends with the pipe.
+        while let Ok(l) = me.lines.recv_timeout(Duration::from_secs(5)) {
+            me.seen.push(l);
+        }
+        (status.code().unwrap_or(-1), me.seen, err)
+    }
+}
+
+#[tokio::test]
+async fn job_watch_prints_lines_and_a_summary_when_not_a_terminal() {
+    let d = held();
+    let t = Trainer::new(&d, json!({"epochs": 2})).await;
+    let mut w = Running::spawn(&d, &["job", "watch", &t.id[..8]]);
+    let first = w.line("pending").await;
+    assert!(first.contains("0%"), "{first}");
+    t.epoch(1, 2, 0.8).await;
+    let running = w.line("running 50%").await;
+    assert!(
+        running.contains("epoch 1/2") && running.contains("loss 0.8"),
+        "{running}"
+    );
+    t.epoch(2, 2, 0.3).await;
+    t.complete().await;
+    let (code, lines, err) = w.finish().await;
+    assert_eq!(code, 0, "stderr: {err}");
+    let text = lines.join("\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape codes when not a terminal:\n{text}"
+    );
+    assert!(text.contains(&format!("job {} completed", t.id)), "{text}");
+    assert!(
+        text.contains("best        loss 0.3 (epoch 2), accuracy 0.7 (epoch 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last        loss 0.3, accuracy 0.7 (epoch 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("checkpoint  s3://bucket/jobs/best.pt"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    let mut w = Running::spawn(&d, &["job", "watch", &t.id, "-o", "json"]);
+    w.line("\"event\":\"job\"").await;
+    t.epoch(1, 4, 0.9).await;
+    t.callback(json!({"status": "failed", "error": "CUDA out of memory\ntraceback…"}))
+        .await;
+    let (code, lines, err) = w.finish().await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("job {} ended failed: CUDA out of memory", t.id)),
+        "{err}"
+    );
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "job");
+    assert_eq!(events[0]["data"]["status"], "pending");
+    assert!(events
+        .iter()
+        .all(|e| e["id"].as_str().unwrap().starts_with('m')));
+    let metric = events.iter().find(|e| e["event"] == "metric").unwrap();
+    assert_eq!(metric["data"]["loss"], 0.9);
+    assert_eq!(events.last().unwrap()["data"]["status"], "failed");
+
+    // Cancelled jobs exit non-zero too, and an ended job returns at once.
+    let t = Trainer::new(&d, json!({})).await;
+    d.http()
+        .delete(d.at(&format!("/api/v1/training/jobs/{}", t.id)))
+        .send()
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let cmd = d.cli_command(&["job", "watch", &t.id], &[]);
+        move || {
+            let mut cmd = cmd;
+            cmd.output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("cancelled"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn a_real_demo_job_is_followed_from_creation_to_completion() {
+    let d = Daemon::start_with(Opts {
+        envs: vec![("DATASET_CHECK".into(), "off".into())],
+        ..Opts::default()
+    });
+    let config = r#"{"epochs": 4, "epoch_seconds": 0.3, "steps_per_epoch": 5}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, config).unwrap();
+    let args = [
+        "job",
+        "create",
+        "--framework",
+        "demo",
+        "--model",
+        "yolo11n",
+        "--dataset",
+        "s3://bucket/datasets/coco128/",
+        "--config",
+        file.to_str().unwrap(),
+        "--follow",
+    ];
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = d.cli_command(&args, &[]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        common::stderr(&out)
+    );
+    // Progress lines while it runs, then the summary.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("running") && l.contains("epoch")),
+        "{text}"
+    );
+    assert!(text.contains(" completed in "), "{text}");
+    assert!(text.contains("  best        loss"), "{text}");
+    assert!(text.contains("  last        loss"), "{text}");
+}
+
+#[tokio::test]
+async fn job_watch_reconnects_across_a_daemon_restart() {
+    let mut d = held();
+    let mut t = Trainer::new(&d, json!({})).await;
+    let mut w = Running::spawn(&d, &["job", "watch", &t.id]);
+    w.line("pending").await;
+    d.restart();
+    // Pooled connections died with the old process.
+    t.http = d.http();
+    t.epoch(1, 2, 0.5).await;
+    t.complete().await;
+    let (code, lines, err) = w.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("reconnecting"), "{err}");
+    let text = lines.join("\n");
+    assert!(text.contains("best        loss 0.5 (epoch 1)"), "{text}");
+}
+
+#[tokio::test]
+async fn job_create_follow_watches_the_new_job() {
+    let d = held();
+    let mut child = d
+        .cli_command(
+            &[
+                "job",
+                "create",
+                "-f",
+                "demo",
+                "-m",
+                "yolo11n",
+                "-d",
+                "s3://bucket/datasets/x/",
+                "--follow",
+            ],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "created job <id>" comes first on stderr.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let id = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("created job ")
+            .unwrap()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    let t = Trainer {
+        http: d.http(),
+        base: d.url.clone(),
+        token: callback_token(&d, &id),
+        id,
+    };
+    t.epoch(1, 1, 0.25).await;
+    t.complete().await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("job {} completed", t.id)), "{text}");
+    assert!(text.contains("best        loss 0.25 (epoch 1)"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_prints_csv_json_tables_plots_and_follows() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    // Out of step order on purpose: output is in ascending step order.
+    t.batch(vec![
+        json!({"epoch": 1, "step": 20, "loss": 0.5, "mAP50": 0.4}),
+        json!({"epoch": 1, "step": 10, "loss": 0.75}),
+    ])
+    .await;
+    let cli = |args: Vec<String>| {
+        let cmd = d.cli_command(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = cmd;
+                cmd.output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |extra: &[&str]| {
+        let mut v = vec!["metrics".to_string(), t.id.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let csv = cli(args(&["-o", "csv"])).await;
+    let csv = stdout(&csv);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,epoch,step,loss,mAP50,created_at");
+    assert!(lines[1].contains(",1,10,0.75,,"), "{csv}");
+    assert!(lines[2].contains(",1,20,0.5,0.4,"), "{csv}");
+
+    let json_out = cli(args(&["-o", "json"])).await;
+    let points: Vec<Value> = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["step"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![10, 20]
+    );
+
+    let table = stdout(&cli(args(&[])).await);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["EPOCH", "STEP", "loss", "mAP50", "TIME"]),
+        "{table}"
+    );
+
+    let plot = cli(args(&["--plot", "loss,mAP50"])).await;
+    let text = stdout(&plot);
+    assert_eq!(plot.status.code(), Some(0), "{}", common::stderr(&plot));
+    assert!(
+        text.contains("loss: 2 points over steps, last 0.5, best 0.5"),
+        "{text}"
+    );
+    assert!(text.contains("mAP50: 1 points over steps"), "{text}");
+    assert!(
+        text.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "a braille chart:\n{text}"
+    );
+    let bad = cli(args(&["--plot", "nope"])).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        common::stderr(&bad).contains("it has: loss, mAP50"),
+        "{}",
+        common::stderr(&bad)
+    );
+
+    // --follow: history, then new points as they come, until the job ends.
+    let mut f = Running::spawn(&d, &["metrics", &t.id, "--follow", "-o", "csv"]);
+    f.line(",1,20,0.5,0.4,").await;
+    t.epoch(2, 2, 0.125).await;
+    f.line(",2,,0.125,").await;
+    t.complete().await;
+    let (code, lines, err) = f.finish().await;
+    assert_eq!(code, 0, "{err}");
+    // The new point brought a new key (accuracy): a new header first.
+    assert_eq!(lines[0], "id,epoch,step,loss,mAP50,created_at");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines[3], "id,epoch,step,loss,accuracy,mAP50,created_at");
+    assert!(lines[4].contains(",2,,0.125,0.875,,"), "{lines:#?}");
+
+    // JSON lines while following; an ended job ends at once.
+    let out = cli(args(&["--follow", "-o", "json", "--last", "1"])).await;
+    let text = stdout(&out);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["loss"], 0.125);
+}
+
+#[tokio::test]
+async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
+    let d = held();
+    let t = Trainer::new(&d, json!({})).await;
+    t.epoch(3, 4, 0.42).await;
+    let idle = Trainer::new(&d, json!({})).await;
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = d.cli_command(&["job", "list", "--watch"], &[]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0]
+            .split_whitespace()
+            .eq(["ID", "STATUS", "PROGRESS", "LATEST", "METRIC", "MODEL", "AGE"]),
+        "{text}"
+    );
+    let row = lines.iter().find(|l| l.starts_with(&t.id)).unwrap();
+    assert!(
+        row.contains("running") && row.contains("75%") && row.contains("loss 0.42 · accuracy 0.58"),
+        "{row}"
+    );
+    let row = lines.iter().find(|l| l.starts_with(&idle.id)).unwrap();
+    assert!(row.contains("pending") && row.contains(" - "), "{row}");
+}
+
+// ------------------------------------------------------------ the dashboard
+
+#[tokio::test]
+async fn dashboard_is_served_from_the_binary_and_linked_from_root() {
+    let d = held();
+    let http = d.http();
+    let root: Value = http
+        .get(d.at("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["ui"], "/ui");
+    for path in [
+        "/ui",
+        "/ui/",
+        "/ui/jobs/01900000-0000-7000-8000-000000000000",
+    ] {
+        let r = http.get(d.at(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(r#"<script src="/ui/app.js">"#), "{path}");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external resources"
+        );
+    }
+    let js = http.get(d.at("/ui/app.js")).send().await.unwrap();
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.text().await.unwrap().contains("EventSource"));
+    let css = http.get(d.at("/ui/app.css")).send().await.unwrap();
+    assert!(css.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    let spec: Value = http
+        .get(d.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["paths"]["/api/v1/training/jobs/{id}/events"]["get"].is_object());
+    assert!(spec["paths"]["/api/v1/training/events"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
+    let d = Daemon::start_with(Opts {
+        args: vec![
+            "--hold-jobs".into(),
+            "--api-token".into(),
+            "s3cret tok".into(),
+        ],
+        ..Opts::default()
+    });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // No token: the login form, with 401.
+    let r = http.get(d.at("/ui")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains(r#"action="/ui/login""#));
+    assert_eq!(
+        http.get(d.at("/api/v1/training/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Assets carry no data and stay public.
+    assert_eq!(
+        http.get(d.at("/ui/app.js")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // A wrong token is refused; the right one sets the cookie.
+    let wrong = http
+        .post(d.at("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let ok = http
+        .post(d.at("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=s3cret+tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+
+    // The cookie (or ?token=) works for reads, EventSource included…
+    let with_cookie = |path: &str| http.get(d.at(path)).header("cookie", pair.clone());
+    assert_eq!(
+        with_cookie("/ui").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_cookie("/api/v1/training/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let stream = with_cookie("/api/v1/training/events").send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    drop(stream);
+    let by_query = http
+        .get(d.at("/api/v1/training/events?token=s3cret%20tok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_query.status(), StatusCode::OK);
+    drop(by_query);
+    let page = http
+        .get(d.at("/ui?token=s3cret%20tok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("platform_token=s3cret%20tok;"));
+    // …but never for writes.
+    let create = http
+        .post(d.at("/api/v1/training/jobs"))
+        .header("cookie", pair.clone())
+        .json(&demo_job(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::UNAUTHORIZED);
+    let create = http
+        .post(d.at("/api/v1/training/jobs?token=s3cret%20tok"))
+        .json(&demo_job(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::UNAUTHORIZED);
+    // The header still works everywhere.
+    let r = http
+        .get(d.at("/ui"))
+        .bearer_auth("s3cret tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The dashboard in real headless Chromium, driven by `tests/ui/dashboard.mjs`.
+///
+/// Needs (CI installs them; this test fails rather than skips without them):
+///   apt-get install -y chromium nodejs npm
+///   npm ci --prefix tests/ui          # playwright-core, pinned in package-lock.json
+/// The screenshot lands in `target/ui-screenshots/job.png`.
+#[tokio::test]
+async fn dashboard_updates_live_in_headless_chromium() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium (or set CHROMIUM)"
+    );
+    assert!(
+        root.join("tests/ui/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: npm ci --prefix tests/ui"
+    );
+    let shots = root.join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let _ = std::fs::remove_file(shots.join("job.png"));
+
+    let d = held();
+    let t = Trainer::new(&d, json!({"epochs": 10})).await;
+    for e in 1..=2 {
+        t.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;
+    }
+    let mut node = std::process::Command::new("node");
+    node.arg(root.join("tests/ui/dashboard.mjs"))
+        .arg(&d.url)
+        .arg(&t.id)
+        .arg(shots.join("job.png"))
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = node
+        .spawn()
+        .expect("node is missing: apt-get install -y nodejs npm");
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut said = Vec::new();
+    // Waits for the script to say `what`; on anything else, fails with its stderr.
+    let mut expect = |what: &'static str, child: &mut Child| {
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        said.push(line.clone());
+        if line != what {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("the browser script did not say {what:?}; it said {said:?}; stderr:\n{err}");
+        }
+    };
+    // The script says when it is looking; the test then changes the job.
+    expect("LIST_READY", &mut child);
+    t.epoch(5, 10, 0.2).await;
+    expect("LIST_UPDATED", &mut child);
+    expect("CHART_READY", &mut child);
+    for e in 6..=8 {
+        t.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;
+        let points = (0..20)
+            .map(|i| json!({"epoch": e, "step": e * 100 + i, "grad_norm": 1.0 + (i as f64).sin()}))
+            .collect();
+        t.batch(points).await;
+    }
+    expect("CHART_UPDATED", &mut child);
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "dashboard script failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let png = std::fs::read(shots.join("job.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}
