@@ -52,7 +52,7 @@ fn parse_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test]
 async fn health_and_root_describe_the_service() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (status, body) = get(&d, "/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "healthy");
@@ -69,7 +69,7 @@ async fn health_and_root_describe_the_service() {
 
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let http = d.http();
     let mut seen = std::collections::HashSet::new();
     for path in ["/health", "/nope", JOBS, "/api/v1/training/jobs/garbage"] {
@@ -93,7 +93,7 @@ async fn every_response_carries_a_request_id() {
 
 #[tokio::test]
 async fn openapi_is_version_3_and_lists_every_path() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (status, doc) = get(&d, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(s(&doc["openapi"]).starts_with("3."), "{}", doc["openapi"]);
@@ -123,7 +123,7 @@ async fn openapi_is_version_3_and_lists_every_path() {
 
 #[tokio::test]
 async fn docs_render_from_local_assets_only() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let resp = d.http().get(d.at("/docs")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"]
@@ -173,7 +173,7 @@ async fn docs_render_from_local_assets_only() {
 
 #[tokio::test]
 async fn prometheus_exposes_requests_callbacks_and_jobs_by_status() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     create_id(&d, "bob").await;
     let (st, _) = callback(&d, &id, Some(&token), &json!({"status": "running"})).await;
@@ -205,7 +205,7 @@ async fn prometheus_exposes_requests_callbacks_and_jobs_by_status() {
 
 #[tokio::test]
 async fn create_returns_every_field_of_a_pending_job() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let before = chrono::Utc::now();
     let job = create(&d, &job_body("alice")).await;
     let id = uuid::Uuid::parse_str(s(&job["id"])).expect("id is a UUID");
@@ -249,7 +249,7 @@ async fn create_returns_every_field_of_a_pending_job() {
 
 #[tokio::test]
 async fn create_rejects_invalid_fields_with_422_and_stores_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let before = snapshot(&d);
     let long = |n: usize| "é".repeat(n);
     let cases: Vec<(&str, Value)> = vec![
@@ -299,7 +299,7 @@ async fn create_rejects_invalid_fields_with_422_and_stores_nothing() {
 
 #[tokio::test]
 async fn lengths_count_characters_not_bytes() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let mut body = job_body(&"é".repeat(255));
     body["model_name"] = json!("模".repeat(255));
     body["dataset_s3_uri"] = json!(format!("s3://b/{}", "ü".repeat(1024 - 7)));
@@ -315,7 +315,7 @@ async fn lengths_count_characters_not_bytes() {
 
 #[tokio::test]
 async fn unknown_framework_is_rejected_naming_the_registered_ones() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let before = snapshot(&d);
     let mut body = job_body("alice");
     body["framework"] = json!("tensorflow-1.0");
@@ -344,7 +344,7 @@ fn ids(jobs: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn list_is_newest_first_and_filters() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     assert_eq!(list(&d, "").await, Vec::<Value>::new());
     let mut created = Vec::new();
     for i in 0..6 {
@@ -432,7 +432,7 @@ async fn list_is_newest_first_and_filters() {
 
 #[tokio::test]
 async fn list_limit_defaults_to_50_and_allows_1_to_1000() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let http = d.http();
     let creates = (0..55).map(|i| {
         let http = http.clone();
@@ -479,7 +479,7 @@ async fn list_limit_defaults_to_50_and_allows_1_to_1000() {
 
 #[tokio::test]
 async fn list_breaks_created_at_ties_on_id_descending() {
-    let d0 = Daemon::start();
+    let d0 = Daemon::held();
     let mut ids_made = Vec::new();
     for _ in 0..4 {
         ids_made.push(create_id(&d0, "alice").await);
@@ -522,7 +522,7 @@ const GARBAGE_IDS: &[&str] = &[
 
 #[tokio::test]
 async fn get_answers_404_for_unknown_and_422_for_malformed_ids() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let id = create_id(&d, "alice").await;
     let (status, body) = get(&d, &job_path(&id.to_uppercase(), "")).await;
     assert_eq!(status, StatusCode::OK, "uppercase UUIDs are UUIDs: {body}");
@@ -542,7 +542,7 @@ async fn get_answers_404_for_unknown_and_422_for_malformed_ids() {
 
 #[tokio::test]
 async fn cancel_is_204_then_400_once_terminal() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let http = d.http();
     let id = create_id(&d, "alice").await;
     let resp = http.delete(d.at(&job_path(&id, ""))).send().await.unwrap();
@@ -617,7 +617,7 @@ async fn cancel_is_204_then_400_once_terminal() {
 
 #[tokio::test]
 async fn callback_needs_the_jobs_own_token() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let (_other, other_token) = job_with_token(&d, "bob").await;
     assert_ne!(token, other_token);
@@ -661,10 +661,13 @@ async fn callback_needs_the_jobs_own_token() {
 
 #[tokio::test]
 async fn callback_auth_off_accepts_seed_era_trainers() {
-    let d = Daemon::start_with(Opts {
-        envs: vec![("CALLBACK_AUTH".into(), "off".into())],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            envs: vec![("CALLBACK_AUTH".into(), "off".into())],
+            ..Default::default()
+        }
+        .held(),
+    );
     let id = create_id(&d, "alice").await;
     let (status, ack) = callback(
         &d,
@@ -682,7 +685,7 @@ async fn callback_auth_off_accepts_seed_era_trainers() {
 
 #[tokio::test]
 async fn callback_applies_the_update_and_lifts_metrics() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let created = common::api::job(&d, &id).await;
     let body = json!({
@@ -753,7 +756,7 @@ async fn callback_applies_the_update_and_lifts_metrics() {
 
 #[tokio::test]
 async fn omitted_progress_is_unchanged_and_empty_metrics_store_no_point() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     callback(
         &d,
@@ -802,7 +805,7 @@ async fn omitted_progress_is_unchanged_and_empty_metrics_store_no_point() {
 
 #[tokio::test]
 async fn callback_stamps_started_and_completed_at_once() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     callback(&d, &id, Some(&token), &json!({"status": "running"})).await;
     let first = common::api::job(&d, &id).await;
@@ -854,7 +857,7 @@ async fn callback_stamps_started_and_completed_at_once() {
 
 #[tokio::test]
 async fn terminal_jobs_answer_409_with_their_status_and_change_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     for terminal in ["completed", "failed", "cancelled"] {
         let (id, token) = job_with_token(&d, "alice").await;
         let (status, _) = callback(
@@ -889,7 +892,7 @@ async fn terminal_jobs_answer_409_with_their_status_and_change_nothing() {
 
 #[tokio::test]
 async fn callback_validation_failures_are_422_and_store_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     callback(
         &d,
@@ -962,7 +965,7 @@ async fn callback_validation_failures_are_422_and_store_nothing() {
 
 #[tokio::test]
 async fn sequence_makes_callbacks_idempotent() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let send = |seq: Option<i64>, progress: f64| {
         let mut body = json!({"status": "running", "progress": progress, "metrics": {"step": (progress * 100.0) as i64}});
@@ -1070,7 +1073,7 @@ fn point_ids(points: &Value) -> Vec<i64> {
 
 #[tokio::test]
 async fn metrics_are_newest_first_by_default_with_asc_and_after_id() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, _) = job_with_points(&d, 250).await;
     let all = all_points(&d, &id).await;
     assert_eq!(all.len(), 250);
@@ -1146,7 +1149,7 @@ async fn metrics_are_newest_first_by_default_with_asc_and_after_id() {
 
 #[tokio::test]
 async fn max_points_downsamples_keeping_first_last_and_extremes() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let mut points: Vec<Value> = (0..3000)
         .map(|i| json!({"step": i, "loss": 1.0 + (i % 7) as f64 * 0.01}))
@@ -1206,7 +1209,7 @@ async fn max_points_downsamples_keeping_first_last_and_extremes() {
 
 #[tokio::test]
 async fn batch_ingest_is_all_or_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let (status, ack) = ingest(
         &d,
@@ -1311,7 +1314,7 @@ async fn batch_ingest_is_all_or_nothing() {
 
 #[tokio::test]
 async fn malformed_json_is_400_and_stores_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let before = snapshot(&d);
     let bodies: &[&[u8]] = &[
@@ -1345,7 +1348,7 @@ async fn malformed_json_is_400_and_stores_nothing() {
 
 #[tokio::test]
 async fn non_finite_numbers_are_422() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let before = snapshot(&d);
     for lit in ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"] {
@@ -1398,7 +1401,7 @@ async fn non_finite_numbers_are_422() {
 
 #[tokio::test]
 async fn json_endpoints_need_a_json_content_type() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let before = snapshot(&d);
     let body = serde_json::to_vec(&job_body("alice")).unwrap();
@@ -1444,7 +1447,7 @@ async fn json_endpoints_need_a_json_content_type() {
 
 #[tokio::test]
 async fn bodies_over_one_mebibyte_are_413_even_when_chunked() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let mut big = job_body("alice");
     big["config"] = json!({"blob": "x".repeat(1024 * 1024)});
@@ -1488,10 +1491,13 @@ async fn list_len(d: &Daemon) -> usize {
 
 #[tokio::test]
 async fn max_body_bytes_is_configurable() {
-    let d = Daemon::start_with(Opts {
-        args: vec!["--max-body-bytes".into(), "2048".into()],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--max-body-bytes".into(), "2048".into()],
+            ..Default::default()
+        }
+        .held(),
+    );
     let mut body = job_body("alice");
     body["config"] = json!({"blob": "x".repeat(3000)});
     let (status, err) = post(&d, JOBS, &body).await;
@@ -1502,7 +1508,7 @@ async fn max_body_bytes_is_configurable() {
 
 #[tokio::test]
 async fn deep_nesting_and_huge_strings_are_refused_cleanly() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     let before = snapshot(&d);
     // 100k levels of nesting in config: past serde_json's recursion limit.
@@ -1563,7 +1569,7 @@ async fn deep_nesting_and_huge_strings_are_refused_cleanly() {
 
 #[tokio::test]
 async fn garbage_ids_are_422_on_every_id_route() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let token = "t".repeat(64);
     let before = snapshot(&d);
     for garbage in GARBAGE_IDS {
@@ -1593,7 +1599,7 @@ async fn garbage_ids_are_422_on_every_id_route() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let id = create_id(&d, "alice").await;
     let http = d.http();
     for path in [
@@ -1642,7 +1648,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
 
 #[tokio::test]
 async fn hostile_input_never_breaks_the_daemon() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     // A grab bag of bodies; whatever the answer, it is not a 5xx and the
     // daemon keeps serving.
@@ -1681,10 +1687,13 @@ async fn hostile_input_never_breaks_the_daemon() {
 
 #[tokio::test]
 async fn api_token_guards_user_routes_but_not_trainer_routes() {
-    let d = Daemon::start_with(Opts {
-        args: vec!["--api-token".into(), "s3cret".into()],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--api-token".into(), "s3cret".into()],
+            ..Default::default()
+        }
+        .held(),
+    );
     let http = d.http();
     // Without or with a wrong token: 401 on every user-facing route.
     let some_id = uuid::Uuid::now_v7().to_string();

@@ -128,7 +128,7 @@ fn cli_create(d: &Daemon, extra: &[&str]) -> String {
 
 #[tokio::test]
 async fn job_create_prints_the_api_json_and_a_friendly_table() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let out = ok(&d, &create_args(&["--user", "alice", "-o", "json"]));
     let job = json_out(&out);
     assert_eq!(job["user_id"], "alice");
@@ -205,7 +205,7 @@ async fn job_create_prints_the_api_json_and_a_friendly_table() {
 
 #[tokio::test]
 async fn job_create_merges_config_files_and_set_overrides() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let dir = tempfile::tempdir().unwrap();
     let json_file = dir.path().join("train.json");
     std::fs::write(
@@ -301,7 +301,7 @@ async fn job_create_merges_config_files_and_set_overrides() {
 
 #[tokio::test]
 async fn job_list_prints_tables_json_and_ids() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let a = cli_create(&d, &["--user", "alice"]);
     let b = cli_create(&d, &["--user", "bob"]);
     let c = json_out(&ok(
@@ -436,7 +436,7 @@ fn unique_prefix<'a>(id: &'a str, others: &[String]) -> &'a str {
 
 #[tokio::test]
 async fn job_get_takes_full_ids_and_unique_prefixes() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let ids: Vec<String> = (0..3)
         .map(|_| cli_create(&d, &["--user", "alice"]))
         .collect();
@@ -489,7 +489,7 @@ async fn job_get_takes_full_ids_and_unique_prefixes() {
 
 #[tokio::test]
 async fn job_cancel_cancels_one_or_several() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let ids: Vec<String> = (0..4).map(|_| cli_create(&d, &[])).collect();
     let out = ok(&d, &["job", "cancel", unique_prefix(&ids[0], &ids)]);
     assert_eq!(out, format!("cancelled {}\n", ids[0]));
@@ -520,7 +520,7 @@ async fn job_cancel_cancels_one_or_several() {
 
 #[tokio::test]
 async fn metrics_print_in_ascending_step_order_in_every_format() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     // Reported out of order (a retried batch, a late callback).
     let points = json!({"points": [
@@ -606,7 +606,7 @@ async fn metrics_print_in_ascending_step_order_in_every_format() {
 
 #[tokio::test]
 async fn version_prints_both_versions_and_tolerates_an_unreachable_server() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let out = ok(&d, &["version"]);
     assert!(
         out.contains(&format!("client: platform {VERSION}")),
@@ -642,7 +642,7 @@ async fn version_prints_both_versions_and_tolerates_an_unreachable_server() {
 
 #[tokio::test]
 async fn global_flags_work_before_and_after_the_subcommand() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let id = cli_create(&d, &[]);
     let nowhere = [("PLATFORM_SERVER", "http://127.0.0.1:1")];
     for args in [
@@ -674,7 +674,7 @@ async fn global_flags_work_before_and_after_the_subcommand() {
 
 #[tokio::test]
 async fn usage_errors_exit_2() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let before = snapshot(&d);
     for args in [
         vec![],
@@ -763,10 +763,13 @@ fn an_unreachable_server_is_one_friendly_line() {
 
 #[tokio::test]
 async fn the_api_token_is_sent_from_flag_or_environment() {
-    let d = Daemon::start_with(Opts {
-        args: vec!["--api-token".into(), "tok3n".into()],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--api-token".into(), "tok3n".into()],
+            ..Default::default()
+        }
+        .held(),
+    );
     let err = fails(&d, &["job", "list"], 1);
     assert!(err.contains("API token"), "{err}");
     ok(&d, &["job", "list", "--token", "tok3n"]);
@@ -783,7 +786,7 @@ async fn the_api_token_is_sent_from_flag_or_environment() {
 
 #[tokio::test]
 async fn colour_only_on_a_terminal_and_never_with_no_color() {
-    let d = Daemon::start();
+    let d = Daemon::held();
     let id = cli_create(&d, &[]);
     ok(&d, &["job", "cancel", &id]);
     cli_create(&d, &[]);

@@ -38,7 +38,7 @@ async fn everything(d: &Daemon) -> BTreeMap<String, (Value, Vec<Value>)> {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::held();
     let http = d.http();
     // Creates, callbacks with metrics, a batch, a cancel, terminal states.
     let (running, token) = job_with_token(&d, "alice").await;
@@ -134,7 +134,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callback_streams_survive_kill_9_mid_stream() {
     const STREAMS: usize = 32;
-    let mut d = Daemon::start();
+    let mut d = Daemon::held();
     let mut jobs = Vec::new();
     for i in 0..STREAMS {
         jobs.push(job_with_token(&d, &format!("trainer{i}")).await);
@@ -227,7 +227,7 @@ async fn concurrent_callback_streams_survive_kill_9_mid_stream() {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_closes_the_database() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::held();
     let (id, token) = job_with_token(&d, "alice").await;
     // Keep callbacks flowing while SIGTERM arrives.
     let http = reqwest::Client::new();
@@ -371,10 +371,13 @@ async fn sqlite_urls_follow_sqlalchemy() {
     let abs = elsewhere.path().join("nested").join("jobs.db");
     let url = format!("sqlite:///{}", abs.display());
     assert!(url.starts_with("sqlite:////"));
-    let d = Daemon::start_with(Opts {
-        envs: vec![("DATABASE_URL".into(), url)],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            envs: vec![("DATABASE_URL".into(), url)],
+            ..Default::default()
+        }
+        .held(),
+    );
     let id = create_id(&d, "alice").await;
     assert!(abs.is_file(), "the database is where DATABASE_URL says");
     assert!(
@@ -389,13 +392,16 @@ async fn sqlite_urls_follow_sqlalchemy() {
 
     // sqlite+aiosqlite:///relative/path, relative to the working directory
     // (the harness runs the daemon in the data dir's parent).
-    let d = Daemon::start_with(Opts {
-        envs: vec![(
-            "DATABASE_URL".into(),
-            "sqlite+aiosqlite:///rel/seed.db".into(),
-        )],
-        ..Default::default()
-    });
+    let d = Daemon::start_with(
+        Opts {
+            envs: vec![(
+                "DATABASE_URL".into(),
+                "sqlite+aiosqlite:///rel/seed.db".into(),
+            )],
+            ..Default::default()
+        }
+        .held(),
+    );
     let id = create_id(&d, "bob").await;
     let rel = d.data_dir.parent().unwrap().join("rel").join("seed.db");
     let found: String = open_ro(&rel)

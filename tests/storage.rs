@@ -1056,30 +1056,43 @@ async fn demo_checkpoint_and_archived_logs(b: Backend) {
     })
     .await;
     let checkpoint = done["checkpoint_s3_uri"].as_str().unwrap().to_string();
-    assert_eq!(checkpoint, format!("{}jobs/{id}/outputs/best.pt", e.root_uri()));
+    assert_eq!(
+        checkpoint,
+        format!("{}jobs/{id}/outputs/best.pt", e.root_uri())
+    );
     let out = e.d.cli(&["job", "artifacts", &id, "-o", "json"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["path"], "best.pt");
     assert_eq!(listed[0]["uri"], checkpoint);
     let (s, bytes) = e
-        .get_bytes(&format!("/api/v1/training/jobs/{id}/artifacts/best.pt"), None)
+        .get_bytes(
+            &format!("/api/v1/training/jobs/{id}/artifacts/best.pt"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(bytes.starts_with(b"{\"format\":\"platform-demo-checkpoint\""));
 
     // Restart without the runner's local copy: the log comes from the store.
     common::eventually(20, "the log to be archived", || async {
-        e.d.log_text().contains("archived the trainer's log").then_some(())
+        e.d.log_text()
+            .contains("archived the trainer's log")
+            .then_some(())
     })
     .await;
     e.d.kill9();
     std::fs::remove_dir_all(e.d.data_dir.join("runs")).unwrap();
     e.d.restart();
-    let (s, text) = e.get_bytes(&format!("/api/v1/training/jobs/{id}/logs"), None).await;
+    let (s, text) = e
+        .get_bytes(&format!("/api/v1/training/jobs/{id}/logs"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let text = String::from_utf8_lossy(&text);
-    assert!(text.contains("epoch 3/3") && text.contains("saved checkpoint"), "{text}");
+    assert!(
+        text.contains("epoch 3/3") && text.contains("saved checkpoint"),
+        "{text}"
+    );
     let (_, tail) = e
         .get_bytes(&format!("/api/v1/training/jobs/{id}/logs?tail=1"), None)
         .await;

@@ -10,8 +10,8 @@ pub mod job;
 pub mod metrics;
 pub mod output;
 pub mod report;
-pub mod transfer;
 pub mod stream;
+pub mod transfer;
 pub mod watch;
 
 use clap::{Args, Parser, Subcommand};

@@ -10,7 +10,11 @@ use crate::trainers::Trainer;
 pub const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
 
 /// Contract variables that are secrets.
-pub const SECRET_KEYS: [&str; 3] = ["CALLBACK_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+pub const SECRET_KEYS: [&str; 3] = [
+    "CALLBACK_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
 
 /// Inputs of [`build`] that come from the daemon rather than the job.
 #[derive(Debug, Clone, Default)]

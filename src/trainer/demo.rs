@@ -232,7 +232,8 @@ async fn checkpoint(
     last: &BTreeMap<String, f64>,
     rng: &mut impl Rng,
 ) -> Option<String> {
-    let header = serde_json::json!({"format": "platform-demo-checkpoint", "model": model, "metrics": last});
+    let header =
+        serde_json::json!({"format": "platform-demo-checkpoint", "model": model, "metrics": last});
     let mut bytes = format!("{header}\n").into_bytes();
     let mut weights = vec![0u8; 64 * 1024];
     rng.fill_bytes(&mut weights);

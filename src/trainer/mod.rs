@@ -91,7 +91,11 @@ impl Reporter {
 
     /// Uploads an output file through the daemon's artifact endpoint (no
     /// storage credentials needed) and returns its URI in the object store.
-    pub async fn upload_artifact(&self, path: &str, bytes: bytes::Bytes) -> Result<String, ReportError> {
+    pub async fn upload_artifact(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<String, ReportError> {
         let Some(id) = self.job_id else {
             return Err(ReportError::Failed(ClientError::BadUrl(
                 "JOB_ID is not set".into(),

@@ -45,7 +45,21 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
 }
 
+impl Opts {
+    /// Adds `--hold-jobs`: jobs are accepted but never launched, so tests of
+    /// the API itself see them stay `pending` until they move them.
+    pub fn held(mut self) -> Self {
+        self.args.push("--hold-jobs".into());
+        self
+    }
+}
+
 impl Daemon {
+    /// A daemon that holds jobs `pending` (see [`Opts::held`]).
+    pub fn held() -> Daemon {
+        Self::start_with(Opts::default().held())
+    }
+
     /// A daemon with default settings.
     pub fn start() -> Daemon {
         Self::start_with(Opts::default())
