@@ -386,7 +386,8 @@ async fn dataset_check_on_job_create(b: Backend) {
 
 async fn artifact_upload_needs_the_job_token(b: Backend) {
     let api = "operator-api-token";
-    let e = Env::start(b, &[("PLATFORM_API_TOKEN", api)]);
+    // Held pending: the demo trainer would add its own checkpoint.
+    let e = Env::start(b, &[("PLATFORM_API_TOKEN", api), ("HOLD_JOBS", "true")]);
     let (id, token) = e.job_with_token(Some(api)).await;
     let path = format!("/api/v1/training/jobs/{id}/artifacts/checkpoints/best.pt");
 
