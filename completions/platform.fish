@@ -131,7 +131,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_se
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI, e.g. s3://bucket/datasets/coco128/' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI (e.g. s3://bucket/datasets/coco128/), or the name of a dataset uploaded with `platform dataset upload`' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s u -l user -d 'Who the job belongs to [default: $PLATFORM_USER, else $USER]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s c -l config -d 'Trainer config from a JSON or YAML file' -r -F
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s s -l set -d 'Set a config key (value parsed as JSON when valid, else a string); repeatable, wins over --config' -r

@@ -870,3 +870,36 @@ fn completions_and_man_pages() {
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
     }
 }
+
+#[tokio::test]
+async fn job_create_accepts_an_uploaded_dataset_by_name() {
+    let d = Daemon::held();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("0001.jpg"), b"jpeg").unwrap();
+    ok(
+        &d,
+        &[
+            "dataset",
+            "upload",
+            dir.path().to_str().unwrap(),
+            "--name",
+            "coco128",
+        ],
+    );
+    let listed = json_out(&ok(&d, &["dataset", "list", "-o", "json"]));
+    let uri = listed[0]["uri"].as_str().unwrap().to_string();
+    let job = json_out(&ok(
+        &d,
+        &[
+            "job", "create", "-f", "demo", "-m", "m", "-d", "coco128", "-o", "json",
+        ],
+    ));
+    assert_eq!(job["dataset_s3_uri"], uri);
+    let err = fails(
+        &d,
+        &["job", "create", "-f", "demo", "-m", "m", "-d", "nope"],
+        1,
+    );
+    assert!(err.contains("no dataset named \"nope\""), "{err}");
+    assert_one_line(&err);
+}

@@ -56,7 +56,7 @@ pub struct CreateArgs {
     /// Model to train, e.g. yolo11n.
     #[arg(long, short = 'm')]
     pub model: String,
-    /// Dataset URI, e.g. s3://bucket/datasets/coco128/.
+    /// Dataset URI (e.g. s3://bucket/datasets/coco128/), or the name of a dataset uploaded with `platform dataset upload`.
     #[arg(long, short = 'd')]
     pub dataset: String,
     /// Who the job belongs to [default: $PLATFORM_USER, else $USER].
@@ -188,7 +188,7 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
         user_id: user,
         model_name: a.model,
         framework: a.framework,
-        dataset_s3_uri: a.dataset,
+        dataset_s3_uri: dataset_uri(client, a.dataset).await?,
         config,
     };
     if a.dry_run {
@@ -267,6 +267,24 @@ pub fn finish(status: JobStatus, job: &Job) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
                     .unwrap_or_default()
+            ),
+        }
+        .into()),
+    }
+}
+
+/// A URI is used as given; a bare name is looked up among the datasets in
+/// the daemon's store (`platform dataset list`).
+async fn dataset_uri(client: &Client, dataset: String) -> anyhow::Result<String> {
+    if dataset.contains("://") || dataset.is_empty() {
+        return Ok(dataset);
+    }
+    match client.get_dataset(&dataset).await? {
+        Some(d) => Ok(d.uri),
+        None => Err(Exit {
+            code: 1,
+            message: format!(
+                "there is no dataset named {dataset:?} in the store; upload one with `platform dataset upload DIR --name {dataset}` or pass a URI"
             ),
         }
         .into()),
