@@ -26,8 +26,8 @@ trap 'kill $pid 2>/dev/null; pkill -f "supervise --dir $data" 2>/dev/null; rm -r
 export PLATFORM_SERVER="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do curl -fsS "$PLATFORM_SERVER/health" >/dev/null 2>&1 && break; sleep 0.05; done
 mkdir -p "$data/ds" && echo x > "$data/ds/a.txt"
-dataset=$("$bin" dataset upload "$data/ds" --name bench 2>/dev/null | tail -1 || true)
-dataset="${dataset:-s3://bench/datasets/bench/}"
+"$bin" --quiet dataset upload "$data/ds" --name bench >/dev/null
+dataset=bench
 
 overhead() { # prints started_at - created_at in ms for job $1
   python3 - "$1" <<'PY'
