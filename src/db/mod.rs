@@ -167,6 +167,8 @@ impl Db {
 
 fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every hot statement (the default of 16 would start evicting).
+    c.set_prepared_statement_cache_capacity(64);
     // FULL: a commit is on disk before the write is acknowledged.
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
