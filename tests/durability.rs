@@ -276,7 +276,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_database() {
     let wal = d.data_dir.join("platform.db-wal");
     assert!(
         !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "the WAL was checkpointed"
+        "the WAL was checkpointed; log:\n{log}"
     );
 
     d.restart();

@@ -152,6 +152,27 @@ impl Db {
         self.writer.write(f).await
     }
 
+    /// [`Db::close`] for a shared handle: waits up to `wait` for the other
+    /// holders (connection tasks winding down after a graceful shutdown)
+    /// to drop theirs. Returns false, leaving SQLite to recover the WAL on
+    /// the next start, if they do not.
+    pub async fn close_shared(mut db: std::sync::Arc<Db>, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match std::sync::Arc::try_unwrap(db) {
+                Ok(db) => {
+                    db.close().await;
+                    return true;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Flushes queued writes and closes every connection (checkpointing the WAL).
     pub async fn close(self) {
         // Readers first: SQLite checkpoints and removes the WAL only when
