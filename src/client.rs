@@ -115,7 +115,10 @@ impl Client {
     }
 
     /// Sends `rb`, mapping transport failures and error statuses.
-    pub async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = rb.send().await.map_err(|e| self.transport(e))?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -128,7 +131,17 @@ impl Client {
             Err(_) => (
                 format!(
                     "the server answered {status} for {url}{}",
-                    if body.is_empty() { String::new() } else { format!(": {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>()) }
+                    if body.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            String::from_utf8_lossy(&body)
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
+                        )
+                    }
                 ),
                 None,
             ),
@@ -140,7 +153,10 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = self.send(rb).await?;
         let url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
@@ -159,14 +175,20 @@ impl Client {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.json(self.request(Method::GET, "/health").timeout(Duration::from_secs(5)))
-            .await
+        self.json(
+            self.request(Method::GET, "/health")
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
     }
 
     /// `POST /api/v1/training/jobs`.
     pub async fn create_job(&self, req: &CreateJob) -> Result<Job, ClientError> {
-        self.json(self.request(Method::POST, "/api/v1/training/jobs").json(req))
-            .await
+        self.json(
+            self.request(Method::POST, "/api/v1/training/jobs")
+                .json(req),
+        )
+        .await
     }
 
     /// `GET /api/v1/training/jobs`.
@@ -198,7 +220,11 @@ impl Client {
     }
 
     /// Every metric point of a job, oldest first (pages through `after_id`).
-    pub async fn all_metrics(&self, id: Uuid, after_id: Option<i64>) -> Result<Vec<Metric>, ClientError> {
+    pub async fn all_metrics(
+        &self,
+        id: Uuid,
+        after_id: Option<i64>,
+    ) -> Result<Vec<Metric>, ClientError> {
         let mut out: Vec<Metric> = Vec::new();
         let mut after = after_id;
         loop {

@@ -57,11 +57,21 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 
     /// Which runner launches trainers.
-    #[arg(long = "runner", env = "TRAINING_MODE", value_enum, default_value = "subprocess")]
+    #[arg(
+        long = "runner",
+        env = "TRAINING_MODE",
+        value_enum,
+        default_value = "subprocess"
+    )]
     pub runner: RunnerKind,
 
     /// Bearer token required on the user-facing API.
-    #[arg(long, env = "PLATFORM_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "PLATFORM_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub api_token: Option<String>,
 
     /// Allow a non-loopback bind without an API token.
@@ -69,7 +79,13 @@ pub struct ServeArgs {
     pub allow_unauthenticated: bool,
 
     /// Require each job's bearer token on callbacks ("off" for seed-era trainers).
-    #[arg(long, env = "CALLBACK_AUTH", value_enum, default_value = "on", value_name = "on|off")]
+    #[arg(
+        long,
+        env = "CALLBACK_AUTH",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
     pub callback_auth: Switch,
 
     /// Largest JSON request body, in bytes.
@@ -105,7 +121,12 @@ pub struct ServeArgs {
     pub max_concurrent_jobs: Option<usize>,
 
     /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
-    #[arg(long, env = "KILL_GRACE", default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "KILL_GRACE",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
     pub kill_grace: f64,
 
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
@@ -129,7 +150,9 @@ pub enum ConfigError {
     #[error("cannot find the user's data directory; set PLATFORM_DATA_DIR or --data-dir")]
     NoDataDir,
     /// Bad `CORS_ORIGINS`.
-    #[error("invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins")]
+    #[error(
+        "invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins"
+    )]
     Cors(String),
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
@@ -365,8 +388,14 @@ mod tests {
 
     #[test]
     fn database_urls_follow_sqlalchemy() {
-        assert_eq!(parse_database_url("sqlite:///rel/x.db").unwrap(), PathBuf::from("rel/x.db"));
-        assert_eq!(parse_database_url("sqlite:////abs/x.db").unwrap(), PathBuf::from("/abs/x.db"));
+        assert_eq!(
+            parse_database_url("sqlite:///rel/x.db").unwrap(),
+            PathBuf::from("rel/x.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite:////abs/x.db").unwrap(),
+            PathBuf::from("/abs/x.db")
+        );
         assert_eq!(
             parse_database_url("sqlite+aiosqlite:///./t.db").unwrap(),
             PathBuf::from("./t.db")
@@ -377,15 +406,30 @@ mod tests {
 
     #[test]
     fn base_url_replaces_unspecified_addresses() {
-        assert_eq!(default_base_url("0.0.0.0:9000".parse().unwrap()), "http://127.0.0.1:9000");
-        assert_eq!(default_base_url("[::]:9000".parse().unwrap()), "http://[::1]:9000");
-        assert_eq!(default_base_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
+        assert_eq!(
+            default_base_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            default_base_url("[::]:9000".parse().unwrap()),
+            "http://[::1]:9000"
+        );
+        assert_eq!(
+            default_base_url("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
     }
 
     #[test]
     fn lists_parse_both_forms() {
-        assert_eq!(parse_list(r#"["http://a", "http://b"]"#).unwrap(), vec!["http://a", "http://b"]);
-        assert_eq!(parse_list("http://a, http://b").unwrap(), vec!["http://a", "http://b"]);
+        assert_eq!(
+            parse_list(r#"["http://a", "http://b"]"#).unwrap(),
+            vec!["http://a", "http://b"]
+        );
+        assert_eq!(
+            parse_list("http://a, http://b").unwrap(),
+            vec!["http://a", "http://b"]
+        );
         assert!(parse_list("[1, 2").is_none());
     }
 }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::db::{self, jobs::JobRecord, Db, DbError};
 use crate::events::{Event, Events};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch,
-    MetricFilter, TrainingUpdate, ValidationError,
+    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch, MetricFilter,
+    TrainingUpdate, ValidationError,
 };
 use crate::trainers::Registry;
 
@@ -198,7 +198,9 @@ impl Jobs {
                     });
                 }
                 set_status(&mut rec.job, JobStatus::Cancelled, db::now());
-                rec.job.message.get_or_insert_with(|| "cancelled by user".into());
+                rec.job
+                    .message
+                    .get_or_insert_with(|| "cancelled by user".into());
                 db::jobs::update(c, &rec)?;
                 Ok(rec.job)
             })
@@ -379,7 +381,11 @@ impl Jobs {
     }
 
     /// Jobs in `status`, oldest first.
-    pub async fn in_status(&self, status: JobStatus, limit: i64) -> Result<Vec<JobRecord>, JobError> {
+    pub async fn in_status(
+        &self,
+        status: JobStatus,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self
             .db
             .read(move |c| db::jobs::in_status(c, status, limit))

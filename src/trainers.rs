@@ -209,14 +209,17 @@ fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
         path: path.to_path_buf(),
         message,
     };
-    let parsed: TrainersFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+    let parsed: TrainersFile =
+        toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     parsed
         .trainers
         .into_iter()
         .map(|(name, e)| {
             if e.command.is_empty() || e.command[0].is_empty() {
-                return Err(invalid(format!("trainers.{name}.command must not be empty")));
+                return Err(invalid(format!(
+                    "trainers.{name}.command must not be empty"
+                )));
             }
             Ok(Trainer {
                 name,
@@ -311,11 +314,18 @@ resources = { cpu = "4", memory = "16Gi", gpu = 1 }
         assert_eq!(reg.names(), vec!["demo", "venvfw", "yolo"]);
         let yolo = reg.get("yolo").unwrap();
         assert_eq!(yolo.command, vec!["python3", "other.py"]);
-        assert_eq!(yolo.workdir.as_deref(), Some(tmp.path().join("w").as_path()));
+        assert_eq!(
+            yolo.workdir.as_deref(),
+            Some(tmp.path().join("w").as_path())
+        );
         assert_eq!(yolo.resources.gpu, Some(1));
         assert_eq!(yolo.source, Source::File);
         let v = reg.get("venvfw").unwrap();
-        assert!(v.command[0].ends_with("venvfw/venv/bin/python"), "{:?}", v.command);
+        assert!(
+            v.command[0].ends_with("venvfw/venv/bin/python"),
+            "{:?}",
+            v.command
+        );
     }
 
     #[test]

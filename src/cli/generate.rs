@@ -39,7 +39,8 @@ pub const COMPLETION_FILES: [(Shell, &str); 4] = [
 /// not depend on the machine that generated them.
 fn command() -> clap::Command {
     fn hide(cmd: clap::Command) -> clap::Command {
-        cmd.mut_args(|a| a.hide_env_values(true)).mut_subcommands(hide)
+        cmd.mut_args(|a| a.hide_env_values(true))
+            .mut_subcommands(hide)
     }
     hide(Cli::command())
 }
@@ -61,12 +62,19 @@ pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-fn collect_pages(cmd: &clap::Command, name: &str, out: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+fn collect_pages(
+    cmd: &clap::Command,
+    name: &str,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
     let page = cmd.clone().name(name.to_string());
     let mut buf = Vec::new();
     clap_mangen::Man::new(page).render(&mut buf)?;
     out.push((format!("{name}.1"), buf));
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         collect_pages(sub, &format!("{name}-{}", sub.get_name()), out)?;
     }
     Ok(())

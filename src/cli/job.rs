@@ -240,9 +240,12 @@ pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Opti
             .split_once('=')
             .ok_or_else(|| Exit::usage(format!("--set {set:?}: expected KEY=VALUE")))?;
         if key.is_empty() || key.split('.').any(str::is_empty) {
-            return Err(Exit::usage(format!("--set {set:?}: the key must not be empty")));
+            return Err(Exit::usage(format!(
+                "--set {set:?}: the key must not be empty"
+            )));
         }
-        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
         insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
     }
     Ok(config.map(Value::Object))
@@ -301,7 +304,15 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
 
 /// The job table of `job list`.
 pub fn print_jobs_table(jobs: &[Job], wide: bool) {
-    let mut headers = vec!["ID", "STATUS", "PROGRESS", "FRAMEWORK", "MODEL", "USER", "CREATED"];
+    let mut headers = vec![
+        "ID",
+        "STATUS",
+        "PROGRESS",
+        "FRAMEWORK",
+        "MODEL",
+        "USER",
+        "CREATED",
+    ];
     if wide {
         headers.extend(["DATASET", "RUNNER", "MESSAGE"]);
     }
@@ -346,17 +357,30 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
     };
     let mut rows: Vec<(&str, String)> = vec![
         ("ID", j.id.to_string()),
-        ("Status", format!("{} ({})", output::status(j.status), output::percent(j.progress))),
+        (
+            "Status",
+            format!(
+                "{} ({})",
+                output::status(j.status),
+                output::percent(j.progress)
+            ),
+        ),
         ("User", j.user_id.clone()),
         ("Framework", j.framework.clone()),
         ("Model", j.model_name.clone()),
         ("Dataset", j.dataset_s3_uri.clone()),
         (
             "Config",
-            j.config.as_ref().map(|c| c.to_string()).unwrap_or_else(dash),
+            j.config
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(dash),
         ),
         ("Message", j.message.clone().unwrap_or_else(dash)),
-        ("Checkpoint", j.checkpoint_s3_uri.clone().unwrap_or_else(dash)),
+        (
+            "Checkpoint",
+            j.checkpoint_s3_uri.clone().unwrap_or_else(dash),
+        ),
         (
             "Runner",
             match (&j.runner, j.exit_code) {

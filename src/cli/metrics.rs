@@ -76,7 +76,12 @@ fn print_table(points: &[Metric]) {
             p.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
         ];
         for k in &keys {
-            row.push(p.metrics.get(k).map(output::number).unwrap_or_else(|| "-".into()));
+            row.push(
+                p.metrics
+                    .get(k)
+                    .map(output::number)
+                    .unwrap_or_else(|| "-".into()),
+            );
         }
         row.push(p.created_at.format("%H:%M:%S").to_string());
         t.add_row(row);
@@ -89,7 +94,14 @@ fn print_csv(points: &[Metric]) -> anyhow::Result<()> {
     let mut header = vec!["id".to_string(), "epoch".into(), "step".into()];
     header.extend(keys.iter().cloned());
     header.push("created_at".into());
-    println!("{}", header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","));
+    println!(
+        "{}",
+        header
+            .iter()
+            .map(|h| csv_field(h))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     for p in points {
         let mut row = vec![
             p.id.to_string(),
@@ -99,8 +111,17 @@ fn print_csv(points: &[Metric]) -> anyhow::Result<()> {
         for k in &keys {
             row.push(p.metrics.get(k).map(|v| v.to_string()).unwrap_or_default());
         }
-        row.push(p.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        println!("{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        row.push(
+            p.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
+        println!(
+            "{}",
+            row.iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
     }
     Ok(())
 }

@@ -41,7 +41,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PLATFORM_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub server: String,
     /// API token sent as a bearer token.
-    #[arg(long, global = true, env = "PLATFORM_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
@@ -146,7 +152,11 @@ async fn version(global: &GlobalArgs, out: &output::Printer) -> anyhow::Result<(
     println!("client: platform {}", env!("CARGO_PKG_VERSION"));
     match server {
         Ok(h) => println!("server: platform {} at {}", h.version, client.base()),
-        Err(e) => println!("server: unreachable at {} ({})", client.base(), short_reason(&e)),
+        Err(e) => println!(
+            "server: unreachable at {} ({})",
+            client.base(),
+            short_reason(&e)
+        ),
     }
     Ok(())
 }

@@ -72,7 +72,11 @@ impl Printer {
             Some(f) => Err(Exit::usage(format!(
                 "this command cannot print -o {}; use one of: {}",
                 f.name(),
-                supported.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+                supported
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }

@@ -174,12 +174,18 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
         sql.push_str(&format!(" AND id < ?{}", args.len()));
     }
     args.push(Box::new(f.limit));
-    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ?{}", args.len()));
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ?{}",
+        args.len()
+    ));
     args.push(Box::new(f.offset));
     sql.push_str(&format!(" OFFSET ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
     let params = rusqlite::params_from_iter(args.iter().map(|a| a.as_ref()));
-    Ok(collect(&mut stmt, params)?.into_iter().map(|r| r.job).collect())
+    Ok(collect(&mut stmt, params)?
+        .into_iter()
+        .map(|r| r.job)
+        .collect())
 }
 
 /// Jobs in `status`, oldest first (the scheduler's FIFO order).

@@ -32,8 +32,7 @@ pub fn insert(
     at: &chrono::DateTime<chrono::Utc>,
 ) -> Result<Metric, DbError> {
     // Serialize the map in place (no clone): this runs per point on the writer thread.
-    let metrics =
-        serde_json::to_string(&p.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let metrics = serde_json::to_string(&p.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
     c.prepare_cached(
         "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -72,7 +71,11 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM metrics WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3"
     ))?;
-    let mut rows = stmt.query(params![job_id.to_string(), f.after_id.unwrap_or(0), f.limit])?;
+    let mut rows = stmt.query(params![
+        job_id.to_string(),
+        f.after_id.unwrap_or(0),
+        f.limit
+    ])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(from_row(r)?);
@@ -129,15 +132,11 @@ pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
     let size = inner.len().div_ceil(buckets);
     let mut ids = vec![first];
     for chunk in inner.chunks(size) {
-        let lo = chunk
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|p| p.0);
-        let hi = chunk
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|p| p.0);
-        let (Some(lo), Some(hi)) = (lo, hi) else { continue };
+        let lo = chunk.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
+        let hi = chunk.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
         ids.push(lo.min(hi));
         if hi != lo {
             ids.push(lo.max(hi));
@@ -153,8 +152,10 @@ pub fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
 
 /// How many points a job has.
 pub fn count(c: &Connection, job_id: Uuid) -> Result<i64, DbError> {
-    Ok(c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
-        .query_row([job_id.to_string()], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
+            .query_row([job_id.to_string()], |r| r.get(0))?,
+    )
 }
 
 #[cfg(test)]

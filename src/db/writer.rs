@@ -55,7 +55,10 @@ impl Writer {
                 let _ = done.send(r);
             })
         });
-        self.tx.send(op).await.map_err(|_| E::from(DbError::Closed))?;
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| E::from(DbError::Closed))?;
         result.await.map_err(|_| E::from(DbError::Closed))?
     }
 
@@ -118,7 +121,10 @@ async fn run(conn: tokio_rusqlite::Connection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn commit_batch(c: &mut rusqlite::Connection, batch: Vec<Op>) -> (Vec<Finish>, Result<(), Arc<str>>) {
+fn commit_batch(
+    c: &mut rusqlite::Connection,
+    batch: Vec<Op>,
+) -> (Vec<Finish>, Result<(), Arc<str>>) {
     if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran; dropping the ops drops their senders, so every caller
         // learns its write did not happen.
@@ -139,7 +145,8 @@ mod tests {
     #[test]
     fn a_failed_write_undoes_only_its_own_changes() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
-        c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN").unwrap();
+        c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN")
+            .unwrap();
         let ok: Result<(), DbError> = in_savepoint(&c, |c| {
             c.execute("INSERT INTO t VALUES (1)", [])?;
             Ok(())

@@ -68,7 +68,10 @@ impl MetricPoint {
         let mut metrics = Map::new();
         for (key, n) in numbers {
             if key.is_empty() {
-                return Err(ValidationError::new(field, "metric names must not be empty"));
+                return Err(ValidationError::new(
+                    field,
+                    "metric names must not be empty",
+                ));
             }
             optional_text(&format!("{field}.{key}"), Some(key), MAX_METRIC_KEY_LEN)?;
             if n.as_f64().is_none_or(|f| !f.is_finite()) {
@@ -186,14 +189,19 @@ mod tests {
             &numbers(r#"{"epoch": 3, "step": 40, "loss": 0.5, "mAP50": 0.7}"#),
         )
         .unwrap();
-        assert_eq!((p.epoch, p.step, p.loss, p.accuracy), (3, Some(40), Some(0.5), None));
+        assert_eq!(
+            (p.epoch, p.step, p.loss, p.accuracy),
+            (3, Some(40), Some(0.5), None)
+        );
         assert_eq!(p.metrics.len(), 4);
     }
 
     #[test]
     fn epoch_defaults_to_zero_and_must_be_integral() {
         assert_eq!(
-            MetricPoint::from_numbers("m", &numbers(r#"{"loss": 1}"#)).unwrap().epoch,
+            MetricPoint::from_numbers("m", &numbers(r#"{"loss": 1}"#))
+                .unwrap()
+                .epoch,
             0
         );
         let err = MetricPoint::from_numbers("m", &numbers(r#"{"epoch": 1.5}"#)).unwrap_err();

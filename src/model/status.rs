@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn parses_wire_names_only() {
-        assert_eq!("cancelled".parse::<JobStatus>().ok(), Some(JobStatus::Cancelled));
+        assert_eq!(
+            "cancelled".parse::<JobStatus>().ok(),
+            Some(JobStatus::Cancelled)
+        );
         assert!("Cancelled".parse::<JobStatus>().is_err());
         assert!("done".parse::<JobStatus>().is_err());
     }

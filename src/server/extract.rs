@@ -129,10 +129,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -174,9 +182,10 @@ fn classify(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
             };
             ApiError::invalid(field, msg)
         }
-        Category::Syntax if msg.contains("number out of range") => {
-            ApiError::invalid(non_body(path), "numbers must be finite (this one overflows)")
-        }
+        Category::Syntax if msg.contains("number out of range") => ApiError::invalid(
+            non_body(path),
+            "numbers must be finite (this one overflows)",
+        ),
         Category::Syntax if has_non_finite_literal(bytes) => ApiError::invalid(
             non_body(path),
             "NaN and Infinity are not allowed: numbers must be finite",
@@ -263,9 +272,18 @@ mod tests {
         assert_eq!(status_of(r#"{"status": "running""#), 400);
         assert_eq!(status_of(r#"{"status": "running"} x"#), 400);
         assert_eq!(status_of(r#"{"status": "running", "progress": NaN}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "progress": -Infinity}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "progress": 1e999}"#), 422);
-        assert_eq!(status_of(r#"{"status": "running", "message": "NaN"} x"#), 400);
+        assert_eq!(
+            status_of(r#"{"status": "running", "progress": -Infinity}"#),
+            422
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "progress": 1e999}"#),
+            422
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "message": "NaN"} x"#),
+            400
+        );
         assert_eq!(status_of(r#"{"status": 5}"#), 422);
         assert_eq!(status_of(r#"{"progress": 0.5}"#), 422);
         assert_eq!(status_of(r#"{"progress": 0.5} trailing"#), 400);

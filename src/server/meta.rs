@@ -69,13 +69,12 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn prometheus(State(st): State<AppState>) -> Response {
-    let mut text = st.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
-    if let Ok(counts) = st
-        .jobs
-        .db()
-        .read(crate::db::jobs::count_by_status)
-        .await
-    {
+    let mut text = st
+        .prometheus
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    if let Ok(counts) = st.jobs.db().read(crate::db::jobs::count_by_status).await {
         text.push_str("# HELP platform_jobs Jobs by status.\n# TYPE platform_jobs gauge\n");
         for status in crate::model::status::ALL_STATUSES {
             let n = counts
@@ -86,7 +85,10 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -117,7 +119,8 @@ struct Security;
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        let bearer =
+            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("api_token", bearer());
         components.add_security_scheme("callback_token", bearer());
@@ -128,7 +131,9 @@ impl utoipa::Modify for Security {
 pub async fn openapi_json() -> Response {
     match ApiDoc::openapi().to_json() {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response(),
+        Err(e) => {
+            super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()
+        }
     }
 }
 

@@ -69,7 +69,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .nest("/api/v1/training", api)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_api_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_token,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
     let app = match cors(cors_origins) {
@@ -100,11 +103,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
@@ -123,7 +122,9 @@ fn is_trainer_endpoint(method: &Method, path: &str) -> bool {
     let (_id, tail) = (parts.next(), parts.next());
     matches!(
         (method, tail),
-        (&Method::POST, Some("callback")) | (&Method::POST, Some("metrics")) | (&Method::PUT, Some("artifacts"))
+        (&Method::POST, Some("callback"))
+            | (&Method::POST, Some("metrics"))
+            | (&Method::PUT, Some("artifacts"))
     )
 }
 
@@ -201,7 +202,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.bind))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     tracing::info!(
         database = %cfg.database_path.display(),
         frameworks = %registry.names().join(","),

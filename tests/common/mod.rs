@@ -115,7 +115,10 @@ impl Daemon {
             }
             Err(_) => {
                 let _ = child.kill();
-                panic!("daemon did not start:\n{}", self.log.lock().unwrap().join("\n"));
+                panic!(
+                    "daemon did not start:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
             }
         }
         self.child = Some(child);
@@ -200,7 +203,10 @@ impl Drop for Daemon {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Stdout of a CLI run as text.
