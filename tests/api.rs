@@ -351,13 +351,10 @@ async fn list_is_newest_first_and_filters() {
         created.push(create_id(&d, if i % 2 == 0 { "alice" } else { "bob" }).await);
     }
     // Cancel one job so two statuses exist.
-    let resp = d
-        .http()
-        .delete(d.at(&job_path(&created[1], "")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        cancel(&d, &created[1]).await,
+        (StatusCode::NO_CONTENT, Value::Null)
+    );
 
     let all = list(&d, "").await;
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
@@ -555,7 +552,7 @@ async fn cancel_is_204_then_400_once_terminal() {
     assert!(parse_time(&job["updated_at"]) >= parse_time(&job["created_at"]));
 
     let before = snapshot(&d);
-    let (status, err) = parts(http.delete(d.at(&job_path(&id, ""))).send().await.unwrap()).await;
+    let (status, err) = cancel(&d, &id).await;
     assert_error(status, &err, StatusCode::BAD_REQUEST);
     assert!(s(&err["detail"]).contains("cancelled"), "{err}");
     assert_eq!(snapshot(&d), before, "a refused cancel changes nothing");
@@ -563,12 +560,10 @@ async fn cancel_is_204_then_400_once_terminal() {
     // A running job can be cancelled; a completed one cannot.
     let (running, token) = job_with_token(&d, "alice").await;
     callback(&d, &running, Some(&token), &json!({"status": "running"})).await;
-    let resp = http
-        .delete(d.at(&job_path(&running, "")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        cancel(&d, &running).await,
+        (StatusCode::NO_CONTENT, Value::Null)
+    );
     let job = common::api::job(&d, &running).await;
     assert_eq!(job["status"], "cancelled");
     assert!(!job["started_at"].is_null());
@@ -581,34 +576,16 @@ async fn cancel_is_204_then_400_once_terminal() {
         &json!({"status": "completed", "progress": 1.0}),
     )
     .await;
-    let (status, err) = parts(
-        http.delete(d.at(&job_path(&done, "")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, err) = cancel(&d, &done).await;
     assert_error(status, &err, StatusCode::BAD_REQUEST);
     assert!(s(&err["detail"]).contains("completed"), "{err}");
     assert_eq!(common::api::job(&d, &done).await["status"], "completed");
 
     let unknown = uuid::Uuid::now_v7().to_string();
-    let (status, err) = parts(
-        http.delete(d.at(&job_path(&unknown, "")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, err) = cancel(&d, &unknown).await;
     assert_error(status, &err, StatusCode::NOT_FOUND);
     for garbage in GARBAGE_IDS {
-        let (status, err) = parts(
-            http.delete(d.at(&job_path(garbage, "")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, err) = cancel(&d, garbage).await;
         assert_invalid(status, &err, "job_id");
     }
 }
@@ -1329,18 +1306,10 @@ async fn malformed_json_is_400_and_stores_nothing() {
         b"[1, 2",
     ];
     for body in bodies {
-        let (status, err) = post_raw(&d, JOBS, body.to_vec()).await;
+        let (status, err) = post_raw(&d, JOBS, None, body.to_vec()).await;
         assert_error(status, &err, StatusCode::BAD_REQUEST);
-        let resp = d
-            .http()
-            .post(d.at(&job_path(&id, "/callback")))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        let (status, err) = parts(resp).await;
+        let (status, err) =
+            post_raw(&d, &job_path(&id, "/callback"), Some(&token), body.to_vec()).await;
         assert_error(status, &err, StatusCode::BAD_REQUEST);
     }
     assert_eq!(snapshot(&d), before);
@@ -1355,7 +1324,7 @@ async fn non_finite_numbers_are_422() {
         let create = format!(
             r#"{{"user_id":"a","model_name":"m","framework":"demo","dataset_s3_uri":"s3://b/d/","config":{{"lr":{lit}}}}}"#
         );
-        let (status, err) = post_raw(&d, JOBS, create).await;
+        let (status, err) = post_raw(&d, JOBS, None, create).await;
         assert_invalid(status, &err, "config.lr");
         for (body, field) in [
             (
@@ -1367,29 +1336,11 @@ async fn non_finite_numbers_are_422() {
                 "metrics.loss",
             ),
         ] {
-            let resp = d
-                .http()
-                .post(d.at(&job_path(&id, "/callback")))
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let (status, err) = parts(resp).await;
+            let (status, err) = post_raw(&d, &job_path(&id, "/callback"), Some(&token), body).await;
             assert_invalid(status, &err, field);
         }
         let batch = format!(r#"{{"points":[{{"loss":1}},{{"loss":{lit}}}]}}"#);
-        let resp = d
-            .http()
-            .post(d.at(&job_path(&id, "/metrics")))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(batch)
-            .send()
-            .await
-            .unwrap();
-        let (status, err) = parts(resp).await;
+        let (status, err) = post_raw(&d, &job_path(&id, "/metrics"), Some(&token), batch).await;
         assert_invalid(status, &err, "points[1].loss");
     }
     // A string "NaN" is just a string.
@@ -1454,23 +1405,20 @@ async fn bodies_over_one_mebibyte_are_413_even_when_chunked() {
     let bytes = serde_json::to_vec(&big).unwrap();
 
     // With Content-Length.
-    let (status, err) = post_raw(&d, JOBS, bytes.clone()).await;
+    let (status, err) = post_raw(&d, JOBS, None, bytes.clone()).await;
     assert_error(status, &err, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Chunked, no Content-Length: the limit applies while reading.
     for path in [JOBS.to_string(), job_path(&id, "/callback")] {
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-        let resp = d
-            .http()
-            .post(d.at(&path))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-            .send()
-            .await
-            .unwrap();
-        let (status, err) = parts(resp).await;
+        let (status, err) = post_raw(
+            &d,
+            &path,
+            Some(&token),
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
         assert_error(status, &err, StatusCode::PAYLOAD_TOO_LARGE);
     }
     // Just under the limit is read (and then judged on its merits).
@@ -1517,7 +1465,7 @@ async fn deep_nesting_and_huge_strings_are_refused_cleanly() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    let (status, err) = post_raw(&d, JOBS, deep).await;
+    let (status, err) = post_raw(&d, JOBS, None, deep).await;
     assert!(status.is_client_error(), "{status}: {err}");
     assert!(err["detail"].is_string());
     let deep_metrics = format!(
@@ -1525,16 +1473,8 @@ async fn deep_nesting_and_huge_strings_are_refused_cleanly() {
         "{\"a\":".repeat(5000),
         "}".repeat(5000)
     );
-    let resp = d
-        .http()
-        .post(d.at(&job_path(&id, "/callback")))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(deep_metrics)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, err) = post_raw(&d, &job_path(&id, "/callback"), Some(&token), deep_metrics).await;
+    assert_error(status, &err, StatusCode::UNPROCESSABLE_ENTITY);
     // Huge strings within the body limit.
     let (status, err) = post(&d, JOBS, &job_body(&"u".repeat(900_000))).await;
     assert_invalid(status, &err, "user_id");
@@ -1665,16 +1605,7 @@ async fn hostile_input_never_breaks_the_daemon() {
         "\u{feff}{\"status\":\"running\"}",
     ];
     for body in bodies {
-        let resp = d
-            .http()
-            .post(d.at(&job_path(&id, "/callback")))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
+        let (status, _) = post_raw(&d, &job_path(&id, "/callback"), Some(&token), body).await;
         assert!(!status.is_server_error(), "{body}: {status}");
     }
     let (status, job) = get(&d, &job_path(&id, "")).await;

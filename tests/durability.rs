@@ -39,7 +39,6 @@ async fn everything(d: &Daemon) -> BTreeMap<String, (Value, Vec<Value>)> {
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
     let mut d = Daemon::held();
-    let http = d.http();
     // Creates, callbacks with metrics, a batch, a cancel, terminal states.
     let (running, token) = job_with_token(&d, "alice").await;
     for epoch in 1..=5 {
@@ -71,12 +70,10 @@ async fn acknowledged_writes_survive_kill_9() {
         StatusCode::OK
     );
     let cancelled = create_id(&d, "carol").await;
-    let resp = http
-        .delete(d.at(&job_path(&cancelled, "")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        cancel(&d, &cancelled).await,
+        (StatusCode::NO_CONTENT, Value::Null)
+    );
     let mut config = job_body("dave");
     config["config"] = json!({"epochs": 3, "nested": {"lr": 0.01}});
     let pending = create(&d, &config).await["id"]
@@ -276,7 +273,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_the_database() {
     let wal = d.data_dir.join("platform.db-wal");
     assert!(
         !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "the WAL was checkpointed"
+        "the WAL was checkpointed; log:\n{log}"
     );
 
     d.restart();

@@ -116,7 +116,10 @@ pub fn insert(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
 
 /// One job with its private columns.
 pub fn get(c: &Connection, id: Uuid) -> Result<Option<JobRecord>, DbError> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
+    // Built once: every callback reads its job, on the writer thread.
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"));
+    let mut stmt = c.prepare_cached(&SQL)?;
     stmt.query_row([id.to_string()], |r| Ok(record_from_row(r)))
         .optional()?
         .transpose()

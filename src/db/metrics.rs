@@ -31,7 +31,8 @@ pub fn insert(
     p: &MetricPoint,
     at: &chrono::DateTime<chrono::Utc>,
 ) -> Result<Metric, DbError> {
-    let metrics = serde_json::Value::Object(p.metrics.clone()).to_string();
+    // Serialize the map in place (no clone): this runs per point on the writer thread.
+    let metrics = serde_json::to_string(&p.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
     c.prepare_cached(
         "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -152,6 +152,27 @@ impl Db {
         self.writer.write(f).await
     }
 
+    /// [`Db::close`] for a shared handle: waits up to `wait` for the other
+    /// holders (connection tasks winding down after a graceful shutdown)
+    /// to drop theirs. Returns false, leaving SQLite to recover the WAL on
+    /// the next start, if they do not.
+    pub async fn close_shared(mut db: std::sync::Arc<Db>, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match std::sync::Arc::try_unwrap(db) {
+                Ok(db) => {
+                    db.close().await;
+                    return true;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Flushes queued writes and closes every connection (checkpointing the WAL).
     pub async fn close(self) {
         // Readers first: SQLite checkpoints and removes the WAL only when
@@ -167,6 +188,8 @@ impl Db {
 
 fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every hot statement (the default of 16 would start evicting).
+    c.set_prepared_statement_cache_capacity(64);
     // FULL: a commit is on disk before the write is acknowledged.
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;

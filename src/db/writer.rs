@@ -76,16 +76,20 @@ where
     F: FnOnce(&rusqlite::Connection) -> Result<T, E>,
     E: From<DbError>,
 {
-    conn.execute_batch("SAVEPOINT op")
-        .map_err(|e| E::from(DbError::Sqlite(e)))?;
-    let r = f(conn);
-    let end = if r.is_ok() {
-        "RELEASE op"
-    } else {
-        "ROLLBACK TO op; RELEASE op"
+    // Cached statements: this runs once per write, and parsing the SQL
+    // each time was a measurable share of the writer thread.
+    let exec = |sql: &str| -> Result<(), E> {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| st.execute([]))
+            .map(|_| ())
+            .map_err(|e| E::from(DbError::Sqlite(e)))
     };
-    conn.execute_batch(end)
-        .map_err(|e| E::from(DbError::Sqlite(e)))?;
+    exec("SAVEPOINT op")?;
+    let r = f(conn);
+    if r.is_err() {
+        exec("ROLLBACK TO op")?;
+    }
+    exec("RELEASE op")?;
     r
 }
 
@@ -132,4 +136,41 @@ fn commit_batch(
         Arc::<str>::from(e.to_string())
     });
     (finishes, commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_undoes_only_its_own_changes() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN")
+            .unwrap();
+        let ok: Result<(), DbError> = in_savepoint(&c, |c| {
+            c.execute("INSERT INTO t VALUES (1)", [])?;
+            Ok(())
+        });
+        assert!(ok.is_ok());
+        let failed: Result<(), DbError> = in_savepoint(&c, |c| {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            Err(DbError::Closed)
+        });
+        assert!(matches!(failed, Err(DbError::Closed)));
+        // Again, to run the cached statements a second time.
+        let ok: Result<(), DbError> = in_savepoint(&c, |c| {
+            c.execute("INSERT INTO t VALUES (3)", [])?;
+            Ok(())
+        });
+        assert!(ok.is_ok());
+        c.execute_batch("COMMIT").unwrap();
+        let xs: Vec<i64> = c
+            .prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(xs, vec![1, 3]);
+    }
 }

@@ -147,6 +147,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Decodes JSON, classifying failures: syntax → 400; wrong types, missing
 /// fields, out-of-range and non-finite numbers → 422 naming the field.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Fast path: path tracking costs on every field, and is only needed to
+    // explain a failure, so a body that decodes is decoded without it.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = match result {

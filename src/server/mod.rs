@@ -291,11 +291,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     drop(runner);
     drop(jobs);
-    match Arc::try_unwrap(db) {
-        Ok(db) => db.close().await,
-        Err(_) => {
-            tracing::warn!("database still in use at shutdown; relying on SQLite's own close")
-        }
+    // Connection tasks may still be dropping their handles for a moment.
+    if !Db::close_shared(db, std::time::Duration::from_secs(5)).await {
+        tracing::warn!("database still in use at shutdown; relying on SQLite's own close");
     }
     tracing::info!("stopped");
     Ok(())

@@ -64,21 +64,35 @@ pub async fn post(d: &Daemon, path: &str, body: &Value) -> (StatusCode, Value) {
     .await
 }
 
-/// `POST path` with raw bytes and `Content-Type: application/json`.
+/// `POST path` with raw bytes, `Content-Type: application/json` and, when
+/// given, `Authorization: Bearer token`.
 pub async fn post_raw(
     d: &Daemon,
     path: &str,
+    token: Option<&str>,
     body: impl Into<reqwest::Body>,
 ) -> (StatusCode, Value) {
-    let resp = d
+    let mut rb = d
         .http()
         .post(d.at(path))
         .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
-    parts(resp).await
+        .body(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    parts(rb.send().await.expect("POST")).await
+}
+
+/// `DELETE /api/v1/training/jobs/{id}` (cancel) → status and JSON body.
+pub async fn cancel(d: &Daemon, id: &str) -> (StatusCode, Value) {
+    parts(
+        d.http()
+            .delete(d.at(&job_path(id, "")))
+            .send()
+            .await
+            .expect("DELETE"),
+    )
+    .await
 }
 
 /// Creates a job from `body`, asserting 201; returns the job JSON.

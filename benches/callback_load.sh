@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Load benchmark of the callback hot path, then of job list/get.
+#
+# Builds the release binary, starts `platform serve` on loopback with a
+# fresh data directory, creates JOBS jobs, reads their callback tokens from
+# the daemon's SQLite file (as a runner hands them to trainers), and drives
+# concurrent callbacks with metrics (status running, progress, a metrics
+# map, an increasing sequence) with wrk. Prints requests/s, p50/p99
+# latency, how many callbacks were applied and stored, and the daemon's
+# peak RSS.
+#
+# Usage: benches/callback_load.sh
+# Knobs (environment): JOBS=100 CONNECTIONS=32 THREADS=2 DURATION=20s
+#   READ_DURATION=10s BIN=path/to/platform (skips the build)
+# Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl.
+set -euo pipefail
+
+JOBS=${JOBS:-100}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-20s}
+READ_DURATION=${READ_DURATION:-10s}
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+
+need() { command -v "$1" >/dev/null || { echo "callback_load: $1 is required ($2)" >&2; exit 1; }; }
+need wrk "apt-get install -y wrk"
+need curl "apt-get install -y curl"
+
+if [[ -z "${BIN:-}" ]]; then
+  echo "== building the release binary"
+  (cd "$root" && cargo build --release --quiet)
+  BIN="$root/target/release/platform"
+fi
+
+tmp=$(mktemp -d)
+daemon_pid=""
+cleanup() {
+  if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill -TERM "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Query the daemon's database read-only.
+sql() {
+  if command -v python3 >/dev/null; then
+    python3 - "$tmp/data/platform.db" "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+for row in db.execute(sys.argv[2]):
+    print(" ".join(str(c) for c in row))
+PY
+  else
+    need sqlite3 "apt-get install -y sqlite3"
+    sqlite3 -readonly -separator ' ' "$tmp/data/platform.db" "$1"
+  fi
+}
+
+echo "== starting platform serve (data in $tmp/data)"
+"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" >"$tmp/serve.log" 2>&1 &
+daemon_pid=$!
+url=""
+for _ in $(seq 1 200); do
+  url=$(grep -o 'listening on http://[0-9.:]*' "$tmp/serve.log" | head -1 | sed 's/listening on //' || true)
+  [[ -n "$url" ]] && break
+  kill -0 "$daemon_pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
+  sleep 0.05
+done
+[[ -n "$url" ]] || { echo "the daemon did not start" >&2; cat "$tmp/serve.log" >&2; exit 1; }
+echo "   $url (pid $daemon_pid)"
+
+echo "== creating $JOBS jobs"
+for i in $(seq 1 "$JOBS"); do
+  curl -sf -o /dev/null -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
+    -d "{\"user_id\":\"bench$((i % 7))\",\"model_name\":\"yolo11n\",\"framework\":\"demo\",\"dataset_s3_uri\":\"s3://bench/datasets/coco128/\",\"config\":{\"epochs\":100,\"batch\":16}}"
+done
+sql "SELECT id, callback_token FROM jobs" >"$tmp/jobs.txt"
+[[ $(wc -l <"$tmp/jobs.txt") -eq $JOBS ]] || { echo "expected $JOBS jobs in the database" >&2; exit 1; }
+
+# Prints "requests/s p50 p99 non2xx" from a wrk report.
+summarize() {
+  awk '
+    /Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = $2 }
+    /^ +99%/ { p99 = $2 }
+    /Non-2xx or 3xx responses:/ { bad = $5 }
+    /Socket errors:/ { errors = $0 }
+    END { printf "%s %s %s %s\n", rps, p50, p99, (bad == "" ? 0 : bad) }
+  ' "$1"
+}
+
+run_wrk() { # name, wrk args...
+  local name=$1; shift
+  echo "== $name"
+  wrk --latency "$@" | tee "$tmp/$name.txt"
+}
+
+# Each acknowledged callback waits for its group's fsync (synchronous=FULL),
+# so at a fixed concurrency the disk's flush latency bounds the rate.
+sync_ms=$(cd "$tmp" && dd if=/dev/zero of=probe bs=16k count=200 oflag=dsync 2>&1 |
+  awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) t = $(i-1); printf "%.2f", t * 1000 / 200 }')
+rm -f "$tmp/probe"
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$daemon_pid/stat"; }
+ticks_before=$(cpu_ticks)
+run_wrk callbacks -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$here/callback.lua" "$url" -- "$tmp/jobs.txt" "$THREADS"
+ticks_after=$(cpu_ticks)
+points=$(sql "SELECT COUNT(*) FROM metrics")
+applied=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="applied"\}/ { print $2 }')
+duplicates=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="duplicate"\}/ { print $2 }')
+batches=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_db_commit_batch_size_sum/ { s = $2 } /^platform_db_commit_batch_size_count/ { c = $2 } END { if (c > 0) printf "%.1f", s / c }')
+
+run_wrk list_jobs -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" "$url/api/v1/training/jobs"
+run_wrk get_job -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" -s "$here/get_job.lua" "$url" -- "$tmp/jobs.txt"
+
+rss_peak=$(awk '/VmHWM/ { print $2, $3 }' "/proc/$daemon_pid/status")
+rss_now=$(awk '/VmRSS/ { print $2, $3 }' "/proc/$daemon_pid/status")
+
+echo
+echo "== summary ($(nproc) cores, $JOBS jobs, $CONNECTIONS connections, $THREADS wrk threads)"
+printf '%-10s %12s %10s %10s %8s\n' endpoint "requests/s" p50 p99 non-2xx
+for name in callbacks list_jobs get_job; do
+  read -r rps p50 p99 bad < <(summarize "$tmp/$name.txt")
+  printf '%-10s %12s %10s %10s %8s\n' "$name" "$rps" "$p50" "$p99" "$bad"
+done
+echo "callbacks applied: ${applied:-?} (duplicates ${duplicates:-0}); metric points stored: $points"
+echo "mean writes per group commit: ${batches:-?}"
+hz=$(getconf CLK_TCK)
+awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="${applied:-0}" 'BEGIN {
+  if (n > 0) printf "daemon CPU per callback: %.0f us (user+system)\n", t / hz * 1e6 / n }'
+echo "disk: ${sync_ms:-?} ms per synchronous 16 KiB write (dd oflag=dsync)"
+echo "daemon peak RSS (VmHWM): $rss_peak (now $rss_now)"
+echo "target: >= 15000 callbacks/s with p99 < 10ms at concurrency 32"
