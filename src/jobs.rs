@@ -483,6 +483,16 @@ impl Jobs {
             .await
     }
 
+    /// Jobs of `runner` that ended in the last week without their trainer's
+    /// exit being recorded (see [`crate::runner::Runner::reap`]).
+    pub async fn ended_unsettled(&self, runner: &'static str) -> Result<Vec<JobRecord>, JobError> {
+        let since = db::ts(&(db::now() - chrono::Duration::days(7)));
+        Ok(self
+            .db
+            .read(move |c| db::jobs::ended_unsettled(c, runner, &since))
+            .await?)
+    }
+
     /// Jobs in `status`, oldest first.
     pub async fn in_status(
         &self,

@@ -721,3 +721,32 @@ async fn sigterm_leaves_trainers_running_unless_told_to_stop_them() {
     d.restart();
     assert_eq!(get(&d, &id).await["status"], "cancelled");
 }
+
+#[tokio::test]
+async fn a_cancel_the_daemon_did_not_act_on_is_carried_out_after_restart() {
+    let dir = trainers(&[("sleepy", "echo up; sleep 60")]);
+    let mut d = daemon_with(dir.path(), &["--kill-grace", "1"], &[]);
+    let job = create(&d, "sleepy", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_status(&d, &id, "running", 20).await;
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    d.kill9();
+    // The cancel committed, then the daemon died before signalling the
+    // trainer: simulated by committing it to the database directly.
+    let db = rusqlite::Connection::open(d.data_dir.join("platform.db")).unwrap();
+    db.execute(
+        "UPDATE jobs SET status = 'cancelled', completed_at = updated_at WHERE id = ?1",
+        [&id],
+    )
+    .unwrap();
+    drop(db);
+    assert!(process_alive(trainer));
+    d.restart();
+    eventually(10, "the cancelled job's trainer to be stopped", || async {
+        (!process_alive(trainer)).then_some(())
+    })
+    .await;
+    let j = wait_exit_code(&d, &id).await;
+    assert_eq!(j["status"], "cancelled");
+    assert_eq!(j["exit_code"], -15, "SIGTERM ended it");
+}

@@ -196,6 +196,22 @@ pub fn in_status(c: &Connection, status: JobStatus, limit: i64) -> Result<Vec<Jo
     collect(&mut stmt, params![status.as_str(), limit])
 }
 
+/// Ended jobs launched by `runner` whose trainer's exit was never seen
+/// (the daemon stopped first), ended after `since`: their trainers may
+/// still be running.
+pub fn ended_unsettled(
+    c: &Connection,
+    runner: &str,
+    since: &str,
+) -> Result<Vec<JobRecord>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
+         AND runner = ?1 AND runner_state IS NOT NULL AND exit_code IS NULL \
+         AND completed_at > ?2 ORDER BY created_at ASC, id ASC"
+    ))?;
+    collect(&mut stmt, params![runner, since])
+}
+
 /// How many jobs are in each status.
 pub fn count_by_status(c: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;

@@ -195,6 +195,12 @@ pub trait Runner: Send + Sync + 'static {
     /// that are still alive and settle the ones that are not.
     async fn reconcile(&self, running: Vec<JobRecord>) -> Result<(), RunnerError>;
 
+    /// After a daemon start: jobs that ended while their trainer was still
+    /// running (cancelled just before the daemon stopped, or reported
+    /// `completed` and then the daemon stopped). Stop the trainers of
+    /// cancelled ones, and record how the others exit. Default: nothing.
+    async fn reap(&self, _ended: Vec<JobRecord>) {}
+
     /// Ids of jobs whose trainers this runner is watching.
     fn active(&self) -> Vec<Uuid>;
 

@@ -132,6 +132,11 @@ impl Scheduler {
         if let Err(e) = self.runner.reconcile(mine).await {
             tracing::error!(error = %e, "reconciling running jobs failed");
         }
+        match self.jobs.ended_unsettled(self.runner.name()).await {
+            Ok(ended) if !ended.is_empty() => self.runner.reap(ended).await,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot list ended jobs to reap"),
+        }
     }
 
     /// Stops trainers of cancelled jobs the runner still watches, then fills free slots.

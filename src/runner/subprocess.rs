@@ -417,6 +417,32 @@ impl Runner for SubprocessRunner {
         Ok(())
     }
 
+    async fn reap(&self, ended: Vec<JobRecord>) {
+        for rec in ended {
+            let id = rec.job.id;
+            let Some(ps) = rec
+                .runner_state
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
+            else {
+                continue;
+            };
+            let sup = (ps.proc.supervisor_pid, ps.proc.supervisor_start);
+            if alive(sup.0, sup.1) {
+                tracing::info!(job_id = %id, status = %rec.job.status, "watching the trainer of a job that ended while the daemon was down");
+                self.inner.watch(id, ps.clone());
+                self.inner
+                    .poll_until_gone(id, ps.dir.clone(), sup.0, sup.1, false);
+                if rec.job.status == crate::model::JobStatus::Cancelled {
+                    let _ = self.cancel(&rec).await;
+                }
+            } else if read_exit(&ps.dir).is_some() {
+                // It ended while the daemon was down: record the exit code.
+                self.inner.on_exit(id, &ps.dir, false).await;
+            }
+        }
+    }
+
     fn active(&self) -> Vec<Uuid> {
         self.inner
             .active

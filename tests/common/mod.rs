@@ -234,6 +234,28 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Trainers outlive their daemon by design (a restarted daemon
+        // re-adopts them); at the end of a test nothing will, so stop them.
+        let Ok(runs) = std::fs::read_dir(self.data_dir.join("runs")) else {
+            return;
+        };
+        for run in runs.flatten() {
+            let Ok(text) = std::fs::read_to_string(run.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            for (key, group) in [("trainer_pid", true), ("supervisor_pid", false)] {
+                if let Some(pid) = state[key].as_i64() {
+                    let target = if group { -pid } else { pid };
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(target as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
     }
 }
 
