@@ -61,7 +61,9 @@ PY
 }
 
 echo "== starting platform serve (data in $tmp/data)"
-"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" >"$tmp/serve.log" 2>&1 &
+# --hold-jobs keeps the jobs pending so no trainer competes for the CPU;
+# the dataset URI is made up, so the store check is off.
+"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --hold-jobs --dataset-check off >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
 for _ in $(seq 1 200); do
@@ -75,7 +77,7 @@ echo "   $url (pid $daemon_pid)"
 
 echo "== creating $JOBS jobs"
 for i in $(seq 1 "$JOBS"); do
-  curl -sf -o /dev/null -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
+  curl -sSf -o /dev/null -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
     -d "{\"user_id\":\"bench$((i % 7))\",\"model_name\":\"yolo11n\",\"framework\":\"demo\",\"dataset_s3_uri\":\"s3://bench/datasets/coco128/\",\"config\":{\"epochs\":100,\"batch\":16}}"
 done
 sql "SELECT id, callback_token FROM jobs" >"$tmp/jobs.txt"

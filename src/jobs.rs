@@ -64,7 +64,6 @@ pub struct Jobs {
     events: Events,
     registry: Arc<Registry>,
     callback_auth: bool,
-    api_token: Option<String>,
     /// Callback tokens of live jobs, so the hot path skips a read.
     /// Tokens never change, so a cached entry is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
@@ -75,10 +74,10 @@ pub struct Jobs {
 
 /// Settings the lifecycle rules depend on.
 pub struct JobsConfig {
-    /// Whether callbacks need the per-job bearer token.
+    /// Whether callbacks need the per-job bearer token. Only that token
+    /// opens a job's trainer routes (not the operator's API token): a
+    /// trainer's credentials are separate and per job.
     pub callback_auth: bool,
-    /// The operator's API token, also accepted on callbacks.
-    pub api_token: Option<String>,
 }
 
 impl Jobs {
@@ -89,7 +88,6 @@ impl Jobs {
             events,
             registry,
             callback_auth: cfg.callback_auth,
-            api_token: cfg.api_token,
             tokens: RwLock::new(HashMap::new()),
             store: None,
             dataset_check: false,
@@ -225,8 +223,9 @@ impl Jobs {
     }
 
     /// Cancels a live job: `cancelled` is committed at once; the runner
-    /// stops the trainer when it sees the event.
-    pub async fn cancel(&self, id: Uuid) -> Result<Job, JobError> {
+    /// stops the trainer when it sees the event. `why` becomes the message
+    /// of a job that has none yet.
+    pub async fn cancel(&self, id: Uuid, why: &'static str) -> Result<Job, JobError> {
         let job = self
             .db
             .write(move |c| {
@@ -238,14 +237,14 @@ impl Jobs {
                     });
                 }
                 set_status(&mut rec.job, JobStatus::Cancelled, db::now());
-                rec.job
-                    .message
-                    .get_or_insert_with(|| "cancelled by user".into());
+                rec.job.message.get_or_insert_with(|| why.into());
                 db::jobs::update(c, &rec)?;
                 Ok(rec.job)
             })
             .await?;
         self.finished(&job);
+        // Watchers end their streams on it and the scheduler stops the trainer.
+        self.events.publish(Event::Job(Arc::new(job.clone())));
         Ok(job)
     }
 
@@ -265,13 +264,7 @@ impl Jobs {
         if !self.callback_auth {
             return Ok(());
         }
-        let ok = bearer.is_some_and(|b| {
-            constant_time_eq(b.as_bytes(), token.as_bytes())
-                || self
-                    .api_token
-                    .as_deref()
-                    .is_some_and(|a| constant_time_eq(b.as_bytes(), a.as_bytes()))
-        });
+        let ok = bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes()));
         if ok {
             Ok(())
         } else {

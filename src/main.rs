@@ -6,6 +6,11 @@ use clap::Parser;
 use platform::cli::{self, Cli, Command, Exit};
 use platform::config::ServerConfig;
 
+/// The hot paths (JSON, HTTP, SQLite) allocate per request; musl's allocator
+/// (the static build) and glibc's both trail mimalloc there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let warnings = platform::config::load_env_layers();
     let cli = Cli::parse();
@@ -40,6 +45,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(platform::server::run(cfg))
         }
         command => {
+            if !matches!(command, Command::DemoTrain | Command::Report(_)) {
+                restore_sigpipe();
+            }
             let level = match (cli.global.quiet, cli.global.verbose) {
                 (true, _) => "error",
                 (false, 0) => "warn",
@@ -49,6 +57,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             platform::logging::init(platform::config::LogFormat::Text, level);
             runtime.block_on(cli::run_client(cli.global, command))
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `platform job list | head -1` would end in a
+/// "failed printing to stdout" panic; like other command-line tools, the
+/// client instead ends quietly when its reader goes away. Sockets are not
+/// affected (Rust sends with MSG_NOSIGNAL). Trainer-side commands keep the
+/// default so a vanished log reader never kills a training run.
+fn restore_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the disposition is process-wide and nothing in the client
+    // installs its own SIGPIPE handler; SigDfl runs no code of ours.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }
 

@@ -86,12 +86,12 @@ struct TrainersFile {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The trainers file is unreadable.
-    #[error("cannot read the trainers file {path}: {source}")]
+    #[error("cannot read the trainers file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it once).
+        error: std::io::Error,
     },
     /// The trainers file is not valid.
     #[error("the trainers file {path} is invalid: {message}")]
@@ -102,12 +102,12 @@ pub enum RegistryError {
         message: String,
     },
     /// The trainers directory is unreadable.
-    #[error("cannot read the trainers directory {path}: {source}")]
+    #[error("cannot read the trainers directory {path}: {error}")]
     Directory {
         /// The directory.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it once).
+        error: std::io::Error,
     },
 }
 
@@ -194,9 +194,9 @@ impl Registry {
 }
 
 fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| RegistryError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let invalid = |message: String| RegistryError::Invalid {
         path: path.to_path_buf(),
@@ -234,9 +234,9 @@ fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
 /// `train`, or a `train.py` run by the directory's `venv/bin/python` when
 /// present, else `python3`.
 fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
-    let read = std::fs::read_dir(dir).map_err(|source| RegistryError::Directory {
+    let read = std::fs::read_dir(dir).map_err(|error| RegistryError::Directory {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let mut out = Vec::new();
     for entry in read.flatten() {
@@ -249,7 +249,7 @@ fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
         }
         let train = sub.join("train");
         let train_py = sub.join("train.py");
-        let command = if train.is_file() {
+        let command = if is_executable(&train) {
             vec![train.display().to_string()]
         } else if train_py.is_file() {
             let venv = sub.join("venv/bin/python");
@@ -260,6 +260,9 @@ fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
             };
             vec![python, train_py.display().to_string()]
         } else {
+            if train.is_file() {
+                tracing::warn!(path = %train.display(), "skipping a trainer that is not executable (chmod +x it)");
+            }
             continue;
         };
         out.push(Trainer {
@@ -277,6 +280,12 @@ fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
     Ok(out)
 }
 
+/// A regular file with an execute bit (what `train` must be to run).
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +300,14 @@ mod tests {
         std::fs::write(dir.join("venvfw/train.py"), "").unwrap();
         std::fs::write(dir.join("venvfw/venv/bin/python"), "").unwrap();
         std::fs::create_dir_all(dir.join("empty")).unwrap();
+        // `train` counts only when it can be executed.
+        use std::os::unix::fs::PermissionsExt;
+        for (name, mode) in [("shell", 0o755), ("noexec", 0o644)] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            let train = dir.join(name).join("train");
+            std::fs::write(&train, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&train, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
         let file = tmp.path().join("trainers.toml");
         std::fs::write(
             &file,
@@ -304,7 +321,7 @@ resources = { cpu = "4", memory = "16Gi", gpu = 1 }
         )
         .unwrap();
         let reg = Registry::load(Some(&dir), Some(&file)).unwrap();
-        assert_eq!(reg.names(), vec!["demo", "venvfw", "yolo"]);
+        assert_eq!(reg.names(), vec!["demo", "shell", "venvfw", "yolo"]);
         let yolo = reg.get("yolo").unwrap();
         assert_eq!(yolo.command, vec!["python3", "other.py"]);
         assert_eq!(

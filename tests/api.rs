@@ -199,6 +199,27 @@ async fn prometheus_exposes_requests_callbacks_and_jobs_by_status() {
     }
     assert!(text.contains("platform_http_requests_total{method=\"POST\",route=\"/api/v1/training/jobs\",status=\"201\"} 2"));
     assert!(text.contains("# TYPE platform_http_request_duration_seconds"));
+
+    // Made-up methods share one label value instead of adding series.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let resp = d
+        .http()
+        .request(brew, d.at("/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error());
+    let text = d
+        .http()
+        .get(d.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("BREW"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
 }
 
 // ----------------------------------------------------------------- create
@@ -1182,6 +1203,12 @@ async fn max_points_downsamples_keeping_first_last_and_extremes() {
         .map(|p| p["step"].as_i64().unwrap())
         .collect();
     assert_eq!(steps, (2990..3000).collect::<Vec<i64>>());
+
+    // Bounded like `limit`.
+    for bad in ["1", "10001", "9223372036854775807"] {
+        let (status, err) = get(&d, &job_path(&id, &format!("/metrics?max_points={bad}"))).await;
+        assert_invalid(status, &err, "max_points");
+    }
 }
 
 #[tokio::test]
@@ -1343,11 +1370,51 @@ async fn non_finite_numbers_are_422() {
         let (status, err) = post_raw(&d, &job_path(&id, "/metrics"), Some(&token), batch).await;
         assert_invalid(status, &err, "points[1].loss");
     }
+    // Overflow is refused even in fields the endpoint ignores.
+    let overflow = r#"{"user_id":"a","model_name":"m","framework":"demo","dataset_s3_uri":"s3://b/d/","extra":{"x":[1e999]}}"#;
+    let (status, err) = post_raw(&d, JOBS, None, overflow.to_string()).await;
+    assert_invalid(status, &err, "extra.x[0]");
+    let (status, err) = post_raw(
+        &d,
+        &job_path(&id, "/callback"),
+        Some(&token),
+        r#"{"status":"running","foo":-1e999}"#.to_string(),
+    )
+    .await;
+    assert_invalid(status, &err, "foo");
+    assert_eq!(snapshot(&d), before, "nothing stored");
     // A string "NaN" is just a string.
     let mut body = job_body("alice");
     body["config"] = json!({"mode": "NaN"});
     create(&d, &body).await;
     assert_ne!(snapshot(&d), before);
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_objects() {
+    let d = Daemon::held();
+    let (id, token) = job_with_token(&d, "alice").await;
+    let before = snapshot(&d);
+    // serde would map these onto the fields by position.
+    let (status, err) = post_raw(
+        &d,
+        JOBS,
+        None,
+        r#"["a","m","demo","s3://b/d/",null]"#.to_string(),
+    )
+    .await;
+    assert_invalid(status, &err, "body");
+    for body in [r#"["running",0.5,"msg"]"#, "[]", "\"running\"", "7"] {
+        let (status, err) = post_raw(
+            &d,
+            &job_path(&id, "/callback"),
+            Some(&token),
+            body.to_string(),
+        )
+        .await;
+        assert_invalid(status, &err, "body");
+    }
+    assert_eq!(snapshot(&d), before, "nothing stored");
 }
 
 #[tokio::test]
@@ -1678,10 +1745,34 @@ async fn api_token_guards_user_routes_but_not_trainer_routes() {
     let token = callback_token(&d, &id);
     let (status, _) = callback(&d, &id, None, &json!({"status": "running"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = callback(&d, &id, Some("s3cret"), &json!({"status": "running"})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the API token is no trainer token"
+    );
+    let (status, _) = ingest(&d, &id, Some("s3cret"), &json!({"points": [{"loss": 1}]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = callback(&d, &id, Some(&token), &json!({"status": "running"})).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = ingest(&d, &id, Some(&token), &json!({"points": [{"loss": 1}]})).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn a_taken_port_is_one_clean_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    // The database is open by then; closing it used to race the runtime's end.
+    for _ in 0..4 {
+        let (code, stderr) = serve_outcome(&["--bind", &addr], &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[test]

@@ -638,6 +638,89 @@ async fn version_prints_both_versions_and_tolerates_an_unreachable_server() {
     assert_eq!(json_out(&out)["server"], Value::Null);
     let out = ok(&d, &["--version"]);
     assert!(out.contains(VERSION));
+    // Even an unusable server setting does not hide the client's version.
+    let (code, out, err) = run(&d, &["version", "--server", "not a url"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("client: platform {VERSION}")) && out.contains("unreachable"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_client_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Daemon::held();
+    for _ in 0..3 {
+        cli_create(&d, &[]);
+    }
+    for args in [
+        vec!["job", "list", "-q"],
+        vec!["job", "list"],
+        vec!["version"],
+    ] {
+        // stdout is a pipe whose reading end is already closed.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = d
+            .cli_command(&args, &[])
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.signal() == Some(13) || out.status.code() == Some(0),
+            "{args:?}: ended by SIGPIPE like other tools, got {:?} {err}",
+            out.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn followers_end_when_a_pending_job_is_cancelled() {
+    let d = Daemon::held();
+    let id = cli_create(&d, &[]);
+    let followers: Vec<_> = [
+        vec!["job", "watch", id.as_str()],
+        vec!["metrics", id.as_str(), "--follow"],
+        vec!["job", "logs", id.as_str(), "--follow"],
+    ]
+    .into_iter()
+    .map(|args| {
+        let child = d
+            .cli_command(&args, &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (args, child)
+    })
+    .collect();
+    // Let them attach to the still-pending job, then cancel it.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    ok(&d, &["job", "cancel", &id]);
+    for (args, mut child) in followers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} still follows a cancelled job");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cancelled"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[tokio::test]

@@ -700,7 +700,17 @@ async fn sigterm_leaves_trainers_running_unless_told_to_stop_them() {
     let id = job["id"].as_str().unwrap().to_string();
     wait_status(&d, &id, "running", 20).await;
     let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    // A client following the logs must not hold up the stop (the trainer
+    // runs for another minute; `terminate` gives up after 20 s).
+    let following = d
+        .http()
+        .get(d.at(&format!("/api/v1/training/jobs/{id}/logs?follow=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(following.status(), 200);
     assert_eq!(d.terminate(), Some(0), "clean exit on SIGTERM");
+    drop(following);
     assert!(process_alive(trainer), "trainers outlive a graceful stop");
     kill9(-trainer);
 
@@ -719,7 +729,15 @@ async fn sigterm_leaves_trainers_running_unless_told_to_stop_them() {
         "--stop-jobs-on-exit stops trainers"
     );
     d.restart();
-    assert_eq!(get(&d, &id).await["status"], "cancelled");
+    let job = get(&d, &id).await;
+    assert_eq!(job["status"], "cancelled");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .contains("--stop-jobs-on-exit"),
+        "says who cancelled it: {job}"
+    );
 }
 
 #[tokio::test]

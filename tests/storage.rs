@@ -397,6 +397,12 @@ async fn artifact_upload_needs_the_job_token(b: Backend) {
         .put(&path, b"weights".to_vec(), Some("not-the-token"))
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = e.put(&path, b"weights".to_vec(), Some(api)).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the API token is no trainer token"
+    );
     let (s, f) = e.put(&path, b"weights".to_vec(), Some(&token)).await;
     assert_eq!(s, StatusCode::CREATED, "{f}");
     let outputs = format!("{}jobs/{id}/outputs/", e.root_uri());

@@ -173,6 +173,11 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
         stdout.write_all(&chunk)?;
         stdout.flush()?;
     }
+    if a.follow {
+        // The stream ends with the job; like `watch`, only `completed` is success.
+        let job = super::watch::until_final(client, id).await?;
+        return finish(job.status, &job);
+    }
     Ok(())
 }
 

@@ -241,13 +241,19 @@ async fn follow(
         match item {
             Some(Item::Event(e)) => match Update::decode(&e)? {
                 Update::Metric(m) => rows.print(&m)?,
-                Update::Job(j) if j.status.is_terminal() => return Ok(()),
+                Update::Job(j) if j.status.is_terminal() => {
+                    return super::job::finish(j.status, &j);
+                }
                 _ => {}
             },
             Some(Item::Reconnecting(n, why)) => {
                 eprintln!("connection lost ({why}); reconnecting (attempt {n})…")
             }
-            None => return Ok(()),
+            // Resumed after the end: the job is final.
+            None => {
+                let job = client.get_job(id).await?;
+                return super::job::finish(job.status, &job);
+            }
         }
     }
 }

@@ -163,26 +163,29 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
 }
 
 async fn version(global: &GlobalArgs, out: &output::Printer) -> anyhow::Result<()> {
-    let client = global.client()?;
-    let server = client.health().await;
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json])?;
+    // The client's version is printed whatever is wrong with the server
+    // setting (even an unusable --server).
+    let (base, server) = match global.client() {
+        Ok(client) => (
+            client.base().to_string(),
+            client.health().await.map_err(|e| short_reason(&e)),
+        ),
+        Err(e) => (global.server.clone(), Err(format!("{e:#}"))),
+    };
     if fmt == OutputFormat::Json {
         let v = serde_json::json!({
             "client": env!("CARGO_PKG_VERSION"),
             "server": server.as_ref().ok().map(|h| h.version.clone()),
-            "server_url": client.base(),
+            "server_url": base,
         });
         out.json(&v)?;
         return Ok(());
     }
     println!("client: platform {}", env!("CARGO_PKG_VERSION"));
     match server {
-        Ok(h) => println!("server: platform {} at {}", h.version, client.base()),
-        Err(e) => println!(
-            "server: unreachable at {} ({})",
-            client.base(),
-            short_reason(&e)
-        ),
+        Ok(h) => println!("server: platform {} at {base}", h.version),
+        Err(reason) => println!("server: unreachable at {base} ({reason})"),
     }
     Ok(())
 }

@@ -63,6 +63,22 @@ pub fn job_events_path(id: Uuid) -> String {
     format!("/api/v1/training/jobs/{id}/events")
 }
 
+/// Waits on the job's event stream until the job is final and returns it
+/// (for followers whose own stream can end a moment before the status does).
+pub async fn until_final(client: &Client, id: Uuid) -> anyhow::Result<Job> {
+    let mut events = EventStream::new(client, job_events_path(id), None);
+    while let Some(item) = events.next().await? {
+        if let Item::Event(e) = item {
+            if let Update::Job(job) = Update::decode(&e)? {
+                if job.status.is_terminal() {
+                    return Ok(*job);
+                }
+            }
+        }
+    }
+    Ok(client.get_job(id).await?)
+}
+
 /// What a watcher knows about a job so far.
 #[derive(Debug, Default)]
 pub struct Tracker {

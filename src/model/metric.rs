@@ -126,7 +126,8 @@ pub struct MetricQuery {
     pub order: Option<String>,
     /// Only points with an id greater than this.
     pub after_id: Option<i64>,
-    /// Downsample to about this many points (keeps first, last and extremes).
+    /// Downsample the whole history (after `after_id`) to at most this many
+    /// points, 2–10000, keeping first, last and extremes; replaces `limit`.
     pub max_points: Option<i64>,
 }
 
@@ -161,8 +162,14 @@ impl MetricQuery {
         if self.after_id.is_some_and(|a| a < 0) {
             return Err(ValidationError::new("after_id", "must be 0 or more"));
         }
-        if self.max_points.is_some_and(|m| m < 2) {
-            return Err(ValidationError::new("max_points", "must be at least 2"));
+        if self
+            .max_points
+            .is_some_and(|m| !(2..=MAX_METRIC_LIMIT).contains(&m))
+        {
+            return Err(ValidationError::new(
+                "max_points",
+                format!("must be between 2 and {MAX_METRIC_LIMIT}"),
+            ));
         }
         Ok(MetricFilter {
             limit,

@@ -79,6 +79,9 @@ impl LaunchSpec {
 /// What a dry run shows instead of a secret's value.
 pub const MASKED: &str = "********";
 
+/// Message of jobs cancelled by `--stop-jobs-on-exit` when the daemon stops.
+pub const STOPPED_WITH_DAEMON: &str = "cancelled: the daemon stopped (--stop-jobs-on-exit)";
+
 /// What launching a job would do, without doing it (`job create --dry-run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LaunchPlan {

@@ -463,7 +463,7 @@ impl Runner for SubprocessRunner {
             return;
         }
         for id in self.active() {
-            let _ = self.inner.jobs.cancel(id).await;
+            let _ = self.inner.jobs.cancel(id, super::STOPPED_WITH_DAEMON).await;
             if let Ok(rec) = self.inner.jobs.record(id).await {
                 let _ = self.cancel(&rec).await;
             }

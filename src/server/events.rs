@@ -61,6 +61,14 @@ pub fn close_streams() {
     CLOSING.send_replace(true);
 }
 
+/// Resolves once the daemon starts shutting down (for other long-lived
+/// responses, such as followed logs, to end with the event streams).
+pub async fn closing() {
+    let mut rx = CLOSING.subscribe();
+    // An error means the sender is gone, which never happens to a static.
+    let _ = rx.wait_for(|closing| *closing).await;
+}
+
 /// Where a stream resumes: the last point id and job version (µs) sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {

@@ -150,7 +150,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Fast path: path tracking costs on every field, and is only needed to
     // explain a failure, so a body that decodes is decoded without it.
     if let Ok(value) = serde_json::from_slice(bytes) {
+        // serde accepts a struct as a positional array, and skips over
+        // unknown fields without reading their numbers; neither may pass.
+        if !starts_object(bytes) {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        if let Some(path) = overflowing_number(bytes) {
+            return Err(ApiError::invalid(
+                path,
+                "numbers must be finite (this one overflows)",
+            ));
+        }
         return Ok(value);
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() && !starts_object(bytes) {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
@@ -216,6 +230,67 @@ fn strip_position(msg: &str) -> String {
 
 fn missing_field(msg: &str) -> Option<&str> {
     msg.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn starts_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The path of a number too large for an f64 anywhere in a parsed document,
+/// if any. Only numbers with an exponent or over 300 digits can overflow, so
+/// the common body costs one scan and no float parsing.
+fn overflowing_number(bytes: &[u8]) -> Option<String> {
+    let (mut in_str, mut escaped) = (false, false);
+    let mut i = 0;
+    let mut suspect = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_str = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len()
+                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let token = &bytes[start..i];
+            let risky = token.len() > 300 || token.iter().any(|c| matches!(c, b'e' | b'E'));
+            if risky
+                && std::str::from_utf8(token)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_none_or(|f| !f.is_finite())
+            {
+                suspect = true;
+                break;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    if !suspect {
+        return None;
+    }
+    // Name the field: decoding into a generic value fails right there.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, serde_json::Value>(&mut de) {
+        Err(e) => Some(non_body(&e.path().to_string())),
+        Ok(_) => Some("body".into()),
+    }
 }
 
 /// Whether the text has a bare `NaN`/`Infinity` token outside strings
@@ -288,6 +363,17 @@ mod tests {
         assert_eq!(status_of(r#"{"progress": 0.5}"#), 422);
         assert_eq!(status_of(r#"{"progress": 0.5} trailing"#), 400);
         assert_eq!(status_of(r#"{"status": "bogus", "progress": NaN}"#), 422);
+        // Overflow in a field the body type ignores, and positional arrays.
+        assert_eq!(
+            status_of(r#"{"status": "running", "x": {"y": [1e999]}}"#),
+            422
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "x": "1e999", "y": 1e300}"#),
+            200
+        );
+        assert_eq!(status_of(r#"["running", 0.5]"#), 422);
+        assert_eq!(status_of(r#"  {"status": "running"}"#), 200);
     }
 
     #[test]
@@ -302,5 +388,11 @@ mod tests {
             panic!("expected 422")
         };
         assert_eq!(v.field, "status");
+        let Err(ApiError::Invalid(v)) =
+            decode::<TrainingUpdate>(br#"{"status": "running", "extra": {"y": [1, -2e400]}}"#)
+        else {
+            panic!("expected 422")
+        };
+        assert_eq!(v.field, "extra.y[1]");
     }
 }

@@ -113,7 +113,7 @@ pub async fn cancel_job(
     State(st): State<AppState>,
     JobId(id): JobId,
 ) -> Result<StatusCode, ApiError> {
-    st.jobs.cancel(id).await?;
+    st.jobs.cancel(id, "cancelled by user").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -175,7 +175,17 @@ async fn require_api_token(State(st): State<AppState>, req: Request, next: Next)
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    // Standard methods only: made-up ones must not grow the label set.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -183,7 +193,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("platform_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("platform_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("platform_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
@@ -213,6 +223,27 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         )
     })?;
     let db = Arc::new(Db::open(&cfg.database_path).await?);
+    let served = serve(&cfg, db.clone(), store, prometheus, started).await;
+    // Also on failure (e.g. the port is taken): an unclosed database would
+    // be torn down mid-close when the runtime stops.
+    if !Db::close_shared(db, std::time::Duration::from_secs(5)).await {
+        tracing::warn!("database still in use at shutdown; relying on SQLite's own close");
+    }
+    if served.is_ok() {
+        tracing::info!("stopped");
+    }
+    served
+}
+
+/// Everything between opening the database and closing it; every handle on
+/// the database is dropped when this returns.
+async fn serve(
+    cfg: &ServerConfig,
+    db: Arc<Db>,
+    store: Arc<crate::storage::Store>,
+    prometheus: Option<PrometheusHandle>,
+    started: Instant,
+) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::load(
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
@@ -224,7 +255,6 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             registry.clone(),
             JobsConfig {
                 callback_auth: cfg.callback_auth,
-                api_token: cfg.api_token.clone(),
             },
         )
         .with_store(store.clone(), cfg.storage.dataset_check),
@@ -240,7 +270,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         .backend_base_url
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
-    let runner = build_runner(&cfg, jobs.clone()).await?;
+    let runner = build_runner(cfg, jobs.clone()).await?;
     let contract: Arc<dyn ContractSource> = Arc::new(StoreContract {
         base_url: base_url.clone(),
         store: store.clone(),
@@ -281,22 +311,15 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("the HTTP server failed")?;
+        .context("the HTTP server failed");
     tracing::info!("shutting down: in-flight requests finished");
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
-    drop(runner);
-    drop(jobs);
-    // Connection tasks may still be dropping their handles for a moment.
-    if !Db::close_shared(db, std::time::Duration::from_secs(5)).await {
-        tracing::warn!("database still in use at shutdown; relying on SQLite's own close");
-    }
-    tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 async fn build_runner(cfg: &ServerConfig, jobs: Arc<Jobs>) -> anyhow::Result<Arc<dyn Runner>> {

@@ -57,6 +57,8 @@ pub async fn logs(
                 ApiError::Internal(format!("cannot read the logs of job {id}: {e}"))
             })?;
         if let Some(stream) = stream {
+            // A followed log must not hold up a graceful shutdown.
+            let stream = futures::StreamExt::take_until(stream, super::events::closing());
             return Ok(text(Body::from_stream(stream)));
         }
         // The runner's copy is gone: read the archived log.
@@ -75,7 +77,10 @@ pub async fn logs(
         if !opts.follow || rec.job.status.is_terminal() {
             return Ok(text(Body::empty()));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = super::events::closing() => return Ok(text(Body::empty())),
+        }
     }
 }
 

@@ -566,7 +566,7 @@ impl Runner for KubernetesRunner {
             return;
         }
         for id in self.active() {
-            let _ = self.inner.jobs.cancel(id).await;
+            let _ = self.inner.jobs.cancel(id, super::STOPPED_WITH_DAEMON).await;
             if let Ok(rec) = self.inner.jobs.record(id).await {
                 if let Err(e) = self.cancel(&rec).await {
                     tracing::error!(job_id = %id, error = %e, "cannot delete a Kubernetes Job on shutdown");
