@@ -209,15 +209,7 @@ async fn prometheus_exposes_requests_callbacks_and_jobs_by_status() {
         .await
         .unwrap();
     assert!(resp.status().is_client_error());
-    let text = d
-        .http()
-        .get(d.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.get_text("/metrics").await;
     assert!(!text.contains("BREW"), "{text}");
     assert!(text.contains("method=\"other\""), "{text}");
 }

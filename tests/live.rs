@@ -480,15 +480,7 @@ async fn a_lagging_consumer_rereads_from_the_database() {
     assert_strictly_ascending(&ids);
     let stored = stored_ids(&d, &t.id).await;
     assert_eq!(ids.first(), stored.first());
-    let lagged = d
-        .http()
-        .get(d.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let lagged = d.get_text("/metrics").await;
     assert!(
         lagged
             .lines()

@@ -240,48 +240,27 @@ fn starts_object(bytes: &[u8]) -> bool {
 /// if any. Only numbers with an exponent or over 300 digits can overflow, so
 /// the common body costs one scan and no float parsing.
 fn overflowing_number(bytes: &[u8]) -> Option<String> {
-    let (mut in_str, mut escaped) = (false, false);
-    let mut i = 0;
-    let mut suspect = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
+    let overflows = |token: &[u8]| {
+        (token.len() > 300 || token.iter().any(|c| matches!(c, b'e' | b'E')))
+            && std::str::from_utf8(token)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_none_or(|f| !f.is_finite())
+    };
+    let mut number: Option<usize> = None;
+    let end = std::iter::once((bytes.len(), b' '));
+    let suspect = outside_strings(bytes).chain(end).any(|(i, b)| {
+        let numeric = matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
+        match number {
+            None if b == b'-' || b.is_ascii_digit() => number = Some(i),
+            Some(start) if !numeric => {
+                number = None;
+                return overflows(&bytes[start..i]);
             }
-            i += 1;
-            continue;
+            _ => {}
         }
-        if b == b'"' {
-            in_str = true;
-            i += 1;
-            continue;
-        }
-        if b == b'-' || b.is_ascii_digit() {
-            let start = i;
-            while i < bytes.len()
-                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-            {
-                i += 1;
-            }
-            let token = &bytes[start..i];
-            let risky = token.len() > 300 || token.iter().any(|c| matches!(c, b'e' | b'E'));
-            if risky
-                && std::str::from_utf8(token)
-                    .ok()
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .is_none_or(|f| !f.is_finite())
-            {
-                suspect = true;
-                break;
-            }
-            continue;
-        }
-        i += 1;
-    }
+        false
+    });
     if !suspect {
         return None;
     }
@@ -293,11 +272,10 @@ fn overflowing_number(bytes: &[u8]) -> Option<String> {
     }
 }
 
-/// Whether the text has a bare `NaN`/`Infinity` token outside strings
-/// (JavaScript-style JSON that serde_json rightly refuses to parse).
-fn has_non_finite_literal(bytes: &[u8]) -> bool {
+/// The bytes of a JSON text outside its string literals, with their offsets.
+fn outside_strings(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let (mut in_str, mut escaped) = (false, false);
-    for (i, &b) in bytes.iter().enumerate() {
+    bytes.iter().enumerate().filter_map(move |(i, &b)| {
         if in_str {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -305,16 +283,24 @@ fn has_non_finite_literal(bytes: &[u8]) -> bool {
                 (false, b'"') => in_str = false,
                 _ => {}
             }
-            continue;
+            None
+        } else if b == b'"' {
+            in_str = true;
+            None
+        } else {
+            Some((i, b))
         }
-        match b {
-            b'"' => in_str = true,
-            b'N' if bytes[i..].starts_with(b"NaN") => return true,
-            b'I' if bytes[i..].starts_with(b"Infinity") => return true,
-            _ => {}
-        }
-    }
-    false
+    })
+}
+
+/// Whether the text has a bare `NaN`/`Infinity` token outside strings
+/// (JavaScript-style JSON that serde_json rightly refuses to parse).
+fn has_non_finite_literal(bytes: &[u8]) -> bool {
+    outside_strings(bytes).any(|(i, b)| match b {
+        b'N' => bytes[i..].starts_with(b"NaN"),
+        b'I' => bytes[i..].starts_with(b"Infinity"),
+        _ => false,
+    })
 }
 
 /// The `Authorization: Bearer` token, if any.
@@ -374,6 +360,16 @@ mod tests {
         );
         assert_eq!(status_of(r#"["running", 0.5]"#), 422);
         assert_eq!(status_of(r#"  {"status": "running"}"#), 200);
+        assert_eq!(
+            status_of(
+                r#"{"status": "running", "x": "a\"1e999", "t": true, "f": false, "n": -2.5E3}"#
+            ),
+            200
+        );
+        assert_eq!(
+            status_of(r#"{"status": "running", "x": "a\"", "y": 1E400}"#),
+            422
+        );
     }
 
     #[test]

@@ -218,6 +218,18 @@ impl Daemon {
         format!("{}{}", self.url, path)
     }
 
+    /// `GET path` as text (panics on transport errors).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http()
+            .get(self.at(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// `GET path`, decoded as JSON (panics on transport or decode errors).
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.http()
