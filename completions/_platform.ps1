@@ -62,7 +62,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--trainer-subprocess-path', '--trainer-subprocess-path', [CompletionResultType]::ParameterName, 'Directory with one sub-directory per framework (the seed''s layout)')
             [CompletionResult]::new('--max-concurrent-jobs', '--max-concurrent-jobs', [CompletionResultType]::ParameterName, 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]')
             [CompletionResult]::new('--kill-grace', '--kill-grace', [CompletionResultType]::ParameterName, 'Seconds between SIGTERM and SIGKILL when cancelling a trainer')
-            [CompletionResult]::new('--max-log-bytes', '--max-log-bytes', [CompletionResultType]::ParameterName, 'Log bytes kept per job (older output is dropped)')
+            [CompletionResult]::new('--max-log-bytes', '--max-log-bytes', [CompletionResultType]::ParameterName, 'Log bytes kept per job, at least 8 KiB (older output is dropped)')
             [CompletionResult]::new('--s3-endpoint', '--s3-endpoint', [CompletionResultType]::ParameterName, 'S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set]')
             [CompletionResult]::new('--aws-endpoint-url', '--aws-endpoint-url', [CompletionResultType]::ParameterName, 'Alias of S3_ENDPOINT (the AWS SDKs'' name for it)')
             [CompletionResult]::new('--bucket', '--bucket', [CompletionResultType]::ParameterName, 'Bucket for datasets, job outputs and logs; selects S3 storage [default: a local directory in the data directory]')

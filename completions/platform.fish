@@ -65,7 +65,7 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l trainers -d 
 complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subprocess-path -d 'Directory with one sub-directory per framework (the seed\'s layout)' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
-complete -c platform -n "__fish_platform_using_subcommand serve" -l max-log-bytes -d 'Log bytes kept per job (older output is dropped)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-log-bytes -d 'Log bytes kept per job, at least 8 KiB (older output is dropped)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l s3-endpoint -d 'S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l aws-endpoint-url -d 'Alias of S3_ENDPOINT (the AWS SDKs\' name for it)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l bucket -d 'Bucket for datasets, job outputs and logs; selects S3 storage [default: a local directory in the data directory]' -r

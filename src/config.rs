@@ -133,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
 
-    /// Log bytes kept per job (older output is dropped).
+    /// Log bytes kept per job, at least 8 KiB (older output is dropped).
     #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_log_bytes: u64,
 

@@ -8,6 +8,7 @@
 //! 2xx durable across `kill -9`. Reads go to a small round-robin pool of
 //! read-only connections that WAL mode lets run beside the writer.
 
+mod alloc;
 pub mod jobs;
 pub mod metrics;
 pub mod migrations;
@@ -96,6 +97,9 @@ impl Db {
                 path: path.to_path_buf(),
                 message: format!("cannot create directory {}: {e}", dir.display()),
             })?;
+        }
+        if !alloc::install() {
+            tracing::debug!("SQLite keeps the C allocator (it was initialised before)");
         }
         let owned = path.to_path_buf();
         let conn = tokio_rusqlite::Connection::open(path).await?;

@@ -144,6 +144,8 @@ mod tests {
 
     #[test]
     fn a_failed_write_undoes_only_its_own_changes() {
+        // Before any connection, like Db::open (see alloc's test).
+        super::super::alloc::install();
         let c = rusqlite::Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN")
             .unwrap();
