@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch overhead and daemon memory with many concurrent demo jobs.
 #
-#   benches/launch.sh [JOBS]        (default 20)
+#   benches/launch.sh [JOBS]        (default 20; BIN=path skips the build)
 #
 # Builds the release binary, starts `platform serve` on loopback with a temp
 # data dir and --max-concurrent-jobs JOBS, creates JOBS demo jobs at once,
@@ -15,14 +15,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="${1:-20}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet
-bin="$target/release/platform"
+# BIN=path/to/platform measures a binary already built (e.g. the static one).
+if [[ -z "${BIN:-}" ]]; then
+  cargo build --release --quiet
+fi
+bin="${BIN:-$target/release/platform}"
 data="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
 "$bin" serve --bind "127.0.0.1:$port" --data-dir "$data" --max-concurrent-jobs "$jobs" \
   --kill-grace 1 2>"$data/serve.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; pkill -f "supervise --dir $data" 2>/dev/null; rm -rf "$data"' EXIT
+trap 'pkill -f "supervise --dir $data" 2>/dev/null; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 export PLATFORM_SERVER="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do curl -fsS "$PLATFORM_SERVER/health" >/dev/null 2>&1 && break; sleep 0.05; done
 mkdir -p "$data/ds" && echo x > "$data/ds/a.txt"
