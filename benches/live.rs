@@ -41,30 +41,11 @@ struct Job {
     token: String,
 }
 
-async fn create_job(d: &Daemon, http: &reqwest::Client) -> Job {
-    let job: Value = http
-        .post(d.at("/api/v1/training/jobs"))
-        .json(&demo_job(json!({"epochs": 100})))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn create_job(d: &Daemon) -> Job {
+    let job = common::api::create(d, &demo_job(json!({"epochs": 100}))).await;
     let id = job["id"].as_str().unwrap().to_string();
     // Stands in for the CALLBACK_TOKEN a runner hands its trainer.
-    let db = rusqlite::Connection::open_with_flags(
-        d.data_dir.join("platform.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let token = db
-        .query_row(
-            "SELECT callback_token FROM jobs WHERE id = ?1",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let token = common::api::callback_token(d, &id);
     Job { id, token }
 }
 
@@ -147,7 +128,7 @@ async fn downsampled_fetch(d: &Daemon, http: &reqwest::Client, job: &Job) {
 }
 
 async fn callback_latency(d: &Daemon, http: &reqwest::Client) {
-    let job = create_job(d, http).await;
+    let job = create_job(d).await;
     let resp = http
         .get(d.at(&format!("/api/v1/training/jobs/{}/events", job.id)))
         .send()
@@ -213,7 +194,7 @@ async fn idle_subscribers(d: &Daemon) {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let job = create_job(d, &http).await;
+    let job = create_job(d).await;
     let before = rss_kib(d.pid());
     let url = d.at(&format!("/api/v1/training/jobs/{}/events", job.id));
     let mut streams = Vec::with_capacity(SUBSCRIBERS);
@@ -259,7 +240,7 @@ async fn main() {
     check_fd_limit();
     let d = Daemon::start();
     let http = reqwest::Client::new();
-    let job = create_job(&d, &http).await;
+    let job = create_job(&d).await;
     ingest(&d, &http, &job).await;
     downsampled_fetch(&d, &http, &job).await;
     callback_latency(&d, &http).await;

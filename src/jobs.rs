@@ -226,24 +226,39 @@ impl Jobs {
     /// stops the trainer when it sees the event. `why` becomes the message
     /// of a job that has none yet.
     pub async fn cancel(&self, id: Uuid, why: &'static str) -> Result<Job, JobError> {
+        self.change(id, move |rec, now| {
+            if rec.job.status.is_terminal() {
+                return Err(JobError::NotCancellable {
+                    id,
+                    status: rec.job.status,
+                });
+            }
+            set_status(&mut rec.job, JobStatus::Cancelled, now);
+            rec.job.message.get_or_insert_with(|| why.into());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies `change` to one stored job in a write, then announces the
+    /// committed result (watchers, SSE streams and the scheduler act on it).
+    /// Every change made by a user or a runner goes through here.
+    async fn change<F>(&self, id: Uuid, change: F) -> Result<Job, JobError>
+    where
+        F: FnOnce(&mut JobRecord, chrono::DateTime<chrono::Utc>) -> Result<(), JobError>
+            + Send
+            + 'static,
+    {
         let job = self
             .db
             .write(move |c| {
                 let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                if rec.job.status.is_terminal() {
-                    return Err(JobError::NotCancellable {
-                        id,
-                        status: rec.job.status,
-                    });
-                }
-                set_status(&mut rec.job, JobStatus::Cancelled, db::now());
-                rec.job.message.get_or_insert_with(|| why.into());
+                change(&mut rec, db::now())?;
                 db::jobs::update(c, &rec)?;
-                Ok(rec.job)
+                Ok::<_, JobError>(rec.job)
             })
             .await?;
         self.finished(&job);
-        // Watchers end their streams on it and the scheduler stops the trainer.
         self.events.publish(Event::Job(Arc::new(job.clone())));
         Ok(job)
     }
@@ -380,23 +395,16 @@ impl Jobs {
         runner: &'static str,
         state: Option<String>,
     ) -> Result<Job, JobError> {
-        let job = self
-            .db
-            .write(move |c| {
-                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                let now = db::now();
-                if rec.job.status == JobStatus::Pending {
-                    set_status(&mut rec.job, JobStatus::Running, now);
-                }
-                rec.job.runner = Some(runner.to_string());
-                rec.job.updated_at = now;
-                rec.runner_state = state;
-                db::jobs::update(c, &rec)?;
-                Ok::<_, JobError>(rec.job)
-            })
-            .await?;
-        self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
+        self.change(id, move |rec, now| {
+            if rec.job.status == JobStatus::Pending {
+                set_status(&mut rec.job, JobStatus::Running, now);
+            }
+            rec.job.runner = Some(runner.to_string());
+            rec.job.updated_at = now;
+            rec.runner_state = state;
+            Ok(())
+        })
+        .await
     }
 
     /// Applies how a trainer ended, as seen by its runner. A job that is
@@ -408,32 +416,24 @@ impl Jobs {
         id: Uuid,
         outcome: RunnerOutcome,
     ) -> Result<Job, JobError> {
-        let job = self
-            .db
-            .write(move |c| {
-                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                let now = db::now();
-                if !rec.job.status.is_terminal() {
-                    let next = match &outcome.failure {
-                        None => JobStatus::Completed,
-                        Some(_) => JobStatus::Failed,
-                    };
-                    set_status(&mut rec.job, next, now);
-                    if let Some(reason) = outcome.failure {
-                        rec.job.error = Some(reason);
-                    }
+        self.change(id, move |rec, now| {
+            if !rec.job.status.is_terminal() {
+                let next = match &outcome.failure {
+                    None => JobStatus::Completed,
+                    Some(_) => JobStatus::Failed,
+                };
+                set_status(&mut rec.job, next, now);
+                if let Some(reason) = outcome.failure {
+                    rec.job.error = Some(reason);
                 }
-                if outcome.exit_code.is_some() {
-                    rec.job.exit_code = outcome.exit_code;
-                }
-                rec.job.updated_at = now;
-                db::jobs::update(c, &rec)?;
-                Ok::<_, JobError>(rec.job)
-            })
-            .await?;
-        self.finished(&job);
-        self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
+            }
+            if outcome.exit_code.is_some() {
+                rec.job.exit_code = outcome.exit_code;
+            }
+            rec.job.updated_at = now;
+            Ok(())
+        })
+        .await
     }
 
     /// Fails a live job for a reason found by its runner (could not start,

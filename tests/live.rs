@@ -20,7 +20,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::api::{all_points, callback_token};
+use common::api::{all_points, callback_token, create};
 use common::{demo_job, eventually, stdout, Daemon, Opts};
 use futures::StreamExt;
 use platform::cli::stream::{Parser, SseEvent};
@@ -39,15 +39,7 @@ impl Trainer {
     /// Creates a job and looks up its callback token.
     async fn new(d: &Daemon, config: Value) -> Trainer {
         let http = d.http();
-        let job: Value = http
-            .post(d.at("/api/v1/training/jobs"))
-            .json(&demo_job(config))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = create(d, &demo_job(config)).await;
         let id = job["id"].as_str().unwrap().to_string();
         Trainer {
             token: callback_token(d, &id),
@@ -661,11 +653,7 @@ async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
 
     // Cancelled jobs exit non-zero too, and an ended job returns at once.
     let t = Trainer::new(&d, json!({})).await;
-    d.http()
-        .delete(d.at(&format!("/api/v1/training/jobs/{}", t.id)))
-        .send()
-        .await
-        .unwrap();
+    common::api::cancel(&d, &t.id).await;
     let out = tokio::task::spawn_blocking({
         let cmd = d.cli_command(&["job", "watch", &t.id], &[]);
         move || {
@@ -931,14 +919,7 @@ async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
 async fn dashboard_is_served_from_the_binary_and_linked_from_root() {
     let d = held();
     let http = d.http();
-    let root: Value = http
-        .get(d.at("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let root: Value = d.get_json("/").await;
     assert_eq!(root["ui"], "/ui");
     for path in [
         "/ui",
@@ -965,14 +946,7 @@ async fn dashboard_is_served_from_the_binary_and_linked_from_root() {
         .to_str()
         .unwrap()
         .starts_with("text/css"));
-    let spec: Value = http
-        .get(d.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = d.get_json("/openapi.json").await;
     assert!(spec["paths"]["/api/v1/training/jobs/{id}/events"]["get"].is_object());
     assert!(spec["paths"]["/api/v1/training/events"]["get"].is_object());
 }

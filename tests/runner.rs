@@ -48,18 +48,9 @@ fn daemon_with(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
 }
 
 async fn create(d: &Daemon, framework: &str, config: Value) -> Value {
-    let r = d
-        .http()
-        .post(d.at("/api/v1/training/jobs"))
-        .json(
-            &json!({"user_id": "alice", "model_name": "yolo11n", "framework": framework,
-                      "dataset_s3_uri": "s3://bucket/datasets/coco128/", "config": config}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    r.json().await.unwrap()
+    let body = json!({"user_id": "alice", "model_name": "yolo11n", "framework": framework,
+                      "dataset_s3_uri": "s3://bucket/datasets/coco128/", "config": config});
+    common::api::create(d, &body).await
 }
 
 async fn get(d: &Daemon, id: &str) -> Value {
@@ -349,13 +340,8 @@ async fn cancel_kills_the_whole_process_group_within_the_grace_period() {
     let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
     assert!(process_alive(child) && process_alive(trainer));
     let start = Instant::now();
-    let r = d
-        .http()
-        .delete(d.at(&format!("/api/v1/training/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = common::api::cancel(&d, &id).await;
+    assert_eq!(status, 204);
     assert_eq!(
         get(&d, &id).await["status"],
         "cancelled",
@@ -394,11 +380,7 @@ async fn concurrency_limit_keeps_the_second_job_pending() {
         "pending",
         "limit 1: B waits while A runs"
     );
-    d.http()
-        .delete(d.at(&format!("/api/v1/training/jobs/{a_id}")))
-        .send()
-        .await
-        .unwrap();
+    common::api::cancel(&d, a_id).await;
     let b = wait_status(&d, b_id, "running", 20).await;
     assert!(b["started_at"].is_string());
 }
@@ -674,11 +656,7 @@ async fn shell_trainer_reports_with_platform_report_and_learns_of_cancel() {
         )
         .unwrap()
     };
-    d.http()
-        .delete(d.at(&format!("/api/v1/training/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
+    common::api::cancel(&d, &id).await;
     let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
     let out = d.cli_env(
         &["report", "--status", "running", "--progress", "0.5"],

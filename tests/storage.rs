@@ -1046,16 +1046,7 @@ async fn demo_checkpoint_and_archived_logs(b: Backend) {
     let mut e = Env::start(b, &[]);
     let mut body = common::demo_job(json!({"epochs": 3, "epoch_seconds": 0.05}));
     body["dataset_s3_uri"] = json!("s3://anywhere/datasets/x/");
-    let job: Value = e
-        .http
-        .post(e.d.at("/api/v1/training/jobs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = common::api::create(&e.d, &body).await;
     let id = job["id"].as_str().unwrap().to_string();
     let done: Value = common::eventually(30, "the demo job to finish", || async {
         let (_, j) = e.get(&format!("/api/v1/training/jobs/{id}"), None).await;

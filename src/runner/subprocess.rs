@@ -202,6 +202,11 @@ impl Inner {
 
 /// Sends `sig` to the trainer's process group if the trainer is still the
 /// process we started (pid reuse guard). Returns whether anything was signalled.
+/// The trainer's processes as recorded on the job at launch, if any.
+fn proc_state(rec: &JobRecord) -> Option<ProcState> {
+    serde_json::from_str(rec.runner_state.as_deref()?).ok()
+}
+
 fn signal_group(state: &StateFile, sig: Signal) -> bool {
     let pgid = Pid::from_raw(state.trainer_pid as i32);
     if alive(state.trainer_pid, state.trainer_start) {
@@ -318,11 +323,7 @@ impl Runner for SubprocessRunner {
                     w.cancelling = true;
                     w.state.clone()
                 }
-                None => match job
-                    .runner_state
-                    .as_deref()
-                    .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
-                {
+                None => match proc_state(job) {
                     Some(s) => s,
                     None => return Ok(()),
                 },
@@ -369,11 +370,7 @@ impl Runner for SubprocessRunner {
     async fn reconcile(&self, running: Vec<JobRecord>) -> Result<(), RunnerError> {
         for rec in running {
             let id = rec.job.id;
-            let Some(ps) = rec
-                .runner_state
-                .as_deref()
-                .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
-            else {
+            let Some(ps) = proc_state(&rec) else {
                 self.inner
                     .jobs
                     .fail_by_runner(
@@ -420,11 +417,7 @@ impl Runner for SubprocessRunner {
     async fn reap(&self, ended: Vec<JobRecord>) {
         for rec in ended {
             let id = rec.job.id;
-            let Some(ps) = rec
-                .runner_state
-                .as_deref()
-                .and_then(|s| serde_json::from_str::<ProcState>(s).ok())
-            else {
+            let Some(ps) = proc_state(&rec) else {
                 continue;
             };
             let sup = (ps.proc.supervisor_pid, ps.proc.supervisor_start);
