@@ -10,15 +10,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rand::RngCore;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::db::{self, jobs::JobRecord, Db, DbError};
+use crate::db::{self, Changes, Db, DbError, FeedRead, Modified};
 use crate::events::{Event, Events};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobStatus, Metric, MetricBatch, MetricFilter,
-    TrainingUpdate, ValidationError,
+    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobRecord, JobStatus, Metric, MetricBatch,
+    MetricFilter, TrainingUpdate, ValidationError,
 };
+use crate::secrets::{constant_time_eq, new_token};
 use crate::storage::{Store, StoreError};
 use crate::trainers::Registry;
 
@@ -58,87 +59,63 @@ pub enum JobError {
     Storage(#[from] StoreError),
 }
 
-/// The job service; shared by the HTTP handlers and the runners.
-pub struct Jobs {
-    db: Arc<Db>,
-    events: Events,
-    registry: Arc<Registry>,
-    callback_auth: bool,
-    /// Callback tokens of live jobs, so the hot path skips a read.
-    /// Tokens never change, so a cached entry is never stale.
-    tokens: RwLock<HashMap<Uuid, Arc<str>>>,
-    /// The object store, and whether `create` checks datasets in it.
-    store: Option<Arc<Store>>,
-    dataset_check: bool,
-}
-
 /// Settings the lifecycle rules depend on.
+#[derive(Debug, Clone, Copy)]
 pub struct JobsConfig {
     /// Whether callbacks need the per-job bearer token. Only that token
     /// opens a job's trainer routes (not the operator's API token): a
     /// trainer's credentials are separate and per job.
     pub callback_auth: bool,
+    /// Whether `create` rejects dataset URIs that are outside the store or
+    /// hold no objects.
+    pub dataset_check: bool,
+}
+
+/// The job service; shared by the HTTP handlers and the runners. It owns
+/// the database, the dataset check and the event hub's publishing side;
+/// callers reach them only through its operations.
+pub struct Jobs {
+    db: Arc<Db>,
+    events: Events,
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    cfg: JobsConfig,
+    /// Callback tokens of live jobs, so the hot path skips a read.
+    /// Tokens never change, so a cached entry is never stale.
+    tokens: RwLock<HashMap<Uuid, Arc<str>>>,
 }
 
 impl Jobs {
-    /// A service over `db`, publishing on `events`.
-    pub fn new(db: Arc<Db>, events: Events, registry: Arc<Registry>, cfg: JobsConfig) -> Self {
+    /// A service over `db`, publishing committed changes on `events`,
+    /// checking frameworks against `registry` and datasets in `store`.
+    pub fn new(
+        db: Arc<Db>,
+        events: Events,
+        registry: Arc<Registry>,
+        store: Arc<Store>,
+        cfg: JobsConfig,
+    ) -> Self {
         Self {
             db,
             events,
             registry,
-            callback_auth: cfg.callback_auth,
+            store,
+            cfg,
             tokens: RwLock::new(HashMap::new()),
-            store: None,
-            dataset_check: false,
         }
     }
 
-    /// Attaches the object store; with `dataset_check`, [`Jobs::create`]
-    /// rejects dataset URIs that are outside it or hold no objects.
-    pub fn with_store(mut self, store: Arc<Store>, dataset_check: bool) -> Self {
-        self.store = Some(store);
-        self.dataset_check = dataset_check;
-        self
-    }
-
-    /// The object store, when one is attached.
-    pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store.as_ref()
-    }
-
-    /// The event hub this service publishes on.
-    pub fn events(&self) -> &Events {
-        &self.events
-    }
-
-    /// The database (for health checks and runners' private state).
-    pub fn db(&self) -> &Arc<Db> {
-        &self.db
-    }
-
-    /// The trainer registry.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// A subscription to committed changes (the scheduler and live
+    /// streams wake up on these, then read what changed).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Validates and stores a new `pending` job. The scheduler launches it.
     pub async fn create(&self, req: CreateJob) -> Result<Job, JobError> {
         let rec = self.draft(req).await?;
         let token: Arc<str> = rec.callback_token.as_str().into();
-        let job = self
-            .db
-            .write(move |c| {
-                // Stamped again inside the writer so `updated_at` follows
-                // commit order: the event streams resume by it.
-                let mut rec = rec;
-                let now = db::now();
-                (rec.job.created_at, rec.job.updated_at) = (now, now);
-                db::jobs::insert(c, &rec)?;
-                Ok::<_, DbError>(rec.job)
-            })
-            .await
-            .map_err(JobError::Db)?;
+        let job = self.db.create_job(rec).await?;
         self.remember_token(job.id, token);
         metrics::counter!("platform_jobs_created_total").increment(1);
         self.events.publish(Event::Job(Arc::new(job.clone())));
@@ -160,8 +137,8 @@ impl Jobs {
             )
             .into());
         }
-        if let (true, Some(store)) = (self.dataset_check, &self.store) {
-            store.verify_dataset(&req.dataset_s3_uri).await?;
+        if self.cfg.dataset_check {
+            self.store.verify_dataset(&req.dataset_s3_uri).await?;
         }
         let now = db::now();
         let rec = JobRecord {
@@ -198,28 +175,40 @@ impl Jobs {
 
     /// One job with its private columns (runners need the token and state).
     pub async fn record(&self, id: Uuid) -> Result<JobRecord, JobError> {
-        self.db
-            .read(move |c| db::jobs::get(c, id))
-            .await?
-            .ok_or(JobError::NotFound(id))
+        self.db.job(id).await?.ok_or(JobError::NotFound(id))
     }
 
     /// A page of jobs, newest first.
     pub async fn list(&self, filter: JobFilter) -> Result<Vec<Job>, JobError> {
-        Ok(self.db.read(move |c| db::jobs::list(c, &filter)).await?)
+        Ok(self.db.jobs(filter).await?)
     }
 
     /// A job's metric points.
     pub async fn metrics(&self, id: Uuid, filter: MetricFilter) -> Result<Vec<Metric>, JobError> {
         self.db
-            .read(move |c| {
-                if db::jobs::get(c, id)?.is_none() {
-                    return Ok(None);
-                }
-                db::metrics::list(c, id, &filter).map(Some)
-            })
+            .metrics(id, filter)
             .await?
             .ok_or(JobError::NotFound(id))
+    }
+
+    /// What a live feed has not sent yet (see [`Db::read_feed`]).
+    pub async fn read_feed(&self, read: FeedRead) -> Result<(Vec<Job>, Vec<Metric>), JobError> {
+        Ok(self.db.read_feed(read).await?)
+    }
+
+    /// Where a feed of every job starts: the newest point id and job change.
+    pub async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), JobError> {
+        Ok(self.db.feed_start().await?)
+    }
+
+    /// How many jobs are in each status (for `/metrics`).
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, JobError> {
+        Ok(self.db.count_by_status().await?)
+    }
+
+    /// Whether the database answers (for `/health`).
+    pub async fn check_database(&self) -> Result<(), JobError> {
+        Ok(self.db.ping().await?)
     }
 
     /// Cancels a live job: `cancelled` is committed at once; the runner
@@ -227,13 +216,9 @@ impl Jobs {
     /// of a job that has none yet.
     pub async fn cancel(&self, id: Uuid, why: &'static str) -> Result<Job, JobError> {
         self.change(id, move |rec, now| {
-            if rec.job.status.is_terminal() {
-                return Err(JobError::NotCancellable {
-                    id,
-                    status: rec.job.status,
-                });
-            }
-            set_status(&mut rec.job, JobStatus::Cancelled, now);
+            rec.job
+                .transition(JobStatus::Cancelled, now)
+                .map_err(|e| JobError::NotCancellable { id, status: e.from })?;
             rec.job.message.get_or_insert_with(|| why.into());
             Ok(())
         })
@@ -245,22 +230,32 @@ impl Jobs {
     /// Every change made by a user or a runner goes through here.
     async fn change<F>(&self, id: Uuid, change: F) -> Result<Job, JobError>
     where
-        F: FnOnce(&mut JobRecord, chrono::DateTime<chrono::Utc>) -> Result<(), JobError>
-            + Send
-            + 'static,
+        F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<(), JobError> + Send + 'static,
     {
-        let job = self
+        let modified = self
             .db
-            .write(move |c| {
-                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                change(&mut rec, db::now())?;
-                db::jobs::update(c, &rec)?;
-                Ok::<_, JobError>(rec.job)
+            .modify_job(id, move |rec, now| {
+                change(rec, now)?;
+                Ok::<_, JobError>(Changes::job())
             })
             .await?;
-        self.finished(&job);
+        let Modified::Stored { job, .. } = modified else {
+            return Err(JobError::NotFound(id));
+        };
+        self.announce(&job, Vec::new());
+        Ok(*job)
+    }
+
+    /// Publishes committed points, then the job (streams show a job's
+    /// terminal state after its last points).
+    fn announce(&self, job: &Job, points: Vec<Metric>) {
+        for m in points {
+            self.events.publish(Event::Metric(Arc::new(m)));
+        }
+        if job.status.is_terminal() {
+            self.forget_token(job.id);
+        }
         self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
     }
 
     /// Checks a trainer's bearer token for `id` (404 for unknown jobs).
@@ -276,7 +271,7 @@ impl Jobs {
                 t
             }
         };
-        if !self.callback_auth {
+        if !self.cfg.callback_auth {
             return Ok(());
         }
         let ok = bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes()));
@@ -290,22 +285,15 @@ impl Jobs {
     /// Applies a trainer callback (after [`Jobs::authorize`]).
     pub async fn callback(&self, id: Uuid, body: TrainingUpdate) -> Result<CallbackAck, JobError> {
         let update = body.validate(id)?;
-        let applied = self
+        let modified = self
             .db
-            .write(move |c| {
-                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                if already_applied(&rec, update.sequence) {
-                    return Ok(None);
+            .modify_job(id, move |rec, now| {
+                if already_applied(rec, update.sequence) {
+                    return Ok(Changes::none());
                 }
-                if !rec.job.status.can_become(update.status) {
-                    return Err(JobError::Finished {
-                        id,
-                        status: rec.job.status,
-                    });
-                }
-                let now = db::now();
                 let job = &mut rec.job;
-                set_status(job, update.status, now);
+                job.transition(update.status, now)
+                    .map_err(|e| JobError::Finished { id, status: e.from })?;
                 if let Some(p) = update.progress {
                     job.progress = p;
                 }
@@ -315,27 +303,23 @@ impl Jobs {
                 if update.sequence.is_some() {
                     rec.last_sequence = update.sequence;
                 }
-                db::jobs::update(c, &rec)?;
-                let metric = update
-                    .point
-                    .map(|p| db::metrics::insert(c, id, &p, &now))
-                    .transpose()?;
-                Ok(Some((rec.job, metric)))
+                Ok(Changes {
+                    job: true,
+                    points: update.point.into_iter().collect(),
+                })
             })
             .await;
-        let outcome = match &applied {
-            Ok(Some(_)) => "applied",
-            Ok(None) => "duplicate",
+        let outcome = match &modified {
+            Ok(Modified::Stored { .. }) => "applied",
+            Ok(Modified::Unchanged) => "duplicate",
             Err(JobError::Finished { .. }) => "conflict",
-            Err(_) => "error",
+            Ok(Modified::Missing) | Err(_) => "error",
         };
         metrics::counter!("platform_callbacks_total", "outcome" => outcome).increment(1);
-        if let Some((job, metric)) = applied? {
-            if let Some(m) = metric {
-                self.events.publish(Event::Metric(Arc::new(m)));
-            }
-            self.finished(&job);
-            self.events.publish(Event::Job(Arc::new(job)));
+        match modified? {
+            Modified::Missing => return Err(JobError::NotFound(id)),
+            Modified::Unchanged => {}
+            Modified::Stored { job, points } => self.announce(&job, points),
         }
         Ok(CallbackAck {
             status: "ok".into(),
@@ -347,12 +331,11 @@ impl Jobs {
     pub async fn ingest(&self, id: Uuid, batch: MetricBatch) -> Result<BatchAck, JobError> {
         let points = batch.validate()?;
         let sequence = batch.sequence;
-        let stored = self
+        let modified = self
             .db
-            .write(move |c| {
-                let mut rec = db::jobs::get(c, id)?.ok_or(JobError::NotFound(id))?;
-                if already_applied(&rec, sequence) {
-                    return Ok(Vec::new());
+            .modify_job(id, move |rec, now| {
+                if already_applied(rec, sequence) {
+                    return Ok(Changes::none());
                 }
                 if rec.job.status.is_terminal() {
                     return Err(JobError::Finished {
@@ -360,19 +343,20 @@ impl Jobs {
                         status: rec.job.status,
                     });
                 }
-                let now = db::now();
-                let stored = points
-                    .iter()
-                    .map(|p| db::metrics::insert(c, id, p, &now))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if sequence.is_some() {
+                // The sequence is the only job column a batch changes.
+                let job = sequence.is_some();
+                if job {
                     rec.last_sequence = sequence;
                     rec.job.updated_at = now;
-                    db::jobs::update(c, &rec)?;
                 }
-                Ok(stored)
+                Ok(Changes { job, points })
             })
             .await?;
+        let stored = match modified {
+            Modified::Missing => return Err(JobError::NotFound(id)),
+            Modified::Unchanged => Vec::new(),
+            Modified::Stored { points, .. } => points,
+        };
         metrics::counter!("platform_metric_points_total").increment(stored.len() as u64);
         let n = stored.len();
         for m in stored {
@@ -397,7 +381,8 @@ impl Jobs {
     ) -> Result<Job, JobError> {
         self.change(id, move |rec, now| {
             if rec.job.status == JobStatus::Pending {
-                set_status(&mut rec.job, JobStatus::Running, now);
+                // Pending may always become running.
+                let _ = rec.job.transition(JobStatus::Running, now);
             }
             rec.job.runner = Some(runner.to_string());
             rec.job.updated_at = now;
@@ -417,12 +402,12 @@ impl Jobs {
         outcome: RunnerOutcome,
     ) -> Result<Job, JobError> {
         self.change(id, move |rec, now| {
-            if !rec.job.status.is_terminal() {
-                let next = match &outcome.failure {
-                    None => JobStatus::Completed,
-                    Some(_) => JobStatus::Failed,
-                };
-                set_status(&mut rec.job, next, now);
+            let next = match &outcome.failure {
+                None => JobStatus::Completed,
+                Some(_) => JobStatus::Failed,
+            };
+            // Refused for a job that already ended: it keeps its status.
+            if rec.job.transition(next, now).is_ok() {
                 if let Some(reason) = outcome.failure {
                     rec.job.error = Some(reason);
                 }
@@ -450,40 +435,19 @@ impl Jobs {
 
     /// Number of launched, non-terminal jobs (what the concurrency limit counts).
     pub async fn count_running(&self) -> Result<usize, JobError> {
-        Ok(self
-            .db
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE status = 'running'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )?)
-            })
-            .await? as usize)
+        Ok(self.db.count_in_status(JobStatus::Running).await?)
     }
 
     /// Stores runner-private state on any job (terminal ones included).
     pub async fn set_runner_state(&self, id: Uuid, state: Option<String>) -> Result<(), JobError> {
-        self.db
-            .write(move |c| {
-                c.execute(
-                    "UPDATE jobs SET runner_state = ?2 WHERE id = ?1",
-                    rusqlite::params![id.to_string(), state],
-                )
-                .map_err(DbError::from)?;
-                Ok::<_, JobError>(())
-            })
-            .await
+        Ok(self.db.set_runner_state(id, state).await?)
     }
 
     /// Jobs of `runner` that ended in the last week without their trainer's
     /// exit being recorded (see [`crate::runner::Runner::reap`]).
     pub async fn ended_unsettled(&self, runner: &'static str) -> Result<Vec<JobRecord>, JobError> {
-        let since = db::ts(&(db::now() - chrono::Duration::days(7)));
-        Ok(self
-            .db
-            .read(move |c| db::jobs::ended_unsettled(c, runner, &since))
-            .await?)
+        let since = db::now() - chrono::Duration::days(7);
+        Ok(self.db.ended_unsettled(runner, since).await?)
     }
 
     /// Jobs in `status`, oldest first.
@@ -492,18 +456,7 @@ impl Jobs {
         status: JobStatus,
         limit: i64,
     ) -> Result<Vec<JobRecord>, JobError> {
-        Ok(self
-            .db
-            .read(move |c| db::jobs::in_status(c, status, limit))
-            .await?)
-    }
-
-    fn finished(&self, job: &Job) {
-        if job.status.is_terminal() {
-            if let Ok(mut t) = self.tokens.write() {
-                t.remove(&job.id);
-            }
-        }
+        Ok(self.db.oldest_in_status(status, limit).await?)
     }
 
     fn cached_token(&self, id: Uuid) -> Option<Arc<str>> {
@@ -513,6 +466,12 @@ impl Jobs {
     fn remember_token(&self, id: Uuid, token: Arc<str>) {
         if let Ok(mut t) = self.tokens.write() {
             t.insert(id, token);
+        }
+    }
+
+    fn forget_token(&self, id: Uuid) {
+        if let Ok(mut t) = self.tokens.write() {
+            t.remove(&id);
         }
     }
 }
@@ -527,20 +486,6 @@ pub struct RunnerOutcome {
     pub failure: Option<String>,
 }
 
-/// Moves `job` to `next`, stamping `started_at` on the first `running` and
-/// `completed_at` on any terminal status. Callers check
-/// [`JobStatus::can_become`] first.
-pub fn set_status(job: &mut Job, next: JobStatus, now: chrono::DateTime<chrono::Utc>) {
-    job.status = next;
-    job.updated_at = now;
-    if next == JobStatus::Running && job.started_at.is_none() {
-        job.started_at = Some(now);
-    }
-    if next.is_terminal() && job.completed_at.is_none() {
-        job.completed_at = Some(now);
-    }
-}
-
 fn already_applied(rec: &JobRecord, sequence: Option<i64>) -> bool {
     matches!((sequence, rec.last_sequence), (Some(s), Some(last)) if s <= last)
 }
@@ -549,15 +494,4 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
     if value.is_some() {
         *slot = value;
     }
-}
-
-/// A fresh 256-bit callback token, hex-encoded.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -8,12 +8,14 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod events;
 pub mod jobs;
 pub mod logging;
 pub mod model;
 pub mod runner;
+pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod trainer;

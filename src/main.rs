@@ -42,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let default_level = if args.debug { "debug" } else { "info" };
             platform::logging::init(args.log_format, default_level);
             let cfg = ServerConfig::from_args(&args)?;
-            runtime.block_on(platform::server::run(cfg))
+            runtime.block_on(platform::daemon::run(cfg))
         }
         command => {
             if !matches!(command, Command::DemoTrain | Command::Report(_)) {

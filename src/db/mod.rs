@@ -1,39 +1,41 @@
-//! The embedded SQLite database: opening, migrations, a pool of readers and
-//! one group-committing writer.
+//! The database: the source of truth for every job and metric point.
 //!
-//! SQLite allows one writer at a time, so every write goes through a single
-//! writer task ([`writer`]) that packs whatever writes are queued into one
-//! transaction and one fsync. A write's future resolves only after its
-//! transaction has committed with `synchronous=FULL`, which is what makes a
-//! 2xx durable across `kill -9`. Reads go to a small round-robin pool of
-//! read-only connections that WAL mode lets run beside the writer.
+//! [`Db`] is one handle whose methods are the operations the rest of the
+//! daemon needs (store a job, change one job under a rule, page through
+//! jobs or points, …). Their signatures speak in model types only, so the
+//! lifecycle service above never sees SQL or a driver type, and a second
+//! backend implements the same methods. The backends are a closed enum:
+//! today SQLite ([`sqlite`]), embedded, with one group-committing writer.
+//!
+//! Contract every backend keeps: a write's future resolves only after its
+//! transaction is durable (a 2xx survives `kill -9` and power loss), and a
+//! change rejected by its rule stores nothing.
 
-mod alloc;
-pub mod jobs;
-pub mod metrics;
-pub mod migrations;
-mod writer;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::OpenFlags;
+use uuid::Uuid;
 
-pub use writer::WriteError;
+use crate::model::{Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint};
 
 /// Database failures (the server answers 500/503 for these).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// SQLite reported an error.
+    /// The backend reported an error.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(String),
     /// The database is shutting down.
     #[error("the database is closed")]
     Closed,
     /// The committing transaction failed; the write was not applied.
     #[error("the database could not commit: {0}")]
     Commit(String),
+    /// Code running inside one operation panicked; only that operation
+    /// was undone, the database stays usable.
+    #[error("a database operation failed unexpectedly: {0}")]
+    Panicked(String),
     /// The file was written by a newer `platform`.
     #[error("the database at {path} has schema version {found}, newer than this binary understands ({supported}); upgrade platform or point DATABASE_URL at another file")]
     TooNew {
@@ -57,166 +59,209 @@ pub enum DbError {
     Corrupt(String),
 }
 
-impl From<tokio_rusqlite::Error<rusqlite::Error>> for DbError {
-    fn from(e: tokio_rusqlite::Error<rusqlite::Error>) -> Self {
-        match e {
-            tokio_rusqlite::Error::Error(e) => DbError::Sqlite(e),
-            tokio_rusqlite::Error::Close((_, e)) => DbError::Sqlite(e),
-            _ => DbError::Closed,
+/// What a rule passed to [`Db::modify_job`] decided to store.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Write the (changed) job row back.
+    pub job: bool,
+    /// Metric points to add to the job.
+    pub points: Vec<MetricPoint>,
+}
+
+impl Changes {
+    /// Store nothing (e.g. a callback whose `sequence` was already applied).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Store the changed job.
+    pub fn job() -> Self {
+        Self {
+            job: true,
+            points: Vec::new(),
         }
     }
 }
 
-impl From<tokio_rusqlite::Error<DbError>> for DbError {
-    fn from(e: tokio_rusqlite::Error<DbError>) -> Self {
-        match e {
-            tokio_rusqlite::Error::Error(e) => e,
-            tokio_rusqlite::Error::Close((_, e)) => DbError::Sqlite(e),
-            _ => DbError::Closed,
-        }
-    }
+/// The result of [`Db::modify_job`].
+#[derive(Debug)]
+pub enum Modified {
+    /// No job has that id.
+    Missing,
+    /// The rule stored nothing.
+    Unchanged,
+    /// Committed: the job as stored and the points added.
+    Stored {
+        /// The job after the change (boxed: it dwarfs the other variants).
+        job: Box<Job>,
+        /// The new points, with their ids.
+        points: Vec<Metric>,
+    },
 }
 
-/// Number of read-only connections (each has its own thread).
-const READERS: usize = 2;
+/// Which jobs a live feed follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedScope {
+    /// One job.
+    Job(Uuid),
+    /// Every job.
+    All,
+}
 
-/// Handle to the database; cheap to share behind an `Arc`.
-pub struct Db {
-    path: PathBuf,
-    writer: writer::Writer,
-    readers: Vec<tokio_rusqlite::Connection>,
-    next_reader: AtomicUsize,
+/// What a live feed has not read yet.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedRead {
+    /// Which jobs.
+    pub scope: FeedScope,
+    /// Read job versions changed after this time; `None`: no jobs.
+    pub jobs_since: Option<DateTime<Utc>>,
+    /// Read points with an id above this.
+    pub points_after: i64,
+    /// At most this many rows of each kind.
+    pub page: i64,
+}
+
+/// The database handle; cheap to share behind an `Arc`.
+pub enum Db {
+    /// The embedded SQLite database.
+    Sqlite(sqlite::Sqlite),
 }
 
 impl Db {
-    /// Opens (creating if needed) the database file, applies migrations and
-    /// starts the writer.
-    pub async fn open(path: &Path) -> Result<Db, DbError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| DbError::Migration {
-                path: path.to_path_buf(),
-                message: format!("cannot create directory {}: {e}", dir.display()),
-            })?;
-        }
-        if !alloc::install() {
-            tracing::debug!("SQLite keeps the C allocator (it was initialised before)");
-        }
-        let owned = path.to_path_buf();
-        let conn = tokio_rusqlite::Connection::open(path).await?;
-        conn.call(move |c| -> Result<(), DbError> {
-            configure(c)?;
-            c.pragma_update(None, "journal_mode", "WAL")?;
-            migrate(c, &owned)
-        })
-        .await?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r = tokio_rusqlite::Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
-            )
-            .await?;
-            r.call(|c| configure(c)).await?;
-            readers.push(r);
-        }
-        Ok(Db {
-            path: path.to_path_buf(),
-            writer: writer::Writer::start(conn),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        })
+    /// Opens (creating if needed) the SQLite database at `path`, applies
+    /// migrations and starts its writer.
+    pub async fn open_sqlite(path: &Path) -> Result<Db, DbError> {
+        Ok(Db::Sqlite(sqlite::Sqlite::open(path).await?))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// One line for logs: the backend and where it is.
+    pub fn describe(&self) -> String {
+        match self {
+            Db::Sqlite(s) => format!("SQLite at {}", s.path().display()),
+        }
     }
 
-    /// Runs `f` on a read-only connection.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    /// Stores a new job; `created_at`/`updated_at` are stamped at commit
+    /// (event streams resume by `updated_at`, so it follows commit order).
+    pub async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
+        match self {
+            Db::Sqlite(s) => s.create_job(rec).await,
+        }
+    }
+
+    /// One job with its private columns.
+    pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.job(id).await,
+        }
+    }
+
+    /// A page of jobs, newest first (`created_at` desc, then `id` desc).
+    pub async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.jobs(filter).await,
+        }
+    }
+
+    /// Applies `rule` to job `id` inside one write: the rule sees the
+    /// stored job and the commit time, changes it in place and says what to
+    /// store; an `Err` stores nothing. Resolves once the change is durable.
+    pub async fn modify_job<E, F>(&self, id: Uuid, rule: F) -> Result<Modified, E>
     where
-        F: FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        Ok(self.readers[i].call(move |c| f(c)).await?)
-    }
-
-    /// Runs `f` inside the next group-committed transaction and resolves once
-    /// that transaction is durable. An `Err` from `f` rolls back only `f`'s
-    /// own changes.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
+        F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<Changes, E> + Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.writer.write(f).await
-    }
-
-    /// [`Db::close`] for a shared handle: waits up to `wait` for the other
-    /// holders (connection tasks winding down after a graceful shutdown)
-    /// to drop theirs. Returns false, leaving SQLite to recover the WAL on
-    /// the next start, if they do not.
-    pub async fn close_shared(mut db: std::sync::Arc<Db>, wait: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match std::sync::Arc::try_unwrap(db) {
-                Ok(db) => {
-                    db.close().await;
-                    return true;
-                }
-                Err(shared) if tokio::time::Instant::now() < deadline => {
-                    db = shared;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(_) => return false,
-            }
+        match self {
+            Db::Sqlite(s) => s.modify_job(id, rule).await,
         }
     }
 
-    /// Flushes queued writes and closes every connection (checkpointing the WAL).
-    pub async fn close(self) {
-        // Readers first: SQLite checkpoints and removes the WAL only when
-        // the last connection closes, and a read-only one cannot.
-        for r in self.readers {
-            if let Err(e) = r.close().await {
-                tracing::warn!(error = %e, "closing a database reader failed");
-            }
+    /// Stores runner-private state on any job (terminal ones included).
+    pub async fn set_runner_state(&self, id: Uuid, state: Option<String>) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.set_runner_state(id, state).await,
         }
-        self.writer.close().await;
     }
-}
 
-fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
-    c.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Room for every hot statement (the default of 16 would start evicting).
-    c.set_prepared_statement_cache_capacity(64);
-    // FULL: a commit is on disk before the write is acknowledged.
-    c.pragma_update(None, "synchronous", "FULL")?;
-    c.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
-}
-
-fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
-    let supported = migrations::latest_version();
-    let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let found = usize::try_from(found).unwrap_or(usize::MAX);
-    if found > supported {
-        return Err(DbError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported,
-        });
+    /// How many jobs are in `status`.
+    pub async fn count_in_status(&self, status: JobStatus) -> Result<usize, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_in_status(status).await,
+        }
     }
-    migrations::migrations()
-        .to_latest(c)
-        .map_err(|e| DbError::Migration {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+
+    /// Jobs in `status`, oldest first.
+    pub async fn oldest_in_status(
+        &self,
+        status: JobStatus,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.oldest_in_status(status, limit).await,
+        }
+    }
+
+    /// Ended jobs launched by `runner` after `since` whose trainer's exit
+    /// was never recorded (their trainers may still be running).
+    pub async fn ended_unsettled(
+        &self,
+        runner: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.ended_unsettled(runner, since).await,
+        }
+    }
+
+    /// A job's points, or `None` when the job does not exist.
+    pub async fn metrics(
+        &self,
+        id: Uuid,
+        filter: MetricFilter,
+    ) -> Result<Option<Vec<Metric>>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.metrics(id, filter).await,
+        }
+    }
+
+    /// What a live feed has not sent yet, read consistently: job versions
+    /// first, then points, so a job's terminal version is never read
+    /// without the points committed before it.
+    pub async fn read_feed(&self, read: FeedRead) -> Result<(Vec<Job>, Vec<Metric>), DbError> {
+        match self {
+            Db::Sqlite(s) => s.read_feed(read).await,
+        }
+    }
+
+    /// Where a feed of everything starts: the highest point id and the
+    /// latest job change so far.
+    pub async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+        match self {
+            Db::Sqlite(s) => s.feed_start().await,
+        }
+    }
+
+    /// How many jobs are in each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_by_status().await,
+        }
+    }
+
+    /// A round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Flushes queued writes and closes every connection; later operations
+    /// fail with [`DbError::Closed`]. Other holders of the handle may stay.
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(s) => s.close().await,
+        }
+    }
 }
 
 /// The current time, truncated to microseconds (what the database stores).
@@ -226,13 +271,22 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Fixed-width RFC 3339, so stored timestamps sort as text.
-pub fn ts(t: &DateTime<Utc>) -> String {
+fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses a stored timestamp.
-pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, DbError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| DbError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+/// The text of a panic payload (a `&str` or `String`, as `panic!` makes).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }

@@ -60,6 +60,44 @@ pub struct Job {
     pub exit_code: Option<i32>,
 }
 
+/// A status change the state machine refuses (see [`JobStatus::can_become`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} job cannot become {to}")]
+pub struct IllegalTransition {
+    /// The job's status.
+    pub from: JobStatus,
+    /// The refused next status.
+    pub to: JobStatus,
+}
+
+impl Job {
+    /// Moves the job to `next` when the state machine allows it, stamping
+    /// `started_at` on the first `running` and `completed_at` on a terminal
+    /// status. Every status change goes through here; the job is untouched
+    /// when the change is refused.
+    pub fn transition(
+        &mut self,
+        next: JobStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        if !self.status.can_become(next) {
+            return Err(IllegalTransition {
+                from: self.status,
+                to: next,
+            });
+        }
+        self.status = next;
+        self.updated_at = now;
+        if next == JobStatus::Running && self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        if next.is_terminal() && self.completed_at.is_none() {
+            self.completed_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
 /// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateJob {

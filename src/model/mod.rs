@@ -5,14 +5,16 @@ pub mod callback;
 pub mod framework;
 pub mod job;
 pub mod metric;
+pub mod record;
 pub mod status;
 pub mod storage;
 pub mod validate;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use framework::Framework;
-pub use job::{CreateJob, Job, JobFilter, JobListQuery};
+pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
+pub use record::JobRecord;
 pub use status::JobStatus;
 pub use storage::{Dataset, DatasetSummary, StoredFile};
 pub use validate::ValidationError;

@@ -2,8 +2,12 @@
 //! (never the daemon's whole environment) and the trainer entry's own `env`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use uuid::Uuid;
 
 use crate::model::Job;
+use crate::storage::Store;
 use crate::trainers::Trainer;
 
 /// Variables copied from the daemon's environment when set.
@@ -27,8 +31,32 @@ pub struct Contract {
     pub storage_env: BTreeMap<String, String>,
 }
 
+/// Where trainers find the daemon and their outputs.
+pub trait ContractSource: Send + Sync {
+    /// The contract values for job `id`.
+    fn contract(&self, id: Uuid) -> Contract;
+}
+
+/// The contract from the daemon's address and its object store.
+pub struct StoreContract {
+    /// `BACKEND_BASE_URL`.
+    pub base_url: String,
+    /// The object store (`OUTPUT_S3_URI`, S3 settings for trainers).
+    pub store: Arc<Store>,
+}
+
+impl ContractSource for StoreContract {
+    fn contract(&self, id: Uuid) -> Contract {
+        Contract {
+            base_url: self.base_url.clone(),
+            output_uri: self.store.output_uri(id),
+            storage_env: self.store.trainer_env(),
+        }
+    }
+}
+
 /// The callback URL of job `id`.
-pub fn callback_url(base_url: &str, id: uuid::Uuid) -> String {
+pub fn callback_url(base_url: &str, id: Uuid) -> String {
     format!("{base_url}/api/v1/training/jobs/{id}/callback")
 }
 

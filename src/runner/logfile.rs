@@ -76,19 +76,32 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(CURRENT).exists() || dir.join(PREVIOUS).exists()
 }
 
+/// Where a read stopped in the current file: (inode, offset).
+type Position = (u64, u64);
+
 /// Everything captured, oldest first.
 pub fn read_all(dir: &Path) -> std::io::Result<Vec<u8>> {
+    read_all_at(dir).map(|(all, _)| all)
+}
+
+/// Everything captured, oldest first, and where the read stopped in the
+/// current file (inode, offset) so a follower continues exactly there.
+fn read_all_at(dir: &Path) -> std::io::Result<(Vec<u8>, Option<Position>)> {
     let mut out = Vec::new();
+    let mut position = None;
     for name in [PREVIOUS, CURRENT] {
         match File::open(dir.join(name)) {
             Ok(mut f) => {
-                f.read_to_end(&mut out)?;
+                let n = f.read_to_end(&mut out)?;
+                if name == CURRENT {
+                    position = Some((f.metadata()?.ino(), n as u64));
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, position))
 }
 
 /// The last `n` lines of `text`.
@@ -106,9 +119,11 @@ pub fn last_lines(text: &[u8], n: usize) -> Vec<u8> {
     text.to_vec()
 }
 
-/// The last `n` lines of the captured output, as text.
-pub fn tail(dir: &Path, n: usize) -> String {
-    read_all(dir)
+/// The last `n` lines of the captured output, as text (read off the
+/// async runtime: the files may hold up to the whole log budget).
+pub async fn tail(dir: PathBuf, n: usize) -> String {
+    blocking(move || read_all(&dir))
+        .await
         .map(|all| {
             String::from_utf8_lossy(&last_lines(&all, n))
                 .trim_end()
@@ -117,55 +132,100 @@ pub fn tail(dir: &Path, n: usize) -> String {
         .unwrap_or_default()
 }
 
+/// Runs file I/O on the blocking pool.
+async fn blocking<T, F>(f: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Streams the captured output; with `follow`, keeps streaming new output
 /// (across rotations) until `finished()` is true and nothing is left.
+/// Every read (and `finished`, which may look at files) runs on the
+/// blocking pool.
 pub fn stream<F>(dir: PathBuf, tail_lines: Option<usize>, follow: bool, finished: F) -> LogStream
 where
     F: Fn() -> bool + Send + Sync + 'static,
 {
-    let initial = read_all(&dir).map(|all| match tail_lines {
-        Some(n) => last_lines(&all, n),
-        None => all,
-    });
-    // Where the initial read stopped in the current file.
-    let position = std::fs::metadata(dir.join(CURRENT))
-        .map(|m| (m.ino(), m.len()))
-        .ok();
-    let first = futures::stream::once(async move { initial.map(Bytes::from) });
-    if !follow {
-        return Box::pin(first);
+    struct Reader<F> {
+        dir: PathBuf,
+        /// Where the last read stopped in the current file (inode, offset);
+        /// `None` before the first read.
+        pos: Option<Option<Position>>,
+        tail_lines: Option<usize>,
+        follow: bool,
+        done: bool,
+        finished: std::sync::Arc<F>,
     }
-    let rest = futures::stream::unfold(
-        (dir, position, false, finished),
-        |(dir, mut pos, mut done, finished)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let was_finished = finished();
-                match read_new(&dir, &mut pos) {
-                    Ok(chunk) if !chunk.is_empty() => {
-                        return Some((Ok(Bytes::from(chunk)), (dir, pos, done, finished)));
+    let reader = Reader {
+        dir,
+        pos: None,
+        tail_lines,
+        follow,
+        done: false,
+        finished: std::sync::Arc::new(finished),
+    };
+    Box::pin(futures::stream::unfold(reader, |mut r| async move {
+        if r.done {
+            return None;
+        }
+        loop {
+            let (dir, tail, finished) = (r.dir.clone(), r.tail_lines, r.finished.clone());
+            let read = match r.pos {
+                None => blocking(move || initial(&dir, tail).map(|(b, p)| (b, p, false))).await,
+                Some(pos) => {
+                    blocking(move || {
+                        let was_finished = finished();
+                        let mut pos = pos;
+                        read_new(&dir, &mut pos).map(|chunk| (chunk, pos, was_finished))
+                    })
+                    .await
+                }
+            };
+            let first = r.pos.is_none();
+            match read {
+                Err(e) => {
+                    r.done = true;
+                    return Some((Err(e), r));
+                }
+                Ok((chunk, pos, was_finished)) => {
+                    r.pos = Some(pos);
+                    if first {
+                        r.done = !r.follow;
+                        return Some((Ok(Bytes::from(chunk)), r));
                     }
-                    Ok(_) if was_finished => {
-                        done = true;
-                        return Some((Ok(Bytes::new()), (dir, pos, done, finished)));
+                    if !chunk.is_empty() {
+                        return Some((Ok(Bytes::from(chunk)), r));
                     }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                    Err(e) => {
-                        done = true;
-                        return Some((Err(e), (dir, pos, done, finished)));
+                    if was_finished {
+                        r.done = true;
+                        return Some((Ok(Bytes::new()), r));
                     }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-        },
-    );
-    Box::pin(futures::StreamExt::chain(first, rest))
+        }
+    }))
+}
+
+/// The first read of a stream: everything (or its last lines), and where
+/// the current file ended.
+fn initial(dir: &Path, tail_lines: Option<usize>) -> std::io::Result<(Vec<u8>, Option<Position>)> {
+    let (all, position) = read_all_at(dir)?;
+    let bytes = match tail_lines {
+        Some(n) => last_lines(&all, n),
+        None => all,
+    };
+    Ok((bytes, position))
 }
 
 /// Reads what was appended since `pos` (inode, offset), following a rotation
 /// by finishing the rotated file first.
-fn read_new(dir: &Path, pos: &mut Option<(u64, u64)>) -> std::io::Result<Vec<u8>> {
+fn read_new(dir: &Path, pos: &mut Option<Position>) -> std::io::Result<Vec<u8>> {
     let current = match std::fs::metadata(dir.join(CURRENT)) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -214,7 +274,16 @@ mod tests {
         let all = read_all(dir.path()).unwrap();
         assert!(all.len() <= 64 * 1024, "{} bytes", all.len());
         assert!(String::from_utf8_lossy(&all).ends_with("line 9999\n"));
-        assert_eq!(tail(dir.path(), 2), "line 9998\nline 9999");
+    }
+
+    #[tokio::test]
+    async fn tail_reads_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(dir.path(), 64 * 1024).unwrap();
+        for i in 0..100 {
+            w.write(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert_eq!(tail(dir.path().to_path_buf(), 2).await, "line 98\nline 99");
     }
 
     #[test]

@@ -11,10 +11,11 @@ pub mod env;
 pub mod kubernetes;
 pub mod logfile;
 pub mod scheduler;
+pub mod spec;
 pub mod subprocess;
 pub mod supervisor;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -22,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::db::jobs::JobRecord;
-use crate::model::Job;
-use crate::trainers::Trainer;
+use crate::model::{Job, JobRecord};
+
+pub use spec::{LaunchSpec, SpecBuilder, SpecError, MASKED};
 
 /// A stream of log bytes.
 pub type LogStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
@@ -45,39 +46,6 @@ pub async fn archive_logs(store: &crate::storage::Store, id: Uuid, logs: LogStre
         }
     }
 }
-
-/// Everything a runner needs to start one trainer.
-#[derive(Debug, Clone)]
-pub struct LaunchSpec {
-    /// The job.
-    pub job: Job,
-    /// How to run its framework.
-    pub trainer: Trainer,
-    /// The trainer's complete environment (SPEC §4 contract + base + entry env).
-    pub env: BTreeMap<String, String>,
-    /// Which of `env`'s variables are secrets (Kubernetes puts them in a Secret).
-    pub secret_keys: BTreeSet<String>,
-}
-
-impl LaunchSpec {
-    /// `env` with the values of secret variables replaced by [`MASKED`].
-    pub fn masked_env(&self) -> BTreeMap<String, String> {
-        self.env
-            .iter()
-            .map(|(k, v)| {
-                let v = if self.secret_keys.contains(k) {
-                    MASKED.to_string()
-                } else {
-                    v.clone()
-                };
-                (k.clone(), v)
-            })
-            .collect()
-    }
-}
-
-/// What a dry run shows instead of a secret's value.
-pub const MASKED: &str = "********";
 
 /// Message of jobs cancelled by `--stop-jobs-on-exit` when the daemon stops.
 pub const STOPPED_WITH_DAEMON: &str = "cancelled: the daemon stopped (--stop-jobs-on-exit)";

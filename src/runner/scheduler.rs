@@ -5,57 +5,58 @@
 //! It is driven by the committed-change events of [`crate::events`], plus a
 //! one-second tick that re-checks everything, so a missed event (a lagging
 //! subscriber) only delays work, never loses it.
+//!
+//! Every launch and every stop runs in its own task: a runner call that
+//! takes seconds (a slow API server, a trainer slow to start) never holds
+//! up other launches or a cancel. Launches in flight count against the
+//! limit like running jobs, and shutdown waits for them, so a trainer is
+//! never started without its job being marked `running`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::env::{self, Contract};
-use super::{LaunchSpec, Runner, RunnerError};
-use crate::db::jobs::JobRecord;
+use super::{Runner, RunnerError, SpecBuilder};
 use crate::events::Event;
 use crate::jobs::Jobs;
-use crate::model::JobStatus;
-use crate::storage::Store;
+use crate::model::{JobRecord, JobStatus};
 
-/// Where trainers find the daemon and their outputs.
-pub trait ContractSource: Send + Sync {
-    /// The contract values for job `id`.
-    fn contract(&self, id: Uuid) -> Contract;
+/// How long launching pauses after the runner's environment failed.
+const ENVIRONMENT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a task the scheduler started ended.
+enum Done {
+    /// A launch finished (started, failed to start, or found the job gone).
+    Launch(Uuid, Launched),
+    /// A stop request was handed to the runner.
+    Stop,
 }
 
-/// The contract from the daemon's address and its object store.
-pub struct StoreContract {
-    /// `BACKEND_BASE_URL`.
-    pub base_url: String,
-    /// The object store (`OUTPUT_S3_URI`, S3 settings for trainers).
-    pub store: Arc<Store>,
-}
-
-impl ContractSource for StoreContract {
-    fn contract(&self, id: Uuid) -> Contract {
-        Contract {
-            base_url: self.base_url.clone(),
-            output_uri: self.store.output_uri(id),
-            storage_env: self.store.trainer_env(),
-        }
-    }
+enum Launched {
+    Ok,
+    /// The runner's environment is broken: pause launching for a while.
+    EnvironmentFailed,
 }
 
 /// Launch policy and the parts it drives.
 pub struct Scheduler {
     jobs: Arc<Jobs>,
     runner: Arc<dyn Runner>,
-    contract: Arc<dyn ContractSource>,
+    specs: Arc<SpecBuilder>,
     /// 0 means unlimited.
     max_concurrent: usize,
     /// After an environment failure, launching pauses until then.
     paused_until: Option<Instant>,
     /// `--hold-jobs`: launch nothing.
     hold: bool,
+    /// Jobs whose launch is in flight (still `pending` in the database).
+    launching: HashSet<Uuid>,
+    tasks: JoinSet<Done>,
 }
 
 impl Scheduler {
@@ -63,16 +64,18 @@ impl Scheduler {
     pub fn new(
         jobs: Arc<Jobs>,
         runner: Arc<dyn Runner>,
-        contract: Arc<dyn ContractSource>,
+        specs: Arc<SpecBuilder>,
         max_concurrent: usize,
     ) -> Self {
         Self {
             jobs,
             runner,
-            contract,
+            specs,
             max_concurrent,
             paused_until: None,
             hold: false,
+            launching: HashSet::new(),
+            tasks: JoinSet::new(),
         }
     }
 
@@ -83,9 +86,9 @@ impl Scheduler {
     }
 
     /// Reconciles what the runner left running, then schedules until
-    /// `stop` turns true.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut events = self.jobs.events().subscribe();
+    /// `stop` is cancelled; then waits for launches in flight.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut events = self.jobs.subscribe();
         self.reconcile().await;
         self.fill().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -95,7 +98,7 @@ impl Scheduler {
                 ev = events.recv() => match ev {
                     Ok(Event::Job(job)) => {
                         if job.status == JobStatus::Cancelled {
-                            self.cancel(job.id).await;
+                            self.stop(job.id);
                         }
                         if job.status == JobStatus::Pending || job.status.is_terminal() {
                             self.fill().await;
@@ -105,9 +108,18 @@ impl Scheduler {
                     Err(RecvError::Lagged(_)) => self.resync().await,
                     Err(RecvError::Closed) => break,
                 },
+                Some(done) = self.tasks.join_next() => {
+                    self.settle(done);
+                    self.fill().await;
+                }
                 _ = tick.tick() => self.resync().await,
-                _ = stop.changed() => break,
+                _ = stop.cancelled() => break,
             }
+        }
+        // A launch cut short could leave a trainer running for a job still
+        // marked pending, which the next daemon would launch again.
+        while let Some(done) = self.tasks.join_next().await {
+            self.settle(done);
         }
     }
 
@@ -144,116 +156,137 @@ impl Scheduler {
         for id in self.runner.active() {
             if let Ok(rec) = self.jobs.record(id).await {
                 if rec.job.status == JobStatus::Cancelled {
-                    self.cancel_record(&rec).await;
+                    self.stop_record(rec);
                 }
             }
         }
         self.fill().await;
     }
 
-    async fn cancel(&self, id: Uuid) {
-        if let Ok(rec) = self.jobs.record(id).await {
-            if rec.job.runner.as_deref() == Some(self.runner.name()) {
-                self.cancel_record(&rec).await;
+    /// Stops the trainer of cancelled job `id`, in its own task.
+    fn stop(&mut self, id: Uuid) {
+        let (jobs, runner) = (self.jobs.clone(), self.runner.clone());
+        self.tasks.spawn(async move {
+            if let Ok(rec) = jobs.record(id).await {
+                if rec.job.runner.as_deref() == Some(runner.name()) {
+                    stop_trainer(runner.as_ref(), &rec).await;
+                }
             }
+            Done::Stop
+        });
+    }
+
+    fn stop_record(&mut self, rec: JobRecord) {
+        let runner = self.runner.clone();
+        self.tasks.spawn(async move {
+            stop_trainer(runner.as_ref(), &rec).await;
+            Done::Stop
+        });
+    }
+
+    fn settle(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Launch(id, outcome)) => {
+                self.launching.remove(&id);
+                if let Launched::EnvironmentFailed = outcome {
+                    self.paused_until = Some(Instant::now() + ENVIRONMENT_BACKOFF);
+                }
+            }
+            Ok(Done::Stop) => {}
+            // A panicking task lost its id; the next resync recounts from
+            // the database, which the launch set only adds to.
+            Err(e) => tracing::error!(error = %e, "a scheduler task failed"),
         }
     }
 
-    async fn cancel_record(&self, rec: &JobRecord) {
-        if let Err(e) = self.runner.cancel(rec).await {
-            tracing::error!(job_id = %rec.job.id, error = %e, "cannot stop the trainer of a cancelled job");
-        }
-    }
-
-    /// Launches pending jobs, oldest first, while slots are free.
+    /// Starts launches of pending jobs, oldest first, while slots are free.
     async fn fill(&mut self) {
         if self.hold || self.paused_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        loop {
-            let free = if self.max_concurrent == 0 {
-                64
-            } else {
-                match self.jobs.count_running().await {
-                    Ok(n) => self.max_concurrent.saturating_sub(n),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot count running jobs");
-                        return;
-                    }
-                }
-            };
-            if free == 0 {
-                return;
-            }
-            let pending = match self.jobs.in_status(JobStatus::Pending, free as i64).await {
-                Ok(p) => p,
+        let free = if self.max_concurrent == 0 {
+            64
+        } else {
+            match self.jobs.count_running().await {
+                Ok(n) => self.max_concurrent.saturating_sub(n + self.launching.len()),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot list pending jobs");
+                    tracing::error!(error = %e, "cannot count running jobs");
                     return;
                 }
-            };
-            if pending.is_empty() {
+            }
+        };
+        if free == 0 {
+            return;
+        }
+        let wanted = (free + self.launching.len()) as i64;
+        let pending = match self.jobs.in_status(JobStatus::Pending, wanted).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list pending jobs");
                 return;
             }
-            for rec in pending {
-                if !self.launch(rec).await {
-                    return;
-                }
-            }
+        };
+        let fresh: Vec<JobRecord> = pending
+            .into_iter()
+            .filter(|r| !self.launching.contains(&r.job.id))
+            .take(free)
+            .collect();
+        for rec in fresh {
+            self.launch(rec);
         }
     }
 
-    /// Launches one job; returns false when launching should pause.
-    async fn launch(&mut self, rec: JobRecord) -> bool {
+    /// Starts launching one job in its own task.
+    fn launch(&mut self, rec: JobRecord) {
         let id = rec.job.id;
-        let Some(trainer) = self.jobs.registry().get(&rec.job.framework).cloned() else {
-            self.jobs
-                .fail_by_runner(
-                    id,
-                    format!(
-                        "framework {:?} is not registered any more; registered frameworks: {}",
-                        rec.job.framework,
-                        self.jobs.registry().names().join(", ")
-                    ),
-                )
-                .await;
-            return true;
-        };
-        let (env, secret_keys) = env::build(
-            &rec.job,
-            &rec.callback_token,
-            &trainer,
-            &self.contract.contract(id),
-        );
-        let spec = LaunchSpec {
-            job: rec.job.clone(),
-            trainer,
-            env,
-            secret_keys,
-        };
-        match self.runner.launch(spec).await {
-            Ok(state) => match self.jobs.mark_launched(id, self.runner.name(), state).await {
-                Ok(job) if job.status == JobStatus::Cancelled => {
-                    // Cancelled while it was being launched.
-                    self.cancel(id).await;
-                    true
-                }
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(job_id = %id, error = %e, "cannot record the launch");
-                    true
-                }
-            },
-            Err(RunnerError::Start(reason)) => {
-                tracing::warn!(job_id = %id, %reason, "trainer could not be started");
-                self.jobs.fail_by_runner(id, reason).await;
-                true
+        let spec = match self.specs.build(&rec) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let jobs = self.jobs.clone();
+                self.launching.insert(id);
+                self.tasks.spawn(async move {
+                    jobs.fail_by_runner(id, e.to_string()).await;
+                    Done::Launch(id, Launched::Ok)
+                });
+                return;
             }
-            Err(RunnerError::Environment(reason)) => {
-                tracing::error!(job_id = %id, %reason, "cannot launch; retrying in 5 s");
-                self.paused_until = Some(Instant::now() + Duration::from_secs(5));
-                false
-            }
-        }
+        };
+        self.launching.insert(id);
+        let (jobs, runner) = (self.jobs.clone(), self.runner.clone());
+        self.tasks.spawn(async move {
+            let outcome = match runner.launch(spec).await {
+                Ok(state) => {
+                    match jobs.mark_launched(id, runner.name(), state).await {
+                        // Cancelled while it was being launched.
+                        Ok(job) if job.status == JobStatus::Cancelled => {
+                            if let Ok(rec) = jobs.record(id).await {
+                                stop_trainer(runner.as_ref(), &rec).await;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(job_id = %id, error = %e, "cannot record the launch")
+                        }
+                    }
+                    Launched::Ok
+                }
+                Err(RunnerError::Start(reason)) => {
+                    tracing::warn!(job_id = %id, %reason, "trainer could not be started");
+                    jobs.fail_by_runner(id, reason).await;
+                    Launched::Ok
+                }
+                Err(RunnerError::Environment(reason)) => {
+                    tracing::error!(job_id = %id, %reason, "cannot launch; retrying in 5 s");
+                    Launched::EnvironmentFailed
+                }
+            };
+            Done::Launch(id, outcome)
+        });
+    }
+}
+
+async fn stop_trainer(runner: &dyn Runner, rec: &JobRecord) {
+    if let Err(e) = runner.cancel(rec).await {
+        tracing::error!(job_id = %rec.job.id, error = %e, "cannot stop the trainer of a cancelled job");
     }
 }

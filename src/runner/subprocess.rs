@@ -22,13 +22,17 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::logfile;
-use super::supervisor::{alive, read_exit, read_state, signal_name, StateFile};
+use super::supervisor::{alive, read_exit, signal_name, Readiness, StateFile};
 use super::{LaunchSpec, LogOptions, LogStream, Runner, RunnerError};
-use crate::db::jobs::JobRecord;
 use crate::jobs::{Jobs, RunnerOutcome};
+use crate::model::JobRecord;
+use crate::storage::Store;
 
 /// Lines of log quoted in a failed job's `error`.
 const TAIL_LINES: usize = 20;
+
+/// How long the supervisor may take to start a trainer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a finished job's local log stays after it was archived.
 const LOCAL_LOG_LINGER: Duration = Duration::from_secs(5);
@@ -69,16 +73,19 @@ pub struct SubprocessRunner {
 
 struct Inner {
     jobs: Arc<Jobs>,
+    /// Where finished jobs' logs are archived.
+    store: Arc<Store>,
     cfg: SubprocessConfig,
     active: Mutex<HashMap<Uuid, Watched>>,
 }
 
 impl SubprocessRunner {
-    /// A runner reporting to `jobs`.
-    pub fn new(jobs: Arc<Jobs>, cfg: SubprocessConfig) -> Self {
+    /// A runner reporting to `jobs`, archiving logs into `store`.
+    pub fn new(jobs: Arc<Jobs>, store: Arc<Store>, cfg: SubprocessConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 jobs,
+                store,
                 cfg,
                 active: Mutex::new(HashMap::new()),
             }),
@@ -105,7 +112,7 @@ impl Inner {
 
     /// Settles a job whose supervisor is gone.
     async fn on_exit(&self, id: Uuid, dir: &Path, adopted_trainer_only: bool) {
-        let tail = logfile::tail(dir, TAIL_LINES);
+        let tail = logfile::tail(dir.to_path_buf(), TAIL_LINES).await;
         let with_tail = |line: String| {
             if tail.is_empty() {
                 line
@@ -165,14 +172,11 @@ impl Inner {
     /// Moves the finished job's log into the object store, then (after a
     /// pause that lets followers read the last lines) frees the local copy.
     async fn archive(&self, id: Uuid, dir: &Path) {
-        let Some(store) = self.jobs.store() else {
-            return;
-        };
         if !logfile::exists(dir) {
             return;
         }
         let stream = logfile::stream(dir.to_path_buf(), None, false, || true);
-        if super::archive_logs(store, id, stream).await {
+        if super::archive_logs(&self.store, id, stream).await {
             let dir = dir.to_path_buf();
             tokio::spawn(async move {
                 tokio::time::sleep(LOCAL_LOG_LINGER).await;
@@ -200,13 +204,25 @@ impl Inner {
     }
 }
 
-/// Sends `sig` to the trainer's process group if the trainer is still the
-/// process we started (pid reuse guard). Returns whether anything was signalled.
+/// The supervisor's one line on stdout: whether the trainer runs. `None`
+/// when the supervisor closed stdout without saying (it died).
+async fn read_readiness(out: Option<tokio::process::ChildStdout>) -> Option<Readiness> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    tokio::io::BufReader::new(out?)
+        .read_line(&mut line)
+        .await
+        .ok()?;
+    Readiness::parse(&line)
+}
+
 /// The trainer's processes as recorded on the job at launch, if any.
 fn proc_state(rec: &JobRecord) -> Option<ProcState> {
     serde_json::from_str(rec.runner_state.as_deref()?).ok()
 }
 
+/// Sends `sig` to the trainer's process group if the trainer is still the
+/// process we started (pid reuse guard). Returns whether anything was signalled.
 fn signal_group(state: &StateFile, sig: Signal) -> bool {
     let pgid = Pid::from_raw(state.trainer_pid as i32);
     if alive(state.trainer_pid, state.trainer_start) {
@@ -230,7 +246,7 @@ impl Runner for SubprocessRunner {
             RunnerError::Environment(format!("{what} {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| env_err("cannot create the run directory", e))?;
-        for stale in ["state.json", "exit.json"] {
+        for stale in [super::supervisor::STATE_FILE, super::supervisor::EXIT_FILE] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let argv: Vec<String> = if spec.trainer.command.is_empty() {
@@ -256,7 +272,8 @@ impl Runner for SubprocessRunner {
             .envs(&spec.env)
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            // The supervisor says on stdout when the trainer runs (or failed).
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
@@ -266,32 +283,38 @@ impl Runner for SubprocessRunner {
                 self.inner.cfg.exe.display()
             ))
         })?;
-        let started = Instant::now();
-        let state = loop {
-            if let Some(s) = read_state(&dir) {
-                break s;
-            }
-            if let Some(e) = read_exit(&dir) {
-                let _ = child.wait().await;
-                return Err(RunnerError::Start(e.start_error.unwrap_or_else(|| {
-                    format!("trainer `{}` ended before it could be watched", argv[0])
-                })));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                if read_state(&dir).is_none() && read_exit(&dir).is_none() {
-                    return Err(RunnerError::Start(format!(
-                        "the trainer supervisor exited unexpectedly ({status})"
-                    )));
-                }
-                continue;
-            }
-            if started.elapsed() > Duration::from_secs(20) {
+        let readiness = child.stdout.take();
+        let answer = tokio::time::timeout(START_TIMEOUT, read_readiness(readiness)).await;
+        let state = match answer {
+            Ok(Some(Readiness::Ready)) => tokio::fs::read(dir.join(super::supervisor::STATE_FILE))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<StateFile>(&b).ok()),
+            Ok(_) => None,
+            Err(_) => {
                 let _ = child.kill().await;
-                return Err(RunnerError::Start(
-                    "the trainer did not start within 20 seconds".into(),
-                ));
+                return Err(RunnerError::Start(format!(
+                    "the trainer did not start within {} seconds",
+                    START_TIMEOUT.as_secs()
+                )));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let Some(state) = state else {
+            // It failed to start: the supervisor recorded why and exits.
+            let status = child.wait().await;
+            let exit = tokio::fs::read(dir.join(super::supervisor::EXIT_FILE))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<super::supervisor::ExitFile>(&b).ok());
+            return Err(RunnerError::Start(match (exit, status) {
+                (Some(e), _) => e.start_error.unwrap_or_else(|| {
+                    format!("trainer `{}` ended before it could be watched", argv[0])
+                }),
+                (None, Ok(status)) => {
+                    format!("the trainer supervisor exited unexpectedly ({status})")
+                }
+                (None, Err(e)) => format!("the trainer supervisor failed: {e}"),
+            }));
         };
         let ps = ProcState {
             dir: dir.clone(),

@@ -10,7 +10,10 @@
 //!
 //! Files in the job's run directory:
 //! `state.json` (pids and start times, written once the trainer runs),
-//! `exit.json` (how it ended), `trainer.log[.1]` (output).
+//! `exit.json` (how it ended), `trainer.log[.1]` (output). Once
+//! `state.json` is written (or starting failed and `exit.json` says why)
+//! the supervisor prints one [`Readiness`] line on stdout, so the daemon
+//! waits for the launch without polling the directory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,47 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::logfile::RotatingWriter;
+
+/// Name of the pids file in a run directory.
+pub const STATE_FILE: &str = "state.json";
+/// Name of the exit status file in a run directory.
+pub const EXIT_FILE: &str = "exit.json";
+
+/// What the supervisor tells the daemon on stdout, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The trainer runs; `state.json` is written.
+    Ready,
+    /// The trainer could not be started; `exit.json` says why.
+    Failed,
+}
+
+impl Readiness {
+    fn line(self) -> &'static str {
+        match self {
+            Readiness::Ready => "ready\n",
+            Readiness::Failed => "failed\n",
+        }
+    }
+
+    /// Reads the line [`Readiness::announce`] wrote.
+    pub fn parse(line: &str) -> Option<Readiness> {
+        match line.trim() {
+            "ready" => Some(Readiness::Ready),
+            "failed" => Some(Readiness::Failed),
+            _ => None,
+        }
+    }
+
+    /// Tells the daemon; it may be gone (a re-adopting daemon never reads
+    /// this), so a failed write is ignored.
+    fn announce(self) {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(self.line().as_bytes());
+        let _ = out.flush();
+    }
+}
 
 /// Written once the trainer has been spawned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,14 +87,9 @@ pub struct ExitFile {
     pub start_error: Option<String>,
 }
 
-/// `state.json` in `dir`, if written.
-pub fn read_state(dir: &Path) -> Option<StateFile> {
-    read_json(&dir.join("state.json"))
-}
-
 /// `exit.json` in `dir`, if written.
 pub fn read_exit(dir: &Path) -> Option<ExitFile> {
-    read_json(&dir.join("exit.json"))
+    read_json(&dir.join(EXIT_FILE))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -112,13 +151,14 @@ pub fn run(a: SuperviseArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let _ = write_json(
-                &a.dir.join("exit.json"),
+                &a.dir.join(EXIT_FILE),
                 &ExitFile {
                     code: None,
                     signal: None,
                     start_error: Some(e),
                 },
             );
+            Readiness::Failed.announce();
             1
         }
     }
@@ -164,8 +204,9 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
         trainer_pid: pid,
         trainer_start: start_time(pid).unwrap_or(0),
     };
-    write_json(&a.dir.join("state.json"), &state)
+    write_json(&a.dir.join(STATE_FILE), &state)
         .map_err(|e| format!("cannot record the trainer's pid: {e}"))?;
+    Readiness::Ready.announce();
     let copier = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -197,7 +238,7 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     write_json(
-        &a.dir.join("exit.json"),
+        &a.dir.join(EXIT_FILE),
         &ExitFile {
             code: status.code(),
             signal: status.signal(),

@@ -11,24 +11,27 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 
-use super::datasets::{close_after_failed_upload, download, store, store_body, FilePath};
+use super::datasets::{close_after_failed_upload, download, store_body, FilePath};
 use super::error::ApiError;
-use super::extract::{bearer, JobId};
+use super::extract::JobId;
 use super::AppState;
 use crate::model::{ErrorBody, StoredFile};
 use crate::storage::keys;
 
-/// The artifact routes, relative to `/api/v1/training`.
-pub fn routes() -> Router<AppState> {
+/// Listing and download, relative to `/api/v1/training` (user routes).
+pub fn user_routes() -> Router<AppState> {
     Router::new()
         .route("/jobs/{id}/artifacts", get(list_artifacts))
-        .route(
-            "/jobs/{id}/artifacts/{*path}",
-            get(download_artifact).put(upload_artifact),
-        )
+        .route("/jobs/{id}/artifacts/{*path}", get(download_artifact))
+}
+
+/// Upload, relative to `/api/v1/training` (trainer routes).
+pub fn trainer_routes() -> Router<AppState> {
+    Router::new()
+        .route("/jobs/{id}/artifacts/{*path}", put(upload_artifact))
         .route_layer(axum::middleware::from_fn(close_after_failed_upload))
 }
 
@@ -56,9 +59,8 @@ pub async fn upload_artifact(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
-    st.jobs.authorize(id, bearer(&headers)).await?;
     let key = keys::output_file(id, &path)?;
-    store_body(store(&st)?, &key, path, &headers, body).await
+    store_body(&st.store, &key, path, &headers, body).await
 }
 
 /// List a job's artifacts.
@@ -74,7 +76,7 @@ pub async fn list_artifacts(
     JobId(id): JobId,
 ) -> Result<Json<Vec<StoredFile>>, ApiError> {
     st.jobs.get(id).await?;
-    Ok(Json(store(&st)?.artifacts(id).await?))
+    Ok(Json(st.store.artifacts(id).await?))
 }
 
 /// Download an artifact (or a 307 to a presigned URL when configured).
@@ -96,5 +98,5 @@ pub async fn download_artifact(
 ) -> Result<Response, ApiError> {
     st.jobs.get(id).await?;
     let key = keys::output_file(id, &path)?;
-    download(store(&st)?, &key, &path).await
+    download(&st.store, &key, &path).await
 }

@@ -2,8 +2,6 @@
 //! store, listings, and file downloads; plus the path extractors and the
 //! download response shared with [`super::artifacts`].
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
@@ -89,13 +87,6 @@ impl<S: Send + Sync> FromRequestParts<S> for FilePath {
             .await
             .map(FilePath)
     }
-}
-
-/// The store, or 503 when the daemon runs without one.
-pub fn store(st: &AppState) -> Result<&Arc<Store>, ApiError> {
-    st.jobs
-        .store()
-        .ok_or_else(|| ApiError::Unavailable("object storage is not configured".into()))
 }
 
 /// The declared `Content-Length`, if any.
@@ -187,7 +178,7 @@ pub async fn upload_dataset_file(
     body: Body,
 ) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
     let key = keys::dataset_file(&name, &path)?;
-    store_body(store(&st)?, &key, path, &headers, body).await
+    store_body(&st.store, &key, path, &headers, body).await
 }
 
 /// Download one dataset file.
@@ -208,7 +199,7 @@ pub async fn download_dataset_file(
     FilePath(path): FilePath,
 ) -> Result<Response, ApiError> {
     let key = keys::dataset_file(&name, &path)?;
-    download(store(&st)?, &key, &path).await
+    download(&st.store, &key, &path).await
 }
 
 /// List datasets with their file counts and sizes.
@@ -220,7 +211,7 @@ pub async fn download_dataset_file(
 pub async fn list_datasets(
     State(st): State<AppState>,
 ) -> Result<Json<Vec<DatasetSummary>>, ApiError> {
-    Ok(Json(store(&st)?.datasets().await?))
+    Ok(Json(st.store.datasets().await?))
 }
 
 /// One dataset: its URI, files, sizes and total.
@@ -235,5 +226,5 @@ pub async fn get_dataset(
     State(st): State<AppState>,
     DatasetName(name): DatasetName,
 ) -> Result<Json<Dataset>, ApiError> {
-    Ok(Json(store(&st)?.dataset(&name).await?))
+    Ok(Json(st.store.dataset(&name).await?))
 }

@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,16 +34,18 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
 use super::AppState;
-use crate::db::{self, Db, DbError};
+use crate::db::{FeedRead, FeedScope};
 use crate::events::Event;
-use crate::model::{ErrorBody, Job, Metric, MetricFilter, Order, ValidationError};
+use crate::jobs::{JobError, Jobs};
+use crate::model::{ErrorBody, Job, Metric, ValidationError};
 
 /// Rows read from the database per wake-up (bounds a subscriber's memory).
 const PAGE: i64 = 256;
@@ -51,23 +53,6 @@ const PAGE: i64 = 256;
 const MAX_COALESCE: usize = 1024;
 /// Interval of the `: keep-alive` comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// Flips to `true` when the daemon shuts down, ending every stream so that
-/// graceful shutdown does not wait on them forever.
-static CLOSING: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
-
-/// Ends every open event stream (called once the shutdown signal arrives).
-pub fn close_streams() {
-    CLOSING.send_replace(true);
-}
-
-/// Resolves once the daemon starts shutting down (for other long-lived
-/// responses, such as followed logs, to end with the event streams).
-pub async fn closing() {
-    let mut rx = CLOSING.subscribe();
-    // An error means the sender is gone, which never happens to a static.
-    let _ = rx.wait_for(|closing| *closing).await;
-}
 
 /// Where a stream resumes: the last point id and job version (µs) sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,9 +136,9 @@ pub async fn job_events(
 ) -> Result<Response, ApiError> {
     let resume = q.cursor(&headers)?;
     // Subscribe before reading, so nothing committed in between is missed.
-    let rx = st.jobs.events().subscribe();
+    let rx = st.jobs.subscribe();
     let job = st.jobs.get(id).await?;
-    let mut feed = Feed::new(st.jobs.db().clone(), rx, Scope::Job(id));
+    let mut feed = Feed::new(st.jobs.clone(), rx, st.shutdown.clone(), FeedScope::Job(id));
     match resume {
         Some(c) => feed.cursor = c,
         None => {
@@ -183,21 +168,18 @@ pub async fn all_events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let resume = q.cursor(&headers)?;
-    let rx = st.jobs.events().subscribe();
-    let db = st.jobs.db().clone();
+    let rx = st.jobs.subscribe();
     let cursor = match resume {
         Some(c) => c,
         None => {
-            let (metric, job) = db
-                .read(|c| Ok((db::metrics::last_id(c)?, db::jobs::last_change(c)?)))
-                .await?;
+            let (metric, job) = st.jobs.feed_start().await?;
             Cursor {
                 metric,
                 job: job.as_ref().map_or(0, micros),
             }
         }
     };
-    let mut feed = Feed::new(db, rx, Scope::All);
+    let mut feed = Feed::new(st.jobs.clone(), rx, st.shutdown.clone(), FeedScope::All);
     feed.cursor = cursor;
     feed.queue.push_back(Out::Ready);
     Ok(sse(feed))
@@ -222,19 +204,11 @@ fn micros(t: &DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-/// Which changes a stream carries.
-#[derive(Debug, Clone, Copy)]
-enum Scope {
-    Job(Uuid),
-    All,
-}
-
-impl Scope {
-    fn wants(&self, job: Uuid) -> bool {
-        match self {
-            Scope::Job(id) => *id == job,
-            Scope::All => true,
-        }
+/// Whether a stream of `scope` carries changes of `job`.
+fn wants(scope: FeedScope, job: Uuid) -> bool {
+    match scope {
+        FeedScope::Job(id) => id == job,
+        FeedScope::All => true,
     }
 }
 
@@ -248,10 +222,10 @@ enum Out {
 /// One subscriber's state: its cursor, what to re-read, and at most one page
 /// of rows waiting to be sent.
 struct Feed {
-    db: Arc<Db>,
+    jobs: Arc<Jobs>,
     rx: broadcast::Receiver<Event>,
-    closing: watch::Receiver<bool>,
-    scope: Scope,
+    closing: CancellationToken,
+    scope: FeedScope,
     cursor: Cursor,
     queue: VecDeque<Out>,
     /// A job of interest may have changed since the last read.
@@ -263,11 +237,16 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(db: Arc<Db>, rx: broadcast::Receiver<Event>, scope: Scope) -> Self {
+    fn new(
+        jobs: Arc<Jobs>,
+        rx: broadcast::Receiver<Event>,
+        closing: CancellationToken,
+        scope: FeedScope,
+    ) -> Self {
         Feed {
-            db,
+            jobs,
             rx,
-            closing: CLOSING.subscribe(),
+            closing,
             scope,
             cursor: Cursor::default(),
             queue: VecDeque::new(),
@@ -278,7 +257,7 @@ impl Feed {
     }
 
     fn push_job(&mut self, job: Job) {
-        if matches!(self.scope, Scope::Job(_)) && job.status.is_terminal() {
+        if matches!(self.scope, FeedScope::Job(_)) && job.status.is_terminal() {
             self.terminal = true;
         }
         self.queue.push_back(Out::Job(job));
@@ -295,7 +274,7 @@ impl Feed {
             if let Some(out) = self.queue.pop_front() {
                 return Some(self.encode(out));
             }
-            if self.finished() || *self.closing.borrow() {
+            if self.finished() || self.closing.is_cancelled() {
                 return None;
             }
             if !(self.jobs_dirty || self.metrics_dirty) {
@@ -315,7 +294,7 @@ impl Feed {
         loop {
             let got = tokio::select! {
                 r = self.rx.recv() => r,
-                _ = self.closing.changed() => return None,
+                _ = self.closing.cancelled() => return None,
             };
             self.note(got)?;
             // Fold whatever else is already queued into the same read.
@@ -337,8 +316,8 @@ impl Feed {
     /// Marks what a hub event makes stale; `None` when the hub is gone.
     fn note(&mut self, got: Result<Event, broadcast::error::RecvError>) -> Option<()> {
         match got {
-            Ok(Event::Job(j)) if self.scope.wants(j.id) => self.jobs_dirty = true,
-            Ok(Event::Metric(m)) if self.scope.wants(m.job_id) => self.metrics_dirty = true,
+            Ok(Event::Job(j)) if wants(self.scope, j.id) => self.jobs_dirty = true,
+            Ok(Event::Metric(m)) if wants(self.scope, m.job_id) => self.metrics_dirty = true,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Missed events: re-read everything from the cursor.
@@ -353,37 +332,18 @@ impl Feed {
 
     /// Reads what has not been sent yet (at most a page of points, then the
     /// changed jobs) into the queue.
-    async fn fill(&mut self) -> Result<(), DbError> {
-        let (scope, cursor, read_jobs) = (self.scope, self.cursor, self.jobs_dirty);
-        // Jobs are read before points: every point committed with (or
-        // before) the job version read is then in the points read after it,
-        // so a job's terminal snapshot always follows its last points.
+    async fn fill(&mut self) -> Result<(), JobError> {
+        let (scope, cursor) = (self.scope, self.cursor);
+        let jobs_since = self
+            .jobs_dirty
+            .then(|| DateTime::from_timestamp_micros(cursor.job).unwrap_or_default());
         let (jobs, points) = self
-            .db
-            .read(move |c| {
-                let jobs = match (read_jobs, scope) {
-                    (false, _) => Vec::new(),
-                    (true, Scope::Job(id)) => {
-                        db::jobs::get(c, id)?.map(|r| r.job).into_iter().collect()
-                    }
-                    (true, Scope::All) => {
-                        let since = DateTime::from_timestamp_micros(cursor.job).unwrap_or_default();
-                        db::jobs::changed_since(c, &since, PAGE)?
-                    }
-                };
-                let points = match scope {
-                    Scope::Job(id) => {
-                        let f = MetricFilter {
-                            limit: PAGE,
-                            order: Order::Asc,
-                            after_id: Some(cursor.metric),
-                            max_points: None,
-                        };
-                        db::metrics::list(c, id, &f)?
-                    }
-                    Scope::All => db::metrics::all_after(c, cursor.metric, PAGE)?,
-                };
-                Ok((jobs, points))
+            .jobs
+            .read_feed(FeedRead {
+                scope,
+                jobs_since,
+                points_after: cursor.metric,
+                page: PAGE,
             })
             .await?;
         let more_points = points.len() as i64 == PAGE;
@@ -394,11 +354,11 @@ impl Feed {
             return Ok(());
         }
         self.metrics_dirty = false;
-        self.jobs_dirty = matches!(scope, Scope::All) && jobs.len() as i64 == PAGE;
+        self.jobs_dirty = matches!(scope, FeedScope::All) && jobs.len() as i64 == PAGE;
         for job in jobs {
             if micros(&job.updated_at) > self.cursor.job {
                 self.push_job(job);
-            } else if matches!(scope, Scope::Job(_)) && job.status.is_terminal() {
+            } else if matches!(scope, FeedScope::Job(_)) && job.status.is_terminal() {
                 // The client already has the final version.
                 self.terminal = true;
             }

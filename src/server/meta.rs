@@ -36,15 +36,7 @@ pub async fn root() -> Json<ServiceInfo> {
     ))]
 pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut checks = BTreeMap::new();
-    let db = st
-        .jobs
-        .db()
-        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await;
-    let storage = match st.jobs.store() {
-        Some(store) => store.health().await,
-        None => Ok(()),
-    };
+    let (db, storage) = tokio::join!(st.jobs.check_database(), st.store.health());
     let healthy = db.is_ok() && storage.is_ok();
     checks.insert(
         "database".to_string(),
@@ -53,12 +45,10 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
             Err(e) => e.to_string(),
         },
     );
-    if st.jobs.store().is_some() {
-        checks.insert(
-            "storage".to_string(),
-            storage.err().unwrap_or_else(|| "ok".into()),
-        );
-    }
+    checks.insert(
+        "storage".to_string(),
+        storage.err().unwrap_or_else(|| "ok".into()),
+    );
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -85,12 +75,12 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
-    if let Ok(counts) = st.jobs.db().read(crate::db::jobs::count_by_status).await {
+    if let Ok(counts) = st.jobs.count_by_status().await {
         text.push_str("# HELP platform_jobs Jobs by status.\n# TYPE platform_jobs gauge\n");
         for status in crate::model::status::ALL_STATUSES {
             let n = counts
                 .iter()
-                .find(|(s, _)| s == status.as_str())
+                .find(|(s, _)| *s == status)
                 .map_or(0, |(_, n)| *n);
             text.push_str(&format!("platform_jobs{{status=\"{status}\"}} {n}\n"));
         }

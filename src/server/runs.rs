@@ -20,7 +20,7 @@ use crate::runner::LogOptions;
 #[utoipa::path(get, path = "/api/v1/training/frameworks", tag = "jobs",
     responses((status = 200, description = "Frameworks, by name", body = Vec<Framework>)))]
 pub async fn frameworks(State(st): State<AppState>) -> Json<Vec<Framework>> {
-    Json(st.jobs.registry().frameworks())
+    Json(st.registry.frameworks())
 }
 
 /// Query of the logs endpoint.
@@ -58,19 +58,18 @@ pub async fn logs(
             })?;
         if let Some(stream) = stream {
             // A followed log must not hold up a graceful shutdown.
-            let stream = futures::StreamExt::take_until(stream, super::events::closing());
+            let stream =
+                futures::StreamExt::take_until(stream, st.shutdown.clone().cancelled_owned());
             return Ok(text(Body::from_stream(stream)));
         }
         // The runner's copy is gone: read the archived log.
         if rec.job.status.is_terminal() {
-            if let Some(store) = st.jobs.store() {
-                if let Some(archived) = store.open_log(id).await? {
-                    let body = match opts.tail {
-                        Some(n) => Body::from(tail_of(archived, n).await?),
-                        None => Body::from_stream(archived),
-                    };
-                    return Ok(text(body));
-                }
+            if let Some(archived) = st.store.open_log(id).await? {
+                let body = match opts.tail {
+                    Some(n) => Body::from(tail_of(archived, n).await?),
+                    None => Body::from_stream(archived),
+                };
+                return Ok(text(body));
             }
         }
         // Nothing captured yet: wait for a launch when following.
@@ -79,7 +78,7 @@ pub async fn logs(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = super::events::closing() => return Ok(text(Body::empty())),
+            _ = st.shutdown.cancelled() => return Ok(text(Body::empty())),
         }
     }
 }

@@ -29,21 +29,21 @@ const LOGIN: &str = include_str!("../../assets/ui/login.html");
 const APP_JS: &str = include_str!("../../assets/ui/app.js");
 const APP_CSS: &str = include_str!("../../assets/ui/app.css");
 
-/// The dashboard's routes.
-pub fn routes() -> Router<AppState> {
+/// The dashboard's pages (they need the API token when one is set).
+pub fn pages() -> Router<AppState> {
     Router::new()
         .route("/ui", get(page))
         .route("/ui/", get(page))
         .route("/ui/jobs/{id}", get(page))
+}
+
+/// What the login form needs before anyone is signed in: assets, login, logout.
+pub fn public_routes() -> Router<AppState> {
+    Router::new()
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
         .route("/ui/login", post(login))
         .route("/ui/logout", get(logout))
-}
-
-/// Dashboard pages that need the API token (assets and the login form do not).
-pub fn is_page(path: &str) -> bool {
-    path == "/ui" || path == "/ui/" || path.starts_with("/ui/jobs/")
 }
 
 /// The token a browser presents without an `Authorization` header: the
@@ -88,8 +88,8 @@ pub fn login_page(error: Option<&str>) -> Response {
 /// A valid `?token=` is remembered in the cookie so later API calls carry it.
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {
     let mut resp = ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response();
-    if let (Some(token), Some(expected)) = (query_token(&uri), st.api_token.as_deref()) {
-        if token == expected {
+    if let Some(token) = query_token(&uri) {
+        if st.api_token.is_required() && st.api_token.admits(Some(&token)) {
             set_cookie(&mut resp, &token);
         }
     }
@@ -106,13 +106,13 @@ async fn login(
     State(st): State<AppState>,
     form: Result<Form<Login>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some(expected) = st.api_token.as_deref() else {
+    if !st.api_token.is_required() {
         return Redirect::to("/ui").into_response();
-    };
+    }
     match form {
-        Ok(Form(l)) if l.token.trim() == expected => {
+        Ok(Form(l)) if st.api_token.admits(Some(l.token.trim())) => {
             let mut resp = Redirect::to("/ui").into_response();
-            set_cookie(&mut resp, expected);
+            set_cookie(&mut resp, l.token.trim());
             resp
         }
         _ => login_page(Some("That token is not the server's API token.")),

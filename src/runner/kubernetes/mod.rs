@@ -45,8 +45,9 @@ use uuid::Uuid;
 
 use super::{LaunchPlan, LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
 use crate::config::KubeSettings;
-use crate::db::jobs::JobRecord;
 use crate::jobs::{Jobs, RunnerOutcome};
+use crate::model::JobRecord;
+use crate::storage::Store;
 use status::ProblemKind;
 
 /// What the runner stores on a job (`runner_state`).
@@ -81,6 +82,8 @@ pub struct KubernetesRunner {
 
 pub(crate) struct Inner {
     jobs: Arc<Jobs>,
+    /// Where finished pods' logs are archived.
+    store: Arc<Store>,
     client: Client,
     settings: KubeSettings,
     job_api: Api<KubeJob>,
@@ -94,7 +97,11 @@ impl KubernetesRunner {
     /// Connects to the API server, checks the runner's permissions, and
     /// starts the watchers. Fails with one readable sentence when the API
     /// server cannot be reached or a permission is missing.
-    pub async fn connect(jobs: Arc<Jobs>, settings: KubeSettings) -> anyhow::Result<Self> {
+    pub async fn connect(
+        jobs: Arc<Jobs>,
+        store: Arc<Store>,
+        settings: KubeSettings,
+    ) -> anyhow::Result<Self> {
         if !is_dns_label(&settings.namespace) {
             anyhow::bail!(
                 "invalid KUBE_NAMESPACE {:?}: a namespace is at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit",
@@ -114,14 +121,20 @@ impl KubernetesRunner {
             reason: format!("no answer within {}s", API_TIMEOUT.as_secs()),
         })??;
         tracing::info!(api_server = %url, namespace = %settings.namespace, "connected to Kubernetes; all permissions present");
-        Ok(Self::with_client(jobs, settings, kube))
+        Ok(Self::with_client(jobs, store, settings, kube))
     }
 
     /// A runner over an existing client (no checks); starts the watchers.
-    pub fn with_client(jobs: Arc<Jobs>, settings: KubeSettings, kube: Client) -> Self {
+    pub fn with_client(
+        jobs: Arc<Jobs>,
+        store: Arc<Store>,
+        settings: KubeSettings,
+        kube: Client,
+    ) -> Self {
         let ns = settings.namespace.clone();
         let inner = Arc::new(Inner {
             jobs,
+            store,
             client: kube.clone(),
             job_api: Api::namespaced(kube.clone(), &ns),
             pod_api: Api::namespaced(kube.clone(), &ns),
@@ -199,9 +212,7 @@ impl Inner {
     /// background: a long log must not hold up the watcher), so it outlives
     /// the pod (`ttlSecondsAfterFinished`, cancel, manual deletion).
     async fn archive(&self, id: Uuid) {
-        let Some(store) = self.jobs.store().cloned() else {
-            return;
-        };
+        let store = self.store.clone();
         let Some(pod) = self.pods_of(&self.pod_api, id).await.pop() else {
             return;
         };

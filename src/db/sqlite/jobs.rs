@@ -4,21 +4,8 @@
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{parse_ts, ts, DbError};
-use crate::model::{Job, JobFilter, JobStatus};
-
-/// A job plus the columns the API never shows.
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    /// The public part.
-    pub job: Job,
-    /// The per-job callback secret.
-    pub callback_token: String,
-    /// Highest callback `sequence` applied so far.
-    pub last_sequence: Option<i64>,
-    /// Runner-private JSON (pid and start time, Kubernetes names, …).
-    pub runner_state: Option<String>,
-}
+use crate::db::{parse_ts, ts, DbError};
+use crate::model::{Job, JobFilter, JobRecord, JobStatus};
 
 const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, status, \
      progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
@@ -202,21 +189,47 @@ pub fn in_status(c: &Connection, status: JobStatus, limit: i64) -> Result<Vec<Jo
 pub fn ended_unsettled(
     c: &Connection,
     runner: &str,
-    since: &str,
+    since: &chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<JobRecord>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
          AND runner = ?1 AND runner_state IS NOT NULL AND exit_code IS NULL \
          AND completed_at > ?2 ORDER BY created_at ASC, id ASC"
     ))?;
-    collect(&mut stmt, params![runner, since])
+    collect(&mut stmt, params![runner, ts(since)])
 }
 
 /// How many jobs are in each status.
-pub fn count_by_status(c: &Connection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn count_by_status(c: &Connection) -> Result<Vec<(JobStatus, i64)>, DbError> {
     let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (status, n) = row?;
+        out.push((status.parse::<JobStatus>().map_err(corrupt)?, n));
+    }
+    Ok(out)
+}
+
+/// How many jobs are in `status`.
+pub fn count_in_status(c: &Connection, status: JobStatus) -> Result<usize, DbError> {
+    let n: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?
+        .query_row([status.as_str()], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Whether job `id` exists.
+pub fn exists(c: &Connection, id: Uuid) -> Result<bool, DbError> {
+    Ok(c.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+        .exists([id.to_string()])?)
+}
+
+/// Stores runner-private state on a job, whatever its status.
+pub fn set_runner_state(c: &Connection, id: Uuid, state: Option<&str>) -> Result<(), DbError> {
+    c.prepare_cached("UPDATE jobs SET runner_state = ?2 WHERE id = ?1")?
+        .execute(params![id.to_string(), state])?;
+    Ok(())
 }
 
 /// Jobs whose `updated_at` is after `since`, oldest change first (the

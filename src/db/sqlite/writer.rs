@@ -7,11 +7,12 @@
 //! which is what the callback hot path needs; with no load a batch is one
 //! write and adds no latency.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use super::DbError;
+use crate::db::{panic_message, DbError};
 
 /// Most closures committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -21,19 +22,24 @@ type Finish = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
 /// A queued write: runs against the connection, returns how to finish.
 type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Finish + Send>;
 
-/// Error type for writes whose closure cannot fail on its own.
-pub type WriteError = DbError;
-
 pub(super) struct Writer {
     tx: mpsc::Sender<Op>,
-    task: tokio::task::JoinHandle<()>,
+    /// Cancelled by [`Writer::close`]: queued writes still commit, new
+    /// ones are refused.
+    stop: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Writer {
     pub(super) fn start(conn: tokio_rusqlite::Connection) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>(4096);
-        let task = tokio::spawn(run(conn, rx));
-        Writer { tx, task }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(conn, rx, stop.clone()));
+        Writer {
+            tx,
+            stop,
+            task: Mutex::new(Some(task)),
+        }
     }
 
     pub(super) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
@@ -62,15 +68,23 @@ impl Writer {
         result.await.map_err(|_| E::from(DbError::Closed))?
     }
 
-    pub(super) async fn close(self) {
-        drop(self.tx);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "the database writer task failed");
+    /// Commits what is queued, refuses later writes (`Closed`) and closes
+    /// the connection. Callers may still hold the handle: nothing waits
+    /// for them to let go.
+    pub(super) async fn close(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the database writer task failed");
+            }
         }
     }
 }
 
-/// Runs `f` so that an `Err` undoes only its own changes.
+/// Runs `f` so that an `Err` (or a panic) undoes only its own changes: a
+/// bug hit by one request fails that request, never the writer thread and
+/// with it every later write.
 fn in_savepoint<T, E, F>(conn: &rusqlite::Connection, f: F) -> Result<T, E>
 where
     F: FnOnce(&rusqlite::Connection) -> Result<T, E>,
@@ -82,10 +96,15 @@ where
         conn.prepare_cached(sql)
             .and_then(|mut st| st.execute([]))
             .map(|_| ())
-            .map_err(|e| E::from(DbError::Sqlite(e)))
+            .map_err(|e| E::from(DbError::from(e)))
     };
     exec("SAVEPOINT op")?;
-    let r = f(conn);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))).unwrap_or_else(
+        |p| {
+            tracing::error!(panic = %panic_message(p.as_ref()), "a database write panicked; undoing it");
+            Err(E::from(DbError::Panicked(panic_message(p.as_ref()))))
+        },
+    );
     if r.is_err() {
         exec("ROLLBACK TO op")?;
     }
@@ -93,9 +112,25 @@ where
     r
 }
 
-async fn run(conn: tokio_rusqlite::Connection, mut rx: mpsc::Receiver<Op>) {
+async fn run(
+    conn: tokio_rusqlite::Connection,
+    mut rx: mpsc::Receiver<Op>,
+    stop: CancellationToken,
+) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+    loop {
+        let received = tokio::select! {
+            // Queued writes first: after `close` they still commit.
+            biased;
+            n = rx.recv_many(&mut buf, MAX_BATCH) => n,
+            _ = stop.cancelled() => {
+                rx.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let batch = std::mem::take(&mut buf);
         let n = batch.len();
         let finished = conn
@@ -174,5 +209,48 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(xs, vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+        super::super::alloc::install();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = tokio_rusqlite::Connection::open(dir.path().join("t.db"))
+            .await
+            .unwrap();
+        conn.call(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+            .await
+            .unwrap();
+        let writer = Writer::start(conn);
+        // Queued together, so the panicking write shares a batch with others.
+        let (before, panicked, after) = tokio::join!(
+            writer.write(|c| c
+                .execute("INSERT INTO t VALUES (1)", [])
+                .map_err(DbError::from)),
+            writer.write(|c| -> Result<usize, DbError> {
+                c.execute("INSERT INTO t VALUES (2)", [])?;
+                panic!("a bug in one request");
+            }),
+            writer.write(|c| c
+                .execute("INSERT INTO t VALUES (3)", [])
+                .map_err(DbError::from)),
+        );
+        assert!(before.is_ok() && after.is_ok());
+        match panicked {
+            Err(DbError::Panicked(m)) => assert!(m.contains("a bug in one request"), "{m}"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // The writer thread survived: later writes still commit.
+        let xs: Vec<i64> = writer
+            .write(|c| {
+                c.execute("INSERT INTO t VALUES (4)", [])?;
+                let mut st = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let xs = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok::<_, DbError>(xs)
+            })
+            .await
+            .unwrap();
+        assert_eq!(xs, vec![1, 3, 4]);
+        writer.close().await;
     }
 }

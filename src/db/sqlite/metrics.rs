@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, Row};
 use uuid::Uuid;
 
-use super::{parse_ts, ts, DbError};
+use crate::db::{parse_ts, ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 
 const COLUMNS: &str = "id, job_id, epoch, step, loss, accuracy, metrics, created_at";
@@ -169,14 +169,6 @@ pub fn all_after(c: &Connection, after_id: i64, limit: i64) -> Result<Vec<Metric
 pub fn last_id(c: &Connection) -> Result<i64, DbError> {
     let mut stmt = c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM metrics")?;
     Ok(stmt.query_row([], |r| r.get(0))?)
-}
-
-/// How many points a job has.
-pub fn count(c: &Connection, job_id: Uuid) -> Result<i64, DbError> {
-    Ok(
-        c.prepare_cached("SELECT COUNT(*) FROM metrics WHERE job_id = ?1")?
-            .query_row([job_id.to_string()], |r| r.get(0))?,
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,314 @@
+//! The embedded SQLite backend: opening, pragmas, migrations, a pool of
+//! readers and one group-committing writer, and the SQL behind each
+//! [`Db`](super::Db) operation.
+//!
+//! SQLite allows one writer at a time, so every write goes through a single
+//! writer task ([`writer`]) that packs whatever writes are queued into one
+//! transaction and one fsync. A write's future resolves only after its
+//! transaction has committed with `synchronous=FULL`. Reads go to a small
+//! round-robin pool of read-only connections that WAL mode lets run beside
+//! the writer. Nothing outside this module sees a `rusqlite` type.
+
+mod alloc;
+mod jobs;
+mod metrics;
+mod migrations;
+mod writer;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use rusqlite::OpenFlags;
+use uuid::Uuid;
+
+use super::{now, panic_message, Changes, DbError, FeedRead, FeedScope, Modified};
+use crate::model::{Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order};
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Backend(e.to_string())
+    }
+}
+
+impl From<tokio_rusqlite::Error<rusqlite::Error>> for DbError {
+    fn from(e: tokio_rusqlite::Error<rusqlite::Error>) -> Self {
+        match e {
+            tokio_rusqlite::Error::Error(e) => e.into(),
+            tokio_rusqlite::Error::Close((_, e)) => e.into(),
+            _ => DbError::Closed,
+        }
+    }
+}
+
+impl From<tokio_rusqlite::Error<DbError>> for DbError {
+    fn from(e: tokio_rusqlite::Error<DbError>) -> Self {
+        match e {
+            tokio_rusqlite::Error::Error(e) => e,
+            tokio_rusqlite::Error::Close((_, e)) => e.into(),
+            _ => DbError::Closed,
+        }
+    }
+}
+
+/// Number of read-only connections (each has its own thread).
+const READERS: usize = 2;
+
+/// An open SQLite database.
+pub struct Sqlite {
+    path: PathBuf,
+    writer: writer::Writer,
+    readers: Vec<tokio_rusqlite::Connection>,
+    next_reader: AtomicUsize,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the database file, applies migrations and
+    /// starts the writer.
+    pub async fn open(path: &Path) -> Result<Sqlite, DbError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Migration {
+                path: path.to_path_buf(),
+                message: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        if !alloc::install() {
+            tracing::debug!("SQLite keeps the C allocator (it was initialised before)");
+        }
+        let owned = path.to_path_buf();
+        let conn = tokio_rusqlite::Connection::open(path).await?;
+        conn.call(move |c| -> Result<(), DbError> {
+            configure(c)?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            migrate(c, &owned)
+        })
+        .await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = tokio_rusqlite::Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .await?;
+            r.call(|c| configure(c)).await?;
+            readers.push(r);
+        }
+        Ok(Sqlite {
+            path: path.to_path_buf(),
+            writer: writer::Writer::start(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a read-only connection. A panic in `f` fails this read
+    /// only; the connection's thread lives on.
+    async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i]
+            .call(move |c| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(c)))
+                    .unwrap_or_else(|p| Err(DbError::Panicked(panic_message(p.as_ref()))))
+            })
+            .await
+            .map_err(DbError::from)
+    }
+
+    pub(super) async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
+        self.writer
+            .write(move |c| {
+                let mut rec = rec;
+                let t = now();
+                (rec.job.created_at, rec.job.updated_at) = (t, t);
+                jobs::insert(c, &rec)?;
+                Ok::<_, DbError>(rec.job)
+            })
+            .await
+    }
+
+    pub(super) async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
+        self.read(move |c| jobs::get(c, id)).await
+    }
+
+    pub(super) async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, DbError> {
+        self.read(move |c| jobs::list(c, &filter)).await
+    }
+
+    pub(super) async fn modify_job<E, F>(&self, id: Uuid, rule: F) -> Result<Modified, E>
+    where
+        F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<Changes, E> + Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.writer
+            .write(move |c| {
+                let Some(mut rec) = jobs::get(c, id)? else {
+                    return Ok(Modified::Missing);
+                };
+                let t = now();
+                let changes = rule(&mut rec, t)?;
+                if !changes.job && changes.points.is_empty() {
+                    return Ok(Modified::Unchanged);
+                }
+                if changes.job {
+                    jobs::update(c, &rec)?;
+                }
+                let points = changes
+                    .points
+                    .iter()
+                    .map(|p| metrics::insert(c, id, p, &t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Modified::Stored {
+                    job: Box::new(rec.job),
+                    points,
+                })
+            })
+            .await
+    }
+
+    pub(super) async fn set_runner_state(
+        &self,
+        id: Uuid,
+        state: Option<String>,
+    ) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| jobs::set_runner_state(c, id, state.as_deref()))
+            .await
+    }
+
+    pub(super) async fn count_in_status(&self, status: JobStatus) -> Result<usize, DbError> {
+        self.read(move |c| jobs::count_in_status(c, status)).await
+    }
+
+    pub(super) async fn oldest_in_status(
+        &self,
+        status: JobStatus,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, DbError> {
+        self.read(move |c| jobs::in_status(c, status, limit)).await
+    }
+
+    pub(super) async fn ended_unsettled(
+        &self,
+        runner: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<JobRecord>, DbError> {
+        let runner = runner.to_string();
+        self.read(move |c| jobs::ended_unsettled(c, &runner, &since))
+            .await
+    }
+
+    pub(super) async fn metrics(
+        &self,
+        id: Uuid,
+        filter: MetricFilter,
+    ) -> Result<Option<Vec<Metric>>, DbError> {
+        self.read(move |c| {
+            if !jobs::exists(c, id)? {
+                return Ok(None);
+            }
+            metrics::list(c, id, &filter).map(Some)
+        })
+        .await
+    }
+
+    pub(super) async fn read_feed(
+        &self,
+        read: FeedRead,
+    ) -> Result<(Vec<Job>, Vec<Metric>), DbError> {
+        self.read(move |c| {
+            let jobs = match (read.jobs_since, read.scope) {
+                (None, _) => Vec::new(),
+                (Some(_), FeedScope::Job(id)) => {
+                    jobs::get(c, id)?.map(|r| r.job).into_iter().collect()
+                }
+                (Some(since), FeedScope::All) => jobs::changed_since(c, &since, read.page)?,
+            };
+            let points = match read.scope {
+                FeedScope::Job(id) => {
+                    let f = MetricFilter {
+                        limit: read.page,
+                        order: Order::Asc,
+                        after_id: Some(read.points_after),
+                        max_points: None,
+                    };
+                    metrics::list(c, id, &f)?
+                }
+                FeedScope::All => metrics::all_after(c, read.points_after, read.page)?,
+            };
+            Ok((jobs, points))
+        })
+        .await
+    }
+
+    pub(super) async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+        self.read(|c| Ok((metrics::last_id(c)?, jobs::last_change(c)?)))
+            .await
+    }
+
+    pub(super) async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
+        self.read(jobs::count_by_status).await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), DbError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Flushes queued writes and closes every connection (checkpointing the
+    /// WAL); later operations fail with `Closed`.
+    pub(super) async fn close(&self) {
+        // Readers first: SQLite checkpoints and removes the WAL only when
+        // the last connection closes, and a read-only one cannot. Closing a
+        // clone closes the shared connection.
+        for r in self.readers.iter().cloned() {
+            if let Err(e) = r.close().await {
+                tracing::warn!(error = %e, "closing a database reader failed");
+            }
+        }
+        self.writer.close().await;
+    }
+}
+
+fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every hot statement (the default of 16 would start evicting).
+    c.set_prepared_statement_cache_capacity(64);
+    // FULL: a commit is on disk before the write is acknowledged.
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
+    let supported = migrations::latest_version();
+    let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found = usize::try_from(found).unwrap_or(usize::MAX);
+    if found > supported {
+        return Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    migrations::migrations()
+        .to_latest(c)
+        .map_err(|e| DbError::Migration {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
