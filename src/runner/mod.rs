@@ -8,6 +8,8 @@
 //! [`crate::jobs::Jobs`], which owns the lifecycle rules.
 
 pub mod env;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod kubernetes;
 pub mod logfile;
 pub mod scheduler;

@@ -60,11 +60,6 @@ impl Reporter {
         })
     }
 
-    /// The daemon client (with the job's token).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The job id from `JOB_ID`.
     pub fn job_id(&self) -> Option<Uuid> {
         self.job_id

@@ -495,3 +495,6 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
         *slot = value;
     }
 }
+
+#[cfg(test)]
+mod tests;

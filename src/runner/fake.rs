@@ -1,0 +1,199 @@
+//! An in-process runner for unit tests of the lifecycle service and the
+//! scheduler: it starts nothing, records what it was asked to do, and lets
+//! a test decide how long a launch takes. Everything else under test is
+//! real (SQLite in a temporary directory, the local object store).
+//! A real trainer process would make these tests slow and timing-bound;
+//! the subprocess and Kubernetes runners have their own suites.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::env::{Contract, ContractSource};
+use super::{LogOptions, LogStream, Runner, RunnerError, SpecBuilder};
+use crate::db::Db;
+use crate::events::Events;
+use crate::jobs::{Jobs, JobsConfig};
+use crate::model::{CreateJob, Job, JobRecord};
+use crate::storage::{StorageConfig, Store};
+use crate::trainers::Registry;
+
+/// What the fake runner was asked to do, in order.
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// Jobs launched (launch returned).
+    pub launched: Vec<Uuid>,
+    /// Jobs whose launch started (it may still be sleeping).
+    pub launching: Vec<Uuid>,
+    /// Jobs whose trainer was asked to stop.
+    pub cancelled: Vec<Uuid>,
+    /// Jobs handed over for re-adoption after a start.
+    pub reconciled: Vec<Uuid>,
+}
+
+/// A runner that records calls instead of starting trainers.
+#[derive(Clone, Default)]
+pub struct FakeRunner {
+    calls: Arc<Mutex<Calls>>,
+    /// How long launching a job with this model name takes.
+    slow: Arc<Mutex<HashMap<String, Duration>>>,
+    /// Launched and not yet told to stop.
+    active: Arc<Mutex<Vec<Uuid>>>,
+}
+
+impl FakeRunner {
+    /// Launches of jobs training `model` take `delay`.
+    pub fn slow_model(&self, model: &str, delay: Duration) {
+        if let Ok(mut s) = self.slow.lock() {
+            s.insert(model.to_string(), delay);
+        }
+    }
+
+    /// A snapshot of the calls so far.
+    pub fn calls<T>(&self, f: impl FnOnce(&Calls) -> T) -> T {
+        f(&self.calls.lock().expect("fake runner lock"))
+    }
+
+    /// The trainer of `id` ended (it no longer counts as active).
+    pub fn gone(&self, id: Uuid) {
+        if let Ok(mut a) = self.active.lock() {
+            a.retain(|x| *x != id);
+        }
+    }
+
+    fn record(&self, f: impl FnOnce(&mut Calls)) {
+        if let Ok(mut c) = self.calls.lock() {
+            f(&mut c);
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for FakeRunner {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn launch(&self, spec: super::LaunchSpec) -> Result<Option<String>, RunnerError> {
+        let id = spec.job.id;
+        self.record(|c| c.launching.push(id));
+        let delay = self
+            .slow
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&spec.job.model_name).copied());
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        self.record(|c| c.launched.push(id));
+        if let Ok(mut a) = self.active.lock() {
+            a.push(id);
+        }
+        Ok(Some(format!("{{\"fake\":\"{id}\"}}")))
+    }
+
+    async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError> {
+        self.record(|c| c.cancelled.push(job.job.id));
+        self.gone(job.job.id);
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        _job: &JobRecord,
+        _opts: LogOptions,
+    ) -> Result<Option<LogStream>, RunnerError> {
+        Ok(None)
+    }
+
+    async fn reconcile(&self, running: Vec<JobRecord>) -> Result<(), RunnerError> {
+        self.record(|c| c.reconciled.extend(running.iter().map(|r| r.job.id)));
+        Ok(())
+    }
+
+    fn active(&self) -> Vec<Uuid> {
+        self.active.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    async fn shutdown(&self, _stop_jobs: bool) {}
+}
+
+/// A contract with fixed values.
+struct FixedContract;
+
+impl ContractSource for FixedContract {
+    fn contract(&self, _id: Uuid) -> Contract {
+        Contract {
+            base_url: "http://127.0.0.1:1".into(),
+            output_uri: "file:///nowhere/".into(),
+            storage_env: Default::default(),
+        }
+    }
+}
+
+/// A lifecycle service over a fresh database in a temporary directory.
+pub struct Service {
+    /// The service.
+    pub jobs: Arc<Jobs>,
+    /// Builds launch specs with the built-in registry.
+    pub specs: Arc<SpecBuilder>,
+    db: Arc<Db>,
+    /// Keeps the directory (database, store) alive.
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// A service with the built-in `demo` framework and callback auth on.
+    pub async fn start() -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(
+            Db::open_sqlite(&dir.path().join("platform.db"))
+                .await
+                .expect("open the database"),
+        );
+        let store = Arc::new(
+            Store::from_config(&StorageConfig::local(dir.path().join("store")))
+                .expect("local store"),
+        );
+        let registry = Arc::new(Registry::builtin());
+        let jobs = Arc::new(Jobs::new(
+            db.clone(),
+            Events::new(),
+            registry.clone(),
+            store,
+            JobsConfig {
+                callback_auth: true,
+                dataset_check: false,
+            },
+        ));
+        let specs = Arc::new(SpecBuilder::new(registry, Arc::new(FixedContract)));
+        Service {
+            jobs,
+            specs,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Creates a `pending` demo job training `model`.
+    pub async fn create(&self, model: &str) -> Job {
+        self.jobs
+            .create(CreateJob {
+                user_id: "alice".into(),
+                model_name: model.into(),
+                framework: "demo".into(),
+                dataset_s3_uri: "s3://bucket/data/".into(),
+                config: None,
+            })
+            .await
+            .expect("create a job")
+    }
+
+    /// Closes the database.
+    pub async fn close(self) {
+        self.db.close().await;
+    }
+}
