@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::storage::{StorageArgs, StorageConfig};
+use crate::switch::Switch;
+
 /// Which runner launches trainers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunnerKind {
@@ -28,17 +31,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// On/off switch accepted by the seed-era variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    /// Enabled.
-    #[value(alias = "true", alias = "1", alias = "yes")]
-    On,
-    /// Disabled.
-    #[value(alias = "false", alias = "0", alias = "no")]
-    Off,
 }
 
 /// Flags of `platform serve`.
@@ -137,91 +129,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_log_bytes: u64,
 
-    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set].
-    #[arg(long, env = "S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
+    /// Object store settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
-    /// Alias of S3_ENDPOINT (the AWS SDKs' name for it).
-    #[arg(long, env = "AWS_ENDPOINT_URL", hide = true, value_name = "URL")]
-    pub aws_endpoint_url: Option<String>,
-
-    /// Bucket for datasets, job outputs and logs; selects S3 storage [default: a local directory in the data directory].
-    #[arg(long = "bucket", env = "BUCKET_NAME", value_name = "NAME")]
-    pub bucket_name: Option<String>,
-
-    /// S3 access key id [default: the AWS credential chain].
-    #[arg(
-        long,
-        env = "AWS_ACCESS_KEY_ID",
-        hide_env_values = true,
-        value_name = "ID"
-    )]
-    pub aws_access_key_id: Option<String>,
-
-    /// S3 secret access key (prefer the environment variable: flags are visible in `ps`).
-    #[arg(
-        long,
-        env = "AWS_SECRET_ACCESS_KEY",
-        hide_env_values = true,
-        value_name = "KEY"
-    )]
-    pub aws_secret_access_key: Option<String>,
-
-    /// S3 session token, for temporary credentials.
-    #[arg(
-        long,
-        env = "AWS_SESSION_TOKEN",
-        hide_env_values = true,
-        hide = true,
-        value_name = "TOKEN"
-    )]
-    pub aws_session_token: Option<String>,
-
-    /// S3 region (S3-compatible servers usually accept the default).
-    #[arg(
-        long,
-        env = "AWS_REGION",
-        default_value = "us-east-1",
-        value_name = "REGION"
-    )]
-    pub aws_region: String,
-
-    /// Path-style S3 requests (endpoint/bucket/key), as MinIO and most S3-compatible servers expect; "off" for virtual-hosted style.
-    #[arg(
-        long,
-        env = "S3_PATH_STYLE",
-        value_enum,
-        default_value = "on",
-        value_name = "on|off"
-    )]
-    pub s3_path_style: Switch,
-
-    /// Allow a plain-HTTP S3 endpoint [default: on for http:// endpoints].
-    #[arg(long, env = "S3_ALLOW_HTTP", value_enum, value_name = "on|off")]
-    pub s3_allow_http: Option<Switch>,
-
-    /// Check at job creation that the dataset URI exists in the configured store ("off" for stores the daemon cannot see).
-    #[arg(
-        long,
-        env = "DATASET_CHECK",
-        value_enum,
-        default_value = "on",
-        value_name = "on|off"
-    )]
-    pub dataset_check: Switch,
-
-    /// Largest object a dataset or artifact upload may create, in bytes.
-    #[arg(long, env = "MAX_OBJECT_BYTES", default_value_t = crate::storage::DEFAULT_MAX_OBJECT_BYTES, value_name = "BYTES")]
-    pub max_object_bytes: u64,
-
-    /// Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon).
-    #[arg(
-        long,
-        env = "PRESIGN_DOWNLOADS",
-        default_value_t = 0,
-        value_name = "SECONDS"
-    )]
-    pub presign_downloads: u64,
     /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
     #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
     pub hold_jobs: bool,
@@ -292,7 +203,7 @@ pub struct ServerConfig {
     /// Log bytes kept per job.
     pub max_log_bytes: u64,
     /// Object store settings.
-    pub storage: crate::storage::StorageConfig,
+    pub storage: StorageConfig,
     /// Launch nothing.
     pub hold_jobs: bool,
     /// Kubernetes runner settings.
@@ -336,8 +247,8 @@ impl ServerConfig {
             RunnerKind::Subprocess => 1,
             RunnerKind::Kubernetes => 0,
         });
-        let storage = crate::storage::StorageConfig::from_args(args, &data_dir)
-            .map_err(ConfigError::Storage)?;
+        let storage =
+            StorageConfig::from_args(&args.storage, &data_dir).map_err(ConfigError::Storage)?;
         Ok(Self {
             bind,
             database_path,

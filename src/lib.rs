@@ -16,5 +16,6 @@ pub mod model;
 pub mod runner;
 pub mod server;
 pub mod storage;
+pub(crate) mod switch;
 pub mod trainer;
 pub mod trainers;

@@ -30,7 +30,9 @@ use object_store::{
 };
 use uuid::Uuid;
 
-pub use config::{BackendConfig, S3Config, Secret, StorageConfig, DEFAULT_MAX_OBJECT_BYTES};
+pub use config::{
+    BackendConfig, S3Config, Secret, StorageArgs, StorageConfig, DEFAULT_MAX_OBJECT_BYTES,
+};
 
 use crate::model::{Dataset, DatasetSummary, StoredFile, ValidationError};
 
