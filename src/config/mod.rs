@@ -1,146 +1,30 @@
 //! Server configuration: the `platform serve` flags, their environment
-//! variables (the seed's names), and how the layers combine.
+//! variables (the seed's names), and how the layers combine into one
+//! [`ServerConfig`].
 //!
 //! Precedence is flags > environment > `.env` in the working directory >
 //! the config file > defaults. clap resolves flags over environment; the
 //! lower layers are folded into the environment by [`load_env_layers`]
 //! before parsing, each only filling variables that are still unset.
+//!
+//! - `args`: the flags ([`ServeArgs`]) and serve-only value types;
+//! - `layers`: `.env` and config-file layering;
+//! - `dirs`: the default per-user directories.
+
+mod args;
+mod dirs;
+mod layers;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+pub use args::{LogFormat, RunnerKind, ServeArgs};
+pub use dirs::{default_config_dir, default_data_dir};
+pub use layers::load_env_layers;
 
-use crate::runner::kubernetes::config::{KubeArgs, KubeSettings};
-use crate::storage::{StorageArgs, StorageConfig};
+use crate::runner::kubernetes::config::KubeSettings;
+use crate::storage::StorageConfig;
 use crate::switch::Switch;
-
-/// Which runner launches trainers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RunnerKind {
-    /// Local child processes (the default on a dev box).
-    #[value(alias = "local")]
-    Subprocess,
-    /// One Kubernetes Job per training job.
-    Kubernetes,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Flags of `platform serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000].
-    #[arg(long, env = "PLATFORM_BIND", value_name = "ADDR")]
-    pub bind: Option<String>,
-
-    /// Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory].
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<String>,
-
-    /// Directory for the database and the local object store [default: the user's data directory].
-    #[arg(long, env = "PLATFORM_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Which runner launches trainers.
-    #[arg(
-        long = "runner",
-        env = "TRAINING_MODE",
-        value_enum,
-        default_value = "subprocess"
-    )]
-    pub runner: RunnerKind,
-
-    /// Bearer token required on the user-facing API.
-    #[arg(
-        long,
-        env = "PLATFORM_API_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub api_token: Option<String>,
-
-    /// Allow a non-loopback bind without an API token.
-    #[arg(long)]
-    pub allow_unauthenticated: bool,
-
-    /// Require each job's bearer token on callbacks ("off" for seed-era trainers).
-    #[arg(
-        long,
-        env = "CALLBACK_AUTH",
-        value_enum,
-        default_value = "on",
-        value_name = "on|off"
-    )]
-    pub callback_auth: Switch,
-
-    /// Largest JSON request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
-    pub max_body_bytes: usize,
-
-    /// Base URL trainers use to reach this daemon [default: http://<bind address>].
-    #[arg(long, env = "BACKEND_BASE_URL", value_name = "URL")]
-    pub backend_base_url: Option<String>,
-
-    /// Allowed CORS origins: a JSON list or comma-separated.
-    #[arg(long, env = "CORS_ORIGINS", value_name = "LIST")]
-    pub cors_origins: Option<String>,
-
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-
-    /// Debug logging (the seed's DEBUG).
-    #[arg(long, env = "DEBUG", value_parser = clap::builder::FalseyValueParser::new())]
-    pub debug: bool,
-
-    /// Trainers file (TOML) [default: trainers.toml in the user's config directory, if present].
-    #[arg(long = "trainers", env = "TRAINERS_FILE", value_name = "FILE")]
-    pub trainers_file: Option<PathBuf>,
-
-    /// Directory with one sub-directory per framework (the seed's layout).
-    #[arg(long, env = "TRAINER_SUBPROCESS_PATH", value_name = "DIR")]
-    pub trainer_subprocess_path: Option<PathBuf>,
-
-    /// Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes].
-    #[arg(long, env = "MAX_CONCURRENT_JOBS", value_name = "N")]
-    pub max_concurrent_jobs: Option<usize>,
-
-    /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
-    #[arg(
-        long,
-        env = "KILL_GRACE",
-        default_value_t = 10.0,
-        value_name = "SECONDS"
-    )]
-    pub kill_grace: f64,
-
-    /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
-    #[arg(long)]
-    pub stop_jobs_on_exit: bool,
-
-    /// Log bytes kept per job, at least 8 KiB (older output is dropped).
-    #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
-    pub max_log_bytes: u64,
-
-    /// Object store settings.
-    #[command(flatten)]
-    pub storage: StorageArgs,
-
-    /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
-    #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
-    pub hold_jobs: bool,
-    /// Kubernetes runner settings.
-    #[command(flatten)]
-    pub kube: KubeArgs,
-}
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -334,76 +218,6 @@ pub fn parse_list(s: &str) -> Option<Vec<String>> {
             .filter(|x| !x.is_empty())
             .collect(),
     )
-}
-
-fn project_dirs() -> Option<directories::ProjectDirs> {
-    directories::ProjectDirs::from("", "", "platform")
-}
-
-/// The user's data directory for platform (e.g. `~/.local/share/platform`).
-pub fn default_data_dir() -> Option<PathBuf> {
-    project_dirs().map(|d| d.data_dir().to_path_buf())
-}
-
-/// The user's config directory for platform (e.g. `~/.config/platform`).
-pub fn default_config_dir() -> Option<PathBuf> {
-    project_dirs().map(|d| d.config_dir().to_path_buf())
-}
-
-/// Short config-file keys and the variables they set.
-const KEY_ALIASES: &[(&str, &str)] = &[
-    ("server", "PLATFORM_SERVER"),
-    ("token", "PLATFORM_TOKEN"),
-    ("user", "PLATFORM_USER"),
-    ("bind", "PLATFORM_BIND"),
-    ("data_dir", "PLATFORM_DATA_DIR"),
-    ("api_token", "PLATFORM_API_TOKEN"),
-];
-
-/// Folds `.env` (working directory) and the config file
-/// (`$PLATFORM_CONFIG`, else `config.toml` in the user's config directory)
-/// into the environment, never overriding a variable that is already set.
-/// Call before any thread starts. Returns a warning for a broken file.
-pub fn load_env_layers() -> Vec<String> {
-    let mut warnings = Vec::new();
-    match dotenvy::dotenv() {
-        Ok(_) => {}
-        Err(e) if e.not_found() => {}
-        Err(e) => warnings.push(format!("ignoring .env: {e}")),
-    }
-    let path = std::env::var_os("PLATFORM_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| default_config_dir().map(|d| d.join("config.toml")));
-    if let Some(path) = path.filter(|p| p.is_file()) {
-        if let Err(e) = apply_config_file(&path) {
-            warnings.push(e);
-        }
-    }
-    warnings
-}
-
-fn apply_config_file(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("ignoring config file {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("ignoring config file {}: {e}", path.display()))?;
-    for (key, value) in table {
-        let var = KEY_ALIASES
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-            .unwrap_or_else(|| key.to_ascii_uppercase());
-        let value = match value {
-            toml::Value::String(s) => s,
-            other => other.to_string(),
-        };
-        if std::env::var_os(&var).is_none() {
-            // SAFETY (edition 2021: safe fn): called before any other thread exists.
-            std::env::set_var(&var, value);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
