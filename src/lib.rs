@@ -18,5 +18,6 @@ pub mod runner;
 pub(crate) mod secrets;
 pub(crate) mod server;
 pub mod storage;
+pub(crate) mod switch;
 pub(crate) mod trainer;
 pub mod trainers;

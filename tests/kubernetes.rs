@@ -867,7 +867,7 @@ fn gpu_manifests() -> String {
         env,
         secret_keys,
     };
-    let settings = platform::config::KubeSettings {
+    let settings = platform::runner::kubernetes::config::KubeSettings {
         namespace: "platform".into(),
         config_path: None,
         context: None,

@@ -1,13 +1,105 @@
-//! Object store settings resolved from `platform serve`'s flags and
-//! environment (SPEC §5): S3 when a bucket or endpoint is configured,
-//! otherwise the local directory `<data dir>/store`.
+//! Object store settings: the storage flags of `platform serve` and their
+//! environment variables ([`StorageArgs`], SPEC §5), and what they resolve
+//! to: S3 when a bucket or endpoint is configured, otherwise the local
+//! directory `<data dir>/store`.
 
 use std::fmt;
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ServeArgs, Switch};
+use clap::Args;
+
+use crate::switch::Switch;
+
+/// The object store flags of `platform serve` (flattened into its flags).
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set].
+    #[arg(long, env = "S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// Alias of S3_ENDPOINT (the AWS SDKs' name for it).
+    #[arg(long, env = "AWS_ENDPOINT_URL", hide = true, value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Bucket for datasets, job outputs and logs; selects S3 storage [default: a local directory in the data directory].
+    #[arg(long = "bucket", env = "BUCKET_NAME", value_name = "NAME")]
+    pub bucket_name: Option<String>,
+
+    /// S3 access key id [default: the AWS credential chain].
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret access key (prefer the environment variable: flags are visible in `ps`).
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub aws_secret_access_key: Option<String>,
+
+    /// S3 session token, for temporary credentials.
+    #[arg(
+        long,
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true,
+        hide = true,
+        value_name = "TOKEN"
+    )]
+    pub aws_session_token: Option<String>,
+
+    /// S3 region (S3-compatible servers usually accept the default).
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    pub aws_region: String,
+
+    /// Path-style S3 requests (endpoint/bucket/key), as MinIO and most S3-compatible servers expect; "off" for virtual-hosted style.
+    #[arg(
+        long,
+        env = "S3_PATH_STYLE",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
+    pub s3_path_style: Switch,
+
+    /// Allow a plain-HTTP S3 endpoint [default: on for http:// endpoints].
+    #[arg(long, env = "S3_ALLOW_HTTP", value_enum, value_name = "on|off")]
+    pub s3_allow_http: Option<Switch>,
+
+    /// Check at job creation that the dataset URI exists in the configured store ("off" for stores the daemon cannot see).
+    #[arg(
+        long,
+        env = "DATASET_CHECK",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
+    pub dataset_check: Switch,
+
+    /// Largest object a dataset or artifact upload may create, in bytes.
+    #[arg(long, env = "MAX_OBJECT_BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES, value_name = "BYTES")]
+    pub max_object_bytes: u64,
+
+    /// Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon).
+    #[arg(
+        long,
+        env = "PRESIGN_DOWNLOADS",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    pub presign_downloads: u64,
+}
 
 /// A secret string whose `Debug`/`Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,7 +172,7 @@ pub struct StorageConfig {
 impl StorageConfig {
     /// Resolves the storage flags; a half-configured S3 setup is an error
     /// naming what is missing.
-    pub fn from_args(args: &ServeArgs, data_dir: &Path) -> Result<Self, String> {
+    pub fn from_args(args: &StorageArgs, data_dir: &Path) -> Result<Self, String> {
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let endpoint = nonempty(&args.s3_endpoint)
             .or_else(|| nonempty(&args.aws_endpoint_url))
@@ -171,14 +263,14 @@ mod tests {
     #[derive(Parser)]
     struct Wrap {
         #[command(flatten)]
-        serve: ServeArgs,
+        storage: StorageArgs,
     }
 
     fn resolve(args: &[&str]) -> Result<StorageConfig, String> {
         let mut argv = vec!["serve"];
         argv.extend_from_slice(args);
         let w = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?;
-        StorageConfig::from_args(&w.serve, Path::new("/data"))
+        StorageConfig::from_args(&w.storage, Path::new("/data"))
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-use crate::config::KubeSettings;
+use super::config::KubeSettings;
 
 /// One RBAC rule the runner needs in its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::KubeSettings;
+use super::config::KubeSettings;
 use crate::model::ValidationError;
 use crate::runner::LaunchSpec;
 use crate::trainers::{Resources, DEMO};

@@ -2,6 +2,7 @@
 //! training job, with the secret part of the trainer's environment in a
 //! Secret owned by the Job.
 //!
+//! - [`config`]: its `platform serve` flags and the settings they resolve to;
 //! - [`client`]: configuration and the start-up permission check;
 //! - [`manifest`]: the Job and Secret of a job (also `--dry-run`);
 //! - [`watch`]: watchers on the platform's Jobs and pods that keep the
@@ -26,6 +27,7 @@
 //! | `GET …/pods/NAME/log` | logs, a failed trainer's last lines | pods/log: get |
 
 pub mod client;
+pub mod config;
 pub mod manifest;
 pub mod status;
 pub mod watch;
@@ -44,10 +46,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{LaunchPlan, LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
-use crate::config::KubeSettings;
 use crate::jobs::{Jobs, RunnerOutcome};
 use crate::model::JobRecord;
 use crate::storage::Store;
+use config::KubeSettings;
 use status::ProblemKind;
 
 /// What the runner stores on a job (`runner_state`).

@@ -1,0 +1,139 @@
+//! The flags of `platform serve`, with their environment variables (the
+//! seed's names) and defaults, and the value types only `serve` uses. The
+//! storage and Kubernetes runner flags are owned by those modules and
+//! flattened in here, so `serve --help` still lists them all.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::runner::kubernetes::config::KubeArgs;
+use crate::storage::StorageArgs;
+use crate::switch::Switch;
+
+/// Which runner launches trainers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunnerKind {
+    /// Local child processes (the default on a dev box).
+    #[value(alias = "local")]
+    Subprocess,
+    /// One Kubernetes Job per training job.
+    Kubernetes,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `platform serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000].
+    #[arg(long, env = "PLATFORM_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
+
+    /// Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory].
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the database and the local object store [default: the user's data directory].
+    #[arg(long, env = "PLATFORM_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Which runner launches trainers.
+    #[arg(
+        long = "runner",
+        env = "TRAINING_MODE",
+        value_enum,
+        default_value = "subprocess"
+    )]
+    pub runner: RunnerKind,
+
+    /// Bearer token required on the user-facing API.
+    #[arg(
+        long,
+        env = "PLATFORM_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<String>,
+
+    /// Allow a non-loopback bind without an API token.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+
+    /// Require each job's bearer token on callbacks ("off" for seed-era trainers).
+    #[arg(
+        long,
+        env = "CALLBACK_AUTH",
+        value_enum,
+        default_value = "on",
+        value_name = "on|off"
+    )]
+    pub callback_auth: Switch,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+
+    /// Base URL trainers use to reach this daemon [default: http://<bind address>].
+    #[arg(long, env = "BACKEND_BASE_URL", value_name = "URL")]
+    pub backend_base_url: Option<String>,
+
+    /// Allowed CORS origins: a JSON list or comma-separated.
+    #[arg(long, env = "CORS_ORIGINS", value_name = "LIST")]
+    pub cors_origins: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Debug logging (the seed's DEBUG).
+    #[arg(long, env = "DEBUG", value_parser = clap::builder::FalseyValueParser::new())]
+    pub debug: bool,
+
+    /// Trainers file (TOML) [default: trainers.toml in the user's config directory, if present].
+    #[arg(long = "trainers", env = "TRAINERS_FILE", value_name = "FILE")]
+    pub trainers_file: Option<PathBuf>,
+
+    /// Directory with one sub-directory per framework (the seed's layout).
+    #[arg(long, env = "TRAINER_SUBPROCESS_PATH", value_name = "DIR")]
+    pub trainer_subprocess_path: Option<PathBuf>,
+
+    /// Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes].
+    #[arg(long, env = "MAX_CONCURRENT_JOBS", value_name = "N")]
+    pub max_concurrent_jobs: Option<usize>,
+
+    /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
+    #[arg(
+        long,
+        env = "KILL_GRACE",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    pub kill_grace: f64,
+
+    /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
+    #[arg(long)]
+    pub stop_jobs_on_exit: bool,
+
+    /// Log bytes kept per job, at least 8 KiB (older output is dropped).
+    #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_log_bytes: u64,
+
+    /// Object store settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
+    #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub hold_jobs: bool,
+    /// Kubernetes runner settings.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}

@@ -1,0 +1,273 @@
+//! Server configuration: the `platform serve` flags, their environment
+//! variables (the seed's names), and how the layers combine into one
+//! [`ServerConfig`].
+//!
+//! Precedence is flags > environment > `.env` in the working directory >
+//! the config file > defaults. clap resolves flags over environment; the
+//! lower layers are folded into the environment by [`load_env_layers`]
+//! before parsing, each only filling variables that are still unset.
+//!
+//! - `args`: the flags ([`ServeArgs`]) and serve-only value types;
+//! - `layers`: `.env` and config-file layering;
+//! - `dirs`: the default per-user directories.
+
+mod args;
+mod dirs;
+mod layers;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+pub use args::{LogFormat, RunnerKind, ServeArgs};
+pub use dirs::{default_config_dir, default_data_dir};
+pub use layers::load_env_layers;
+
+use crate::runner::kubernetes::config::KubeSettings;
+use crate::storage::StorageConfig;
+use crate::switch::Switch;
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad `--bind`/`HOST`/`PORT`.
+    #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:8000")]
+    Bind(String),
+    /// Unsupported `DATABASE_URL`.
+    #[error("unsupported DATABASE_URL {0:?}: platform stores its data in SQLite; use sqlite:///relative/path or sqlite:////absolute/path")]
+    DatabaseUrl(String),
+    /// A non-loopback bind without a token.
+    #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token), or pass --allow-unauthenticated to expose the API to your network")]
+    Unauthenticated(SocketAddr),
+    /// No data directory could be found.
+    #[error("cannot find the user's data directory; set PLATFORM_DATA_DIR or --data-dir")]
+    NoDataDir,
+    /// Bad `CORS_ORIGINS`.
+    #[error(
+        "invalid CORS_ORIGINS {0:?}: expected a JSON list or a comma-separated list of origins"
+    )]
+    Cors(String),
+    /// Bad `--kill-grace`.
+    #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
+    KillGrace(f64),
+    /// Inconsistent object store settings.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// The resolved server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The SQLite file.
+    pub database_path: PathBuf,
+    /// Data directory (database, local object store).
+    pub data_dir: PathBuf,
+    /// Runner kind.
+    pub runner: RunnerKind,
+    /// API bearer token.
+    pub api_token: Option<String>,
+    /// Whether callbacks need their job's token.
+    pub callback_auth: bool,
+    /// JSON body limit.
+    pub max_body_bytes: usize,
+    /// Base URL handed to trainers (default: from the bound address).
+    pub backend_base_url: Option<String>,
+    /// CORS origins (`*` allowed).
+    pub cors_origins: Vec<String>,
+    /// Trainers file, if any.
+    pub trainers_file: Option<PathBuf>,
+    /// Trainers directory, if any.
+    pub trainer_dir: Option<PathBuf>,
+    /// Concurrency limit (0 = unlimited).
+    pub max_concurrent_jobs: usize,
+    /// Grace period before SIGKILL.
+    pub kill_grace: std::time::Duration,
+    /// Cancel trainers on shutdown.
+    pub stop_jobs_on_exit: bool,
+    /// Log bytes kept per job.
+    pub max_log_bytes: u64,
+    /// Object store settings.
+    pub storage: StorageConfig,
+    /// Launch nothing.
+    pub hold_jobs: bool,
+    /// Kubernetes runner settings.
+    pub kube: KubeSettings,
+}
+
+impl ServerConfig {
+    /// Resolves `args` (already layered by clap) into a configuration.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let bind = resolve_bind(args.bind.as_deref())?;
+        // An empty token (`--api-token ""`, `PLATFORM_API_TOKEN=`) is no token.
+        let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
+            return Err(ConfigError::Unauthenticated(bind));
+        }
+        let data_dir = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let database_path = match &args.database_url {
+            Some(url) => parse_database_url(url)?,
+            None => data_dir.join("platform.db"),
+        };
+        let backend_base_url = args
+            .backend_base_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_string());
+        let cors_origins = match &args.cors_origins {
+            Some(s) => parse_list(s).ok_or_else(|| ConfigError::Cors(s.clone()))?,
+            None => Vec::new(),
+        };
+        if !args.kill_grace.is_finite() || args.kill_grace < 0.0 {
+            return Err(ConfigError::KillGrace(args.kill_grace));
+        }
+        let trainers_file = args.trainers_file.clone().or_else(|| {
+            default_config_dir()
+                .map(|d| d.join("trainers.toml"))
+                .filter(|p| p.is_file())
+        });
+        let max_concurrent_jobs = args.max_concurrent_jobs.unwrap_or(match args.runner {
+            RunnerKind::Subprocess => 1,
+            RunnerKind::Kubernetes => 0,
+        });
+        let storage =
+            StorageConfig::from_args(&args.storage, &data_dir).map_err(ConfigError::Storage)?;
+        Ok(Self {
+            bind,
+            database_path,
+            data_dir,
+            runner: args.runner,
+            api_token,
+            callback_auth: args.callback_auth == Switch::On,
+            max_body_bytes: args.max_body_bytes,
+            backend_base_url,
+            cors_origins,
+            trainers_file,
+            trainer_dir: args.trainer_subprocess_path.clone(),
+            max_concurrent_jobs,
+            kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
+            stop_jobs_on_exit: args.stop_jobs_on_exit,
+            max_log_bytes: args.max_log_bytes,
+            storage,
+            hold_jobs: args.hold_jobs,
+            kube: KubeSettings::from_args(&args.kube),
+        })
+    }
+}
+
+fn resolve_bind(flag: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    let text = match flag {
+        Some(b) => b.to_string(),
+        None => {
+            let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+            let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
+            match host.parse::<IpAddr>() {
+                Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+                _ => format!("{host}:{port}"),
+            }
+        }
+    };
+    let text = text.replace("localhost", "127.0.0.1");
+    text.parse::<SocketAddr>()
+        .map_err(|_| ConfigError::Bind(text.clone()))
+}
+
+/// `http://<bind>`, with an unspecified address replaced by loopback.
+pub fn default_base_url(bind: SocketAddr) -> String {
+    let host = match bind.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    format!("http://{host}:{}", bind.port())
+}
+
+/// SQLAlchemy's rule: `sqlite:///relative`, `sqlite:////absolute`;
+/// `sqlite+aiosqlite://` is a synonym. A bare path is taken as a path.
+pub fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
+    let rest = url
+        .strip_prefix("sqlite+aiosqlite://")
+        .or_else(|| url.strip_prefix("sqlite://"));
+    match rest {
+        Some(r) => {
+            let path = r.strip_prefix('/').unwrap_or(r);
+            if path.is_empty() || path == ":memory:" {
+                return Err(ConfigError::DatabaseUrl(url.to_string()));
+            }
+            Ok(PathBuf::from(path))
+        }
+        None if url.contains("://") || url.is_empty() => {
+            Err(ConfigError::DatabaseUrl(url.to_string()))
+        }
+        None => Ok(PathBuf::from(url)),
+    }
+}
+
+/// A JSON list of strings, or a comma-separated list.
+pub fn parse_list(s: &str) -> Option<Vec<String>> {
+    let t = s.trim();
+    if t.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(t).ok();
+    }
+    Some(
+        t.split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_follow_sqlalchemy() {
+        assert_eq!(
+            parse_database_url("sqlite:///rel/x.db").unwrap(),
+            PathBuf::from("rel/x.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite:////abs/x.db").unwrap(),
+            PathBuf::from("/abs/x.db")
+        );
+        assert_eq!(
+            parse_database_url("sqlite+aiosqlite:///./t.db").unwrap(),
+            PathBuf::from("./t.db")
+        );
+        assert!(parse_database_url("postgresql://u@h/db").is_err());
+        assert!(parse_database_url("sqlite://").is_err());
+    }
+
+    #[test]
+    fn base_url_replaces_unspecified_addresses() {
+        assert_eq!(
+            default_base_url("0.0.0.0:9000".parse().unwrap()),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            default_base_url("[::]:9000".parse().unwrap()),
+            "http://[::1]:9000"
+        );
+        assert_eq!(
+            default_base_url("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
+    }
+
+    #[test]
+    fn lists_parse_both_forms() {
+        assert_eq!(
+            parse_list(r#"["http://a", "http://b"]"#).unwrap(),
+            vec!["http://a", "http://b"]
+        );
+        assert_eq!(
+            parse_list("http://a, http://b").unwrap(),
+            vec!["http://a", "http://b"]
+        );
+        assert!(parse_list("[1, 2").is_none());
+    }
+}

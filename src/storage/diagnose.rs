@@ -1,0 +1,143 @@
+//! Turning object_store errors into one readable line each: a missing
+//! key is a 404, and everything else says what failed and what to check
+//! (unreachable endpoint, missing bucket, rejected credentials), with every
+//! credential scrubbed out.
+
+use super::{Backend, Store, StoreError};
+
+impl Store {
+    /// Turns a backend error into one readable, redacted sentence.
+    pub(super) fn explain(&self, op: &str, e: object_store::Error) -> StoreError {
+        if let object_store::Error::NotFound { path, .. } = &e {
+            if !self.is_missing_bucket(&e) {
+                return StoreError::NotFound(self.uri(path));
+            }
+        }
+        let text = scrub(&self.redact, error_chain(&e));
+        let msg = match &self.backend {
+            Backend::Local { root } => {
+                format!(
+                    "cannot {op} the local object store at {}: {text}",
+                    root.display()
+                )
+            }
+            Backend::S3 { cfg, .. } => {
+                let at = cfg.endpoint.as_deref().unwrap_or("AWS S3");
+                let lower = text.to_ascii_lowercase();
+                if self.is_missing_bucket(&e) {
+                    format!(
+                        "bucket {:?} does not exist at {at}: create it or set BUCKET_NAME to an existing bucket",
+                        cfg.bucket
+                    )
+                } else if matches!(
+                    e,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                ) || CREDENTIAL_ERRORS.iter().any(|c| lower.contains(c))
+                {
+                    format!(
+                        "the S3 service at {at} rejected the credentials for bucket {:?} ({}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                        cfg.bucket,
+                        s3_code(&text).unwrap_or("access denied")
+                    )
+                } else if is_connect_error(&e) {
+                    format!(
+                        "cannot reach the S3 endpoint {at}: {}; check S3_ENDPOINT and that the service is running",
+                        root_cause(&e)
+                    )
+                } else {
+                    format!("cannot {op} S3 bucket {:?} at {at}: {text}", cfg.bucket)
+                }
+            }
+        };
+        StoreError::Unavailable(msg)
+    }
+
+    fn is_missing_bucket(&self, e: &object_store::Error) -> bool {
+        matches!(self.backend, Backend::S3 { .. })
+            && error_chain(e).to_ascii_lowercase().contains("nosuchbucket")
+    }
+}
+
+/// Lowercased fragments of S3 answers that mean "these credentials do not
+/// work here" (status lines and S3 error codes).
+const CREDENTIAL_ERRORS: &[&str] = &[
+    "403 forbidden",
+    "401 unauthorized",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "accessdenied",
+    "notsignedup",
+    "invalidtoken",
+    "expiredtoken",
+];
+
+/// Replaces every credential in `text` with `***`.
+pub(super) fn scrub(secrets: &[String], mut text: String) -> String {
+    for s in secrets {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), "***");
+        }
+    }
+    text
+}
+
+/// The error and its sources, joined.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = s.source();
+    }
+    text
+}
+
+fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+            if r.is_connect() || r.is_timeout() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | TimedOut | NotConnected | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        cur = s.source();
+    }
+    let lower = error_chain(e).to_ascii_lowercase();
+    lower.contains("error sending request")
+        || lower.contains("connection refused")
+        || lower.contains("dns error")
+}
+
+/// The innermost cause, e.g. "connection refused".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let t = cur.to_string();
+    match t.find(" (os error") {
+        Some(i) => t[..i].to_ascii_lowercase(),
+        None => t.to_ascii_lowercase(),
+    }
+}
+
+/// The S3 error code in a response body (`<Code>InvalidAccessKeyId</Code>`).
+fn s3_code(text: &str) -> Option<&str> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = text[start..].find("</Code>")? + start;
+    Some(&text[start..end])
+}
