@@ -9,9 +9,9 @@ use futures::StreamExt;
 use indicatif::HumanBytes;
 use tokio::io::AsyncWriteExt;
 
+use super::exit::Exit;
 use super::output::{self, OutputFormat, Printer};
 use super::transfer::{self, Counter, Progress};
-use super::Exit;
 use crate::client::Client;
 use crate::model::StoredFile;
 use crate::storage::keys;

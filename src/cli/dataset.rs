@@ -10,9 +10,10 @@ use futures::TryStreamExt;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use super::exit::Exit;
 use super::output::{self, OutputFormat, Printer};
 use super::transfer::{self, Progress};
-use super::{Exit, GlobalArgs};
+use super::GlobalArgs;
 use crate::client::Client;
 use crate::storage::keys;
 

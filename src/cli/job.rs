@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
+use super::exit::{self, Exit};
 use super::output::{self, OutputFormat, Printer};
-use super::{Exit, GlobalArgs};
+use super::GlobalArgs;
 use crate::client::Client;
 use crate::model::{CreateJob, Job, JobListQuery, JobStatus};
 use crate::runner::LaunchPlan;
@@ -175,8 +176,7 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
     }
     if a.follow {
         // The stream ends with the job; like `watch`, only `completed` is success.
-        let job = super::watch::until_final(client, id).await?;
-        return finish(job.status, &job);
+        return exit::finish(&super::events::until_final(client, id).await?);
     }
     Ok(())
 }
@@ -256,25 +256,6 @@ fn print_plan(out: &Printer, fmt: OutputFormat, plan: &LaunchPlan) -> anyhow::Re
             Ok(())
         }
         (_, None) => out.json(plan),
-    }
-}
-
-/// The exit code rule for `--follow`/`watch`: 0 only for `completed`.
-pub fn finish(status: JobStatus, job: &Job) -> anyhow::Result<()> {
-    match status {
-        JobStatus::Completed => Ok(()),
-        s => Err(Exit {
-            code: 1,
-            message: format!(
-                "job {} ended {s}{}",
-                job.id,
-                job.error
-                    .as_deref()
-                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                    .unwrap_or_default()
-            ),
-        }
-        .into()),
     }
 }
 

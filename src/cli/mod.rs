@@ -4,15 +4,20 @@
 
 pub mod artifacts;
 pub mod dataset;
+pub(crate) mod events;
+pub(crate) mod exit;
 pub mod framework;
 pub mod generate;
 pub mod job;
+pub(crate) mod metric_keys;
 pub mod metrics;
 pub mod output;
 pub mod report;
 pub mod stream;
 pub mod transfer;
 pub mod watch;
+
+pub use exit::Exit;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -107,37 +112,6 @@ pub enum Command {
     /// Run the built-in demo trainer (started by the daemon).
     #[command(hide = true, name = "demo-train")]
     DemoTrain,
-}
-
-/// A failure that ends the process with a specific exit code. The message,
-/// when not empty, is printed as `error: …`.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Exit {
-    /// Process exit code.
-    pub code: i32,
-    /// What to print (may be empty when already reported).
-    pub message: String,
-}
-
-impl Exit {
-    /// Exit code 2: the command line was wrong.
-    pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        Exit {
-            code: 2,
-            message: message.into(),
-        }
-        .into()
-    }
-
-    /// A silent exit with `code` (the command already reported why).
-    pub fn silent(code: i32) -> anyhow::Error {
-        Exit {
-            code,
-            message: String::new(),
-        }
-        .into()
-    }
 }
 
 /// Runs a client command (everything but `serve`).
