@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
-    JobListQuery, JobStatus, Metric, MetricBatch, MetricQuery, StoredFile, TrainingUpdate,
+    JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
+    TrainingUpdate,
 };
 
 /// Why a request failed, worded for the person at the terminal.
@@ -193,10 +194,7 @@ impl Client {
 
     /// `POST /api/v1/training/jobs?dry_run=true`: what creating `req`
     /// would launch, with nothing stored.
-    pub async fn plan_job(
-        &self,
-        req: &CreateJob,
-    ) -> Result<crate::runner::LaunchPlan, ClientError> {
+    pub async fn plan_job(&self, req: &CreateJob) -> Result<LaunchPlan, ClientError> {
         self.json(
             self.request(Method::POST, "/api/v1/training/jobs")
                 .query(&[("dry_run", "true")])

@@ -10,8 +10,7 @@ use super::exit::{self, Exit};
 use super::output::{self, OutputFormat, Printer};
 use super::GlobalArgs;
 use crate::client::Client;
-use crate::model::{CreateJob, Job, JobListQuery, JobStatus};
-use crate::runner::LaunchPlan;
+use crate::model::{CreateJob, Job, JobListQuery, JobStatus, LaunchPlan};
 
 /// `platform job` subcommands.
 #[derive(Debug, Subcommand)]

@@ -12,10 +12,10 @@ use super::error::ApiError;
 use super::extract::{bearer, ApiQuery, JobId, JsonBody};
 use super::AppState;
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, Metric, MetricBatch,
-    MetricQuery, TrainingUpdate,
+    BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
+    MetricBatch, MetricQuery, TrainingUpdate,
 };
-use crate::runner::{env, LaunchPlan, LaunchSpec, PlanError};
+use crate::runner::{env, LaunchSpec, PlanError};
 
 /// Query of `POST /api/v1/training/jobs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -43,10 +43,11 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{LaunchPlan, LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
+use super::{LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
 use crate::config::KubeSettings;
 use crate::db::jobs::JobRecord;
 use crate::jobs::{Jobs, RunnerOutcome};
+use crate::model::LaunchPlan;
 use status::ProblemKind;
 
 /// What the runner stores on a job (`runner_state`).
