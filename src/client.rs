@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::errors::root_cause;
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
     JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
@@ -451,32 +452,4 @@ pub enum ResolveError {
     /// The lookup failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-}
-
-/// The innermost error message, lowercased, e.g. "connection refused".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    if let Some(io) = cur.downcast_ref::<std::io::Error>() {
-        return match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-            std::io::ErrorKind::TimedOut => "timed out".into(),
-            _ => strip_os_error(&io.to_string()),
-        };
-    }
-    let text = cur.to_string();
-    if text.is_empty() {
-        e.to_string()
-    } else {
-        strip_os_error(&text).to_lowercase()
-    }
-}
-
-fn strip_os_error(s: &str) -> String {
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_lowercase(),
-        None => s.to_lowercase(),
-    }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod errors;
 pub mod events;
 pub mod jobs;
 pub mod logging;
