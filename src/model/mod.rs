@@ -5,6 +5,7 @@ pub mod callback;
 pub mod framework;
 pub mod job;
 pub mod metric;
+pub mod names;
 pub mod plan;
 pub mod status;
 pub mod storage;
