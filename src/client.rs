@@ -9,9 +9,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::errors::root_cause;
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
-    JobListQuery, JobStatus, Metric, MetricBatch, MetricQuery, StoredFile, TrainingUpdate,
+    JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
+    TrainingUpdate,
 };
 
 /// Why a request failed, worded for the person at the terminal.
@@ -193,10 +195,7 @@ impl Client {
 
     /// `POST /api/v1/training/jobs?dry_run=true`: what creating `req`
     /// would launch, with nothing stored.
-    pub async fn plan_job(
-        &self,
-        req: &CreateJob,
-    ) -> Result<crate::runner::LaunchPlan, ClientError> {
+    pub async fn plan_job(&self, req: &CreateJob) -> Result<LaunchPlan, ClientError> {
         self.json(
             self.request(Method::POST, "/api/v1/training/jobs")
                 .query(&[("dry_run", "true")])
@@ -453,32 +452,4 @@ pub enum ResolveError {
     /// The lookup failed.
     #[error(transparent)]
     Client(#[from] ClientError),
-}
-
-/// The innermost error message, lowercased, e.g. "connection refused".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    if let Some(io) = cur.downcast_ref::<std::io::Error>() {
-        return match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-            std::io::ErrorKind::TimedOut => "timed out".into(),
-            _ => strip_os_error(&io.to_string()),
-        };
-    }
-    let text = cur.to_string();
-    if text.is_empty() {
-        e.to_string()
-    } else {
-        strip_os_error(&text).to_lowercase()
-    }
-}
-
-fn strip_os_error(s: &str) -> String {
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_lowercase(),
-        None => s.to_lowercase(),
-    }
 }

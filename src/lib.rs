@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub(crate) mod db;
+pub mod errors;
 pub(crate) mod events;
 pub(crate) mod jobs;
 pub mod logging;

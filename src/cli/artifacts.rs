@@ -9,12 +9,12 @@ use futures::StreamExt;
 use indicatif::HumanBytes;
 use tokio::io::AsyncWriteExt;
 
+use super::exit::Exit;
 use super::output::{self, OutputFormat, Printer};
 use super::transfer::{self, Counter, Progress};
-use super::Exit;
 use crate::client::Client;
+use crate::model::names;
 use crate::model::StoredFile;
-use crate::storage::keys;
 
 /// `platform job artifacts`.
 #[derive(Debug, Args)]
@@ -84,7 +84,7 @@ pub async fn download(client: &Client, out: &Printer, a: DownloadArgs) -> anyhow
     }
     // The server's paths are checked before they become local file names.
     for f in &wanted {
-        keys::relative_path("path", &f.path).map_err(|e| {
+        names::relative_path("path", &f.path).map_err(|e| {
             anyhow::anyhow!("refusing to write artifact {:?}: {}", f.path, e.message)
         })?;
     }

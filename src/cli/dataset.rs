@@ -10,11 +10,12 @@ use futures::TryStreamExt;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use super::exit::Exit;
 use super::output::{self, OutputFormat, Printer};
 use super::transfer::{self, Progress};
-use super::{Exit, GlobalArgs};
+use super::GlobalArgs;
 use crate::client::Client;
-use crate::storage::keys;
+use crate::model::names;
 
 /// `platform dataset` subcommands.
 #[derive(Debug, Subcommand)]
@@ -69,7 +70,7 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: DatasetCommand) -> anyhow::
 
 async fn upload(client: &Client, out: &Printer, a: UploadArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json])?;
-    keys::dataset_name(&a.name).map_err(|e| Exit::usage(format!("--name: {}", e.message)))?;
+    names::dataset_name(&a.name).map_err(|e| Exit::usage(format!("--name: {}", e.message)))?;
     let dir = a.dir.clone();
     let files = tokio::task::spawn_blocking(move || scan(&dir))
         .await
@@ -173,7 +174,7 @@ fn scan(dir: &Path) -> anyhow::Result<Vec<LocalFile>> {
             bad.push(format!("{}: the name is not valid UTF-8", rel.display()));
             continue;
         };
-        if let Err(e) = keys::relative_path("path", &rel) {
+        if let Err(e) = names::relative_path("path", &rel) {
             bad.push(format!("{rel}: {}", e.message));
             continue;
         }

@@ -28,7 +28,7 @@ pub struct ManArgs {
 }
 
 /// The shells with a checked-in completion script, and its file name.
-pub const COMPLETION_FILES: [(Shell, &str); 4] = [
+pub(crate) const COMPLETION_FILES: [(Shell, &str); 4] = [
     (Shell::Bash, "platform.bash"),
     (Shell::Zsh, "_platform"),
     (Shell::Fish, "platform.fish"),
@@ -46,7 +46,7 @@ fn command() -> clap::Command {
 }
 
 /// The completion script for `shell`.
-pub fn completion_script(shell: Shell) -> Vec<u8> {
+pub(crate) fn completion_script(shell: Shell) -> Vec<u8> {
     let mut cmd = command();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "platform", &mut buf);
@@ -54,7 +54,7 @@ pub fn completion_script(shell: Shell) -> Vec<u8> {
 }
 
 /// Every man page: `platform.1`, `platform-job.1`, `platform-job-create.1`, …
-pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut cmd = command();
     cmd.build();
     let mut out = Vec::new();
@@ -101,14 +101,14 @@ pub fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs `platform completions`.
-pub fn completions(a: CompletionsArgs) -> anyhow::Result<()> {
+pub(crate) fn completions(a: CompletionsArgs) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().write_all(&completion_script(a.shell))?;
     Ok(())
 }
 
 /// Runs `platform man`.
-pub fn man(a: ManArgs) -> anyhow::Result<()> {
+pub(crate) fn man(a: ManArgs) -> anyhow::Result<()> {
     use std::io::Write;
     match a.dir {
         Some(dir) => write_man_pages(&dir),

@@ -3,14 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser, ValueParser};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
+use super::exit::{self, Exit};
 use super::output::{self, OutputFormat, Printer};
-use super::{Exit, GlobalArgs};
+use super::GlobalArgs;
 use crate::client::Client;
-use crate::model::{CreateJob, Job, JobListQuery, JobStatus};
-use crate::runner::LaunchPlan;
+use crate::model::status::ALL_STATUSES;
+use crate::model::{CreateJob, Job, JobListQuery, JobStatus, LaunchPlan};
 
 /// `platform job` subcommands.
 #[derive(Debug, Subcommand)]
@@ -80,8 +82,8 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only jobs in this status.
-    #[arg(long, value_enum)]
-    pub status: Option<StatusArg>,
+    #[arg(long, value_parser = status_arg())]
+    pub status: Option<JobStatus>,
     /// Only this user's jobs.
     #[arg(long)]
     pub user: Option<String>,
@@ -96,30 +98,23 @@ pub struct ListArgs {
     pub watch: bool,
 }
 
-/// Job status as a CLI value.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum StatusArg {
-    /// Waiting to launch.
-    Pending,
-    /// Launched.
-    Running,
-    /// Finished successfully.
-    Completed,
-    /// Failed.
-    Failed,
-    /// Cancelled.
-    Cancelled,
+/// `--status`: the model's statuses by their wire names, each with a line
+/// for `--help`, the man page and completions.
+fn status_arg() -> ValueParser {
+    let values = ALL_STATUSES.map(|s| PossibleValue::new(s.as_str()).help(status_help(s)));
+    // The possible values are checked first, so the parse always succeeds.
+    ValueParser::new(PossibleValuesParser::new(values).try_map(|s| s.parse::<JobStatus>()))
 }
 
-impl From<StatusArg> for JobStatus {
-    fn from(s: StatusArg) -> Self {
-        match s {
-            StatusArg::Pending => JobStatus::Pending,
-            StatusArg::Running => JobStatus::Running,
-            StatusArg::Completed => JobStatus::Completed,
-            StatusArg::Failed => JobStatus::Failed,
-            StatusArg::Cancelled => JobStatus::Cancelled,
-        }
+/// Each status in a few words for `--help`; a new status will not compile
+/// until it has its line here.
+fn status_help(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Pending => "Waiting to launch",
+        JobStatus::Running => "Launched",
+        JobStatus::Completed => "Finished successfully",
+        JobStatus::Failed => "Failed",
+        JobStatus::Cancelled => "Cancelled",
     }
 }
 
@@ -175,8 +170,7 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
     }
     if a.follow {
         // The stream ends with the job; like `watch`, only `completed` is success.
-        let job = super::watch::until_final(client, id).await?;
-        return finish(job.status, &job);
+        return exit::finish(&super::events::until_final(client, id).await?);
     }
     Ok(())
 }
@@ -256,25 +250,6 @@ fn print_plan(out: &Printer, fmt: OutputFormat, plan: &LaunchPlan) -> anyhow::Re
             Ok(())
         }
         (_, None) => out.json(plan),
-    }
-}
-
-/// The exit code rule for `--follow`/`watch`: 0 only for `completed`.
-pub fn finish(status: JobStatus, job: &Job) -> anyhow::Result<()> {
-    match status {
-        JobStatus::Completed => Ok(()),
-        s => Err(Exit {
-            code: 1,
-            message: format!(
-                "job {} ended {s}{}",
-                job.id,
-                job.error
-                    .as_deref()
-                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                    .unwrap_or_default()
-            ),
-        }
-        .into()),
     }
 }
 
@@ -371,7 +346,7 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
     ])?;
     let q = JobListQuery {
         user_id: a.user,
-        status_filter: a.status.map(|s| JobStatus::from(s).as_str().to_string()),
+        status_filter: a.status.map(|s| s.as_str().to_string()),
         limit: Some(a.limit),
         ..Default::default()
     };

@@ -1,18 +1,28 @@
 //! The command line: clap definitions for every subcommand and the
 //! dispatcher. Client commands talk to the daemon only through
-//! [`crate::client::Client`].
+//! [`crate::client::Client`], never through the daemon's own modules.
+//!
+//! Command modules (`job`, `metrics`, `dataset`, …) build on shared ones
+//! (`exit`, `events`, `metric_keys`, `output`, `stream`, `transfer`), never
+//! the other way round and never on each other in a loop; what they take
+//! from this file is only the tree's global flags ([`GlobalArgs`], [`Cli`]).
 
-pub mod artifacts;
-pub mod dataset;
-pub mod framework;
+pub(crate) mod artifacts;
+pub(crate) mod dataset;
+pub(crate) mod events;
+pub(crate) mod exit;
+pub(crate) mod framework;
 pub mod generate;
-pub mod job;
-pub mod metrics;
-pub mod output;
-pub mod report;
+pub(crate) mod job;
+pub(crate) mod metric_keys;
+pub(crate) mod metrics;
+pub(crate) mod output;
+pub(crate) mod report;
 pub mod stream;
-pub mod transfer;
-pub mod watch;
+pub(crate) mod transfer;
+pub(crate) mod watch;
+
+pub use exit::Exit;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -21,7 +31,7 @@ use crate::config::ServeArgs;
 use output::OutputFormat;
 
 /// Default daemon URL for client commands.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
 
 /// `platform`: run ML training jobs from one binary.
 #[derive(Debug, Parser)]
@@ -107,37 +117,6 @@ pub enum Command {
     /// Run the built-in demo trainer (started by the daemon).
     #[command(hide = true, name = "demo-train")]
     DemoTrain,
-}
-
-/// A failure that ends the process with a specific exit code. The message,
-/// when not empty, is printed as `error: …`.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Exit {
-    /// Process exit code.
-    pub code: i32,
-    /// What to print (may be empty when already reported).
-    pub message: String,
-}
-
-impl Exit {
-    /// Exit code 2: the command line was wrong.
-    pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        Exit {
-            code: 2,
-            message: message.into(),
-        }
-        .into()
-    }
-
-    /// A silent exit with `code` (the command already reported why).
-    pub fn silent(code: i32) -> anyhow::Error {
-        Exit {
-            code,
-            message: String::new(),
-        }
-        .into()
-    }
 }
 
 /// Runs a client command (everything but `serve`).

@@ -9,7 +9,8 @@ use comfy_table::{presets, Cell, ContentArrangement, Table};
 use console::Style;
 use serde::Serialize;
 
-use super::{Exit, GlobalArgs};
+use super::exit::Exit;
+use super::GlobalArgs;
 use crate::model::JobStatus;
 
 /// `-o/--output` values.

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::Number;
 
-use super::Exit;
+use super::exit::Exit;
 use crate::model::{JobStatus, TrainingUpdate};
 use crate::trainer::{ReportError, Reporter};
 

@@ -35,7 +35,7 @@ pub struct SseEvent {
 
 /// What [`EventStream::next`] yields.
 #[derive(Debug)]
-pub enum Item {
+pub(crate) enum Item {
     /// An event.
     Event(SseEvent),
     /// The connection dropped; reconnecting (attempt number, reason).
@@ -115,7 +115,7 @@ impl Parser {
 type Body = futures::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
 /// A resumable event stream at one path of the daemon.
-pub struct EventStream {
+pub(crate) struct EventStream {
     client: Client,
     path: String,
     parser: Parser,

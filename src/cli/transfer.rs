@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::exit::Exit;
 use super::output::Printer;
-use super::Exit;
 use crate::client::ClientError;
 
 /// Attempts per file before giving up on a transient failure.

@@ -15,11 +15,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
-use super::metrics::{rank, Direction};
+use super::events::{job_events_path, Update, ALL_JOBS_EVENTS_PATH};
+use super::exit::{self, Exit};
+use super::metric_keys::{rank, Direction};
 use super::output::{self, OutputFormat, Printer};
 use super::stream::{EventStream, Item, SseEvent};
-use super::Exit;
-use crate::client::{Client, ClientError};
+use crate::client::Client;
 use crate::model::{Job, JobListQuery, Metric, MetricQuery};
 
 /// Exit code after Ctrl-C (the shell's convention for SIGINT).
@@ -30,53 +31,6 @@ const INTERRUPTED: i32 = 130;
 pub struct WatchArgs {
     /// Job id or unique prefix (≥ 4 characters).
     pub id: String,
-}
-
-/// A decoded event of the daemon's streams.
-#[derive(Debug, Clone)]
-pub enum Update {
-    /// A job changed (the full job).
-    Job(Box<Job>),
-    /// A metric point was stored.
-    Metric(Metric),
-    /// Anything else (`ready`, future event types).
-    Other,
-}
-
-impl Update {
-    /// Decodes an SSE event.
-    pub fn decode(e: &SseEvent) -> Result<Update, ClientError> {
-        let bad = |err: serde_json::Error| ClientError::Protocol {
-            url: "event stream".into(),
-            reason: format!("cannot read a {:?} event: {err}", e.event),
-        };
-        Ok(match e.event.as_str() {
-            "job" => Update::Job(Box::new(serde_json::from_str(&e.data).map_err(bad)?)),
-            "metric" => Update::Metric(serde_json::from_str(&e.data).map_err(bad)?),
-            _ => Update::Other,
-        })
-    }
-}
-
-/// Path of a job's event stream.
-pub fn job_events_path(id: Uuid) -> String {
-    format!("/api/v1/training/jobs/{id}/events")
-}
-
-/// Waits on the job's event stream until the job is final and returns it
-/// (for followers whose own stream can end a moment before the status does).
-pub async fn until_final(client: &Client, id: Uuid) -> anyhow::Result<Job> {
-    let mut events = EventStream::new(client, job_events_path(id), None);
-    while let Some(item) = events.next().await? {
-        if let Item::Event(e) = item {
-            if let Update::Job(job) = Update::decode(&e)? {
-                if job.status.is_terminal() {
-                    return Ok(*job);
-                }
-            }
-        }
-    }
-    Ok(client.get_job(id).await?)
 }
 
 /// What a watcher knows about a job so far.
@@ -395,7 +349,7 @@ pub async fn watch(client: &Client, out: &Printer, id: Uuid) -> anyhow::Result<(
         }
     };
     view.finish(&tracker, &job);
-    super::job::finish(job.status, &job)
+    exit::finish(&job)
 }
 
 /// `platform job list --watch`: a table refreshed live until Ctrl-C; one
@@ -411,7 +365,7 @@ pub async fn list(client: &Client, out: &Printer, q: &JobListQuery) -> anyhow::R
         return Ok(());
     }
     // Subscribe before the first draw so no change is missed.
-    let mut events = EventStream::new(client, "/api/v1/training/events", None);
+    let mut events = EventStream::new(client, ALL_JOBS_EVENTS_PATH, None);
     let term = console::Term::stdout();
     let mut drawn = 0;
     let mut stale = false;

@@ -17,15 +17,11 @@ pub mod spec;
 pub mod subprocess;
 pub mod supervisor;
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::model::{Job, JobRecord};
+use crate::model::{JobRecord, LaunchPlan, ProcessPlan};
 
 pub use spec::{LaunchSpec, SpecBuilder, SpecError, MASKED};
 
@@ -52,27 +48,6 @@ pub async fn archive_logs(store: &crate::storage::Store, id: Uuid, logs: LogStre
 /// Message of jobs cancelled by `--stop-jobs-on-exit` when the daemon stops.
 pub const STOPPED_WITH_DAEMON: &str = "cancelled: the daemon stopped (--stop-jobs-on-exit)";
 
-/// What launching a job would do, without doing it (`job create --dry-run`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct LaunchPlan {
-    /// Always true: nothing was stored or started.
-    pub dry_run: bool,
-    /// The runner that would launch it.
-    pub runner: String,
-    /// The job as it would be stored (its id is illustrative: a real create assigns a new one).
-    pub job: Job,
-    /// Kubernetes: the objects that would be created, in order (secret values masked).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub manifests: Vec<serde_json::Value>,
-    /// Subprocess: the process that would be started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessPlan>,
-    /// What the objects above do not show.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
 /// Why a dry run could not say what a launch would do.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -82,17 +57,6 @@ pub enum PlanError {
     /// The runner cannot tell.
     #[error(transparent)]
     Runner(#[from] RunnerError),
-}
-
-/// A trainer process as a dry run shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProcessPlan {
-    /// argv (never run through a shell).
-    pub argv: Vec<String>,
-    /// Working directory.
-    pub workdir: Option<String>,
-    /// The complete environment, secret values masked.
-    pub env: BTreeMap<String, String>,
 }
 
 /// How to read a job's logs.

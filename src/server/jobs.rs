@@ -12,10 +12,10 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
 use super::AppState;
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, Metric, MetricBatch,
-    MetricQuery, TrainingUpdate,
+    BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
+    MetricBatch, MetricQuery, TrainingUpdate,
 };
-use crate::runner::{LaunchPlan, PlanError};
+use crate::runner::PlanError;
 
 /// Query of `POST /api/v1/training/jobs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -222,7 +222,7 @@ pub fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
-        other => crate::client::root_cause(other),
+        other => crate::errors::root_cause(other),
     }
 }
 

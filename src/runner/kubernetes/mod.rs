@@ -45,9 +45,9 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{LaunchPlan, LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
+use super::{LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
 use crate::jobs::{Jobs, RunnerOutcome};
-use crate::model::JobRecord;
+use crate::model::{JobRecord, LaunchPlan};
 use crate::storage::Store;
 use config::KubeSettings;
 use status::ProblemKind;
