@@ -43,7 +43,7 @@ impl Store {
                 } else if is_connect_error(&e) {
                     format!(
                         "cannot reach the S3 endpoint {at}: {}; check S3_ENDPOINT and that the service is running",
-                        root_cause(&e)
+                        crate::errors::root_cause(&e)
                     )
                 } else {
                     format!("cannot {op} S3 bucket {:?} at {at}: {text}", cfg.bucket)
@@ -120,19 +120,6 @@ fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
     lower.contains("error sending request")
         || lower.contains("connection refused")
         || lower.contains("dns error")
-}
-
-/// The innermost cause, e.g. "connection refused".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    let t = cur.to_string();
-    match t.find(" (os error") {
-        Some(i) => t[..i].to_ascii_lowercase(),
-        None => t.to_ascii_lowercase(),
-    }
 }
 
 /// The S3 error code in a response body (`<Code>InvalidAccessKeyId</Code>`).
