@@ -226,6 +226,28 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
+/// How long one API request may take before the runner gives up on it
+/// (the client has no read timeout, so that watches and followed logs
+/// can stay open).
+pub(crate) const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `request`, failing when the API server does not answer within [`API_TIMEOUT`].
+pub(crate) async fn timed<T>(
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(API_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!(
+                    "no answer from the Kubernetes API server within {}s",
+                    API_TIMEOUT.as_secs()
+                )
+                .into(),
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,3 +129,28 @@ impl KubeSettings {
         }
     }
 }
+
+/// Whether `s` is a DNS-1123 label.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_must_be_dns_labels() {
+        for ok in ["platform", "ml-team-2", "a"] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "Platform", "-x", "x-", "a_b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

@@ -34,7 +34,7 @@ pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::{AsyncReadExt, StreamExt};
@@ -49,7 +49,8 @@ use super::{LaunchSpec, LogOptions, LogStream, PlanError, Runner, RunnerError};
 use crate::jobs::{Jobs, RunnerOutcome};
 use crate::model::{JobRecord, LaunchPlan};
 use crate::storage::Store;
-use config::KubeSettings;
+use client::{timed, API_TIMEOUT};
+use config::{is_dns_label, KubeSettings};
 use status::ProblemKind;
 
 /// What the runner stores on a job (`runner_state`).
@@ -309,28 +310,6 @@ impl Inner {
     }
 }
 
-/// How long one API request may take before the runner gives up on it
-/// (the client has no read timeout, so that watches and followed logs
-/// can stay open).
-const API_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `request`, failing when the API server does not answer within [`API_TIMEOUT`].
-pub(crate) async fn timed<T>(
-    request: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, kube::Error> {
-    tokio::time::timeout(API_TIMEOUT, request)
-        .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(
-                format!(
-                    "no answer from the Kubernetes API server within {}s",
-                    API_TIMEOUT.as_secs()
-                )
-                .into(),
-            ))
-        })
-}
-
 /// The Kubernetes state stored on `rec`, or the one its id implies.
 fn state_of(rec: &JobRecord, settings: &KubeSettings) -> KubeState {
     rec.runner_state
@@ -341,16 +320,6 @@ fn state_of(rec: &JobRecord, settings: &KubeSettings) -> KubeState {
             job: manifest::job_name(rec.job.id),
             uid: None,
         })
-}
-
-/// Whether `s` is a DNS-1123 label.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Launch errors: a rejected object fails the job; anything else (API
@@ -604,19 +573,4 @@ fn byte_stream<R: futures::AsyncRead + Send + Unpin + 'static>(reader: R) -> Log
         }
     })
     .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespaces_must_be_dns_labels() {
-        for ok in ["platform", "ml-team-2", "a"] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in ["", "Platform", "-x", "x-", "a_b", &"x".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
-    }
 }

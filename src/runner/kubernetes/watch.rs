@@ -24,9 +24,10 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use uuid::Uuid;
 
+use super::client::{self, timed};
 use super::manifest::{job_id_of, managed_selector};
 use super::status::{self, JobFacts, JobPhase, ProblemKind};
-use super::{client, timed, Inner};
+use super::Inner;
 use crate::jobs::RunnerOutcome;
 
 /// Lines of a failed trainer's log quoted in the job's `error`.
