@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
-use crate::model::{Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint};
+use crate::model::{
+    FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint,
+};
 
 /// Database failures (the server answers 500/503 for these).
 #[derive(Debug, thiserror::Error)]
@@ -97,28 +99,6 @@ pub enum Modified {
         /// The new points, with their ids.
         points: Vec<Metric>,
     },
-}
-
-/// Which jobs a live feed follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedScope {
-    /// One job.
-    Job(Uuid),
-    /// Every job.
-    All,
-}
-
-/// What a live feed has not read yet.
-#[derive(Debug, Clone, Copy)]
-pub struct FeedRead {
-    /// Which jobs.
-    pub scope: FeedScope,
-    /// Read job versions changed after this time; `None`: no jobs.
-    pub jobs_since: Option<DateTime<Utc>>,
-    /// Read points with an id above this.
-    pub points_after: i64,
-    /// At most this many rows of each kind.
-    pub page: i64,
 }
 
 /// The database handle; cheap to share behind an `Arc`.

@@ -13,11 +13,11 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::db::{self, Changes, Db, DbError, FeedRead, Modified};
+use crate::db::{self, Changes, Db, DbError, Modified};
 use crate::events::{Event, Events};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, Job, JobFilter, JobRecord, JobStatus, Metric, MetricBatch,
-    MetricFilter, TrainingUpdate, ValidationError,
+    BatchAck, CallbackAck, CreateJob, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
+    MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
 use crate::secrets::{constant_time_eq, new_token};
 use crate::storage::{Store, StoreError};
@@ -496,5 +496,7 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

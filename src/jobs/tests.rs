@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
+use super::testing::Service;
 use super::*;
 use crate::model::MetricQuery;
-use crate::runner::fake::Service;
 
 fn update(v: serde_json::Value) -> TrainingUpdate {
     serde_json::from_value(v).expect("a valid callback body")

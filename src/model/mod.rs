@@ -2,6 +2,7 @@
 //! once, plus the job status state machine and field validation.
 
 pub mod callback;
+pub mod feed;
 pub mod framework;
 pub mod job;
 pub mod metric;
@@ -13,6 +14,7 @@ pub mod storage;
 pub mod validate;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
+pub use feed::{FeedRead, FeedScope};
 pub use framework::Framework;
 pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};

@@ -1,9 +1,9 @@
-//! An in-process runner for unit tests of the lifecycle service and the
-//! scheduler: it starts nothing, records what it was asked to do, and lets
-//! a test decide how long a launch takes. Everything else under test is
-//! real (SQLite in a temporary directory, the local object store).
-//! A real trainer process would make these tests slow and timing-bound;
-//! the subprocess and Kubernetes runners have their own suites.
+//! An in-process runner for unit tests of the scheduler: it starts
+//! nothing, records what it was asked to do, and lets a test decide how
+//! long a launch takes. Everything else under test is real (the service of
+//! [`crate::jobs::testing`]: SQLite in a temporary directory, the local
+//! object store). A real trainer process would make these tests slow and
+//! timing-bound; the subprocess and Kubernetes runners have their own suites.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,12 +14,8 @@ use uuid::Uuid;
 
 use super::env::{Contract, ContractSource};
 use super::{LogOptions, LogStream, Runner, RunnerError, SpecBuilder};
-use crate::db::Db;
-use crate::events::Events;
-use crate::jobs::{Jobs, JobsConfig};
-use crate::model::{CreateJob, Job, JobRecord};
-use crate::storage::{StorageConfig, Store};
-use crate::trainers::Registry;
+use crate::jobs::testing::Service;
+use crate::model::JobRecord;
 
 /// What the fake runner was asked to do, in order.
 #[derive(Debug, Default)]
@@ -134,66 +130,10 @@ impl ContractSource for FixedContract {
     }
 }
 
-/// A lifecycle service over a fresh database in a temporary directory.
-pub struct Service {
-    /// The service.
-    pub jobs: Arc<Jobs>,
-    /// Builds launch specs with the built-in registry.
-    pub specs: Arc<SpecBuilder>,
-    db: Arc<Db>,
-    /// Keeps the directory (database, store) alive.
-    _dir: tempfile::TempDir,
-}
-
-impl Service {
-    /// A service with the built-in `demo` framework and callback auth on.
-    pub async fn start() -> Service {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = Arc::new(
-            Db::open_sqlite(&dir.path().join("platform.db"))
-                .await
-                .expect("open the database"),
-        );
-        let store = Arc::new(
-            Store::from_config(&StorageConfig::local(dir.path().join("store")))
-                .expect("local store"),
-        );
-        let registry = Arc::new(Registry::builtin());
-        let jobs = Arc::new(Jobs::new(
-            db.clone(),
-            Events::new(),
-            registry.clone(),
-            store,
-            JobsConfig {
-                callback_auth: true,
-                dataset_check: false,
-            },
-        ));
-        let specs = Arc::new(SpecBuilder::new(registry, Arc::new(FixedContract)));
-        Service {
-            jobs,
-            specs,
-            db,
-            _dir: dir,
-        }
-    }
-
-    /// Creates a `pending` demo job training `model`.
-    pub async fn create(&self, model: &str) -> Job {
-        self.jobs
-            .create(CreateJob {
-                user_id: "alice".into(),
-                model_name: model.into(),
-                framework: "demo".into(),
-                dataset_s3_uri: "s3://bucket/data/".into(),
-                config: None,
-            })
-            .await
-            .expect("create a job")
-    }
-
-    /// Closes the database.
-    pub async fn close(self) {
-        self.db.close().await;
-    }
+/// Launch specs for `svc`'s jobs, with fixed daemon-side values.
+pub fn specs(svc: &Service) -> Arc<SpecBuilder> {
+    Arc::new(SpecBuilder::new(
+        svc.registry.clone(),
+        Arc::new(FixedContract),
+    ))
 }

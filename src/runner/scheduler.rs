@@ -294,8 +294,9 @@ async fn stop_trainer(runner: &dyn Runner, rec: &JobRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::testing::Service;
     use crate::jobs::RunnerOutcome;
-    use crate::runner::fake::{FakeRunner, Service};
+    use crate::runner::fake::{self, FakeRunner};
 
     /// Waits (up to 5 s) for `cond` to hold.
     async fn until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -316,7 +317,7 @@ mod tests {
         let scheduler = Scheduler::new(
             svc.jobs.clone(),
             Arc::new(runner.clone()),
-            svc.specs.clone(),
+            fake::specs(svc),
             max,
         )
         .hold(hold);

@@ -42,10 +42,9 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
 use super::AppState;
-use crate::db::{FeedRead, FeedScope};
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
-use crate::model::{ErrorBody, Job, Metric, ValidationError};
+use crate::model::{ErrorBody, FeedRead, FeedScope, Job, Metric, ValidationError};
 
 /// Rows read from the database per wake-up (bounds a subscriber's memory).
 const PAGE: i64 = 256;

@@ -23,8 +23,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 use uuid::Uuid;
 
-use super::{now, panic_message, Changes, DbError, FeedRead, FeedScope, Modified};
-use crate::model::{Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order};
+use super::{now, panic_message, Changes, DbError, Modified};
+use crate::model::{
+    FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order,
+};
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
