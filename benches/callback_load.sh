@@ -2,8 +2,9 @@
 # Load benchmark of the callback hot path, then of job list/get.
 #
 # Builds the release binary, starts `platform serve` on loopback with a
-# fresh data directory, creates JOBS jobs, reads their callback tokens from
-# the daemon's SQLite file (as a runner hands them to trainers), and drives
+# fresh data directory, creates JOBS jobs whose trainer is a stand-in that
+# only hands over its callback token (the daemon mints it at launch and
+# keeps only a hash) and then sleeps, and drives
 # concurrent callbacks with metrics (status running, progress, a metrics
 # map, an increasing sequence) with wrk. Prints requests/s, p50/p99
 # latency, how many callbacks were applied and stored, and the daemon's
@@ -61,9 +62,17 @@ PY
 }
 
 echo "== starting platform serve (data in $tmp/data)"
-# --hold-jobs keeps the jobs pending so no trainer competes for the CPU;
-# the dataset URI is made up, so the store check is off.
-"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --hold-jobs --dataset-check off >"$tmp/serve.log" 2>&1 &
+# The stand-in trainer (replacing `demo`) writes its token and sleeps, so no
+# trainer competes for the CPU; the dataset URI is made up, so the store
+# check is off. --stop-jobs-on-exit ends the stand-ins with the daemon.
+mkdir -p "$tmp/tokens"
+cat >"$tmp/trainers.toml" <<TOML
+[trainers.demo]
+command = ["sh", "-c", 'printf %s "\$CALLBACK_TOKEN" > "\$TOKENS/\$JOB_ID.tmp" && mv "\$TOKENS/\$JOB_ID.tmp" "\$TOKENS/\$JOB_ID" && exec sleep 3600']
+env = { TOKENS = "$tmp/tokens" }
+TOML
+"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
+  --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
 for _ in $(seq 1 200); do
@@ -80,8 +89,14 @@ for i in $(seq 1 "$JOBS"); do
   curl -sSf -o /dev/null -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
     -d "{\"user_id\":\"bench$((i % 7))\",\"model_name\":\"yolo11n\",\"framework\":\"demo\",\"dataset_s3_uri\":\"s3://bench/datasets/coco128/\",\"config\":{\"epochs\":100,\"batch\":16}}"
 done
-sql "SELECT id, callback_token FROM jobs" >"$tmp/jobs.txt"
-[[ $(wc -l <"$tmp/jobs.txt") -eq $JOBS ]] || { echo "expected $JOBS jobs in the database" >&2; exit 1; }
+for _ in $(seq 1 600); do
+  [[ $(find "$tmp/tokens" -type f ! -name '*.tmp' | wc -l) -ge $JOBS ]] && break
+  sleep 0.05
+done
+for f in "$tmp/tokens"/*; do
+  [[ $f == *.tmp ]] || printf '%s %s\n' "$(basename "$f")" "$(cat "$f")"
+done >"$tmp/jobs.txt"
+[[ $(wc -l <"$tmp/jobs.txt") -eq $JOBS ]] || { echo "expected $JOBS launched jobs with tokens" >&2; exit 1; }
 
 # Prints "requests/s p50 p99 non2xx" from a wrk report.
 summarize() {

@@ -44,7 +44,7 @@ struct Job {
 async fn create_job(d: &Daemon) -> Job {
     let job = common::api::create(d, &demo_job(json!({"epochs": 100}))).await;
     let id = job["id"].as_str().unwrap().to_string();
-    // Stands in for the CALLBACK_TOKEN a runner hands its trainer.
+    // The CALLBACK_TOKEN its (stand-in) trainer was launched with.
     let token = common::api::callback_token(d, &id);
     Job { id, token }
 }
@@ -238,7 +238,8 @@ async fn main() {
         return;
     }
     check_fd_limit();
-    let d = Daemon::start();
+    // Jobs launch a stand-in trainer that hands over its token and waits.
+    let d = Daemon::capturing();
     let http = reqwest::Client::new();
     let job = create_job(&d).await;
     ingest(&d, &http, &job).await;

@@ -1,8 +1,9 @@
 //! The daemon's composition root: `platform serve` from a resolved
 //! configuration to a running service and back to a clean stop.
 //!
-//! Start-up, in order: install the Prometheus recorder; open and check the
-//! object store (a bad store setting fails before anything is written);
+//! Start-up, in order: make everything the daemon creates private and lock
+//! the data dir ([`crate::datadir`]); install the Prometheus recorder; open
+//! and check the object store (a bad store setting fails before anything is written);
 //! open the database; load the trainer registry; build the job service,
 //! the runner and the scheduler; bind the listener; serve. Shutdown runs
 //! the same way back: a signal cancels one [`CancellationToken`], which
@@ -21,7 +22,10 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use nix::sys::stat::Mode;
+
 use crate::config::{RunnerKind, ServerConfig};
+use crate::datadir;
 use crate::db::Db;
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
@@ -36,6 +40,8 @@ use crate::trainers::Registry;
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    let trainer_umask = datadir::restrict_umask();
+    let _data_dir = datadir::claim(&cfg.data_dir, &cfg.database_path)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let prometheus = install_prometheus();
@@ -48,7 +54,16 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         )
     })?;
     let db = Arc::new(Db::open_sqlite(&cfg.database_path).await?);
-    let served = serve(&cfg, db.clone(), store, prometheus, started, shutdown).await;
+    let served = serve(
+        &cfg,
+        db.clone(),
+        store,
+        prometheus,
+        started,
+        shutdown,
+        trainer_umask,
+    )
+    .await;
     // Also on failure (e.g. the port is taken): queued writes are flushed
     // and the WAL checkpointed before the runtime stops. Later writes
     // (a trainer exiting right now) fail cleanly and are settled by the
@@ -68,6 +83,7 @@ async fn serve(
     prometheus: Option<PrometheusHandle>,
     started: Instant,
     shutdown: CancellationToken,
+    trainer_umask: Mode,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::load(
         cfg.trainer_dir.as_deref(),
@@ -94,7 +110,7 @@ async fn serve(
         .backend_base_url
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
-    let runner = build_runner(cfg, jobs.clone(), store.clone()).await?;
+    let runner = build_runner(cfg, jobs.clone(), store.clone(), trainer_umask).await?;
     let specs = Arc::new(SpecBuilder::new(
         registry.clone(),
         Arc::new(StoreContract {
@@ -148,6 +164,7 @@ async fn build_runner(
     cfg: &ServerConfig,
     jobs: Arc<Jobs>,
     store: Arc<Store>,
+    trainer_umask: Mode,
 ) -> anyhow::Result<Arc<dyn Runner>> {
     match cfg.runner {
         RunnerKind::Subprocess => {
@@ -161,6 +178,7 @@ async fn build_runner(
                     exe,
                     kill_grace: cfg.kill_grace,
                     max_log_bytes: cfg.max_log_bytes,
+                    trainer_umask: trainer_umask.bits(),
                 },
             )))
         }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub(crate) mod datadir;
 pub(crate) mod db;
 pub mod errors;
 pub(crate) mod events;

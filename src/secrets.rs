@@ -1,13 +1,31 @@
-//! Secrets the daemon hands out and checks: fresh random tokens, and
-//! comparing a presented token without leaking how much of it matched.
+//! Secrets the daemon hands out and checks: fresh random tokens, the hash
+//! that is all the database keeps of one, and comparing a presented token
+//! without leaking how much of it matched.
+//!
+//! Tokens are 256 random bits, so a plain SHA-256 is the right hash: there
+//! is nothing to brute-force, and checking a callback stays cheap.
 
 use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 /// A fresh 256-bit token, hex-encoded.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is stored of `token`: its SHA-256, hex-encoded.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `presented` is the token whose hash is `stored`.
+pub fn token_matches(presented: &str, stored: &str) -> bool {
+    constant_time_eq(hash_token(presented).as_bytes(), stored.as_bytes())
 }
 
 /// Compares in time that depends only on the lengths, so a caller cannot
@@ -28,5 +46,20 @@ mod tests {
         assert!(constant_time_eq(a.as_bytes(), a.as_bytes()));
         assert!(!constant_time_eq(a.as_bytes(), b.as_bytes()));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn only_the_hash_is_kept_and_it_matches_only_its_token() {
+        let t = new_token();
+        let h = hash_token(&t);
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains(&t));
+        assert!(token_matches(&t, &h));
+        assert!(!token_matches(&new_token(), &h));
+        // The known answer, so the hash cannot silently change between releases.
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

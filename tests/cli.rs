@@ -520,7 +520,7 @@ async fn job_cancel_cancels_one_or_several() {
 
 #[tokio::test]
 async fn metrics_print_in_ascending_step_order_in_every_format() {
-    let d = Daemon::held();
+    let d = Daemon::capturing();
     let (id, token) = job_with_token(&d, "alice").await;
     // Reported out of order (a retried batch, a late callback).
     let points = json!({"points": [

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::api::*;
-use common::{Daemon, Opts};
+use common::{eventually, Daemon, Opts};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -24,6 +24,9 @@ fn sigkill(pid: u32) {
 }
 
 /// Every job as the API shows it, plus every point of each, by job id.
+/// For an ended job, what the runner records whenever its trainer's process
+/// exits (`exit_code` and the `updated_at` it stamps) is left out: it is
+/// not a write any client was told about.
 async fn everything(d: &Daemon) -> BTreeMap<String, (Value, Vec<Value>)> {
     let (status, jobs) = get(d, &format!("{JOBS}?limit=1000")).await;
     assert_eq!(status, StatusCode::OK);
@@ -31,14 +34,19 @@ async fn everything(d: &Daemon) -> BTreeMap<String, (Value, Vec<Value>)> {
     for job in jobs.as_array().unwrap() {
         let id = job["id"].as_str().unwrap().to_string();
         let points = all_points(d, &id).await;
-        out.insert(id, (job.clone(), points));
+        let mut job = job.clone();
+        if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or("")) {
+            job["exit_code"] = Value::Null;
+            job["updated_at"] = Value::Null;
+        }
+        out.insert(id, (job, points));
     }
     out
 }
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let mut d = Daemon::held();
+    let mut d = Daemon::capturing();
     // Creates, callbacks with metrics, a batch, a cancel, terminal states.
     let (running, token) = job_with_token(&d, "alice").await;
     for epoch in 1..=5 {
@@ -80,6 +88,12 @@ async fn acknowledged_writes_survive_kill_9() {
         .as_str()
         .unwrap()
         .to_string();
+    // It launches at once: wait until it runs, so nothing moves meanwhile.
+    callback_token(&d, &pending);
+    eventually(20, "the last job to run", || async {
+        (job(&d, &pending).await["status"] == "running").then_some(())
+    })
+    .await;
 
     let before = everything(&d).await;
     assert_eq!(before.len(), 4);
@@ -131,7 +145,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callback_streams_survive_kill_9_mid_stream() {
     const STREAMS: usize = 32;
-    let mut d = Daemon::held();
+    let mut d = Daemon::capturing();
     let mut jobs = Vec::new();
     for i in 0..STREAMS {
         jobs.push(job_with_token(&d, &format!("trainer{i}")).await);
@@ -224,7 +238,7 @@ async fn concurrent_callback_streams_survive_kill_9_mid_stream() {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_closes_the_database() {
-    let mut d = Daemon::held();
+    let mut d = Daemon::capturing();
     let (id, token) = job_with_token(&d, "alice").await;
     // Keep callbacks flowing while SIGTERM arrives.
     let http = reqwest::Client::new();
@@ -405,4 +419,90 @@ async fn sqlite_urls_follow_sqlalchemy() {
         .query_row("SELECT id FROM jobs", [], |r| r.get(0))
         .unwrap();
     assert_eq!(found, id);
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Callback tokens exist only in the trainer's environment: the database
+/// (and its WAL) holds a hash, and nothing the daemon writes is readable by
+/// other local users.
+#[tokio::test]
+async fn secrets_at_rest_are_hashed_and_private() {
+    let mut d = Daemon::capturing();
+    let (id, token) = job_with_token(&d, "alice").await;
+    assert_eq!(
+        callback(&d, &id, Some(&token), &json!({"status": "running"}))
+            .await
+            .0,
+        StatusCode::OK,
+        "the captured token works"
+    );
+    let db = db_path(&d);
+    for file in ["platform.db", "platform.db-wal"] {
+        let bytes = std::fs::read(d.data_dir.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{file} holds the plain token"
+        );
+    }
+    let run = d.data_dir.join("runs").join(&id);
+    for dir in [&d.data_dir, &d.data_dir.join("runs"), &run] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        db.clone(),
+        d.data_dir.join("platform.db-wal"),
+        d.data_dir.join("platform.lock"),
+        run.join("state.json"),
+        run.join("trainer.log"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // Files an older version left readable are made private at start-up.
+    d.terminate();
+    use std::os::unix::fs::PermissionsExt;
+    let loosen = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    loosen(&d.data_dir, 0o755);
+    loosen(&db, 0o644);
+    loosen(&run.join("trainer.log"), 0o644);
+    d.restart();
+    assert_eq!(mode(&d.data_dir), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&run.join("trainer.log")), 0o600);
+    assert!(
+        d.log_text().contains("made files and directories private"),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// A second daemon on the same data dir would re-adopt the first one's
+/// trainers and launch its pending jobs again: it is refused.
+#[tokio::test]
+async fn one_daemon_per_data_dir() {
+    let d = Daemon::held();
+    let pending = create_id(&d, "alice").await;
+    let (code, stderr) = serve_outcome_in(&d.data_dir, &["--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "data dir {} in use by pid {}",
+            d.data_dir.display(),
+            d.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert_eq!(job(&d, &pending).await["status"], "pending");
+    assert!(!d.data_dir.join("runs").exists(), "nothing was launched");
 }

@@ -43,6 +43,7 @@ fn kube_daemon_in(fake: &FakeKube, dir: &Path, envs: &[(&str, &str)]) -> Daemon 
         args: vec![],
         envs: e,
         data_dir: Some(dir.join("data")),
+        ..Opts::default()
     })
 }
 

@@ -36,13 +36,19 @@ struct Trainer {
 }
 
 impl Trainer {
-    /// Creates a job and looks up its callback token.
+    /// Creates a job and waits until it runs, with the token its
+    /// (stand-in) trainer was launched with.
     async fn new(d: &Daemon, config: Value) -> Trainer {
         let http = d.http();
         let job = create(d, &demo_job(config)).await;
         let id = job["id"].as_str().unwrap().to_string();
+        let token = callback_token(d, &id);
+        eventually(20, "the job to run", || async {
+            (common::api::job(d, &id).await["status"] == "running").then_some(())
+        })
+        .await;
         Trainer {
-            token: callback_token(d, &id),
+            token,
             http,
             base: d.url.clone(),
             id,
@@ -204,12 +210,10 @@ async fn stored_ids(d: &Daemon, id: &str) -> Vec<i64> {
     points.iter().map(|p| p["id"].as_i64().unwrap()).collect()
 }
 
-/// A daemon that launches nothing: the tests drive the jobs.
+/// A daemon whose jobs launch a stand-in trainer that only hands the test
+/// its callback token: the tests drive the jobs as their trainers.
 fn held() -> Daemon {
-    Daemon::start_with(Opts {
-        args: vec!["--hold-jobs".into()],
-        ..Opts::default()
-    })
+    Daemon::capturing()
 }
 
 fn assert_strictly_ascending(ids: &[i64]) {
@@ -226,7 +230,7 @@ async fn job_stream_sends_the_snapshot_first_then_points_in_order_and_ends() {
     let mut s = Events::open(&d, &t.events_path(), None).await;
     let first = s.next().await.unwrap();
     assert_eq!(first.event, "job");
-    assert_eq!(data(&first)["status"], "pending");
+    assert_eq!(data(&first)["status"], "running");
     assert_eq!(data(&first)["id"], t.id.as_str());
     assert!(
         first.id.as_deref().unwrap().starts_with("m0-j"),
@@ -407,17 +411,19 @@ async fn global_stream_carries_every_job_and_resumes() {
     let b = Trainer::new(&d, json!({})).await;
     a.epoch(1, 2, 0.7).await;
     b.epoch(1, 2, 0.6).await;
-    // Creation of both jobs, a's and b's running versions and points.
+    // Both jobs (created, launched: versions may coalesce into the latest)
+    // and their points.
     let mut got = Vec::new();
-    while got.len() < 6 {
+    let seen = |got: &[SseEvent]| -> HashSet<String> {
+        got.iter()
+            .filter(|e| e.event == "job")
+            .map(|e| data(e)["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    while metric_ids(&got).len() < 2 || seen(&got).len() < 2 {
         got.push(s.next().await.unwrap());
     }
-    let created: HashSet<String> = got
-        .iter()
-        .filter(|e| e.event == "job" && data(e)["status"] == "pending")
-        .map(|e| data(e)["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(created, HashSet::from([a.id.clone(), b.id.clone()]));
+    assert_eq!(seen(&got), HashSet::from([a.id.clone(), b.id.clone()]));
     let ids = metric_ids(&got);
     assert_eq!(ids.len(), 2);
     assert_strictly_ascending(&ids);
@@ -591,7 +597,7 @@ async fn job_watch_prints_lines_and_a_summary_when_not_a_terminal() {
     let d = held();
     let t = Trainer::new(&d, json!({"epochs": 2})).await;
     let mut w = Running::spawn(&d, &["job", "watch", &t.id[..8]]);
-    let first = w.line("pending").await;
+    let first = w.line("running").await;
     assert!(first.contains("0%"), "{first}");
     t.epoch(1, 2, 0.8).await;
     let running = w.line("running 50%").await;
@@ -643,7 +649,7 @@ async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events[0]["event"], "job");
-    assert_eq!(events[0]["data"]["status"], "pending");
+    assert_eq!(events[0]["data"]["status"], "running");
     assert!(events
         .iter()
         .all(|e| e["id"].as_str().unwrap().starts_with('m')));
@@ -719,7 +725,7 @@ async fn job_watch_reconnects_across_a_daemon_restart() {
     let mut d = held();
     let mut t = Trainer::new(&d, json!({})).await;
     let mut w = Running::spawn(&d, &["job", "watch", &t.id]);
-    w.line("pending").await;
+    w.line("running").await;
     d.restart();
     // Pooled connections died with the old process.
     t.http = d.http();
@@ -910,7 +916,7 @@ async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
         "{row}"
     );
     let row = lines.iter().find(|l| l.starts_with(&idle.id)).unwrap();
-    assert!(row.contains("pending") && row.contains(" - "), "{row}");
+    assert!(row.contains("running") && row.contains(" - "), "{row}");
 }
 
 // ------------------------------------------------------------ the dashboard

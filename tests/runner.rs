@@ -43,7 +43,7 @@ fn daemon_with(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
     Daemon::start_with(Opts {
         args: extra.iter().map(|s| s.to_string()).collect(),
         envs: e,
-        data_dir: None,
+        ..Opts::default()
     })
 }
 
@@ -619,7 +619,10 @@ async fn shell_trainer_reports_with_platform_report_and_learns_of_cancel() {
         ),
         (
             "loop",
-            "i=0\nwhile true; do i=$((i+1)); platform report --status running --message \"tick $i\" --sequence $i; \
+            // Leaves its token where the test can use it (it runs in its
+            // framework's directory): the daemon keeps only a hash.
+            "printf %s \"$CALLBACK_TOKEN\" > token.tmp && mv token.tmp token\n\
+             i=0\nwhile true; do i=$((i+1)); platform report --status running --message \"tick $i\" --sequence $i; \
              rc=$?; if [ $rc -eq 3 ]; then echo 'told to stop'; sleep 30; fi; sleep 0.2; done",
         ),
     ]);
@@ -643,19 +646,10 @@ async fn shell_trainer_reports_with_platform_report_and_learns_of_cancel() {
     let job = create(&d, "loop", Value::Null).await;
     let id = job["id"].as_str().unwrap().to_string();
     wait_status(&d, &id, "running", 20).await;
-    let token = {
-        let db = rusqlite::Connection::open_with_flags(
-            d.data_dir.join("platform.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        db.query_row(
-            "SELECT callback_token FROM jobs WHERE id = ?1",
-            [&id],
-            |r| r.get::<_, String>(0),
-        )
-        .unwrap()
-    };
+    let token = common::eventually(20, "the loop trainer's token", || async {
+        std::fs::read_to_string(dir.path().join("loop").join("token")).ok()
+    })
+    .await;
     common::api::cancel(&d, &id).await;
     let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
     let out = d.cli_env(

@@ -66,11 +66,22 @@ struct Env {
 
 impl Env {
     fn start(b: Backend, envs: &[(&str, &str)]) -> Env {
+        Self::start_with(b, envs, false)
+    }
+
+    /// Jobs launch a stand-in trainer that hands the test its token
+    /// ([`Opts::capturing`]).
+    fn capturing(b: Backend, envs: &[(&str, &str)]) -> Env {
+        Self::start_with(b, envs, true)
+    }
+
+    fn start_with(b: Backend, envs: &[(&str, &str)], capture: bool) -> Env {
         let s3 = (b == Backend::S3).then(S3Server::start);
         let mut all = s3.as_ref().map(S3Server::envs).unwrap_or_default();
         all.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let d = Daemon::start_with(Opts {
             envs: all,
+            capture,
             ..Default::default()
         });
         Env {
@@ -137,20 +148,21 @@ impl Env {
         json_of(rb.send().await.unwrap()).await
     }
 
-    /// A job and its callback token (read from the daemon's database: the
-    /// API never shows it; runners hand it to trainers).
+    /// A job and its callback token, once the job runs (a capturing env).
     async fn job_with_token(&self, bearer: Option<&str>) -> (String, String) {
         let (s, job) = self.create_job("s3://anywhere/datasets/x/", bearer).await;
         assert_eq!(s, StatusCode::CREATED, "{job}");
         let id = job["id"].as_str().unwrap().to_string();
-        let db = rusqlite::Connection::open(self.d.data_dir.join("platform.db")).unwrap();
-        let token: String = db
-            .query_row(
-                "SELECT callback_token FROM jobs WHERE id = ?1",
-                [&id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let token = common::api::callback_token(&self.d, &id);
+        eventually(20, "the job to run", || async {
+            (self
+                .get(&format!("/api/v1/training/jobs/{id}"), bearer)
+                .await
+                .1["status"]
+                == "running")
+                .then_some(())
+        })
+        .await;
         (id, token)
     }
 }
@@ -386,8 +398,8 @@ async fn dataset_check_on_job_create(b: Backend) {
 
 async fn artifact_upload_needs_the_job_token(b: Backend) {
     let api = "operator-api-token";
-    // Held pending: the demo trainer would add its own checkpoint.
-    let e = Env::start(b, &[("PLATFORM_API_TOKEN", api), ("HOLD_JOBS", "true")]);
+    // A stand-in trainer: the demo trainer would add its own checkpoint.
+    let e = Env::capturing(b, &[("PLATFORM_API_TOKEN", api)]);
     let (id, token) = e.job_with_token(Some(api)).await;
     let path = format!("/api/v1/training/jobs/{id}/artifacts/checkpoints/best.pt");
 
@@ -512,7 +524,7 @@ async fn raw_status(base: &str, method: &str, target: &str, bearer: Option<&str>
 }
 
 async fn path_traversal_is_rejected(b: Backend) {
-    let e = Env::start(b, &[]);
+    let e = Env::capturing(b, &[]);
     let (id, token) = e.job_with_token(None).await;
     let dataset_targets = [
         "/api/v1/datasets/d/files/../../../etc/x",
@@ -573,9 +585,14 @@ async fn path_traversal_is_rejected(b: Backend) {
             .into_iter()
             .filter_map(Result::ok)
             .filter(|f| f.file_type().is_file())
-            // The database and the runner's per-job state and logs.
-            .filter(|f| !f.file_name().to_string_lossy().starts_with("platform.db"))
+            // The database, its lock and the runner's per-job state and logs.
+            .filter(|f| !f.file_name().to_string_lossy().starts_with("platform."))
             .filter(|f| !f.path().starts_with(e.d.data_dir.join("runs")))
+            // The test's own stand-in trainer and the tokens it captured.
+            .filter(|f| {
+                !f.path()
+                    .starts_with(e.d.data_dir.parent().unwrap().join("capture"))
+            })
             .map(|f| f.path().display().to_string())
             .collect();
         assert!(files.is_empty(), "unexpected files: {files:?}");
@@ -669,7 +686,7 @@ async fn interrupted_upload_stores_nothing(b: Backend) {
 }
 
 async fn cli_lists_and_downloads_artifacts(b: Backend) {
-    let e = Env::start(b, &[]);
+    let e = Env::capturing(b, &[]);
     let (id, token) = e.job_with_token(None).await;
     let big = random(9 * MIB);
     for (path, body) in [
@@ -975,7 +992,7 @@ async fn credentials_never_leak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_downloads_redirect_to_s3() {
-    let e = Env::start(Backend::S3, &[("PRESIGN_DOWNLOADS", "60")]);
+    let e = Env::capturing(Backend::S3, &[("PRESIGN_DOWNLOADS", "60")]);
     let (id, token) = e.job_with_token(None).await;
     let body = random(3 * MIB);
     let path = format!("/api/v1/training/jobs/{id}/artifacts/model.onnx");

@@ -19,7 +19,7 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
     MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
-use crate::secrets::{constant_time_eq, new_token};
+use crate::secrets::{hash_token, new_token, token_matches};
 use crate::storage::{Store, StoreError};
 use crate::trainers::Registry;
 
@@ -80,8 +80,9 @@ pub struct Jobs {
     registry: Arc<Registry>,
     store: Arc<Store>,
     cfg: JobsConfig,
-    /// Callback tokens of live jobs, so the hot path skips a read.
-    /// Tokens never change, so a cached entry is never stale.
+    /// Token hashes of live jobs, so the hot path skips a read. An entry
+    /// is replaced when a launch mints a new token and dropped when the
+    /// job ends, so it is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
 }
 
@@ -114,9 +115,7 @@ impl Jobs {
     /// Validates and stores a new `pending` job. The scheduler launches it.
     pub async fn create(&self, req: CreateJob) -> Result<Job, JobError> {
         let rec = self.draft(req).await?;
-        let token: Arc<str> = rec.callback_token.as_str().into();
         let job = self.db.create_job(rec).await?;
-        self.remember_token(job.id, token);
         metrics::counter!("platform_jobs_created_total").increment(1);
         self.events.publish(Event::Job(Arc::new(job.clone())));
         Ok(job)
@@ -161,7 +160,7 @@ impl Jobs {
                 runner: None,
                 exit_code: None,
             },
-            callback_token: new_token(),
+            token_hash: None,
             last_sequence: None,
             runner_state: None,
         };
@@ -258,23 +257,54 @@ impl Jobs {
         self.events.publish(Event::Job(Arc::new(job.clone())));
     }
 
+    /// Mints the callback token for launching job `id`: a fresh one per
+    /// launch, of which only the hash is stored (before the trainer starts,
+    /// so its first callback is already accepted). The token itself goes
+    /// only into the trainer's environment. Refused for a job that ended.
+    pub async fn issue_token(&self, id: Uuid) -> Result<String, JobError> {
+        let token = new_token();
+        let hash = hash_token(&token);
+        let stored = hash.clone();
+        let modified = self
+            .db
+            .modify_job(id, move |rec, _| {
+                if rec.job.status.is_terminal() {
+                    return Err(JobError::Finished {
+                        id,
+                        status: rec.job.status,
+                    });
+                }
+                rec.token_hash = Some(stored);
+                Ok(Changes::job())
+            })
+            .await?;
+        match modified {
+            Modified::Stored { .. } => {
+                self.remember_token(id, hash.into());
+                Ok(token)
+            }
+            _ => Err(JobError::NotFound(id)),
+        }
+    }
+
     /// Checks a trainer's bearer token for `id` (404 for unknown jobs).
     pub async fn authorize(&self, id: Uuid, bearer: Option<&str>) -> Result<(), JobError> {
-        let token = match self.cached_token(id) {
-            Some(t) => t,
+        let hash = match self.cached_token(id) {
+            Some(h) => Some(h),
             None => {
                 let rec = self.record(id).await?;
-                let t: Arc<str> = rec.callback_token.into();
-                if !rec.job.status.is_terminal() {
-                    self.remember_token(id, t.clone());
+                let h: Option<Arc<str>> = rec.token_hash.map(Arc::from);
+                if let (Some(h), false) = (&h, rec.job.status.is_terminal()) {
+                    self.remember_token(id, h.clone());
                 }
-                t
+                h
             }
         };
         if !self.cfg.callback_auth {
             return Ok(());
         }
-        let ok = bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes()));
+        // A job that was never launched has no token: nothing opens it.
+        let ok = matches!((bearer, hash), (Some(b), Some(h)) if token_matches(b, &h));
         if ok {
             Ok(())
         } else {

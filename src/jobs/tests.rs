@@ -162,7 +162,17 @@ async fn only_the_jobs_own_token_opens_its_trainer_routes() {
     let svc = Service::start().await;
     let a = svc.create("m").await.id;
     let b = svc.create("m").await.id;
-    let token_a = svc.jobs.record(a).await.unwrap().callback_token;
+    // Before a launch mints one, no token opens a job.
+    assert!(matches!(
+        svc.jobs.authorize(a, Some("anything")).await,
+        Err(JobError::Unauthorized(_))
+    ));
+    let token_a = svc.jobs.issue_token(a).await.unwrap();
+    svc.jobs.issue_token(b).await.unwrap();
+    // The database keeps only the hash.
+    let stored = svc.jobs.record(a).await.unwrap().token_hash.unwrap();
+    assert_ne!(stored, token_a);
+    assert_eq!(stored, crate::secrets::hash_token(&token_a));
     assert!(svc.jobs.authorize(a, Some(&token_a)).await.is_ok());
     assert!(matches!(
         svc.jobs.authorize(b, Some(&token_a)).await,
@@ -175,6 +185,19 @@ async fn only_the_jobs_own_token_opens_its_trainer_routes() {
     assert!(matches!(
         svc.jobs.authorize(Uuid::now_v7(), Some(&token_a)).await,
         Err(JobError::NotFound(_))
+    ));
+    // A new launch mints a new token; the old one stops working at once.
+    let again = svc.jobs.issue_token(a).await.unwrap();
+    assert!(svc.jobs.authorize(a, Some(&again)).await.is_ok());
+    assert!(matches!(
+        svc.jobs.authorize(a, Some(&token_a)).await,
+        Err(JobError::Unauthorized(_))
+    ));
+    // An ended job gets no token.
+    svc.jobs.cancel(b, "cancelled by user").await.unwrap();
+    assert!(matches!(
+        svc.jobs.issue_token(b).await,
+        Err(JobError::Finished { .. })
     ));
     svc.close().await;
 }

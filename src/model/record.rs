@@ -10,8 +10,10 @@ use super::job::Job;
 pub struct JobRecord {
     /// The public part.
     pub job: Job,
-    /// The per-job callback secret.
-    pub callback_token: String,
+    /// SHA-256 (hex) of the job's callback token; `None` until a launch
+    /// minted one. The token itself is only ever in the trainer's
+    /// environment.
+    pub token_hash: Option<String>,
     /// Highest callback `sequence` applied so far.
     pub last_sequence: Option<i64>,
     /// Runner-private JSON (pid and start time, Kubernetes names, …).

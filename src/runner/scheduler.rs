@@ -239,49 +239,56 @@ impl Scheduler {
     /// Starts launching one job in its own task.
     fn launch(&mut self, rec: JobRecord) {
         let id = rec.job.id;
-        let spec = match self.specs.build(&rec) {
-            Ok(spec) => spec,
-            Err(e) => {
-                let jobs = self.jobs.clone();
-                self.launching.insert(id);
-                self.tasks.spawn(async move {
-                    jobs.fail_by_runner(id, e.to_string()).await;
-                    Done::Launch(id, Launched::Ok)
-                });
-                return;
-            }
-        };
         self.launching.insert(id);
-        let (jobs, runner) = (self.jobs.clone(), self.runner.clone());
+        let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = match runner.launch(spec).await {
-                Ok(state) => {
-                    match jobs.mark_launched(id, runner.name(), state).await {
-                        // Cancelled while it was being launched.
-                        Ok(job) if job.status == JobStatus::Cancelled => {
-                            if let Ok(rec) = jobs.record(id).await {
-                                stop_trainer(runner.as_ref(), &rec).await;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(job_id = %id, error = %e, "cannot record the launch")
-                        }
-                    }
-                    Launched::Ok
-                }
-                Err(RunnerError::Start(reason)) => {
-                    tracing::warn!(job_id = %id, %reason, "trainer could not be started");
-                    jobs.fail_by_runner(id, reason).await;
-                    Launched::Ok
-                }
-                Err(RunnerError::Environment(reason)) => {
-                    tracing::error!(job_id = %id, %reason, "cannot launch; retrying in 5 s");
-                    Launched::EnvironmentFailed
-                }
-            };
+            let outcome = launch(&jobs, runner.as_ref(), &specs, rec).await;
             Done::Launch(id, outcome)
         });
+    }
+}
+
+/// Mints the job's token, starts its trainer and records the launch.
+async fn launch(jobs: &Jobs, runner: &dyn Runner, specs: &SpecBuilder, rec: JobRecord) -> Launched {
+    let id = rec.job.id;
+    let token = match jobs.issue_token(id).await {
+        Ok(t) => t,
+        // Cancelled meanwhile (or the database is closing): nothing to start.
+        Err(e) => {
+            tracing::info!(job_id = %id, error = %e, "not launching");
+            return Launched::Ok;
+        }
+    };
+    let spec = match specs.build(&rec, &token) {
+        Ok(spec) => spec,
+        Err(e) => {
+            jobs.fail_by_runner(id, e.to_string()).await;
+            return Launched::Ok;
+        }
+    };
+    match runner.launch(spec).await {
+        Ok(state) => {
+            match jobs.mark_launched(id, runner.name(), state).await {
+                // Cancelled while it was being launched.
+                Ok(job) if job.status == JobStatus::Cancelled => {
+                    if let Ok(rec) = jobs.record(id).await {
+                        stop_trainer(runner, &rec).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the launch"),
+            }
+            Launched::Ok
+        }
+        Err(RunnerError::Start(reason)) => {
+            tracing::warn!(job_id = %id, %reason, "trainer could not be started");
+            jobs.fail_by_runner(id, reason).await;
+            Launched::Ok
+        }
+        Err(RunnerError::Environment(reason)) => {
+            tracing::error!(job_id = %id, %reason, "cannot launch; retrying in 5 s");
+            Launched::EnvironmentFailed
+        }
     }
 }
 

@@ -68,8 +68,8 @@ impl SpecBuilder {
         Self { registry, contract }
     }
 
-    /// The launch of `rec`'s trainer.
-    pub fn build(&self, rec: &JobRecord) -> Result<LaunchSpec, SpecError> {
+    /// The launch of `rec`'s trainer, which calls back with `token`.
+    pub fn build(&self, rec: &JobRecord, token: &str) -> Result<LaunchSpec, SpecError> {
         let trainer = self
             .registry
             .get(&rec.job.framework)
@@ -79,7 +79,7 @@ impl SpecBuilder {
                 known: self.registry.names().join(", "),
             })?;
         let contract = self.contract.contract(rec.job.id);
-        let (env, secret_keys) = env::build(&rec.job, &rec.callback_token, &trainer, &contract);
+        let (env, secret_keys) = env::build(&rec.job, token, &trainer, &contract);
         Ok(LaunchSpec {
             job: rec.job.clone(),
             trainer,

@@ -58,6 +58,8 @@ pub struct SubprocessConfig {
     pub kill_grace: Duration,
     /// Log budget per job.
     pub max_log_bytes: u64,
+    /// The umask trainers run with (the daemon's own is private).
+    pub trainer_umask: u32,
 }
 
 struct Watched {
@@ -262,7 +264,9 @@ impl Runner for SubprocessRunner {
             .arg("--dir")
             .arg(&dir)
             .arg("--max-log-bytes")
-            .arg(self.inner.cfg.max_log_bytes.to_string());
+            .arg(self.inner.cfg.max_log_bytes.to_string())
+            .arg("--umask")
+            .arg(format!("{:o}", self.inner.cfg.trainer_umask));
         if let Some(w) = &spec.trainer.workdir {
             cmd.arg("--workdir").arg(w);
         }

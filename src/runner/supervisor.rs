@@ -140,6 +140,9 @@ pub struct SuperviseArgs {
     /// Log budget in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_log_bytes: u64,
+    /// The trainer's umask, octal (the supervisor's own stays private).
+    #[arg(long, value_parser = parse_umask, default_value = "22")]
+    pub umask: u32,
     /// The trainer's argv.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
@@ -183,6 +186,14 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
         }
     }
     let mut cmd = std::process::Command::new(program);
+    let trainer_umask = nix::sys::stat::Mode::from_bits_truncate(a.umask);
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::stat::umask(trainer_umask);
+            Ok(())
+        });
+    }
     cmd.args(&a.argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(writer)
@@ -246,6 +257,13 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| format!("cannot record the trainer's exit status: {e}"))
+}
+
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal umask"))
 }
 
 fn describe_io(e: &std::io::Error) -> String {

@@ -15,7 +15,7 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
     MetricBatch, MetricQuery, TrainingUpdate,
 };
-use crate::runner::PlanError;
+use crate::runner::{PlanError, MASKED};
 
 /// Query of `POST /api/v1/training/jobs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -55,9 +55,10 @@ pub async fn create_job(
 /// What launching `req` would do, with nothing stored.
 async fn dry_run(st: &AppState, req: CreateJob) -> Result<LaunchPlan, ApiError> {
     let rec = st.jobs.draft(req).await?;
+    // No token is minted for a plan: its value is masked anyway.
     let spec = st
         .specs
-        .build(&rec)
+        .build(&rec, MASKED)
         .map_err(|e| ApiError::invalid("framework", e.to_string()))?;
     st.runner.plan(&spec).await.map_err(|e| match e {
         PlanError::Invalid(v) => ApiError::Invalid(v),

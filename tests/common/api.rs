@@ -1,8 +1,7 @@
 //! HTTP and database helpers shared by the black-box API, durability and
-//! CLI tests: create jobs, send callbacks, and look at the daemon's SQLite
-//! file read-only (to learn a job's callback token, which is what a runner
-//! hands its trainer as `CALLBACK_TOKEN`, and to prove a rejected request
-//! stored nothing).
+//! CLI tests: create jobs, send callbacks, read the callback token a
+//! capturing daemon's stand-in trainer received, and look at the daemon's
+//! SQLite file read-only (to prove a rejected request stored nothing).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -17,8 +16,8 @@ use super::Daemon;
 /// Base path of the jobs API.
 pub const JOBS: &str = "/api/v1/training/jobs";
 
-/// The framework test jobs use. Until the runner lands nothing launches a
-/// job, so a created job stays `pending` and only the test moves it on.
+/// The framework test jobs use: held daemons never launch it, capturing
+/// daemons launch a stand-in that only waits.
 pub const FRAMEWORK: &str = "demo";
 
 /// A valid create body for `user`.
@@ -164,22 +163,38 @@ pub fn open_ro(path: &Path) -> Connection {
     .expect("open the daemon's database read-only")
 }
 
-/// A job's callback token, read from the daemon's database.
-///
-/// This is how a test gets the secret a runner would pass to the trainer
-/// as `CALLBACK_TOKEN`: the API never shows it.
+/// A job's callback token, as its (stand-in) trainer received it in
+/// `CALLBACK_TOKEN` at launch: the API never shows it and the database
+/// keeps only its hash. Needs a capturing daemon ([`super::Opts::capturing`]).
 pub fn callback_token(d: &Daemon, id: &str) -> String {
-    open_ro(&db_path(d))
-        .query_row("SELECT callback_token FROM jobs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .expect("the job's callback token")
+    let dir = d
+        .tokens
+        .as_ref()
+        .expect("callback tokens need a capturing daemon (Opts::capturing)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(token) = std::fs::read_to_string(dir.join(id)) {
+            return token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} was not launched with a token within 20 s:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
-/// A job's id and token, created through the API.
+/// A job's id and token, created through the API, once the job is
+/// `running` (launched; its stand-in trainer waits for the test).
 pub async fn job_with_token(d: &Daemon, user: &str) -> (String, String) {
     let id = create_id(d, user).await;
     let token = callback_token(d, &id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while job(d, &id).await["status"] != "running" {
+        assert!(Instant::now() < deadline, "job {id} did not start running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     (id, token)
 }
 
@@ -199,6 +214,34 @@ pub fn snapshot(d: &Daemon) -> String {
             for i in 0..n {
                 let v: rusqlite::types::Value = row.get(i).expect("column");
                 out.push_str(&format!("{v:?}|"));
+            }
+            out.push('\n');
+        }
+        out.push_str("--\n");
+    }
+    out
+}
+
+/// One job's row and its points, as text: two are equal only when no
+/// request changed the job in between. Left out: what the runner records
+/// when the trainer's process ends, whenever that is (`exit_code`, and the
+/// `updated_at` it stamps).
+pub fn job_state(d: &Daemon, id: &str) -> String {
+    let c = open_ro(&db_path(d));
+    let mut out = String::new();
+    for sql in [
+        "SELECT * FROM jobs WHERE id = ?1",
+        "SELECT * FROM metrics WHERE job_id = ?1 ORDER BY id",
+    ] {
+        let mut stmt = c.prepare(sql).expect("prepare job state");
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows = stmt.query([id]).expect("job state query");
+        while let Some(row) = rows.next().expect("job state row") {
+            for (i, name) in names.iter().enumerate() {
+                if name != "exit_code" && name != "updated_at" {
+                    let v: rusqlite::types::Value = row.get(i).expect("column");
+                    out.push_str(&format!("{name}={v:?}|"));
+                }
             }
             out.push('\n');
         }

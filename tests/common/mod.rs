@@ -32,6 +32,9 @@ pub struct Daemon {
     /// Everything the daemon wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
     bind: String,
+    /// Where the stand-in trainer of a capturing daemon writes each job's
+    /// callback token (see [`Opts::capturing`]).
+    pub tokens: Option<PathBuf>,
 }
 
 /// Options for [`Daemon::start_with`].
@@ -43,6 +46,8 @@ pub struct Opts {
     pub envs: Vec<(String, String)>,
     /// Reuse this data directory instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// See [`Opts::capturing`].
+    pub capture: bool,
 }
 
 impl Opts {
@@ -54,7 +59,31 @@ impl Opts {
     }
 }
 
+impl Opts {
+    /// Jobs launch at once (no concurrency limit), running a stand-in for
+    /// the `demo` trainer that writes its `CALLBACK_TOKEN` where the test
+    /// can read it ([`Daemon::tokens`]) and then waits. The daemon keeps
+    /// only a hash of each token and mints it at launch, so this is how a
+    /// test gets what a real trainer has: tests then drive the `running`
+    /// job through its trainer routes as the trainer would.
+    pub fn capturing(mut self) -> Self {
+        self.capture = true;
+        self
+    }
+}
+
+/// The stand-in trainer of [`Opts::capturing`] (argv, no shell of the daemon's).
+const CAPTURE_TRAINER: &str = r#"[trainers.demo]
+command = ["sh", "-c", 'printf %s "$CALLBACK_TOKEN" > "$CAPTURE_DIR/$JOB_ID.tmp" && mv "$CAPTURE_DIR/$JOB_ID.tmp" "$CAPTURE_DIR/$JOB_ID" && exec sleep 600']
+"#;
+
 impl Daemon {
+    /// A daemon whose jobs launch a token-capturing stand-in trainer (see
+    /// [`Opts::capturing`]).
+    pub fn capturing() -> Daemon {
+        Self::start_with(Opts::default().capturing())
+    }
+
     /// A daemon that holds jobs `pending` (see [`Opts::held`]).
     pub fn held() -> Daemon {
         Self::start_with(Opts::default().held())
@@ -75,15 +104,36 @@ impl Daemon {
                 (Some(t), d)
             }
         };
+        let mut args = opts.args;
+        let mut tokens = None;
+        if opts.capture {
+            let base = data_dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+            let dir = base.join("capture").join("tokens");
+            std::fs::create_dir_all(&dir).expect("create the token capture dir");
+            let file = base.join("capture").join("trainers.toml");
+            let entry = format!(
+                "{CAPTURE_TRAINER}env = {{ CAPTURE_DIR = {:?} }}\n",
+                dir.display().to_string()
+            );
+            std::fs::write(&file, entry).expect("write the capture trainers file");
+            args.extend([
+                "--trainers".into(),
+                file.display().to_string(),
+                "--max-concurrent-jobs".into(),
+                "0".into(),
+            ]);
+            tokens = Some(dir);
+        }
         let mut d = Daemon {
             child: None,
             url: String::new(),
             data_dir,
             _tmp: tmp,
-            args: opts.args,
+            args,
             envs: opts.envs,
             log: Arc::new(Mutex::new(Vec::new())),
             bind: "127.0.0.1:0".into(),
+            tokens,
         };
         d.spawn();
         d

@@ -9,7 +9,7 @@ use crate::model::{Job, JobFilter, JobRecord, JobStatus};
 
 const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, status, \
      progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-     completed_at, runner, exit_code, callback_token, last_sequence, runner_state";
+     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state";
 
 fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
     s.as_deref().map(parse_ts).transpose()
@@ -48,7 +48,7 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
     };
     Ok(JobRecord {
         job,
-        callback_token: r.get(17)?,
+        token_hash: r.get(17)?,
         last_sequence: r.get(18)?,
         runner_state: r.get(19)?,
     })
@@ -73,7 +73,7 @@ pub fn insert(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
     c.prepare_cached(
         "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, config, status, \
          progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-         completed_at, runner, exit_code, callback_token, last_sequence, runner_state) \
+         completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
@@ -94,7 +94,7 @@ pub fn insert(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         j.completed_at.as_ref().map(ts),
         j.runner,
         j.exit_code,
-        rec.callback_token,
+        rec.token_hash,
         rec.last_sequence,
         rec.runner_state,
     ])?;
@@ -120,8 +120,8 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         "UPDATE jobs SET status = :status, progress = :progress, message = :message, \
          checkpoint_s3_uri = :checkpoint, error = :error, updated_at = :updated_at, \
          started_at = :started_at, completed_at = :completed_at, runner = :runner, \
-         exit_code = :exit_code, last_sequence = :last_sequence, runner_state = :runner_state \
-         WHERE id = :id",
+         exit_code = :exit_code, last_sequence = :last_sequence, runner_state = :runner_state, \
+         callback_token_hash = :token_hash WHERE id = :id",
     )?
     .execute(named_params! {
         ":id": j.id.to_string(),
@@ -137,6 +137,7 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         ":exit_code": j.exit_code,
         ":last_sequence": rec.last_sequence,
         ":runner_state": rec.runner_state,
+        ":token_hash": rec.token_hash,
     })?;
     Ok(())
 }

@@ -4,11 +4,15 @@
 //! migrations at the end; never edit one that has shipped. A database whose
 //! version is beyond this list was written by a newer binary and is refused.
 
-use rusqlite_migration::{Migrations, M};
+use rusqlite_migration::{HookResult, Migrations, M};
 
-const MIGRATIONS: &[M<'static>] = &[
-    M::up(
-        r#"
+use crate::secrets::hash_token;
+
+/// The migrations, oldest first (a function: hooks are not `const`).
+fn list() -> Vec<M<'static>> {
+    vec![
+        M::up(
+            r#"
 CREATE TABLE jobs (
     id                TEXT PRIMARY KEY NOT NULL,   -- UUID v7, lowercase hyphenated
     user_id           TEXT NOT NULL,
@@ -47,33 +51,82 @@ CREATE TABLE metrics (
 ) STRICT;
 CREATE INDEX metrics_by_job ON metrics (job_id, id);
 "#,
-    ),
-    // 2: a covering index for downsampling (`max_points`): the series
-    // scan reads only this index instead of every full row (about 2.5x
-    // faster on a 1,000,000-point history). It serves everything
-    // metrics_by_job did, so that one goes.
-    M::up(
-        r#"
+        ),
+        // 2: a covering index for downsampling (`max_points`): the series
+        // scan reads only this index instead of every full row (about 2.5x
+        // faster on a 1,000,000-point history). It serves everything
+        // metrics_by_job did, so that one goes.
+        M::up(
+            r#"
 CREATE INDEX metrics_series ON metrics (job_id, id, COALESCE(loss, accuracy, epoch));
 DROP INDEX metrics_by_job;
 "#,
-    ),
-];
+        ),
+        // 3: callback tokens are kept only as their SHA-256, minted at launch
+        // (NULL until then). Tokens of jobs created before keep working: they
+        // are hashed in place before the plain column goes.
+        M::up_with_hook(
+            "ALTER TABLE jobs ADD COLUMN callback_token_hash TEXT;",
+            hash_existing_tokens,
+        ),
+    ]
+}
+
+fn hash_existing_tokens(tx: &rusqlite::Transaction<'_>) -> HookResult {
+    let tokens: Vec<(String, String)> = tx
+        .prepare("SELECT id, callback_token FROM jobs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = tx.prepare("UPDATE jobs SET callback_token_hash = ?2 WHERE id = ?1")?;
+    for (id, token) in tokens {
+        update.execute([id, hash_token(&token)])?;
+    }
+    // Dropping the column rewrites the table; secure_delete zeroes the
+    // pages that held the plain tokens instead of leaving them in free pages.
+    tx.execute_batch(
+        "PRAGMA secure_delete = ON; ALTER TABLE jobs DROP COLUMN callback_token; PRAGMA secure_delete = OFF;",
+    )?;
+    Ok(())
+}
 
 /// The migration list, newest last.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::from_slice(MIGRATIONS)
+    Migrations::new(list())
 }
 
 /// The schema version this binary writes.
 pub fn latest_version() -> usize {
-    MIGRATIONS.len()
+    list().len()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn migrations_are_valid() {
-        assert!(super::migrations().validate().is_ok());
+        assert!(migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn tokens_of_existing_jobs_are_hashed_and_the_plain_column_is_gone() {
+        crate::db::sqlite::alloc::install();
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        Migrations::new(list().into_iter().take(2).collect())
+            .to_latest(&mut c)
+            .unwrap();
+        c.execute(
+            "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, status, \
+             created_at, updated_at, callback_token) VALUES ('j', 'u', 'm', 'demo', 's3://b/d', \
+             'running', 't', 't', 'the-plain-token')",
+            [],
+        )
+        .unwrap();
+        migrations().to_latest(&mut c).unwrap();
+        let hash: String = c
+            .query_row("SELECT callback_token_hash FROM jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hash, hash_token("the-plain-token"));
+        assert!(c.prepare("SELECT callback_token FROM jobs").is_err());
     }
 }
