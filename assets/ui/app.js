@@ -302,7 +302,7 @@ async function jobPage(root, id) {
   function show(j) {
     job = j;
     document.title = `platform · ${jobNumber(j)} ${j.model_name} ${j.status}`;
-    head.replaceChildren(el("h1", { class: "mono", text: jobNumber(j) }),
+    head.replaceChildren(el("h1", { text: `Job ${jobNumber(j)}` }),
       el("span", { class: "muted mono", id: "job-id", text: j.id }), statusBadge(j.status),
       progressBar(j.progress, true), el("span", { class: "muted", text: j.message || "" }));
     if (!TERMINAL.has(j.status)) {

@@ -18,7 +18,7 @@ use super::events::{job_events_path, Update, ALL_JOBS_EVENTS_PATH};
 use super::exit::{self, Exit};
 use super::output::{self, OutputFormat, Printer};
 use super::stream::{EventStream, Item, SseEvent};
-use super::tracker::Tracker;
+use super::tracker::{fit, Tracker};
 use crate::client::Client;
 use crate::model::{Job, JobListQuery, Metric, MetricQuery};
 
@@ -39,6 +39,13 @@ const BAR_FRAME: usize = 2 + 2 + 4 + 1;
 /// Width of the lines printed when stdout is not a terminal (no cutting
 /// needed there, but a line should stay readable).
 const PLAIN_WIDTH: usize = 200;
+
+/// Columns left for the message on a bar line after the status word and a
+/// bar `width` wide, with one spare: a line that fills the terminal exactly
+/// leaves the cursor waiting to wrap.
+fn message_room(status_len: usize, width: usize) -> usize {
+    usize::from(console::Term::stdout().size().1).saturating_sub(status_len + width + BAR_FRAME + 1)
+}
 
 /// How a watcher shows what happens.
 enum View {
@@ -116,20 +123,19 @@ impl View {
 
     fn tick(&self, t: &Tracker) {
         if let (View::Bar { bar, width }, Some(job)) = (self, &t.job) {
-            let status = job.status.as_str();
-            // One column spare: a line that fills the terminal exactly
-            // leaves the cursor waiting to wrap.
-            let room = usize::from(console::Term::stdout().size().1)
-                .saturating_sub(status.len() + width + BAR_FRAME + 1);
             bar.set_prefix(output::status(job.status));
             bar.set_position((job.progress.clamp(0.0, 1.0) * 1000.0).round() as u64);
-            bar.set_message(t.line(room));
+            bar.set_message(t.line(message_room(job.status.as_str().len(), *width)));
         }
     }
 
     fn note(&self, text: &str) {
         match self {
-            View::Bar { bar, .. } => bar.set_message(text.to_string()),
+            View::Bar { bar, width } => {
+                // Room for the longest status word, whatever the job's is.
+                let room = message_room("cancelled".len(), *width);
+                bar.set_message(fit(vec![(0, text.to_string())], room));
+            }
             View::Quiet => {}
             _ => eprintln!("{text}"),
         }
