@@ -37,7 +37,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Create, list, inspect and cancel training jobs')
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
-            [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows')
+            [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -338,7 +338,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;metrics' {
-            [CompletionResult]::new('--last', '--last', [CompletionResultType]::ParameterName, 'Only the last N points')
+            [CompletionResult]::new('--last', '--last', [CompletionResultType]::ParameterName, 'Only the last N points, in step order (with --plot, only these are drawn)')
             [CompletionResult]::new('--plot', '--plot', [CompletionResultType]::ParameterName, 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
@@ -454,6 +454,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered frameworks')
             [CompletionResult]::new('ls', 'ls', [CompletionResultType]::ParameterValue, 'List registered frameworks')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -487,12 +488,31 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'platform;framework;reload' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'platform;framework;help' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered frameworks')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'platform;framework;help;list' {
+            break
+        }
+        'platform;framework;help;reload' {
             break
         }
         'platform;framework;help;help' {
@@ -571,6 +591,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The job''s run directory')
             [CompletionResult]::new('--workdir', '--workdir', [CompletionResultType]::ParameterName, 'The trainer''s working directory')
             [CompletionResult]::new('--max-log-bytes', '--max-log-bytes', [CompletionResultType]::ParameterName, 'Log budget in bytes')
+            [CompletionResult]::new('--umask', '--umask', [CompletionResultType]::ParameterName, 'The trainer''s umask, octal (the supervisor''s own stays private)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -605,7 +626,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Create, list, inspect and cancel training jobs')
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
-            [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows')
+            [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -669,9 +690,13 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         }
         'platform;help;framework' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered frameworks')
+            [CompletionResult]::new('reload', 'reload', [CompletionResultType]::ParameterValue, 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why')
             break
         }
         'platform;help;framework;list' {
+            break
+        }
+        'platform;help;framework;reload' {
             break
         }
         'platform;help;report' {

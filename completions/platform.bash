@@ -82,11 +82,17 @@ _platform() {
             platform__subcmd__framework,ls)
                 cmd="platform__subcmd__framework__subcmd__list"
                 ;;
+            platform__subcmd__framework,reload)
+                cmd="platform__subcmd__framework__subcmd__reload"
+                ;;
             platform__subcmd__framework__subcmd__help,help)
                 cmd="platform__subcmd__framework__subcmd__help__subcmd__help"
                 ;;
             platform__subcmd__framework__subcmd__help,list)
                 cmd="platform__subcmd__framework__subcmd__help__subcmd__list"
+                ;;
+            platform__subcmd__framework__subcmd__help,reload)
+                cmd="platform__subcmd__framework__subcmd__help__subcmd__reload"
                 ;;
             platform__subcmd__help,completions)
                 cmd="platform__subcmd__help__subcmd__completions"
@@ -132,6 +138,9 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__framework,list)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__list"
+                ;;
+            platform__subcmd__help__subcmd__framework,reload)
+                cmd="platform__subcmd__help__subcmd__framework__subcmd__reload"
                 ;;
             platform__subcmd__help__subcmd__job,artifacts)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__artifacts"
@@ -473,7 +482,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__framework)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version list ls help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version list ls reload help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -503,7 +512,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__framework__subcmd__help)
-            opts="list help"
+            opts="list reload help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -544,7 +553,51 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__framework__subcmd__help__subcmd__reload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__framework__subcmd__list)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__framework__subcmd__reload)
             opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -659,7 +712,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__framework)
-            opts="list"
+            opts="list reload"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -673,6 +726,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__framework__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__framework__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1709,7 +1776,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__supervise)
-            opts="-o -v -h -V --dir --workdir --max-log-bytes --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --dir --workdir --max-log-bytes --umask --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1724,6 +1791,10 @@ _platform() {
                     return 0
                     ;;
                 --max-log-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --umask)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

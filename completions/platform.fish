@@ -40,7 +40,7 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "serve" -d 'Run th
 complete -c platform -n "__fish_platform_needs_command" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
 complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows'
+complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
 complete -c platform -n "__fish_platform_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -276,7 +276,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points' -r
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points, in step order (with --plot, only these are drawn)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l token -d 'API token sent as a bearer token' -r
@@ -348,21 +348,22 @@ complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_se
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "list" -d 'List registered frameworks'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "ls" -d 'List registered frameworks'
-complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -f -a "list" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -f -a "ls" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
+complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -387,7 +388,20 @@ complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from reload" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
@@ -449,6 +463,7 @@ complete -c platform -n "__fish_platform_using_subcommand man" -s V -l version -
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l dir -d 'The job\'s run directory' -r -F
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l workdir -d 'The trainer\'s working directory' -r -F
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l max-log-bytes -d 'Log budget in bytes' -r
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l umask -d 'The trainer\'s umask, octal (the supervisor\'s own stays private)' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -477,7 +492,7 @@ complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_s
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
@@ -496,3 +511,4 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'

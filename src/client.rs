@@ -257,28 +257,6 @@ impl Client {
         }
     }
 
-    /// Resolves a full id or a unique prefix (≥ 4 characters) to a job id.
-    pub async fn resolve_job(&self, id_or_prefix: &str) -> Result<Uuid, ResolveError> {
-        let text = id_or_prefix.trim().to_ascii_lowercase();
-        if let Ok(id) = Uuid::parse_str(&text) {
-            return Ok(id);
-        }
-        if text.len() < 4 || !text.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(ResolveError::BadPrefix(id_or_prefix.to_string()));
-        }
-        let q = JobListQuery {
-            id_prefix: Some(text.clone()),
-            limit: Some(2),
-            ..Default::default()
-        };
-        let found = self.list_jobs(&q).await?;
-        match found.as_slice() {
-            [one] => Ok(one.id),
-            [] => Err(ResolveError::NoMatch(text)),
-            _ => Err(ResolveError::Ambiguous(text)),
-        }
-    }
-
     /// `POST {callback_url}` with a trainer's token.
     pub async fn callback_to(
         &self,
@@ -305,6 +283,13 @@ impl Client {
     /// `GET /api/v1/training/frameworks`.
     pub async fn frameworks(&self) -> Result<Vec<crate::model::Framework>, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/training/frameworks"))
+            .await
+    }
+
+    /// `POST /api/v1/training/frameworks/reload`: the frameworks registered
+    /// after the daemon re-read its trainers file and directory.
+    pub async fn reload_frameworks(&self) -> Result<Vec<crate::model::Framework>, ClientError> {
+        self.json(self.request(Method::POST, "/api/v1/training/frameworks/reload"))
             .await
     }
 
@@ -435,21 +420,4 @@ pub fn encode_path(path: &str) -> String {
         .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// Why an id or prefix did not resolve to exactly one job.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// Too short or not hexadecimal.
-    #[error("{0:?} is not a job id: give the full UUID or a prefix of at least 4 hexadecimal characters")]
-    BadPrefix(String),
-    /// No job starts with it.
-    #[error("no job id starts with {0:?}")]
-    NoMatch(String),
-    /// Several jobs start with it.
-    #[error("the prefix {0:?} matches more than one job; give more characters")]
-    Ambiguous(String),
-    /// The lookup failed.
-    #[error(transparent)]
-    Client(#[from] ClientError),
 }

@@ -10,7 +10,8 @@
 //! ends the HTTP server (in-flight requests finish, event streams and
 //! followed logs end), then the scheduler (launches in flight finish),
 //! then the runner (trainers keep running for the next daemon unless
-//! `--stop-jobs-on-exit`), then the database closes.
+//! `--stop-jobs-on-exit`), then the database closes. SIGHUP reloads the
+//! trainer registry (trainers file and directory) in place.
 //!
 //! This is the only module that knows every part; each part gets exactly
 //! the handles it uses.
@@ -35,7 +36,7 @@ use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::{Runner, SpecBuilder};
 use crate::server::{self, ApiToken, AppState};
 use crate::storage::Store;
-use crate::trainers::Registry;
+use crate::trainers::Trainers;
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -85,10 +86,24 @@ async fn serve(
     shutdown: CancellationToken,
     trainer_umask: Mode,
 ) -> anyhow::Result<()> {
-    let registry = Arc::new(Registry::load(
+    let registry = Arc::new(Trainers::load(
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
     )?);
+    // Listening from here on, before the port opens: SIGHUP's default
+    // action would kill the daemon.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(
+                hangups,
+                registry.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload trainers with `platform framework reload`")
+        }
+    }
     let jobs = Arc::new(Jobs::new(
         db.clone(),
         Events::new(),
@@ -144,7 +159,7 @@ async fn serve(
         database = %db.describe(),
         runner = runner.name(),
         max_concurrent_jobs = cfg.max_concurrent_jobs,
-        frameworks = %registry.names().join(","),
+        frameworks = %registry.current().names().join(","),
         store = %store.describe(),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
@@ -202,6 +217,26 @@ fn install_prometheus() -> Option<PrometheusHandle> {
             tracing::warn!(error = %e, "Prometheus metrics are disabled");
             None
         }
+    }
+}
+
+/// Reloads the trainer registry on every SIGHUP until shutdown (the
+/// conventional "re-read your configuration" signal; without a handler it
+/// would kill the daemon).
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    registry: Arc<Trainers>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            got = hangups.recv() => if got.is_none() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        tracing::info!("SIGHUP received: reloading the trainer registry");
+        let registry = registry.clone();
+        // Outcomes are logged by `reload`; a broken file keeps the old registry.
+        let _ = tokio::task::spawn_blocking(move || registry.reload()).await;
     }
 }
 

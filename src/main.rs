@@ -1,8 +1,6 @@
 //! Entry point: parse the command line, run the command, and turn errors
 //! into one readable line and an exit code (0 ok, 1 error, 2 usage).
 
-use clap::Parser;
-
 use platform::cli::{self, Cli, Command, Exit};
 use platform::config::ServerConfig;
 
@@ -13,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let warnings = platform::config::load_env_layers();
-    let cli = Cli::parse();
+    let cli = cli::parse();
     for w in warnings {
         eprintln!("warning: {w}");
     }

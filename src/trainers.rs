@@ -4,9 +4,15 @@
 //! framework (this binary run as a trainer), sub-directories of
 //! `TRAINER_SUBPROCESS_PATH` (the seed's layout: `<dir>/<framework>/train`
 //! or `train.py`), and the trainers TOML file.
+//!
+//! [`Trainers`] is the daemon's one handle on the registry: everything that
+//! needs it (job creation, launches, `/frameworks`) reads the current
+//! snapshot from it, and a reload (SIGHUP, `POST …/frameworks/reload`)
+//! swaps in a new one, or keeps the old one when the files are broken.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -193,6 +199,92 @@ impl Registry {
     }
 }
 
+/// The reloadable registry: the snapshot in use and where it came from.
+#[derive(Debug)]
+pub struct Trainers {
+    current: RwLock<Arc<Registry>>,
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+    /// One reload at a time, so a slow read cannot replace a newer one.
+    reloading: Mutex<()>,
+}
+
+impl Trainers {
+    /// Loads the registry from `dir` and `file` (see [`Registry::load`]);
+    /// [`Trainers::reload`] reads the same places again.
+    pub fn load(dir: Option<&Path>, file: Option<&Path>) -> Result<Self, RegistryError> {
+        let reg = Registry::load(dir, file)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(reg)),
+            dir: dir.map(Path::to_path_buf),
+            file: file.map(Path::to_path_buf),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// A handle on the built-in registry alone (nothing to reload from).
+    pub fn builtin() -> Self {
+        Self {
+            current: RwLock::new(Arc::new(Registry::builtin())),
+            dir: None,
+            file: None,
+            reloading: Mutex::new(()),
+        }
+    }
+
+    /// The registry in use now. Callers keep the snapshot for the length
+    /// of one operation, so a reload never changes a registry under them.
+    pub fn current(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where more trainers can be registered without a restart, in words
+    /// (for the unknown-framework error).
+    pub fn reload_hint(&self) -> String {
+        let places: Vec<String> = self
+            .file
+            .iter()
+            .map(|f| f.display().to_string())
+            .chain(self.dir.iter().map(|d| format!("{}/", d.display())))
+            .collect();
+        if places.is_empty() {
+            "no trainers file is configured: start `platform serve` with --trainers FILE (TRAINERS_FILE) to register trainers".into()
+        } else {
+            format!(
+                "after editing {}, `platform framework reload` (or SIGHUP to the daemon) registers the changes",
+                places.join(" or ")
+            )
+        }
+    }
+
+    /// Reads the trainers directory and file again and, when they are
+    /// valid, makes the result current; when they are not, the registry in
+    /// use stays and the error says why. Blocking file I/O: call it off the
+    /// async runtime.
+    /// Both outcomes are logged.
+    pub fn reload(&self) -> Result<Arc<Registry>, RegistryError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match Registry::load(self.dir.as_deref(), self.file.as_deref()) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+                tracing::info!(frameworks = %fresh.names().join(","), "trainer registry reloaded");
+                Ok(fresh)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "trainer registry not reloaded; the frameworks registered before stay in use");
+                Err(e)
+            }
+        }
+    }
+}
+
 fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
     let text = std::fs::read_to_string(path).map_err(|error| RegistryError::Read {
         path: path.to_path_buf(),
@@ -336,6 +428,36 @@ resources = { cpu = "4", memory = "16Gi", gpu = 1 }
             "{:?}",
             v.command
         );
+    }
+
+    #[test]
+    fn a_reload_swaps_in_the_new_file_or_keeps_the_old_registry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("trainers.toml");
+        std::fs::write(&file, "").unwrap();
+        let trainers = Trainers::load(None, Some(&file)).unwrap();
+        let before = trainers.current();
+        assert_eq!(before.names(), vec!["demo"]);
+        assert!(trainers.reload_hint().contains("trainers.toml"));
+
+        std::fs::write(
+            &file,
+            "[trainers.yolo]\ncommand = [\"python3\", \"train.py\"]\n",
+        )
+        .unwrap();
+        assert_eq!(trainers.reload().unwrap().names(), vec!["demo", "yolo"]);
+        assert_eq!(trainers.current().names(), vec!["demo", "yolo"]);
+        // A snapshot taken before stays as it was.
+        assert_eq!(before.names(), vec!["demo"]);
+
+        std::fs::write(&file, "[trainers.yolo]\ncommand = []\n").unwrap();
+        assert!(matches!(
+            trainers.reload(),
+            Err(RegistryError::Invalid { .. })
+        ));
+        assert_eq!(trainers.current().names(), vec!["demo", "yolo"]);
+
+        assert!(Trainers::builtin().reload_hint().contains("--trainers"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Output};
 
 use common::api::*;
-use common::{stderr, stdout, Daemon, Opts};
+use common::{eventually, stderr, stdout, Daemon, Opts};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -144,15 +144,24 @@ async fn job_create_prints_the_api_json_and_a_friendly_table() {
         "-o json is exactly the API's JSON"
     );
 
-    // The default output names the job and how to follow it.
+    // The default output names the job (number and id) and how to follow it.
     let out = ok(&d, &create_args(&["--user", "bob"]));
     let first = out.lines().next().unwrap();
     assert!(
-        first.starts_with("created job ") && first.contains("pending"),
+        first.starts_with("created job #2 (") && first.contains("pending"),
         "{out}"
     );
-    let id = first.split_whitespace().nth(2).unwrap();
-    assert_eq!(common::api::job(&d, id).await["user_id"], "bob");
+    let id = first.split(['(', ')']).nth(1).unwrap();
+    let bob = common::api::job(&d, id).await;
+    assert_eq!(
+        (&bob["user_id"], &bob["number"]),
+        (&json!("bob"), &json!(2))
+    );
+    assert_eq!(
+        out.lines().nth(1).unwrap().trim(),
+        "follow it:  platform job watch 2",
+        "{out}"
+    );
 
     // The user defaults to $PLATFORM_USER, then $USER.
     let (code, out, _) =
@@ -201,6 +210,8 @@ async fn job_create_prints_the_api_json_and_a_friendly_table() {
         err.contains("unknown framework") && err.contains("demo"),
         "{err}"
     );
+    // Without a trainers file there is nothing to reload: it says how to add one.
+    assert!(err.contains("--trainers FILE"), "{err}");
 }
 
 #[tokio::test]
@@ -326,6 +337,7 @@ async fn job_list_prints_tables_json_and_ids() {
         .to_string();
     ok(&d, &["job", "cancel", &b]);
 
+    // Jobs by number (a, b, c are #1, #2, #3); the full id only in wide output.
     let table = ok(&d, &["job", "list"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
@@ -343,9 +355,10 @@ async fn job_list_prints_tables_json_and_ids() {
         ]
     );
     assert!(
-        lines[1].starts_with(&c) && lines[2].starts_with(&b) && lines[3].starts_with(&a),
+        lines[1].starts_with("#3 ") && lines[2].starts_with("#2 ") && lines[3].starts_with("#1 "),
         "newest first:\n{table}"
     );
+    assert!(!table.contains(&a[..8]), "no id column: {table}");
     assert!(
         lines[1].contains("resnet50") && lines[1].contains("pending") && lines[1].contains("0%")
     );
@@ -366,7 +379,11 @@ async fn job_list_prints_tables_json_and_ids() {
 
     let wide = ok(&d, &["job", "list", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[..3], ["ID", "UUID", "STATUS"]);
     assert_eq!(header[header.len() - 3..], ["DATASET", "RUNNER", "MESSAGE"]);
+    for (line, id) in wide.lines().skip(1).zip([&c, &b, &a]) {
+        assert!(line.contains(id.as_str()), "{wide}");
+    }
     assert!(wide.contains("s3://bucket/data/"));
     assert!(
         wide.lines().nth(2).unwrap().contains("cancelled by user"),
@@ -435,13 +452,14 @@ fn unique_prefix<'a>(id: &'a str, others: &[String]) -> &'a str {
 }
 
 #[tokio::test]
-async fn job_get_takes_full_ids_and_unique_prefixes() {
+async fn job_get_takes_numbers_full_ids_and_unique_prefixes() {
     let d = Daemon::held();
     let ids: Vec<String> = (0..3)
         .map(|_| cli_create(&d, &["--user", "alice"]))
         .collect();
     let id = &ids[1];
     let api = common::api::job(&d, id).await;
+    assert_eq!(api["number"], 2, "numbered in creation order");
 
     assert_eq!(json_out(&ok(&d, &["job", "get", id, "-o", "json"])), api);
     let prefix = unique_prefix(id, &ids);
@@ -455,9 +473,29 @@ async fn job_get_takes_full_ids_and_unique_prefixes() {
         json_out(&ok(&d, &["job", "get", &id.to_uppercase(), "-o", "json"])),
         api
     );
+    // The job number, bare or with `#`, in every command that takes a job.
+    for n in ["2", "#2"] {
+        assert_eq!(json_out(&ok(&d, &["job", "get", n, "-o", "json"])), api);
+    }
+    assert!(ok(&d, &["metrics", "2", "-o", "json"]).starts_with('['));
+    assert!(ok(&d, &["job", "artifacts", "#2", "-o", "json"]).starts_with('['));
+    let err = fails(&d, &["job", "get", "9"], 1);
+    assert!(err.contains("no job #9"), "{err}");
+
+    // A trainer ended by a signal reads as such, not as a negative exit code.
+    let db = rusqlite::Connection::open(db_path(&d)).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE jobs SET runner = 'subprocess', exit_code = -15 WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+    let table = ok(&d, &["job", "get", "2"]);
+    assert!(table.contains("subprocess (killed by SIGTERM)"), "{table}");
 
     let table = ok(&d, &["job", "get", prefix]);
     for want in [
+        "#2",
         id.as_str(),
         "pending",
         "alice",
@@ -468,23 +506,95 @@ async fn job_get_takes_full_ids_and_unique_prefixes() {
         assert!(table.contains(want), "{want} missing from:\n{table}");
     }
 
-    // Ids created together share their leading (time) digits.
+    // Ids created together share their leading (time) digits: the error
+    // lists the jobs the prefix matches, with their numbers.
     let shared = &ids[0][..4];
     assert!(ids.iter().all(|i| i.starts_with(shared)));
-    let err = fails(&d, &["job", "get", shared], 1);
+    let (code, _, err) = run(&d, &["job", "get", shared]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
     assert!(
-        err.contains("more than one job") && err.contains(shared),
+        lines[0].starts_with("error: ")
+            && lines[0].contains("more than one job")
+            && lines[0].contains(shared),
         "{err}"
     );
+    for (n, candidate) in ids.iter().enumerate() {
+        let row = lines
+            .iter()
+            .find(|l| l.contains(candidate.as_str()))
+            .unwrap_or_else(|| panic!("{candidate} is not listed:\n{err}"));
+        assert!(
+            row.contains(&format!("#{}", n + 1))
+                && row.contains("yolo11n")
+                && row.contains("pending"),
+            "{row}"
+        );
+    }
     let err = fails(&d, &["job", "get", "ffffffff"], 1);
     assert!(err.contains("no job") && err.contains("ffffffff"), "{err}");
     let unknown = uuid::Uuid::now_v7().to_string();
     let err = fails(&d, &["job", "get", &unknown], 1);
     assert!(err.contains("not found") && err.contains(&unknown), "{err}");
-    for bad in ["abc", "xyz!", "g000"] {
+    for bad in ["abc", "xyz!", "g000", "#x", "#0", "012"] {
         let err = fails(&d, &["job", "get", bad], 1);
         assert!(err.contains("at least 4"), "{err}");
     }
+
+    // At most 10 candidates, and a note that there are more.
+    for _ in 0..10 {
+        create_id(&d, "bob").await;
+    }
+    let (_, _, err) = run(&d, &["job", "get", shared]);
+    let listed = err.lines().filter(|l| l.contains(shared)).count() - 1;
+    assert_eq!(listed, 10, "{err}");
+    assert!(err.contains("and more"), "{err}");
+}
+
+#[tokio::test]
+async fn jobs_get_unique_increasing_numbers_even_when_created_at_once() {
+    let d = Daemon::held();
+    let body = job_body("alice");
+    let created = futures::future::join_all((0..40).map(|_| create(&d, &body))).await;
+    let mut numbers: Vec<i64> = created
+        .iter()
+        .map(|j| j["number"].as_i64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=40).collect::<Vec<_>>());
+    // Creation order is number order.
+    let (_, listed) = get(&d, &format!("{JOBS}?limit=1000")).await;
+    let by_age: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|j| j["number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(by_age, (1..=40).collect::<Vec<_>>());
+
+    // The list filter by number.
+    let (status, one) = get(&d, &format!("{JOBS}?number=17")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["number"], 17);
+    let (_, none) = get(&d, &format!("{JOBS}?number=41")).await;
+    assert_eq!(none, json!([]));
+    for junk in ["abc", "0", "-3", "1.5", "%2342"] {
+        let (status, body) = get(&d, &format!("{JOBS}?number={junk}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{junk}: {body}");
+        assert_eq!(body["field"], "number", "{junk}: {body}");
+    }
+    // Numbers survive a restart and keep increasing after it.
+    let mut d = d;
+    d.restart();
+    assert_eq!(create(&d, &job_body("alice")).await["number"], 41);
+    let doc: Value = d.get_json("/openapi.json").await;
+    let params = doc["paths"]["/api/v1/training/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(params.iter().any(|p| p["name"] == "number"), "{params:?}");
+    assert!(doc["components"]["schemas"]["Job"]["properties"]["number"].is_object());
 }
 
 #[tokio::test]
@@ -510,6 +620,10 @@ async fn job_cancel_cancels_one_or_several() {
         err.contains(&ids[0]) && err.contains("already cancelled"),
         "{err}"
     );
+    assert_eq!(err.matches(&ids[0]).count(), 1, "the id once: {err}");
+    // Numbers work here too.
+    let err = fails(&d, &["job", "cancel", "#1"], 1);
+    assert_eq!(err.matches(&ids[0]).count(), 1, "{err}");
     assert_eq!(common::api::job(&d, &ids[3]).await["status"], "cancelled");
 
     let (code, _, _) = run(&d, &["job", "cancel"]);
@@ -591,6 +705,33 @@ async fn metrics_print_in_ascending_step_order_in_every_format() {
     let last = ok(&d, &["metrics", prefix, "--last", "2", "-o", "csv"]);
     assert_eq!(last.lines().count(), 3);
     assert!(last.lines().nth(2).unwrap().contains(",30,"));
+
+    // A trainer that reports only steps: no made-up epoch 0 anywhere.
+    let (stepped, token) = job_with_token(&d, "carol").await;
+    let points: Vec<Value> = (1..=5)
+        .map(|i| json!({"step": i * 100, "loss": 1.0 / i as f64}))
+        .collect();
+    let batch = json!({ "points": points });
+    assert_eq!(
+        ingest(&d, &stepped, Some(&token), &batch).await.0,
+        StatusCode::OK
+    );
+    let table = ok(&d, &["metrics", &stepped]);
+    for line in table.lines().skip(1) {
+        assert!(line.starts_with("-  "), "no epoch shows as -:\n{table}");
+    }
+    let csv = ok(&d, &["metrics", &stepped, "-o", "csv"]);
+    for row in csv.lines().skip(1) {
+        assert_eq!(row.split(',').nth(1), Some(""), "{csv}");
+    }
+    // --plot draws only the --last N points.
+    let plot = ok(&d, &["metrics", &stepped, "--plot", "loss"]);
+    assert!(plot.contains("loss: 5 points over steps"), "{plot}");
+    let plot = ok(&d, &["metrics", &stepped, "--plot", "loss", "--last", "2"]);
+    assert!(
+        plot.contains("loss: 2 points over steps, last 0.2, best 0.2"),
+        "{plot}"
+    );
 
     // A job without points prints an empty list, not an error.
     let (empty, _) = job_with_token(&d, "bob").await;
@@ -781,6 +922,138 @@ async fn usage_errors_exit_2() {
         assert!(!err.contains("panicked"));
     }
     assert_eq!(snapshot(&d), before);
+}
+
+#[test]
+fn help_lists_global_options_apart_and_typos_get_suggestions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        split(
+            Command::new(common::bin())
+                .args(args)
+                .env_clear()
+                .env("HOME", tmp.path())
+                .output()
+                .unwrap(),
+        )
+    };
+    let (code, help, _) = cli(&["job", "get", "--help"]);
+    assert_eq!(code, 0);
+    let (own, global) = help
+        .split_once("Global Options:")
+        .unwrap_or_else(|| panic!("no Global Options heading:\n{help}"));
+    assert!(
+        own.contains("--help") && !own.contains("--server"),
+        "{help}"
+    );
+    for flag in [
+        "--server",
+        "--token",
+        "--output",
+        "--no-color",
+        "--verbose",
+        "--quiet",
+    ] {
+        assert!(global.contains(flag), "{flag}: {help}");
+    }
+    assert!(global.contains("[env: PLATFORM_SERVER]"), "{help}");
+    assert!(!help.contains("=]"), "no stray '=': {help}");
+
+    for (typo, want) in [
+        ("jbo", "'job'"),
+        ("verison", "'version'"),
+        ("list", "'job list'"),
+        ("watch", "'job watch'"),
+    ] {
+        let (code, _, err) = cli(&[typo]);
+        assert_eq!(code, 2, "{typo}: {err}");
+        assert!(
+            err.contains("similar") && err.contains(want),
+            "{typo}: {err}"
+        );
+    }
+    let (_, _, err) = cli(&["metric"]);
+    assert!(
+        err.contains("'metrics'") && !err.contains("demo-train"),
+        "{err}"
+    );
+    // Global options may come first; nested typos keep clap's suggestions.
+    let (_, _, err) = cli(&["--server", "http://x:1", "-o", "json", "jbo"]);
+    assert!(err.contains("'job'"), "{err}");
+    let (_, _, err) = cli(&["job", "lsit"]);
+    assert!(err.contains("'list'"), "{err}");
+}
+
+#[tokio::test]
+async fn an_edited_trainers_file_is_reloaded_on_request_and_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("trainers.toml");
+    std::fs::write(&file, "").unwrap();
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--trainers".into(), file.display().to_string()],
+            ..Opts::default()
+        }
+        .held(),
+    );
+    let yolo = ["job", "create", "-f", "yolo", "-m", "m", "-d", "s3://b/d/"];
+    let err = fails(&d, &yolo, 1);
+    assert!(
+        err.contains("unknown framework")
+            && err.contains(&file.display().to_string())
+            && err.contains("platform framework reload"),
+        "the error says how to register it: {err}"
+    );
+
+    let entry = "[trainers.yolo]\ncommand = [\"python3\", \"train.py\"]\n";
+    std::fs::write(&file, entry).unwrap();
+    let out = ok(&d, &["framework", "reload"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("yolo ") && l.contains("python3 train.py")),
+        "{out}"
+    );
+    ok(&d, &yolo);
+
+    // A broken file changes nothing, and says why.
+    std::fs::write(&file, "[trainers.yolo]\ncommand = []\n").unwrap();
+    let err = fails(&d, &["framework", "reload"], 1);
+    assert!(
+        err.contains("invalid") && err.contains("must not be empty") && err.contains("stay in use"),
+        "{err}"
+    );
+    let (status, body) = post(&d, "/api/v1/training/frameworks/reload", &json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(ok(&d, &["framework", "list"]).contains("yolo"));
+    ok(&d, &yolo);
+    assert!(d.log_text().contains("trainer registry not reloaded"));
+
+    // SIGHUP reloads too (without a handler it would end the daemon).
+    std::fs::write(
+        &file,
+        format!("{entry}[trainers.other]\ncommand = [\"x\"]\n"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    eventually(10, "the SIGHUP reload", || async {
+        let (_, list) = get(&d, "/api/v1/training/frameworks").await;
+        list.as_array()
+            .and_then(|l| l.iter().find(|f| f["name"] == "other").cloned())
+    })
+    .await;
+    let (status, _) = get(&d, "/health").await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+
+    let doc: Value = d.get_json("/openapi.json").await;
+    let op = &doc["paths"]["/api/v1/training/frameworks/reload"]["post"];
+    assert!(
+        op["responses"]["200"].is_object() && op["responses"]["422"].is_object(),
+        "{op}"
+    );
 }
 
 #[test]

@@ -102,6 +102,28 @@ impl Trainer {
             .await;
     }
 
+    /// Uploads an artifact, as a trainer does with its outputs.
+    async fn upload(&self, path: &str, body: &'static [u8]) {
+        let r = self
+            .http
+            .put(format!(
+                "{}/api/v1/training/jobs/{}/artifacts/{path}",
+                self.base, self.id
+            ))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
+    }
+
     fn events_path(&self) -> String {
         format!("/api/v1/training/jobs/{}/events", self.id)
     }
@@ -614,7 +636,7 @@ async fn job_watch_prints_lines_and_a_summary_when_not_a_terminal() {
         !text.contains('\u{1b}'),
         "no escape codes when not a terminal:\n{text}"
     );
-    assert!(text.contains(&format!("job {} completed", t.id)), "{text}");
+    assert!(text.contains("job #1 completed"), "{text}");
     assert!(
         text.contains("best        loss 0.3 (epoch 2), accuracy 0.7 (epoch 2)"),
         "{text}"
@@ -636,13 +658,16 @@ async fn job_watch_exits_non_zero_unless_completed_and_prints_json_lines() {
     let mut w = Running::spawn(&d, &["job", "watch", &t.id, "-o", "json"]);
     w.line("\"event\":\"job\"").await;
     t.epoch(1, 4, 0.9).await;
-    t.callback(json!({"status": "failed", "error": "CUDA out of memory\ntraceback…"}))
+    t.callback(json!({"status": "failed",
+        "error": "trainer exited with code 1; last log lines:\nTraceback (most recent call last):\nRuntimeError: CUDA out of memory"}))
         .await;
     let (code, lines, err) = w.finish().await;
     assert_eq!(code, 1);
-    assert!(
-        err.contains(&format!("job {} ended failed: CUDA out of memory", t.id)),
-        "{err}"
+    // Why it failed, all of it: the log lines too, not just the first line.
+    assert_eq!(
+        err.trim_end(),
+        "error: job #1 ended failed: trainer exited with code 1; last log lines:\n  \
+         Traceback (most recent call last):\n  RuntimeError: CUDA out of memory"
     );
     let events: Vec<Value> = lines
         .iter()
@@ -760,14 +785,15 @@ async fn job_create_follow_watches_the_new_job() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // "created job <id>" comes first on stderr.
+    // "created job #1 (<id>)" comes first on stderr.
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let id = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         err.read_line(&mut line).unwrap();
         line.trim()
-            .strip_prefix("created job ")
-            .unwrap()
+            .strip_prefix("created job #1 (")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{line}"))
             .to_string()
     })
     .await
@@ -785,8 +811,90 @@ async fn job_create_follow_watches_the_new_job() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    assert!(text.contains(&format!("job {} completed", t.id)), "{text}");
+    assert!(text.contains("job #1 completed"), "{text}");
     assert!(text.contains("best        loss 0.25 (epoch 1)"), "{text}");
+}
+
+/// `text` without terminal escape sequences and carriage returns.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// On a terminal, Ctrl-C detaches: the job keeps running and the note
+/// starts on a line of its own, below the bar (not glued to it).
+#[tokio::test]
+async fn ctrl_c_on_a_terminal_detaches_below_the_bar() {
+    let d = held();
+    let t = Trainer::new(&d, json!({"epochs": 10})).await;
+    t.epoch(3, 10, 0.5).await;
+    // util-linux `script` runs the CLI on a pseudo-terminal; what is
+    // written to its stdin is typed at that terminal.
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} job watch {}", common::bin().display(), t.id),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .env("HOME", d.data_dir.parent().unwrap())
+        .env("PLATFORM_SERVER", &d.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script(1)");
+    let (tx, rx) = mpsc::channel::<String>();
+    let mut out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let mut seen = String::new();
+    while !plain(&seen).contains("epoch 3/10") {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(chunk) => seen.push_str(&chunk),
+            Err(_) => panic!("no progress bar:\n{seen:?}"),
+        }
+    }
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x03").unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push_str(&chunk);
+    }
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    let text = plain(&seen);
+    let at = text
+        .find("detached from job #1; it keeps running. Re-attach with: platform job watch 1")
+        .unwrap_or_else(|| panic!("no detach note:\n{text:?}"));
+    assert!(
+        text[..at].ends_with('\n'),
+        "the note starts a line:\n{text:?}"
+    );
+    assert_eq!(common::api::job(&d, &t.id).await["status"], "running");
 }
 
 #[tokio::test]
@@ -910,12 +1018,14 @@ async fn job_list_watch_prints_a_snapshot_when_not_a_terminal() {
             .eq(["ID", "STATUS", "PROGRESS", "LATEST", "METRIC", "MODEL", "AGE"]),
         "{text}"
     );
-    let row = lines.iter().find(|l| l.starts_with(&t.id)).unwrap();
+    // Jobs by number: t is #1, idle #2.
+    assert!(!text.contains(&t.id) && !text.contains(&idle.id), "{text}");
+    let row = lines.iter().find(|l| l.starts_with("#1 ")).unwrap();
     assert!(
         row.contains("running") && row.contains("75%") && row.contains("loss 0.42 · accuracy 0.58"),
         "{row}"
     );
-    let row = lines.iter().find(|l| l.starts_with(&idle.id)).unwrap();
+    let row = lines.iter().find(|l| l.starts_with("#2 ")).unwrap();
     assert!(row.contains("running") && row.contains(" - "), "{row}");
 }
 
@@ -1101,6 +1211,8 @@ async fn dashboard_updates_live_in_headless_chromium() {
     for e in 1..=2 {
         t.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;
     }
+    t.upload("checkpoints/best.pt", b"best-checkpoint-bytes")
+        .await;
     let mut node = std::process::Command::new("node");
     node.arg(root.join("tests/ui/dashboard.mjs"))
         .arg(&d.url)
@@ -1144,6 +1256,10 @@ async fn dashboard_updates_live_in_headless_chromium() {
         t.batch(points).await;
     }
     expect("CHART_UPDATED", &mut child);
+    // The artifact downloads from its link; the cancel button cancels.
+    expect("DOWNLOADED", &mut child);
+    expect("CANCELLED", &mut child);
+    assert_eq!(common::api::job(&d, &t.id).await["status"], "cancelled");
     let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

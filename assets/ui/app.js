@@ -86,6 +86,23 @@ function summary(m, n = 2) {
   return rank(metricKeys(m)).slice(0, n).map((k) => `${k} ${fmt(m.metrics[k])}`).join(" · ");
 }
 function statusBadge(s) { return el("span", { class: `status s-${s}`, text: s }); }
+// "#42"; the full id for a server that predates job numbers.
+const jobNumber = (j) => (j.number > 0 ? `#${j.number}` : j.id);
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i ? `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}` : `${n} B`;
+}
+// Runners record a trainer killed by a signal as the negated signal number (as the CLI says it).
+const SIGNALS = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+  9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM" };
+function exitText(code) {
+  if (code >= 0) return `exit code ${code}`;
+  return `killed by ${SIGNALS[-code] || `signal ${-code}`}`;
+}
+// Each path segment percent-encoded, the slashes kept.
+const encodePath = (p) => p.split("/").map(encodeURIComponent).join("/");
 function progressBar(p, big) {
   const fill = el("div");
   fill.style.width = pct(p);
@@ -118,7 +135,7 @@ async function jobsPage(root) {
     tr.dataset.status = job.status;
     const latest = tr.querySelector(".latest")?.textContent || "";
     tr.replaceChildren(
-      el("td", { class: "mono" }, el("a", { href: `/ui/jobs/${job.id}`, text: job.id.slice(0, 8) })),
+      el("td", { class: "mono" }, el("a", { href: `/ui/jobs/${job.id}`, title: job.id, text: jobNumber(job) })),
       el("td", {}, statusBadge(job.status)),
       el("td", {}, progressBar(job.progress)),
       el("td", { class: "latest mono", text: latest }),
@@ -244,26 +261,63 @@ async function jobPage(root, id) {
   const head = el("div", { class: "head" });
   const fields = el("dl", { class: "fields" });
   const charts = el("div", { class: "charts", id: "charts" });
+  const artifacts = el("div", { id: "artifacts" }, el("p", { class: "muted", text: "loading…" }));
   const logs = el("pre", { class: "logs", id: "logs", text: "loading…" });
   root.replaceChildren(head,
     el("div", { class: "grid2" },
-      el("div", {}, el("h2", { text: "Job" }), el("div", { class: "card" }, fields)),
+      el("div", {}, el("h2", { text: "Job" }), el("div", { class: "card" }, fields),
+        el("h2", { text: "Artifacts" }), artifacts),
       el("div", {}, el("h2", { text: "Metrics" }),
         el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts)),
     el("h2", { text: "Logs (tail)" }), logs);
   const plot = new Charts(charts);
   let job;
+  let cancelling = false;
+  let cancelError = "";
+
+  // DELETE with the page's credentials (the API token cookie when one is set).
+  async function cancel() {
+    if (!confirm(`Cancel job ${jobNumber(job)} (${job.model_name})? Its trainer is stopped.`)) return;
+    cancelling = true;
+    cancelError = "";
+    show(job);
+    try {
+      const r = await fetch(`${API}/jobs/${id}`, { method: "DELETE", credentials: "same-origin",
+        headers: { Accept: "application/json" } });
+      if (!r.ok) {
+        let detail = `${r.status} ${r.statusText}`;
+        try { detail = (await r.json()).detail || detail; } catch (_) { /* keep the status */ }
+        throw new Error(detail);
+      }
+      // The event stream brings the cancelled job; this read covers a stream that is down.
+      show(await (await api(`/jobs/${id}`)).json());
+    } catch (e) {
+      cancelError = `Cannot cancel: ${e.message}`;
+    } finally {
+      cancelling = false;
+      show(job);
+    }
+  }
 
   function show(j) {
     job = j;
-    document.title = `platform · ${j.model_name} ${j.status}`;
-    head.replaceChildren(el("h1", { class: "mono", text: j.id }), statusBadge(j.status),
+    document.title = `platform · ${jobNumber(j)} ${j.model_name} ${j.status}`;
+    head.replaceChildren(el("h1", { text: `Job ${jobNumber(j)}` }),
+      el("span", { class: "muted mono", id: "job-id", text: j.id }), statusBadge(j.status),
       progressBar(j.progress, true), el("span", { class: "muted", text: j.message || "" }));
+    if (!TERMINAL.has(j.status)) {
+      const button = el("button", { class: "danger", id: "cancel", type: "button",
+        text: cancelling ? "Cancelling…" : "Cancel job" });
+      button.disabled = cancelling;
+      button.addEventListener("click", cancel);
+      head.append(button);
+    }
+    if (cancelError) head.append(el("span", { class: "error", id: "cancel-error", text: cancelError }));
     const when = (t) => (t ? `${new Date(t).toLocaleString()} (${ago(t)})` : "–");
     const rows = [
       ["User", j.user_id], ["Model", j.model_name], ["Framework", j.framework],
       ["Dataset", j.dataset_s3_uri], ["Config", j.config ? JSON.stringify(j.config) : "–"],
-      ["Checkpoint", j.checkpoint_s3_uri || "–"], ["Runner", j.runner ? `${j.runner}${j.exit_code != null ? ` (exit ${j.exit_code})` : ""}` : "–"],
+      ["Checkpoint", j.checkpoint_s3_uri || "–"], ["Runner", j.runner ? `${j.runner}${j.exit_code != null ? ` (${exitText(j.exit_code)})` : ""}` : "–"],
       ["Created", when(j.created_at)], ["Started", when(j.started_at)], ["Completed", when(j.completed_at)],
     ];
     if (j.started_at) {
@@ -291,6 +345,28 @@ async function jobPage(root, id) {
     } catch (e) { logs.textContent = `logs unavailable: ${e.message}`; }
   }
 
+  // The job's outputs, each a download link (the browser sends the page's credentials).
+  let artifactsShown = 0;
+  async function refreshArtifacts() {
+    artifactsShown = Date.now();
+    try {
+      const files = await (await api(`/jobs/${id}/artifacts`)).json();
+      if (!files.length) {
+        artifacts.replaceChildren(el("p", { class: "muted", text: "No artifacts yet." }));
+        return;
+      }
+      artifacts.replaceChildren(el("table", { class: "jobs artifacts" },
+        el("thead", {}, el("tr", {}, ...["Path", "Size", "Modified"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...files.map((f) => el("tr", { "data-path": f.path },
+          el("td", { class: "mono" }, el("a", { href: `${API}/jobs/${id}/artifacts/${encodePath(f.path)}`,
+            download: f.path.split("/").pop(), text: f.path })),
+          el("td", { text: bytes(f.size) }),
+          el("td", { class: "ago", "data-t": f.last_modified, text: ago(f.last_modified) }))))));
+    } catch (e) {
+      artifacts.replaceChildren(el("p", { class: "muted", text: `artifacts unavailable: ${e.message}` }));
+    }
+  }
+
   try {
     show(await (await api(`/jobs/${id}`)).json());
   } catch (e) {
@@ -303,12 +379,15 @@ async function jobPage(root, id) {
   plot.flush();
   const lastId = history.length ? history[history.length - 1].id : 0;
   refreshLogs();
+  refreshArtifacts();
   if (!TERMINAL.has(job.status)) {
     logTimer = setInterval(refreshLogs, 3000);
     const es = stream(`/jobs/${id}/events?last_event_id=m${lastId}-j0`);
     on(es, "metric", (m) => plot.add(m));
     on(es, "job", (j) => {
       show(j);
+      // Trainers upload outputs as they go: look again now and then, and at the end.
+      if (TERMINAL.has(j.status) || Date.now() - artifactsShown > 5000) refreshArtifacts();
       if (TERMINAL.has(j.status)) {
         es.close();
         setConn("", "finished");

@@ -19,14 +19,14 @@ use crate::model::StoredFile;
 /// `platform job artifacts`.
 #[derive(Debug, Args)]
 pub struct ArtifactsArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
 }
 
 /// `platform job download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
     /// One artifact, or a directory of them [default: all of the job's artifacts].
     pub path: Option<String>,
@@ -41,7 +41,7 @@ pub struct DownloadArgs {
 /// `platform job artifacts ID`.
 pub async fn list(client: &Client, out: &Printer, a: ArtifactsArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
-    let id = client.resolve_job(&a.id).await?;
+    let id = super::resolve::job_id(client, &a.id).await?;
     let files = client.artifacts(id).await?;
     output::print_list(
         out,
@@ -61,7 +61,7 @@ pub async fn list(client: &Client, out: &Printer, a: ArtifactsArgs) -> anyhow::R
 
 /// `platform job download ID [PATH] --to DIR`.
 pub async fn download(client: &Client, out: &Printer, a: DownloadArgs) -> anyhow::Result<()> {
-    let id = client.resolve_job(&a.id).await?;
+    let id = super::resolve::job_id(client, &a.id).await?;
     let all = client.artifacts(id).await?;
     let wanted: Vec<StoredFile> = match a.path.as_deref().map(|p| p.trim_matches('/')) {
         None | Some("") => all,

@@ -2,6 +2,7 @@
 //! line to print) up to `main`, and [`finish`] is the one rule for commands
 //! that wait for a job to end.
 
+use super::output;
 use crate::model::{Job, JobStatus};
 
 /// A failure that ends the process with a specific exit code. The message,
@@ -37,20 +38,31 @@ impl Exit {
 
 /// The exit code rule for every command that follows a job to its end
 /// (`--follow`, `watch`): 0 only for `completed`, so scripts can chain on it.
+/// Otherwise the error says how the job ended, with all of its `error`
+/// (for a crashed trainer: the last lines of its log).
 pub fn finish(job: &Job) -> anyhow::Result<()> {
-    match job.status {
-        JobStatus::Completed => Ok(()),
-        s => Err(Exit {
-            code: 1,
-            message: format!(
-                "job {} ended {s}{}",
-                job.id,
-                job.error
-                    .as_deref()
-                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                    .unwrap_or_default()
-            ),
-        }
-        .into()),
+    end(job, usize::MAX)
+}
+
+/// [`finish`] with only the first line of the job's `error`, for commands
+/// that have just printed the log it quotes (`job logs --follow`).
+pub fn finish_brief(job: &Job) -> anyhow::Result<()> {
+    end(job, 1)
+}
+
+fn end(job: &Job, lines: usize) -> anyhow::Result<()> {
+    if job.status == JobStatus::Completed {
+        return Ok(());
     }
+    let mut message = format!("job {} ended {}", output::job_number(job), job.status);
+    let mut error = job.error.as_deref().unwrap_or("").lines().take(lines);
+    if let Some(first) = error.next() {
+        message.push_str(": ");
+        message.push_str(first);
+    }
+    for line in error {
+        message.push_str("\n  ");
+        message.push_str(line);
+    }
+    Err(Exit { code: 1, message }.into())
 }

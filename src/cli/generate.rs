@@ -36,8 +36,9 @@ pub(crate) const COMPLETION_FILES: [(Shell, &str); 4] = [
 ];
 
 /// The clap command with environment values hidden, so generated files do
-/// not depend on the machine that generated them.
-fn command() -> clap::Command {
+/// not depend on the machine that generated them, and help never shows an
+/// unset variable as `[env: NAME=]` (what the parser uses too).
+pub(crate) fn command() -> clap::Command {
     fn hide(cmd: clap::Command) -> clap::Command {
         cmd.mut_args(|a| a.hide_env_values(true))
             .mut_subcommands(hide)

@@ -39,7 +39,7 @@ pub enum JobCommand {
 /// `platform job logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
     /// Keep printing new output until the job ends.
     #[arg(long, short = 'f')]
@@ -121,14 +121,14 @@ fn status_help(s: JobStatus) -> &'static str {
 /// `platform job get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
 }
 
 /// `platform job cancel`.
 #[derive(Debug, Args)]
 pub struct CancelArgs {
-    /// Job ids or unique prefixes.
+    /// Jobs: numbers (42 or #42), full ids, or unique id prefixes (≥ 4 hex characters).
     #[arg(required = true)]
     pub ids: Vec<String>,
 }
@@ -141,7 +141,7 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
         JobCommand::List(a) => list(&client, out, a).await,
         JobCommand::Get(a) => {
             let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
-            let id = client.resolve_job(&a.id).await?;
+            let id = super::resolve::job_id(&client, &a.id).await?;
             let job = client.get_job(id).await?;
             print_job(out, fmt, &job)
         }
@@ -150,7 +150,7 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
         JobCommand::Download(a) => super::artifacts::download(&client, out, a).await,
         JobCommand::Logs(a) => logs(&client, a).await,
         JobCommand::Watch(a) => {
-            let id = client.resolve_job(&a.id).await?;
+            let id = super::resolve::job_id(&client, &a.id).await?;
             super::watch::watch(&client, out, id).await
         }
     }
@@ -159,7 +159,7 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
 async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
     use futures::StreamExt;
     use std::io::Write;
-    let id = client.resolve_job(&a.id).await?;
+    let id = super::resolve::job_id(client, &a.id).await?;
     let resp = client.logs(id, a.follow, a.tail).await?;
     let mut body = resp.bytes_stream();
     let mut stdout = std::io::stdout();
@@ -170,7 +170,7 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
     }
     if a.follow {
         // The stream ends with the job; like `watch`, only `completed` is success.
-        return exit::finish(&super::events::until_final(client, id).await?);
+        return exit::finish_brief(&super::events::until_final(client, id).await?);
     }
     Ok(())
 }
@@ -196,7 +196,7 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
     let job = client.create_job(&req).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
-            eprintln!("created job {}", job.id);
+            eprintln!("created job {} ({})", output::job_number(&job), job.id);
         }
         return super::watch::watch(client, out, job.id).await;
     }
@@ -206,8 +206,13 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         OutputFormat::Table => {
-            println!("created job {} ({})", job.id, output::status(job.status));
-            println!("  follow it:  platform job get {}", short(&job));
+            println!(
+                "created job {} ({}), {}",
+                output::job_number(&job),
+                job.id,
+                output::status(job.status)
+            );
+            println!("  follow it:  platform job watch {}", output::job_arg(&job));
             Ok(())
         }
         f => print_job(out, f, &job),
@@ -370,7 +375,7 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
     }
 }
 
-/// The job table of `job list`.
+/// The job table of `job list`: jobs by number; `wide` adds the full id.
 pub fn print_jobs_table(jobs: &[Job], wide: bool) {
     let mut headers = vec![
         "ID",
@@ -382,12 +387,13 @@ pub fn print_jobs_table(jobs: &[Job], wide: bool) {
         "CREATED",
     ];
     if wide {
+        headers.insert(1, "UUID");
         headers.extend(["DATASET", "RUNNER", "MESSAGE"]);
     }
     let mut t = output::table(&headers);
     for j in jobs {
         let mut row = vec![
-            j.id.to_string(),
+            output::job_number(j),
             output::status(j.status),
             output::percent(j.progress),
             j.framework.clone(),
@@ -396,6 +402,7 @@ pub fn print_jobs_table(jobs: &[Job], wide: bool) {
             output::ago(j.created_at),
         ];
         if wide {
+            row.insert(1, j.id.to_string());
             row.push(j.dataset_s3_uri.clone());
             row.push(j.runner.clone().unwrap_or_else(|| "-".into()));
             row.push(
@@ -424,6 +431,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
             .unwrap_or_else(dash)
     };
     let mut rows: Vec<(&str, String)> = vec![
+        ("Job", output::job_number(j)),
         ("ID", j.id.to_string()),
         (
             "Status",
@@ -452,7 +460,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
         (
             "Runner",
             match (&j.runner, j.exit_code) {
-                (Some(r), Some(c)) => format!("{r} (exit code {c})"),
+                (Some(r), Some(c)) => format!("{r} ({})", output::exit_code(c)),
                 (Some(r), None) => r.clone(),
                 _ => dash(),
             },
@@ -476,15 +484,11 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn short(j: &Job) -> String {
-    j.id.to_string()
-}
-
 async fn cancel(client: &Client, out: &Printer, a: CancelArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for raw in &a.ids {
         let result = async {
-            let id = client.resolve_job(raw).await?;
+            let id = super::resolve::job_id(client, raw).await?;
             client.cancel_job(id).await?;
             Ok::<_, anyhow::Error>(id)
         }
@@ -494,7 +498,9 @@ async fn cancel(client: &Client, out: &Printer, a: CancelArgs) -> anyhow::Result
             Ok(_) => {}
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {raw}: {e:#}");
+                // Every failure names the job already (the server's
+                // message names its id, a lookup's the argument).
+                eprintln!("error: {e:#}");
             }
         }
     }

@@ -4,6 +4,12 @@
 
 use crate::model::Metric;
 
+/// The point's epoch when the trainer reported one (the API says 0 for
+/// points that only carry a `step`).
+pub fn epoch_of(m: &Metric) -> Option<i64> {
+    (m.epoch != 0 || m.metrics.contains_key("epoch")).then_some(m.epoch)
+}
+
 /// Ascending step order: by epoch, then step, then arrival.
 pub fn sort_by_step(points: &mut [Metric]) {
     points.sort_by_key(|m| (m.epoch, m.step.unwrap_or(i64::MIN), m.id));

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::events::{job_events_path, Update};
 use super::exit::{self, Exit};
-use super::metric_keys::{columns, keys, sort_by_step, Direction};
+use super::metric_keys::{columns, epoch_of, keys, sort_by_step, Direction};
 use super::output::{self, OutputFormat, Printer};
 use super::stream::{EventStream, Item};
 use super::GlobalArgs;
@@ -22,9 +22,9 @@ const PLOT_POINTS: i64 = 1000;
 /// `platform metrics`.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
-    /// Only the last N points.
+    /// Only the last N points, in step order (with --plot, only these are drawn).
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
     /// Keep printing new points until the job ends (-o json then prints one point per line).
@@ -44,9 +44,9 @@ pub struct MetricsArgs {
 pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Csv])?;
     let client = g.client()?;
-    let id = client.resolve_job(&a.id).await?;
-    if !a.plot.is_empty() {
-        return plot(&client, id, &a.plot).await;
+    let id = super::resolve::job_id(&client, &a.id).await?;
+    if !a.plot.is_empty() && a.last.is_none() {
+        return plot(&plot_points(&client, id).await?, &a.plot);
     }
     let mut points = client.all_metrics(id, None).await?;
     let last_id = points.iter().map(|m| m.id).max().unwrap_or(0);
@@ -54,6 +54,9 @@ pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Resul
     if let Some(n) = a.last {
         let skip = points.len().saturating_sub(n);
         points.drain(..skip);
+    }
+    if !a.plot.is_empty() {
+        return plot(&points, &a.plot);
     }
     if a.follow {
         return follow(&client, fmt, id, points, last_id).await;
@@ -76,10 +79,7 @@ fn print_table(points: &[Metric]) {
     headers.push("TIME");
     let mut t = output::table(&headers);
     for p in points {
-        let mut row = vec![
-            p.epoch.to_string(),
-            p.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-        ];
+        let mut row = vec![dash(epoch_of(p)), dash(p.step)];
         for k in &keys {
             row.push(
                 p.metrics
@@ -241,7 +241,7 @@ impl Rows {
         if self.fmt == OutputFormat::Csv {
             let mut row = vec![
                 p.id.to_string(),
-                p.epoch.to_string(),
+                epoch_of(p).map(|e| e.to_string()).unwrap_or_default(),
                 step.unwrap_or_default(),
             ];
             row.extend(
@@ -255,7 +255,11 @@ impl Rows {
             );
             return csv_line(&row);
         }
-        let mut row = format!("{:<6}  {:<8}", p.epoch, step.unwrap_or_else(|| "-".into()));
+        let mut row = format!(
+            "{:<6}  {:<8}",
+            dash(epoch_of(p)),
+            step.unwrap_or_else(|| "-".into())
+        );
         for (k, w) in self.keys.iter().zip(&self.widths) {
             let v = p
                 .metrics
@@ -268,6 +272,11 @@ impl Rows {
     }
 }
 
+/// A number, or `-` when there is none.
+fn dash(n: Option<i64>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
 fn csv_line(fields: &[String]) -> String {
     fields
         .iter()
@@ -276,10 +285,9 @@ fn csv_line(fields: &[String]) -> String {
         .join(",")
 }
 
-/// `--plot`: one terminal line chart per key, over the step when every
-/// point has one, else the epoch.
-async fn plot(client: &Client, id: Uuid, wanted: &[String]) -> anyhow::Result<()> {
-    use textplots::{Chart, Plot, Shape};
+/// A whole history for a plot, downsampled by the server (first, last and
+/// extremes kept), in step order.
+async fn plot_points(client: &Client, id: Uuid) -> anyhow::Result<Vec<Metric>> {
     let q = MetricQuery {
         order: Some("asc".into()),
         max_points: Some(PLOT_POINTS),
@@ -287,13 +295,20 @@ async fn plot(client: &Client, id: Uuid, wanted: &[String]) -> anyhow::Result<()
     };
     let mut points = client.metrics(id, &q).await?;
     sort_by_step(&mut points);
-    let available = keys(&points);
+    Ok(points)
+}
+
+/// `--plot`: one terminal line chart per key, over the step when every
+/// point has one, else the epoch.
+fn plot(points: &[Metric], wanted: &[String]) -> anyhow::Result<()> {
+    use textplots::{Chart, Plot, Shape};
+    let available = keys(points);
     let cols = console::Term::stdout()
         .size_checked()
         .map_or(100, |(_, c)| c as u32);
     let width = (cols.saturating_sub(16) * 2).clamp(32, 300);
     for key in wanted.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
-        let series = series(&points, key);
+        let series = series(points, key);
         let Some(first) = series.points.first() else {
             return Err(Exit::usage(format!(
                 "no point of this job has a metric {key:?}; it has: {}",

@@ -3,7 +3,8 @@
 //! [`crate::client::Client`], never through the daemon's own modules.
 //!
 //! Command modules (`job`, `metrics`, `dataset`, …) build on shared ones
-//! (`exit`, `events`, `metric_keys`, `output`, `stream`, `transfer`), never
+//! (`exit`, `events`, `metric_keys`, `output`, `resolve`, `stream`,
+//! `tracker`, `transfer`), never
 //! the other way round and never on each other in a loop; what they take
 //! from this file is only the tree's global flags ([`GlobalArgs`], [`Cli`]).
 
@@ -18,11 +19,15 @@ pub(crate) mod metric_keys;
 pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod report;
+pub(crate) mod resolve;
 pub mod stream;
+pub(crate) mod suggest;
+pub(crate) mod tracker;
 pub(crate) mod transfer;
 pub(crate) mod watch;
 
 pub use exit::Exit;
+pub use suggest::parse;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -51,8 +56,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options accepted before or after any subcommand.
+/// Options accepted before or after any subcommand (listed under their own
+/// heading in every command's `--help`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global Options")]
 pub struct GlobalArgs {
     /// URL of the platform daemon.
     #[arg(long, global = true, env = "PLATFORM_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
@@ -100,7 +107,7 @@ pub enum Command {
     /// Upload and list datasets in the daemon's object store.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
-    /// List the trainer frameworks the daemon knows.
+    /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::exit::Exit;
 use super::GlobalArgs;
-use crate::model::JobStatus;
+use crate::model::{Job, JobStatus};
 
 /// `-o/--output` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +159,39 @@ pub fn status(s: JobStatus) -> String {
     style.apply_to(s.as_str()).to_string()
 }
 
+/// The short name tables and messages use for a job: `#42` (its full id
+/// when the server predates job numbers).
+pub fn job_number(j: &Job) -> String {
+    if j.number > 0 {
+        format!("#{}", j.number)
+    } else {
+        j.id.to_string()
+    }
+}
+
+/// What to type to name `j` in another command: its number, or its id
+/// when the server predates numbers.
+pub fn job_arg(j: &Job) -> String {
+    if j.number > 0 {
+        j.number.to_string()
+    } else {
+        j.id.to_string()
+    }
+}
+
+/// How a trainer's exit code reads: `exit code 1`, or the signal that
+/// killed it (the runners record a signal as its negated number).
+pub fn exit_code(code: i32) -> String {
+    if code >= 0 {
+        return format!("exit code {code}");
+    }
+    let number = code.unsigned_abs();
+    match i32::try_from(number).map(nix::sys::signal::Signal::try_from) {
+        Ok(Ok(sig)) => format!("killed by {}", sig.as_str()),
+        _ => format!("killed by signal {number}"),
+    }
+}
+
 /// "just now", "42s ago", "3m ago", "5h ago", "2d ago".
 pub fn ago(t: DateTime<Utc>) -> String {
     let secs = (Utc::now() - t).num_seconds();
@@ -210,6 +243,15 @@ mod tests {
         assert_eq!(ago(now - chrono::Duration::minutes(3)), "3m ago");
         assert_eq!(ago(now - chrono::Duration::hours(5)), "5h ago");
         assert_eq!(duration(187), "3m 07s");
+    }
+
+    #[test]
+    fn exit_codes_name_signals() {
+        assert_eq!(exit_code(0), "exit code 0");
+        assert_eq!(exit_code(1), "exit code 1");
+        assert_eq!(exit_code(-15), "killed by SIGTERM");
+        assert_eq!(exit_code(-9), "killed by SIGKILL");
+        assert_eq!(exit_code(-99), "killed by signal 99");
     }
 
     #[test]

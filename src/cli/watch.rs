@@ -5,21 +5,20 @@
 //! stdout is not a terminal they print plain lines, and `-o json` prints
 //! every event as one JSON line. Ctrl-C detaches without touching the job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use uuid::Uuid;
 
 use super::events::{job_events_path, Update, ALL_JOBS_EVENTS_PATH};
 use super::exit::{self, Exit};
-use super::metric_keys::{rank, Direction};
 use super::output::{self, OutputFormat, Printer};
 use super::stream::{EventStream, Item, SseEvent};
+use super::tracker::{fit, Tracker};
 use crate::client::Client;
 use crate::model::{Job, JobListQuery, Metric, MetricQuery};
 
@@ -29,184 +28,28 @@ const INTERRUPTED: i32 = 130;
 /// `platform job watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Job id or unique prefix (≥ 4 characters).
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
     pub id: String,
 }
 
-/// What a watcher knows about a job so far.
-#[derive(Debug, Default)]
-pub struct Tracker {
-    /// The latest snapshot.
-    pub job: Option<Job>,
-    /// Latest value of every metric key.
-    latest: BTreeMap<String, f64>,
-    /// Best value of every key with a known direction, with its epoch.
-    best: HashMap<String, (f64, i64)>,
-    /// Epoch of the latest point.
-    epoch: Option<i64>,
-}
+/// Columns of a bar line besides the status word and the message:
+/// " [" + bar + "] " + "100%" + " ".
+const BAR_FRAME: usize = 2 + 2 + 4 + 1;
 
-impl Tracker {
-    /// Folds in one event.
-    pub fn apply(&mut self, u: &Update) {
-        match u {
-            Update::Job(j) => self.job = Some((**j).clone()),
-            Update::Metric(m) => {
-                if m.metrics.contains_key("epoch") || m.epoch > 0 {
-                    self.epoch = Some(m.epoch);
-                }
-                for (k, v) in &m.metrics {
-                    let Some(v) = v.as_f64() else { continue };
-                    if k == "epoch" || k == "step" {
-                        continue;
-                    }
-                    self.latest.insert(k.clone(), v);
-                    let dir = Direction::of(k);
-                    let better = |old: f64| match dir {
-                        Direction::Lower => v < old,
-                        Direction::Higher => v > old,
-                        Direction::Unknown => false,
-                    };
-                    if dir != Direction::Unknown {
-                        let e = self.best.entry(k.clone()).or_insert((v, m.epoch));
-                        if better(e.0) {
-                            *e = (v, m.epoch);
-                        }
-                    }
-                }
-            }
-            Update::Other => {}
-        }
-    }
+/// Width of the lines printed when stdout is not a terminal (no cutting
+/// needed there, but a line should stay readable).
+const PLAIN_WIDTH: usize = 200;
 
-    /// Current and total epochs, when known (from the message `epoch 3/10`,
-    /// the points' epochs and `config.epochs`).
-    pub fn epochs(&self) -> (Option<i64>, Option<i64>) {
-        let job = self.job.as_ref();
-        let from_msg = job.and_then(|j| j.message.as_deref()).and_then(parse_epoch);
-        let total = job
-            .and_then(|j| j.config.as_ref())
-            .and_then(|c| c.get("epochs"))
-            .and_then(|v| v.as_i64())
-            .or(from_msg.map(|m| m.1));
-        (from_msg.map(|m| m.0).or(self.epoch), total)
-    }
-
-    /// Up to `n` latest metrics, most useful first, e.g. `loss 0.53 · mAP50 0.61`.
-    pub fn key_metrics(&self, n: usize) -> String {
-        rank(self.latest.keys().cloned())
-            .into_iter()
-            .take(n)
-            .filter_map(|k| self.latest.get(&k).map(|v| format!("{k} {}", fmt(*v))))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    }
-
-    /// The status line: epoch, metrics, elapsed and ETA.
-    fn line(&self) -> String {
-        let Some(job) = &self.job else {
-            return "connecting…".into();
-        };
-        let mut parts = Vec::new();
-        match self.epochs() {
-            (Some(e), Some(t)) => parts.push(format!("epoch {e}/{t}")),
-            (Some(e), None) => parts.push(format!("epoch {e}")),
-            _ => {}
-        }
-        let metrics = self.key_metrics(3);
-        if !metrics.is_empty() {
-            parts.push(metrics);
-        }
-        if let Some(m) = job.message.as_deref().filter(|m| parse_epoch(m).is_none()) {
-            parts.push(m.lines().next().unwrap_or("").to_string());
-        }
-        let now = Utc::now();
-        match job.started_at {
-            Some(start) if !job.status.is_terminal() => {
-                let elapsed = (now - start).num_seconds().max(0);
-                let mut t = format!("{} elapsed", output::duration(elapsed));
-                if job.progress > 0.0 && job.progress < 1.0 {
-                    let eta = elapsed as f64 * (1.0 - job.progress) / job.progress;
-                    t.push_str(&format!(", ETA {}", output::duration(eta.round() as i64)));
-                }
-                parts.push(t);
-            }
-            None if !job.status.is_terminal() => parts.push(format!(
-                "waiting for a runner ({})",
-                output::duration((now - job.created_at).num_seconds())
-            )),
-            _ => {}
-        }
-        parts.join(" · ")
-    }
-
-    /// The closing summary lines.
-    fn summary(&self, job: &Job) -> Vec<String> {
-        let took = job
-            .started_at
-            .zip(job.completed_at)
-            .map(|(s, c)| format!(" in {}", output::duration((c - s).num_seconds())))
-            .unwrap_or_default();
-        let mut lines = vec![format!(
-            "job {} {}{took}",
-            job.id,
-            output::status(job.status)
-        )];
-        let keys = rank(self.latest.keys().cloned());
-        let best: Vec<String> = keys
-            .iter()
-            .filter_map(|k| {
-                self.best
-                    .get(k)
-                    .map(|(v, e)| format!("{k} {} (epoch {e})", fmt(*v)))
-            })
-            .take(4)
-            .collect();
-        if !best.is_empty() {
-            lines.push(format!("  best        {}", best.join(", ")));
-        }
-        let last = self.key_metrics(4);
-        if !last.is_empty() {
-            let epoch = self
-                .epoch
-                .map(|e| format!(" (epoch {e})"))
-                .unwrap_or_default();
-            lines.push(format!(
-                "  last        {}{epoch}",
-                last.replace(" · ", ", ")
-            ));
-        }
-        if let Some(c) = &job.checkpoint_s3_uri {
-            lines.push(format!("  checkpoint  {c}"));
-        }
-        if let Some(e) = &job.error {
-            lines.push(format!("  error       {}", e.lines().next().unwrap_or("")));
-        }
-        lines
-    }
-}
-
-/// `epoch 3/10` (any case, anywhere in the text) → (3, 10).
-pub fn parse_epoch(text: &str) -> Option<(i64, i64)> {
-    let lower = text.to_ascii_lowercase();
-    let rest = &lower[lower.find("epoch")? + "epoch".len()..];
-    let rest = rest.trim_start_matches([' ', ':', '=']);
-    let (cur, rest) = rest.split_once('/')?;
-    let total: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    Some((cur.trim().parse().ok()?, total.parse().ok()?))
-}
-
-fn fmt(v: f64) -> String {
-    output::number(&serde_json::json!(v))
+/// Columns left for the message on a bar line after the status word and a
+/// bar `width` wide, with one spare: a line that fills the terminal exactly
+/// leaves the cursor waiting to wrap.
+fn message_room(status_len: usize, width: usize) -> usize {
+    usize::from(console::Term::stdout().size().1).saturating_sub(status_len + width + BAR_FRAME + 1)
 }
 
 /// How a watcher shows what happens.
 enum View {
-    Bar(ProgressBar),
+    Bar { bar: ProgressBar, width: usize },
     Lines { last: String },
     Json,
     Quiet,
@@ -219,15 +62,19 @@ impl View {
             OutputFormat::Json => View::Json,
             _ if out.quiet => View::Quiet,
             _ if out.tty => {
+                let columns = usize::from(console::Term::stdout().size().1);
+                let width = if columns >= 100 { 30 } else { 20 };
                 let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stdout());
+                // `{msg}`, not `{wide_msg}`: the message is fitted to the
+                // terminal here, whole words only (see `Tracker::line`).
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix} [{bar:30.cyan/blue}] {percent:>3}% {wide_msg}",
-                    )
+                    ProgressStyle::with_template(&format!(
+                        "{{prefix}} [{{bar:{width}.cyan/blue}}] {{percent:>3}}% {{msg}}"
+                    ))
                     .context("progress bar template")?
                     .progress_chars("=> "),
                 );
-                View::Bar(bar)
+                View::Bar { bar, width }
             }
             _ => View::Lines {
                 last: String::new(),
@@ -253,7 +100,7 @@ impl View {
                             "{} {} {}",
                             output::status(job.status),
                             output::percent(job.progress),
-                            t.line()
+                            t.line(PLAIN_WIDTH)
                         );
                         let key = format!(
                             "{} {} {:?}",
@@ -268,23 +115,27 @@ impl View {
                     }
                 }
             }
-            View::Bar(_) => self.tick(t),
+            View::Bar { .. } => self.tick(t),
             View::Quiet => {}
         }
         Ok(())
     }
 
     fn tick(&self, t: &Tracker) {
-        if let (View::Bar(bar), Some(job)) = (self, &t.job) {
+        if let (View::Bar { bar, width }, Some(job)) = (self, &t.job) {
             bar.set_prefix(output::status(job.status));
             bar.set_position((job.progress.clamp(0.0, 1.0) * 1000.0).round() as u64);
-            bar.set_message(t.line());
+            bar.set_message(t.line(message_room(job.status.as_str().len(), *width)));
         }
     }
 
     fn note(&self, text: &str) {
         match self {
-            View::Bar(bar) => bar.set_message(text.to_string()),
+            View::Bar { bar, width } => {
+                // Room for the longest status word, whatever the job's is.
+                let room = message_room("cancelled".len(), *width);
+                bar.set_message(fit(vec![(0, text.to_string())], room));
+            }
             View::Quiet => {}
             _ => eprintln!("{text}"),
         }
@@ -292,7 +143,7 @@ impl View {
 
     fn finish(&self, t: &Tracker, job: &Job) {
         match self {
-            View::Bar(bar) => {
+            View::Bar { bar, .. } => {
                 self.tick(t);
                 bar.finish_and_clear();
             }
@@ -304,9 +155,12 @@ impl View {
         }
     }
 
+    /// Leaves the bar as it is and moves below it, so what is printed next
+    /// (the detach note, the shell prompt) starts on a line of its own.
     fn detach(&self) {
-        if let View::Bar(bar) = self {
+        if let View::Bar { bar, .. } = self {
             bar.abandon();
+            println!();
         }
     }
 }
@@ -328,7 +182,11 @@ pub async fn watch(client: &Client, out: &Printer, id: Uuid) -> anyhow::Result<(
             }
             _ = &mut interrupt => {
                 view.detach();
-                eprintln!("detached from job {id}; it keeps running. Re-attach with: platform job watch {id}");
+                let (name, arg) = match &tracker.job {
+                    Some(j) => (output::job_number(j), output::job_arg(j)),
+                    None => (id.to_string(), id.to_string()),
+                };
+                eprintln!("detached from job {name}; it keeps running. Re-attach with: platform job watch {arg}");
                 return Err(Exit::silent(INTERRUPTED));
             }
         };
@@ -458,7 +316,7 @@ fn live_table(jobs: &[Job], latest: &HashMap<Uuid, Metric>) -> Vec<String> {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "-".into());
         t.add_row(vec![
-            j.id.to_string(),
+            output::job_number(j),
             output::status(j.status),
             output::percent(j.progress),
             metric,
@@ -467,21 +325,4 @@ fn live_table(jobs: &[Job], latest: &HashMap<Uuid, Metric>) -> Vec<String> {
         ]);
     }
     output::table_lines(&t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_epochs_in_messages() {
-        assert_eq!(parse_epoch("epoch 21/50"), Some((21, 50)));
-        assert_eq!(
-            parse_epoch("Training: Epoch 3 / 10, loss 0.5"),
-            Some((3, 10))
-        );
-        assert_eq!(parse_epoch("epoch: 4/8"), Some((4, 8)));
-        assert_eq!(parse_epoch("epoch 3"), None);
-        assert_eq!(parse_epoch("warming up"), None);
-    }
 }

@@ -21,7 +21,7 @@ use crate::model::{
 };
 use crate::secrets::{hash_token, new_token, token_matches};
 use crate::storage::{Store, StoreError};
-use crate::trainers::Registry;
+use crate::trainers::Trainers;
 
 /// Why a job operation was refused (each maps to one HTTP status).
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ pub struct JobsConfig {
 pub struct Jobs {
     db: Arc<Db>,
     events: Events,
-    registry: Arc<Registry>,
+    registry: Arc<Trainers>,
     store: Arc<Store>,
     cfg: JobsConfig,
     /// Token hashes of live jobs, so the hot path skips a read. An entry
@@ -92,7 +92,7 @@ impl Jobs {
     pub fn new(
         db: Arc<Db>,
         events: Events,
-        registry: Arc<Registry>,
+        registry: Arc<Trainers>,
         store: Arc<Store>,
         cfg: JobsConfig,
     ) -> Self {
@@ -125,13 +125,15 @@ impl Jobs {
     /// store, storing nothing (`create` itself, and dry runs).
     pub async fn draft(&self, req: CreateJob) -> Result<JobRecord, JobError> {
         req.validate()?;
-        if !self.registry.contains(&req.framework) {
+        let registry = self.registry.current();
+        if !registry.contains(&req.framework) {
             return Err(ValidationError::new(
                 "framework",
                 format!(
-                    "unknown framework {:?}; registered frameworks: {}",
+                    "unknown framework {:?}; registered frameworks: {} ({})",
                     req.framework,
-                    self.registry.names().join(", ")
+                    registry.names().join(", "),
+                    self.registry.reload_hint()
                 ),
             )
             .into());
@@ -143,6 +145,8 @@ impl Jobs {
         let rec = JobRecord {
             job: Job {
                 id: Uuid::now_v7(),
+                // Assigned by the database when the job is stored.
+                number: 0,
                 user_id: req.user_id.clone(),
                 model_name: req.model_name.clone(),
                 framework: req.framework.clone(),

@@ -8,14 +8,14 @@ use crate::db::Db;
 use crate::events::Events;
 use crate::model::{CreateJob, Job};
 use crate::storage::{StorageConfig, Store};
-use crate::trainers::Registry;
+use crate::trainers::Trainers;
 
 /// A lifecycle service over a fresh database in a temporary directory.
 pub struct Service {
     /// The service.
     pub jobs: Arc<Jobs>,
     /// The built-in registry (`demo`).
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Trainers>,
     db: Arc<Db>,
     /// Keeps the directory (database, store) alive.
     _dir: tempfile::TempDir,
@@ -34,7 +34,7 @@ impl Service {
             Store::from_config(&StorageConfig::local(dir.path().join("store")))
                 .expect("local store"),
         );
-        let registry = Arc::new(Registry::builtin());
+        let registry = Arc::new(Trainers::builtin());
         let jobs = Arc::new(Jobs::new(
             db.clone(),
             Events::new(),

@@ -21,8 +21,13 @@ pub const MAX_DATASET_URI: usize = 1024;
 /// A training job as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
-    /// UUID v7 (time-ordered).
+    /// UUID v7 (time-ordered): the canonical id, in every path.
     pub id: Uuid,
+    /// The job's number in this deployment: unique and increasing in
+    /// creation order (1, 2, 3, …; gaps are possible). The CLI accepts it
+    /// wherever it takes a job id (`42` or `#42`).
+    #[serde(default)]
+    pub number: i64,
     /// Who submitted the job.
     pub user_id: String,
     /// Model to train, e.g. `yolo11n`.
@@ -158,6 +163,9 @@ pub struct JobListQuery {
     pub offset: Option<i64>,
     /// Only jobs whose id starts with this (used by the CLI's prefix resolution).
     pub id_prefix: Option<String>,
+    /// Only the job with this number (≥ 1).
+    #[param(minimum = 1)]
+    pub number: Option<i64>,
 }
 
 /// A validated [`JobListQuery`].
@@ -169,6 +177,8 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Lowercase id prefix.
     pub id_prefix: Option<String>,
+    /// Only the job with this number.
+    pub number: Option<i64>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -208,10 +218,14 @@ impl JobListQuery {
                 ))
             }
         };
+        if self.number.is_some_and(|n| n < 1) {
+            return Err(ValidationError::new("number", "must be 1 or more"));
+        }
         Ok(JobFilter {
             user_id: self.user_id.clone().filter(|u| !u.is_empty()),
             status,
             id_prefix,
+            number: self.number,
             limit,
             offset,
         })

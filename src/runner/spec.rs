@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::env::{self, ContractSource};
 use crate::model::{Job, JobRecord};
-use crate::trainers::{Registry, Trainer};
+use crate::trainers::{Trainer, Trainers};
 
 /// Everything a runner needs to start one trainer.
 #[derive(Debug, Clone)]
@@ -55,29 +55,29 @@ pub enum SpecError {
     },
 }
 
-/// Builds [`LaunchSpec`]s from the trainer registry and the daemon's side
-/// of the contract.
+/// Builds [`LaunchSpec`]s from the trainer registry (as it is at each
+/// launch: a reload applies to jobs launched after it) and the daemon's
+/// side of the contract.
 pub struct SpecBuilder {
-    registry: Arc<Registry>,
+    registry: Arc<Trainers>,
     contract: Arc<dyn ContractSource>,
 }
 
 impl SpecBuilder {
     /// A builder over `registry`, with `contract` for the daemon's values.
-    pub fn new(registry: Arc<Registry>, contract: Arc<dyn ContractSource>) -> Self {
+    pub fn new(registry: Arc<Trainers>, contract: Arc<dyn ContractSource>) -> Self {
         Self { registry, contract }
     }
 
     /// The launch of `rec`'s trainer, which calls back with `token`.
     pub fn build(&self, rec: &JobRecord, token: &str) -> Result<LaunchSpec, SpecError> {
-        let trainer = self
-            .registry
-            .get(&rec.job.framework)
-            .cloned()
-            .ok_or_else(|| SpecError::UnknownFramework {
+        let registry = self.registry.current();
+        let trainer = registry.get(&rec.job.framework).cloned().ok_or_else(|| {
+            SpecError::UnknownFramework {
                 name: rec.job.framework.clone(),
-                known: self.registry.names().join(", "),
-            })?;
+                known: registry.names().join(", "),
+            }
+        })?;
         let contract = self.contract.contract(rec.job.id);
         let (env, secret_keys) = env::build(&rec.job, token, &trainer, &contract);
         Ok(LaunchSpec {

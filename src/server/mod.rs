@@ -40,7 +40,7 @@ pub use auth::ApiToken;
 use crate::jobs::Jobs;
 use crate::runner::{Runner, SpecBuilder};
 use crate::storage::Store;
-use crate::trainers::Registry;
+use crate::trainers::Trainers;
 use error::ApiError;
 
 /// What the handlers use, and nothing more.
@@ -54,8 +54,8 @@ pub struct AppState {
     pub runner: Arc<dyn Runner>,
     /// Builds launch specs (dry runs show exactly what a launch would do).
     pub specs: Arc<SpecBuilder>,
-    /// The trainer registry (`/frameworks`).
-    pub registry: Arc<Registry>,
+    /// The trainer registry (`/frameworks`, reloads).
+    pub registry: Arc<Trainers>,
     /// The operator's API token for user routes.
     pub api_token: ApiToken,
     /// JSON body limit.
@@ -75,6 +75,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/frameworks", get(runs::frameworks))
+        .route("/frameworks/reload", post(runs::reload_frameworks))
         .route("/jobs/{id}/logs", get(runs::logs))
         .route("/jobs/{id}/metrics", get(jobs::list_metrics))
         .route("/jobs/{id}/events", get(events::job_events))

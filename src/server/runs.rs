@@ -1,4 +1,5 @@
-//! Handlers for what runners know: registered frameworks and trainer logs.
+//! Handlers for what runners know: registered frameworks (and reloading
+//! them) and trainer logs.
 
 use std::time::Duration;
 
@@ -20,7 +21,33 @@ use crate::runner::LogOptions;
 #[utoipa::path(get, path = "/api/v1/training/frameworks", tag = "jobs",
     responses((status = 200, description = "Frameworks, by name", body = Vec<Framework>)))]
 pub async fn frameworks(State(st): State<AppState>) -> Json<Vec<Framework>> {
-    Json(st.registry.frameworks())
+    Json(st.registry.current().frameworks())
+}
+
+/// Read the trainers file and directory again (as SIGHUP does), so edits
+/// apply without a restart. Jobs created or launched afterwards use the
+/// new entries; running trainers are not touched. When the files are
+/// invalid nothing changes and the answer says why.
+#[utoipa::path(post, path = "/api/v1/training/frameworks/reload", tag = "jobs",
+    responses(
+        (status = 200, description = "Reloaded: the frameworks now registered", body = Vec<Framework>),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 422, description = "The trainers file or directory is invalid; the frameworks registered before stay", body = ErrorBody),
+    ))]
+pub async fn reload_frameworks(
+    State(st): State<AppState>,
+) -> Result<Json<Vec<Framework>>, ApiError> {
+    let trainers = st.registry.clone();
+    let reloaded = tokio::task::spawn_blocking(move || trainers.reload())
+        .await
+        .map_err(|e| ApiError::Internal(format!("the reload task failed: {e}")))?;
+    match reloaded {
+        Ok(registry) => Ok(Json(registry.frameworks())),
+        Err(e) => Err(ApiError::invalid(
+            "trainers",
+            format!("{e}; the frameworks registered before stay in use"),
+        )),
+    }
 }
 
 /// Query of the logs endpoint.

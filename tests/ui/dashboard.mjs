@@ -2,9 +2,10 @@
 // `dashboard_updates_live_in_headless_chromium` (tests/live.rs), which
 // starts the daemon and changes the job whenever this script says it is
 // watching (lines on stdout: LIST_READY, LIST_UPDATED, CHART_READY,
-// CHART_UPDATED). Usage: node dashboard.mjs BASE_URL JOB_ID SCREENSHOT.png
+// CHART_UPDATED, DOWNLOADED, CANCELLED). The job has one artifact,
+// checkpoints/best.pt. Usage: node dashboard.mjs BASE_URL JOB_ID SCREENSHOT.png
 import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -35,6 +36,10 @@ try {
   await page.goto(`${base}/ui`);
   const row = page.locator(`tr[data-job-id="${jobId}"]`);
   await row.locator(".pct", { hasText: "20%" }).waitFor({ timeout: 15000 });
+  // The id column shows the job number; the full id is the link's title.
+  const link = row.locator("a");
+  if ((await link.textContent()) !== "#1") throw new Error(`id column: ${await link.textContent()}`);
+  if ((await link.getAttribute("title")) !== jobId) throw new Error("the full id is the title");
   await page.locator("#conn.live").waitFor({ timeout: 15000 });
   await page.evaluate(() => { window.__notReloaded = true; });
   say("LIST_READY");
@@ -64,8 +69,29 @@ try {
   await page.locator(".head .pct", { hasText: "80%" }).waitFor({ timeout: 15000 });
   if (!(await page.evaluate(() => window.__notReloaded === true))) throw new Error("the job page reloaded");
   if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
+  await page.locator("#artifacts a", { hasText: "checkpoints/best.pt" }).waitFor({ timeout: 15000 });
+  await page.locator("#cancel").waitFor({ timeout: 15000 });
   await page.screenshot({ path: screenshot, fullPage: true });
   say("CHART_UPDATED");
+
+  // The artifact's link downloads it with the page's credentials.
+  const [download] = await Promise.all([
+    page.waitForEvent("download", { timeout: 15000 }),
+    page.locator("#artifacts a", { hasText: "checkpoints/best.pt" }).click(),
+  ]);
+  const got = readFileSync(await download.path(), "utf8");
+  if (got !== "best-checkpoint-bytes") throw new Error(`downloaded ${JSON.stringify(got)}`);
+  if (download.suggestedFilename() !== "best.pt") throw new Error(`saved as ${download.suggestedFilename()}`);
+  say("DOWNLOADED");
+
+  // Cancel asks first, then the job ends cancelled live and the button goes.
+  page.once("dialog", (d) => d.accept());
+  await page.locator("#cancel").click();
+  await page.locator(".head .status.s-cancelled").waitFor({ timeout: 15000 });
+  if (await page.locator("#cancel").count()) throw new Error("the cancel button stayed");
+  if (await page.locator("#cancel-error").count()) throw new Error(await page.locator("#cancel-error").textContent());
+  if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
+  say("CANCELLED");
 } finally {
   await browser.close();
   rmSync(profile, { recursive: true, force: true });

@@ -9,7 +9,7 @@ use crate::model::{Job, JobFilter, JobRecord, JobStatus};
 
 const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, status, \
      progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state";
+     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number";
 
 fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
     s.as_deref().map(parse_ts).transpose()
@@ -25,6 +25,7 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
     let status: String = r.get(6)?;
     let job = Job {
         id: Uuid::parse_str(&id).map_err(corrupt)?,
+        number: r.get(20)?,
         user_id: r.get(1)?,
         model_name: r.get(2)?,
         framework: r.get(3)?,
@@ -66,17 +67,24 @@ fn collect(
     Ok(out)
 }
 
-/// Stores a new job.
-pub fn insert(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
+/// Stores a new job and gives it the next job number.
+///
+/// The number is one more than the highest so far, assigned in the same
+/// statement: every write runs on the one writer connection, so two
+/// creates never see the same maximum, and the unique index would refuse a
+/// duplicate anyway.
+pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
     let j = &rec.job;
     let config = j.config.as_ref().map(|v| v.to_string());
-    c.prepare_cached(
-        "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, config, status, \
+    let number: i64 = c
+        .prepare_cached(
+            "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, config, status, \
          progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-         completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-    )?
-    .execute(params![
+         completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+         (SELECT COALESCE(MAX(number), 0) + 1 FROM jobs)) RETURNING number",
+        )?
+        .query_row(params![
         j.id.to_string(),
         j.user_id,
         j.model_name,
@@ -97,7 +105,8 @@ pub fn insert(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         rec.token_hash,
         rec.last_sequence,
         rec.runner_state,
-    ])?;
+    ], |r| r.get(0))?;
+    rec.job.number = number;
     Ok(())
 }
 
@@ -153,6 +162,10 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
     if let Some(s) = f.status {
         args.push(Box::new(s.as_str()));
         sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(n) = f.number {
+        args.push(Box::new(n));
+        sql.push_str(&format!(" AND number = ?{}", args.len()));
     }
     if let Some(p) = &f.id_prefix {
         // A range scan on the primary key instead of LIKE (no escaping needed).

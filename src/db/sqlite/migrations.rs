@@ -69,6 +69,20 @@ DROP INDEX metrics_by_job;
             "ALTER TABLE jobs ADD COLUMN callback_token_hash TEXT;",
             hash_existing_tokens,
         ),
+        // 4: job numbers, the short ids people type (`platform job get 42`).
+        // Existing jobs are numbered in creation order; new ones get
+        // MAX(number) + 1 in their insert (db/sqlite/jobs.rs). The column
+        // stays nullable only because ALTER TABLE cannot add a NOT NULL
+        // column without a default; every row has a number.
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN number INTEGER;
+UPDATE jobs SET number = ordered.n
+  FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY created_at, id) AS n FROM jobs) AS ordered
+ WHERE jobs.id = ordered.id;
+CREATE UNIQUE INDEX jobs_number ON jobs (number);
+"#,
+        ),
     ]
 }
 
@@ -128,5 +142,62 @@ mod tests {
             .unwrap();
         assert_eq!(hash, hash_token("the-plain-token"));
         assert!(c.prepare("SELECT callback_token FROM jobs").is_err());
+    }
+
+    #[test]
+    fn existing_jobs_are_numbered_in_creation_order() {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut c, 2).unwrap();
+        // Out of insertion order on purpose; two share a creation time.
+        for (id, created) in [
+            (
+                "0190000c-0000-7000-8000-000000000000",
+                "2025-01-01T00:00:03.000000Z",
+            ),
+            (
+                "0190000a-0000-7000-8000-000000000000",
+                "2025-01-01T00:00:01.000000Z",
+            ),
+            (
+                "0190000b-0000-7000-8000-00000000000b",
+                "2025-01-01T00:00:02.000000Z",
+            ),
+            (
+                "0190000b-0000-7000-8000-00000000000a",
+                "2025-01-01T00:00:02.000000Z",
+            ),
+        ] {
+            c.execute(
+                "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, status, \
+                 created_at, updated_at, callback_token) \
+                 VALUES (?1, 'u', 'm', 'demo', 's3://b/d/', 'pending', ?2, ?2, 't')",
+                [id, created],
+            )
+            .unwrap();
+        }
+        super::migrations().to_latest(&mut c).unwrap();
+        let numbered: Vec<(i64, String)> = c
+            .prepare("SELECT number, id FROM jobs ORDER BY number")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            numbered,
+            [
+                (1, "0190000a-0000-7000-8000-000000000000".to_string()),
+                (2, "0190000b-0000-7000-8000-00000000000a".to_string()),
+                (3, "0190000b-0000-7000-8000-00000000000b".to_string()),
+                (4, "0190000c-0000-7000-8000-000000000000".to_string()),
+            ]
+        );
+        // Numbers are unique.
+        assert!(c
+            .execute(
+                "UPDATE jobs SET number = 1 WHERE id = '0190000c-0000-7000-8000-000000000000'",
+                [],
+            )
+            .is_err());
     }
 }

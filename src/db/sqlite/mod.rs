@@ -134,7 +134,7 @@ impl Sqlite {
                 let mut rec = rec;
                 let t = now();
                 (rec.job.created_at, rec.job.updated_at) = (t, t);
-                jobs::insert(c, &rec)?;
+                jobs::insert(c, &mut rec)?;
                 Ok::<_, DbError>(rec.job)
             })
             .await
