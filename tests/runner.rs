@@ -746,3 +746,46 @@ async fn a_cancel_the_daemon_did_not_act_on_is_carried_out_after_restart() {
     assert_eq!(j["status"], "cancelled");
     assert_eq!(j["exit_code"], -15, "SIGTERM ended it");
 }
+
+/// The epochs of a job's points that carry no step (one per epoch).
+async fn epoch_points(d: &Daemon, id: &str) -> Vec<i64> {
+    common::api::all_points(d, id)
+        .await
+        .iter()
+        .filter(|p| p["step"].is_null())
+        .map(|p| p["epoch"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn shell_trainers_find_platform_when_the_daemon_was_started_by_path() {
+    let dir = trainers(&[(
+        "shell",
+        "echo \"bin=$PLATFORM_BIN\"\nplatform report --metric epoch=1 --metric loss=0.5 \
+         && platform report --status completed --progress 1",
+    )]);
+    // The daemon runs as /path/to/platform with its directory not on PATH.
+    let d = Daemon::start_with(Opts {
+        envs: vec![
+            (
+                "TRAINER_SUBPROCESS_PATH".into(),
+                dir.path().display().to_string(),
+            ),
+            ("PATH".into(), "/usr/bin:/bin".into()),
+        ],
+        ..Opts::default()
+    });
+    let id = create(&d, "shell", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_status(&d, &id, "completed", 30).await;
+    assert_eq!(done["progress"], 1.0, "{done}");
+    assert_eq!(epoch_points(&d, &id).await, vec![1]);
+    assert!(
+        logs(&d, &id, "")
+            .await
+            .contains(&format!("bin={}", common::bin().display())),
+        "PLATFORM_BIN names the daemon's binary"
+    );
+}
