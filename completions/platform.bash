@@ -1536,7 +1536,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__report)
-            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --retries --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --timeout --retries --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1567,6 +1567,10 @@ _platform() {
                     return 0
                     ;;
                 --sequence)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

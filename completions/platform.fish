@@ -409,8 +409,9 @@ complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 
 complete -c platform -n "__fish_platform_using_subcommand report" -l metric -d 'A metric as NAME=NUMBER; repeatable (epoch, step, loss, accuracy are lifted)' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l checkpoint -d 'Where the checkpoint was stored' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l error -d 'Failure description' -r
-complete -c platform -n "__fish_platform_using_subcommand report" -l sequence -d 'Idempotency sequence (increasing per job); a retried sequence is applied once' -r
-complete -c platform -n "__fish_platform_using_subcommand report" -l retries -d 'Retries for transient failures (with exponential backoff)' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l sequence -d 'Idempotency sequence (increasing per job). Default: numbered from the clock, after any sequence given before' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l timeout -d 'Seconds to keep retrying while the server is unreachable (default 3600); meanwhile a running report is queued, a terminal one waits' -r
+complete -c platform -n "__fish_platform_using_subcommand report" -l retries -d 'Superseded by --timeout; accepted for older scripts' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'

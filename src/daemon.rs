@@ -131,6 +131,12 @@ async fn serve(
         Arc::new(StoreContract {
             base_url,
             store: store.clone(),
+            // Local trainers can run this binary (`platform report`); pods
+            // run their image's.
+            platform_bin: match cfg.runner {
+                RunnerKind::Subprocess => std::env::current_exe().ok(),
+                RunnerKind::Kubernetes => None,
+            },
         }),
     ));
     let scheduler = tokio::spawn(

@@ -859,6 +859,8 @@ fn gpu_manifests() -> String {
             ("BUCKET_NAME".into(), "vision".into()),
             ("S3_ENDPOINT".into(), "http://minio.storage:9000".into()),
         ]),
+        // Pods run their image's binaries (see runner/env.rs).
+        platform_bin: None,
     };
     let (env, secret_keys) =
         platform::runner::env::build(&job, "0123456789abcdef", &trainer, &contract);

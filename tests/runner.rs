@@ -604,6 +604,13 @@ async fn python_reference_trainer_completes_a_job() {
     assert!(points
         .iter()
         .all(|p| p["accuracy"].is_number() && p["loss"].is_number()));
+    // The checkpoint it names was really uploaded.
+    let files: Vec<Value> = d
+        .get_json(&format!("/api/v1/training/jobs/{id}/artifacts"))
+        .await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["path"], "best.pt");
+    assert_eq!(files[0]["uri"], done["checkpoint_s3_uri"]);
 }
 
 #[tokio::test]
@@ -739,4 +746,216 @@ async fn a_cancel_the_daemon_did_not_act_on_is_carried_out_after_restart() {
     let j = wait_exit_code(&d, &id).await;
     assert_eq!(j["status"], "cancelled");
     assert_eq!(j["exit_code"], -15, "SIGTERM ended it");
+}
+
+/// A shell trainer that reports 20 epochs with `platform report`, printing
+/// each epoch to its log, then completes.
+const SHELL_EPOCHS: &str = "e=0\nwhile [ $e -lt 20 ]; do e=$((e+1)); sleep 0.4; \
+    platform report --message \"epoch $e/20\" --metric epoch=$e --metric loss=0.5 || exit 1; \
+    echo \"epoch $e/20\"; done\nplatform report --status completed --progress 1 || exit 1";
+
+/// The trainer log of job `id`, as the runner captured it.
+fn trainer_log(d: &Daemon, id: &str) -> String {
+    std::fs::read_to_string(d.data_dir.join("runs").join(id).join("trainer.log"))
+        .unwrap_or_default()
+}
+
+/// Waits until every job in `ids` has stored at least two metric points.
+async fn training(d: &Daemon, ids: &[&str]) {
+    for id in ids {
+        eventually(30, "a few epochs", || async {
+            (common::api::stored_points(d, id) >= 2).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Keeps the daemon away for 36 s — longer than trainers used to wait for
+/// it (~33 s) — checking meanwhile that every trainer went on training to
+/// its last epoch (`last` in its log), then starts it again on the same
+/// port and data directory.
+async fn outage(d: &mut Daemon, stop: fn(&mut Daemon), trainers: &[(&str, &str)]) {
+    let stopped = Instant::now();
+    stop(d);
+    for (id, last) in trainers {
+        eventually(34, "training to go on while the daemon is away", || async {
+            trainer_log(d, id).contains(last).then_some(())
+        })
+        .await;
+    }
+    let away = Duration::from_secs(36);
+    tokio::time::sleep(away.saturating_sub(stopped.elapsed())).await;
+    d.restart();
+}
+
+/// The epochs of a job's points that carry no step (one per epoch).
+async fn epoch_points(d: &Daemon, id: &str) -> Vec<i64> {
+    common::api::all_points(d, id)
+        .await
+        .iter()
+        .filter(|p| p["step"].is_null())
+        .map(|p| p["epoch"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn trainers_keep_training_through_a_long_graceful_restart() {
+    let dir = trainers(&[("shell", SHELL_EPOCHS)]);
+    let python = dir.path().join("python-example");
+    std::fs::create_dir_all(&python).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainers/python-example/train.py"),
+        python.join("train.py"),
+    )
+    .unwrap();
+    let mut d = daemon_with(dir.path(), &["--max-concurrent-jobs", "3"], &[]);
+    let epochs = json!({"epochs": 20, "epoch_seconds": 0.4});
+    let demo = create(&d, "demo", epochs.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let py = create(&d, "python-example", epochs).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sh = create(&d, "shell", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    training(&d, &[&demo, &py, &sh]).await;
+    outage(
+        &mut d,
+        |d| assert_eq!(d.terminate(), Some(0)),
+        &[
+            (&demo, "epoch 20/20"),
+            (&py, "epoch 20/20"),
+            (&sh, "epoch 20/20"),
+        ],
+    )
+    .await;
+    for id in [&demo, &py, &sh] {
+        let job = wait_status(&d, id, "completed", 60).await;
+        assert_eq!(job["progress"], 1.0, "{job}");
+        assert_eq!(
+            epoch_points(&d, id).await,
+            (1..=20).collect::<Vec<_>>(),
+            "every epoch's point arrives once, in order"
+        );
+    }
+    assert!(
+        !dir.path().join("shell").join(".platform-report").exists(),
+        "`platform report` cleans up its queue when the job is over"
+    );
+}
+
+#[tokio::test]
+async fn the_demo_trainer_keeps_training_through_a_long_kill_9() {
+    let mut d = Daemon::start();
+    let config = json!({"epochs": 20, "epoch_seconds": 0.4, "steps_per_epoch": 2});
+    let id = create(&d, "demo", config).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    training(&d, &[&id]).await;
+    outage(&mut d, Daemon::kill9, &[(&id, "epoch 20/20")]).await;
+    let job = wait_status(&d, &id, "completed", 60).await;
+    assert!(job["checkpoint_s3_uri"].is_string(), "{job}");
+    assert_eq!(epoch_points(&d, &id).await, (1..=20).collect::<Vec<_>>());
+    let steps: Vec<i64> = common::api::all_points(&d, &id)
+        .await
+        .iter()
+        .filter_map(|p| p["step"].as_i64())
+        .collect();
+    assert_eq!(steps, (1..=40).collect::<Vec<_>>(), "step batches too");
+}
+
+#[tokio::test]
+async fn shell_trainers_find_platform_when_the_daemon_was_started_by_path() {
+    let dir = trainers(&[(
+        "shell",
+        "echo \"bin=$PLATFORM_BIN\"\nplatform report --metric epoch=1 --metric loss=0.5 \
+         && platform report --status completed --progress 1",
+    )]);
+    // The daemon runs as /path/to/platform with its directory not on PATH.
+    let d = Daemon::start_with(Opts {
+        envs: vec![
+            (
+                "TRAINER_SUBPROCESS_PATH".into(),
+                dir.path().display().to_string(),
+            ),
+            ("PATH".into(), "/usr/bin:/bin".into()),
+        ],
+        ..Opts::default()
+    });
+    let id = create(&d, "shell", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_status(&d, &id, "completed", 30).await;
+    assert_eq!(done["progress"], 1.0, "{done}");
+    assert_eq!(epoch_points(&d, &id).await, vec![1]);
+    assert!(
+        logs(&d, &id, "")
+            .await
+            .contains(&format!("bin={}", common::bin().display())),
+        "PLATFORM_BIN names the daemon's binary"
+    );
+}
+
+#[tokio::test]
+async fn platform_report_queues_on_disk_while_the_daemon_is_away() {
+    let mut d = Daemon::held();
+    let id = common::api::create(&d, &common::demo_job(Value::Null)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = common::api::callback_token(&d, &id);
+    let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
+    let workdir = tempfile::tempdir().unwrap();
+    let report = |d: &Daemon, args: &[&str], timeout: &str| {
+        let mut argv = vec!["report"];
+        argv.extend_from_slice(args);
+        d.cli_command(
+            &argv,
+            &[
+                ("CALLBACK_URL", &url),
+                ("CALLBACK_TOKEN", &token),
+                ("JOB_ID", &id),
+                ("PLATFORM_REPORT_TIMEOUT", timeout),
+            ],
+        )
+        .current_dir(workdir.path())
+        .output()
+        .unwrap()
+    };
+    d.kill9();
+    // Away: running reports are queued and the trainer goes on.
+    for epoch in ["epoch=1", "epoch=2"] {
+        let out = report(&d, &["--metric", epoch], "600");
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        assert!(common::stderr(&out).contains("wait in"));
+    }
+    let queue = workdir.path().join(".platform-report").join(&id);
+    assert!(queue.join("queue.json").exists());
+    // A terminal report waits for the queue, but not past the timeout.
+    let out = report(&d, &["--status", "completed"], "1");
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("PLATFORM_REPORT_TIMEOUT"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(queue.join("queue.json").exists(), "nothing is lost");
+    d.restart();
+    // The retry delivers the backlog, the first `completed` included; the
+    // job already being completed is then no news.
+    let out = report(&d, &["--status", "completed", "--progress", "1"], "600");
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let job = get(&d, &id).await;
+    assert_eq!(job["status"], "completed");
+    assert_eq!(epoch_points(&d, &id).await, vec![1, 2]);
+    assert!(!queue.exists(), "removed once the job is over");
+    // Told the job ended: exit 3, with or without a queue.
+    let out = report(&d, &["--metric", "epoch=3"], "600");
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
 }

@@ -1,12 +1,22 @@
 //! `platform report`: send a trainer callback from the SPEC §4 environment,
 //! so trainers in any language (even shell scripts) can report progress.
+//!
+//! Reports go through an on-disk queue in the trainer's working directory
+//! ([`crate::trainer::spool`]): while the daemon is away a running report is
+//! queued and the command returns at once, so training goes on; the next
+//! invocation delivers the backlog first, in order; a terminal report waits
+//! until everything is delivered, up to `PLATFORM_REPORT_TIMEOUT`.
+
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::Number;
 
 use super::exit::Exit;
 use crate::model::{JobStatus, TrainingUpdate};
-use crate::trainer::{ReportError, Reporter};
+use crate::trainer::delivery::{parse_timeout, TIMEOUT_ENV};
+use crate::trainer::spool::{Delivery, Spool};
+use crate::trainer::{Endpoint, Report, ReportError};
 
 /// Exit code when the job already ended (the daemon answered 409).
 pub const EXIT_ENDED: i32 = 3;
@@ -32,12 +42,17 @@ pub struct ReportArgs {
     /// Failure description.
     #[arg(long)]
     pub error: Option<String>,
-    /// Idempotency sequence (increasing per job); a retried sequence is applied once.
+    /// Idempotency sequence (increasing per job). Default: numbered from
+    /// the clock, after any sequence given before.
     #[arg(long)]
     pub sequence: Option<i64>,
-    /// Retries for transient failures (with exponential backoff).
-    #[arg(long, default_value_t = 5)]
-    pub retries: u32,
+    /// Seconds to keep retrying while the server is unreachable (default
+    /// 3600); meanwhile a running report is queued, a terminal one waits.
+    #[arg(long, value_name = "SECONDS", env = TIMEOUT_ENV, value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Superseded by --timeout; accepted for older scripts.
+    #[arg(long, hide = true)]
+    pub retries: Option<u32>,
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {
@@ -69,14 +84,101 @@ pub async fn run(a: ReportArgs) -> anyhow::Result<()> {
         error: a.error,
         sequence: a.sequence,
     };
-    let reporter = Reporter::from_env(a.retries)?;
-    match reporter.send(&update).await {
-        Ok(()) => Ok(()),
-        Err(ReportError::Ended(s)) => Err(Exit {
-            code: EXIT_ENDED,
-            message: format!("the job is already {s}; stop training"),
-        }
-        .into()),
-        Err(e) => Err(e.into()),
+    let endpoint = Endpoint::from_env(a.timeout)?;
+    // A report the daemon would reject must not wait in the queue.
+    if let Some(id) = endpoint.job_id() {
+        update
+            .clone()
+            .validate(id)
+            .map_err(|e| Exit::usage(format!("invalid report: {e}")))?;
     }
+    let terminal = update.status.is_terminal();
+    let key = endpoint
+        .job_id()
+        .map_or_else(|| "job".to_string(), |id| id.to_string());
+    let mut spool = Spool::open_default(&key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the report queue in {} of the working directory or in the temporary directory: {e}",
+                crate::trainer::spool::DIR_NAME
+            )
+        })?;
+    let delivered = queue_and_deliver(&mut spool, &endpoint, update, terminal).await;
+    settle(spool, delivered, terminal)
+}
+
+/// Queues `update` behind earlier reports (waiting for room when the queue
+/// is full) and delivers the queue: all of it, patiently, for a terminal
+/// report; otherwise as far as the daemon answers.
+async fn queue_and_deliver(
+    spool: &mut Spool,
+    endpoint: &Endpoint,
+    update: TrainingUpdate,
+    terminal: bool,
+) -> Result<Delivery, ReportError> {
+    let mut report = Report::Callback(update);
+    while let Err(back) = spool.push(report) {
+        report = *back;
+        spool.deliver_front(endpoint, true).await?;
+    }
+    // Durable before it is sent, so a crash cannot reorder or lose it.
+    spool
+        .save()
+        .map_err(|e| ReportError::Refused(format!("cannot save the report queue: {e}")))?;
+    spool.deliver_all(endpoint, terminal).await
+}
+
+/// Saves or removes the queue after a delivery and turns the outcome into
+/// the exit code.
+fn settle(
+    spool: Spool,
+    delivered: Result<Delivery, ReportError>,
+    terminal: bool,
+) -> anyhow::Result<()> {
+    let dir = spool.dir().display().to_string();
+    let queued = spool.len();
+    match delivered {
+        Ok(Delivery::Delivered) if terminal => remove(spool),
+        Ok(Delivery::Delivered) => save(&spool),
+        Ok(Delivery::Deferred(e)) => {
+            save(&spool)?;
+            eprintln!(
+                "note: {e}; {queued} report(s) wait in {dir} for the next `platform report` (a terminal report waits until they are delivered)"
+            );
+            Ok(())
+        }
+        Err(ReportError::Ended(s)) => {
+            remove(spool)?;
+            Err(Exit {
+                code: EXIT_ENDED,
+                message: format!("the job is already {s}; stop training"),
+            }
+            .into())
+        }
+        Err(e) => {
+            save(&spool)?;
+            let left = if queued > 0 {
+                format!(" ({queued} report(s) still wait in {dir})")
+            } else {
+                String::new()
+            };
+            Err(anyhow::anyhow!("{e}{left}"))
+        }
+    }
+}
+
+fn save(spool: &Spool) -> anyhow::Result<()> {
+    spool.save().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot save the report queue in {}: {e}",
+            spool.dir().display()
+        )
+    })
+}
+
+fn remove(spool: Spool) -> anyhow::Result<()> {
+    let dir = spool.dir().display().to_string();
+    spool
+        .remove()
+        .map_err(|e| anyhow::anyhow!("cannot remove the report queue {dir}: {e}"))
 }

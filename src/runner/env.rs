@@ -1,7 +1,13 @@
 //! The trainer's environment: SPEC §4's contract variables, a minimal base
 //! (never the daemon's whole environment) and the trainer entry's own `env`.
+//!
+//! Local trainers also get `PLATFORM_BIN` (the daemon's own executable) with
+//! its directory first on `PATH`, so `platform report` works in a trainer
+//! even when the daemon was started by its full path. Kubernetes pods run
+//! their image's binaries, so they get neither.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -12,6 +18,17 @@ use crate::trainers::Trainer;
 
 /// Variables copied from the daemon's environment when set.
 pub const BASE: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
+
+/// Variables passed on from the daemon's environment when set, because they
+/// tune the trainer side of the contract (here: how long trainers keep
+/// retrying reports while the daemon is away).
+pub const PASSED_ON: [&str; 1] = ["PLATFORM_REPORT_TIMEOUT"];
+
+/// Names the daemon's executable, for trainers to run `$PLATFORM_BIN report`.
+pub const PLATFORM_BIN: &str = "PLATFORM_BIN";
+
+/// Used when the daemon itself has no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Contract variables that are secrets.
 pub const SECRET_KEYS: [&str; 3] = [
@@ -29,6 +46,9 @@ pub struct Contract {
     pub output_uri: String,
     /// S3 settings for trainers (empty without S3).
     pub storage_env: BTreeMap<String, String>,
+    /// The daemon's executable, for trainers that run on its machine
+    /// (`PLATFORM_BIN`, and its directory first on `PATH`).
+    pub platform_bin: Option<PathBuf>,
 }
 
 /// Where trainers find the daemon and their outputs.
@@ -43,6 +63,9 @@ pub struct StoreContract {
     pub base_url: String,
     /// The object store (`OUTPUT_S3_URI`, S3 settings for trainers).
     pub store: Arc<Store>,
+    /// The daemon's executable when trainers run on its machine (`None`
+    /// for Kubernetes pods).
+    pub platform_bin: Option<PathBuf>,
 }
 
 impl ContractSource for StoreContract {
@@ -51,6 +74,7 @@ impl ContractSource for StoreContract {
             base_url: self.base_url.clone(),
             output_uri: self.store.output_uri(id),
             storage_env: self.store.trainer_env(),
+            platform_bin: self.platform_bin.clone(),
         }
     }
 }
@@ -62,6 +86,8 @@ pub fn callback_url(base_url: &str, id: Uuid) -> String {
 
 /// The full environment for `job`'s trainer: base, then the entry's `env`,
 /// then the contract (which the entry cannot override).
+///
+/// Returns the environment and which of its variables are secrets.
 pub fn build(
     job: &Job,
     token: &str,
@@ -69,12 +95,15 @@ pub fn build(
     contract: &Contract,
 ) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let mut env = BTreeMap::new();
-    for key in BASE {
+    for key in BASE.iter().chain(&PASSED_ON) {
         if let Ok(v) = std::env::var(key) {
             env.insert(key.to_string(), v);
         }
     }
     env.extend(trainer.env.clone());
+    if let Some(bin) = &contract.platform_bin {
+        put_platform_on_path(&mut env, bin);
+    }
     let config = job
         .config
         .clone()
@@ -102,10 +131,46 @@ pub fn build(
     (env, secrets)
 }
 
+/// Sets `PLATFORM_BIN` and puts its directory first on `PATH` (unless it is
+/// already first), so `platform` in a trainer is the daemon's own binary.
+fn put_platform_on_path(env: &mut BTreeMap<String, String>, bin: &std::path::Path) {
+    env.insert(PLATFORM_BIN.to_string(), bin.display().to_string());
+    let Some(dir) = bin.parent().map(|d| d.display().to_string()) else {
+        return;
+    };
+    let path = env
+        .get("PATH")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
+    if path.split(':').next() != Some(dir.as_str()) {
+        env.insert("PATH".to_string(), format!("{dir}:{path}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trainers::Registry;
+
+    fn job() -> Job {
+        serde_json::from_value(serde_json::json!({
+            "id": "01a2168a-db6a-736c-8397-0011d2208f72", "user_id": "u", "model_name": "m",
+            "framework": "demo", "dataset_s3_uri": "s3://b/d/", "config": null,
+            "status": "pending", "progress": 0.0, "message": null, "checkpoint_s3_uri": null,
+            "error": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "started_at": null, "completed_at": null
+        }))
+        .unwrap()
+    }
+
+    fn contract(platform_bin: Option<&str>) -> Contract {
+        Contract {
+            base_url: "http://127.0.0.1:8000".into(),
+            output_uri: "file:///x/jobs/j/outputs/".into(),
+            storage_env: BTreeMap::new(),
+            platform_bin: platform_bin.map(PathBuf::from),
+        }
+    }
 
     #[test]
     fn contract_wins_over_entry_env_and_config_defaults_to_object() {
@@ -113,20 +178,8 @@ mod tests {
         let mut trainer = reg.get("demo").unwrap().clone();
         trainer.env.insert("JOB_ID".into(), "spoofed".into());
         trainer.env.insert("EXTRA".into(), "1".into());
-        let job: Job = serde_json::from_value(serde_json::json!({
-            "id": "01a2168a-db6a-736c-8397-0011d2208f72", "user_id": "u", "model_name": "m",
-            "framework": "demo", "dataset_s3_uri": "s3://b/d/", "config": null,
-            "status": "pending", "progress": 0.0, "message": null, "checkpoint_s3_uri": null,
-            "error": null, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-            "started_at": null, "completed_at": null
-        }))
-        .unwrap();
-        let contract = Contract {
-            base_url: "http://127.0.0.1:8000".into(),
-            output_uri: "file:///x/jobs/j/outputs/".into(),
-            storage_env: BTreeMap::new(),
-        };
-        let (env, secrets) = build(&job, "tok", &trainer, &contract);
+        let job = job();
+        let (env, secrets) = build(&job, "tok", &trainer, &contract(None));
         assert_eq!(env["JOB_ID"], job.id.to_string());
         assert_eq!(env["EXTRA"], "1");
         assert_eq!(env["CONFIG"], "{}");
@@ -139,5 +192,35 @@ mod tests {
         );
         assert!(secrets.contains("CALLBACK_TOKEN"));
         assert!(!env.contains_key("DATABASE_URL"));
+        assert!(
+            !env.contains_key(PLATFORM_BIN),
+            "no local binary (Kubernetes): no PLATFORM_BIN"
+        );
+    }
+
+    #[test]
+    fn local_trainers_find_the_daemons_binary_first_on_path() {
+        let reg = Registry::builtin();
+        let mut trainer = reg.get("demo").unwrap().clone();
+        trainer
+            .env
+            .insert(PLATFORM_BIN.into(), "/elsewhere/platform".into());
+        trainer
+            .env
+            .insert("PATH".into(), "/venv/bin:/usr/bin".into());
+        let bin = "/home/u/.local/bin/platform";
+        let (env, _) = build(&job(), "tok", &trainer, &contract(Some(bin)));
+        assert_eq!(env[PLATFORM_BIN], bin, "the contract wins over the entry");
+        assert_eq!(env["PATH"], "/home/u/.local/bin:/venv/bin:/usr/bin");
+        // Already first: PATH is left alone.
+        trainer
+            .env
+            .insert("PATH".into(), "/home/u/.local/bin:/usr/bin".into());
+        let (env, _) = build(&job(), "tok", &trainer, &contract(Some(bin)));
+        assert_eq!(env["PATH"], "/home/u/.local/bin:/usr/bin");
+        // No PATH at all: the usual system directories follow.
+        let mut env = BTreeMap::new();
+        put_platform_on_path(&mut env, std::path::Path::new(bin));
+        assert_eq!(env["PATH"], format!("/home/u/.local/bin:{DEFAULT_PATH}"));
     }
 }

@@ -126,6 +126,7 @@ impl ContractSource for FixedContract {
             base_url: "http://127.0.0.1:1".into(),
             output_uri: "file:///nowhere/".into(),
             storage_env: Default::default(),
+            platform_bin: None,
         }
     }
 }

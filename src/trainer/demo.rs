@@ -15,8 +15,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{Number, Value};
 
-use super::{ReportError, Reporter};
-use crate::model::{JobStatus, MetricBatch, TrainingUpdate};
+use super::{Endpoint, ReportError, Reporter};
+use crate::model::{JobStatus, TrainingUpdate};
 
 /// Settings read from `CONFIG`.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,12 +100,18 @@ pub async fn run() -> i32 {
 }
 
 async fn train() -> anyhow::Result<i32> {
-    let reporter = Reporter::from_env(8)?;
+    // Reports are queued and delivered in the background: training goes on
+    // while the daemon is away.
+    let reporter = Reporter::start(Endpoint::from_env(None)?);
     let config: Value = std::env::var("CONFIG")
         .ok()
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or(Value::Null);
-    let job_seed = reporter.job_id().map(|id| id.as_u64_pair().1).unwrap_or(42);
+    let job_seed = reporter
+        .endpoint()
+        .job_id()
+        .map(|id| id.as_u64_pair().1)
+        .unwrap_or(42);
     let cfg = DemoConfig::from_json(&config, job_seed);
     let model = std::env::var("MODEL_NAME").unwrap_or_else(|_| "model".into());
     let dataset = std::env::var("DATASET_S3_URI").unwrap_or_default();
@@ -120,14 +126,6 @@ async fn train() -> anyhow::Result<i32> {
         _ => 0.66,
     };
     println!("demo trainer: {model} on {dataset}, {} epochs", cfg.epochs);
-    let mut seq = 0i64;
-    let mut next = |u: TrainingUpdate| {
-        seq += 1;
-        TrainingUpdate {
-            sequence: Some(seq),
-            ..u
-        }
-    };
     let update = |status, progress: f64, message: String| TrainingUpdate {
         job_id: None,
         status,
@@ -148,11 +146,7 @@ async fn train() -> anyhow::Result<i32> {
         }
     };
     if let Err(e) = reporter
-        .send(&next(update(
-            JobStatus::Running,
-            0.0,
-            format!("starting {model}"),
-        )))
+        .send(update(JobStatus::Running, 0.0, format!("starting {model}")))
         .await
     {
         return stopped(e);
@@ -178,13 +172,7 @@ async fn train() -> anyhow::Result<i32> {
                     ("train_loss".to_string(), loss.max(0.0)),
                 ])));
             }
-            if let Err(err) = reporter
-                .points(&MetricBatch {
-                    points,
-                    sequence: None,
-                })
-                .await
-            {
+            if let Err(err) = reporter.points(points).await {
                 return stopped(err);
             }
         } else {
@@ -192,6 +180,10 @@ async fn train() -> anyhow::Result<i32> {
         }
         if cfg.fail_at_epoch == Some(e) {
             eprintln!("demo trainer: simulated failure at epoch {e} (fail_at_epoch)");
+            // What was measured before the failure still arrives.
+            if let Err(err) = reporter.flush().await {
+                eprintln!("demo trainer: {err}");
+            }
             return Ok(1);
         }
         let m = epoch_metrics(e, &cfg, ceiling, &mut rng);
@@ -206,7 +198,7 @@ async fn train() -> anyhow::Result<i32> {
             format!("epoch {e}/{}", cfg.epochs),
         );
         u.metrics = Some(numbers(&m));
-        if let Err(err) = reporter.send(&next(u)).await {
+        if let Err(err) = reporter.send(u).await {
             return stopped(err);
         }
     }
@@ -216,7 +208,8 @@ async fn train() -> anyhow::Result<i32> {
         format!("finished {} epochs", cfg.epochs),
     );
     done.checkpoint_s3_uri = checkpoint(&reporter, &model, &last, &mut rng).await;
-    if let Err(err) = reporter.send(&next(done)).await {
+    // The last word waits until every queued report is delivered.
+    if let Err(err) = reporter.finish(done).await {
         return stopped(err);
     }
     println!("done");
