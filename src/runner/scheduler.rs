@@ -386,7 +386,7 @@ mod tests {
     async fn a_slow_launch_holds_up_neither_other_launches_nor_cancels() {
         let svc = Service::start().await;
         let runner = FakeRunner::default();
-        runner.slow_model("slow", Duration::from_secs(3));
+        runner.slow_model("slow", Duration::from_secs(5));
         let running = svc.create("fast").await.id;
         let slow = svc.create("slow").await.id;
         let after = svc.create("fast").await.id;
@@ -396,17 +396,12 @@ mod tests {
         })
         .await;
         assert!(runner.calls(|c| c.launching.contains(&slow) && !c.launched.contains(&slow)));
-        let asked = Instant::now();
         svc.jobs.cancel(running, "cancelled by user").await.unwrap();
         until("the stop", || runner.calls(|c| c.cancelled == [running])).await;
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "the cancel waited {:?} behind the slow launch",
-            asked.elapsed()
-        );
+        // Ordering, not timing: the stop did not wait for the slow launch.
         assert!(
             runner.calls(|c| !c.launched.contains(&slow)),
-            "the slow launch is still in flight"
+            "the cancel waited behind the slow launch"
         );
         // Shutdown waits for it: the job is never left pending with a trainer.
         stop.cancel();
