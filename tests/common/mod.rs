@@ -32,6 +32,7 @@ pub struct Daemon {
     /// Everything the daemon wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
     bind: String,
+    open_files: Option<(u64, u64)>,
 }
 
 /// Options for [`Daemon::start_with`].
@@ -43,6 +44,8 @@ pub struct Opts {
     pub envs: Vec<(String, String)>,
     /// Reuse this data directory instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// Start the daemon with this open-files limit (soft, hard).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Opts {
@@ -84,6 +87,7 @@ impl Daemon {
             envs: opts.envs,
             log: Arc::new(Mutex::new(Vec::new())),
             bind: "127.0.0.1:0".into(),
+            open_files: opts.open_files,
         };
         d.spawn();
         d
@@ -109,6 +113,21 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        soft,
+                        hard,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn platform serve");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel::<String>();
