@@ -65,6 +65,11 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l trainers -d 
 complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subprocess-path -d 'Directory with one sub-directory per framework (the seed\'s layout)' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-connections -d 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-streams -d 'Most event streams and followed logs open at once; past it they are answered 503' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l header-timeout -d 'Seconds a client has to send a request\'s headers (from connecting, or from its first byte on a reused connection)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l idle-timeout -d 'Seconds a kept-alive connection may wait for its next request before it is closed' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-auth-failures -d 'Failed API-token attempts per minute from one client address before it gets 429 for the rest of the minute (0 = no limit)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-log-bytes -d 'Log bytes kept per job, at least 8 KiB (older output is dropped)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l s3-endpoint -d 'S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS S3 when BUCKET_NAME is set]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l aws-endpoint-url -d 'Alias of S3_ENDPOINT (the AWS SDKs\' name for it)' -r

@@ -2,8 +2,10 @@
 //! configuration to a running service and back to a clean stop.
 //!
 //! Start-up, in order: make everything the daemon creates private and lock
-//! the data dir ([`crate::datadir`]); install the Prometheus recorder; open
-//! and check the object store (a bad store setting fails before anything is written);
+//! the data dir ([`crate::datadir`]); raise the soft open-files limit to
+//! the hard one (every connection is a file descriptor); install the
+//! Prometheus recorder; open and check the object store (a bad store
+//! setting fails before anything is written);
 //! open the database; load the trainer registry; build the job service,
 //! the runner and the scheduler; bind the listener; serve. Shutdown runs
 //! the same way back: a signal cancels one [`CancellationToken`], which
@@ -27,14 +29,14 @@ use nix::sys::stat::Mode;
 
 use crate::config::{RunnerKind, ServerConfig};
 use crate::datadir;
-use crate::db::Db;
+use crate::db::{Db, SqliteOptions};
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::runner::env::StoreContract;
 use crate::runner::scheduler::Scheduler;
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::{Runner, SpecBuilder};
-use crate::server::{self, ApiToken, AppState};
+use crate::server::{self, ApiToken, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
 
@@ -45,6 +47,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let _data_dir = datadir::claim(&cfg.data_dir, &cfg.database_path)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let open_files = raise_open_files_limit();
     let prometheus = install_prometheus();
     // Checked before the database opens, so a bad store setting fails fast and cleanly.
     let store = Arc::new(Store::from_config(&cfg.storage)?);
@@ -54,17 +57,23 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             store.describe()
         )
     })?;
-    let db = Arc::new(Db::open_sqlite(&cfg.database_path).await?);
-    let served = serve(
-        &cfg,
-        db.clone(),
-        store,
-        prometheus,
+    let db = Arc::new(
+        Db::open_sqlite_with(
+            &cfg.database_path,
+            SqliteOptions {
+                max_pages: cfg.test_db_max_pages,
+            },
+        )
+        .await?,
+    );
+    let process = Process {
         started,
         shutdown,
         trainer_umask,
-    )
-    .await;
+        open_files,
+        prometheus,
+    };
+    let served = serve(&cfg, db.clone(), store, process).await;
     // Also on failure (e.g. the port is taken): queued writes are flushed
     // and the WAL checkpointed before the runtime stops. Later writes
     // (a trainer exiting right now) fail cleanly and are settled by the
@@ -76,16 +85,31 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     served
 }
 
+/// What start-up settled for the whole process before the database opened.
+struct Process {
+    started: Instant,
+    shutdown: CancellationToken,
+    /// The umask the daemon was started with (trainers get it back).
+    trainer_umask: Mode,
+    /// The open-files limit after raising it, when known.
+    open_files: Option<u64>,
+    prometheus: Option<PrometheusHandle>,
+}
+
 /// Everything between opening the database and closing it.
 async fn serve(
     cfg: &ServerConfig,
     db: Arc<Db>,
     store: Arc<Store>,
-    prometheus: Option<PrometheusHandle>,
-    started: Instant,
-    shutdown: CancellationToken,
-    trainer_umask: Mode,
+    process: Process,
 ) -> anyhow::Result<()> {
+    let Process {
+        started,
+        shutdown,
+        trainer_umask,
+        open_files,
+        prometheus,
+    } = process;
     let registry = Arc::new(Trainers::load(
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
@@ -156,21 +180,25 @@ async fn serve(
         specs,
         registry: registry.clone(),
         api_token: ApiToken::new(cfg.api_token.as_deref()),
+        auth_failures: Arc::new(AuthFailures::new(cfg.max_auth_failures)),
+        streams: StreamSlots::new(cfg.http.max_streams),
         max_body_bytes: cfg.max_body_bytes,
         prometheus,
         shutdown: shutdown.clone(),
     };
     let app = server::router(state, &cfg.cors_origins);
+    let opts = serve_options(cfg, open_files);
     tracing::info!(
         database = %db.describe(),
         runner = runner.name(),
         max_concurrent_jobs = cfg.max_concurrent_jobs,
         frameworks = %registry.current().names().join(","),
+        max_connections = opts.max_connections,
         store = %store.describe(),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
     );
-    let served = server::serve(listener, app, shutdown.clone())
+    let served = server::serve(listener, app, opts, shutdown.clone())
         .await
         .context("the HTTP server failed");
     // The server may also have stopped on its own (an error): stop the rest.
@@ -211,6 +239,60 @@ async fn build_runner(
                 crate::runner::kubernetes::KubernetesRunner::connect(jobs, store, cfg.kube.clone())
                     .await?;
             Ok(Arc::new(runner))
+        }
+    }
+}
+
+/// The server's connection settings, the cap fitted to the open-files limit.
+fn serve_options(cfg: &ServerConfig, open_files: Option<u64>) -> ServeOptions {
+    let wanted = cfg
+        .http
+        .max_connections
+        .unwrap_or(server::DEFAULT_MAX_CONNECTIONS);
+    let max_connections = match open_files {
+        Some(limit) => server::fit_open_files(wanted, limit),
+        None => wanted,
+    };
+    if max_connections < wanted && cfg.http.max_connections.is_some() {
+        tracing::warn!(
+            "--max-connections {wanted} does not fit the open-files limit of {}: serving at most {max_connections} connections",
+            open_files.unwrap_or_default()
+        );
+    }
+    ServeOptions {
+        max_connections,
+        header_timeout: cfg.http.header_timeout,
+        idle_timeout: cfg.http.idle_timeout,
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the soft default,
+/// often 1024, is far below what the kernel allows) and returns the limit
+/// in force; `None` when it cannot be read.
+fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the open-files limit");
+            return None;
+        }
+    };
+    if soft >= hard {
+        tracing::debug!(
+            limit = soft,
+            "the open-files limit is already at its maximum"
+        );
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = hard, "raised the open-files limit");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, limit = soft, "cannot raise the open-files limit");
+            Some(soft)
         }
     }
 }

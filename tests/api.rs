@@ -1678,7 +1678,7 @@ async fn hostile_input_never_breaks_the_daemon() {
 async fn api_token_guards_user_routes_but_not_trainer_routes() {
     let d = Daemon::start_with(
         Opts {
-            args: vec!["--api-token".into(), "s3cret".into()],
+            args: vec!["--api-token".into(), "s3cret-api-token-1".into()],
             ..Default::default()
         }
         .capturing(),
@@ -1716,7 +1716,7 @@ async fn api_token_guards_user_routes_but_not_trainer_routes() {
     // With the token, everything works.
     let resp = http
         .post(d.at(JOBS))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-api-token-1")
         .json(&job_body("alice"))
         .send()
         .await
@@ -1726,7 +1726,7 @@ async fn api_token_guards_user_routes_but_not_trainer_routes() {
     let id = s(&job["id"]).to_string();
     let resp = http
         .get(d.at(JOBS))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-api-token-1")
         .send()
         .await
         .unwrap();
@@ -1736,13 +1736,25 @@ async fn api_token_guards_user_routes_but_not_trainer_routes() {
     let token = callback_token(&d, &id);
     let (status, _) = callback(&d, &id, None, &json!({"status": "running"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = callback(&d, &id, Some("s3cret"), &json!({"status": "running"})).await;
+    let (status, _) = callback(
+        &d,
+        &id,
+        Some("s3cret-api-token-1"),
+        &json!({"status": "running"}),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the API token is no trainer token"
     );
-    let (status, _) = ingest(&d, &id, Some("s3cret"), &json!({"points": [{"loss": 1}]})).await;
+    let (status, _) = ingest(
+        &d,
+        &id,
+        Some("s3cret-api-token-1"),
+        &json!({"points": [{"loss": 1}]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = callback(&d, &id, Some(&token), &json!({"status": "running"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -1792,6 +1804,9 @@ fn non_loopback_bind_needs_a_token_or_an_explicit_opt_out() {
     }
     let (code, stderr) = serve_outcome(&["--bind", "0.0.0.0:0", "--allow-unauthenticated"], &[]);
     assert_eq!(code, None, "starts with --allow-unauthenticated: {stderr}");
-    let (code, stderr) = serve_outcome(&["--bind", "0.0.0.0:0"], &[("PLATFORM_API_TOKEN", "tok")]);
+    let (code, stderr) = serve_outcome(
+        &["--bind", "0.0.0.0:0"],
+        &[("PLATFORM_API_TOKEN", "a-long-enough-token")],
+    );
     assert_eq!(code, None, "starts with a token: {stderr}");
 }

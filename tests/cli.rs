@@ -1121,19 +1121,22 @@ fn an_unreachable_server_is_one_friendly_line() {
 async fn the_api_token_is_sent_from_flag_or_environment() {
     let d = Daemon::start_with(
         Opts {
-            args: vec!["--api-token".into(), "tok3n".into()],
+            args: vec!["--api-token".into(), "tok3n-long-enough-1".into()],
             ..Default::default()
         }
         .held(),
     );
     let err = fails(&d, &["job", "list"], 1);
     assert!(err.contains("API token"), "{err}");
-    ok(&d, &["job", "list", "--token", "tok3n"]);
-    let (code, _, err) = split(d.cli_env(&["job", "list"], &[("PLATFORM_TOKEN", "tok3n")]));
+    ok(&d, &["job", "list", "--token", "tok3n-long-enough-1"]);
+    let (code, _, err) = split(d.cli_env(
+        &["job", "list"],
+        &[("PLATFORM_TOKEN", "tok3n-long-enough-1")],
+    ));
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = split(d.cli_env(
         &["job", "list", "--token", "wrong"],
-        &[("PLATFORM_TOKEN", "tok3n")],
+        &[("PLATFORM_TOKEN", "tok3n-long-enough-1")],
     ));
     assert_eq!(code, 1, "the flag wins over the environment");
 }

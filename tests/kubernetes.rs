@@ -40,7 +40,6 @@ fn kube_daemon_in(fake: &FakeKube, dir: &Path, envs: &[(&str, &str)]) -> Daemon 
     ];
     e.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Daemon::start_with(Opts {
-        args: vec![],
         envs: e,
         data_dir: Some(dir.join("data")),
         ..Opts::default()

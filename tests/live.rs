@@ -1073,7 +1073,7 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
         args: vec![
             "--hold-jobs".into(),
             "--api-token".into(),
-            "s3cret tok".into(),
+            "s3cret tok 0123456".into(),
         ],
         ..Opts::default()
     });
@@ -1112,7 +1112,7 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     let ok = http
         .post(d.at("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("token=s3cret+tok")
+        .body("token=s3cret+tok+0123456")
         .send()
         .await
         .unwrap();
@@ -1142,14 +1142,14 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     assert_eq!(stream.status(), StatusCode::OK);
     drop(stream);
     let by_query = http
-        .get(d.at("/api/v1/training/events?token=s3cret%20tok"))
+        .get(d.at("/api/v1/training/events?token=s3cret%20tok%200123456"))
         .send()
         .await
         .unwrap();
     assert_eq!(by_query.status(), StatusCode::OK);
     drop(by_query);
     let page = http
-        .get(d.at("/ui?token=s3cret%20tok"))
+        .get(d.at("/ui?token=s3cret%20tok%200123456"))
         .send()
         .await
         .unwrap();
@@ -1157,7 +1157,7 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     assert!(page.headers()["set-cookie"]
         .to_str()
         .unwrap()
-        .starts_with("platform_token=s3cret%20tok;"));
+        .starts_with("platform_token=s3cret%20tok%200123456;"));
     // …but never for writes.
     let create = http
         .post(d.at("/api/v1/training/jobs"))
@@ -1168,7 +1168,7 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
         .unwrap();
     assert_eq!(create.status(), StatusCode::UNAUTHORIZED);
     let create = http
-        .post(d.at("/api/v1/training/jobs?token=s3cret%20tok"))
+        .post(d.at("/api/v1/training/jobs?token=s3cret%20tok%200123456"))
         .json(&demo_job(json!({})))
         .send()
         .await
@@ -1177,7 +1177,7 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     // The header still works everywhere.
     let r = http
         .get(d.at("/ui"))
-        .bearer_auth("s3cret tok")
+        .bearer_auth("s3cret tok 0123456")
         .send()
         .await
         .unwrap();

@@ -175,11 +175,11 @@ async fn trainer_gets_exactly_the_contract_environment() {
             &dir.path().join("trainers.toml").display().to_string(),
         ],
         &[
-            ("PLATFORM_API_TOKEN", "operator-secret"),
+            ("PLATFORM_API_TOKEN", "operator-secret-token"),
             ("SOME_DAEMON_SECRET", "x"),
         ],
     );
-    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth("operator-secret");
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth("operator-secret-token");
     let mk = |framework: &str, config: Value| {
         auth(d.http().post(d.at("/api/v1/training/jobs"))).json(&json!({
             "user_id": "alice", "model_name": "yolo11n", "framework": framework,

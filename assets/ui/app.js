@@ -3,6 +3,16 @@
 "use strict";
 
 const API = "/api/v1/training";
+
+// A `?token=` that opened the page is in the cookie now (the server set
+// it): take it out of the address bar, history and bookmarks at once.
+(() => {
+  const url = new URL(location.href);
+  if (url.searchParams.has("token")) {
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  }
+})();
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 // Most useful first (the CLI's order, src/cli/metrics.rs).
 const PRIORITY = ["loss", "val_loss", "accuracy", "val_accuracy", "mAP50-95", "mAP50", "mAP",

@@ -4,6 +4,7 @@
 //! flattened in here, so `serve --help` still lists them all.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -122,6 +123,31 @@ pub struct ServeArgs {
     #[arg(long)]
     pub stop_jobs_on_exit: bool,
 
+    /// Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit].
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most event streams and followed logs open at once; past it they are answered 503.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// Seconds a client has to send a request's headers (from connecting, or from its first byte on a reused connection).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub header_timeout: Duration,
+
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60", value_name = "SECONDS", value_parser = seconds)]
+    pub idle_timeout: Duration,
+
+    /// Failed API-token attempts per minute from one client address before it gets 429 for the rest of the minute (0 = no limit).
+    #[arg(
+        long,
+        env = "MAX_AUTH_FAILURES",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    pub max_auth_failures: u32,
+
     /// Log bytes kept per job, at least 8 KiB (older output is dropped).
     #[arg(long, env = "MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_log_bytes: u64,
@@ -136,4 +162,14 @@ pub struct ServeArgs {
     /// Kubernetes runner settings.
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// A positive, finite number of seconds.
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0 && *x <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected a number of seconds above 0 (at most 86400), not {s:?}"))
 }

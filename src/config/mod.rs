@@ -38,6 +38,12 @@ pub enum ConfigError {
     /// A non-loopback bind without a token.
     #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token), or pass --allow-unauthenticated to expose the API to your network")]
     Unauthenticated(SocketAddr),
+    /// A token that is empty or only whitespace.
+    #[error("refusing to listen on {0} with an empty API token: set PLATFORM_API_TOKEN (or --api-token) to a secret of at least {MIN_TOKEN_CHARS} characters, or leave it unset (a non-loopback address then needs --allow-unauthenticated)")]
+    EmptyToken(SocketAddr),
+    /// A token too short to resist guessing.
+    #[error("the API token is {0} characters long, too short to resist guessing: set PLATFORM_API_TOKEN (or --api-token) to at least {MIN_TOKEN_CHARS} characters, e.g. the output of `openssl rand -hex 32`")]
+    ShortToken(usize),
     /// No data directory could be found.
     #[error("cannot find the user's data directory; set PLATFORM_DATA_DIR or --data-dir")]
     NoDataDir,
@@ -53,6 +59,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Storage(String),
 }
+
+/// The shortest API token accepted (surrounding whitespace does not count).
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// The resolved server configuration.
 #[derive(Debug, Clone)]
@@ -93,14 +102,34 @@ pub struct ServerConfig {
     pub hold_jobs: bool,
     /// Kubernetes runner settings.
     pub kube: KubeSettings,
+    /// Connection handling: caps and timeouts.
+    pub http: HttpLimits,
+    /// Failed API-token attempts per minute per client address (0 = no limit).
+    pub max_auth_failures: u32,
+    /// Test-only cap on the database's size in pages
+    /// (`PLATFORM_TEST_DB_MAX_PAGES`).
+    pub test_db_max_pages: Option<u64>,
+}
+
+/// How the HTTP server treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most open connections (before fitting the open-files limit); `None`
+    /// takes the default.
+    pub max_connections: Option<usize>,
+    /// Most event streams and followed logs at once.
+    pub max_streams: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: std::time::Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl ServerConfig {
     /// Resolves `args` (already layered by clap) into a configuration.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
-        // An empty token (`--api-token ""`, `PLATFORM_API_TOKEN=`) is no token.
-        let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+        let api_token = check_token(args.api_token.as_deref(), bind)?;
         if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
@@ -153,8 +182,42 @@ impl ServerConfig {
             storage,
             hold_jobs: args.hold_jobs,
             kube: KubeSettings::from_args(&args.kube),
+            http: HttpLimits {
+                max_connections: args.max_connections.map(|n| n as usize),
+                max_streams: args.max_streams as usize,
+                header_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+            },
+            max_auth_failures: args.max_auth_failures,
+            test_db_max_pages: test_db_max_pages(),
         })
     }
+}
+
+/// `PLATFORM_TEST_DB_MAX_PAGES`: a cap on the database's size in pages, so
+/// that tests get a real `SQLITE_FULL` without filling a disk. Read from
+/// the environment only (no flag, no help text): it is not for operators.
+fn test_db_max_pages() -> Option<u64> {
+    std::env::var("PLATFORM_TEST_DB_MAX_PAGES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The API token as configured, trimmed. Unset is no token; a value that
+/// is set but empty or only whitespace is refused rather than read as "no
+/// token" (a typo must not open the API), and so is a short one.
+fn check_token(token: Option<&str>, bind: SocketAddr) -> Result<Option<String>, ConfigError> {
+    let Some(token) = token.map(str::trim) else {
+        return Ok(None);
+    };
+    if token.is_empty() {
+        return Err(ConfigError::EmptyToken(bind));
+    }
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(ConfigError::ShortToken(chars));
+    }
+    Ok(Some(token.to_string()))
 }
 
 fn resolve_bind(flag: Option<&str>) -> Result<SocketAddr, ConfigError> {
@@ -256,6 +319,28 @@ mod tests {
             default_base_url("10.1.2.3:80".parse().unwrap()),
             "http://10.1.2.3:80"
         );
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_must_be_long_enough() {
+        let bind: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(check_token(None, bind).unwrap(), None);
+        assert_eq!(
+            check_token(Some("  0123456789abcdef \n"), bind)
+                .unwrap()
+                .as_deref(),
+            Some("0123456789abcdef")
+        );
+        for blank in ["", "   ", "\t\n"] {
+            assert!(matches!(
+                check_token(Some(blank), bind),
+                Err(ConfigError::EmptyToken(_))
+            ));
+        }
+        assert!(matches!(
+            check_token(Some("  0123456789abcde  "), bind),
+            Err(ConfigError::ShortToken(15))
+        ));
     }
 
     #[test]

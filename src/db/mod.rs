@@ -22,12 +22,17 @@ use crate::model::{
     FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint,
 };
 
-/// Database failures (the server answers 500/503 for these).
+pub use sqlite::SqliteOptions;
+
+/// Database failures (the server answers 500/503/507 for these).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The backend reported an error.
     #[error("database error: {0}")]
     Backend(String),
+    /// The disk is full (`SQLITE_FULL` or `ENOSPC`): nothing was stored.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
     /// The database is shutting down.
     #[error("the database is closed")]
     Closed,
@@ -111,7 +116,12 @@ impl Db {
     /// Opens (creating if needed) the SQLite database at `path`, applies
     /// migrations and starts its writer.
     pub async fn open_sqlite(path: &Path) -> Result<Db, DbError> {
-        Ok(Db::Sqlite(sqlite::Sqlite::open(path).await?))
+        Self::open_sqlite_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`Db::open_sqlite`] with options.
+    pub async fn open_sqlite_with(path: &Path, options: SqliteOptions) -> Result<Db, DbError> {
+        Ok(Db::Sqlite(sqlite::Sqlite::open(path, options).await?))
     }
 
     /// One line for logs: the backend and where it is.
@@ -228,7 +238,9 @@ impl Db {
         }
     }
 
-    /// A round trip, for health checks.
+    /// A round trip, for health checks; also fails with
+    /// [`DbError::DiskFull`] while the last write failed for a full disk
+    /// (until a later write commits).
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.ping().await,

@@ -1,12 +1,26 @@
 //! Who may call what, as middleware on the sub-routers of [`super::router`]:
 //! user routes need the operator's API token (when one is configured),
-//! trainer routes need the job's own callback token, and dashboard pages
-//! answer the login form instead of a 401. Nothing here matches paths: a
-//! route's group decides its check.
+//! event streams also take it from `?token=` (a browser's `EventSource`
+//! cannot send a header), trainer routes need the job's own callback token,
+//! and dashboard pages answer the login form instead of a 401. Nothing here
+//! matches paths: a route's group decides its check.
 //!
-//! Every comparison runs in constant time ([`crate::secrets::constant_time_eq`]).
+//! Where the API token may come from:
+//! - `Authorization: Bearer …`: everywhere;
+//! - the dashboard's `platform_token` cookie (`HttpOnly`,
+//!   `SameSite=Strict`): GET and HEAD only, so it can never make a change;
+//! - `?token=`: only on the two event streams and the dashboard's page
+//!   load (which moves it into the cookie), never on other API routes, so
+//!   tokens do not end up in the URLs of ordinary calls.
+//!
+//! Wrong tokens are counted per client address ([`super::ratelimit`]);
+//! past the limit the address gets 429 until its minute is over. Every
+//! comparison runs in constant time ([`crate::secrets::constant_time_eq`]).
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -40,35 +54,117 @@ impl ApiToken {
     }
 }
 
-/// Whether `req` carries the API token: as a bearer header, or (GET/HEAD
-/// only, for browsers that cannot set headers) the dashboard's cookie or
-/// `?token=`.
-fn presents_api_token(st: &AppState, req: &Request) -> bool {
-    st.api_token.admits(bearer(req.headers()))
-        || ui::browser_token(req).is_some_and(|t| st.api_token.admits(Some(&t)))
+/// The client's address, when the server knows it (always, when served by
+/// [`super::listen::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.extensions)))
+    }
+}
+
+fn client_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// What the API-token check decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Admitted,
+    /// No token presented.
+    Missing,
+    /// A token was presented, and none was right.
+    Wrong,
+    /// Too many wrong tokens from this address: try again in this many seconds.
+    Blocked(u64),
+}
+
+impl AppState {
+    /// Checks a token a client presented outside a request (the login
+    /// form), counting a wrong one against its address.
+    pub(super) fn check_token(&self, ip: Option<IpAddr>, presented: &[String]) -> Verdict {
+        if !self.api_token.is_required() {
+            return Verdict::Admitted;
+        }
+        if let Some(secs) = ip.and_then(|ip| self.auth_failures.blocked(ip)) {
+            return Verdict::Blocked(secs);
+        }
+        if presented.is_empty() {
+            return Verdict::Missing;
+        }
+        if presented.iter().any(|t| self.api_token.admits(Some(t))) {
+            return Verdict::Admitted;
+        }
+        if let Some(ip) = ip {
+            self.auth_failures.record(ip);
+        }
+        Verdict::Wrong
+    }
+
+    /// Checks the API token of `req`; `query` also accepts `?token=`.
+    fn check_request(&self, req: &Request, query: bool) -> Verdict {
+        let mut presented: Vec<String> = Vec::new();
+        presented.extend(bearer(req.headers()).map(str::to_string));
+        presented.extend(ui::cookie_token(req));
+        if query {
+            presented.extend(ui::query_token(req));
+        }
+        self.check_token(client_ip(req.extensions()), &presented)
+    }
+}
+
+/// The API answer to a refused verdict.
+fn refusal(v: Verdict) -> Response {
+    match v {
+        Verdict::Blocked(secs) => ApiError::TooManyRequests {
+            detail: format!(
+                "too many failed API-token attempts from your address; try again in {secs} s"
+            ),
+            retry_after: secs,
+        }
+        .into_response(),
+        _ => ApiError::Unauthorized(
+            "missing or invalid API token: send Authorization: Bearer <token> (platform --token / PLATFORM_TOKEN)".into(),
+        )
+        .into_response(),
+    }
 }
 
 /// User routes: the API token, when one is configured.
 pub async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if !presents_api_token(&st, &req) {
-        return ApiError::Unauthorized(
-            "missing or invalid API token: send Authorization: Bearer <token> (platform --token / PLATFORM_TOKEN)".into(),
-        )
-        .into_response();
+    match st.check_request(&req, false) {
+        Verdict::Admitted => next.run(req).await,
+        refused => refusal(refused),
     }
-    next.run(req).await
 }
 
-/// Dashboard pages: like user routes, but a browser gets the login form.
+/// Event streams: like user routes, and `?token=` is accepted too.
+pub async fn require_stream_token(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match st.check_request(&req, true) {
+        Verdict::Admitted => next.run(req).await,
+        refused => refusal(refused),
+    }
+}
+
+/// Dashboard pages: like event streams, but a browser gets the login form.
 pub async fn require_dashboard_login(
     State(st): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    if !presents_api_token(&st, &req) {
-        return ui::login_page(None);
+    match st.check_request(&req, true) {
+        Verdict::Admitted => next.run(req).await,
+        refused => ui::login_refused(refused),
     }
-    next.run(req).await
 }
 
 /// Trainer routes (`/jobs/{id}/…`): the job's callback token, never the

@@ -34,8 +34,17 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 422.
     Invalid(ValidationError),
+    /// 429, with `Retry-After` in seconds.
+    TooManyRequests {
+        /// What happened.
+        detail: String,
+        /// Seconds until the client may try again.
+        retry_after: u64,
+    },
     /// 503.
     Unavailable(String),
+    /// 507: the disk is full; nothing was stored.
+    InsufficientStorage(String),
     /// 500: a bug or an environment failure, never bad input.
     Internal(String),
 }
@@ -56,7 +65,9 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +76,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let body = match self {
             ApiError::Conflict { detail, status } => ErrorBody {
                 detail,
@@ -90,7 +105,9 @@ impl IntoResponse for ApiError {
             | ApiError::NotFound(d)
             | ApiError::TooLarge(d)
             | ApiError::UnsupportedMediaType(d)
-            | ApiError::Unavailable(d) => plain(d),
+            | ApiError::TooManyRequests { detail: d, .. }
+            | ApiError::Unavailable(d)
+            | ApiError::InsufficientStorage(d) => plain(d),
         };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -98,6 +115,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         resp
     }
@@ -121,6 +142,9 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            DbError::DiskFull(_) => ApiError::InsufficientStorage(
+                "the server's disk is full, so nothing was stored: free disk space on the server and try again".into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -153,6 +177,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => {
                 ApiError::Unavailable(format!("object store unavailable: {m}"))
             }
+            StoreError::DiskFull(m) => ApiError::InsufficientStorage(m),
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use utoipa::OpenApi;
 
+use super::apidoc::CrossCutting;
 use super::AppState;
 use crate::model::{ErrorBody, Health, ServiceInfo, SERVICE_NAME};
 
@@ -112,7 +113,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         super::events::job_events, super::events::all_events,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Security),
+    modifiers(&Security, &CrossCutting),
     tags(
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),

@@ -1,22 +1,30 @@
 //! The HTTP API: state, routes and middleware.
 //!
-//! [`router`] assembles three groups of routes, each with its own auth
+//! [`router`] assembles the groups of routes, each with its own auth
 //! layer ([`auth`]): public service routes, user routes (the operator's API
-//! token) and trainer routes (the job's callback token); plus the
-//! dashboard. Handlers live in the sub-modules and are thin: they extract,
-//! call [`crate::jobs::Jobs`] (or the store, the runner), and shape the
-//! answer; every error goes through [`error::ApiError`]. Start-up and
-//! shutdown of the daemon live in [`crate::daemon`].
+//! token), event streams (the API token, also as `?token=`) and trainer
+//! routes (the job's callback token); plus the dashboard. Long-lived
+//! responses take a slot ([`streams`]). Handlers live in the sub-modules
+//! and are thin: they extract, call [`crate::jobs::Jobs`] (or the store,
+//! the runner), and shape the answer; every error goes through
+//! [`error::ApiError`]. [`listen::serve`] runs the router: connection cap,
+//! timeouts, graceful stop. Start-up and shutdown of the daemon live in
+//! [`crate::daemon`].
 
+mod apidoc;
 pub mod artifacts;
 mod auth;
+mod conn;
 pub mod datasets;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod jobs;
+pub mod listen;
 pub mod meta;
+mod ratelimit;
 pub mod runs;
+pub mod streams;
 pub mod ui;
 
 use std::sync::Arc;
@@ -36,6 +44,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use auth::ApiToken;
+pub use listen::{fit_open_files, serve, ServeOptions, DEFAULT_MAX_CONNECTIONS};
+pub use ratelimit::AuthFailures;
+pub use streams::StreamSlots;
 
 use crate::jobs::Jobs;
 use crate::runner::{Runner, SpecBuilder};
@@ -58,6 +69,10 @@ pub struct AppState {
     pub registry: Arc<Trainers>,
     /// The operator's API token for user routes.
     pub api_token: ApiToken,
+    /// Failed API-token attempts per client address.
+    pub auth_failures: Arc<AuthFailures>,
+    /// Slots for event streams and followed logs.
+    pub streams: StreamSlots,
     /// JSON body limit.
     pub max_body_bytes: usize,
     /// Prometheus renderer, when the recorder is installed.
@@ -76,14 +91,30 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/frameworks", get(runs::frameworks))
         .route("/frameworks/reload", post(runs::reload_frameworks))
-        .route("/jobs/{id}/logs", get(runs::logs))
+        .route(
+            "/jobs/{id}/logs",
+            get(runs::logs).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                streams::limit_followed_logs,
+            )),
+        )
         .route("/jobs/{id}/metrics", get(jobs::list_metrics))
-        .route("/jobs/{id}/events", get(events::job_events))
-        .route("/events", get(events::all_events))
         .merge(artifacts::user_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_token,
+        ));
+    // Browsers' EventSource cannot send a header: these also take ?token=.
+    let event_streams = Router::new()
+        .route("/jobs/{id}/events", get(events::job_events))
+        .route("/events", get(events::all_events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            streams::limit_streams,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_stream_token,
         ));
     let trainer_api = Router::new()
         .route("/jobs/{id}/callback", post(jobs::callback))
@@ -97,10 +128,12 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         state.clone(),
         auth::require_api_token,
     ));
-    let dashboard = ui::pages().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_dashboard_login,
-    ));
+    let dashboard = ui::pages()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_dashboard_login,
+        ))
+        .layer(middleware::map_response(ui::protect));
     let app = Router::new()
         .route("/", get(meta::root))
         .route("/health", get(meta::health))
@@ -110,7 +143,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/docs/", get(meta::docs))
         .route("/docs/swagger-ui-bundle.js", get(meta::docs_js))
         .route("/docs/swagger-ui.css", get(meta::docs_css))
-        .nest("/api/v1/training", user_api.merge(trainer_api))
+        .nest(
+            "/api/v1/training",
+            user_api.merge(event_streams).merge(trainer_api),
+        )
         .merge(datasets)
         .merge(dashboard)
         .merge(ui::public_routes())
@@ -137,6 +173,26 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         }),
     )
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    .layer(middleware::map_request(drop_unfit_request_id))
+}
+
+/// The longest client-supplied `X-Request-Id` kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Removes a client-supplied `X-Request-Id` that is too long or not
+/// printable ASCII, so a fresh one replaces it: ids are echoed and logged,
+/// and must not carry junk into either.
+async fn drop_unfit_request_id(mut req: Request) -> Request {
+    let fit = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x20..0x7f).contains(c))
+    };
+    let ids = req.headers().get_all(REQUEST_ID);
+    let keep = ids.iter().count() == 1 && ids.iter().all(fit);
+    if !keep {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    req
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -180,23 +236,4 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("platform_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
-}
-
-/// Serves `app` on `listener` until `shutdown` is cancelled, then finishes
-/// the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    // No Nagle delay: small writes (SSE events, callback answers) go out at
-    // once instead of waiting up to 40 ms for the peer's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

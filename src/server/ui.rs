@@ -3,12 +3,18 @@
 //! compiled into the binary (no CDN, no Node build step). Read-only: it
 //! uses only the GET endpoints and the event streams.
 //!
-//! With an API token configured the dashboard needs it too. Browsers cannot
-//! attach an `Authorization` header to `EventSource`, so for GET requests
-//! the token is also accepted from the `platform_token` cookie (set by the
-//! login form, `HttpOnly`, `SameSite=Strict`) or a `?token=` query
-//! parameter. Writes always need the header, so the cookie cannot be
-//! abused for cross-site changes.
+//! With an API token configured the dashboard needs it too. The login form
+//! (or a first page load with `?token=`, e.g. a link from a script) stores
+//! it in the `platform_token` cookie (`HttpOnly`, `SameSite=Strict`), which
+//! then authorises the dashboard's GET requests and event streams; the
+//! page's script removes a `?token=` from the address bar at once. Writes
+//! always need the header, so the cookie cannot be abused for cross-site
+//! changes; login and logout are POSTs that refuse cross-site senders
+//! (`Sec-Fetch-Site`, else `Origin`).
+//!
+//! Every dashboard response carries a strict Content-Security-Policy (the
+//! assets have no inline script or style), `X-Frame-Options: DENY` and
+//! `Referrer-Policy: no-referrer`.
 
 use std::collections::HashMap;
 
@@ -19,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
+use super::auth::{ClientIp, Verdict};
 use super::AppState;
 
 /// Name of the cookie that carries the API token for the dashboard.
@@ -28,6 +35,9 @@ const INDEX: &str = include_str!("../../assets/ui/index.html");
 const LOGIN: &str = include_str!("../../assets/ui/login.html");
 const APP_JS: &str = include_str!("../../assets/ui/app.js");
 const APP_CSS: &str = include_str!("../../assets/ui/app.css");
+
+/// The dashboard's policy: its own script, stylesheet and API only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The dashboard's pages (they need the API token when one is set).
 pub fn pages() -> Router<AppState> {
@@ -43,24 +53,52 @@ pub fn public_routes() -> Router<AppState> {
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
         .route("/ui/login", post(login))
-        .route("/ui/logout", get(logout))
+        .route("/ui/logout", post(logout))
+        .layer(axum::middleware::map_response(protect))
 }
 
-/// The token a browser presents without an `Authorization` header: the
-/// `?token=` query parameter or the cookie; only for GET/HEAD requests.
-pub fn browser_token(req: &Request) -> Option<String> {
+/// Adds the dashboard's security headers to a response.
+pub async fn protect(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// The dashboard's cookie, on GET/HEAD requests only.
+pub fn cookie_token(req: &Request) -> Option<String> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
     }
-    query_token(req.uri()).or_else(|| cookie_token(req.headers()))
+    cookie_value(req.headers())
 }
 
-fn query_token(uri: &Uri) -> Option<String> {
+/// `?token=`, on GET/HEAD requests only (the routes that accept it decide
+/// whether to look).
+pub fn query_token(req: &Request) -> Option<String> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    token_in(req.uri())
+}
+
+fn token_in(uri: &Uri) -> Option<String> {
     let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
     q.get("token").filter(|t| !t.is_empty()).cloned()
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -72,28 +110,77 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The login form, answered with 401 to an unauthenticated dashboard request.
-pub fn login_page(error: Option<&str>) -> Response {
+/// The login form, with `status` and an optional error line.
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     let note = error
         .map(|e| format!(r#"<p class="error">{}</p>"#, html_escape(e)))
         .unwrap_or_default();
-    (
-        StatusCode::UNAUTHORIZED,
-        Html(LOGIN.replace("<!--ERROR-->", &note)),
-    )
-        .into_response()
+    (status, Html(LOGIN.replace("<!--ERROR-->", &note))).into_response()
+}
+
+/// What a dashboard request that failed the token check gets: the login
+/// form (401), or 429 while the address is blocked.
+pub fn login_refused(v: Verdict) -> Response {
+    match v {
+        Verdict::Blocked(secs) => {
+            let mut resp = login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!(
+                    "Too many failed sign-ins from your address; try again in {secs} seconds."
+                )),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp
+        }
+        Verdict::Wrong => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That token is not the server's API token."),
+        ),
+        Verdict::Missing | Verdict::Admitted => login_page(StatusCode::UNAUTHORIZED, None),
+    }
 }
 
 /// `/ui`, `/ui/jobs/{id}`: the single page; its script routes on the path.
-/// A valid `?token=` is remembered in the cookie so later API calls carry it.
+/// A valid `?token=` is moved into the cookie (the script then drops it
+/// from the address bar), so later API calls carry it.
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {
     let mut resp = ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response();
-    if let Some(token) = query_token(&uri) {
+    if let Some(token) = token_in(&uri) {
         if st.api_token.is_required() && st.api_token.admits(Some(&token)) {
             set_cookie(&mut resp, &token);
         }
     }
     resp
+}
+
+/// Whether a form post comes from the dashboard itself: the browser's
+/// `Sec-Fetch-Site`, else its `Origin` against the request's host. A post
+/// with neither is not a browser's cross-site form (browsers send `Origin`
+/// on every POST), e.g. a script.
+fn from_this_site(headers: &HeaderMap, uri: &Uri) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let authority = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+    });
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
+fn cross_site_refusal() -> Response {
+    login_page(
+        StatusCode::FORBIDDEN,
+        Some("Refused: this form was sent from another site."),
+    )
 }
 
 #[derive(Deserialize)]
@@ -104,23 +191,41 @@ struct Login {
 /// `POST /ui/login`: checks the token and stores it in the cookie.
 async fn login(
     State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    uri: Uri,
     form: Result<Form<Login>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if !from_this_site(&headers, &uri) {
+        return cross_site_refusal();
+    }
     if !st.api_token.is_required() {
         return Redirect::to("/ui").into_response();
     }
-    match form {
-        Ok(Form(l)) if st.api_token.admits(Some(l.token.trim())) => {
+    let presented: Vec<String> = form
+        .ok()
+        .map(|Form(l)| l.token.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .into_iter()
+        .collect();
+    match st.check_token(ip, &presented) {
+        Verdict::Admitted => {
             let mut resp = Redirect::to("/ui").into_response();
-            set_cookie(&mut resp, l.token.trim());
+            if let Some(token) = presented.first() {
+                set_cookie(&mut resp, token);
+            }
             resp
         }
-        _ => login_page(Some("That token is not the server's API token.")),
+        Verdict::Missing => login_refused(Verdict::Wrong),
+        refused => login_refused(refused),
     }
 }
 
-/// `GET /ui/logout`: forgets the cookie.
-async fn logout() -> Response {
+/// `POST /ui/logout`: forgets the cookie.
+async fn logout(headers: HeaderMap, uri: Uri) -> Response {
+    if !from_this_site(&headers, &uri) {
+        return cross_site_refusal();
+    }
     let mut resp = Redirect::to("/ui").into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
@@ -217,20 +322,51 @@ mod tests {
             }
             b.body(axum::body::Body::empty()).unwrap()
         };
-        let get = |uri, cookie| browser_token(&req(Method::GET, uri, cookie));
-        assert_eq!(get("/ui?token=a%20b", None).as_deref(), Some("a b"));
         assert_eq!(
-            get("/ui", Some("x=1; platform_token=s%3Bt")).as_deref(),
+            query_token(&req(Method::GET, "/ui?token=a%20b", None)).as_deref(),
+            Some("a b")
+        );
+        assert_eq!(
+            cookie_token(&req(Method::GET, "/ui", Some("x=1; platform_token=s%3Bt"))).as_deref(),
             Some("s;t")
         );
-        assert_eq!(get("/ui", Some("other=1")), None);
         assert_eq!(
-            browser_token(&req(
-                Method::POST,
-                "/api/v1/training/jobs?token=t",
-                Some("platform_token=t")
-            )),
+            cookie_token(&req(Method::GET, "/ui", Some("other=1"))),
             None
+        );
+        let post = req(
+            Method::POST,
+            "/api/v1/training/jobs?token=t",
+            Some("platform_token=t"),
+        );
+        assert_eq!(query_token(&post), None);
+        assert_eq!(cookie_token(&post), None);
+    }
+
+    #[test]
+    fn form_posts_from_other_sites_are_refused() {
+        let uri: Uri = "/ui/login".parse().unwrap();
+        let check = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8000"));
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            from_this_site(&h, &uri)
+        };
+        assert!(check(&[]), "no browser headers: a script");
+        assert!(check(&[("sec-fetch-site", "same-origin")]));
+        assert!(check(&[("origin", "http://127.0.0.1:8000")]));
+        assert!(!check(&[("sec-fetch-site", "cross-site")]));
+        assert!(!check(&[("sec-fetch-site", "same-site")]));
+        assert!(!check(&[("origin", "http://evil.example")]));
+        assert!(!check(&[("origin", "null")]));
+        assert!(
+            !check(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:8000")
+            ]),
+            "Sec-Fetch-Site wins"
         );
     }
 }

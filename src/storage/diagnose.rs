@@ -1,7 +1,8 @@
 //! Turning object_store errors into one readable line each: a missing
-//! key is a 404, and everything else says what failed and what to check
-//! (unreachable endpoint, missing bucket, rejected credentials), with every
-//! credential scrubbed out.
+//! key is a 404, a full disk under the local store is its own error (507),
+//! and everything else says what failed and what to check (unreachable
+//! endpoint, missing bucket, rejected credentials), with every credential
+//! scrubbed out.
 
 use super::{Backend, Store, StoreError};
 
@@ -15,6 +16,12 @@ impl Store {
         }
         let text = scrub(&self.redact, error_chain(&e));
         let msg = match &self.backend {
+            Backend::Local { root } if is_disk_full(&e) => {
+                return StoreError::DiskFull(format!(
+                    "cannot {op} the local object store at {}: the disk is full; free space on it and try again",
+                    root.display()
+                ));
+            }
             Backend::Local { root } => {
                 format!(
                     "cannot {op} the local object store at {}: {text}",
@@ -97,6 +104,22 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether an I/O error in the chain is `ENOSPC` (or a quota exceeded,
+/// which writes see the same way).
+fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), StorageFull | QuotaExceeded) {
+                return true;
+            }
+        }
+        cur = s.source();
+    }
+    false
+}
+
 fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = cur {
@@ -127,4 +150,34 @@ fn s3_code(text: &str) -> Option<&str> {
     let start = text.find("<Code>")? + "<Code>".len();
     let end = text[start..].find("</Code>")? + start;
     Some(&text[start..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageConfig;
+
+    /// The error the local store returns when a write hits `ENOSPC` (the
+    /// shape object_store gives it: the io::Error is in the source chain).
+    #[test]
+    fn enospc_under_the_local_store_is_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::from_config(&StorageConfig::local(dir.path().join("store"))).unwrap();
+        let enospc = || object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(28)),
+        };
+        match store.explain("write to", enospc()) {
+            StoreError::DiskFull(m) => assert!(m.contains("the disk is full"), "{m}"),
+            other => panic!("expected DiskFull, got {other:?}"),
+        }
+        let other = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(13)),
+        };
+        assert!(matches!(
+            store.explain("write to", other),
+            StoreError::Unavailable(_)
+        ));
+    }
 }

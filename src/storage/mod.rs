@@ -69,6 +69,9 @@ pub enum StoreError {
     /// The store failed or cannot be reached (503). Already redacted.
     #[error("{0}")]
     Unavailable(String),
+    /// The local store's disk is full (`ENOSPC`); nothing was stored (507).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Where to read a download from.

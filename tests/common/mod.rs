@@ -35,6 +35,7 @@ pub struct Daemon {
     /// Where the stand-in trainer of a capturing daemon writes each job's
     /// callback token (see [`Opts::capturing`]).
     pub tokens: Option<PathBuf>,
+    open_files: Option<(u64, u64)>,
 }
 
 /// Options for [`Daemon::start_with`].
@@ -48,6 +49,8 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
     /// See [`Opts::capturing`].
     pub capture: bool,
+    /// Start the daemon with this open-files limit (soft, hard).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Opts {
@@ -134,6 +137,7 @@ impl Daemon {
             log: Arc::new(Mutex::new(Vec::new())),
             bind: "127.0.0.1:0".into(),
             tokens,
+            open_files: opts.open_files,
         };
         d.spawn();
         d
@@ -159,6 +163,21 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        soft,
+                        hard,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn platform serve");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel::<String>();

@@ -30,7 +30,13 @@ use crate::model::{
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        DbError::Backend(e.to_string())
+        // SQLITE_FULL is SQLite's own answer to ENOSPC on a write; an I/O
+        // error with that errno is recognised where the connection is at
+        // hand (the writer's commit).
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => DbError::DiskFull(e.to_string()),
+            _ => DbError::Backend(e.to_string()),
+        }
     }
 }
 
@@ -57,6 +63,15 @@ impl From<tokio_rusqlite::Error<DbError>> for DbError {
 /// Number of read-only connections (each has its own thread).
 const READERS: usize = 2;
 
+/// Settings of [`Sqlite::open`] beyond the path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqliteOptions {
+    /// Caps the database file at this many pages (`PRAGMA max_page_count`);
+    /// growing past it fails like a full disk. Only tests set it: it is the
+    /// one way to get a real `SQLITE_FULL` without filling a filesystem.
+    pub max_pages: Option<u64>,
+}
+
 /// An open SQLite database.
 pub struct Sqlite {
     path: PathBuf,
@@ -68,7 +83,7 @@ pub struct Sqlite {
 impl Sqlite {
     /// Opens (creating if needed) the database file, applies migrations and
     /// starts the writer.
-    pub async fn open(path: &Path) -> Result<Sqlite, DbError> {
+    pub async fn open(path: &Path, options: SqliteOptions) -> Result<Sqlite, DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Migration {
                 path: path.to_path_buf(),
@@ -83,7 +98,12 @@ impl Sqlite {
         conn.call(move |c| -> Result<(), DbError> {
             configure(c)?;
             c.pragma_update(None, "journal_mode", "WAL")?;
-            migrate(c, &owned)
+            migrate(c, &owned)?;
+            if let Some(pages) = options.max_pages {
+                // Below the current size SQLite keeps the current size.
+                c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+            }
+            Ok(())
         })
         .await?;
         let mut readers = Vec::with_capacity(READERS);
@@ -135,7 +155,7 @@ impl Sqlite {
                 let t = now();
                 (rec.job.created_at, rec.job.updated_at) = (t, t);
                 jobs::insert(c, &mut rec)?;
-                Ok::<_, DbError>(rec.job)
+                Ok(Ok(rec.job))
             })
             .await
     }
@@ -156,12 +176,15 @@ impl Sqlite {
         self.writer
             .write(move |c| {
                 let Some(mut rec) = jobs::get(c, id)? else {
-                    return Ok(Modified::Missing);
+                    return Ok(Ok(Modified::Missing));
                 };
                 let t = now();
-                let changes = rule(&mut rec, t)?;
+                let changes = match rule(&mut rec, t) {
+                    Ok(changes) => changes,
+                    Err(refused) => return Ok(Err(refused)),
+                };
                 if !changes.job && changes.points.is_empty() {
-                    return Ok(Modified::Unchanged);
+                    return Ok(Ok(Modified::Unchanged));
                 }
                 if changes.job {
                     jobs::update(c, &rec)?;
@@ -171,10 +194,10 @@ impl Sqlite {
                     .iter()
                     .map(|p| metrics::insert(c, id, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Modified::Stored {
+                Ok(Ok(Modified::Stored {
                     job: Box::new(rec.job),
                     points,
-                })
+                }))
             })
             .await
     }
@@ -185,7 +208,7 @@ impl Sqlite {
         state: Option<String>,
     ) -> Result<(), DbError> {
         self.writer
-            .write(move |c| jobs::set_runner_state(c, id, state.as_deref()))
+            .write(move |c| Ok(Ok(jobs::set_runner_state(c, id, state.as_deref())?)))
             .await
     }
 
@@ -268,7 +291,13 @@ impl Sqlite {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         })
-        .await
+        .await?;
+        if self.writer.disk_full() {
+            return Err(DbError::DiskFull(
+                "the last write to the database failed".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Flushes queued writes and closes every connection (checkpointing the

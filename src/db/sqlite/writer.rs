@@ -6,7 +6,12 @@
 //! hands each caller its result. Under load this turns N fsyncs into one,
 //! which is what the callback hot path needs; with no load a batch is one
 //! write and adds no latency.
+//!
+//! The writer also remembers whether the last write failed because the disk
+//! is full (SQLite's `SQLITE_FULL`, or an I/O error whose errno is
+//! `ENOSPC`): health checks report it until a later write commits changes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,11 +21,45 @@ use crate::db::{panic_message, DbError};
 
 /// Most closures committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Why a batch failed when SQLite rolled its transaction back by itself.
+const ROLLED_BACK: &str = "a write failed and the database rolled back its whole transaction";
+
+/// Why a batch did not commit (cloned to every caller in it).
+#[derive(Debug, Clone)]
+struct CommitError {
+    message: Arc<str>,
+    disk_full: bool,
+}
+
+impl CommitError {
+    fn new(c: &rusqlite::Connection, e: &rusqlite::Error) -> Self {
+        CommitError {
+            message: e.to_string().into(),
+            disk_full: is_disk_full(c, e),
+        }
+    }
+
+    fn to_db_error(&self) -> DbError {
+        if self.disk_full {
+            DbError::DiskFull(self.message.to_string())
+        } else {
+            DbError::Commit(self.message.to_string())
+        }
+    }
+}
 
 /// Sends the closure's result once the batch's fate is known.
-type Finish = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
-/// A queued write: runs against the connection, returns how to finish.
-type Op = Box<dyn FnOnce(&rusqlite::Connection) -> Finish + Send>;
+type Finish = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+/// A queued write: runs against the connection, notes what it hit, returns
+/// how to finish.
+type Op = Box<dyn FnOnce(&rusqlite::Connection, &mut Notes) -> Finish + Send>;
+
+/// What the writes of one batch ran into.
+#[derive(Debug, Default)]
+struct Notes {
+    /// A write failed because the disk is full.
+    disk_full: bool,
+}
 
 pub(super) struct Writer {
     tx: mpsc::Sender<Op>,
@@ -28,33 +67,65 @@ pub(super) struct Writer {
     /// ones are refused.
     stop: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The last batch failed (in part) because the disk is full.
+    disk_full: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub(super) fn start(conn: tokio_rusqlite::Connection) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>(4096);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(conn, rx, stop.clone()));
+        let disk_full = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(conn, rx, stop.clone(), disk_full.clone()));
         Writer {
             tx,
             stop,
             task: Mutex::new(Some(task)),
+            disk_full,
         }
     }
 
+    /// Whether the last write failed because the disk is full (cleared by
+    /// the next batch that commits changes).
+    pub(super) fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// Queues `f` and resolves once its batch committed. `f` answers
+    /// database failures in the outer `Result` and its own refusals (a
+    /// rule saying no) in the inner one; both undo its changes, and the
+    /// outer ones are also checked for a full disk.
     pub(super) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<Result<T, E>, DbError> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
         let (done, result) = oneshot::channel::<Result<T, E>>();
-        let op: Op = Box::new(move |conn| {
-            let outcome = in_savepoint(conn, f);
-            Box::new(move |commit: Result<(), Arc<str>>| {
+        let op: Op = Box::new(move |conn, notes| {
+            if conn.is_autocommit() {
+                // An earlier write of the batch made SQLite roll the
+                // transaction back: running this one would commit it on its
+                // own, outside the batch. It fails with the batch.
+                return Box::new(move |commit: Result<(), CommitError>| {
+                    let e = match commit {
+                        Err(e) => e.to_db_error(),
+                        Ok(()) => DbError::Commit(ROLLED_BACK.into()),
+                    };
+                    let _ = done.send(Err(E::from(e)));
+                });
+            }
+            let outcome = match in_savepoint(conn, f) {
+                Ok(r) => r,
+                Err(e) => {
+                    notes.disk_full |= matches!(e, DbError::DiskFull(_));
+                    Err(E::from(e))
+                }
+            };
+            Box::new(move |commit: Result<(), CommitError>| {
                 let r = match commit {
                     Ok(()) => outcome,
-                    Err(msg) => Err(E::from(DbError::Commit(msg.to_string()))),
+                    Err(e) => Err(E::from(e.to_db_error())),
                 };
                 // The caller may have gone away (client disconnected); the
                 // write still happened, which is the point of committing first.
@@ -85,37 +156,59 @@ impl Writer {
 /// Runs `f` so that an `Err` (or a panic) undoes only its own changes: a
 /// bug hit by one request fails that request, never the writer thread and
 /// with it every later write.
-fn in_savepoint<T, E, F>(conn: &rusqlite::Connection, f: F) -> Result<T, E>
+fn in_savepoint<T, E, F>(conn: &rusqlite::Connection, f: F) -> Result<Result<T, E>, DbError>
 where
-    F: FnOnce(&rusqlite::Connection) -> Result<T, E>,
-    E: From<DbError>,
+    F: FnOnce(&rusqlite::Connection) -> Result<Result<T, E>, DbError>,
 {
     // Cached statements: this runs once per write, and parsing the SQL
     // each time was a measurable share of the writer thread.
-    let exec = |sql: &str| -> Result<(), E> {
+    let exec = |sql: &str| -> Result<(), DbError> {
         conn.prepare_cached(sql)
             .and_then(|mut st| st.execute([]))
             .map(|_| ())
-            .map_err(|e| E::from(DbError::from(e)))
+            .map_err(DbError::from)
     };
     exec("SAVEPOINT op")?;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))).unwrap_or_else(
         |p| {
             tracing::error!(panic = %panic_message(p.as_ref()), "a database write panicked; undoing it");
-            Err(E::from(DbError::Panicked(panic_message(p.as_ref()))))
+            Err(DbError::Panicked(panic_message(p.as_ref())))
         },
     );
-    if r.is_err() {
+    if !matches!(r, Ok(Ok(_))) {
+        if conn.is_autocommit() {
+            // SQLite rolled back the whole transaction itself (it may on a
+            // full disk or an I/O error): no savepoint is left to undo, and
+            // the batch fails as a whole.
+            return r;
+        }
         exec("ROLLBACK TO op")?;
     }
     exec("RELEASE op")?;
     r
 }
 
+/// Whether `e` means the disk is full: `SQLITE_FULL` (SQLite's own answer
+/// to `ENOSPC` on a write, and to `max_page_count`), or an I/O error whose
+/// system errno is `ENOSPC` (e.g. growing the WAL index or syncing).
+fn is_disk_full(c: &rusqlite::Connection, e: &rusqlite::Error) -> bool {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => true,
+        Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            // SAFETY: the handle belongs to `c`, which outlives this call,
+            // and this runs on the connection's own thread.
+            let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(c.handle()) };
+            std::io::Error::from_raw_os_error(errno).kind() == std::io::ErrorKind::StorageFull
+        }
+        _ => false,
+    }
+}
+
 async fn run(
     conn: tokio_rusqlite::Connection,
     mut rx: mpsc::Receiver<Op>,
     stop: CancellationToken,
+    disk_full: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -137,9 +230,24 @@ async fn run(
             .call(move |c| Ok::<_, rusqlite::Error>(commit_batch(c, batch)))
             .await;
         match finished {
-            Ok((finishes, commit)) => {
-                if let Err(msg) = &commit {
-                    tracing::error!(error = %msg, writes = n, "a database commit failed");
+            Ok(Batch {
+                finishes,
+                commit,
+                notes,
+                changed,
+            }) => {
+                if let Err(e) = &commit {
+                    tracing::error!(error = %e.message, writes = n, "a database commit failed");
+                }
+                let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
+                if full {
+                    if !disk_full.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "the disk is full: database writes fail until space is freed"
+                        );
+                    }
+                } else if commit.is_ok() && changed && disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::info!("database writes succeed again: the disk has room");
                 }
                 for finish in finishes {
                     finish(commit.clone());
@@ -156,27 +264,56 @@ async fn run(
     }
 }
 
-fn commit_batch(
-    c: &mut rusqlite::Connection,
-    batch: Vec<Op>,
-) -> (Vec<Finish>, Result<(), Arc<str>>) {
+/// What committing one batch came to.
+struct Batch {
+    finishes: Vec<Finish>,
+    commit: Result<(), CommitError>,
+    notes: Notes,
+    /// The batch changed rows (a write that stores nothing proves no room).
+    changed: bool,
+}
+
+fn commit_batch(c: &mut rusqlite::Connection, batch: Vec<Op>) -> Batch {
+    let mut notes = Notes::default();
     if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran; dropping the ops drops their senders, so every caller
         // learns its write did not happen.
-        return (Vec::new(), Err(e.to_string().into()));
+        return Batch {
+            finishes: Vec::new(),
+            commit: Err(CommitError::new(c, &e)),
+            notes,
+            changed: false,
+        };
     }
-    let finishes: Vec<Finish> = batch.into_iter().map(|op| op(c)).collect();
-    let commit = c.execute_batch("COMMIT").map_err(|e| {
-        let _ = c.execute_batch("ROLLBACK");
-        Arc::<str>::from(e.to_string())
-    });
-    (finishes, commit)
+    let before = c.total_changes();
+    let finishes: Vec<Finish> = batch.into_iter().map(|op| op(c, &mut notes)).collect();
+    let changed = c.total_changes() != before;
+    let commit = if c.is_autocommit() {
+        Err(CommitError {
+            message: ROLLED_BACK.into(),
+            disk_full: notes.disk_full,
+        })
+    } else {
+        c.execute_batch("COMMIT").map_err(|e| {
+            let err = CommitError::new(c, &e);
+            let _ = c.execute_batch("ROLLBACK");
+            err
+        })
+    };
+    Batch {
+        finishes,
+        commit,
+        notes,
+        changed,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A rule's refusal (inner `Err`) and a database failure (outer) both
+    /// undo only their own write.
     #[test]
     fn a_failed_write_undoes_only_its_own_changes() {
         // Before any connection, like Db::open (see alloc's test).
@@ -184,22 +321,24 @@ mod tests {
         let c = rusqlite::Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN")
             .unwrap();
-        let ok: Result<(), DbError> = in_savepoint(&c, |c| {
-            c.execute("INSERT INTO t VALUES (1)", [])?;
-            Ok(())
+        let insert = |c: &rusqlite::Connection, x: i64| {
+            c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())
+        };
+        let ok = in_savepoint(&c, |c| Ok(Ok::<_, DbError>(insert(c, 1)?)));
+        assert!(matches!(ok, Ok(Ok(()))));
+        let refused = in_savepoint(&c, |c| {
+            insert(c, 2)?;
+            Ok(Err::<(), _>(DbError::Closed))
         });
-        assert!(ok.is_ok());
-        let failed: Result<(), DbError> = in_savepoint(&c, |c| {
-            c.execute("INSERT INTO t VALUES (2)", [])?;
-            Err(DbError::Closed)
+        assert!(matches!(refused, Ok(Err(DbError::Closed))));
+        let failed = in_savepoint(&c, |c| -> Result<Result<(), DbError>, DbError> {
+            insert(c, 3)?;
+            Err(DbError::Backend("boom".into()))
         });
-        assert!(matches!(failed, Err(DbError::Closed)));
+        assert!(matches!(failed, Err(DbError::Backend(_))));
         // Again, to run the cached statements a second time.
-        let ok: Result<(), DbError> = in_savepoint(&c, |c| {
-            c.execute("INSERT INTO t VALUES (3)", [])?;
-            Ok(())
-        });
-        assert!(ok.is_ok());
+        let ok = in_savepoint(&c, |c| Ok(Ok::<_, DbError>(insert(c, 4)?)));
+        assert!(matches!(ok, Ok(Ok(()))));
         c.execute_batch("COMMIT").unwrap();
         let xs: Vec<i64> = c
             .prepare("SELECT x FROM t ORDER BY x")
@@ -208,32 +347,39 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(xs, vec![1, 3]);
+        assert_eq!(xs, vec![1, 4]);
+    }
+
+    async fn writer_over(dir: &tempfile::TempDir, setup: &'static str) -> Writer {
+        super::super::alloc::install();
+        let conn = tokio_rusqlite::Connection::open(dir.path().join("t.db"))
+            .await
+            .unwrap();
+        conn.call(move |c| c.execute_batch(setup)).await.unwrap();
+        Writer::start(conn)
+    }
+
+    fn insert(
+        x: i64,
+    ) -> impl FnOnce(&rusqlite::Connection) -> Result<Result<(), DbError>, DbError> {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            Ok(Ok(()))
+        }
     }
 
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
-        super::super::alloc::install();
         let dir = tempfile::tempdir().unwrap();
-        let conn = tokio_rusqlite::Connection::open(dir.path().join("t.db"))
-            .await
-            .unwrap();
-        conn.call(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
-            .await
-            .unwrap();
-        let writer = Writer::start(conn);
+        let writer = writer_over(&dir, "CREATE TABLE t (x INTEGER)").await;
         // Queued together, so the panicking write shares a batch with others.
         let (before, panicked, after) = tokio::join!(
-            writer.write(|c| c
-                .execute("INSERT INTO t VALUES (1)", [])
-                .map_err(DbError::from)),
-            writer.write(|c| -> Result<usize, DbError> {
+            writer.write(insert(1)),
+            writer.write(|c| -> Result<Result<(), DbError>, DbError> {
                 c.execute("INSERT INTO t VALUES (2)", [])?;
                 panic!("a bug in one request");
             }),
-            writer.write(|c| c
-                .execute("INSERT INTO t VALUES (3)", [])
-                .map_err(DbError::from)),
+            writer.write(insert(3)),
         );
         assert!(before.is_ok() && after.is_ok());
         match panicked {
@@ -241,16 +387,71 @@ mod tests {
             other => panic!("expected Panicked, got {other:?}"),
         }
         // The writer thread survived: later writes still commit.
-        let xs: Vec<i64> = writer
+        writer.write(insert(4)).await.unwrap();
+        assert_eq!(values(&writer).await, vec![1, 3, 4]);
+        writer.close().await;
+    }
+
+    async fn values(writer: &Writer) -> Vec<i64> {
+        writer
             .write(|c| {
-                c.execute("INSERT INTO t VALUES (4)", [])?;
                 let mut st = c.prepare("SELECT x FROM t ORDER BY x")?;
                 let xs = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                Ok::<_, DbError>(xs)
+                Ok(Ok::<_, DbError>(xs))
             })
             .await
-            .unwrap();
-        assert_eq!(xs, vec![1, 3, 4]);
+            .unwrap()
+    }
+
+    /// A real `SQLITE_FULL`, without filling a disk: `max_page_count` caps
+    /// the file, and SQLite answers a write that needs one more page the
+    /// way it answers `ENOSPC`.
+    #[tokio::test]
+    async fn a_full_disk_is_reported_until_a_write_commits_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_over(&dir, "CREATE TABLE t (x INTEGER, pad BLOB)").await;
+        let cap = |pages: i64| {
+            move |c: &rusqlite::Connection| -> Result<Result<(), DbError>, DbError> {
+                c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+                Ok(Ok(()))
+            }
+        };
+        writer.write(cap(1)).await.unwrap();
+        let big = |c: &rusqlite::Connection| -> Result<Result<(), DbError>, DbError> {
+            c.execute("INSERT INTO t VALUES (0, zeroblob(100000))", [])?;
+            Ok(Ok(()))
+        };
+        let full = writer.write(big).await;
+        assert!(matches!(full, Err(DbError::DiskFull(_))), "{full:?}");
+        assert!(writer.disk_full());
+        // Sharing a batch with the failing write, other writes are answered
+        // exactly as they were stored (SQLite may roll back the whole
+        // transaction on SQLITE_FULL; then none is stored and all fail).
+        let (one, failed, three) = tokio::join!(
+            writer.write(insert(1)),
+            writer.write(big),
+            writer.write(insert(3))
+        );
+        assert!(matches!(failed, Err(DbError::DiskFull(_))), "{failed:?}");
+        let stored = values(&writer).await;
+        for (x, answer) in [(1, one), (3, three)] {
+            assert_eq!(
+                answer.is_ok(),
+                stored.contains(&x),
+                "{x}: {answer:?}, {stored:?}"
+            );
+            if let Err(e) = answer {
+                assert!(matches!(e, DbError::DiskFull(_)), "{e:?}");
+            }
+        }
+        assert!(writer.disk_full());
+        // A write that stores nothing proves nothing: still full.
+        writer.write(cap(1)).await.unwrap();
+        assert!(writer.disk_full());
+        // Room again (space freed): the next write that commits clears it.
+        writer.write(cap(1_000_000)).await.unwrap();
+        writer.write(big).await.unwrap();
+        assert!(!writer.disk_full());
         writer.close().await;
     }
 }
