@@ -598,6 +598,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--workdir', '--workdir', [CompletionResultType]::ParameterName, 'The trainer''s working directory')
             [CompletionResult]::new('--max-log-bytes', '--max-log-bytes', [CompletionResultType]::ParameterName, 'Log budget in bytes')
             [CompletionResult]::new('--umask', '--umask', [CompletionResultType]::ParameterName, 'The trainer''s umask, octal (the supervisor''s own stays private)')
+            [CompletionResult]::new('--kill-grace', '--kill-grace', [CompletionResultType]::ParameterName, 'Seconds between SIGTERM and SIGKILL when the supervisor is told to stop the trainer (by a SIGTERM of its own)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')

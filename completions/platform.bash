@@ -1800,7 +1800,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__supervise)
-            opts="-o -v -h -V --dir --workdir --max-log-bytes --umask --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --dir --workdir --max-log-bytes --umask --kill-grace --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1819,6 +1819,10 @@ _platform() {
                     return 0
                     ;;
                 --umask)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kill-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -470,6 +470,7 @@ complete -c platform -n "__fish_platform_using_subcommand supervise" -l dir -d '
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l workdir -d 'The trainer\'s working directory' -r -F
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l max-log-bytes -d 'Log budget in bytes' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l umask -d 'The trainer\'s umask, octal (the supervisor\'s own stays private)' -r
+complete -c platform -n "__fish_platform_using_subcommand supervise" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when the supervisor is told to stop the trainer (by a SIGTERM of its own)' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand supervise" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'

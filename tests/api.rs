@@ -328,6 +328,44 @@ async fn lengths_count_characters_not_bytes() {
     assert!(s(&err["detail"]).contains("255"), "{err}");
 }
 
+/// Issue 11.1: what can never be launched is refused at create, not
+/// stored to block the queue: a NUL (or any control character) cannot go
+/// into a trainer's environment, and a config over 64 KiB would not fit in
+/// one environment string.
+#[tokio::test]
+async fn what_could_never_launch_is_refused_at_create() {
+    let d = Daemon::held();
+    let before = snapshot(&d);
+    for field in ["user_id", "model_name", "framework", "dataset_s3_uri"] {
+        for bad in ["\u{0}", "\u{1}", "\u{1b}", "\n", "\t", "\u{7f}", "\u{9b}"] {
+            let mut body = job_body("alice");
+            body[field] = json!(format!("{}{bad}x", s(&body[field])));
+            let (status, err) = post(&d, JOBS, &body).await;
+            assert_invalid(status, &err, field);
+            assert!(s(&err["detail"]).contains("control characters"), "{err}");
+        }
+    }
+    // {"k":"…"} is 8 bytes plus the string: 64 KiB is the most.
+    let config = |n: usize| json!({ "k": "x".repeat(n - 8) });
+    let mut body = job_body("alice");
+    body["config"] = config(65_537);
+    let (status, err) = post(&d, JOBS, &body).await;
+    assert_invalid(status, &err, "config");
+    assert!(s(&err["detail"]).contains("65536 bytes"), "{err}");
+    assert_eq!(snapshot(&d), before, "nothing was stored");
+    body["config"] = config(65_536);
+    let job = create(&d, &body).await;
+    assert_eq!(job["config"], config(65_536));
+    // Non-ASCII text is fine; only control characters are refused.
+    let mut body = job_body("zoë ✓");
+    body["model_name"] = json!("yolo11n — 模型");
+    create(&d, &body).await;
+    // The limit is documented where clients look.
+    let (_, doc) = get(&d, "/openapi.json").await;
+    let described = &doc["components"]["schemas"]["CreateJob"]["properties"]["config"];
+    assert!(described.to_string().contains("65536 bytes"), "{described}");
+}
+
 #[tokio::test]
 async fn unknown_framework_is_rejected_naming_the_registered_ones() {
     let d = Daemon::held();
@@ -1479,16 +1517,13 @@ async fn bodies_over_one_mebibyte_are_413_even_when_chunked() {
         .await;
         assert_error(status, &err, StatusCode::PAYLOAD_TOO_LARGE);
     }
-    // Just under the limit is read (and then judged on its merits).
+    // Just under the limit is read, then judged on its merits: a config
+    // that large is over its own limit (64 KiB).
     let mut fits = job_body("alice");
     fits["config"] = json!({"blob": "x".repeat(1024 * 1024 - 300)});
-    let (status, _) = post(&d, JOBS, &fits).await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(
-        list_len(&d).await,
-        2,
-        "only the request within the limit was stored"
-    );
+    let (status, err) = post(&d, JOBS, &fits).await;
+    assert_invalid(status, &err, "config");
+    assert_eq!(list_len(&d).await, 1, "nothing over a limit was stored");
 }
 
 async fn list_len(d: &Daemon) -> usize {

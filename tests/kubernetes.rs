@@ -575,6 +575,42 @@ async fn max_concurrent_jobs_holds_jobs_pending_in_kubernetes_mode_too() {
     assert_clean(&fake);
 }
 
+/// Issue 11.1: a launch the API server cannot take (it is down) leaves the
+/// job `pending`, saying why and when it is retried; it waits out a pause
+/// of its own while the jobs behind it launch, then launches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_failing_for_the_environment_is_retried_without_holding_up_the_queue() {
+    let fake = FakeKube::start();
+    let (d, _dir) = kube_daemon(&fake, &[]);
+    fake.go_down();
+    let first = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let waiting = eventually(30, "the launch failure to be noted", || async {
+        let j = get(&d, &first).await;
+        j["message"].is_string().then_some(j)
+    })
+    .await;
+    assert_eq!(waiting["status"], "pending");
+    let message = waiting["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("launch failed: ")
+            && message.ends_with("; retrying in 10 s (attempt 2 of 6)"),
+        "{message}"
+    );
+    fake.come_back();
+    let (second, _) = launched(&d, &fake, json!({})).await;
+    let second = wait_status(&d, &second, "running").await;
+    let first = wait_status(&d, &first, "running").await;
+    assert!(first["message"].is_null(), "the note is gone: {first}");
+    assert!(
+        second["started_at"].as_str() < first["started_at"].as_str(),
+        "the job behind went first: {second} {first}"
+    );
+    assert_clean(&fake);
+}
+
 /// Runs `platform serve` in kubernetes mode against `kubeconfig`, expecting
 /// it to fail at start-up; returns its stderr.
 fn serve_fails(kubeconfig: &Path) -> String {

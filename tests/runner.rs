@@ -116,6 +116,24 @@ fn kill9(pid: i64) {
     );
 }
 
+/// Kills a process (SIGKILL) when dropped, so a test that fails does not
+/// leave behind the process it was checking on.
+struct KillOnDrop(i64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill9(self.0);
+    }
+}
+
+/// Reads a pid a trainer wrote into `path`.
+async fn pid_in(path: &Path) -> i64 {
+    eventually(20, &format!("a pid in {}", path.display()), || async {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+    .await
+}
+
 /// Waits until the runner has recorded the trainer's exit code (it lands
 /// just after a trainer's own terminal callback).
 async fn wait_exit_code(d: &Daemon, id: &str) -> Value {
@@ -958,4 +976,214 @@ async fn platform_report_queues_on_disk_while_the_daemon_is_away() {
     // Told the job ended: exit 3, with or without a queue.
     let out = report(&d, &["--metric", "epoch=3"], "600");
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+}
+
+/// Issue 11.1: a launch that can never succeed (here: an environment the
+/// kernel refuses, E2BIG, or one holding a NUL byte) fails its job with the
+/// reason at once, and the jobs behind it launch.
+#[tokio::test]
+async fn a_job_that_can_never_launch_fails_and_the_queue_moves_on() {
+    let dir = trainers(&[("ok", "echo fine")]);
+    // One environment string over 128 KiB is more than Linux passes to a
+    // program; TOML can carry a NUL that no environment can.
+    std::fs::write(
+        dir.path().join("t.toml"),
+        format!(
+            "[trainers.huge]\ncommand = [\"true\"]\nenv = {{ BIG = \"{}\" }}\n[trainers.nul]\ncommand = [\"true\"]\nenv = {{ BAD = \"a\\u0000b\" }}\n",
+            "x".repeat(200 * 1024)
+        ),
+    )
+    .unwrap();
+    let d = daemon_with(
+        dir.path(),
+        &[
+            "--trainers",
+            &dir.path().join("t.toml").display().to_string(),
+            "--max-concurrent-jobs",
+            "1",
+        ],
+        &[],
+    );
+    let huge = create(&d, "huge", Value::Null).await;
+    let nul = create(&d, "nul", Value::Null).await;
+    let ok = create(&d, "ok", Value::Null).await;
+    let ok = wait_status(&d, ok["id"].as_str().unwrap(), "completed", 30).await;
+    assert_eq!(ok["exit_code"], 0);
+    let huge = wait_status(&d, huge["id"].as_str().unwrap(), "failed", 5).await;
+    let err = huge["error"].as_str().unwrap();
+    assert!(
+        err.contains("larger than the system allows (E2BIG)"),
+        "{err}"
+    );
+    let nul = wait_status(&d, nul["id"].as_str().unwrap(), "failed", 5).await;
+    let err = nul["error"].as_str().unwrap();
+    assert!(err.contains("NUL byte"), "{err}");
+}
+
+/// Issue 11.3: a trainer that reports `completed` and keeps running holds
+/// its slot until it is gone; after the kill grace it is stopped, its log
+/// says why, and its job stays `completed` with the exit code recorded.
+#[tokio::test]
+async fn a_trainer_that_reports_its_end_but_keeps_running_keeps_its_slot_until_stopped() {
+    let dir = trainers(&[
+        (
+            "sticky",
+            "echo $$ > ../sticky.pid\n\
+             platform report --status completed --progress 1 --message done || exit 1\n\
+             echo reported\n\
+             exec sleep 1000",
+        ),
+        // Fails if it ever runs beside the sticky trainer.
+        (
+            "next",
+            "if kill -0 \"$(cat ../sticky.pid)\" 2>/dev/null; then echo overlap; exit 1; fi\necho alone",
+        ),
+    ]);
+    let d = daemon_with(
+        dir.path(),
+        &["--max-concurrent-jobs", "1", "--kill-grace", "1"],
+        &[],
+    );
+    let sticky = create(&d, "sticky", Value::Null).await;
+    let next = create(&d, "next", Value::Null).await;
+    let (a, b) = (sticky["id"].as_str().unwrap(), next["id"].as_str().unwrap());
+    let pid = pid_in(&dir.path().join("sticky.pid")).await;
+    let _guard = KillOnDrop(pid);
+    wait_status(&d, a, "completed", 20).await;
+    assert!(process_alive(pid), "the trainer is still running");
+    assert_eq!(
+        get(&d, b).await["status"],
+        "pending",
+        "its slot is still taken"
+    );
+    let b_job = eventually(30, "the next job to end", || async {
+        let j = get(&d, b).await;
+        (j["status"] == "completed" || j["status"] == "failed").then_some(j)
+    })
+    .await;
+    let b_log = logs(&d, b, "").await;
+    assert_eq!(b_job["status"], "completed", "it ran alone: {b_log}");
+    assert_eq!(b_log, "alone\n");
+    assert!(!process_alive(pid), "stopped after the kill grace");
+    let a_job = wait_exit_code(&d, a).await;
+    assert_eq!(a_job["status"], "completed", "it keeps its reported status");
+    assert_eq!(a_job["message"], "done");
+    assert_eq!(a_job["exit_code"], -15, "SIGTERM ended it");
+    let log = logs(&d, a, "").await;
+    assert!(
+        log.contains("reported\nplatform: the trainer reported completed but did not exit within 1 s; stopping it"),
+        "{log}"
+    );
+}
+
+/// Issue 11.10: a process the trainer started in a session of its own
+/// (`setsid`) is outside the trainer's process group, but still stopped on
+/// cancel, and killed when a trainer exits leaving it behind.
+#[tokio::test]
+async fn descendants_that_left_the_process_group_are_stopped_too() {
+    let escape = |file: &str| {
+        format!("setsid sh -c 'echo $$ > {file}.tmp && mv {file}.tmp {file}; exec sleep 1000' &")
+    };
+    let dir = trainers(&[
+        (
+            "escaper",
+            &format!("{}\necho started\nexec sleep 1000", escape("escaped.pid")),
+        ),
+        (
+            "leaver",
+            &format!(
+                "{}\nwhile [ ! -f left.pid ]; do sleep 0.05; done\necho bye",
+                escape("left.pid")
+            ),
+        ),
+    ]);
+    let d = daemon_with(
+        dir.path(),
+        &["--max-concurrent-jobs", "2", "--kill-grace", "1"],
+        &[],
+    );
+    let job = create(&d, "escaper", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let escaped = pid_in(&dir.path().join("escaper/escaped.pid")).await;
+    let _guard = KillOnDrop(escaped);
+    let trainer = runner_state(&d, &id)["trainer_pid"].as_i64().unwrap();
+    let group = |pid: i64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(2)?
+                    .parse::<i64>()
+                    .ok()
+            })
+    };
+    assert!(process_alive(escaped));
+    assert_ne!(group(escaped), Some(trainer), "it left the trainer's group");
+    assert_eq!(common::api::cancel(&d, &id).await.0, 204);
+    eventually(10, "the escaped process to be gone", || async {
+        (!process_alive(escaped)).then_some(())
+    })
+    .await;
+    let j = wait_exit_code(&d, &id).await;
+    assert_eq!(j["status"], "cancelled");
+    assert_eq!(j["exit_code"], -15);
+
+    let job = create(&d, "leaver", Value::Null).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let left = pid_in(&dir.path().join("leaver/left.pid")).await;
+    let _guard = KillOnDrop(left);
+    let j = wait_exit_code(&d, &id).await;
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_i64()),
+        (Some("completed"), Some(0))
+    );
+    eventually(
+        10,
+        "the process the trainer left behind to be gone",
+        || async { (!process_alive(left)).then_some(()) },
+    )
+    .await;
+}
+
+/// Issue 11.10: a re-adopted trainer's real exit code is recorded, whether
+/// it ended while the daemon was down or after the restart.
+#[tokio::test]
+async fn readopted_trainers_keep_their_exit_codes() {
+    let dir = trainers(&[
+        ("early", "echo up; sleep 1; exit 3"),
+        (
+            "late",
+            "echo up; while [ ! -f ../go ]; do sleep 0.05; done; exit 4",
+        ),
+    ]);
+    let mut d = daemon_with(dir.path(), &["--max-concurrent-jobs", "2"], &[]);
+    let early = create(&d, "early", Value::Null).await;
+    let late = create(&d, "late", Value::Null).await;
+    let (early, late) = (
+        early["id"].as_str().unwrap().to_string(),
+        late["id"].as_str().unwrap().to_string(),
+    );
+    wait_status(&d, &early, "running", 20).await;
+    wait_status(&d, &late, "running", 20).await;
+    let early_trainer = runner_state(&d, &early)["trainer_pid"].as_i64().unwrap();
+    d.kill9();
+    eventually(
+        10,
+        "the early trainer to end while the daemon is down",
+        || async { (!process_alive(early_trainer)).then_some(()) },
+    )
+    .await;
+    d.restart();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    for (id, code) in [(&early, 3), (&late, 4)] {
+        let j = wait_status(&d, id, "failed", 20).await;
+        assert_eq!(j["exit_code"], code, "{j}");
+        let err = j["error"].as_str().unwrap();
+        assert!(
+            err.starts_with(&format!("trainer exited with code {code}")),
+            "{err}"
+        );
+    }
 }

@@ -417,6 +417,9 @@ impl Jobs {
             if rec.job.status == JobStatus::Pending {
                 // Pending may always become running.
                 let _ = rec.job.transition(JobStatus::Running, now);
+                // A pending job's only message is why its launch is
+                // being retried ([`Jobs::defer_launch`]); it is past.
+                rec.job.message = None;
             }
             rec.job.runner = Some(runner.to_string());
             rec.job.updated_at = now;
@@ -467,9 +470,32 @@ impl Jobs {
         }
     }
 
-    /// Number of launched, non-terminal jobs (what the concurrency limit counts).
+    /// Says on a `pending` job why its launch failed and when it is retried
+    /// (its `message`); a job that is no longer pending is left as it is.
+    pub async fn defer_launch(&self, id: Uuid, message: String) -> Result<Job, JobError> {
+        self.change(id, move |rec, now| {
+            if rec.job.status == JobStatus::Pending {
+                rec.job.message = Some(message);
+                rec.job.updated_at = now;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Number of `running` jobs.
     pub async fn count_running(&self) -> Result<usize, JobError> {
         Ok(self.db.count_in_status(JobStatus::Running).await?)
+    }
+
+    /// Ids of the `running` jobs (the concurrency limit counts them, with
+    /// the trainers their runner still watches).
+    pub async fn running_ids(&self) -> Result<Vec<Uuid>, JobError> {
+        let running = self
+            .db
+            .oldest_in_status(JobStatus::Running, i64::MAX)
+            .await?;
+        Ok(running.into_iter().map(|r| r.job.id).collect())
     }
 
     /// Stores runner-private state on any job (terminal ones included).

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::status::JobStatus;
-use super::validate::{required_text, ValidationError};
+use super::validate::{required_plain_text, ValidationError};
 
 /// Seed length limits for the create body, in characters.
 pub const MAX_USER_ID: usize = 255;
@@ -17,6 +17,11 @@ pub const MAX_MODEL_NAME: usize = 255;
 pub const MAX_FRAMEWORK: usize = 100;
 /// Seed limit for `dataset_s3_uri`.
 pub const MAX_DATASET_URI: usize = 1024;
+/// Largest `config`, in bytes of compact JSON. A trainer gets its config
+/// as one environment variable (`CONFIG`), and Linux refuses to start a
+/// program with a single environment string over 128 KiB; half of that
+/// leaves room for everything else in the environment.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
 /// A training job as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -114,21 +119,37 @@ pub struct CreateJob {
     pub framework: String,
     /// Dataset location (1–1024 characters).
     pub dataset_s3_uri: String,
-    /// Optional JSON object passed to the trainer as `CONFIG`.
+    /// Optional JSON object passed to the trainer as `CONFIG`; at most
+    /// 65536 bytes as compact JSON (it travels in one environment variable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }
 
 impl CreateJob {
-    /// Applies the seed's field rules; `config` must be an object or null.
+    /// Applies the seed's field rules, plus what a launch needs: no control
+    /// characters in the text fields, and `config` an object (or null) of
+    /// at most [`MAX_CONFIG_BYTES`]. A job that passes can be launched.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        required_text("user_id", &self.user_id, MAX_USER_ID)?;
-        required_text("model_name", &self.model_name, MAX_MODEL_NAME)?;
-        required_text("framework", &self.framework, MAX_FRAMEWORK)?;
-        required_text("dataset_s3_uri", &self.dataset_s3_uri, MAX_DATASET_URI)?;
+        required_plain_text("user_id", &self.user_id, MAX_USER_ID)?;
+        required_plain_text("model_name", &self.model_name, MAX_MODEL_NAME)?;
+        required_plain_text("framework", &self.framework, MAX_FRAMEWORK)?;
+        required_plain_text("dataset_s3_uri", &self.dataset_s3_uri, MAX_DATASET_URI)?;
         match &self.config {
-            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            None | Some(Value::Null) => Ok(()),
+            Some(config @ Value::Object(_)) => {
+                // The trainer sees exactly this text (see `runner::env`).
+                let size = config.to_string().len();
+                if size > MAX_CONFIG_BYTES {
+                    return Err(ValidationError::new(
+                        "config",
+                        format!(
+                            "is {size} bytes as JSON; at most {MAX_CONFIG_BYTES} bytes (64 KiB) are allowed, since trainers receive it in one environment variable; pass large settings as a file in the dataset or object store instead"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
             Some(_) => Err(ValidationError::new(
                 "config",
                 "must be a JSON object or null",
@@ -229,5 +250,56 @@ impl JobListQuery {
             limit,
             offset,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> CreateJob {
+        CreateJob {
+            user_id: "alice".into(),
+            model_name: "yolo11n".into(),
+            framework: "demo".into(),
+            dataset_s3_uri: "s3://bucket/datasets/coco128/".into(),
+            config: None,
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_text_field() {
+        assert!(body().validate().is_ok());
+        for name in ["user_id", "model_name", "framework", "dataset_s3_uri"] {
+            for bad in ["\0", "\u{1}", "\n", "\u{7f}"] {
+                let mut b = body();
+                let field = match name {
+                    "user_id" => &mut b.user_id,
+                    "model_name" => &mut b.model_name,
+                    "framework" => &mut b.framework,
+                    _ => &mut b.dataset_s3_uri,
+                };
+                field.push_str(bad);
+                let e = b.validate().unwrap_err();
+                assert_eq!(e.field, name, "{bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn config_is_limited_to_64_kib_of_json() {
+        // {"k":"…"} is 8 bytes plus the string.
+        let sized = |n: usize| serde_json::json!({ "k": "x".repeat(n - 8) });
+        let mut b = body();
+        b.config = Some(sized(MAX_CONFIG_BYTES));
+        assert_eq!(
+            b.config.as_ref().unwrap().to_string().len(),
+            MAX_CONFIG_BYTES
+        );
+        assert!(b.validate().is_ok());
+        b.config = Some(sized(MAX_CONFIG_BYTES + 1));
+        let e = b.validate().unwrap_err();
+        assert_eq!(e.field, "config");
+        assert!(e.message.contains("65537 bytes"), "{e}");
     }
 }

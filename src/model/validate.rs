@@ -31,6 +31,26 @@ pub fn required_text(field: &str, value: &str, max: usize) -> Result<(), Validat
     optional_text(field, Some(value), max)
 }
 
+/// Checks a required one-line string ([`required_text`]) that also holds
+/// no control characters (NUL, other C0 codes, DEL, C1 codes).
+///
+/// Such values end up in a trainer's environment and argv, where a NUL
+/// cannot be passed at all and the others garble logs and terminals: a
+/// job carrying one could be stored but never launched.
+pub fn required_plain_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    required_text(field, value, max)?;
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ValidationError::new(
+            field,
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks an optional string's length in characters (not bytes).
 pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ValidationError> {
     match value {
@@ -80,6 +100,16 @@ mod tests {
         assert!(required_text("f", &"é".repeat(255), 255).is_ok());
         assert!(required_text("f", &"é".repeat(256), 255).is_err());
         assert!(required_text("f", "   ", 255).is_err());
+    }
+
+    #[test]
+    fn plain_text_refuses_every_control_character() {
+        assert!(required_plain_text("f", "yolo11n é ✓", 255).is_ok());
+        for bad in ["a\0b", "a\nb", "a\tb", "a\u{1b}[31m", "a\u{7f}", "a\u{85}"] {
+            let e = required_plain_text("f", bad, 255).unwrap_err();
+            assert_eq!(e.field, "f");
+            assert!(e.message.contains("control characters"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub struct Calls {
     pub cancelled: Vec<Uuid>,
     /// Jobs handed over for re-adoption after a start.
     pub reconciled: Vec<Uuid>,
+    /// Jobs that ended while their trainer was still watched.
+    pub ended: Vec<Uuid>,
+}
+
+/// How launches of a model fail.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    /// [`RunnerError::Start`]: the job's own fault.
+    Start,
+    /// [`RunnerError::Environment`]: the machine's.
+    Environment,
 }
 
 /// A runner that records calls instead of starting trainers.
@@ -36,6 +47,8 @@ pub struct FakeRunner {
     calls: Arc<Mutex<Calls>>,
     /// How long launching a job with this model name takes.
     slow: Arc<Mutex<HashMap<String, Duration>>>,
+    /// How launching a job with this model name fails.
+    failing: Arc<Mutex<HashMap<String, Failure>>>,
     /// Launched and not yet told to stop.
     active: Arc<Mutex<Vec<Uuid>>>,
 }
@@ -45,6 +58,13 @@ impl FakeRunner {
     pub fn slow_model(&self, model: &str, delay: Duration) {
         if let Ok(mut s) = self.slow.lock() {
             s.insert(model.to_string(), delay);
+        }
+    }
+
+    /// Launches of jobs training `model` fail with `failure`.
+    pub fn fail_model(&self, model: &str, failure: Failure) {
+        if let Ok(mut f) = self.failing.lock() {
+            f.insert(model.to_string(), failure);
         }
     }
 
@@ -84,6 +104,16 @@ impl Runner for FakeRunner {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
+        let failure = self
+            .failing
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&spec.job.model_name).copied());
+        match failure {
+            Some(Failure::Start) => return Err(RunnerError::Start("no such trainer".into())),
+            Some(Failure::Environment) => return Err(RunnerError::Environment("disk full".into())),
+            None => {}
+        }
         self.record(|c| c.launched.push(id));
         if let Ok(mut a) = self.active.lock() {
             a.push(id);
@@ -95,6 +125,10 @@ impl Runner for FakeRunner {
         self.record(|c| c.cancelled.push(job.job.id));
         self.gone(job.job.id);
         Ok(())
+    }
+
+    async fn ended(&self, job: &JobRecord) {
+        self.record(|c| c.ended.push(job.job.id));
     }
 
     async fn logs(

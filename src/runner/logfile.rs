@@ -64,6 +64,25 @@ impl RotatingWriter {
     }
 }
 
+/// Appends one line from the platform itself (not the trainer) to the
+/// current file, on a line of its own. The supervisor keeps writing the
+/// trainer's output beside it: both append (`O_APPEND`), so neither
+/// overwrites the other.
+pub fn append_note(dir: &Path, line: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(dir.join(CURRENT))?;
+    let len = file.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        file.read_exact_at(&mut last, len - 1)?;
+    }
+    let sep = if last[0] == b'\n' { "" } else { "\n" };
+    file.write_all(format!("{sep}{line}\n").as_bytes())
+}
+
 /// Deletes the captured output in `dir` (after it was archived).
 pub fn remove(dir: &Path) {
     for name in [PREVIOUS, CURRENT] {

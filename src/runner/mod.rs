@@ -12,6 +12,8 @@ pub mod env;
 pub(crate) mod fake;
 pub mod kubernetes;
 pub mod logfile;
+pub mod proctree;
+mod retry;
 pub mod scheduler;
 pub mod spec;
 pub mod subprocess;
@@ -71,10 +73,14 @@ pub struct LogOptions {
 /// Why a runner operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    /// The trainer could not be started; the job fails with this reason.
+    /// This job's trainer cannot be started, and trying again would not
+    /// help (its environment is too large, its program is missing, the
+    /// cluster rejects its manifest): the job fails with this reason.
     #[error("{0}")]
     Start(String),
-    /// The runner's environment is broken (I/O, API server unreachable, …).
+    /// The runner's environment is broken (I/O, API server unreachable, …):
+    /// the launch may succeed later. The scheduler retries the job with a
+    /// backoff, launching other jobs meanwhile (see `retry.rs`).
     #[error("{0}")]
     Environment(String),
 }
@@ -121,6 +127,13 @@ pub trait Runner: Send + Sync + 'static {
     /// Stops the job's trainer (gracefully, then forcibly). Idempotent.
     async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError>;
 
+    /// The job ended (its trainer reported `completed` or `failed`) while
+    /// this runner still watches its trainer: give the trainer the kill
+    /// grace to exit on its own, then stop it, saying so in its log. The
+    /// trainer keeps its slot until it is gone (see [`Runner::active`]).
+    /// Idempotent. Default: nothing (the trainer is left to end).
+    async fn ended(&self, _job: &JobRecord) {}
+
     /// The job's trainer output, or `None` when this runner has none.
     async fn logs(
         &self,
@@ -138,7 +151,10 @@ pub trait Runner: Send + Sync + 'static {
     /// cancelled ones, and record how the others exit. Default: nothing.
     async fn reap(&self, _ended: Vec<JobRecord>) {}
 
-    /// Ids of jobs whose trainers this runner is watching.
+    /// Ids of jobs whose trainers this runner is watching: launched and
+    /// not yet seen to end, whatever the job's status says. Each holds a
+    /// slot of `--max-concurrent-jobs`, so a trainer that reported its end
+    /// but keeps running never shares its slot with the next job.
     fn active(&self) -> Vec<Uuid>;
 
     /// The daemon is stopping: stop watching, and with `stop_jobs` cancel

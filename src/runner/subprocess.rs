@@ -9,6 +9,11 @@
 //! plus start time, which guards against pid reuse) instead. Either way the
 //! outcome is read from `exit.json` and handed to
 //! [`Jobs::finish_by_runner`](crate::jobs::Jobs::finish_by_runner).
+//!
+//! Stopping a trainer (cancel, or one that reported its end but keeps
+//! running) is a SIGTERM to its supervisor, which stops the trainer's whole
+//! process tree; SIGKILL to the trainer's group after the grace period is
+//! the daemon's backstop.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,16 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::logfile;
-use super::supervisor::{alive, read_exit, signal_name, Readiness, StateFile};
+use super::proctree::{alive, group_alive, signal_group};
+use super::supervisor::{read_exit, signal_name, Readiness, StateFile};
 use super::{LaunchSpec, LogOptions, LogStream, Runner, RunnerError};
 use crate::jobs::{Jobs, RunnerOutcome};
-use crate::model::JobRecord;
+use crate::model::{JobRecord, JobStatus};
 use crate::storage::Store;
 
 /// Lines of log quoted in a failed job's `error`.
@@ -64,7 +70,10 @@ pub struct SubprocessConfig {
 
 struct Watched {
     state: ProcState,
-    cancelling: bool,
+    /// A stop (SIGTERM, SIGKILL after the grace) was sent.
+    stopping: bool,
+    /// Its job ended and it has the grace period to exit on its own.
+    lingering: bool,
 }
 
 /// Runs trainers as local processes.
@@ -84,6 +93,12 @@ struct Inner {
 impl SubprocessRunner {
     /// A runner reporting to `jobs`, archiving logs into `store`.
     pub fn new(jobs: Arc<Jobs>, store: Arc<Store>, cfg: SubprocessConfig) -> Self {
+        let mut cfg = cfg;
+        // Supervisors run in their job's directory and are told it by path:
+        // a relative one (`--data-dir data`) would resolve twice.
+        if let Ok(abs) = std::path::absolute(&cfg.runs_dir) {
+            cfg.runs_dir = abs;
+        }
         Self {
             inner: Arc::new(Inner {
                 jobs,
@@ -106,7 +121,8 @@ impl Inner {
                 id,
                 Watched {
                     state,
-                    cancelling: false,
+                    stopping: false,
+                    lingering: false,
                 },
             );
         }
@@ -162,11 +178,13 @@ impl Inner {
                 )),
             },
         };
-        if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
-            tracing::error!(job_id = %id, error = %e, "cannot record how the trainer ended");
-        }
+        // The slot is freed first: the job's status still counts it until
+        // the outcome is committed, and the commit wakes the scheduler.
         if let Ok(mut a) = self.active.lock() {
             a.remove(&id);
+        }
+        if let Err(e) = self.jobs.finish_by_runner(id, outcome).await {
+            tracing::error!(job_id = %id, error = %e, "cannot record how the trainer ended");
         }
         self.archive(id, dir).await;
     }
@@ -185,6 +203,72 @@ impl Inner {
                 logfile::remove(&dir);
             });
         }
+    }
+
+    /// Whether the trainer of `id` is still watched (not yet seen to end).
+    fn watching(&self, id: Uuid) -> bool {
+        self.active
+            .lock()
+            .map(|a| a.contains_key(&id))
+            .unwrap_or(false)
+    }
+
+    /// Starts stopping the trainer of job `id` (found through `unwatched`
+    /// when the runner does not watch it), once: SIGTERM to its supervisor,
+    /// which stops the trainer's whole process tree, or to the trainer's
+    /// group when the supervisor cannot (gone, or of an older version);
+    /// SIGKILL to the group after the grace either way. `note` goes into
+    /// the trainer's log first.
+    fn stop(&self, id: Uuid, unwatched: Option<ProcState>, note: Option<String>) {
+        let state = {
+            let Ok(mut active) = self.active.lock() else {
+                return;
+            };
+            match active.get_mut(&id) {
+                Some(w) if w.stopping => return,
+                Some(w) => {
+                    w.stopping = true;
+                    w.state.clone()
+                }
+                None => match unwatched {
+                    Some(s) => s,
+                    None => return,
+                },
+            }
+        };
+        let p = &state.proc;
+        let supervised = p.stops_on_sigterm && alive(p.supervisor_pid, p.supervisor_start);
+        if !supervised && !group_alive(p.trainer_pid, p.trainer_start) {
+            return;
+        }
+        if let Some(note) = note {
+            if let Err(e) = logfile::append_note(&state.dir, &note) {
+                tracing::warn!(job_id = %id, error = %e, "cannot write to the trainer's log");
+            }
+        }
+        let sent = if supervised {
+            kill(Pid::from_raw(p.supervisor_pid as i32), Signal::SIGTERM).is_ok()
+        } else {
+            signal_group(p.trainer_pid, p.trainer_start, Signal::SIGTERM)
+        };
+        if !sent {
+            return;
+        }
+        tracing::info!(job_id = %id, pgid = p.trainer_pid, supervised, "stopping the trainer: SIGTERM");
+        let grace = self.cfg.kill_grace;
+        let proc = p.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if !group_alive(proc.trainer_pid, proc.trainer_start) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if signal_group(proc.trainer_pid, proc.trainer_start, Signal::SIGKILL) {
+                tracing::warn!(job_id = %id, "trainer ignored SIGTERM for {grace:?}; sent SIGKILL");
+            }
+        });
     }
 
     /// Polls until the process `(pid, start)` is gone, then settles the job.
@@ -223,16 +307,29 @@ fn proc_state(rec: &JobRecord) -> Option<ProcState> {
     serde_json::from_str(rec.runner_state.as_deref()?).ok()
 }
 
-/// Sends `sig` to the trainer's process group if the trainer is still the
-/// process we started (pid reuse guard). Returns whether anything was signalled.
-fn signal_group(state: &StateFile, sig: Signal) -> bool {
-    let pgid = Pid::from_raw(state.trainer_pid as i32);
-    if alive(state.trainer_pid, state.trainer_start) {
-        return killpg(pgid, sig).is_ok();
+/// A failed spawn of the supervisor, as the scheduler should treat it:
+/// an argument or environment the kernel refuses is this job's own
+/// (it would fail every time), anything else is the machine's.
+fn spawn_error(exe: &Path, e: std::io::Error) -> RunnerError {
+    use nix::errno::Errno;
+    if e.raw_os_error() == Some(Errno::E2BIG as i32) {
+        return RunnerError::Start(
+            "cannot start the trainer: its environment and arguments are larger than the system allows (E2BIG); check the `env` of its trainer entry and the job's config".into(),
+        );
     }
-    // The leader is gone but members it forked may remain; the group id
-    // cannot have been reused while any member lives.
-    killpg(pgid, None).is_ok() && killpg(pgid, sig).is_ok()
+    // The only invalid input `spawn` reports: a NUL byte in an argument
+    // or an environment variable (jobs created before they were refused).
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        return RunnerError::Start(format!(
+            "cannot start the trainer: its arguments or environment contain a NUL byte ({})",
+            crate::errors::strip_os_error(&e.to_string())
+        ));
+    }
+    RunnerError::Environment(format!(
+        "cannot start the trainer supervisor {}: {}",
+        exe.display(),
+        crate::errors::strip_os_error(&e.to_string())
+    ))
 }
 
 #[async_trait]
@@ -266,7 +363,9 @@ impl Runner for SubprocessRunner {
             .arg("--max-log-bytes")
             .arg(self.inner.cfg.max_log_bytes.to_string())
             .arg("--umask")
-            .arg(format!("{:o}", self.inner.cfg.trainer_umask));
+            .arg(format!("{:o}", self.inner.cfg.trainer_umask))
+            .arg("--kill-grace")
+            .arg(self.inner.cfg.kill_grace.as_secs_f64().to_string());
         if let Some(w) = &spec.trainer.workdir {
             cmd.arg("--workdir").arg(w);
         }
@@ -281,12 +380,9 @@ impl Runner for SubprocessRunner {
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| {
-            RunnerError::Environment(format!(
-                "cannot start the trainer supervisor {}: {e}",
-                self.inner.cfg.exe.display()
-            ))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(&self.inner.cfg.exe, e))?;
         let readiness = child.stdout.take();
         let answer = tokio::time::timeout(START_TIMEOUT, read_readiness(readiness)).await;
         let state = match answer {
@@ -337,43 +433,38 @@ impl Runner for SubprocessRunner {
     }
 
     async fn cancel(&self, job: &JobRecord) -> Result<(), RunnerError> {
+        self.inner.stop(job.job.id, proc_state(job), None);
+        Ok(())
+    }
+
+    async fn ended(&self, job: &JobRecord) {
         let id = job.job.id;
-        let state = {
-            let mut active = self
-                .inner
-                .active
-                .lock()
-                .map_err(|_| RunnerError::Environment("runner state is poisoned".into()))?;
-            match active.get_mut(&id) {
-                Some(w) if w.cancelling => return Ok(()),
-                Some(w) => {
-                    w.cancelling = true;
-                    w.state.clone()
-                }
-                None => match proc_state(job) {
-                    Some(s) => s,
-                    None => return Ok(()),
-                },
-            }
-        };
-        if !signal_group(&state.proc, Signal::SIGTERM) {
-            return Ok(());
+        let claimed = self.inner.active.lock().ok().and_then(|mut a| {
+            let w = a.get_mut(&id).filter(|w| !w.lingering && !w.stopping)?;
+            w.lingering = true;
+            Some(())
+        });
+        if claimed.is_none() {
+            return;
         }
-        tracing::info!(job_id = %id, pgid = state.proc.trainer_pid, "sent SIGTERM to the trainer's process group");
-        let grace = self.inner.cfg.kill_grace;
+        let status = job.job.status;
+        let inner = self.inner.clone();
         tokio::spawn(async move {
+            let grace = inner.cfg.kill_grace;
             let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if killpg(Pid::from_raw(state.proc.trainer_pid as i32), None).is_err() {
-                    return;
-                }
+            while Instant::now() < deadline && inner.watching(id) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if signal_group(&state.proc, Signal::SIGKILL) {
-                tracing::warn!(job_id = %id, "trainer ignored SIGTERM for {grace:?}; sent SIGKILL");
+            if !inner.watching(id) {
+                return;
             }
+            let secs = grace.as_secs_f64();
+            tracing::warn!(job_id = %id, %status, "the trainer reported its end but did not exit within the kill grace; stopping it");
+            let note = format!(
+                "platform: the trainer reported {status} but did not exit within {secs} s; stopping it (SIGTERM, then SIGKILL after {secs} s)"
+            );
+            inner.stop(id, None, Some(note));
         });
-        Ok(())
     }
 
     async fn logs(
@@ -412,6 +503,7 @@ impl Runner for SubprocessRunner {
                 supervisor_start,
                 trainer_pid,
                 trainer_start,
+                ..
             } = ps.proc.clone();
             if alive(supervisor_pid, supervisor_start) {
                 tracing::info!(job_id = %id, trainer_pid, "re-adopted a running trainer");
@@ -453,8 +545,10 @@ impl Runner for SubprocessRunner {
                 self.inner.watch(id, ps.clone());
                 self.inner
                     .poll_until_gone(id, ps.dir.clone(), sup.0, sup.1, false);
-                if rec.job.status == crate::model::JobStatus::Cancelled {
+                if rec.job.status == JobStatus::Cancelled {
                     let _ = self.cancel(&rec).await;
+                } else {
+                    self.ended(&rec).await;
                 }
             } else if read_exit(&ps.dir).is_some() {
                 // It ended while the daemon was down: record the exit code.

@@ -2,11 +2,19 @@
 //!
 //! The daemon does not run trainers directly: it starts this small process,
 //! which starts the trainer in its own process group, copies its output into
-//! the bounded log files, waits for it, kills whatever the trainer left in
-//! its group, and records the exit status in `exit.json`. Because the
+//! the bounded log files, waits for it, stops whatever the trainer left
+//! behind, and records the exit status in `exit.json`. Because the
 //! supervisor, not the daemon, holds the trainer's pipes and collects its
 //! status, a trainer survives a daemon restart (even `kill -9`) with its
 //! logs and exit code intact, and the next daemon re-adopts it.
+//!
+//! The supervisor is a child subreaper: a process the trainer started is
+//! re-parented to it (not to init) when its parent exits, so every
+//! descendant stays findable, even one that left the trainer's process
+//! group or session (`setsid`). SIGTERM to the supervisor is how the daemon
+//! stops a trainer: the supervisor sends SIGTERM to the trainer's group and
+//! to every other descendant, and SIGKILL to all of them after the grace
+//! period. When the trainer exits, any descendant still running is killed.
 //!
 //! Files in the job's run directory:
 //! `state.json` (pids and start times, written once the trainer runs),
@@ -17,10 +25,15 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{killpg, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::logfile::RotatingWriter;
+use super::proctree::{self, start_time, Proc};
 
 /// Name of the pids file in a run directory.
 pub const STATE_FILE: &str = "state.json";
@@ -74,6 +87,11 @@ pub struct StateFile {
     pub trainer_pid: u32,
     /// The trainer's start time (clock ticks since boot).
     pub trainer_start: u64,
+    /// The supervisor stops the trainer's whole tree on SIGTERM (false for
+    /// supervisors of older versions: they die of it, so the daemon
+    /// signals the trainer's group itself).
+    #[serde(default)]
+    pub stops_on_sigterm: bool,
 }
 
 /// Written when the trainer is gone (or could not start).
@@ -104,30 +122,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-/// A process's start time in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`), or `None` when there is no such process.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: skip past the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether `pid` is the same live process that started at `start`
-/// (zombies count as gone).
-pub fn alive(pid: u32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    let mut fields = after.split_whitespace();
-    let state = fields.next().unwrap_or("");
-    let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
-    state != "Z" && state != "X" && started == Some(start)
-}
-
 /// Arguments of `platform supervise`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SuperviseArgs {
@@ -143,6 +137,10 @@ pub struct SuperviseArgs {
     /// The trainer's umask, octal (the supervisor's own stays private).
     #[arg(long, value_parser = parse_umask, default_value = "22")]
     pub umask: u32,
+    /// Seconds between SIGTERM and SIGKILL when the supervisor is told to
+    /// stop the trainer (by a SIGTERM of its own).
+    #[arg(long, value_parser = parse_grace, default_value = "10")]
+    pub kill_grace: Duration,
     /// The trainer's argv.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
@@ -168,8 +166,17 @@ pub fn run(a: SuperviseArgs) -> i32 {
 }
 
 fn supervise(a: &SuperviseArgs) -> Result<(), String> {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::os::unix::process::CommandExt;
     let program = &a.argv[0];
+    // Where the kernel offers it (Linux 3.4+); without it, descendants that
+    // outlive their parent go to init and only the trainer's group is stopped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    // SIGTERM is a stop request, handled by a thread of its own: block it
+    // before any thread starts, so every thread inherits the mask.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.thread_block()
+        .map_err(|e| format!("cannot set up the supervisor's signals: {e}"))?;
     let (mut reader, writer) = std::io::pipe()
         .map_err(|e| format!("cannot create a pipe for the trainer's output: {e}"))?;
     let writer2 = writer
@@ -187,10 +194,12 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
     }
     let mut cmd = std::process::Command::new(program);
     let trainer_umask = nix::sys::stat::Mode::from_bits_truncate(a.umask);
-    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    // SAFETY: umask(2) and sigprocmask(2) are async-signal-safe and touch
+    // no memory of the parent's.
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::stat::umask(trainer_umask);
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stop), None)?;
             Ok(())
         });
     }
@@ -202,7 +211,7 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
     if let Some(w) = &a.workdir {
         cmd.current_dir(w);
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start trainer `{program}`: {}", describe_io(&e)))?;
     // Close our copies of the pipe's write end, so EOF arrives when the
@@ -214,6 +223,7 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
         supervisor_start: start_time(std::process::id()).unwrap_or(0),
         trainer_pid: pid,
         trainer_start: start_time(pid).unwrap_or(0),
+        stops_on_sigterm: true,
     };
     write_json(&a.dir.join(STATE_FILE), &state)
         .map_err(|e| format!("cannot record the trainer's pid: {e}"))?;
@@ -234,29 +244,116 @@ fn supervise(a: &SuperviseArgs) -> Result<(), String> {
             }
         }
     });
-    let status = child
-        .wait()
-        .map_err(|e| format!("cannot wait for the trainer: {e}"))?;
-    // Anything the trainer forked and left behind in its group goes too.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let grace = a.kill_grace;
+    std::thread::spawn(move || {
+        // One stop request is enough; later ones stay pending, unread.
+        if stop.wait().is_ok() {
+            stop_tree(pid, grace);
+        }
+    });
+    let (code, signal) = wait_for(pid)?;
+    // Anything the trainer started and left behind goes too.
+    sweep(pid);
     // Wait briefly for the output to drain; a process that escaped the
-    // group may hold the pipe open forever, so do not wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    // sweep may hold the pipe open forever, so do not wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while !copier.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
     write_json(
         &a.dir.join(EXIT_FILE),
         &ExitFile {
-            code: status.code(),
-            signal: status.signal(),
+            code,
+            signal,
             start_error: None,
         },
     )
     .map_err(|e| format!("cannot record the trainer's exit status: {e}"))
+}
+
+/// Waits for the trainer `pid` to end, reaping every other child on the
+/// way (as a subreaper, orphans of the trainer's tree are ours); returns
+/// its exit code or the signal that ended it.
+fn wait_for(pid: u32) -> Result<(Option<i32>, Option<i32>), String> {
+    let trainer = Pid::from_raw(pid as i32);
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == trainer => return Ok((Some(code), None)),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == trainer => {
+                return Ok((None, Some(sig as i32)))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("cannot wait for the trainer: {e}")),
+        }
+    }
+}
+
+/// Stops the trainer `pid` and every descendant of the supervisor: SIGTERM
+/// to the trainer's group and to each descendant outside it (each process
+/// gets one), then SIGKILL to whatever is left after `grace`.
+fn stop_tree(trainer: u32, grace: Duration) {
+    let me = std::process::id();
+    let group = Pid::from_raw(trainer as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let outside: Vec<Proc> = live_descendants(me)
+        .into_iter()
+        .filter(|p| p.pgrp != trainer)
+        .collect();
+    proctree::signal_all(&outside, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if live_descendants(me).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    proctree::signal_all(&live_descendants(me), Signal::SIGKILL);
+}
+
+/// After the trainer exited: kills (SIGKILL) and reaps every process it
+/// left behind, in its group or not. Gives up after [`SWEEP_LIMIT`] on a
+/// process that will not die (uninterruptible sleep).
+fn sweep(trainer: u32) {
+    let me = std::process::id();
+    let _ = killpg(Pid::from_raw(trainer as i32), Signal::SIGKILL);
+    let deadline = Instant::now() + SWEEP_LIMIT;
+    loop {
+        reap_exited();
+        let left = live_descendants(me);
+        if left.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        proctree::signal_all(&left, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long [`sweep`] keeps killing leftovers.
+const SWEEP_LIMIT: Duration = Duration::from_secs(2);
+
+fn live_descendants(me: u32) -> Vec<Proc> {
+    proctree::descendants(me)
+        .into_iter()
+        .filter(|p| !p.zombie)
+        .collect()
+}
+
+/// Reaps every child that has exited, without blocking.
+fn reap_exited() {
+    while let Ok(status) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|g| g.is_finite() && *g >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 fn parse_umask(s: &str) -> Result<u32, String> {
@@ -284,15 +381,6 @@ pub fn signal_name(sig: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_identifies_this_process() {
-        let me = std::process::id();
-        let t = start_time(me).expect("own start time");
-        assert!(alive(me, t));
-        assert!(!alive(me, t + 1));
-        assert!(start_time(u32::MAX).is_none());
-    }
 
     #[test]
     fn signal_names() {

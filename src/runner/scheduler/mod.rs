@@ -1,6 +1,14 @@
 //! The scheduler: launches `pending` jobs in FIFO order while fewer than
-//! `--max-concurrent-jobs` are running, and tells the runner to stop the
-//! trainers of cancelled jobs.
+//! `--max-concurrent-jobs` slots are taken, and tells the runner to stop
+//! the trainers of cancelled jobs (at once) and of jobs whose trainer
+//! reported its end but keeps running (after the kill grace).
+//!
+//! A slot is taken by each `running` job, each trainer the runner still
+//! watches (whatever its job's status: a trainer that reported `completed`
+//! and keeps running still uses its GPU), and each launch in flight, each
+//! counted once. A launch that fails for the job's own reason fails that
+//! job; one that fails for the environment's is retried with a backoff of
+//! its own ([`super::retry`]); neither holds up the jobs behind it.
 //!
 //! It is driven by the committed-change events of [`crate::events`], plus a
 //! one-second tick that re-checks everything, so a missed event (a lagging
@@ -21,13 +29,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::retry::{self, Backoffs, Verdict};
 use super::{Runner, RunnerError, SpecBuilder};
 use crate::events::Event;
-use crate::jobs::Jobs;
+use crate::jobs::{JobError, Jobs};
 use crate::model::{JobRecord, JobStatus};
-
-/// How long launching pauses after the runner's environment failed.
-const ENVIRONMENT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How a task the scheduler started ended.
 enum Done {
@@ -38,9 +44,11 @@ enum Done {
 }
 
 enum Launched {
-    Ok,
-    /// The runner's environment is broken: pause launching for a while.
-    EnvironmentFailed,
+    /// Launched, failed for good, or nothing to launch.
+    Settled,
+    /// The runner's environment failed the job's launch (`failures` times
+    /// so far): the job waits `pause` before its next try.
+    Retry { failures: u32, pause: Duration },
 }
 
 /// Launch policy and the parts it drives.
@@ -50,8 +58,8 @@ pub struct Scheduler {
     specs: Arc<SpecBuilder>,
     /// 0 means unlimited.
     max_concurrent: usize,
-    /// After an environment failure, launching pauses until then.
-    paused_until: Option<Instant>,
+    /// Jobs whose launch failed for the environment, waiting to retry.
+    backoffs: Backoffs,
     /// `--hold-jobs`: launch nothing.
     hold: bool,
     /// Jobs whose launch is in flight (still `pending` in the database).
@@ -72,7 +80,7 @@ impl Scheduler {
             runner,
             specs,
             max_concurrent,
-            paused_until: None,
+            backoffs: Backoffs::default(),
             hold: false,
             launching: HashSet::new(),
             tasks: JoinSet::new(),
@@ -97,8 +105,16 @@ impl Scheduler {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(Event::Job(job)) => {
-                        if job.status == JobStatus::Cancelled {
-                            self.stop(job.id);
+                        if job.status.is_terminal() {
+                            self.backoffs.forget(job.id);
+                            // A cancel always reaches the runner (the trainer
+                            // may be launching); a reported end only matters
+                            // while the trainer still runs.
+                            if job.status == JobStatus::Cancelled
+                                || self.runner.active().contains(&job.id)
+                            {
+                                self.stop(job.id);
+                            }
                         }
                         if job.status == JobStatus::Pending || job.status.is_terminal() {
                             self.fill().await;
@@ -151,19 +167,27 @@ impl Scheduler {
         }
     }
 
-    /// Stops trainers of cancelled jobs the runner still watches, then fills free slots.
+    /// Stops trainers of ended jobs the runner still watches, forgets
+    /// retries of jobs no longer pending, then fills free slots.
     async fn resync(&mut self) {
         for id in self.runner.active() {
             if let Ok(rec) = self.jobs.record(id).await {
-                if rec.job.status == JobStatus::Cancelled {
+                if rec.job.status.is_terminal() {
                     self.stop_record(rec);
                 }
+            }
+        }
+        for id in self.backoffs.ids() {
+            match self.jobs.get(id).await {
+                Ok(job) if job.status == JobStatus::Pending => {}
+                Ok(_) | Err(JobError::NotFound(_)) => self.backoffs.forget(id),
+                Err(_) => {}
             }
         }
         self.fill().await;
     }
 
-    /// Stops the trainer of cancelled job `id`, in its own task.
+    /// Stops the trainer of ended job `id`, in its own task.
     fn stop(&mut self, id: Uuid) {
         let (jobs, runner) = (self.jobs.clone(), self.runner.clone());
         self.tasks.spawn(async move {
@@ -188,8 +212,9 @@ impl Scheduler {
         match done {
             Ok(Done::Launch(id, outcome)) => {
                 self.launching.remove(&id);
-                if let Launched::EnvironmentFailed = outcome {
-                    self.paused_until = Some(Instant::now() + ENVIRONMENT_BACKOFF);
+                match outcome {
+                    Launched::Settled => self.backoffs.forget(id),
+                    Launched::Retry { failures, pause } => self.backoffs.wait(id, failures, pause),
                 }
             }
             Ok(Done::Stop) => {}
@@ -199,16 +224,17 @@ impl Scheduler {
         }
     }
 
-    /// Starts launches of pending jobs, oldest first, while slots are free.
+    /// Starts launches of pending jobs, oldest first, while slots are
+    /// free; jobs waiting out a retry pause are passed over.
     async fn fill(&mut self) {
-        if self.hold || self.paused_until.is_some_and(|t| Instant::now() < t) {
+        if self.hold {
             return;
         }
         let free = if self.max_concurrent == 0 {
             64
         } else {
-            match self.jobs.count_running().await {
-                Ok(n) => self.max_concurrent.saturating_sub(n + self.launching.len()),
+            match self.slots_taken().await {
+                Ok(n) => self.max_concurrent.saturating_sub(n),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot count running jobs");
                     return;
@@ -218,7 +244,7 @@ impl Scheduler {
         if free == 0 {
             return;
         }
-        let wanted = (free + self.launching.len()) as i64;
+        let wanted = (free + self.launching.len() + self.backoffs.len()) as i64;
         let pending = match self.jobs.in_status(JobStatus::Pending, wanted).await {
             Ok(p) => p,
             Err(e) => {
@@ -226,9 +252,11 @@ impl Scheduler {
                 return;
             }
         };
+        let now = Instant::now();
         let fresh: Vec<JobRecord> = pending
             .into_iter()
             .filter(|r| !self.launching.contains(&r.job.id))
+            .filter(|r| !self.backoffs.pausing(r.job.id, now))
             .take(free)
             .collect();
         for rec in fresh {
@@ -236,34 +264,56 @@ impl Scheduler {
         }
     }
 
+    /// Slots taken: `running` jobs, trainers the runner watches (a job may
+    /// have ended before its trainer did) and launches in flight, each once.
+    async fn slots_taken(&self) -> Result<usize, JobError> {
+        let running = self.jobs.count_running().await?;
+        let at_least = running + self.launching.len();
+        if at_least >= self.max_concurrent {
+            return Ok(at_least);
+        }
+        let mut taken: HashSet<Uuid> = self.jobs.running_ids().await?.into_iter().collect();
+        taken.extend(self.runner.active());
+        taken.extend(self.launching.iter().copied());
+        Ok(taken.len())
+    }
+
     /// Starts launching one job in its own task.
     fn launch(&mut self, rec: JobRecord) {
         let id = rec.job.id;
         self.launching.insert(id);
+        let failures = self.backoffs.failures(id);
         let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = launch(&jobs, runner.as_ref(), &specs, rec).await;
+            let outcome = launch(&jobs, runner.as_ref(), &specs, rec, failures).await;
             Done::Launch(id, outcome)
         });
     }
 }
 
-/// Mints the job's token, starts its trainer and records the launch.
-async fn launch(jobs: &Jobs, runner: &dyn Runner, specs: &SpecBuilder, rec: JobRecord) -> Launched {
+/// Mints the job's token, starts its trainer and records the launch;
+/// `failures` is how many earlier tries the environment failed.
+async fn launch(
+    jobs: &Jobs,
+    runner: &dyn Runner,
+    specs: &SpecBuilder,
+    rec: JobRecord,
+    failures: u32,
+) -> Launched {
     let id = rec.job.id;
     let token = match jobs.issue_token(id).await {
         Ok(t) => t,
         // Cancelled meanwhile (or the database is closing): nothing to start.
         Err(e) => {
             tracing::info!(job_id = %id, error = %e, "not launching");
-            return Launched::Ok;
+            return Launched::Settled;
         }
     };
     let spec = match specs.build(&rec, &token) {
         Ok(spec) => spec,
         Err(e) => {
             jobs.fail_by_runner(id, e.to_string()).await;
-            return Launched::Ok;
+            return Launched::Settled;
         }
     };
     match runner.launch(spec).await {
@@ -278,192 +328,42 @@ async fn launch(jobs: &Jobs, runner: &dyn Runner, specs: &SpecBuilder, rec: JobR
                 Ok(_) => {}
                 Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the launch"),
             }
-            Launched::Ok
+            Launched::Settled
         }
         Err(RunnerError::Start(reason)) => {
             tracing::warn!(job_id = %id, %reason, "trainer could not be started");
             jobs.fail_by_runner(id, reason).await;
-            Launched::Ok
+            Launched::Settled
         }
         Err(RunnerError::Environment(reason)) => {
-            tracing::error!(job_id = %id, %reason, "cannot launch; retrying in 5 s");
-            Launched::EnvironmentFailed
+            let failures = failures + 1;
+            match retry::verdict(failures, &reason) {
+                Verdict::Retry { pause, message } => {
+                    tracing::error!(job_id = %id, %reason, failures, retry_in_s = pause.as_secs(), "cannot launch; other jobs go ahead");
+                    if let Err(e) = jobs.defer_launch(id, message).await {
+                        tracing::warn!(job_id = %id, error = %e, "cannot note the launch failure on the job");
+                    }
+                    Launched::Retry { failures, pause }
+                }
+                Verdict::GiveUp { error } => {
+                    tracing::error!(job_id = %id, %reason, failures, "cannot launch; giving up");
+                    jobs.fail_by_runner(id, error).await;
+                    Launched::Settled
+                }
+            }
         }
     }
 }
 
+/// Stops the trainer of an ended job: at once when it was cancelled,
+/// after the runner's grace when it reported its own end.
 async fn stop_trainer(runner: &dyn Runner, rec: &JobRecord) {
-    if let Err(e) = runner.cancel(rec).await {
+    if rec.job.status != JobStatus::Cancelled {
+        runner.ended(rec).await;
+    } else if let Err(e) = runner.cancel(rec).await {
         tracing::error!(job_id = %rec.job.id, error = %e, "cannot stop the trainer of a cancelled job");
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jobs::testing::Service;
-    use crate::jobs::RunnerOutcome;
-    use crate::runner::fake::{self, FakeRunner};
-
-    /// Waits (up to 5 s) for `cond` to hold.
-    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn start(
-        svc: &Service,
-        runner: &FakeRunner,
-        max: usize,
-        hold: bool,
-    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let stop = CancellationToken::new();
-        let scheduler = Scheduler::new(
-            svc.jobs.clone(),
-            Arc::new(runner.clone()),
-            fake::specs(svc),
-            max,
-        )
-        .hold(hold);
-        (stop.clone(), tokio::spawn(scheduler.run(stop)))
-    }
-
-    async fn status(svc: &Service, id: Uuid) -> JobStatus {
-        svc.jobs.get(id).await.unwrap().status
-    }
-
-    #[tokio::test]
-    async fn launches_oldest_first_within_the_limit() {
-        let svc = Service::start().await;
-        let runner = FakeRunner::default();
-        let mut ids = Vec::new();
-        for _ in 0..4 {
-            ids.push(svc.create("m").await.id);
-        }
-        let (stop, task) = start(&svc, &runner, 2, false);
-        until("two launches", || runner.calls(|c| c.launched.len() == 2)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(runner.calls(|c| c.launched.clone()), ids[..2]);
-        assert_eq!(status(&svc, ids[0]).await, JobStatus::Running);
-        assert_eq!(status(&svc, ids[2]).await, JobStatus::Pending);
-        let job = svc.jobs.get(ids[0]).await.unwrap();
-        assert_eq!(job.runner.as_deref(), Some("fake"));
-        // A trainer ending frees its slot for the next oldest job.
-        let ok = RunnerOutcome {
-            exit_code: Some(0),
-            failure: None,
-        };
-        svc.jobs.finish_by_runner(ids[0], ok).await.unwrap();
-        until("a third launch", || runner.calls(|c| c.launched.len() == 3)).await;
-        assert_eq!(runner.calls(|c| c.launched[2]), ids[2]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(runner.calls(|c| c.launched.len()), 3, "the limit holds");
-        stop.cancel();
-        task.await.unwrap();
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_cancel_reaches_the_runner_and_frees_the_slot() {
-        let svc = Service::start().await;
-        let runner = FakeRunner::default();
-        let a = svc.create("m").await.id;
-        let b = svc.create("m").await.id;
-        let (stop, task) = start(&svc, &runner, 1, false);
-        until("the first launch", || runner.calls(|c| c.launched == [a])).await;
-        svc.jobs.cancel(a, "cancelled by user").await.unwrap();
-        until("the stop", || runner.calls(|c| c.cancelled == [a])).await;
-        until("the next launch", || runner.calls(|c| c.launched == [a, b])).await;
-        stop.cancel();
-        task.await.unwrap();
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_slow_launch_holds_up_neither_other_launches_nor_cancels() {
-        let svc = Service::start().await;
-        let runner = FakeRunner::default();
-        runner.slow_model("slow", Duration::from_secs(5));
-        let running = svc.create("fast").await.id;
-        let slow = svc.create("slow").await.id;
-        let after = svc.create("fast").await.id;
-        let (stop, task) = start(&svc, &runner, 3, false);
-        until("both fast launches", || {
-            runner.calls(|c| c.launched.contains(&running) && c.launched.contains(&after))
-        })
-        .await;
-        assert!(runner.calls(|c| c.launching.contains(&slow) && !c.launched.contains(&slow)));
-        svc.jobs.cancel(running, "cancelled by user").await.unwrap();
-        until("the stop", || runner.calls(|c| c.cancelled == [running])).await;
-        // Ordering, not timing: the stop did not wait for the slow launch.
-        assert!(
-            runner.calls(|c| !c.launched.contains(&slow)),
-            "the cancel waited behind the slow launch"
-        );
-        // Shutdown waits for it: the job is never left pending with a trainer.
-        stop.cancel();
-        task.await.unwrap();
-        assert!(runner.calls(|c| c.launched.contains(&slow)));
-        assert_eq!(status(&svc, slow).await, JobStatus::Running);
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_job_cancelled_while_launching_is_stopped_once_launched() {
-        let svc = Service::start().await;
-        let runner = FakeRunner::default();
-        runner.slow_model("slow", Duration::from_millis(500));
-        let id = svc.create("slow").await.id;
-        let (stop, task) = start(&svc, &runner, 1, false);
-        until("the launch to start", || {
-            runner.calls(|c| c.launching == [id])
-        })
-        .await;
-        svc.jobs.cancel(id, "cancelled by user").await.unwrap();
-        until("the stop", || runner.calls(|c| c.cancelled.contains(&id))).await;
-        assert!(runner.calls(|c| c.launched == [id]));
-        let job = svc.jobs.get(id).await.unwrap();
-        assert_eq!(job.status, JobStatus::Cancelled);
-        assert_eq!(
-            job.runner.as_deref(),
-            Some("fake"),
-            "the trainer stays findable"
-        );
-        stop.cancel();
-        task.await.unwrap();
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_restart_hands_over_this_runners_running_jobs_only() {
-        let svc = Service::start().await;
-        let runner = FakeRunner::default();
-        let mine = svc.create("m").await.id;
-        let foreign = svc.create("m").await.id;
-        let ended = svc.create("m").await.id;
-        let waiting = svc.create("m").await.id;
-        svc.jobs.mark_launched(mine, "fake", None).await.unwrap();
-        svc.jobs
-            .mark_launched(foreign, "other", None)
-            .await
-            .unwrap();
-        svc.jobs.mark_launched(ended, "fake", None).await.unwrap();
-        svc.jobs.cancel(ended, "cancelled by user").await.unwrap();
-        // Held: only the restart decisions run, nothing is launched.
-        let (stop, task) = start(&svc, &runner, 0, true);
-        until("the re-adoption", || {
-            runner.calls(|c| !c.reconciled.is_empty())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(runner.calls(|c| c.reconciled.clone()), [mine]);
-        assert!(runner.calls(|c| c.launched.is_empty()));
-        assert_eq!(status(&svc, waiting).await, JobStatus::Pending);
-        stop.cancel();
-        task.await.unwrap();
-        svc.close().await;
-    }
-}
+mod tests;
