@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod meta;
+pub mod openapi;
 pub mod runs;
 pub mod ui;
 
