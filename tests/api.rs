@@ -691,7 +691,7 @@ async fn callback_needs_the_jobs_own_token() {
 
     let (status, ack) = callback(&d, &id, Some(&token), &body).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ack, json!({"status": "ok", "job_id": id}));
+    assert_eq!(ack, json!({"status": "ok", "job_id": id, "applied": true}));
 
     // Unknown jobs are 404 whatever the token.
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -741,7 +741,7 @@ async fn callback_applies_the_update_and_lifts_metrics() {
     });
     let (status, ack) = callback(&d, &id, Some(&token), &body).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
-    assert_eq!(ack, json!({"status": "ok", "job_id": id}));
+    assert_eq!(ack, json!({"status": "ok", "job_id": id, "applied": true}));
 
     let job = common::api::job(&d, &id).await;
     assert_eq!(job["status"], "running");
