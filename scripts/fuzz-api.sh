@@ -26,8 +26,13 @@ command -v schemathesis >/dev/null || { echo "fuzz-api: schemathesis is not inst
 work="$(mktemp -d)"
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  local code=$?
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
+  exit "$code"
 }
 trap cleanup EXIT
 
@@ -50,7 +55,7 @@ DATASET_CHECK=off "$bin" serve --bind 127.0.0.1:0 --data-dir "$work/data" \
 pid=$!
 base=""
 for _ in $(seq 1 200); do
-  base="$(grep -o 'listening on http://[0-9.:]*' "$work/daemon.log" | head -n 1 | cut -d' ' -f3)"
+  base="$(grep -o 'listening on http://[0-9.:]*' "$work/daemon.log" | head -n 1 | cut -d' ' -f3 || true)"
   [ -n "$base" ] && break
   sleep 0.1
 done
@@ -70,6 +75,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 read -r job callback_token < <(head -n 1 "$work/tokens")
+read -r other _ < <(sed -n 2p "$work/tokens")
 [ -n "${callback_token:-}" ] || { echo "fuzz-api: the stub trainer did not start" >&2; cat "$work/daemon.log" >&2; exit 1; }
 curl -fsS -X PUT -H "Authorization: Bearer $callback_token" --data-binary 'w' \
   "$base/api/v1/training/jobs/$job/artifacts/ckpt/best.pt" >/dev/null
@@ -91,6 +97,9 @@ bearer = "$callback_token"
 [dictionaries.jobs]
 values = ["$job"]
 
+[dictionaries.others]
+values = ["$other"]
+
 [dictionaries.datasets]
 values = ["fuzzset"]
 
@@ -103,16 +112,23 @@ values = ["a/b.txt", "ckpt/best.pt"]
 "path.path" = { dictionary = "paths", probability = 0.3 }
 # A callback's job_id must equal the path's (422 otherwise), which a schema
 # cannot say; the only job the fuzzer can reach with a token is this one.
-"body.job_id" = { dictionary = "jobs" }
+"body.job_id" = { dictionary = "jobs", probability = 1.0 }
+
+# …and ids seen in other responses would pair a job's path with another's
+# job_id: fuzz with the dictionaries above only.
+[phases.fuzzing.extra-data-sources]
+responses = false
 
 # Links from the Location header of 201 answers only: a dry run's job has
 # an illustrative id that was never stored.
 [phases.stateful.inference]
 algorithms = ["location-headers"]
 
-# Cancelling a job that already ended is 400: the SPEC fixes it.
+# Cancels go to the other stub job, so the first one keeps taking
+# callbacks; cancelling a job that already ended is 400 (SPEC).
 [[operations]]
 include-operation-id = "cancel_job"
+parameters = { "path.id" = { dictionary = "others", probability = 0.5 } }
 checks.positive_data_acceptance.expected-statuses = [204, 400, 401, 404]
 
 [[operations]]

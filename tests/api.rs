@@ -1050,6 +1050,20 @@ async fn sequence_makes_callbacks_idempotent() {
     assert_eq!((progress().await, stored_points(&d, &id)), (0.6, 4));
     send(Some(6), 0.7, true).await;
     assert_eq!(progress().await, 0.7);
+    // An integer may be spelled 7.0 (JSON Schema's `integer`, as documented).
+    let (status, ack) = callback(
+        &d,
+        &id,
+        Some(&token),
+        &json!({"status": "running", "sequence": 7.0}),
+    )
+    .await;
+    assert_eq!(
+        (status, ack["applied"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{ack}"
+    );
+    send(Some(7), 0.7, false).await;
 
     // The final callback retried after the job ended is still a 200.
     let done = json!({"status": "completed", "progress": 1.0, "sequence": 10});

@@ -143,9 +143,10 @@ async fn parameters_carry_the_servers_bounds_and_patterns() {
         bounds(&param(&doc, jobs, "get", "limit")),
         (Some(json!(1)), Some(json!(1000)))
     );
+    let i64_max = Some(json!(i64::MAX));
     assert_eq!(
         bounds(&param(&doc, jobs, "get", "offset")),
-        (Some(json!(0)), None)
+        (Some(json!(0)), i64_max.clone())
     );
     assert_eq!(
         bounds(&param(&doc, metrics, "get", "limit")),
@@ -157,7 +158,16 @@ async fn parameters_carry_the_servers_bounds_and_patterns() {
     );
     assert_eq!(
         bounds(&param(&doc, metrics, "get", "after_id")),
-        (Some(json!(0)), None)
+        (Some(json!(0)), i64_max)
+    );
+    assert_eq!(
+        bounds(&param(
+            &doc,
+            "/api/v1/training/jobs/{id}/logs",
+            "get",
+            "tail"
+        )),
+        (Some(json!(0)), Some(json!(u64::MAX)))
     );
     let file = "/api/v1/datasets/{name}/files/{path}";
     for method in ["get", "put"] {

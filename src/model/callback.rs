@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::metric::{MetricPoint, MAX_METRIC_KEYS, MAX_METRIC_KEY_LEN};
 use super::status::JobStatus;
-use super::validate::{optional_text, ValidationError};
+use super::validate::{optional_integer, optional_text, ValidationError};
 
 /// Longest `message`, in characters.
 pub const MAX_MESSAGE: usize = 10_000;
@@ -51,8 +51,12 @@ pub struct TrainingUpdate {
     pub error: Option<String>,
     /// Increasing per job; one not above the last applied is acknowledged
     /// (`applied: false`), not applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_integer"
+    )]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub sequence: Option<i64>,
 }
 
@@ -81,6 +85,8 @@ fn point() -> utoipa::openapi::schema::Object {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(i64::MIN))
+            .maximum(Some(i64::MAX))
     };
     ObjectBuilder::new()
         .schema_type(Type::Object)
@@ -209,8 +215,12 @@ pub struct MetricBatch {
     #[schema(schema_with = points)]
     pub points: Vec<BTreeMap<String, Number>>,
     /// Optional idempotency sequence (same rule as callbacks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_integer"
+    )]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub sequence: Option<i64>,
 }
 

@@ -107,17 +107,17 @@ impl Job {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateJob {
     /// Who submits the job (1–255 characters, not all whitespace).
-    #[schema(schema_with = text_255)]
+    #[schema(schema_with = user_id_schema)]
     pub user_id: String,
     /// Model to train (1–255 characters, not all whitespace).
-    #[schema(schema_with = text_255)]
+    #[schema(schema_with = model_name_schema)]
     pub model_name: String,
     /// A registered framework (`GET /api/v1/training/frameworks`).
-    #[schema(schema_with = text_100)]
+    #[schema(schema_with = framework_schema)]
     pub framework: String,
     /// Dataset location (1–1024 characters, not all whitespace); with the
     /// dataset check on, it must hold data in the daemon's object store.
-    #[schema(schema_with = text_1024)]
+    #[schema(schema_with = dataset_schema)]
     pub dataset_s3_uri: String,
     /// Optional JSON object passed to the trainer as `CONFIG`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,25 +127,38 @@ pub struct CreateJob {
 
 /// The schema of a required text field: 1–`max` characters, not only
 /// whitespace ([`required_text`]).
-fn text(max: usize) -> utoipa::openapi::schema::Object {
+fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(format!(
+            "{description} (1–{max} characters, not only whitespace)."
+        )))
         .min_length(Some(1))
         .max_length(Some(max))
         .pattern(Some(NOT_BLANK))
         .build()
 }
 
-fn text_255() -> utoipa::openapi::schema::Object {
-    text(MAX_USER_ID)
+fn user_id_schema() -> utoipa::openapi::schema::Object {
+    text(MAX_USER_ID, "Who submits the job")
 }
 
-fn text_100() -> utoipa::openapi::schema::Object {
-    text(MAX_FRAMEWORK)
+fn model_name_schema() -> utoipa::openapi::schema::Object {
+    text(MAX_MODEL_NAME, "Model to train, e.g. `yolo11n`")
 }
 
-fn text_1024() -> utoipa::openapi::schema::Object {
-    text(MAX_DATASET_URI)
+fn framework_schema() -> utoipa::openapi::schema::Object {
+    text(
+        MAX_FRAMEWORK,
+        "A registered framework (`GET /api/v1/training/frameworks`)",
+    )
+}
+
+fn dataset_schema() -> utoipa::openapi::schema::Object {
+    text(
+        MAX_DATASET_URI,
+        "Dataset location; with the dataset check on, it must hold data in the daemon's object store",
+    )
 }
 
 impl CreateJob {
@@ -189,7 +202,7 @@ pub struct JobListQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Jobs to skip (≥ 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub offset: Option<i64>,
     /// Only jobs whose id starts with this (used by the CLI's prefix resolution).
     #[param(pattern = "^[0-9A-Fa-f-]{0,36}$")]

@@ -126,7 +126,7 @@ pub struct MetricQuery {
     #[param(value_type = Option<String>, pattern = "^(asc|desc)?$")]
     pub order: Option<String>,
     /// Only points with an id greater than this (≥ 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub after_id: Option<i64>,
     /// Downsample the whole history (after `after_id`) to at most this many
     /// points, 2–10000, keeping first, last and extremes; replaces `limit`.

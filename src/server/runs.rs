@@ -35,6 +35,7 @@ pub struct LogQuery {
     /// Keep streaming until the job ends.
     pub follow: Option<bool>,
     /// Only the last N lines.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub tail: Option<usize>,
 }
 
