@@ -39,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
+            [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page, or write every page to a directory')
@@ -62,6 +63,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--trainer-subprocess-path', '--trainer-subprocess-path', [CompletionResultType]::ParameterName, 'Directory with one sub-directory per framework (the seed''s layout)')
             [CompletionResult]::new('--max-concurrent-jobs', '--max-concurrent-jobs', [CompletionResultType]::ParameterName, 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]')
             [CompletionResult]::new('--kill-grace', '--kill-grace', [CompletionResultType]::ParameterName, 'Seconds between SIGTERM and SIGKILL when cancelling a trainer')
+            [CompletionResult]::new('--artifact-grace', '--artifact-grace', [CompletionResultType]::ParameterName, 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)')
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]')
             [CompletionResult]::new('--max-streams', '--max-streams', [CompletionResultType]::ParameterName, 'Most event streams and followed logs open at once; past it they are answered 503')
             [CompletionResult]::new('--header-timeout', '--header-timeout', [CompletionResultType]::ParameterName, 'Seconds a client has to send a request''s headers (from connecting, or from its first byte on a reused connection)')
@@ -547,6 +549,51 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'platform;db' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;db;check' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;db;help' {
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;db;help;check' {
+            break
+        }
+        'platform;db;help;help' {
+            break
+        }
         'platform;version' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
@@ -635,6 +682,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
+            [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page, or write every page to a directory')
@@ -707,6 +755,13 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;help;report' {
+            break
+        }
+        'platform;help;db' {
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            break
+        }
+        'platform;help;db;check' {
             break
         }
         'platform;help;version' {

@@ -22,6 +22,9 @@ _platform() {
             platform,dataset)
                 cmd="platform__subcmd__dataset"
                 ;;
+            platform,db)
+                cmd="platform__subcmd__db"
+                ;;
             platform,demo-train)
                 cmd="platform__subcmd__demo__subcmd__train"
                 ;;
@@ -73,6 +76,18 @@ _platform() {
             platform__subcmd__dataset__subcmd__help,upload)
                 cmd="platform__subcmd__dataset__subcmd__help__subcmd__upload"
                 ;;
+            platform__subcmd__db,check)
+                cmd="platform__subcmd__db__subcmd__check"
+                ;;
+            platform__subcmd__db,help)
+                cmd="platform__subcmd__db__subcmd__help"
+                ;;
+            platform__subcmd__db__subcmd__help,check)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__check"
+                ;;
+            platform__subcmd__db__subcmd__help,help)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__help"
+                ;;
             platform__subcmd__framework,help)
                 cmd="platform__subcmd__framework__subcmd__help"
                 ;;
@@ -99,6 +114,9 @@ _platform() {
                 ;;
             platform__subcmd__help,dataset)
                 cmd="platform__subcmd__help__subcmd__dataset"
+                ;;
+            platform__subcmd__help,db)
+                cmd="platform__subcmd__help__subcmd__db"
                 ;;
             platform__subcmd__help,demo-train)
                 cmd="platform__subcmd__help__subcmd__demo__subcmd__train"
@@ -135,6 +153,9 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__dataset,upload)
                 cmd="platform__subcmd__help__subcmd__dataset__subcmd__upload"
+                ;;
+            platform__subcmd__help__subcmd__db,check)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__check"
                 ;;
             platform__subcmd__help__subcmd__framework,list)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__list"
@@ -230,7 +251,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job metrics dataset framework report version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job metrics dataset framework report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +472,116 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__db)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__check)
+            opts="-o -v -h -V --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help)
+            opts="check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__demo__subcmd__train)
             opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -628,7 +759,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help)
-            opts="serve job metrics dataset framework report version completions man supervise demo-train help"
+            opts="serve job metrics dataset framework report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -684,6 +815,34 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__dataset__subcmd__upload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db)
+            opts="check"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1602,7 +1761,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --kill-grace --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --kill-grace --artifact-grace --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1661,6 +1820,10 @@ _platform() {
                     return 0
                     ;;
                 --kill-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --artifact-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,7 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
 complete -c platform -n "__fish_platform_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c platform -n "__fish_platform_needs_command" -f -a "man" -d 'Print the man page, or write every page to a directory'
@@ -65,6 +66,7 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l trainers -d 
 complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subprocess-path -d 'Directory with one sub-directory per framework (the seed\'s layout)' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l artifact-grace -d 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-connections -d 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-streams -d 'Most event streams and followed logs open at once; past it they are answered 503' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l header-timeout -d 'Seconds a client has to send a request\'s headers (from connecting, or from its first byte on a reused connection)' -r
@@ -429,6 +431,36 @@ complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbos
 complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand report" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l database-url -d 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand version" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand version" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand version" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -495,18 +527,19 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -519,3 +552,4 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'

@@ -19,4 +19,8 @@ fi
 
 [ -d tests/ui/node_modules/playwright-core ] || npm ci --prefix tests/ui --no-audit --no-fund
 
+# tests/openapi.rs validates /openapi.json with openapi-spec-validator.
+python3 -c 'import openapi_spec_validator' 2>/dev/null ||
+  python3 -m pip install --quiet openapi-spec-validator
+
 cargo test --locked "$@"

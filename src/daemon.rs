@@ -136,6 +136,7 @@ async fn serve(
         JobsConfig {
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
+            artifact_grace: cfg.artifact_grace,
         },
     ));
     // Bind first: trainers are told the address actually bound (port 0 works).

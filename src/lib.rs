@@ -5,6 +5,7 @@
 //! [`server`] (HTTP) over [`jobs`] (lifecycle rules) over [`db`] (SQLite),
 //! with [`model`] holding every type the client and server share.
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -23,19 +23,23 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Supervise(args) = cli.command {
-        // Plain threads, no runtime: it must stay small and outlive the daemon.
-        return match platform::runner::supervisor::run(args) {
-            0 => Ok(()),
-            code => Err(Exit::silent(code)),
-        };
-    }
+    let command = match cli.command {
+        Command::Supervise(args) => {
+            // Plain threads, no runtime: it must stay small and outlive the daemon.
+            return match platform::runner::supervisor::run(args) {
+                0 => Ok(()),
+                code => Err(Exit::silent(code)),
+            };
+        }
+        Command::Db(cmd) => return platform::admin::db(cmd),
+        command => command,
+    };
     // One TLS crypto provider for every client (object_store, kube, reqwest).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    match command {
         Command::Serve(args) => {
             let default_level = if args.debug { "debug" } else { "info" };
             platform::logging::init(args.log_format, default_level);

@@ -527,6 +527,58 @@ async fn list_limit_defaults_to_50_and_allows_1_to_1000() {
     assert_eq!(snapshot(&d), before);
 }
 
+/// Lists are streamed as they are serialized, not built as one response in
+/// memory (so no Content-Length), and are still exactly one JSON array.
+#[tokio::test]
+async fn lists_are_streamed_as_one_json_array() {
+    let d = Daemon::held();
+    // Under the 64 KiB config limit, but several chunks of the stream each.
+    let blob = "x".repeat(60 * 1024);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut body = job_body("streamer");
+        body["config"] = json!({"blob": blob, "i": i});
+        ids.push(s(&create(&d, &body).await["id"]).to_string());
+    }
+    ids.reverse();
+    let resp = d
+        .http()
+        .get(d.at(&format!("{JOBS}?user_id=streamer")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "the list is streamed, not buffered: {:?}",
+        resp.headers()
+    );
+    let jobs: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(self::ids(&jobs), ids);
+    for (i, job) in jobs.iter().rev().enumerate() {
+        assert_eq!(job["config"], json!({"blob": blob, "i": i}));
+    }
+    let (status, none) = get(&d, &format!("{JOBS}?user_id=nobody")).await;
+    assert_eq!((status, none), (StatusCode::OK, json!([])));
+
+    let d = Daemon::capturing();
+    let (id, token) = job_with_token(&d, "points").await;
+    let points: Vec<Value> = (0..3).map(|i| json!({"epoch": i, "loss": 1.0})).collect();
+    let (status, _) = ingest(&d, &id, Some(&token), &json!({"points": points})).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = d
+        .http()
+        .get(d.at(&job_path(&id, "/metrics?order=asc")))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("content-length").is_none());
+    let got: Vec<Value> = resp.json().await.unwrap();
+    let epochs: Vec<i64> = got.iter().map(|m| m["epoch"].as_i64().unwrap()).collect();
+    assert_eq!(epochs, [0, 1, 2]);
+}
+
 #[tokio::test]
 async fn list_breaks_created_at_ties_on_id_descending() {
     let d0 = Daemon::held();
@@ -686,7 +738,7 @@ async fn callback_needs_the_jobs_own_token() {
 
     let (status, ack) = callback(&d, &id, Some(&token), &body).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ack, json!({"status": "ok", "job_id": id}));
+    assert_eq!(ack, json!({"status": "ok", "job_id": id, "applied": true}));
 
     // Unknown jobs are 404 whatever the token.
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -736,7 +788,7 @@ async fn callback_applies_the_update_and_lifts_metrics() {
     });
     let (status, ack) = callback(&d, &id, Some(&token), &body).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
-    assert_eq!(ack, json!({"status": "ok", "job_id": id}));
+    assert_eq!(ack, json!({"status": "ok", "job_id": id, "applied": true}));
 
     let job = common::api::job(&d, &id).await;
     assert_eq!(job["status"], "running");
@@ -994,7 +1046,8 @@ async fn callback_validation_failures_are_422_and_store_nothing() {
 async fn sequence_makes_callbacks_idempotent() {
     let d = Daemon::capturing();
     let (id, token) = job_with_token(&d, "alice").await;
-    let send = |seq: Option<i64>, progress: f64| {
+    // The ack says whether the callback was applied (`applied`).
+    let send = |seq: Option<i64>, progress: f64, applied: bool| {
         let mut body = json!({"status": "running", "progress": progress, "metrics": {"step": (progress * 100.0) as i64}});
         if let Some(seq) = seq {
             body["sequence"] = json!(seq);
@@ -1003,7 +1056,10 @@ async fn sequence_makes_callbacks_idempotent() {
         async move {
             let (status, ack) = callback(d, id, Some(token), &body).await;
             assert_eq!(status, StatusCode::OK, "{ack}");
-            assert_eq!(ack, json!({"status": "ok", "job_id": id}));
+            assert_eq!(
+                ack,
+                json!({"status": "ok", "job_id": id, "applied": applied})
+            );
         }
     };
     let progress = || async {
@@ -1012,27 +1068,41 @@ async fn sequence_makes_callbacks_idempotent() {
             .unwrap()
     };
 
-    send(Some(1), 0.1).await;
+    send(Some(1), 0.1, true).await;
     assert_eq!((progress().await, stored_points(&d, &id)), (0.1, 1));
     // A retry of an applied sequence is acknowledged and not applied again.
     let before = snapshot(&d);
-    send(Some(1), 0.9).await;
+    send(Some(1), 0.9, false).await;
     assert_eq!(snapshot(&d), before);
     // Gaps are fine.
-    send(Some(5), 0.5).await;
+    send(Some(5), 0.5, true).await;
     assert_eq!((progress().await, stored_points(&d, &id)), (0.5, 2));
     // Older sequences are acknowledged and ignored.
     let before = snapshot(&d);
-    send(Some(3), 0.3).await;
-    send(Some(5), 0.3).await;
-    send(Some(0), 0.3).await;
+    send(Some(3), 0.3, false).await;
+    send(Some(5), 0.3, false).await;
+    send(Some(0), 0.3, false).await;
     assert_eq!(snapshot(&d), before);
     // Callbacks without a sequence are always applied.
-    send(None, 0.6).await;
-    send(None, 0.6).await;
+    send(None, 0.6, true).await;
+    send(None, 0.6, true).await;
     assert_eq!((progress().await, stored_points(&d, &id)), (0.6, 4));
-    send(Some(6), 0.7).await;
+    send(Some(6), 0.7, true).await;
     assert_eq!(progress().await, 0.7);
+    // An integer may be spelled 7.0 (JSON Schema's `integer`, as documented).
+    let (status, ack) = callback(
+        &d,
+        &id,
+        Some(&token),
+        &json!({"status": "running", "sequence": 7.0}),
+    )
+    .await;
+    assert_eq!(
+        (status, ack["applied"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{ack}"
+    );
+    send(Some(7), 0.7, false).await;
 
     // The final callback retried after the job ended is still a 200.
     let done = json!({"status": "completed", "progress": 1.0, "sequence": 10});
@@ -1047,6 +1117,7 @@ async fn sequence_makes_callbacks_idempotent() {
         StatusCode::OK,
         "a duplicate after the end is acknowledged: {ack}"
     );
+    assert_eq!(ack["applied"], false, "{ack}");
     let (status, _) = callback(
         &d,
         &id,

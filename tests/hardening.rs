@@ -588,7 +588,15 @@ async fn unfit_request_ids_are_replaced_not_echoed_or_logged() {
 
 #[tokio::test]
 async fn the_openapi_document_describes_the_new_answers() {
-    let d = Daemon::held();
+    // With a token: a daemon without one documents no authentication
+    // failures (no 401, no 429) on user routes.
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--api-token".into(), "sixteen-chars-token".into()],
+            ..Opts::default()
+        }
+        .held(),
+    );
     let spec: Value = d.get_json("/openapi.json").await;
     let paths = &spec["paths"];
     let jobs = &paths["/api/v1/training/jobs"];

@@ -55,6 +55,8 @@ both!(
     cli_lists_and_downloads_artifacts,
     store_functions_for_runners,
     demo_checkpoint_and_archived_logs,
+    artifact_uploads_close_after_the_grace,
+    missing_files_are_named_within_their_dataset_or_job,
 );
 
 /// A daemon on one backend (and the S3 server it uses).
@@ -469,6 +471,24 @@ async fn artifact_upload_needs_the_job_token(b: Backend) {
         .put(&format!("{list}/final.pt"), b"f".to_vec(), Some(&token))
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    // … but nothing an ended job stored is ever replaced: 409 naming the
+    // file, with the job's status, and the bytes stay as they were.
+    for name in ["final.pt", "last.pt"] {
+        let (s, body) = e
+            .put(
+                &format!("{list}/{name}"),
+                b"rewritten".to_vec(),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{name}: {body}");
+        assert_eq!(body["status"], "cancelled", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(name), "{body}");
+    }
+    let (_, got) = e.get_bytes(&format!("{list}/final.pt"), Some(api)).await;
+    assert_eq!(&got[..], b"f");
+    let (_, got) = e.get_bytes(&format!("{list}/last.pt"), Some(api)).await;
+    assert!(got == big);
 
     let unknown = uuid::Uuid::now_v7();
     let (s, _) = e
@@ -500,6 +520,115 @@ async fn artifact_upload_needs_the_job_token(b: Backend) {
         .put(&format!("{list}/x"), b"x".to_vec(), Some(&other_token))
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// After `--artifact-grace` (here 0 s) an ended job takes no uploads at all:
+/// its token cannot add to its outputs for ever.
+async fn artifact_uploads_close_after_the_grace(b: Backend) {
+    let e = Env::start(b, &[("ARTIFACT_GRACE", "0"), ("HOLD_JOBS", "true")]);
+    let (id, token) = e.job_with_token(None).await;
+    let list = format!("/api/v1/training/jobs/{id}/artifacts");
+    let (s, f) = e
+        .put(&format!("{list}/a.pt"), b"a".to_vec(), Some(&token))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{f}");
+    // While the job is live a trainer may replace its own file.
+    let (s, f) = e
+        .put(&format!("{list}/a.pt"), b"aa".to_vec(), Some(&token))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{f}");
+    let r = e
+        .http
+        .delete(e.d.at(&format!("/api/v1/training/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (s, body) = e
+        .put(&format!("{list}/b.pt"), b"b".to_vec(), Some(&token))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--artifact-grace"),
+        "{body}"
+    );
+    let (_, files) = e.get(&list, None).await;
+    let paths: Vec<&str> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["a.pt"], "a refused upload stores nothing");
+}
+
+/// A 404 names the file as the user did, within its dataset or job, and
+/// never shows where the store lives on the server.
+async fn missing_files_are_named_within_their_dataset_or_job(b: Backend) {
+    let e = Env::start(b, &[("HOLD_JOBS", "true")]);
+    let (s, _) = e
+        .put("/api/v1/datasets/coco/files/a.jpg", b"x".to_vec(), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (id, _) = e.job_with_token(None).await;
+    let data_dir = e.d.data_dir.to_str().unwrap().to_string();
+    for (path, want) in [
+        (
+            "/api/v1/datasets/coco/files/dir/missing.jpg".to_string(),
+            r#"file "dir/missing.jpg" of dataset "coco" does not exist"#.to_string(),
+        ),
+        (
+            format!("/api/v1/training/jobs/{id}/artifacts/ckpt/missing.pt"),
+            format!(r#"artifact "ckpt/missing.pt" of job {id} does not exist"#),
+        ),
+    ] {
+        let (s, body) = e.get(&path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert_eq!(detail, want);
+        assert!(
+            !detail.contains(&data_dir) && !detail.contains("://"),
+            "{detail}"
+        );
+    }
+}
+
+/// The local store is a filesystem: a file cannot also be a folder. Such a
+/// path is a 409 to write and a 404 to read, not "store unavailable"; and
+/// the longest segment the rules allow can be stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_refuses_a_file_where_a_folder_is_needed() {
+    let e = Env::start(Backend::Local, &[]);
+    let files = "/api/v1/datasets/d/files";
+    let (s, _) = e
+        .put(&format!("{files}/a/b.txt"), b"x".to_vec(), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for clash in ["a", "a/b.txt/c"] {
+        let (s, body) = e
+            .put(&format!("{files}/{clash}"), b"y".to_vec(), None)
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{clash}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("{clash:?}")), "{detail}");
+        assert!(!detail.contains(e.d.data_dir.to_str().unwrap()), "{detail}");
+    }
+    let (s, body) = e.get(&format!("{files}/a/b.txt/c"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let longest = "s".repeat(keys::MAX_SEGMENT_BYTES);
+    let (s, body) = e
+        .put(&format!("{files}/{longest}"), b"z".to_vec(), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, _) = e
+        .put(&format!("{files}/{longest}s"), b"z".to_vec(), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 /// Sends a request exactly as written (no client-side `..` normalization)

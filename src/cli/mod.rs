@@ -112,6 +112,9 @@ pub enum Command {
     Framework(framework::FrameworkCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
+    /// Work on the daemon's database file (where the daemon runs, not over HTTP).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print the client's version and the server's, when reachable.
     Version,
     /// Print a shell completion script.
@@ -124,6 +127,14 @@ pub enum Command {
     /// Run the built-in demo trainer (started by the daemon).
     #[command(hide = true, name = "demo-train")]
     DemoTrain,
+}
+
+/// `platform db …`: commands on the database file itself.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Check the database for damage (SQLite's integrity check, read-only):
+    /// prints "ok", or what is wrong and exits 1.
+    Check(crate::config::DatabaseArgs),
 }
 
 /// Runs a client command (everything but `serve`).
@@ -142,7 +153,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Version => version(&global, &out).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),
-        Command::Serve(_) | Command::Supervise(_) => {
+        Command::Serve(_) | Command::Supervise(_) | Command::Db(_) => {
             Err(Exit::usage("this command is not a client command"))
         }
     }

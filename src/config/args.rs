@@ -31,13 +31,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `platform serve`.
+/// Where the daemon's data lives: `serve`'s flags, shared with the
+/// commands that work on the data itself (`platform db check`).
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000].
-    #[arg(long, env = "PLATFORM_BIND", value_name = "ADDR")]
-    pub bind: Option<String>,
-
+pub struct DatabaseArgs {
     /// Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory].
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
@@ -45,6 +42,18 @@ pub struct ServeArgs {
     /// Directory for the database and the local object store [default: the user's data directory].
     #[arg(long, env = "PLATFORM_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// Flags of `platform serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000].
+    #[arg(long, env = "PLATFORM_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
+
+    /// Where the data lives.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Which runner launches trainers.
     #[arg(
@@ -118,6 +127,16 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub kill_grace: f64,
+
+    /// Seconds after a job ends during which its trainer may still upload
+    /// new artifacts (never replacing one); later uploads are refused (409).
+    #[arg(
+        long,
+        env = "ARTIFACT_GRACE",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    pub artifact_grace: u64,
 
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]

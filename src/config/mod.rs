@@ -18,7 +18,7 @@ mod layers;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-pub use args::{LogFormat, RunnerKind, ServeArgs};
+pub use args::{DatabaseArgs, LogFormat, RunnerKind, ServeArgs};
 pub use dirs::{default_config_dir, default_data_dir};
 pub use layers::load_env_layers;
 
@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub max_concurrent_jobs: usize,
     /// Grace period before SIGKILL.
     pub kill_grace: std::time::Duration,
+    /// How long after its end a job still takes new artifact uploads.
+    pub artifact_grace: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
@@ -133,14 +135,7 @@ impl ServerConfig {
         if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
-        let data_dir = match &args.data_dir {
-            Some(d) => d.clone(),
-            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
-        };
-        let database_path = match &args.database_url {
-            Some(url) => parse_database_url(url)?,
-            None => data_dir.join("platform.db"),
-        };
+        let (data_dir, database_path) = args.database.resolve()?;
         let backend_base_url = args
             .backend_base_url
             .clone()
@@ -177,6 +172,7 @@ impl ServerConfig {
             trainer_dir: args.trainer_subprocess_path.clone(),
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
+            artifact_grace: std::time::Duration::from_secs(args.artifact_grace),
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
             storage,
@@ -218,6 +214,21 @@ fn check_token(token: Option<&str>, bind: SocketAddr) -> Result<Option<String>, 
         return Err(ConfigError::ShortToken(chars));
     }
     Ok(Some(token.to_string()))
+}
+
+impl DatabaseArgs {
+    /// The data directory and the database file they name.
+    pub fn resolve(&self) -> Result<(PathBuf, PathBuf), ConfigError> {
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let database_path = match &self.database_url {
+            Some(url) => parse_database_url(url)?,
+            None => data_dir.join("platform.db"),
+        };
+        Ok((data_dir, database_path))
+    }
 }
 
 fn resolve_bind(flag: Option<&str>) -> Result<SocketAddr, ConfigError> {

@@ -61,6 +61,14 @@ pub enum DbError {
         /// What went wrong.
         message: String,
     },
+    /// The file is damaged (bad pages, or not a database at all).
+    #[error("the database at {path} is damaged ({problems}); restore it from a backup, or salvage what is readable with `sqlite3 OLD.db .recover | sqlite3 NEW.db`, and check it with `platform db check`")]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite found, `; `-separated.
+        problems: String,
+    },
     /// A stored value could not be decoded (corruption or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -122,6 +130,12 @@ impl Db {
     /// [`Db::open_sqlite`] with options.
     pub async fn open_sqlite_with(path: &Path, options: SqliteOptions) -> Result<Db, DbError> {
         Ok(Db::Sqlite(sqlite::Sqlite::open(path, options).await?))
+    }
+
+    /// Checks the SQLite file at `path` without opening it for writing
+    /// (`platform db check`): what is wrong with it, empty when it is sound.
+    pub fn check_sqlite(path: &Path) -> Result<Vec<String>, DbError> {
+        sqlite::Sqlite::check_file(path)
     }
 
     /// One line for logs: the backend and where it is.

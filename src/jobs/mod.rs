@@ -20,7 +20,7 @@ use crate::model::{
     MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
 use crate::secrets::{hash_token, new_token, token_matches};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
 
 /// Why a job operation was refused (each maps to one HTTP status).
@@ -39,6 +39,18 @@ pub enum JobError {
         id: Uuid,
         /// Its terminal status.
         status: JobStatus,
+    },
+    /// An artifact upload for a job that ended longer ago than the grace (409).
+    #[error("job {id} ended ({status}) at {ended} and accepts artifact uploads only for {grace_secs} s after its end (--artifact-grace)")]
+    UploadsClosed {
+        /// The job.
+        id: Uuid,
+        /// Its terminal status.
+        status: JobStatus,
+        /// When it ended.
+        ended: DateTime<Utc>,
+        /// The configured grace, in seconds.
+        grace_secs: u64,
     },
     /// Cancelling a job that already ended (400).
     #[error("job {id} is already {status} and cannot be cancelled")]
@@ -69,6 +81,31 @@ pub struct JobsConfig {
     /// Whether `create` rejects dataset URIs that are outside the store or
     /// hold no objects.
     pub dataset_check: bool,
+    /// How long after a job ends its trainer may still upload artifacts
+    /// (new files only; see [`Jobs::may_upload`]).
+    pub artifact_grace: std::time::Duration,
+}
+
+/// What an artifact upload may do ([`Jobs::may_upload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadPermit {
+    /// The job is live: write, replacing an earlier upload of the same path.
+    Replace,
+    /// The job ended within the grace: store new files only.
+    CreateOnly {
+        /// The job's terminal status.
+        status: JobStatus,
+    },
+}
+
+impl UploadPermit {
+    /// How the store may write the file.
+    pub fn mode(self) -> WriteMode {
+        match self {
+            UploadPermit::Replace => WriteMode::Replace,
+            UploadPermit::CreateOnly { .. } => WriteMode::CreateOnly,
+        }
+    }
 }
 
 /// The job service; shared by the HTTP handlers and the runners. It owns
@@ -316,6 +353,34 @@ impl Jobs {
         }
     }
 
+    /// Whether a trainer may upload an artifact for job `id` now (after
+    /// [`Jobs::authorize`]). While the job is live, freely. For
+    /// `artifact_grace` after it ended, new files only: a final checkpoint
+    /// sent right after `completed` is kept, but nothing an ended job
+    /// stored is ever replaced. After that, never: a leaked callback token
+    /// cannot rewrite a finished job's outputs.
+    pub async fn may_upload(&self, id: Uuid) -> Result<UploadPermit, JobError> {
+        let job = self.get(id).await?;
+        if !job.status.is_terminal() {
+            return Ok(UploadPermit::Replace);
+        }
+        let ended = job.completed_at.unwrap_or(job.updated_at);
+        let grace = self.cfg.artifact_grace;
+        let open = chrono::Duration::from_std(grace)
+            .ok()
+            .and_then(|g| ended.checked_add_signed(g))
+            .is_none_or(|until| db::now() <= until);
+        if !open {
+            return Err(JobError::UploadsClosed {
+                id,
+                status: job.status,
+                ended,
+                grace_secs: grace.as_secs(),
+            });
+        }
+        Ok(UploadPermit::CreateOnly { status: job.status })
+    }
+
     /// Applies a trainer callback (after [`Jobs::authorize`]).
     pub async fn callback(&self, id: Uuid, body: TrainingUpdate) -> Result<CallbackAck, JobError> {
         let update = body.validate(id)?;
@@ -350,14 +415,18 @@ impl Jobs {
             Ok(Modified::Missing) | Err(_) => "error",
         };
         metrics::counter!("platform_callbacks_total", "outcome" => outcome).increment(1);
-        match modified? {
+        let applied = match modified? {
             Modified::Missing => return Err(JobError::NotFound(id)),
-            Modified::Unchanged => {}
-            Modified::Stored { job, points } => self.announce(&job, points),
-        }
+            Modified::Unchanged => false,
+            Modified::Stored { job, points } => {
+                self.announce(&job, points);
+                true
+            }
+        };
         Ok(CallbackAck {
             status: "ok".into(),
             job_id: id,
+            applied,
         })
     }
 

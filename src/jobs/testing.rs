@@ -43,6 +43,7 @@ impl Service {
             JobsConfig {
                 callback_auth: true,
                 dataset_check: false,
+                artifact_grace: std::time::Duration::from_secs(600),
             },
         ));
         Service {

@@ -59,10 +59,15 @@ async fn an_applied_sequence_is_acknowledged_but_not_applied_again() {
     let svc = Service::start().await;
     let id = svc.create("m").await.id;
     let first = json!({"status": "running", "sequence": 2, "metrics": {"loss": 1.0}});
-    svc.jobs.callback(id, update(first.clone())).await.unwrap();
-    svc.jobs.callback(id, update(first)).await.unwrap();
+    let ack = svc.jobs.callback(id, update(first.clone())).await.unwrap();
+    assert!(ack.applied);
+    let ack = svc.jobs.callback(id, update(first)).await.unwrap();
+    assert!(
+        !ack.applied,
+        "a repeated sequence is acknowledged, not applied"
+    );
     let older = json!({"status": "running", "sequence": 1, "message": "stale"});
-    svc.jobs.callback(id, update(older)).await.unwrap();
+    assert!(!svc.jobs.callback(id, update(older)).await.unwrap().applied);
     assert_eq!(points(&svc, id).await, 1);
     assert_eq!(svc.jobs.get(id).await.unwrap().message, None);
     // Batches share the sequence.
@@ -82,6 +87,36 @@ async fn an_applied_sequence_is_acknowledged_but_not_applied_again() {
         .unwrap();
     assert_eq!(ack.stored, 2);
     assert_eq!(points(&svc, id).await, 3);
+    svc.close().await;
+}
+
+#[tokio::test]
+async fn uploads_replace_while_live_and_only_add_within_the_grace() {
+    let svc = Service::start().await;
+    let id = svc.create("m").await.id;
+    assert_eq!(
+        svc.jobs.may_upload(id).await.unwrap(),
+        UploadPermit::Replace
+    );
+    svc.jobs.cancel(id, "stop").await.unwrap();
+    // The service's grace is 10 minutes: the job just ended.
+    assert_eq!(
+        svc.jobs.may_upload(id).await.unwrap(),
+        UploadPermit::CreateOnly {
+            status: JobStatus::Cancelled
+        }
+    );
+    assert_eq!(
+        UploadPermit::CreateOnly {
+            status: JobStatus::Cancelled
+        }
+        .mode(),
+        WriteMode::CreateOnly
+    );
+    assert!(matches!(
+        svc.jobs.may_upload(Uuid::now_v7()).await,
+        Err(JobError::NotFound(_))
+    ));
     svc.close().await;
 }
 

@@ -9,6 +9,11 @@ use uuid::Uuid;
 use super::status::JobStatus;
 use super::validate::{required_plain_text, ValidationError};
 
+/// "Not only whitespace" as a pattern: a character outside Rust's
+/// `char::is_whitespace` set, which is what `trim` removes.
+pub const NOT_BLANK: &str =
+    "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
 /// Seed length limits for the create body, in characters.
 pub const MAX_USER_ID: usize = 255;
 /// Seed limit for `model_name`.
@@ -111,19 +116,60 @@ impl Job {
 /// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateJob {
-    /// Who submits the job (1–255 characters).
+    /// Who submits the job (1–255 characters, not all whitespace).
+    #[schema(schema_with = user_id_schema)]
     pub user_id: String,
-    /// Model to train (1–255 characters).
+    /// Model to train (1–255 characters, not all whitespace).
+    #[schema(schema_with = model_name_schema)]
     pub model_name: String,
-    /// Registered framework (1–100 characters).
+    /// A registered framework (`GET /api/v1/training/frameworks`).
+    #[schema(schema_with = framework_schema)]
     pub framework: String,
-    /// Dataset location (1–1024 characters).
+    /// Dataset location (1–1024 characters, not all whitespace); with the
+    /// dataset check on, it must hold data in the daemon's object store.
+    #[schema(schema_with = dataset_schema)]
     pub dataset_s3_uri: String,
     /// Optional JSON object passed to the trainer as `CONFIG`; at most
     /// 65536 bytes as compact JSON (it travels in one environment variable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
+}
+
+/// The schema of a required text field: 1–`max` characters, not only
+/// whitespace ([`required_text`]).
+fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(format!(
+            "{description} (1–{max} characters, not only whitespace)."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(NOT_BLANK))
+        .build()
+}
+
+fn user_id_schema() -> utoipa::openapi::schema::Object {
+    text(MAX_USER_ID, "Who submits the job")
+}
+
+fn model_name_schema() -> utoipa::openapi::schema::Object {
+    text(MAX_MODEL_NAME, "Model to train, e.g. `yolo11n`")
+}
+
+fn framework_schema() -> utoipa::openapi::schema::Object {
+    text(
+        MAX_FRAMEWORK,
+        "A registered framework (`GET /api/v1/training/frameworks`)",
+    )
+}
+
+fn dataset_schema() -> utoipa::openapi::schema::Object {
+    text(
+        MAX_DATASET_URI,
+        "Dataset location; with the dataset check on, it must hold data in the daemon's object store",
+    )
 }
 
 impl CreateJob {
@@ -174,15 +220,18 @@ pub const MAX_JOB_LIMIT: i64 = 1000;
 pub struct JobListQuery {
     /// Only this user's jobs.
     pub user_id: Option<String>,
-    /// Only jobs in this status (alias `status`).
+    /// Only jobs in this status (alias `status`; empty: any).
     #[serde(alias = "status")]
-    #[param(value_type = Option<JobStatus>)]
+    #[param(value_type = Option<String>, pattern = "^(pending|running|completed|failed|cancelled)?$")]
     pub status_filter: Option<String>,
     /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Jobs to skip (≥ 0).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub offset: Option<i64>,
     /// Only jobs whose id starts with this (used by the CLI's prefix resolution).
+    #[param(pattern = "^[0-9A-Fa-f-]{0,36}$")]
     pub id_prefix: Option<String>,
     /// Only the job with this number (≥ 1).
     #[param(minimum = 1)]

@@ -120,14 +120,17 @@ pub enum Order {
 #[into_params(parameter_in = Query)]
 pub struct MetricQuery {
     /// Page size, 1–10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
-    /// `desc` (default, newest first) or `asc`.
-    #[param(value_type = Option<Order>)]
+    /// `desc` (default, newest first) or `asc`; empty: the default.
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)?$")]
     pub order: Option<String>,
-    /// Only points with an id greater than this.
+    /// Only points with an id greater than this (≥ 0).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub after_id: Option<i64>,
     /// Downsample the whole history (after `after_id`) to at most this many
     /// points, 2–10000, keeping first, last and extremes; replaces `limit`.
+    #[param(minimum = 2, maximum = 10000)]
     pub max_points: Option<i64>,
 }
 

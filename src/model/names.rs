@@ -9,8 +9,24 @@ pub const MAX_DATASET_NAME: usize = 128;
 /// Longest relative file path, in bytes (S3 keys are at most 1,024 bytes;
 /// this leaves room for the `datasets/<name>/` or `jobs/<id>/outputs/` prefix).
 pub const MAX_PATH_BYTES: usize = 768;
-/// Longest path segment, in bytes (a file name on common filesystems).
-pub const MAX_SEGMENT_BYTES: usize = 255;
+/// Longest path segment, in bytes: a file name on common filesystems is at
+/// most 255 bytes, and the local store writes an upload to `<name>#<n>`
+/// before renaming it into place.
+pub const MAX_SEGMENT_BYTES: usize = 250;
+
+/// [`dataset_name`]'s rule as an ECMA-262 regular expression, for the
+/// OpenAPI document.
+pub const DATASET_NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
+
+/// [`relative_path`]'s rule as an ECMA-262 regular expression, for the
+/// OpenAPI document: `/`-separated segments of 1–250 characters other than
+/// `/`, `\` and control characters, none `.` or `..` or ending in `#` and
+/// digits. (The byte limits, 250 per segment and 768 in all, can only be
+/// given in characters there; they are the same for ASCII.)
+pub const PATH_PATTERN: &str = concat!(
+    r"^(?!\.\.?(?:/|$))(?![^/]*#[0-9]+(?:/|$))[^/\\\u0000-\u001f\u007f-\u009f]{1,250}",
+    r"(?:/(?!\.\.?(?:/|$))(?![^/]*#[0-9]+(?:/|$))[^/\\\u0000-\u001f\u007f-\u009f]{1,250})*$"
+);
 
 /// Checks a dataset name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with
 /// `.` or `-`. Names become one key segment and appear in URIs unescaped.
@@ -129,7 +145,7 @@ mod tests {
         ] {
             assert!(relative_path("path", ok).is_ok(), "{ok}");
         }
-        let long_seg = "x".repeat(256);
+        let long_seg = "x".repeat(MAX_SEGMENT_BYTES + 1);
         let long_path = ["y"; 400].join("/");
         for bad in [
             "",

@@ -62,15 +62,30 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(),
     }
 }
 
-/// Reads a JSON number as an integer, accepting `21` and `21.0` but not `21.5`.
+/// Reads a JSON number as an integer, accepting `21` and `21.0` (both are
+/// JSON Schema's `integer`) but not `21.5` or anything outside i64.
 pub fn integral(field: &str, n: &Number) -> Result<i64, ValidationError> {
     if let Some(i) = n.as_i64() {
         return Ok(i);
     }
+    // 2^63: every f64 below it (and at or above -2^63) converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
     match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
         _ => Err(ValidationError::new(field, "must be an integer")),
     }
+}
+
+/// `deserialize_with` for an optional integer field, spelled `3` or `3.0`
+/// ([`integral`]); the error names the field through serde's path.
+pub fn optional_integer<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let n: Option<Number> = serde::Deserialize::deserialize(d)?;
+    n.map(|n| integral("", &n).map_err(|e| D::Error::custom(e.message)))
+        .transpose()
 }
 
 /// Rejects non-finite numbers anywhere in a JSON value.
@@ -94,6 +109,17 @@ pub fn finite_json(field: &str, value: &Value) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_may_be_spelled_as_floats() {
+        let n = |s: &str| serde_json::from_str::<Number>(s).unwrap();
+        assert_eq!(integral("f", &n("21")).unwrap(), 21);
+        assert_eq!(integral("f", &n("21.0")).unwrap(), 21);
+        assert_eq!(integral("f", &n("1e16")).unwrap(), 10_000_000_000_000_000);
+        assert!(integral("f", &n("21.5")).is_err());
+        assert!(integral("f", &n("1e19")).is_err());
+        assert!(integral("f", &n("18446744073709551615")).is_err());
+    }
 
     #[test]
     fn lengths_count_characters() {

@@ -11,9 +11,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::error::ApiError;
+use super::openapi::{BadRequest, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
+use crate::model::names::{DATASET_NAME_PATTERN, MAX_DATASET_NAME, MAX_PATH_BYTES, PATH_PATTERN};
 use crate::model::{Dataset, DatasetSummary, ErrorBody, StoredFile, ValidationError};
-use crate::storage::{keys, Download, Fetched, Store};
+use crate::storage::{keys, Download, Fetched};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
+use utoipa::IntoParams;
 
 /// The dataset routes (full paths; merged into the app router).
 pub fn routes() -> Router<AppState> {
@@ -60,6 +66,53 @@ async fn checked_param<S: Send + Sync>(
     Ok(value)
 }
 
+/// The `{name}` path parameter as the OpenAPI document describes it.
+pub struct DatasetNameParam;
+
+impl IntoParams for DatasetNameParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "name",
+            "Dataset name: 1–128 of letters, digits, '.', '_', '-', not starting with '.' or '-'",
+            DATASET_NAME_PATTERN,
+            MAX_DATASET_NAME,
+        )]
+    }
+}
+
+/// The `{path}` path parameter as the OpenAPI document describes it.
+pub struct FilePathParam;
+
+impl IntoParams for FilePathParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "path",
+            "File path inside the dataset or the job's outputs: '/'-separated segments \
+             (at most 250 bytes each, 768 in all), none empty, '.' or '..'; no backslashes \
+             or control characters; no segment ending in '#' and digits",
+            PATH_PATTERN,
+            MAX_PATH_BYTES,
+        )]
+    }
+}
+
+/// A required string path parameter matching `pattern` (the rules of
+/// [`crate::model::names`], written as a regular expression).
+fn path_param(name: &str, description: &str, pattern: &str, max_length: usize) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_length))
+        .pattern(Some(pattern));
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
 /// A validated dataset name from the `{name}` path parameter (422 otherwise).
 #[derive(Debug, Clone)]
 pub struct DatasetName(pub String);
@@ -97,24 +150,9 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Streams a request body to `key`; the answer names the file by `path`.
-pub async fn store_body(
-    store: &Store,
-    key: &str,
-    path: String,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
-    let mut stored = store
-        .put_stream(key, body.into_data_stream(), content_length(headers))
-        .await?;
-    stored.path = path;
-    Ok((StatusCode::CREATED, Json(stored)))
-}
-
 /// Answers a download: a 307 to a presigned URL, or the streamed bytes.
-pub async fn download(store: &Store, key: &str, path: &str) -> Result<Response, ApiError> {
-    match store.fetch(key).await? {
+pub fn download(fetched: Fetched, path: &str) -> Result<Response, ApiError> {
+    match fetched {
         Fetched::Redirect(url) => {
             let location = HeaderValue::from_str(&url).map_err(|e| {
                 ApiError::Internal(format!("presigned URL is not a header value: {e}"))
@@ -157,18 +195,16 @@ fn object_response(d: Download, path: &str) -> Response {
 
 /// Upload one dataset file; the body is streamed to the object store.
 #[utoipa::path(put, path = "/api/v1/datasets/{name}/files/{path}", tag = "datasets",
-    params(
-        ("name" = String, Path, description = "Dataset name: letters, digits, '.', '_', '-'"),
-        ("path" = String, Path, description = "File path inside the dataset, '/'-separated"),
-    ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    params(DatasetNameParam, FilePathParam),
+    request_body(content = [u8], content_type = "application/octet-stream", description = "The file's bytes (none: an empty file)"),
     responses(
         (status = 201, description = "Stored", body = StoredFile),
-        (status = 400, description = "The upload broke off; nothing was stored", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "Larger than MAX_OBJECT_BYTES", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "The local object store cannot hold this path beside an existing one (a file where a folder is needed, or the other way round)", body = ErrorBody),
+        (status = 413, response = TooLarge),
         (status = 422, description = "Invalid name or path", body = ErrorBody),
-        (status = 503, description = "Object store unavailable", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn upload_dataset_file(
     State(st): State<AppState>,
@@ -177,36 +213,44 @@ pub async fn upload_dataset_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<StoredFile>), ApiError> {
-    let key = keys::dataset_file(&name, &path)?;
-    store_body(&st.store, &key, path, &headers, body).await
+    let stored = st
+        .store
+        .put_dataset_file(
+            &name,
+            &path,
+            body.into_data_stream(),
+            content_length(&headers),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
 }
 
 /// Download one dataset file.
 #[utoipa::path(get, path = "/api/v1/datasets/{name}/files/{path}", tag = "datasets",
-    params(
-        ("name" = String, Path, description = "Dataset name"),
-        ("path" = String, Path, description = "File path inside the dataset"),
-    ),
+    params(DatasetNameParam, FilePathParam),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
         (status = 307, description = "Redirect to a presigned URL (PRESIGN_DOWNLOADS)"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such file", body = ErrorBody),
         (status = 422, description = "Invalid name or path", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn download_dataset_file(
     State(st): State<AppState>,
     DatasetName(name): DatasetName,
     FilePath(path): FilePath,
 ) -> Result<Response, ApiError> {
-    let key = keys::dataset_file(&name, &path)?;
-    download(&st.store, &key, &path).await
+    download(st.store.fetch_dataset_file(&name, &path).await?, &path)
 }
 
 /// List datasets with their file counts and sizes.
 #[utoipa::path(get, path = "/api/v1/datasets", tag = "datasets",
     responses(
         (status = 200, description = "Datasets, by name", body = Vec<DatasetSummary>),
-        (status = 503, description = "Object store unavailable", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn list_datasets(
     State(st): State<AppState>,
@@ -216,11 +260,14 @@ pub async fn list_datasets(
 
 /// One dataset: its URI, files, sizes and total.
 #[utoipa::path(get, path = "/api/v1/datasets/{name}", tag = "datasets",
-    params(("name" = String, Path, description = "Dataset name")),
+    params(DatasetNameParam),
     responses(
         (status = 200, description = "The dataset", body = Dataset),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "No such dataset", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn get_dataset(
     State(st): State<AppState>,

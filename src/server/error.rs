@@ -21,12 +21,12 @@ pub enum ApiError {
     NotFound(String),
     /// 405.
     MethodNotAllowed,
-    /// 409, with the job's current status.
+    /// 409, with the job's current status when one is involved.
     Conflict {
         /// What happened.
         detail: String,
         /// The job's status.
-        status: JobStatus,
+        status: Option<JobStatus>,
     },
     /// 413.
     TooLarge(String),
@@ -83,7 +83,7 @@ impl IntoResponse for ApiError {
         let body = match self {
             ApiError::Conflict { detail, status } => ErrorBody {
                 detail,
-                status: Some(status),
+                status,
                 field: None,
             },
             ApiError::Invalid(v) => ErrorBody {
@@ -155,10 +155,12 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound(_) => ApiError::NotFound(e.to_string()),
             JobError::Unauthorized(_) => ApiError::Unauthorized(e.to_string()),
-            JobError::Finished { status, .. } => ApiError::Conflict {
-                detail: e.to_string(),
-                status,
-            },
+            JobError::Finished { status, .. } | JobError::UploadsClosed { status, .. } => {
+                ApiError::Conflict {
+                    detail: e.to_string(),
+                    status: Some(status),
+                }
+            }
             JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
@@ -172,6 +174,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Invalid(v) => ApiError::Invalid(v),
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::Exists(_) | StoreError::Clash(_) => ApiError::Conflict {
+                detail: e.to_string(),
+                status: None,
+            },
             StoreError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             StoreError::Interrupted(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Unavailable(m) => {

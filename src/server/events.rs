@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
+use super::openapi::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
@@ -96,7 +97,31 @@ impl std::fmt::Display for Cursor {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
+    #[param(pattern = r"^\s*(m[0-9]{1,18}-j[0-9]{1,18})?\s*$")]
     pub last_event_id: Option<String>,
+}
+
+/// The optional `Last-Event-ID` header as the OpenAPI document describes
+/// it (a tuple parameter would be required, or nullable, which no header is).
+pub struct LastEventIdHeader;
+
+impl IntoParams for LastEventIdHeader {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^\s*(m[0-9]{1,18}-j[0-9]{1,18})?\s*$"));
+        vec![ParameterBuilder::new()
+            .name("Last-Event-ID")
+            .parameter_in(ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some("Resume after this event id (wins over the query)"))
+            .schema(Some(schema))
+            .build()]
+    }
 }
 
 impl EventsQuery {
@@ -120,12 +145,14 @@ impl EventsQuery {
 /// Live events of one job.
 #[utoipa::path(get, path = "/api/v1/training/jobs/{id}/events", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "Job id"), EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+        LastEventIdHeader),
     responses(
         (status = 200, description = "`text/event-stream`: `job` (the job JSON; the current snapshot first) and `metric` (a point) events; ends after the terminal state", content_type = "text/event-stream"),
         (status = 204, description = "Resumed after the job's terminal state: nothing more will come"),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
         (status = 422, description = "Malformed id or Last-Event-ID", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn job_events(
     State(st): State<AppState>,
@@ -156,10 +183,12 @@ pub async fn job_events(
 /// Live events of every job.
 #[utoipa::path(get, path = "/api/v1/training/events", tag = "jobs",
     params(EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+        LastEventIdHeader),
     responses(
         (status = 200, description = "`text/event-stream`: `ready` first, then `job` and `metric` events of every job", content_type = "text/event-stream"),
+        (status = 401, response = Unauthorized),
         (status = 422, description = "Malformed Last-Event-ID", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn all_events(
     State(st): State<AppState>,

@@ -1,15 +1,18 @@
 //! Handlers for `/api/v1/training/jobs…`: thin wrappers that extract,
 //! call [`crate::jobs::Jobs`], and shape the response.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
+use super::openapi::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
@@ -33,12 +36,15 @@ pub struct CreateQuery {
     params(CreateQuery),
     request_body = CreateJob,
     responses(
-        (status = 201, description = "Created", body = Job),
+        (status = 201, description = "Created", body = Job,
+            headers(("Location" = String, description = "The new job's URL path"))),
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid field, unknown framework or missing dataset", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJson),
+        (status = 422, description = "Invalid field or query, unknown framework, or a dataset missing from the store", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn create_job(
     State(st): State<AppState>,
@@ -49,7 +55,14 @@ pub async fn create_job(
     if q.dry_run == Some(true) {
         return Ok(Json(dry_run(&st, req).await?).into_response());
     }
-    Ok((StatusCode::CREATED, Json(st.jobs.create(req).await?)).into_response())
+    let job = st.jobs.create(req).await?;
+    let location = format!("/api/v1/training/jobs/{}", job.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
 }
 
 /// What launching `req` would do, with nothing stored.
@@ -71,13 +84,74 @@ async fn dry_run(st: &AppState, req: CreateJob) -> Result<LaunchPlan, ApiError> 
     params(JobListQuery),
     responses(
         (status = 200, description = "Jobs, newest first", body = Vec<Job>),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn list_jobs(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<JobListQuery>,
-) -> Result<Json<Vec<Job>>, ApiError> {
-    Ok(Json(st.jobs.list(q.validate()?).await?))
+) -> Result<Response, ApiError> {
+    Ok(json_array(st.jobs.list(q.validate()?).await?))
+}
+
+/// Bytes of JSON sent per chunk of a streamed list.
+const LIST_CHUNK: usize = 64 * 1024;
+
+/// A JSON array, serialized chunk by chunk as the client reads it: a page
+/// of large jobs (a config can be big) is never held twice, once as rows
+/// and once as one response text, and each job's memory is freed once sent.
+fn json_array<T: Serialize + Send + 'static>(items: Vec<T>) -> Response {
+    let chunks = JsonChunks {
+        items: items.into_iter(),
+        opened: false,
+        first: true,
+        done: false,
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+/// The chunks of [`json_array`]: `[`, items separated by `,`, `]`.
+struct JsonChunks<I> {
+    items: I,
+    opened: bool,
+    first: bool,
+    done: bool,
+}
+
+impl<I: Iterator<Item = T>, T: Serialize> Iterator for JsonChunks<I> {
+    type Item = Result<Bytes, serde_json::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(LIST_CHUNK);
+        if !self.opened {
+            self.opened = true;
+            buf.push(b'[');
+        }
+        while buf.len() < LIST_CHUNK {
+            let Some(item) = self.items.next() else {
+                buf.push(b']');
+                self.done = true;
+                break;
+            };
+            if !std::mem::take(&mut self.first) {
+                buf.push(b',');
+            }
+            if let Err(e) = serde_json::to_writer(&mut buf, &item) {
+                // Cannot happen for the API's types; the client sees a cut-off body.
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(Bytes::from(buf)))
+    }
 }
 
 /// Get one job.
@@ -85,8 +159,10 @@ pub async fn list_jobs(
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = Job),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
     Ok(Json(st.jobs.get(id).await?))
@@ -98,7 +174,10 @@ pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Jso
     responses(
         (status = 204, description = "Cancelled"),
         (status = 400, description = "Already finished", body = ErrorBody),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn cancel_job(
     State(st): State<AppState>,
@@ -114,11 +193,15 @@ pub async fn cancel_job(
     request_body = TrainingUpdate,
     security(("callback_token" = [])),
     responses(
-        (status = 200, description = "Applied (or an already-applied sequence)", body = CallbackAck),
-        (status = 401, description = "Missing or wrong callback token", body = ErrorBody),
+        (status = 200, description = "Accepted: `applied` says whether it changed the job (false for a `sequence` not above the last applied one)", body = CallbackAck),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
-        (status = 409, description = "The job already ended", body = ErrorBody),
-        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 409, description = "The job already ended; `status` says how", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJson),
+        (status = 422, description = "Invalid field or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn callback(
     State(st): State<AppState>,
@@ -134,15 +217,17 @@ pub async fn callback(
     params(("id" = uuid::Uuid, Path, description = "Job id"), MetricQuery),
     responses(
         (status = 200, description = "Points (newest first unless order=asc)", body = Vec<Metric>),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
-        (status = 422, description = "Invalid query", body = ErrorBody),
+        (status = 422, description = "Invalid query or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn list_metrics(
     State(st): State<AppState>,
     JobId(id): JobId,
     ApiQuery(q): ApiQuery<MetricQuery>,
-) -> Result<Json<Vec<Metric>>, ApiError> {
-    Ok(Json(st.jobs.metrics(id, q.validate()?).await?))
+) -> Result<Response, ApiError> {
+    Ok(json_array(st.jobs.metrics(id, q.validate()?).await?))
 }
 
 /// Batch metric ingest: up to 1,000 points, all or nothing.
@@ -151,12 +236,15 @@ pub async fn list_metrics(
     request_body = MetricBatch,
     security(("callback_token" = [])),
     responses(
-        (status = 200, description = "Stored", body = BatchAck),
-        (status = 401, description = "Missing or wrong callback token", body = ErrorBody),
+        (status = 200, description = "Stored (`stored` is 0 for an already-applied sequence)", body = BatchAck),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
-        (status = 409, description = "The job already ended", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Invalid point or too many points", body = ErrorBody),
+        (status = 409, description = "The job already ended; `status` says how", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJson),
+        (status = 422, description = "Invalid point, too many points, or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn ingest_metrics(
     State(st): State<AppState>,
@@ -165,4 +253,35 @@ pub async fn ingest_metrics(
 ) -> Result<Json<BatchAck>, ApiError> {
     let batch: MetricBatch = body.decode()?;
     Ok(Json(st.jobs.ingest(id, batch).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(items: Vec<serde_json::Value>) -> (usize, serde_json::Value) {
+        let chunks: Vec<Bytes> = JsonChunks {
+            items: items.into_iter(),
+            opened: false,
+            first: true,
+            done: false,
+        }
+        .map(|c| c.unwrap())
+        .collect();
+        let all: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        (chunks.len(), serde_json::from_slice(&all).unwrap())
+    }
+
+    #[test]
+    fn streamed_lists_are_one_json_array() {
+        assert_eq!(joined(vec![]), (1, serde_json::json!([])));
+        let small: Vec<_> = (0..3).map(|i| serde_json::json!({"i": i})).collect();
+        assert_eq!(joined(small.clone()), (1, serde_json::Value::from(small)));
+        let big: Vec<_> = (0..5)
+            .map(|i| serde_json::json!({"i": i, "blob": "x".repeat(LIST_CHUNK / 2)}))
+            .collect();
+        let (n, v) = joined(big.clone());
+        assert!(n >= 3, "several chunks: {n}");
+        assert_eq!(v, serde_json::Value::from(big));
+    }
 }

@@ -7,17 +7,15 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use utoipa::OpenApi;
 
-use super::apidoc::CrossCutting;
 use super::AppState;
-use crate::model::{ErrorBody, Health, ServiceInfo, SERVICE_NAME};
+use crate::model::{Health, ServiceInfo, SERVICE_NAME};
 
 /// The server version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Where things are.
-#[utoipa::path(get, path = "/", tag = "service",
+#[utoipa::path(get, path = "/", tag = "service", security(()),
     responses((status = 200, description = "Service info", body = ServiceInfo)))]
 pub async fn root() -> Json<ServiceInfo> {
     Json(ServiceInfo {
@@ -30,7 +28,7 @@ pub async fn root() -> Json<ServiceInfo> {
 }
 
 /// Health: a database round-trip and an object store listing.
-#[utoipa::path(get, path = "/health", tag = "service",
+#[utoipa::path(get, path = "/health", tag = "service", security(()),
     responses(
         (status = 200, description = "Healthy", body = Health),
         (status = 503, description = "A component is failing", body = Health),
@@ -68,7 +66,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
 
 /// Prometheus text exposition: request counters and latencies, callback
 /// outcomes, commit batch sizes, and jobs by status.
-#[utoipa::path(get, path = "/metrics", tag = "service",
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn prometheus(State(st): State<AppState>) -> Response {
     let mut text = st
@@ -96,49 +94,9 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The OpenAPI document, generated from the handlers' annotations.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "platform", description = "Run ML training jobs: REST API of `platform serve`."),
-    paths(
-        root, health, prometheus,
-        super::jobs::create_job, super::jobs::list_jobs, super::jobs::get_job,
-        super::jobs::cancel_job, super::jobs::callback, super::jobs::list_metrics,
-        super::jobs::ingest_metrics, super::runs::frameworks, super::runs::reload_frameworks,
-        super::runs::logs,
-        super::artifacts::upload_artifact, super::artifacts::list_artifacts,
-        super::artifacts::download_artifact,
-        super::datasets::list_datasets, super::datasets::get_dataset,
-        super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
-        super::events::job_events, super::events::all_events,
-    ),
-    components(schemas(ErrorBody)),
-    modifiers(&Security, &CrossCutting),
-    tags(
-        (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
-        (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
-        (name = "datasets", description = "Upload, list and download datasets in the object store"),
-        (name = "service", description = "Health, metadata and monitoring"),
-    )
-)]
-pub struct ApiDoc;
-
-struct Security;
-
-impl utoipa::Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let bearer =
-            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_token", bearer());
-        components.add_security_scheme("callback_token", bearer());
-    }
-}
-
-/// `GET /openapi.json`.
-pub async fn openapi_json() -> Response {
-    match ApiDoc::openapi().to_json() {
+/// `GET /openapi.json` (see [`super::openapi`]).
+pub async fn openapi_json(State(st): State<AppState>) -> Response {
+    match super::openapi::document(&st).to_json() {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()

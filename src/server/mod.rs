@@ -11,7 +11,6 @@
 //! timeouts, graceful stop. Start-up and shutdown of the daemon live in
 //! [`crate::daemon`].
 
-mod apidoc;
 pub mod artifacts;
 mod auth;
 mod conn;
@@ -22,6 +21,7 @@ pub mod extract;
 pub mod jobs;
 pub mod listen;
 pub mod meta;
+pub mod openapi;
 mod ratelimit;
 pub mod runs;
 pub mod streams;

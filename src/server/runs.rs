@@ -13,13 +13,17 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
+use super::openapi::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{ErrorBody, Framework};
 use crate::runner::LogOptions;
 
 /// Registered trainer frameworks.
 #[utoipa::path(get, path = "/api/v1/training/frameworks", tag = "jobs",
-    responses((status = 200, description = "Frameworks, by name", body = Vec<Framework>)))]
+    responses(
+        (status = 200, description = "Frameworks, by name", body = Vec<Framework>),
+        (status = 401, response = Unauthorized),
+    ))]
 pub async fn frameworks(State(st): State<AppState>) -> Json<Vec<Framework>> {
     Json(st.registry.current().frameworks())
 }
@@ -57,6 +61,7 @@ pub struct LogQuery {
     /// Keep streaming until the job ends.
     pub follow: Option<bool>,
     /// Only the last N lines.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub tail: Option<usize>,
 }
 
@@ -66,7 +71,10 @@ pub struct LogQuery {
     params(("id" = uuid::Uuid, Path, description = "Job id"), LogQuery),
     responses(
         (status = 200, description = "Log text", content_type = "text/plain"),
+        (status = 401, response = Unauthorized),
         (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Invalid query or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
     ))]
 pub async fn logs(
     State(st): State<AppState>,

@@ -1,10 +1,12 @@
 //! Job outputs: everything under `jobs/<id>/outputs/`, where trainers
 //! write (directly on S3, through the daemon otherwise).
 
+use std::fmt;
+
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{keys, Store, StoreError};
+use super::{keys, Fetched, Store, StoreError, WriteMode};
 use crate::model::StoredFile;
 
 impl Store {
@@ -18,6 +20,37 @@ impl Store {
         self.list_files(&keys::outputs_prefix(job)).await
     }
 
+    /// Streams an upload to `jobs/<id>/outputs/<path>`; the answer and any
+    /// refusal name the file by `path`.
+    pub async fn put_artifact<S, E>(
+        &self,
+        job: Uuid,
+        path: &str,
+        body: S,
+        declared_len: Option<u64>,
+        mode: WriteMode,
+    ) -> Result<StoredFile, StoreError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let key = keys::output_file(job, path)?;
+        let mut f = self
+            .write_stream(&key, body, declared_len, mode)
+            .await
+            .map_err(|e| e.naming(|| artifact_name(job, path)))?;
+        f.path = path.to_string();
+        Ok(f)
+    }
+
+    /// Reads one artifact, or a presigned URL for it.
+    pub async fn fetch_artifact(&self, job: Uuid, path: &str) -> Result<Fetched, StoreError> {
+        let key = keys::output_file(job, path)?;
+        self.fetch(&key)
+            .await
+            .map_err(|e| e.naming(|| artifact_name(job, path)))
+    }
+
     /// Stores a small artifact for a job (e.g. a checkpoint written by the
     /// built-in trainer) under `jobs/<id>/outputs/<path>`.
     pub async fn put_artifact_bytes(
@@ -26,13 +59,15 @@ impl Store {
         path: &str,
         bytes: Bytes,
     ) -> Result<StoredFile, StoreError> {
-        let key = keys::output_file(job, path)?;
         let len = bytes.len() as u64;
         let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
-        let mut f = self.put_stream(&key, body, Some(len)).await?;
-        f.path = path.to_string();
-        Ok(f)
+        self.put_artifact(job, path, body, Some(len), WriteMode::Replace)
+            .await
     }
+}
+
+fn artifact_name(job: Uuid, path: &str) -> String {
+    format!("artifact {path:?} of job {job}")
 }
 
 #[cfg(test)]

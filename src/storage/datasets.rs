@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::{keys, to_key, Store, StoreError};
-use crate::model::{Dataset, DatasetSummary, ValidationError};
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::{keys, to_key, Fetched, Store, StoreError};
+use crate::model::{Dataset, DatasetSummary, StoredFile, ValidationError};
 
 impl Store {
     /// Every dataset with its file count and size.
@@ -47,6 +51,36 @@ impl Store {
             total_bytes: files.iter().map(|f| f.size).sum(),
             files,
         })
+    }
+
+    /// Streams an upload to `datasets/<name>/<path>`; the answer names the
+    /// file by `path`.
+    pub async fn put_dataset_file<S, E>(
+        &self,
+        name: &str,
+        path: &str,
+        body: S,
+        declared_len: Option<u64>,
+    ) -> Result<StoredFile, StoreError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let key = keys::dataset_file(name, path)?;
+        let mut f = self
+            .put_stream(&key, body, declared_len)
+            .await
+            .map_err(|e| e.naming(|| dataset_file_name(name, path)))?;
+        f.path = path.to_string();
+        Ok(f)
+    }
+
+    /// Reads one dataset file, or a presigned URL for it.
+    pub async fn fetch_dataset_file(&self, name: &str, path: &str) -> Result<Fetched, StoreError> {
+        let key = keys::dataset_file(name, path)?;
+        self.fetch(&key)
+            .await
+            .map_err(|e| e.naming(|| dataset_file_name(name, path)))
     }
 
     /// The URI of a dataset, to pass to `job create`.
@@ -103,6 +137,10 @@ impl Store {
         )
         .into())
     }
+}
+
+fn dataset_file_name(name: &str, path: &str) -> String {
+    format!("file {path:?} of dataset {name:?}")
 }
 
 #[cfg(test)]

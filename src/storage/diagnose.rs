@@ -4,6 +4,8 @@
 //! endpoint, missing bucket, rejected credentials), with every credential
 //! scrubbed out.
 
+use nix::errno::Errno;
+
 use super::{Backend, Store, StoreError};
 
 impl Store {
@@ -11,8 +13,14 @@ impl Store {
     pub(super) fn explain(&self, op: &str, e: object_store::Error) -> StoreError {
         if let object_store::Error::NotFound { path, .. } = &e {
             if !self.is_missing_bucket(&e) {
-                return StoreError::NotFound(self.uri(path));
+                return StoreError::NotFound(format!("object {:?}", self.key_of(path)));
             }
+        }
+        if let object_store::Error::AlreadyExists { path, .. } = &e {
+            return StoreError::Exists(format!("object {:?}", self.key_of(path)));
+        }
+        if let Some(clash) = self.path_clash(op, &e) {
+            return clash;
         }
         let text = scrub(&self.redact, error_chain(&e));
         let msg = match &self.backend {
@@ -58,6 +66,54 @@ impl Store {
             }
         };
         StoreError::Unavailable(msg)
+    }
+
+    /// A local-store key that cannot exist because of what is already on
+    /// the filesystem: a file where its path needs a folder (or the other
+    /// way round), or a name too long. Nothing can be there to read (404);
+    /// a write is refused (409, 422), not blamed on the store (503).
+    fn path_clash(&self, op: &str, e: &object_store::Error) -> Option<StoreError> {
+        if !matches!(self.backend, Backend::Local { .. }) {
+            return None;
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let errno = loop {
+            let s = cur?;
+            if let Some(code) = s
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+            {
+                break code;
+            }
+            cur = s.source();
+        };
+        let object = "the object".to_string();
+        match (Errno::from_raw(errno), op) {
+            (Errno::ENOTDIR | Errno::EISDIR | Errno::ENAMETOOLONG, "read") => {
+                Some(StoreError::NotFound(object))
+            }
+            (Errno::ENOTDIR | Errno::EISDIR, _) => Some(StoreError::Clash(object)),
+            (Errno::ENAMETOOLONG, _) => {
+                Some(StoreError::Invalid(crate::model::ValidationError::new(
+                    "path",
+                    "the path is too long for the local object store's filesystem",
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// The key in an error's path: the local backend reports the file's
+    /// path on the server, which must not reach clients.
+    fn key_of<'a>(&self, path: &'a str) -> &'a str {
+        match &self.backend {
+            Backend::Local { root } => match root.to_str().and_then(|r| path.strip_prefix(r)) {
+                Some(key) => key.trim_start_matches('/'),
+                // Never the server's path: its last segment at most.
+                None => path.rsplit('/').next().unwrap_or_default(),
+            },
+            Backend::S3 { .. } => path,
+        }
     }
 
     fn is_missing_bucket(&self, e: &object_store::Error) -> bool {

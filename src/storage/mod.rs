@@ -54,9 +54,17 @@ pub enum StoreError {
     /// A name, path or URI is not acceptable (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// Nothing is stored there (404).
+    /// Nothing is stored there (404). Names the object relative to its
+    /// dataset or job, never by a server path.
     #[error("{0} does not exist")]
     NotFound(String),
+    /// A create-only upload found the object already there (409).
+    #[error("{0} already exists")]
+    Exists(String),
+    /// The local store cannot hold this object beside others (409): a
+    /// directory cannot also be a file (`a` and `a/b`), unlike on S3.
+    #[error("{0} cannot be stored: the local object store cannot hold a file and a folder of the same name along its path")]
+    Clash(String),
     /// The upload exceeds `MAX_OBJECT_BYTES` (413).
     #[error("the upload is larger than the limit of {limit} bytes (MAX_OBJECT_BYTES)")]
     TooLarge {
@@ -72,6 +80,29 @@ pub enum StoreError {
     /// The local store's disk is full (`ENOSPC`); nothing was stored (507).
     #[error("{0}")]
     DiskFull(String),
+}
+
+impl StoreError {
+    /// The same error, with a missing or existing object called `what`
+    /// (e.g. `file "a.jpg" of dataset "coco"`): users name files relative
+    /// to their dataset or job, not by key.
+    fn naming(self, what: impl FnOnce() -> String) -> Self {
+        match self {
+            StoreError::NotFound(_) => StoreError::NotFound(what()),
+            StoreError::Exists(_) => StoreError::Exists(what()),
+            StoreError::Clash(_) => StoreError::Clash(what()),
+            e => e,
+        }
+    }
+}
+
+/// Whether an upload may replace an object already at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replace whatever is there.
+    Replace,
+    /// Store only if nothing is there yet ([`StoreError::Exists`] otherwise).
+    CreateOnly,
 }
 
 /// Where to read a download from.

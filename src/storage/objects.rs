@@ -13,7 +13,8 @@ use object_store::{GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::diagnose::scrub;
 use super::{
-    to_key, upload, Backend, ByteStream, Download, Fetched, Store, StoreError, READ_CHUNK,
+    to_key, upload, Backend, ByteStream, Download, Fetched, Store, StoreError, WriteMode,
+    READ_CHUNK,
 };
 use crate::model::StoredFile;
 
@@ -31,11 +32,36 @@ impl Store {
         S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
         E: fmt::Display,
     {
+        self.write_stream(key, body, declared_len, WriteMode::Replace)
+            .await
+    }
+
+    /// [`Store::put_stream`], refusing with [`StoreError::Exists`] when
+    /// `mode` is create-only and `key` is taken. The refusal comes before
+    /// the body is read when the object is already there; a rival upload
+    /// finishing meanwhile is caught atomically for single-request bodies
+    /// (the common case) and by a second look before a multipart upload
+    /// completes.
+    pub async fn write_stream<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        declared_len: Option<u64>,
+        mode: WriteMode,
+    ) -> Result<StoredFile, StoreError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
         let limit = self.max_object_bytes;
         if declared_len.is_some_and(|n| n > limit) {
             return Err(StoreError::TooLarge { limit });
         }
-        let size = upload::put_stream(self.objects.as_ref(), &to_key(key), body, limit)
+        let k = to_key(key);
+        if mode == WriteMode::CreateOnly && self.exists(&k).await? {
+            return Err(StoreError::Exists(format!("object {key:?}")));
+        }
+        let size = upload::put_stream(self.objects.as_ref(), &k, body, limit, mode)
             .await
             .map_err(|e| match e {
                 upload::UploadError::Store(e) => self.explain("write to", e),
@@ -49,6 +75,15 @@ impl Store {
             uri: self.uri(key),
             last_modified: Utc::now(),
         })
+    }
+
+    /// Whether an object is stored at `key`.
+    async fn exists(&self, key: &object_store::path::Path) -> Result<bool, StoreError> {
+        match self.objects.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.explain("read", e)),
+        }
     }
 
     /// Every object under `prefix` (ending in `/`), with paths relative to

@@ -8,7 +8,9 @@ use std::fmt::Display;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use super::WriteMode;
 
 /// Smallest part size; S3 needs ≥ 5 MiB for every part but the last.
 const MIN_PART: u64 = 8 * 1024 * 1024;
@@ -40,12 +42,14 @@ fn part_size(limit: u64) -> usize {
     needed.max(MIN_PART).div_ceil(mib).saturating_mul(mib) as usize
 }
 
-/// Writes `body` to `key`; returns the number of bytes stored.
+/// Writes `body` to `key`; returns the number of bytes stored. Create-only
+/// writes fail with object_store's `AlreadyExists` when `key` is taken.
 pub(crate) async fn put_stream<S, E>(
     store: &dyn ObjectStore,
     key: &Path,
     mut body: S,
     limit: u64,
+    mode: WriteMode,
 ) -> Result<u64, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -58,7 +62,14 @@ where
     while total < part as u64 {
         match body.next().await {
             None => {
-                store.put(key, PutPayload::from_iter(first)).await?;
+                let payload = PutPayload::from_iter(first);
+                match mode {
+                    WriteMode::Replace => store.put(key, payload).await?,
+                    WriteMode::CreateOnly => {
+                        let opts = PutOptions::from(PutMode::Create);
+                        store.put_opts(key, payload, opts).await?
+                    }
+                };
                 return Ok(total);
             }
             Some(Err(e)) => return Err(UploadError::Body(e.to_string())),
@@ -80,6 +91,13 @@ where
             break UploadError::Store(e);
         }
         match body.next().await {
+            // object_store has no create-only multipart completion: look again.
+            None if mode == WriteMode::CreateOnly && taken(store, key).await => {
+                break UploadError::Store(object_store::Error::AlreadyExists {
+                    path: key.to_string(),
+                    source: "another upload stored it first".into(),
+                });
+            }
             None => return Ok(writer.finish().await.map(|_| total)?),
             Some(Err(e)) => break UploadError::Body(e.to_string()),
             Some(Ok(chunk)) => {
@@ -95,6 +113,14 @@ where
         tracing::warn!(key = %key, error = %e, "could not abort a failed multipart upload");
     }
     Err(failure)
+}
+
+/// Whether `key` holds an object (an error counts as taken: refusing is safe).
+async fn taken(store: &dyn ObjectStore, key: &Path) -> bool {
+    !matches!(
+        store.head(key).await,
+        Err(object_store::Error::NotFound { .. })
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! the writer. Nothing outside this module sees a `rusqlite` type.
 
 mod alloc;
+mod check;
 mod jobs;
 mod metrics;
 mod migrations;
@@ -96,8 +97,21 @@ impl Sqlite {
         let owned = path.to_path_buf();
         let conn = tokio_rusqlite::Connection::open(path).await?;
         conn.call(move |c| -> Result<(), DbError> {
-            configure(c)?;
-            c.pragma_update(None, "journal_mode", "WAL")?;
+            let damaged = |e: rusqlite::Error| {
+                if check::is_damage(&e) {
+                    check::damaged(&owned, vec![e.to_string()])
+                } else {
+                    e.into()
+                }
+            };
+            configure(c).map_err(damaged)?;
+            c.pragma_update(None, "journal_mode", "WAL")
+                .map_err(damaged)?;
+            // Before anything is written: a damaged file starts nothing.
+            let problems = check::problems(c, &owned, check::Depth::Quick)?;
+            if !problems.is_empty() {
+                return Err(check::damaged(&owned, problems));
+            }
             migrate(c, &owned)?;
             if let Some(pages) = options.max_pages {
                 // Below the current size SQLite keeps the current size.
@@ -124,6 +138,12 @@ impl Sqlite {
             readers,
             next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// `PRAGMA integrity_check` on the file at `path`, opened read-only:
+    /// what is wrong with it (empty when it is sound).
+    pub fn check_file(path: &Path) -> Result<Vec<String>, DbError> {
+        check::check_file(path)
     }
 
     /// The database file.

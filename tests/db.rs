@@ -1,0 +1,110 @@
+//! The database file itself: `platform db check`, and the check
+//! `platform serve` runs before it starts on a file. Damage is made the way
+//! it happens: garbage written into the pages of a copy of a real database.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Output;
+
+use common::api::{create, job_body, serve_outcome_in};
+use common::{stderr, stdout, Daemon};
+use serde_json::json;
+
+/// `platform db check ARGS…` (no daemon needed).
+fn db_check(args: &[&str]) -> Output {
+    std::process::Command::new(common::bin())
+        .args(["db", "check"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap()
+}
+
+/// A real database with enough rows to span many pages, closed cleanly
+/// (its WAL checkpointed into the file).
+async fn real_database() -> Daemon {
+    let mut d = Daemon::held();
+    let blob = "c".repeat(4000);
+    for i in 0..40 {
+        let mut body = job_body("alice");
+        body["config"] = json!({"blob": blob, "i": i});
+        create(&d, &body).await;
+    }
+    assert_eq!(d.terminate(), Some(0));
+    d
+}
+
+/// Overwrites the middle of every page but the first with garbage.
+fn damage(file: &Path) {
+    const PAGE: u64 = 4096;
+    let len = std::fs::metadata(file).unwrap().len();
+    assert!(len >= 8 * PAGE, "the database spans pages: {len} bytes");
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    for page in 2..len / PAGE {
+        f.seek(SeekFrom::Start(page * PAGE + 512)).unwrap();
+        f.write_all(&[0xA5; 1024]).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn db_check_says_ok_for_a_sound_database_and_names_damage() {
+    let d = real_database().await;
+    let data = d.data_dir.to_str().unwrap();
+    let o = db_check(&["--data-dir", data]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ok\n");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy.db");
+    std::fs::copy(d.data_dir.join("platform.db"), &copy).unwrap();
+    damage(&copy);
+    let url = format!("sqlite:///{}", copy.display());
+    let o = db_check(&["--database-url", &url]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(!stdout(&o).trim().is_empty(), "lists what is wrong");
+    assert_ne!(stdout(&o), "ok\n");
+    let err = stderr(&o);
+    assert!(
+        err.contains("is damaged") && err.contains(copy.to_str().unwrap()),
+        "{err}"
+    );
+
+    // The check only reads: the damaged file is left exactly as it was.
+    let before = std::fs::read(&copy).unwrap();
+    db_check(&["--database-url", &url]);
+    assert!(std::fs::read(&copy).unwrap() == before);
+
+    let o = db_check(&["--data-dir", tmp.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("there is no database at"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!tmp.path().join("nothing").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_damaged_database_with_a_clear_message() {
+    let d = real_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(d.data_dir.join("platform.db"), data.join("platform.db")).unwrap();
+    damage(&data.join("platform.db"));
+    let (code, err) = serve_outcome_in(&data, &["--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(code, Some(1), "the daemon must not start: {err}");
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("platform db check"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+
+    // A file that is not a database at all is refused the same way.
+    std::fs::write(data.join("platform.db"), vec![0x42; 64 * 1024]).unwrap();
+    let (code, err) = serve_outcome_in(&data, &["--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is damaged"), "{err}");
+}
