@@ -922,7 +922,9 @@ async fn shell_trainers_find_platform_when_the_daemon_was_started_by_path() {
 
 #[tokio::test]
 async fn platform_report_queues_on_disk_while_the_daemon_is_away() {
-    let mut d = Daemon::held();
+    // The job runs a stand-in trainer (which only hands over its token):
+    // this test plays the trainer with `platform report`.
+    let mut d = Daemon::capturing();
     let id = common::api::create(&d, &common::demo_job(Value::Null)).await["id"]
         .as_str()
         .unwrap()
