@@ -525,7 +525,7 @@ async fn artifact_upload_needs_the_job_token(b: Backend) {
 /// After `--artifact-grace` (here 0 s) an ended job takes no uploads at all:
 /// its token cannot add to its outputs for ever.
 async fn artifact_uploads_close_after_the_grace(b: Backend) {
-    let e = Env::start(b, &[("ARTIFACT_GRACE", "0"), ("HOLD_JOBS", "true")]);
+    let e = Env::capturing(b, &[("ARTIFACT_GRACE", "0")]);
     let (id, token) = e.job_with_token(None).await;
     let list = format!("/api/v1/training/jobs/{id}/artifacts");
     let (s, f) = e
@@ -570,7 +570,7 @@ async fn artifact_uploads_close_after_the_grace(b: Backend) {
 /// A 404 names the file as the user did, within its dataset or job, and
 /// never shows where the store lives on the server.
 async fn missing_files_are_named_within_their_dataset_or_job(b: Backend) {
-    let e = Env::start(b, &[("HOLD_JOBS", "true")]);
+    let e = Env::capturing(b, &[]);
     let (s, _) = e
         .put("/api/v1/datasets/coco/files/a.jpg", b"x".to_vec(), None)
         .await;
