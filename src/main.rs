@@ -15,7 +15,7 @@ fn main() {
     let warnings = platform::config::load_env_layers();
     let cli = Cli::parse();
     for w in warnings {
-        eprintln!("warning: {w}");
+        stderr_line(format_args!("warning: {w}"));
     }
     let code = match run(cli) {
         Ok(()) => 0,
@@ -77,10 +77,17 @@ fn restore_sigpipe() {
 fn report(e: &anyhow::Error) -> i32 {
     if let Some(exit) = e.downcast_ref::<Exit>() {
         if !exit.message.is_empty() {
-            eprintln!("error: {}", exit.message);
+            stderr_line(format_args!("error: {}", exit.message));
         }
         return exit.code;
     }
-    eprintln!("error: {e:#}");
+    stderr_line(format_args!("error: {e:#}"));
     1
+}
+
+/// `eprintln!` without its panic on a closed stderr: `platform serve 2>&1
+/// | head -1` must still exit with its own code, not 101.
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

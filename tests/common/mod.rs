@@ -151,18 +151,7 @@ impl Daemon {
     /// Sends SIGTERM and waits (up to 20 s) for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        unsafe_kill(c.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("daemon did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut c)
     }
 
     /// Starts the daemon again on the same port and data directory.
@@ -268,6 +257,23 @@ impl Drop for Daemon {
                 }
             }
         }
+    }
+}
+
+/// Sends SIGTERM to a daemon process and waits (up to 20 s) for a clean
+/// exit; returns the exit status code.
+pub fn terminate(c: &mut Child) -> Option<i32> {
+    unsafe_kill(c.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("daemon did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,0 +1,101 @@
+//! The daemon's life seen from outside: a log reader that goes away changes
+//! nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::api::{job, job_body, JOBS};
+use common::{Daemon, Opts};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A daemon this test started itself, stopped however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `platform serve 2>&1 | head -1`: the log's only reader goes away after
+/// the first line. Every later log line fails to write (EPIPE), which used
+/// to panic the task that logged it and crash the shutdown with exit 101.
+#[tokio::test]
+async fn a_closed_log_stream_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut serve = Command::new(common::bin())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--hold-jobs",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", tmp.path())
+        // A log line for every request, as well as start and shutdown.
+        .env("RUST_LOG", "info,tower_http=debug")
+        .env("DATASET_CHECK", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("spawn platform serve");
+    let url = {
+        let stderr = serve.0.stderr.take().expect("stderr is piped");
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let rest = l.split("listening on ").nth(1)?;
+                rest.split_whitespace().next().map(str::to_string)
+            })
+            .expect("the daemon logs where it listens")
+        // The reader is dropped here: the pipe has no reader left.
+    };
+
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let resp = http
+            .post(format!("{url}{JOBS}"))
+            .json(&job_body(&format!("user{i}")))
+            .send()
+            .await
+            .expect("create a job with the log stream closed");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let job: Value = resp.json().await.unwrap();
+        ids.push(job["id"].as_str().unwrap().to_string());
+        let resp = http.get(format!("{url}{JOBS}")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    let code = common::terminate(&mut serve.0);
+    assert_eq!(code, Some(0), "a graceful shutdown exits 0");
+    // The database closed cleanly: the last close checkpoints and removes
+    // the write-ahead log.
+    let wal = data.join("platform.db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "the database was closed cleanly"
+    );
+
+    let d = Daemon::start_with(
+        Opts {
+            data_dir: Some(data),
+            ..Opts::default()
+        }
+        .held(),
+    );
+    for id in &ids {
+        assert_eq!(job(&d, id).await["status"], "pending");
+    }
+}
