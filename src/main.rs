@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => {
             let default_level = if args.debug { "debug" } else { "info" };
             platform::logging::init(args.log_format, default_level);
@@ -57,8 +57,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             platform::logging::init(platform::config::LogFormat::Text, level);
             runtime.block_on(cli::run_client(cli.global, command))
         }
-    }
+    };
+    // Dropping the runtime waits for every blocking-pool task, however
+    // long; what is still there once the command has returned (a detached
+    // file read) has no one left to report to, so the process does not
+    // wait on it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
+
+/// How long the runtime's blocking tasks get to finish after the command
+/// returned (the daemon has closed its database by then).
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Rust ignores SIGPIPE, so `platform job list | head -1` would end in a
 /// "failed printing to stdout" panic; like other command-line tools, the

@@ -31,6 +31,8 @@ pub struct Daemon {
     envs: Vec<(String, String)>,
     /// Everything the daemon wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Disconnects when the log reader has read the daemon's last line.
+    log_done: Option<mpsc::Receiver<()>>,
     bind: String,
 }
 
@@ -83,6 +85,7 @@ impl Daemon {
             args: opts.args,
             envs: opts.envs,
             log: Arc::new(Mutex::new(Vec::new())),
+            log_done: None,
             bind: "127.0.0.1:0".into(),
         };
         d.spawn();
@@ -113,7 +116,10 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel::<String>();
         let log = self.log.clone();
+        let (done, log_done) = mpsc::channel::<()>();
+        self.log_done = Some(log_done);
         std::thread::spawn(move || {
+            let _done = done;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let rest = &line[i + "listening on ".len()..];
@@ -151,7 +157,12 @@ impl Daemon {
     /// Sends SIGTERM and waits (up to 20 s) for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        terminate(&mut c)
+        let code = terminate(&mut c);
+        // The process is gone, but its last lines may still be in the pipe.
+        if let Some(done) = self.log_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+        code
     }
 
     /// Starts the daemon again on the same port and data directory.
