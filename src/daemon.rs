@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use nix::sys::stat::Mode;
@@ -46,7 +47,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let trainer_umask = datadir::restrict_umask();
     let _data_dir = datadir::claim(&cfg.data_dir, &cfg.database_path)?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    cancel_on_signal(shutdown.clone());
     let open_files = raise_open_files_limit();
     let prometheus = install_prometheus();
     // Checked before the database opens, so a bad store setting fails fast and cleanly.
@@ -329,31 +330,37 @@ async fn reload_on_hangup(
     }
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// Cancels `shutdown` on the first SIGINT or SIGTERM. The listeners are in
+/// place when this returns (not when a task first runs), so a signal from
+/// start-up on (before the listener is bound too) stops the daemon
+/// gracefully instead of killing it.
+fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = received(&mut interrupt) => {},
+            _ = received(&mut terminate) => {},
+            // Start-up failed or the server stopped: nothing to wait for.
+            _ = shutdown.cancelled() => return,
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        tracing::info!("signal received: finishing in-flight requests");
+        shutdown.cancel();
+    });
+}
+
+fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
+    signal(kind)
+        .map_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+        .ok()
+}
+
+/// The next delivery of the listener's signal; never, without a listener.
+async fn received(listener: &mut Option<Signal>) {
+    match listener {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-        // Start-up failed or the server stopped: nothing to wait for.
-        _ = shutdown.cancelled() => return,
+        None => std::future::pending().await,
     }
-    tracing::info!("signal received: finishing in-flight requests");
-    shutdown.cancel();
 }

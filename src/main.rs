@@ -13,7 +13,7 @@ fn main() {
     let warnings = platform::config::load_env_layers();
     let cli = cli::parse();
     for w in warnings {
-        eprintln!("warning: {w}");
+        stderr_line(format_args!("warning: {w}"));
     }
     let code = match run(cli) {
         Ok(()) => 0,
@@ -39,7 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match command {
+    let result = match command {
         Command::Serve(args) => {
             let default_level = if args.debug { "debug" } else { "info" };
             platform::logging::init(args.log_format, default_level);
@@ -59,8 +59,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             platform::logging::init(platform::config::LogFormat::Text, level);
             runtime.block_on(cli::run_client(cli.global, command))
         }
-    }
+    };
+    // Dropping the runtime waits for every blocking-pool task, however
+    // long; what is still there once the command has returned (a detached
+    // file read) has no one left to report to, so the process does not
+    // wait on it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
+
+/// How long the runtime's blocking tasks get to finish after the command
+/// returned (the daemon has closed its database by then).
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Rust ignores SIGPIPE, so `platform job list | head -1` would end in a
 /// "failed printing to stdout" panic; like other command-line tools, the
@@ -79,10 +89,17 @@ fn restore_sigpipe() {
 fn report(e: &anyhow::Error) -> i32 {
     if let Some(exit) = e.downcast_ref::<Exit>() {
         if !exit.message.is_empty() {
-            eprintln!("error: {}", exit.message);
+            stderr_line(format_args!("error: {}", exit.message));
         }
         return exit.code;
     }
-    eprintln!("error: {e:#}");
+    stderr_line(format_args!("error: {e:#}"));
     1
+}
+
+/// `eprintln!` without its panic on a closed stderr: `platform serve 2>&1
+/// | head -1` must still exit with its own code, not 101.
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

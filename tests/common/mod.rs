@@ -31,6 +31,8 @@ pub struct Daemon {
     envs: Vec<(String, String)>,
     /// Everything the daemon wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Disconnects when the log reader has read the daemon's last line.
+    log_done: Option<mpsc::Receiver<()>>,
     bind: String,
     /// Where the stand-in trainer of a capturing daemon writes each job's
     /// callback token (see [`Opts::capturing`]).
@@ -135,6 +137,7 @@ impl Daemon {
             args,
             envs: opts.envs,
             log: Arc::new(Mutex::new(Vec::new())),
+            log_done: None,
             bind: "127.0.0.1:0".into(),
             tokens,
             open_files: opts.open_files,
@@ -182,7 +185,10 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel::<String>();
         let log = self.log.clone();
+        let (done, log_done) = mpsc::channel::<()>();
+        self.log_done = Some(log_done);
         std::thread::spawn(move || {
+            let _done = done;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let rest = &line[i + "listening on ".len()..];
@@ -220,18 +226,12 @@ impl Daemon {
     /// Sends SIGTERM and waits (up to 20 s) for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        unsafe_kill(c.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("daemon did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let code = terminate(&mut c);
+        // The process is gone, but its last lines may still be in the pipe.
+        if let Some(done) = self.log_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(5));
         }
+        code
     }
 
     /// Starts the daemon again on the same port and data directory.
@@ -337,6 +337,23 @@ impl Drop for Daemon {
                 }
             }
         }
+    }
+}
+
+/// Sends SIGTERM to a daemon process and waits (up to 20 s) for a clean
+/// exit; returns the exit status code.
+pub fn terminate(c: &mut Child) -> Option<i32> {
+    unsafe_kill(c.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("daemon did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
