@@ -15,6 +15,7 @@ pub(crate) mod exit;
 pub(crate) mod framework;
 pub mod generate;
 pub(crate) mod job;
+mod label;
 pub(crate) mod metric_keys;
 pub(crate) mod metrics;
 pub(crate) mod output;

@@ -2,8 +2,9 @@
 //! user routes need the operator's API token (when one is configured),
 //! event streams also take it from `?token=` (a browser's `EventSource`
 //! cannot send a header), trainer routes need the job's own callback token,
-//! and dashboard pages answer the login form instead of a 401. Nothing here
-//! matches paths: a route's group decides its check.
+//! and dashboard pages answer the login form instead of a 401
+//! ([`super::ui`] owns that check). Nothing here matches paths: a route's
+//! group decides its check.
 //!
 //! Where the API token may come from:
 //! - `Authorization: Bearer …`: everywhere;
@@ -26,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::extract::{bearer, JobId};
-use super::ui;
+use super::credentials;
 use super::AppState;
 use crate::secrets::constant_time_eq;
 
@@ -107,12 +108,12 @@ impl AppState {
     }
 
     /// Checks the API token of `req`; `query` also accepts `?token=`.
-    fn check_request(&self, req: &Request, query: bool) -> Verdict {
+    pub(super) fn check_request(&self, req: &Request, query: bool) -> Verdict {
         let mut presented: Vec<String> = Vec::new();
         presented.extend(bearer(req.headers()).map(str::to_string));
-        presented.extend(ui::cookie_token(req));
+        presented.extend(credentials::cookie_token(req));
         if query {
-            presented.extend(ui::query_token(req));
+            presented.extend(credentials::query_token(req));
         }
         self.check_token(client_ip(req.extensions()), &presented)
     }
@@ -152,18 +153,6 @@ pub async fn require_stream_token(
     match st.check_request(&req, true) {
         Verdict::Admitted => next.run(req).await,
         refused => refusal(refused),
-    }
-}
-
-/// Dashboard pages: like event streams, but a browser gets the login form.
-pub async fn require_dashboard_login(
-    State(st): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match st.check_request(&req, true) {
-        Verdict::Admitted => next.run(req).await,
-        refused => ui::login_refused(refused),
     }
 }
 

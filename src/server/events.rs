@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
-use super::openapi::{Unauthorized, Unavailable};
+use super::responses::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};

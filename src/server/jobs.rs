@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
-use super::openapi::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,

@@ -1,5 +1,5 @@
-//! Service endpoints: `/`, `/health`, `/metrics` (Prometheus), the OpenAPI
-//! document and the offline API docs page.
+//! Service endpoints: `/`, `/health`, `/metrics` (Prometheus) and the
+//! offline API docs page (the document itself is [`super::openapi`]'s).
 
 use std::collections::BTreeMap;
 
@@ -92,16 +92,6 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         text,
     )
         .into_response()
-}
-
-/// `GET /openapi.json` (see [`super::openapi`]).
-pub async fn openapi_json(State(st): State<AppState>) -> Response {
-    match super::openapi::document(&st).to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => {
-            super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()
-        }
-    }
 }
 
 const SWAGGER_JS: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");

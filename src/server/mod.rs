@@ -14,6 +14,7 @@
 pub mod artifacts;
 mod auth;
 mod conn;
+mod credentials;
 pub mod datasets;
 pub mod error;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod listen;
 pub mod meta;
 pub mod openapi;
+mod responses;
 mod ratelimit;
 pub mod runs;
 pub mod streams;
@@ -131,14 +133,14 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_dashboard_login,
+            ui::require_dashboard_login,
         ))
         .layer(middleware::map_response(ui::protect));
     let app = Router::new()
         .route("/", get(meta::root))
         .route("/health", get(meta::health))
         .route("/metrics", get(meta::prometheus))
-        .route("/openapi.json", get(meta::openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(meta::docs))
         .route("/docs/", get(meta::docs))
         .route("/docs/swagger-ui-bundle.js", get(meta::docs_js))

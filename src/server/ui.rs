@@ -26,10 +26,8 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::auth::{ClientIp, Verdict};
+use super::credentials;
 use super::AppState;
-
-/// Name of the cookie that carries the API token for the dashboard.
-pub const COOKIE: &str = "platform_token";
 
 const INDEX: &str = include_str!("../../assets/ui/index.html");
 const LOGIN: &str = include_str!("../../assets/ui/login.html");
@@ -76,40 +74,6 @@ pub async fn protect(mut resp: Response) -> Response {
     resp
 }
 
-/// The dashboard's cookie, on GET/HEAD requests only.
-pub fn cookie_token(req: &Request) -> Option<String> {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return None;
-    }
-    cookie_value(req.headers())
-}
-
-/// `?token=`, on GET/HEAD requests only (the routes that accept it decide
-/// whether to look).
-pub fn query_token(req: &Request) -> Option<String> {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return None;
-    }
-    token_in(req.uri())
-}
-
-fn token_in(uri: &Uri) -> Option<String> {
-    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
-    q.get("token").filter(|t| !t.is_empty()).cloned()
-}
-
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .and_then(|(_, value)| percent_decode(value))
-        .filter(|t| !t.is_empty())
-}
-
 /// The login form, with `status` and an optional error line.
 fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     let note = error
@@ -138,6 +102,18 @@ pub fn login_refused(v: Verdict) -> Response {
             Some("That token is not the server's API token."),
         ),
         Verdict::Missing | Verdict::Admitted => login_page(StatusCode::UNAUTHORIZED, None),
+    }
+}
+
+/// Dashboard pages: like event streams, but a browser gets the login form.
+pub async fn require_dashboard_login(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match st.check_request(&req, true) {
+        Verdict::Admitted => next.run(req).await,
+        refused => login_refused(refused),
     }
 }
 
@@ -227,19 +203,13 @@ async fn logout(headers: HeaderMap, uri: Uri) -> Response {
         return cross_site_refusal();
     }
     let mut resp = Redirect::to("/ui").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("platform_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, credentials::cleared_cookie());
     resp
 }
 
 fn set_cookie(resp: &mut Response, token: &str) {
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        percent_encode(token)
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = credentials::session_cookie(token) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
 }
@@ -264,35 +234,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Cookie values may hold only a safe subset of ASCII.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -303,45 +244,6 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookie_values_round_trip() {
-        for t in ["plain-token_1.2~", "with space;semi=colon%", "ünïcode"] {
-            assert_eq!(percent_decode(&percent_encode(t)).as_deref(), Some(t));
-        }
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-    }
-
-    #[test]
-    fn reads_the_token_from_cookie_or_query_on_get_only() {
-        let req = |method: Method, uri: &str, cookie: Option<&str>| {
-            let mut b = Request::builder().method(method).uri(uri);
-            if let Some(c) = cookie {
-                b = b.header(header::COOKIE, c);
-            }
-            b.body(axum::body::Body::empty()).unwrap()
-        };
-        assert_eq!(
-            query_token(&req(Method::GET, "/ui?token=a%20b", None)).as_deref(),
-            Some("a b")
-        );
-        assert_eq!(
-            cookie_token(&req(Method::GET, "/ui", Some("x=1; platform_token=s%3Bt"))).as_deref(),
-            Some("s;t")
-        );
-        assert_eq!(
-            cookie_token(&req(Method::GET, "/ui", Some("other=1"))),
-            None
-        );
-        let post = req(
-            Method::POST,
-            "/api/v1/training/jobs?token=t",
-            Some("platform_token=t"),
-        );
-        assert_eq!(query_token(&post), None);
-        assert_eq!(cookie_token(&post), None);
-    }
 
     #[test]
     fn form_posts_from_other_sites_are_refused() {
