@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::exit::Exit;
 pub use super::label::{job_arg, job_number};
 use super::GlobalArgs;
-use crate::model::{Job, JobStatus};
+use crate::model::JobStatus;
 
 /// `-o/--output` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

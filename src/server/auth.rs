@@ -9,7 +9,8 @@
 //! Where the API token may come from:
 //! - `Authorization: Bearer …`: everywhere;
 //! - the dashboard's `platform_token` cookie (`HttpOnly`,
-//!   `SameSite=Strict`): GET and HEAD only, so it can never make a change;
+//!   `SameSite=Strict`): GET and HEAD, and writes only when the browser
+//!   says they come from this server's own page (the cancel button);
 //! - `?token=`: only on the two event streams and the dashboard's page
 //!   load (which moves it into the cookie), never on other API routes, so
 //!   tokens do not end up in the URLs of ordinary calls.
@@ -25,9 +26,9 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::credentials;
 use super::error::ApiError;
 use super::extract::{bearer, JobId};
-use super::credentials;
 use super::AppState;
 use crate::secrets::constant_time_eq;
 

@@ -12,12 +12,36 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 /// Name of the cookie that carries the API token for the dashboard.
 const COOKIE: &str = "platform_token";
 
-/// The dashboard's cookie, on GET/HEAD requests only.
+/// The dashboard's cookie: on GET/HEAD requests, and on others (the
+/// dashboard's cancel button) only when the browser says the request comes
+/// from a page of this server, so no other site can make a change with it
+/// (the cookie is `SameSite=Strict` as well).
 pub(super) fn cookie_token(req: &Request) -> Option<String> {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !safe && from_this_site(req.headers(), req.uri()) != Some(true) {
         return None;
     }
     cookie_value(req.headers())
+}
+
+/// Whether a browser sent this request from a page of this server: its
+/// `Sec-Fetch-Site`, else its `Origin` against the request's host; `None`
+/// when it carries neither (not a browser's cross-site request: browsers
+/// send `Origin` on every POST and DELETE, e.g. a script).
+pub(super) fn from_this_site(headers: &HeaderMap, uri: &Uri) -> Option<bool> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return Some(matches!(site.as_bytes(), b"same-origin" | b"none"));
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let authority = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+    });
+    Some(matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h)))
 }
 
 /// `?token=`, on GET/HEAD requests only (the routes that accept it decide
@@ -29,7 +53,7 @@ pub(super) fn query_token(req: &Request) -> Option<String> {
     token_in(req.uri())
 }
 
-fn token_in(uri: &Uri) -> Option<String> {
+pub(super) fn token_in(uri: &Uri) -> Option<String> {
     let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
     q.get("token").filter(|t| !t.is_empty()).cloned()
 }
@@ -130,5 +154,22 @@ mod tests {
         );
         assert_eq!(query_token(&post), None);
         assert_eq!(cookie_token(&post), None);
+        let mut delete = req(
+            Method::DELETE,
+            "/api/v1/training/jobs/x",
+            Some("platform_token=t"),
+        );
+        delete
+            .headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert_eq!(
+            cookie_token(&delete).as_deref(),
+            Some("t"),
+            "the dashboard's cancel"
+        );
+        delete
+            .headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert_eq!(cookie_token(&delete), None);
     }
 }

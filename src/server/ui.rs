@@ -6,20 +6,19 @@
 //! With an API token configured the dashboard needs it too. The login form
 //! (or a first page load with `?token=`, e.g. a link from a script) stores
 //! it in the `platform_token` cookie (`HttpOnly`, `SameSite=Strict`), which
-//! then authorises the dashboard's GET requests and event streams; the
-//! page's script removes a `?token=` from the address bar at once. Writes
-//! always need the header, so the cookie cannot be abused for cross-site
-//! changes; login and logout are POSTs that refuse cross-site senders
-//! (`Sec-Fetch-Site`, else `Origin`).
+//! then authorises the dashboard's GET requests and event streams, and its
+//! cancel button's DELETE when the browser says it comes from this site
+//! ([`super::credentials`]); the page's script removes a `?token=` from the
+//! address bar at once. Login and logout are POSTs that refuse cross-site
+//! senders (`Sec-Fetch-Site`, else `Origin`).
 //!
 //! Every dashboard response carries a strict Content-Security-Policy (the
 //! assets have no inline script or style), `X-Frame-Options: DENY` and
 //! `Referrer-Policy: no-referrer`.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -122,34 +121,12 @@ pub async fn require_dashboard_login(
 /// from the address bar), so later API calls carry it.
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {
     let mut resp = ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response();
-    if let Some(token) = token_in(&uri) {
+    if let Some(token) = credentials::token_in(&uri) {
         if st.api_token.is_required() && st.api_token.admits(Some(&token)) {
             set_cookie(&mut resp, &token);
         }
     }
     resp
-}
-
-/// Whether a form post comes from the dashboard itself: the browser's
-/// `Sec-Fetch-Site`, else its `Origin` against the request's host. A post
-/// with neither is not a browser's cross-site form (browsers send `Origin`
-/// on every POST), e.g. a script.
-fn from_this_site(headers: &HeaderMap, uri: &Uri) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    let authority = origin.to_str().ok().and_then(|o| {
-        o.strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-    });
-    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
 fn cross_site_refusal() -> Response {
@@ -172,7 +149,7 @@ async fn login(
     uri: Uri,
     form: Result<Form<Login>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if !from_this_site(&headers, &uri) {
+    if !credentials::from_this_site(&headers, &uri).unwrap_or(true) {
         return cross_site_refusal();
     }
     if !st.api_token.is_required() {
@@ -199,7 +176,7 @@ async fn login(
 
 /// `POST /ui/logout`: forgets the cookie.
 async fn logout(headers: HeaderMap, uri: Uri) -> Response {
-    if !from_this_site(&headers, &uri) {
+    if !credentials::from_this_site(&headers, &uri).unwrap_or(true) {
         return cross_site_refusal();
     }
     let mut resp = Redirect::to("/ui").into_response();
@@ -254,7 +231,7 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, HeaderValue::from_static(v));
             }
-            from_this_site(&h, &uri)
+            credentials::from_this_site(&h, &uri).unwrap_or(true)
         };
         assert!(check(&[]), "no browser headers: a script");
         assert!(check(&[("sec-fetch-site", "same-origin")]));
