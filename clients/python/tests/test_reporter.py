@@ -141,8 +141,8 @@ from platform_client.trainer import JobEnded, Reporter
 r = Reporter()
 r.send(progress=0.1, message="training")
 r.flush()
-print("ready", flush=True)
 try:
+    print("ready", flush=True)
     while True:
         time.sleep(0.05)
 except JobEnded as e:

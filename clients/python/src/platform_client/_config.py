@@ -69,7 +69,14 @@ def _read_toml_top_level(path: Path) -> Dict[str, str]:
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, value = line.split("=", 1)
-        if value.strip()[:1] not in "\"'":
+        value = value.strip()
+        quote = value[:1]
+        if quote in ("\"", "'"):
+            end = 1
+            while end < len(value) and value[end] != quote:
+                end += 2 if quote == '"' and value[end] == "\\" else 1
+            value = value[:end + 1]
+        else:
             value = value.split("#", 1)[0]
         out[key.strip().strip("\"'")] = _unquote(value)
     return out
