@@ -821,9 +821,16 @@ async fn trainers_keep_training_through_a_long_graceful_restart() {
     let dir = trainers(&[("shell", SHELL_EPOCHS)]);
     let python = dir.path().join("python-example");
     std::fs::create_dir_all(&python).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainers/python-example/train.py"),
+        repo.join("trainers/python-example/train.py"),
         python.join("train.py"),
+    )
+    .unwrap();
+    // The copy imports the Python package from next to it, as an installed one.
+    std::os::unix::fs::symlink(
+        repo.join("clients/python/src/platform_client"),
+        python.join("platform_client"),
     )
     .unwrap();
     let mut d = daemon_with(dir.path(), &["--max-concurrent-jobs", "3"], &[]);
