@@ -936,7 +936,7 @@ async fn platform_report_queues_on_disk_while_the_daemon_is_away() {
         .as_str()
         .unwrap()
         .to_string();
-    let token = common::api::callback_token(&d, &id);
+    let token = common::api::running_with_token(&d, &id).await;
     let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
     let workdir = tempfile::tempdir().unwrap();
     let report = |d: &Daemon, args: &[&str], timeout: &str| {

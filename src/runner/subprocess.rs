@@ -345,6 +345,9 @@ impl Runner for SubprocessRunner {
             RunnerError::Environment(format!("{what} {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| env_err("cannot create the run directory", e))?;
+        if super::supervisor::kill_unrecorded(&dir) {
+            tracing::warn!(job_id = %id, "stopped a trainer of this job whose launch was never recorded (the daemon stopped while starting it)");
+        }
         for stale in [super::supervisor::STATE_FILE, super::supervisor::EXIT_FILE] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
