@@ -109,7 +109,7 @@ impl AppState {
     }
 
     /// Checks the API token of `req`; `query` also accepts `?token=`.
-    pub(super) fn check_request(&self, req: &Request, query: bool) -> Verdict {
+    fn check_request(&self, req: &Request, query: bool) -> Verdict {
         let mut presented: Vec<String> = Vec::new();
         presented.extend(bearer(req.headers()).map(str::to_string));
         presented.extend(credentials::cookie_token(req));
@@ -139,10 +139,7 @@ fn refusal(v: Verdict) -> Response {
 
 /// User routes: the API token, when one is configured.
 pub async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    match st.check_request(&req, false) {
-        Verdict::Admitted => next.run(req).await,
-        refused => refusal(refused),
-    }
+    guard(&st, req, next, false, refusal).await
 }
 
 /// Event streams: like user routes, and `?token=` is accepted too.
@@ -151,9 +148,21 @@ pub async fn require_stream_token(
     req: Request,
     next: Next,
 ) -> Response {
-    match st.check_request(&req, true) {
+    guard(&st, req, next, true, refusal).await
+}
+
+/// Runs `next` if the request's API token is right (`query`: also from
+/// `?token=`), else answers `refuse`'s response to the verdict.
+pub(super) async fn guard(
+    st: &AppState,
+    req: Request,
+    next: Next,
+    query: bool,
+    refuse: fn(Verdict) -> Response,
+) -> Response {
+    match st.check_request(&req, query) {
         Verdict::Admitted => next.run(req).await,
-        refused => refusal(refused),
+        refused => refuse(refused),
     }
 }
 

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::auth::{ClientIp, Verdict};
+use super::auth::{self, ClientIp, Verdict};
 use super::credentials;
 use super::AppState;
 
@@ -110,10 +110,7 @@ pub async fn require_dashboard_login(
     req: Request,
     next: Next,
 ) -> Response {
-    match st.check_request(&req, true) {
-        Verdict::Admitted => next.run(req).await,
-        refused => login_refused(refused),
-    }
+    auth::guard(&st, req, next, true, login_refused).await
 }
 
 /// `/ui`, `/ui/jobs/{id}`: the single page; its script routes on the path.

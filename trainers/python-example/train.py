@@ -71,7 +71,7 @@ def main():
     reporter = trainer.Reporter()
     rng = random.Random(os.environ.get("JOB_ID", "seed"))
     print(f"training {model} on {os.environ.get('DATASET_S3_URI')} for {epochs} epochs", flush=True)
-    try:
+    with reporter.training():
         reporter.send("running", progress=0.0, message=f"starting {model}")
         metrics = {}
         for epoch in range(1, epochs + 1):
@@ -82,15 +82,6 @@ def main():
                           message=f"epoch {epoch}/{epochs}", metrics=metrics)
         reporter.finish("completed", progress=1.0, message=f"finished {epochs} epochs",
                         checkpoint=save_checkpoint(reporter, model, metrics))
-    except trainer.JobEnded as ended:
-        print(f"job is {ended.status}; stopping", flush=True)
-        return 0
-    except Exception as e:  # report the failure, then exit non-zero
-        try:
-            reporter.finish("failed", error=f"{type(e).__name__}: {e}", timeout=30)
-        except Exception:
-            pass
-        raise
     return 0
 
 

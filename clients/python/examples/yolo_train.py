@@ -27,14 +27,14 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(tempfile.gettempdir(), f"yolo-config-{os.getuid()}"))
 
-from platform_client.trainer import JobEnded, Reporter, config, download_dataset  # noqa: E402
+from platform_client.trainer import Reporter, config, download_dataset  # noqa: E402
 from platform_client.trainer.ultralytics import attach  # noqa: E402
 
 
 def main():
     cfg = config()
     reporter = Reporter()
-    try:
+    with reporter.training():
         reporter.send(progress=0.0, message="downloading the dataset")
         data = download_dataset("data")
         from ultralytics import YOLO, settings
@@ -46,14 +46,6 @@ def main():
                     imgsz=int(cfg.get("imgsz", 64)), batch=int(cfg.get("batch", 4)), device="cpu",
                     workers=0, plots=False, amp=False, project=str(Path("runs").resolve()),
                     name="train", exist_ok=True)
-    except JobEnded as e:
-        print(f"the job is {e.status}; stopping", flush=True)
-    except Exception as e:
-        try:
-            reporter.finish("failed", error=f"{type(e).__name__}: {e}", timeout=30)
-        except Exception:
-            pass
-        raise
     return 0
 
 

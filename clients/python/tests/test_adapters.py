@@ -3,8 +3,6 @@ for real on CPU on data made here (no downloads). Opt-in: they run only
 where the libraries are installed (pip install ultralytics lightning)."""
 
 import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,19 +22,24 @@ def reporter(d):
     return Reporter(Contract.from_env(contract_env(d.port)), handle_sigterm=False)
 
 
-def test_ultralytics_reports_epochs_with_native_names_and_uploads_checkpoints(tmp_path, monkeypatch):
+@pytest.fixture
+def yolo(tmp_path, monkeypatch):
+    """Ultralytics offline in `tmp_path`: (YOLO, attach, a tiny dataset, a fake daemon)."""
     need("ultralytics", "ultralytics")
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
     monkeypatch.chdir(tmp_path)
-    sys.path.insert(0, str(EXAMPLES))
+    monkeypatch.syspath_prepend(str(EXAMPLES))
     import tiny_dataset
     from ultralytics import YOLO
 
     from platform_client.trainer.ultralytics import attach
 
-    data = tiny_dataset.write(tmp_path / "data", images=4)
-    d = FakeDaemon().start()
+    return YOLO, attach, tiny_dataset.write(tmp_path / "data", images=4), FakeDaemon().start()
+
+
+def test_ultralytics_reports_epochs_with_native_names_and_uploads_checkpoints(tmp_path, yolo):
+    YOLO, attach, data, d = yolo
     model = YOLO("yolov8n.yaml")
     callbacks = attach(model, reporter(d))
     model.train(data=str(data / "data.yaml"), epochs=2, imgsz=64, batch=2, device="cpu", workers=0,
@@ -52,19 +55,8 @@ def test_ultralytics_reports_epochs_with_native_names_and_uploads_checkpoints(tm
     assert callbacks.checkpoints["best.pt"] == last["checkpoint_s3_uri"]
 
 
-def test_ultralytics_stops_when_the_job_is_cancelled(tmp_path, monkeypatch):
-    need("ultralytics", "ultralytics")
-    monkeypatch.setenv("YOLO_OFFLINE", "1")
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo-config"))
-    monkeypatch.chdir(tmp_path)
-    sys.path.insert(0, str(EXAMPLES))
-    import tiny_dataset
-    from ultralytics import YOLO
-
-    from platform_client.trainer.ultralytics import attach
-
-    data = tiny_dataset.write(tmp_path / "data", images=4)
-    d = FakeDaemon().start()
+def test_ultralytics_stops_when_the_job_is_cancelled(tmp_path, yolo):
+    YOLO, attach, data, d = yolo
     d.status = "cancelled"
     model = YOLO("yolov8n.yaml")
     callbacks = attach(model, reporter(d))

@@ -11,6 +11,7 @@ first, which may be on its way); metric points and terminal reports are
 never dropped — when the queue is full the producer waits for room.
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 from . import _http
 from ._contract import Contract
@@ -205,6 +206,23 @@ class Reporter:
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator["Reporter"]:
+        """Wraps a training run: an ended job (:class:`JobEnded`, e.g. a
+        cancel) stops it quietly; any other error is reported as ``failed``
+        with its text before it propagates, so a crash never ends the job
+        by silence."""
+        try:
+            yield self
+        except JobEnded as ended:
+            print(f"the job is {ended.status}; stopping", flush=True)
+        except Exception as e:
+            try:
+                self.finish("failed", error=f"{type(e).__name__}: {e}", timeout=30)
+            except Exception:
+                pass  # the original error matters more
+            raise
 
     def __enter__(self) -> "Reporter":
         return self
