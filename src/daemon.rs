@@ -37,9 +37,10 @@ use crate::runner::env::StoreContract;
 use crate::runner::scheduler::Scheduler;
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::{Runner, SpecBuilder};
-use crate::server::{self, ApiToken, AppState, AuthFailures, ServeOptions, StreamSlots};
+use crate::server::{self, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
+use crate::users::{Bootstrap, Users, ADMIN_NAME};
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -140,6 +141,24 @@ async fn serve(
             artifact_grace: cfg.artifact_grace,
         },
     ));
+    let users = Arc::new(Users::new(
+        db.clone(),
+        cfg.api_token.as_deref(),
+        cfg.require_auth,
+    ));
+    match users
+        .bootstrap(cfg.admin_token.as_deref(), &cfg.data_dir)
+        .await
+        .context("cannot create the first admin")?
+    {
+        Bootstrap::Existing => {}
+        Bootstrap::Created => tracing::info!(user = ADMIN_NAME, "created the first admin user"),
+        Bootstrap::TokenFile(path) => tracing::warn!(
+            user = ADMIN_NAME,
+            token_file = %path.display(),
+            "created the first admin user; its API token is in the token file (readable only by this user): sign in with `platform login --token-stdin < FILE`, then delete the file"
+        ),
+    }
     // Bind first: trainers are told the address actually bound (port 0 works).
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
@@ -181,7 +200,7 @@ async fn serve(
         runner: runner.clone(),
         specs,
         registry: registry.clone(),
-        api_token: ApiToken::new(cfg.api_token.as_deref()),
+        users,
         auth_failures: Arc::new(AuthFailures::new(cfg.max_auth_failures)),
         streams: StreamSlots::new(cfg.http.max_streams),
         max_body_bytes: cfg.max_body_bytes,

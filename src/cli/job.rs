@@ -85,8 +85,11 @@ pub struct ListArgs {
     #[arg(long, value_parser = status_arg())]
     pub status: Option<JobStatus>,
     /// Only this user's jobs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mine")]
     pub user: Option<String>,
+    /// Only your own jobs (the user of your token).
+    #[arg(long)]
+    pub mine: bool,
     /// At most this many jobs (1–1000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -178,11 +181,18 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
     let config = build_config(a.config.as_deref(), &a.set)?;
-    let user = a
-        .user
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "default".into());
+    // With a user token the job is that user's (a member may not name
+    // anyone else); without one, the seed's rule: $PLATFORM_USER, $USER.
+    let user = match a.user {
+        Some(u) => u,
+        None => match super::account::token_user(client).await {
+            Some(me) => me,
+            None => std::env::var("USER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "default".into()),
+        },
+    };
     let req = CreateJob {
         user_id: user,
         model_name: a.model,
@@ -349,8 +359,14 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
         OutputFormat::Json,
         OutputFormat::Yaml,
     ])?;
+    let user = match a.mine {
+        true => Some(super::account::token_user(client).await.ok_or_else(|| {
+            Exit::usage("--mine needs a user token (platform login, or --token with a user token)")
+        })?),
+        false => a.user,
+    };
     let q = JobListQuery {
-        user_id: a.user,
+        user_id: user,
         status_filter: a.status.map(|s| s.as_str().to_string()),
         limit: Some(a.limit),
         ..Default::default()

@@ -12,6 +12,7 @@
 //! - `dirs`: the default per-user directories.
 
 mod args;
+pub mod contexts;
 mod dirs;
 mod layers;
 
@@ -36,7 +37,7 @@ pub enum ConfigError {
     #[error("unsupported DATABASE_URL {0:?}: platform stores its data in SQLite; use sqlite:///relative/path or sqlite:////absolute/path")]
     DatabaseUrl(String),
     /// A non-loopback bind without a token.
-    #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token), or pass --allow-unauthenticated to expose the API to your network")]
+    #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token; PLATFORM_ADMIN_TOKEN or --require-auth for user tokens), or pass --allow-unauthenticated to expose the API to your network")]
     Unauthenticated(SocketAddr),
     /// A token that is empty or only whitespace.
     #[error("refusing to listen on {0} with an empty API token: set PLATFORM_API_TOKEN (or --api-token) to a secret of at least {MIN_TOKEN_CHARS} characters, or leave it unset (a non-loopback address then needs --allow-unauthenticated)")]
@@ -74,8 +75,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Runner kind.
     pub runner: RunnerKind,
-    /// API bearer token.
+    /// API bearer token (the operator's admin token).
     pub api_token: Option<String>,
+    /// The first admin's token, stored when no user exists yet.
+    pub admin_token: Option<String>,
+    /// Whether user routes need a token.
+    pub require_auth: bool,
     /// Whether callbacks need their job's token.
     pub callback_auth: bool,
     /// JSON body limit.
@@ -132,7 +137,9 @@ impl ServerConfig {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
         let api_token = check_token(args.api_token.as_deref(), bind)?;
-        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
+        let admin_token = check_token(args.admin_token.as_deref(), bind)?;
+        let require_auth = api_token.is_some() || admin_token.is_some() || args.require_auth;
+        if !bind.ip().is_loopback() && !require_auth && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
         let (data_dir, database_path) = args.database.resolve()?;
@@ -164,6 +171,8 @@ impl ServerConfig {
             data_dir,
             runner: args.runner,
             api_token,
+            admin_token,
+            require_auth,
             callback_auth: args.callback_auth == Switch::On,
             max_body_bytes: args.max_body_bytes,
             backend_base_url,

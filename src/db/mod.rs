@@ -19,7 +19,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint,
+    AuditEntry, AuditFilter, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
+    MetricPoint, Role, TokenInfo, TokenOwner, TokenRecord, User,
 };
 
 pub use sqlite::SqliteOptions;
@@ -81,6 +82,9 @@ pub struct Changes {
     pub job: bool,
     /// Metric points to add to the job.
     pub points: Vec<MetricPoint>,
+    /// The request that made the change, recorded in the same transaction
+    /// (its `at` is set to the commit time).
+    pub audit: Option<AuditEntry>,
 }
 
 impl Changes {
@@ -93,7 +97,7 @@ impl Changes {
     pub fn job() -> Self {
         Self {
             job: true,
-            points: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -148,8 +152,18 @@ impl Db {
     /// Stores a new job; `created_at`/`updated_at` are stamped at commit
     /// (event streams resume by `updated_at`, so it follows commit order).
     pub async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
+        self.create_job_audited(rec, None).await
+    }
+
+    /// [`Db::create_job`], recording `audit` (its `at` and `target` set to
+    /// the commit time and the job's id) in the same transaction.
+    pub async fn create_job_audited(
+        &self,
+        rec: JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, DbError> {
         match self {
-            Db::Sqlite(s) => s.create_job(rec).await,
+            Db::Sqlite(s) => s.create_job(rec, audit).await,
         }
     }
 
@@ -249,6 +263,116 @@ impl Db {
     pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_status().await,
+        }
+    }
+
+    /// How many users exist.
+    pub async fn count_users(&self) -> Result<i64, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_users().await,
+        }
+    }
+
+    /// Creates the first admin and its token in one write, unless a user
+    /// exists already; whether it did.
+    pub async fn bootstrap(
+        &self,
+        admin: User,
+        token: Option<TokenRecord>,
+    ) -> Result<bool, DbError> {
+        match self {
+            Db::Sqlite(s) => s.bootstrap(admin, token).await,
+        }
+    }
+
+    /// Stores a new user with a first token; `false` (nothing stored) when
+    /// the name is taken.
+    pub async fn create_user(&self, user: User, token: TokenRecord) -> Result<bool, DbError> {
+        match self {
+            Db::Sqlite(s) => s.create_user(user, token).await,
+        }
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<User>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.users().await,
+        }
+    }
+
+    /// The user with this name.
+    pub async fn user(&self, name: &str) -> Result<Option<User>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.user(name.to_string()).await,
+        }
+    }
+
+    /// Changes a user's role and/or active flag; the user after, or `None`
+    /// when there is no such user.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        role: Option<Role>,
+        active: Option<bool>,
+    ) -> Result<Option<User>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.update_user(name.to_string(), role, active).await,
+        }
+    }
+
+    /// Stores a new token (its hash).
+    pub async fn create_token(&self, token: TokenRecord) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.create_token(token).await,
+        }
+    }
+
+    /// Tokens, oldest first; only `user`'s when given.
+    pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.tokens(user.map(str::to_string)).await,
+        }
+    }
+
+    /// One token.
+    pub async fn token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.token(id).await,
+        }
+    }
+
+    /// The token whose SHA-256 is `hash`, with its owner.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenOwner>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.token_by_hash(hash.to_string()).await,
+        }
+    }
+
+    /// Revokes a token (a second revocation keeps the first time).
+    pub async fn revoke_token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.revoke_token(id).await,
+        }
+    }
+
+    /// Records that a token was used at `at`.
+    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.touch_token(id, at).await,
+        }
+    }
+
+    /// Stores an audit entry (its `at` is set to the commit time).
+    pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.record_audit(entry).await,
+        }
+    }
+
+    /// Audit entries, newest first.
+    pub async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.audit(filter).await,
         }
     }
 

@@ -122,7 +122,9 @@ impl Job {
 /// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateJob {
-    /// Who submits the job (1–255 characters, not all whitespace).
+    /// Who submits the job (1–255 characters, not all whitespace). With a
+    /// user token it may be left out: the job is the token's user's.
+    #[serde(default)]
     #[schema(schema_with = user_id_schema)]
     pub user_id: String,
     /// Model to train (1–255 characters, not all whitespace).
@@ -157,7 +159,10 @@ fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
 }
 
 fn user_id_schema() -> utoipa::openapi::schema::Object {
-    text(MAX_USER_ID, "Who submits the job")
+    text(
+        MAX_USER_ID,
+        "Who submits the job; with a user token it defaults to the token's user, and a member may name only themselves",
+    )
 }
 
 fn model_name_schema() -> utoipa::openapi::schema::Object {

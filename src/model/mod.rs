@@ -11,6 +11,7 @@ pub mod plan;
 pub mod record;
 pub mod status;
 pub mod storage;
+pub mod user;
 pub mod validate;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
@@ -22,6 +23,10 @@ pub use plan::{LaunchPlan, ProcessPlan};
 pub use record::JobRecord;
 pub use status::JobStatus;
 pub use storage::{Dataset, DatasetSummary, StoredFile};
+pub use user::{
+    validate_user_name, AuditEntry, AuditFilter, AuditQuery, CreateToken, CreateUser, CreatedUser,
+    NewToken, Principal, Role, TokenInfo, TokenOwner, TokenRecord, UpdateUser, User, Whoami,
+};
 pub use validate::ValidationError;
 
 use serde::{Deserialize, Serialize};

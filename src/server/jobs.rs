@@ -10,13 +10,15 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
+use super::audit::{Audited, Draft};
+use super::auth::Actor;
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
 use super::responses::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
-    MetricBatch, MetricQuery, TrainingUpdate,
+    MetricBatch, MetricQuery, Principal, TrainingUpdate,
 };
 use crate::runner::{PlanError, MASKED};
 
@@ -41,6 +43,7 @@ pub struct CreateQuery {
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, description = "A member submitting with another user's `user_id`", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
         (status = 422, description = "Invalid field or query, unknown framework, or a dataset missing from the store", body = ErrorBody),
@@ -48,26 +51,32 @@ pub struct CreateQuery {
     ))]
 pub async fn create_job(
     State(st): State<AppState>,
+    Actor(actor): Actor,
+    audit: Draft,
     ApiQuery(q): ApiQuery<CreateQuery>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let req: CreateJob = body.decode()?;
     if q.dry_run == Some(true) {
-        return Ok(Json(dry_run(&st, req).await?).into_response());
+        return Ok(Json(dry_run(&st, &actor, req).await?).into_response());
     }
-    let job = st.jobs.create(req).await?;
+    // The target (the job's id) is filled in by the write.
+    let entry = audit.finish("", StatusCode::CREATED.as_u16());
+    let job = st.jobs.create_as(&actor, req, Some(entry)).await?;
     let location = format!("/api/v1/training/jobs/{}", job.id);
-    Ok((
+    let mut resp = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(job),
     )
-        .into_response())
+        .into_response();
+    resp.extensions_mut().insert(Audited);
+    Ok(resp)
 }
 
 /// What launching `req` would do, with nothing stored.
-async fn dry_run(st: &AppState, req: CreateJob) -> Result<LaunchPlan, ApiError> {
-    let rec = st.jobs.draft(req).await?;
+async fn dry_run(st: &AppState, actor: &Principal, req: CreateJob) -> Result<LaunchPlan, ApiError> {
+    let rec = st.jobs.draft_as(actor, req).await?;
     // No token is minted for a plan: its value is masked anyway.
     let spec = st
         .specs
@@ -175,16 +184,22 @@ pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Jso
         (status = 204, description = "Cancelled"),
         (status = 400, description = "Already finished", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 403, description = "A member cancelling another user's job; the message names the owner", body = ErrorBody),
         (status = 404, description = "Unknown job", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn cancel_job(
     State(st): State<AppState>,
+    Actor(actor): Actor,
+    audit: Draft,
     JobId(id): JobId,
-) -> Result<StatusCode, ApiError> {
-    st.jobs.cancel(id, "cancelled by user").await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    let entry = audit.finish(id, StatusCode::NO_CONTENT.as_u16());
+    st.jobs.cancel_as(id, &actor, Some(entry)).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.extensions_mut().insert(Audited);
+    Ok(resp)
 }
 
 /// Trainer callback: status, progress, message and one metric point.

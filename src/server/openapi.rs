@@ -28,7 +28,7 @@ use super::AppState;
 use crate::model::ErrorBody;
 
 use super::responses::{
-    BadRequest, Invalid, NotJson, TooLarge, TooManyRequests, Unauthorized, Unavailable,
+    BadRequest, Forbidden, Invalid, NotJson, TooLarge, TooManyRequests, Unauthorized, Unavailable,
 };
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -46,10 +46,13 @@ use super::responses::{
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
         super::events::job_events, super::events::all_events,
+        super::users::whoami, super::users::list_users, super::users::create_user,
+        super::users::update_user, super::users::list_tokens, super::users::create_token,
+        super::users::revoke_token, super::users::audit,
     ),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
+        responses(BadRequest, Unauthorized, Forbidden, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
     ),
     modifiers(&Security, &Uploads, &CrossCutting),
     security(("api_token" = [])),
@@ -58,6 +61,7 @@ use super::responses::{
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
+        (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),
     )
 )]
 pub struct ApiDoc;
@@ -79,7 +83,7 @@ impl utoipa::Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             API_TOKEN,
-            bearer("The operator's API token (PLATFORM_API_TOKEN), on user routes when the daemon has one"),
+            bearer("A user's API token (`plt_…`) or the operator's PLATFORM_API_TOKEN, on user routes when the daemon requires auth"),
         );
         components.add_security_scheme(
             "callback_token",
@@ -120,7 +124,7 @@ impl utoipa::Modify for Uploads {
 pub fn document(st: &AppState) -> Document {
     let mut doc = ApiDoc::openapi();
     restrict_frameworks(&mut doc, &st.registry.current().names());
-    if !st.api_token.is_required() {
+    if !st.users.auth_required() {
         drop_api_token(&mut doc);
     }
     doc

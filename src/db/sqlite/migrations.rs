@@ -83,6 +83,49 @@ UPDATE jobs SET number = ordered.n
 CREATE UNIQUE INDEX jobs_number ON jobs (number);
 "#,
         ),
+        // Users, API tokens and the audit trail (issue 15). Numbered 7 in
+        // the merged list: 5 and 6 are scheduling (issue 14) and webhooks
+        // (issue 16), which land first. Tokens are kept only as their
+        // SHA-256 (unique: one indexed read per lookup). Jobs keep their
+        // free-text `user_id`; with auth on it is the owner's user name.
+        M::up(
+            r#"
+CREATE TABLE users (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    active     INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,                -- SHA-256, hex
+    prefix       TEXT NOT NULL,                       -- first characters, for display
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    expires_at   TEXT,
+    revoked_at   TEXT
+) STRICT;
+CREATE INDEX api_tokens_by_user ON api_tokens (user_id, created_at);
+
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    user_name  TEXT,
+    token_name TEXT,
+    method     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    target     TEXT,
+    status     INTEGER NOT NULL,
+    remote     TEXT,
+    request_id TEXT
+) STRICT;
+CREATE INDEX audit_by_user ON audit (user_name, id);
+"#,
+        ),
     ]
 }
 
