@@ -581,3 +581,47 @@ async fn login_saves_a_private_context_the_cli_then_uses() {
         "an unknown context is a usage error"
     );
 }
+
+/// Signs in to the dashboard in headless Chromium with `token` and opens
+/// job `id`'s page: what `tests/ui/signed_in.mjs` reports.
+fn dashboard_page(url: String, token: String, id: String) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        root.join("tests/ui/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: npm ci --prefix tests/ui"
+    );
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/ui/signed_in.mjs"))
+        .args([url, token, id])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node is missing: apt-get install -y nodejs npm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_who_is_signed_in_and_hides_cancel_on_others_jobs() {
+    let d = with_api_token();
+    let alice = user(&d, "alice", "member").await;
+    let bob = user(&d, "bob", "member").await;
+    let bobs = job_as(&d, &bob).await;
+    let id = bobs["id"].as_str().unwrap().to_string();
+    let open = |token: &str| {
+        let (url, token, id) = (d.url.clone(), token.to_string(), id.clone());
+        tokio::task::spawn_blocking(move || dashboard_page(url, token, id))
+    };
+    let seen = open(&alice).await.unwrap();
+    assert!(seen.contains("WHO alice (member)"), "{seen}");
+    assert!(seen.contains("CANCEL no"), "not alice's job: {seen}");
+    let seen = open(&bob).await.unwrap();
+    assert!(
+        seen.contains("WHO bob (member)") && seen.contains("CANCEL yes"),
+        "{seen}"
+    );
+}
