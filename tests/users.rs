@@ -625,3 +625,87 @@ async fn the_dashboard_shows_who_is_signed_in_and_hides_cancel_on_others_jobs() 
         "{seen}"
     );
 }
+
+#[tokio::test]
+async fn the_cli_manages_users_and_tokens_and_reads_the_audit_trail() {
+    let d = with_api_token();
+    let admin = [("PLATFORM_TOKEN", ADMIN)];
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let out = d.cli_env(args, envs);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The new user's token is the only thing on stdout.
+    let carol = run(&["user", "create", "carol"], &admin).trim().to_string();
+    assert!(carol.starts_with("plt_"), "{carol}");
+    let users: Value = serde_json::from_str(&run(&["user", "list", "-o", "json"], &admin)).unwrap();
+    assert!(users
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["name"] == "carol" && u["role"] == "member"));
+    let as_carol = [("PLATFORM_TOKEN", carol.as_str())];
+    let ci = run(
+        &["token", "create", "ci", "--expires-in-days", "7"],
+        &as_carol,
+    );
+    let ci = ci.trim();
+    let mine: Value =
+        serde_json::from_str(&run(&["token", "list", "-o", "json"], &as_carol)).unwrap();
+    let names: Vec<&str> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "ci"]);
+    // last_used_at is recorded (in the background, at most every 30 s).
+    common::eventually(10, "last_used_at", || async {
+        let (_, list) = call(&d, Method::GET, "/api/v1/tokens", Some(&carol), None).await;
+        list[0]["last_used_at"].is_string().then_some(())
+    })
+    .await;
+    let id = mine[1]["id"].as_str().unwrap();
+    run(&["token", "revoke", id], &as_carol);
+    let (s, _) = call(&d, Method::GET, "/api/v1/whoami", Some(ci), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Members may not manage users; the CLI says so and exits 1.
+    let out = d.cli_env(&["user", "disable", "carol"], &as_carol);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only admins"));
+    run(&["user", "disable", "carol"], &admin);
+    let (s, _) = call(&d, Method::GET, "/api/v1/whoami", Some(&carol), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let audit: Value =
+        serde_json::from_str(&run(&["audit", "--user", "carol", "-o", "json"], &admin)).unwrap();
+    let paths: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap(),
+                r["status"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "PATCH /api/v1/users/carol 403".to_string(),
+            format!("DELETE /api/v1/tokens/{id} 200"),
+            "POST /api/v1/tokens 201".to_string(),
+        ]
+    );
+    let table = run(&["audit"], &admin);
+    assert!(
+        table.contains("PATCH /api/v1/users/carol") && table.contains("PLATFORM_API_TOKEN"),
+        "{table}"
+    );
+}
