@@ -151,6 +151,9 @@ async fn serve(
         .await
         .context("cannot create the first admin")?
     {
+        Bootstrap::Existing if cfg.admin_token.is_some() => tracing::warn!(
+            "PLATFORM_ADMIN_TOKEN is ignored: users exist already (it only seeds an empty database)"
+        ),
         Bootstrap::Existing => {}
         Bootstrap::Created => tracing::info!(user = ADMIN_NAME, "created the first admin user"),
         Bootstrap::TokenFile(path) => tracing::warn!(
