@@ -1,7 +1,8 @@
 //! The audit trail of the HTTP API: every state-changing request on a user
 //! route (anything but GET, HEAD and OPTIONS that passed the token check)
 //! is recorded with who (user, token name), what (method, path, status),
-//! when and from where. Job creation and cancellation record their entry
+//! when and from where; not one the server failed (5xx: nothing changed,
+//! and the log has it). Job creation and cancellation record their entry
 //! inside the job's own write ([`crate::jobs`]) and mark the response
 //! [`Audited`]; everything else is recorded by [`record`] right after the
 //! handler answered.
@@ -78,7 +79,9 @@ pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Res
     let (parts, body) = req.into_parts();
     let mut entry = draft(&parts);
     let resp = next.run(Request::from_parts(parts, body)).await;
-    if resp.extensions().get::<Audited>().is_none() {
+    // A 5xx changed nothing and says the server failed (the log has it);
+    // writing after a full disk would also hide that from /health.
+    if resp.extensions().get::<Audited>().is_none() && !resp.status().is_server_error() {
         entry.status = resp.status().as_u16();
         if let Err(e) = st.users.record(entry).await {
             tracing::error!(error = %e, "cannot record an audit entry");
