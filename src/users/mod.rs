@@ -6,15 +6,17 @@
 //! unique index. Hits are cached for at most [`CACHE_TTL`] so the job-get
 //! and event paths skip the read; a revocation or a disabled user made
 //! through this daemon clears the cache at once, and one made elsewhere
-//! (another replica) takes effect within the TTL. `last_used_at` is
-//! written at most every [`TOUCH_EVERY`] per token, not per request.
+//! (another replica) takes effect within the TTL; expiry is checked on
+//! every request. `last_used_at` is written at most every [`TOUCH_EVERY`]
+//! per token, not per request (and it is known to the second the cache
+//! allows).
 //! `PLATFORM_API_TOKEN`, when set, is the operator's admin token and is
 //! compared in constant time, never stored.
 
 mod bootstrap;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -23,7 +25,7 @@ use crate::db::{self, Db, DbError};
 use crate::model::user::API_TOKEN_NAME;
 use crate::model::{
     validate_user_name, AuditEntry, AuditQuery, CreateToken, CreateUser, CreatedUser, NewToken,
-    Principal, Role, TokenInfo, TokenOwner, TokenRecord, UpdateUser, User, ValidationError,
+    Principal, Role, TokenInfo, TokenRecord, UpdateUser, User, ValidationError,
 };
 use crate::secrets::{constant_time_eq, hash_token, new_user_token};
 
@@ -54,10 +56,12 @@ pub enum UserError {
     Db(#[from] DbError),
 }
 
-/// A cached lookup: the token and its owner, and when it was read.
+/// A cached lookup: who the token stands for (`None`: revoked, or its
+/// user disabled), until when, and when it was read.
 struct Cached {
     read: Instant,
-    found: TokenOwner,
+    principal: Option<Principal>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The users service.
@@ -65,7 +69,7 @@ pub struct Users {
     db: Arc<Db>,
     api_token: Option<Arc<str>>,
     required: bool,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: RwLock<HashMap<String, Arc<Cached>>>,
     touched: Mutex<HashMap<Uuid, Instant>>,
 }
 
@@ -77,7 +81,7 @@ impl Users {
             db,
             api_token: api_token.map(Arc::from),
             required,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
         }
     }
@@ -101,59 +105,59 @@ impl Users {
             }
         }
         let hash = hash_token(presented);
-        let found = match self.cached(&hash) {
-            Some(found) => found,
+        let entry = match self.cached(&hash) {
+            Some(entry) => entry,
             None => {
                 let Some(found) = self.db.token_by_hash(&hash).await? else {
                     return Ok(None);
                 };
-                if let Ok(mut c) = self.cache.lock() {
+                let usable = found.user.active && found.info.revoked_at.is_none();
+                if usable {
+                    // Only on a read: at most once a second per token.
+                    self.touch(found.info.id);
+                }
+                let entry = Arc::new(Cached {
+                    read: Instant::now(),
+                    expires_at: found.info.expires_at,
+                    principal: usable.then_some(Principal {
+                        user: Some(found.user.name),
+                        user_id: Some(found.user.id),
+                        role: found.user.role,
+                        token: Some(found.info.name),
+                    }),
+                });
+                if let Ok(mut c) = self.cache.write() {
                     if c.len() > 10_000 {
                         c.clear();
                     }
-                    c.insert(
-                        hash,
-                        Cached {
-                            read: Instant::now(),
-                            found: found.clone(),
-                        },
-                    );
+                    c.insert(hash, entry.clone());
                 }
-                found
+                entry
             }
         };
-        let now = db::now();
-        let usable = found.user.active
-            && found.info.revoked_at.is_none()
-            && found.info.expires_at.is_none_or(|e| e > now);
-        if !usable {
+        if entry.expires_at.is_some_and(|e| e <= db::now()) {
             return Ok(None);
         }
-        self.touch(found.info.id);
-        Ok(Some(Principal {
-            user: Some(found.user.name),
-            user_id: Some(found.user.id),
-            role: found.user.role,
-            token: Some(found.info.name),
-        }))
+        Ok(entry.principal.clone())
     }
 
-    fn cached(&self, hash: &str) -> Option<TokenOwner> {
-        let c = self.cache.lock().ok()?;
+    fn cached(&self, hash: &str) -> Option<Arc<Cached>> {
+        let c = self.cache.read().ok()?;
         c.get(hash)
             .filter(|e| e.read.elapsed() < CACHE_TTL)
-            .map(|e| e.found.clone())
+            .cloned()
     }
 
     /// Forgets every cached lookup (after a revocation or a user change).
     fn forget(&self) {
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.write() {
             c.clear();
         }
     }
 
     /// Writes `last_used_at` in the background, at most every
-    /// [`TOUCH_EVERY`] per token.
+    /// [`TOUCH_EVERY`] per token (called on cache misses only, so the hot
+    /// path takes no lock for it).
     fn touch(&self, id: Uuid) {
         let due = match self.touched.lock() {
             Ok(mut t) => {
