@@ -138,6 +138,7 @@ async fn serve(
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
+            idempotency_ttl: cfg.idempotency_ttl,
         },
     ));
     // Bind first: trainers are told the address actually bound (port 0 works).

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     )]
     pub artifact_grace: u64,
 
+    /// Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default).
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "86400", value_name = "SECONDS", value_parser = seconds)]
+    pub idempotency_ttl: Duration,
+
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
     pub stop_jobs_on_exit: bool,

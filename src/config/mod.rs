@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// How long after its end a job still takes new artifact uploads.
     pub artifact_grace: std::time::Duration,
+    /// How long an `Idempotency-Key` answers with its job.
+    pub idempotency_ttl: std::time::Duration,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
@@ -173,6 +175,7 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             artifact_grace: std::time::Duration::from_secs(args.artifact_grace),
+            idempotency_ttl: args.idempotency_ttl,
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
             storage,

@@ -114,6 +114,33 @@ pub enum Modified {
     },
 }
 
+/// The `Idempotency-Key` a create came with ([`Db::create_job_once`]).
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Whose key it is: keys are unique per owner.
+    pub owner: String,
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the canonical request body.
+    pub fingerprint: String,
+    /// Keys of jobs created before this have expired and may be reused.
+    pub since: DateTime<Utc>,
+}
+
+/// What [`Db::create_job_once`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// Stored a new job.
+    New(Job),
+    /// A live job already holds the key; nothing was stored.
+    Existing {
+        /// That job.
+        job: Job,
+        /// Whether it was created from the same request body.
+        same_request: bool,
+    },
+}
+
 /// The database handle; cheap to share behind an `Arc`.
 pub enum Db {
     /// The embedded SQLite database.
@@ -150,6 +177,30 @@ impl Db {
     pub async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
         match self {
             Db::Sqlite(s) => s.create_job(rec).await,
+        }
+    }
+
+    /// [`Db::create_job`] under an idempotency key, atomically: when a job
+    /// created since `claim.since` holds the key, that job is returned and
+    /// nothing is stored; an older holder's key is cleared (it expired) and
+    /// a new job takes it.
+    pub async fn create_job_once(
+        &self,
+        rec: JobRecord,
+        claim: IdempotencyClaim,
+    ) -> Result<Created, DbError> {
+        match self {
+            Db::Sqlite(s) => s.create_job_once(rec, claim).await,
+        }
+    }
+
+    /// The job holding an unexpired key (a read; the create re-checks).
+    pub async fn idempotent_job(
+        &self,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<Created>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.idempotent_job(claim).await,
         }
     }
 

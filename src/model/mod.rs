@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod feed;
 pub mod framework;
+pub mod idempotency;
 pub mod job;
 pub mod metric;
 pub mod names;

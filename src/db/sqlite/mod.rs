@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 use uuid::Uuid;
 
-use super::{now, panic_message, Changes, DbError, Modified};
+use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
 use crate::model::{
     FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order,
 };
@@ -180,6 +180,43 @@ impl Sqlite {
             .await
     }
 
+    pub(super) async fn create_job_once(
+        &self,
+        rec: JobRecord,
+        claim: IdempotencyClaim,
+    ) -> Result<Created, DbError> {
+        self.writer
+            .write(move |c| {
+                match jobs::by_idempotency_key(c, &claim.owner, &claim.key)? {
+                    Some((held, fp)) if held.job.created_at >= claim.since => {
+                        return Ok(Ok(existing(held, &fp, &claim)));
+                    }
+                    Some((expired, _)) => jobs::set_idempotency(c, expired.job.id, None)?,
+                    None => {}
+                }
+                let mut rec = rec;
+                let t = now();
+                (rec.job.created_at, rec.job.updated_at) = (t, t);
+                jobs::insert(c, &mut rec)?;
+                let key = (&*claim.owner, &*claim.key, &*claim.fingerprint);
+                jobs::set_idempotency(c, rec.job.id, Some(key))?;
+                Ok(Ok(Created::New(rec.job)))
+            })
+            .await
+    }
+
+    pub(super) async fn idempotent_job(
+        &self,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<Created>, DbError> {
+        self.read(move |c| {
+            Ok(jobs::by_idempotency_key(c, &claim.owner, &claim.key)?
+                .filter(|(held, _)| held.job.created_at >= claim.since)
+                .map(|(held, fp)| existing(held, &fp, &claim)))
+        })
+        .await
+    }
+
     pub(super) async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
         self.read(move |c| jobs::get(c, id)).await
     }
@@ -332,6 +369,14 @@ impl Sqlite {
             }
         }
         self.writer.close().await;
+    }
+}
+
+/// The answer for a key some job already holds.
+fn existing(held: JobRecord, fingerprint: &str, claim: &IdempotencyClaim) -> Created {
+    Created::Existing {
+        job: held.job,
+        same_request: fingerprint == claim.fingerprint,
     }
 }
 
