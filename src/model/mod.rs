@@ -13,6 +13,7 @@ pub mod record;
 pub mod status;
 pub mod storage;
 pub mod validate;
+pub mod webhook;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use feed::{FeedRead, FeedScope};

@@ -14,6 +14,7 @@ mod check;
 mod jobs;
 mod metrics;
 mod migrations;
+mod webhooks;
 mod writer;
 
 use std::panic::AssertUnwindSafe;
@@ -25,6 +26,7 @@ use rusqlite::OpenFlags;
 use uuid::Uuid;
 
 use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
+use crate::model::webhook::{job_event, AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
     FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order,
 };
@@ -236,6 +238,7 @@ impl Sqlite {
                     return Ok(Ok(Modified::Missing));
                 };
                 let t = now();
+                let before = rec.job.status;
                 let changes = match rule(&mut rec, t) {
                     Ok(changes) => changes,
                     Err(refused) => return Ok(Err(refused)),
@@ -245,6 +248,12 @@ impl Sqlite {
                 }
                 if changes.job {
                     jobs::update(c, &rec)?;
+                    // Only a status change enqueues (metrics and progress never).
+                    if rec.job.status != before {
+                        if let Some(event) = job_event(rec.job.status) {
+                            webhooks::enqueue_job_event(c, &rec.job, event, &t)?;
+                        }
+                    }
                 }
                 let points = changes
                     .points
@@ -341,6 +350,88 @@ impl Sqlite {
 
     pub(super) async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         self.read(jobs::count_by_status).await
+    }
+
+    pub(super) async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::insert(c, &rec)?)))
+            .await
+    }
+
+    pub(super) async fn replace_webhooks(
+        &self,
+        source: &'static str,
+        recs: Vec<WebhookRecord>,
+    ) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| {
+                webhooks::delete_source(c, source)?;
+                for rec in &recs {
+                    webhooks::insert(c, rec)?;
+                }
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    pub(super) async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
+        self.read(webhooks::list).await
+    }
+
+    pub(super) async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
+        self.read(move |c| webhooks::get(c, id)).await
+    }
+
+    pub(super) async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::delete(c, id)?)))
+            .await
+    }
+
+    pub(super) async fn enqueue_test_event(
+        &self,
+        id: Uuid,
+        event: &'static str,
+    ) -> Result<Option<Delivery>, DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::enqueue_test(c, id, event, &now())?)))
+            .await
+    }
+
+    pub(super) async fn claim_deliveries(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, DbError> {
+        let worker = worker.to_string();
+        self.writer
+            .write(move |c| {
+                let t = now();
+                let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                Ok(Ok(webhooks::claim(c, &worker, &t, &until, limit)?))
+            })
+            .await
+    }
+
+    pub(super) async fn finish_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<(), DbError> {
+        let worker = worker.to_string();
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::finish(c, id, &worker, &outcome, &now())?)))
+            .await
+    }
+
+    pub(super) async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
+        self.read(move |c| webhooks::deliveries(c, id, limit)).await
+    }
+
+    pub(super) async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
+        self.read(webhooks::next_due).await
     }
 
     pub(super) async fn ping(&self) -> Result<(), DbError> {
