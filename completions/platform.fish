@@ -67,6 +67,10 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subp
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l artifact-grace -d 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l idempotency-ttl -d 'Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-timeout -d 'Seconds one webhook delivery attempt may take' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-base -d 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), for up to a day' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhooks -d 'Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-connections -d 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-streams -d 'Most event streams and followed logs open at once; past it they are answered 503' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l header-timeout -d 'Seconds a client has to send a request\'s headers (from connecting, or from its first byte on a reused connection)' -r
@@ -107,6 +111,7 @@ yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l allow-unauthenticated -d 'Allow a non-loopback bind without an API token'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l debug -d 'Debug logging (the seed\'s DEBUG)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-allow-private -d 'Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon\'s network)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l stop-jobs-on-exit -d 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l hold-jobs -d 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l no-color -d 'Never use colour (also: NO_COLOR)'
@@ -142,6 +147,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s u -l user -d 'Who the job belongs to [default: $PLATFORM_USER, else $USER]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s c -l config -d 'Trainer config from a JSON or YAML file' -r -F
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s s -l set -d 'Set a config key (value parsed as JSON when valid, else a string); repeatable, wins over --config' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l idempotency-key -d 'Idempotency-Key sent with the create: running the command again with the same key and job returns the job created the first time instead of a second one [default: a fresh key per run, reused for its own retries]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'

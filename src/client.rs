@@ -184,13 +184,21 @@ impl Client {
         .await
     }
 
-    /// `POST /api/v1/training/jobs`.
-    pub async fn create_job(&self, req: &CreateJob) -> Result<Job, ClientError> {
-        self.json(
-            self.request(Method::POST, "/api/v1/training/jobs")
-                .json(req),
-        )
-        .await
+    /// `POST /api/v1/training/jobs`, with an `Idempotency-Key` when given
+    /// (a retry with the same key and body gets the same job back).
+    pub async fn create_job(
+        &self,
+        req: &CreateJob,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let rb = self
+            .request(Method::POST, "/api/v1/training/jobs")
+            .json(req);
+        let rb = match idempotency_key {
+            Some(k) => rb.header(crate::model::idempotency::IDEMPOTENCY_KEY, k),
+            None => rb,
+        };
+        self.json(rb).await
     }
 
     /// `POST /api/v1/training/jobs?dry_run=true`: what creating `req`

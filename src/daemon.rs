@@ -40,6 +40,7 @@ use crate::runner::{Runner, SpecBuilder};
 use crate::server::{self, ApiToken, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
+use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -138,7 +139,26 @@ async fn serve(
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
+            idempotency_ttl: cfg.idempotency_ttl,
         },
+    ));
+    let webhooks = Arc::new(Webhooks::new(
+        db.clone(),
+        WebhookConfig {
+            allow_private: cfg.webhook_allow_private,
+            timeout: cfg.webhook_timeout,
+            retry_base: cfg.webhook_retry_base,
+            max_age: std::time::Duration::from_secs(86_400),
+        },
+    ));
+    webhooks
+        .configure(cfg.configured_webhooks.clone())
+        .await
+        .context("cannot set up the configured webhooks (WEBHOOKS)")?;
+    let deliveries = tokio::spawn(crate::webhooks::deliver::run(
+        webhooks.clone(),
+        jobs.subscribe(),
+        shutdown.child_token(),
     ));
     // Bind first: trainers are told the address actually bound (port 0 works).
     let listener = tokio::net::TcpListener::bind(cfg.bind)
@@ -177,6 +197,7 @@ async fn serve(
     );
     let state = AppState {
         jobs,
+        webhooks,
         store: store.clone(),
         runner: runner.clone(),
         specs,
@@ -207,6 +228,7 @@ async fn serve(
     shutdown.cancel();
     tracing::info!("shutting down: in-flight requests finished");
     let _ = scheduler.await;
+    let _ = deliveries.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
 }

@@ -24,3 +24,4 @@ pub mod storage;
 pub(crate) mod switch;
 pub(crate) mod trainer;
 pub mod trainers;
+pub(crate) mod webhooks;

@@ -76,6 +76,9 @@ pub struct CreateArgs {
     /// Print what would be launched (Kubernetes manifests, or the process's argv and environment, secrets masked) without creating anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Idempotency-Key sent with the create: running the command again with the same key and job returns the job created the first time instead of a second one [default: a fresh key per run, reused for its own retries].
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `platform job list`.
@@ -193,7 +196,10 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
     if a.dry_run {
         return print_plan(out, fmt, &client.plan_job(&req).await?);
     }
-    let job = client.create_job(&req).await?;
+    let key = a
+        .idempotency_key
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let job = create_with_retries(client, &req, &key).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
             eprintln!("created job {} ({})", output::job_number(&job), job.id);
@@ -216,6 +222,27 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         f => print_job(out, f, &job),
+    }
+}
+
+/// Sends the create, retrying what may be passing trouble (an unreachable
+/// daemon, 5xx, 429, or the same key still in flight after a cut-off
+/// attempt) with the same key: the daemon creates the job at most once.
+async fn create_with_retries(client: &Client, req: &CreateJob, key: &str) -> anyhow::Result<Job> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match client.create_job(req, Some(key)).await {
+            Ok(job) => return Ok(job),
+            Err(e)
+                if attempt < ATTEMPTS
+                    && (e.is_transient() || e.status() == Some(reqwest::StatusCode::CONFLICT)) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

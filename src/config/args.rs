@@ -138,6 +138,26 @@ pub struct ServeArgs {
     )]
     pub artifact_grace: u64,
 
+    /// Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default).
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "86400", value_name = "SECONDS", value_parser = seconds)]
+    pub idempotency_ttl: Duration,
+
+    /// Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon's network).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// Seconds one webhook delivery attempt may take.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub webhook_timeout: Duration,
+
+    /// Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), for up to a day.
+    #[arg(long, env = "WEBHOOK_RETRY_BASE", default_value = "5", value_name = "SECONDS", value_parser = seconds)]
+    pub webhook_retry_base: Duration,
+
+    /// Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start.
+    #[arg(long, env = "WEBHOOKS", value_name = "JSON", hide_env_values = true)]
+    pub webhooks: Option<String>,
+
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
     pub stop_jobs_on_exit: bool,

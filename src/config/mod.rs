@@ -55,6 +55,9 @@ pub enum ConfigError {
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
     KillGrace(f64),
+    /// Bad `WEBHOOKS`.
+    #[error("invalid WEBHOOKS: {0}; expected a JSON list of objects with \"url\" and \"secret\" (and optionally \"events\", \"frameworks\", \"users\", \"format\")")]
+    Webhooks(String),
     /// Inconsistent object store settings.
     #[error("{0}")]
     Storage(String),
@@ -94,6 +97,16 @@ pub struct ServerConfig {
     pub kill_grace: std::time::Duration,
     /// How long after its end a job still takes new artifact uploads.
     pub artifact_grace: std::time::Duration,
+    /// How long an `Idempotency-Key` answers with its job.
+    pub idempotency_ttl: std::time::Duration,
+    /// Allow private webhook targets.
+    pub webhook_allow_private: bool,
+    /// Time one webhook attempt may take.
+    pub webhook_timeout: std::time::Duration,
+    /// The first webhook retry's delay.
+    pub webhook_retry_base: std::time::Duration,
+    /// Configured webhook endpoints (`WEBHOOKS`), each with its secret.
+    pub configured_webhooks: Vec<(crate::model::webhook::CreateWebhook, String)>,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
@@ -173,6 +186,14 @@ impl ServerConfig {
             max_concurrent_jobs,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             artifact_grace: std::time::Duration::from_secs(args.artifact_grace),
+            idempotency_ttl: args.idempotency_ttl,
+            webhook_allow_private: args.webhook_allow_private,
+            webhook_timeout: args.webhook_timeout,
+            webhook_retry_base: args.webhook_retry_base,
+            configured_webhooks: match &args.webhooks {
+                Some(text) => parse_webhooks(text)?,
+                None => Vec::new(),
+            },
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
             storage,
@@ -188,6 +209,42 @@ impl ServerConfig {
             test_db_max_pages: test_db_max_pages(),
         })
     }
+}
+
+/// One entry of `WEBHOOKS`.
+#[derive(serde::Deserialize)]
+struct ConfiguredWebhook {
+    #[serde(flatten)]
+    hook: crate::model::webhook::CreateWebhook,
+    secret: String,
+}
+
+/// `WEBHOOKS`: the configured endpoints with their secrets. Secrets are
+/// never echoed in the error.
+fn parse_webhooks(
+    text: &str,
+) -> Result<Vec<(crate::model::webhook::CreateWebhook, String)>, ConfigError> {
+    let list: Vec<ConfiguredWebhook> = serde_json::from_str(text).map_err(|e| {
+        ConfigError::Webhooks(format!(
+            "not valid at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    list.into_iter()
+        .map(|c| {
+            c.hook
+                .validate()
+                .map_err(|e| ConfigError::Webhooks(e.to_string()))?;
+            if c.secret.trim().len() < 16 {
+                return Err(ConfigError::Webhooks(format!(
+                    "the secret of {} is shorter than 16 characters",
+                    c.hook.url
+                )));
+            }
+            Ok((c.hook, c.secret))
+        })
+        .collect()
 }
 
 /// `PLATFORM_TEST_DB_MAX_PAGES`: a cap on the database's size in pages, so

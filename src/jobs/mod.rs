@@ -23,6 +23,10 @@ use crate::secrets::{hash_token, new_token, token_matches};
 use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
 
+mod idempotency;
+
+pub use idempotency::KeyHold;
+
 /// Why a job operation was refused (each maps to one HTTP status).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -60,6 +64,12 @@ pub enum JobError {
         /// Its terminal status.
         status: JobStatus,
     },
+    /// An `Idempotency-Key` reused for a different request body (422).
+    #[error("this Idempotency-Key was already used for a different request (job {0}); use a new key for a new job")]
+    KeyReused(Uuid),
+    /// A request with this `Idempotency-Key` is still being handled (409).
+    #[error("a request with this Idempotency-Key is still being handled; retry when it has been answered")]
+    KeyInFlight,
     /// A field failed validation (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -84,6 +94,9 @@ pub struct JobsConfig {
     /// How long after a job ends its trainer may still upload artifacts
     /// (new files only; see [`Jobs::may_upload`]).
     pub artifact_grace: std::time::Duration,
+    /// How long an `Idempotency-Key` answers with its job (see
+    /// [`Jobs::create_once`]).
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// What an artifact upload may do ([`Jobs::may_upload`]).
@@ -121,6 +134,8 @@ pub struct Jobs {
     /// is replaced when a launch mints a new token and dropped when the
     /// job ends, so it is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
+    /// Idempotency keys of creates being handled.
+    in_flight: Arc<idempotency::InFlight>,
 }
 
 impl Jobs {
@@ -140,6 +155,7 @@ impl Jobs {
             store,
             cfg,
             tokens: RwLock::new(HashMap::new()),
+            in_flight: Arc::default(),
         }
     }
 

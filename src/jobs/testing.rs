@@ -44,6 +44,7 @@ impl Service {
                 callback_auth: true,
                 dataset_check: false,
                 artifact_grace: std::time::Duration::from_secs(600),
+                idempotency_ttl: std::time::Duration::from_secs(86_400),
             },
         ));
         Service {

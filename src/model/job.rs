@@ -117,6 +117,26 @@ impl Job {
         }
         Ok(())
     }
+
+    /// The job as its create answered it: what a replayed `POST` with the
+    /// same `Idempotency-Key` returns ("the same body"), whatever happened
+    /// to the job since. Every field a create sets from the request, and
+    /// the rest at their initial values.
+    pub fn as_created(&self) -> Job {
+        Job {
+            status: JobStatus::Pending,
+            progress: 0.0,
+            message: None,
+            checkpoint_s3_uri: None,
+            error: None,
+            updated_at: self.created_at,
+            started_at: None,
+            completed_at: None,
+            runner: None,
+            exit_code: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).

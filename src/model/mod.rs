@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod feed;
 pub mod framework;
+pub mod idempotency;
 pub mod job;
 pub mod metric;
 pub mod names;
@@ -12,6 +13,7 @@ pub mod record;
 pub mod status;
 pub mod storage;
 pub mod validate;
+pub mod webhook;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use feed::{FeedRead, FeedScope};

@@ -162,6 +162,11 @@ impl From<JobError> for ApiError {
                 }
             }
             JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
+            JobError::KeyInFlight => ApiError::Conflict {
+                detail: e.to_string(),
+                status: None,
+            },
+            JobError::KeyReused(_) => ApiError::invalid("Idempotency-Key", e.to_string()),
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
             JobError::Storage(s) => s.into(),

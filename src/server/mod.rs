@@ -28,6 +28,7 @@ mod responses;
 pub mod runs;
 pub mod streams;
 pub mod ui;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +62,8 @@ use error::ApiError;
 pub struct AppState {
     /// The job service (lifecycle rules, reads, the event hub).
     pub jobs: Arc<Jobs>,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The object store (datasets, artifacts, archived logs).
     pub store: Arc<Store>,
     /// The runner (live logs, dry-run plans).
@@ -130,6 +133,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         state.clone(),
         auth::require_api_token,
     ));
+    let webhooks = webhooks::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_api_token,
+    ));
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -150,6 +157,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             user_api.merge(event_streams).merge(trainer_api),
         )
         .merge(datasets)
+        .merge(webhooks)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -46,6 +46,9 @@ use super::responses::{
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
         super::events::job_events, super::events::all_events,
+        super::webhooks::add_webhook, super::webhooks::list_webhooks,
+        super::webhooks::get_webhook, super::webhooks::remove_webhook,
+        super::webhooks::test_webhook, super::webhooks::list_deliveries,
     ),
     components(
         schemas(ErrorBody),
@@ -58,6 +61,7 @@ use super::responses::{
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
+        (name = "webhooks", description = "Endpoints that receive signed events when jobs change status (Standard Webhooks), and their deliveries"),
     )
 )]
 pub struct ApiDoc;

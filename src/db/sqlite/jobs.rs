@@ -266,3 +266,38 @@ pub fn last_change(c: &Connection) -> Result<Option<chrono::DateTime<chrono::Utc
     let last: Option<String> = stmt.query_row([], |r| r.get(0))?;
     opt_ts(last)
 }
+
+/// The job created under `(owner, key)`, with its request fingerprint.
+pub fn by_idempotency_key(
+    c: &Connection,
+    owner: &str,
+    key: &str,
+) -> Result<Option<(JobRecord, String)>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS}, request_fingerprint FROM jobs \
+         WHERE idempotency_owner = ?1 AND idempotency_key = ?2"
+    ))?;
+    stmt.query_row(params![owner, key], |r| {
+        Ok(record_from_row(r).and_then(|rec| Ok((rec, r.get::<_, String>(21)?))))
+    })
+    .optional()?
+    .transpose()
+}
+
+/// Stores the idempotency key a job was created under.
+pub fn set_idempotency(
+    c: &Connection,
+    id: Uuid,
+    key: Option<(&str, &str, &str)>,
+) -> Result<(), DbError> {
+    let (owner, key, fingerprint) = match key {
+        Some((o, k, f)) => (Some(o), Some(k), Some(f)),
+        None => (None, None, None),
+    };
+    c.prepare_cached(
+        "UPDATE jobs SET idempotency_owner = ?2, idempotency_key = ?3, \
+         request_fingerprint = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id.to_string(), owner, key, fingerprint])?;
+    Ok(())
+}

@@ -83,6 +83,64 @@ UPDATE jobs SET number = ordered.n
 CREATE UNIQUE INDEX jobs_number ON jobs (number);
 "#,
         ),
+        // 5: reserved for the scheduling branch (issue 14); its migration
+        // replaces this no-op when the branches merge.
+        M::up("SELECT 1;"),
+        // 6: idempotent submit and webhooks (issue 16).
+        //
+        // A create's `Idempotency-Key` lives on its job, unique per owner
+        // (one owner today: the API token; issue 15 fills in users), so the
+        // check and the insert are one transaction. `request_fingerprint`
+        // is the SHA-256 of the canonical body (a retry vs. a different
+        // request). An expired key is cleared before its reuse.
+        //
+        // Webhook endpoints, and their deliveries: the outbox. A delivery
+        // row is written in the transaction that changes a job's status;
+        // a background worker claims due rows (`claimed_by` +
+        // `claim_expires_at`, the shape `FOR UPDATE SKIP LOCKED` takes on
+        // PostgreSQL), sends them with no transaction open, and records
+        // each attempt.
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN idempotency_owner TEXT;
+ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE jobs ADD COLUMN request_fingerprint TEXT;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE webhooks (
+    id         TEXT PRIMARY KEY NOT NULL,   -- UUID v7
+    url        TEXT NOT NULL,
+    secret     TEXT NOT NULL,               -- whsec_<base64>; never listed
+    format     TEXT NOT NULL,               -- json | slack
+    events     TEXT,                        -- JSON array of event types; NULL = all
+    frameworks TEXT,                        -- JSON array; NULL = all
+    users      TEXT,                        -- JSON array; NULL = all
+    source     TEXT NOT NULL,               -- api | config
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id       TEXT NOT NULL,         -- the webhook-id header: the same on every attempt
+    webhook_id       TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    job_id           TEXT,
+    event            TEXT NOT NULL,         -- job.running, job.completed, …
+    payload          TEXT NOT NULL,         -- the event as JSON, fixed when it happened
+    state            TEXT NOT NULL,         -- pending | delivered | failed
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    claimed_by       TEXT,
+    claim_expires_at TEXT,
+    last_status      INTEGER,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    finished_at      TEXT
+) STRICT;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id DESC);
+"#,
+        ),
     ]
 }
 

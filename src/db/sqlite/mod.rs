@@ -14,6 +14,7 @@ mod check;
 mod jobs;
 mod metrics;
 mod migrations;
+mod webhooks;
 mod writer;
 
 use std::panic::AssertUnwindSafe;
@@ -24,7 +25,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 use uuid::Uuid;
 
-use super::{now, panic_message, Changes, DbError, Modified};
+use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
+use crate::model::webhook::{job_event, AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
     FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, Order,
 };
@@ -180,6 +182,43 @@ impl Sqlite {
             .await
     }
 
+    pub(super) async fn create_job_once(
+        &self,
+        rec: JobRecord,
+        claim: IdempotencyClaim,
+    ) -> Result<Created, DbError> {
+        self.writer
+            .write(move |c| {
+                match jobs::by_idempotency_key(c, &claim.owner, &claim.key)? {
+                    Some((held, fp)) if held.job.created_at >= claim.since => {
+                        return Ok(Ok(existing(held, &fp, &claim)));
+                    }
+                    Some((expired, _)) => jobs::set_idempotency(c, expired.job.id, None)?,
+                    None => {}
+                }
+                let mut rec = rec;
+                let t = now();
+                (rec.job.created_at, rec.job.updated_at) = (t, t);
+                jobs::insert(c, &mut rec)?;
+                let key = (&*claim.owner, &*claim.key, &*claim.fingerprint);
+                jobs::set_idempotency(c, rec.job.id, Some(key))?;
+                Ok(Ok(Created::New(rec.job)))
+            })
+            .await
+    }
+
+    pub(super) async fn idempotent_job(
+        &self,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<Created>, DbError> {
+        self.read(move |c| {
+            Ok(jobs::by_idempotency_key(c, &claim.owner, &claim.key)?
+                .filter(|(held, _)| held.job.created_at >= claim.since)
+                .map(|(held, fp)| existing(held, &fp, &claim)))
+        })
+        .await
+    }
+
     pub(super) async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
         self.read(move |c| jobs::get(c, id)).await
     }
@@ -199,6 +238,7 @@ impl Sqlite {
                     return Ok(Ok(Modified::Missing));
                 };
                 let t = now();
+                let before = rec.job.status;
                 let changes = match rule(&mut rec, t) {
                     Ok(changes) => changes,
                     Err(refused) => return Ok(Err(refused)),
@@ -208,6 +248,12 @@ impl Sqlite {
                 }
                 if changes.job {
                     jobs::update(c, &rec)?;
+                    // Only a status change enqueues (metrics and progress never).
+                    if rec.job.status != before {
+                        if let Some(event) = job_event(rec.job.status) {
+                            webhooks::enqueue_job_event(c, &rec.job, event, &t)?;
+                        }
+                    }
                 }
                 let points = changes
                     .points
@@ -306,6 +352,88 @@ impl Sqlite {
         self.read(jobs::count_by_status).await
     }
 
+    pub(super) async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::insert(c, &rec)?)))
+            .await
+    }
+
+    pub(super) async fn replace_webhooks(
+        &self,
+        source: &'static str,
+        recs: Vec<WebhookRecord>,
+    ) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| {
+                webhooks::delete_source(c, source)?;
+                for rec in &recs {
+                    webhooks::insert(c, rec)?;
+                }
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    pub(super) async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
+        self.read(webhooks::list).await
+    }
+
+    pub(super) async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
+        self.read(move |c| webhooks::get(c, id)).await
+    }
+
+    pub(super) async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::delete(c, id)?)))
+            .await
+    }
+
+    pub(super) async fn enqueue_test_event(
+        &self,
+        id: Uuid,
+        event: &'static str,
+    ) -> Result<Option<Delivery>, DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::enqueue_test(c, id, event, &now())?)))
+            .await
+    }
+
+    pub(super) async fn claim_deliveries(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, DbError> {
+        let worker = worker.to_string();
+        self.writer
+            .write(move |c| {
+                let t = now();
+                let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                Ok(Ok(webhooks::claim(c, &worker, &t, &until, limit)?))
+            })
+            .await
+    }
+
+    pub(super) async fn finish_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<(), DbError> {
+        let worker = worker.to_string();
+        self.writer
+            .write(move |c| Ok(Ok(webhooks::finish(c, id, &worker, &outcome, &now())?)))
+            .await
+    }
+
+    pub(super) async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
+        self.read(move |c| webhooks::deliveries(c, id, limit)).await
+    }
+
+    pub(super) async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
+        self.read(webhooks::next_due).await
+    }
+
     pub(super) async fn ping(&self) -> Result<(), DbError> {
         self.read(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
@@ -332,6 +460,14 @@ impl Sqlite {
             }
         }
         self.writer.close().await;
+    }
+}
+
+/// The answer for a key some job already holds.
+fn existing(held: JobRecord, fingerprint: &str, claim: &IdempotencyClaim) -> Created {
+    Created::Existing {
+        job: held.job,
+        same_request: fingerprint == claim.fingerprint,
     }
 }
 
