@@ -882,6 +882,8 @@ fn gpu_manifests() -> String {
             effect: Some("NoSchedule".into()),
             ..Default::default()
         }],
+        retry: None,
+        heartbeat_timeout: None,
         source: Source::File,
     };
     let contract = platform::runner::env::Contract {

@@ -407,6 +407,7 @@ mod tests {
             completed_at: None,
             runner: None,
             exit_code: None,
+            sched: Default::default(),
         }
     }
 

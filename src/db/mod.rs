@@ -168,8 +168,10 @@ impl Db {
     }
 
     /// Applies `rule` to job `id` inside one write: the rule sees the
-    /// stored job and the commit time, changes it in place and says what to
-    /// store; an `Err` stores nothing. Resolves once the change is durable.
+    /// stored job (attempts included) and the commit time, changes it in
+    /// place and says what to store; an `Err` stores nothing. A latest
+    /// attempt the rule added or changed is stored with the job. Resolves
+    /// once the change is durable.
     pub async fn modify_job<E, F>(&self, id: Uuid, rule: F) -> Result<Modified, E>
     where
         F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<Changes, E> + Send + 'static,
@@ -249,6 +251,27 @@ impl Db {
     pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_status().await,
+        }
+    }
+
+    /// Pending and running jobs per queue: `(queue, status, count)`.
+    pub async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_by_queue().await,
+        }
+    }
+
+    /// The names of paused queues (a queue never paused has no row).
+    pub async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.paused_queues().await,
+        }
+    }
+
+    /// Pauses or resumes queue `name`, durably.
+    pub async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.set_queue_paused(name, paused).await,
         }
     }
 

@@ -19,9 +19,12 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
     MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
+use crate::queues::Queues;
 use crate::secrets::{hash_token, new_token, token_matches};
 use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
+
+pub use attempts::RunnerOutcome;
 
 /// Why a job operation was refused (each maps to one HTTP status).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,22 @@ pub enum JobError {
         /// Its terminal status.
         status: JobStatus,
     },
+    /// Changing what only a pending job may change (409).
+    #[error("job {id} is already {status}; only a pending job's priority can change")]
+    NotPending {
+        /// The job.
+        id: Uuid,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// No queue has this name (404).
+    #[error("unknown queue {name:?}; configured queues: {known}")]
+    UnknownQueue {
+        /// The name asked for.
+        name: String,
+        /// The configured ones, comma-separated.
+        known: String,
+    },
     /// A field failed validation (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -72,8 +91,16 @@ pub enum JobError {
 }
 
 /// Settings the lifecycle rules depend on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobsConfig {
+    /// The configured queues (a job must name one of them).
+    pub queues: Arc<Queues>,
+    /// `--max-job-duration`: each job's default and largest `max_duration`.
+    pub max_job_duration: Option<f64>,
+    /// `--heartbeat-timeout`: the default `heartbeat_timeout`.
+    pub heartbeat_timeout: Option<f64>,
+    /// `--stale-after`: the default `stale_after`.
+    pub stale_after: Option<f64>,
     /// Whether callbacks need the per-job bearer token. Only that token
     /// opens a job's trainer routes (not the operator's API token): a
     /// trainer's credentials are separate and per job.
@@ -121,6 +148,9 @@ pub struct Jobs {
     /// is replaced when a launch mints a new token and dropped when the
     /// job ends, so it is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
+    /// When each live job's heartbeat was last written, and how often it
+    /// may be (see [`Jobs::heartbeat`]).
+    beats: std::sync::Mutex<HashMap<Uuid, sched::Beat>>,
 }
 
 impl Jobs {
@@ -140,6 +170,7 @@ impl Jobs {
             store,
             cfg,
             tokens: RwLock::new(HashMap::new()),
+            beats: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,6 +206,7 @@ impl Jobs {
             )
             .into());
         }
+        let sched = self.scheduling(&req, &registry).await?;
         if self.cfg.dataset_check {
             self.store.verify_dataset(&req.dataset_s3_uri).await?;
         }
@@ -200,6 +232,7 @@ impl Jobs {
                 completed_at: None,
                 runner: None,
                 exit_code: None,
+                sched,
             },
             token_hash: None,
             last_sequence: None,
@@ -260,6 +293,9 @@ impl Jobs {
                 .transition(JobStatus::Cancelled, now)
                 .map_err(|e| JobError::NotCancellable { id, status: e.from })?;
             rec.job.message.get_or_insert_with(|| why.into());
+            if let Some(a) = rec.job.sched.current_attempt_mut() {
+                a.reason.get_or_insert_with(|| "cancelled".into());
+            }
             Ok(())
         })
         .await
@@ -316,6 +352,8 @@ impl Jobs {
                     });
                 }
                 rec.token_hash = Some(stored);
+                // Each attempt's trainer counts its `sequence` from the start.
+                rec.last_sequence = None;
                 Ok(Changes::job())
             })
             .await?;
@@ -362,6 +400,8 @@ impl Jobs {
     pub async fn may_upload(&self, id: Uuid) -> Result<UploadPermit, JobError> {
         let job = self.get(id).await?;
         if !job.status.is_terminal() {
+            // An upload is a sign of life too.
+            self.heartbeat(id).await?;
             return Ok(UploadPermit::Replace);
         }
         let ended = job.completed_at.unwrap_or(job.updated_at);
@@ -402,6 +442,7 @@ impl Jobs {
                 if update.sequence.is_some() {
                     rec.last_sequence = update.sequence;
                 }
+                sched::beat(rec, now);
                 Ok(Changes {
                     job: true,
                     points: update.point.into_iter().collect(),
@@ -419,6 +460,7 @@ impl Jobs {
             Modified::Missing => return Err(JobError::NotFound(id)),
             Modified::Unchanged => false,
             Modified::Stored { job, points } => {
+                self.beat_written(id, &job);
                 self.announce(&job, points);
                 true
             }
@@ -451,6 +493,7 @@ impl Jobs {
                 if job {
                     rec.last_sequence = sequence;
                     rec.job.updated_at = now;
+                    sched::beat(rec, now);
                 }
                 Ok(Changes { job, points })
             })
@@ -458,7 +501,14 @@ impl Jobs {
         let stored = match modified {
             Modified::Missing => return Err(JobError::NotFound(id)),
             Modified::Unchanged => Vec::new(),
-            Modified::Stored { points, .. } => points,
+            Modified::Stored { points, job } => {
+                if sequence.is_some() {
+                    self.beat_written(id, &job);
+                } else {
+                    self.heartbeat(id).await?;
+                }
+                points
+            }
         };
         metrics::counter!("platform_metric_points_total").increment(stored.len() as u64);
         let n = stored.len();
@@ -496,47 +546,6 @@ impl Jobs {
             Ok(())
         })
         .await
-    }
-
-    /// Applies how a trainer ended, as seen by its runner. A job that is
-    /// still live becomes `completed` on success or `failed` with the
-    /// runner's reason; a job that already ended (its trainer reported, or
-    /// a user cancelled) keeps its status. The exit code is recorded either way.
-    pub async fn finish_by_runner(
-        &self,
-        id: Uuid,
-        outcome: RunnerOutcome,
-    ) -> Result<Job, JobError> {
-        self.change(id, move |rec, now| {
-            let next = match &outcome.failure {
-                None => JobStatus::Completed,
-                Some(_) => JobStatus::Failed,
-            };
-            // Refused for a job that already ended: it keeps its status.
-            if rec.job.transition(next, now).is_ok() {
-                if let Some(reason) = outcome.failure {
-                    rec.job.error = Some(reason);
-                }
-            }
-            if outcome.exit_code.is_some() {
-                rec.job.exit_code = outcome.exit_code;
-            }
-            rec.job.updated_at = now;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Fails a live job for a reason found by its runner (could not start,
-    /// vanished, …); a job that already ended is left as it is.
-    pub async fn fail_by_runner(&self, id: Uuid, reason: String) {
-        let outcome = RunnerOutcome {
-            exit_code: None,
-            failure: Some(reason),
-        };
-        if let Err(e) = self.finish_by_runner(id, outcome).await {
-            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
-        }
     }
 
     /// Says on a `pending` job why its launch failed and when it is retried
@@ -602,17 +611,10 @@ impl Jobs {
         if let Ok(mut t) = self.tokens.write() {
             t.remove(&id);
         }
+        if let Ok(mut b) = self.beats.lock() {
+            b.remove(&id);
+        }
     }
-}
-
-/// How a trainer ended, as its runner saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerOutcome {
-    /// The exit code, when known (negative: killed by that signal).
-    pub exit_code: Option<i32>,
-    /// `None` for success; otherwise one readable line (plus, for local
-    /// processes, the last lines of the log).
-    pub failure: Option<String>,
 }
 
 fn already_applied(rec: &JobRecord, sequence: Option<i64>) -> bool {
@@ -625,6 +627,8 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
     }
 }
 
+mod attempts;
+mod sched;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]

@@ -142,10 +142,12 @@ impl Inner {
             Some(e) if e.start_error.is_some() => RunnerOutcome {
                 exit_code: None,
                 failure: e.start_error,
+                ..Default::default()
             },
             Some(e) if e.code == Some(0) => RunnerOutcome {
                 exit_code: Some(0),
                 failure: None,
+                ..Default::default()
             },
             Some(e) if e.code.is_some() => RunnerOutcome {
                 exit_code: e.code,
@@ -153,6 +155,7 @@ impl Inner {
                     "trainer exited with code {}",
                     e.code.unwrap_or_default()
                 ))),
+                ..Default::default()
             },
             Some(e) => {
                 let sig = e.signal.unwrap_or_default();
@@ -162,6 +165,7 @@ impl Inner {
                         "trainer was killed by signal {sig} ({})",
                         signal_name(sig)
                     ))),
+                    ..Default::default()
                 }
             }
             None if adopted_trainer_only => RunnerOutcome {
@@ -170,12 +174,14 @@ impl Inner {
                     "trainer ended while its supervisor was gone, so its exit status is unknown"
                         .into(),
                 )),
+                ..Default::default()
             },
             None => RunnerOutcome {
                 exit_code: None,
                 failure: Some(with_tail(
                     "the trainer's supervisor ended without recording an exit status".into(),
                 )),
+                ..Default::default()
             },
         };
         // The slot is freed first: the job's status still counts it until

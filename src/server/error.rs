@@ -162,6 +162,11 @@ impl From<JobError> for ApiError {
                 }
             }
             JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
+            JobError::NotPending { status, .. } => ApiError::Conflict {
+                detail: e.to_string(),
+                status: Some(status),
+            },
+            JobError::UnknownQueue { .. } => ApiError::NotFound(e.to_string()),
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
             JobError::Storage(s) => s.into(),

@@ -24,6 +24,7 @@ pub mod meta;
 pub mod openapi;
 mod ratelimit;
 pub mod runs;
+pub mod sched;
 pub mod streams;
 pub mod ui;
 
@@ -88,7 +89,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let user_api = Router::new()
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
-        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get_job)
+                .delete(jobs::cancel_job)
+                .patch(sched::update_job),
+        )
         .route("/frameworks", get(runs::frameworks))
         .route("/frameworks/reload", post(runs::reload_frameworks))
         .route(
@@ -119,12 +125,17 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let trainer_api = Router::new()
         .route("/jobs/{id}/callback", post(jobs::callback))
         .route("/jobs/{id}/metrics", post(jobs::ingest_metrics))
+        .route("/jobs/{id}/heartbeat", post(sched::heartbeat))
         .merge(artifacts::trainer_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_job_token,
         ));
     let datasets = datasets::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_api_token,
+    ));
+    let queues = sched::queue_routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_api_token,
     ));
@@ -148,6 +159,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             user_api.merge(event_streams).merge(trainer_api),
         )
         .merge(datasets)
+        .merge(queues)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -237,6 +237,7 @@ impl Inner {
         let outcome = RunnerOutcome {
             exit_code: None,
             failure: Some(reason),
+            ..Default::default()
         };
         self.finish(id, outcome).await;
     }

@@ -108,6 +108,7 @@ pub(crate) fn on_job(inner: &Arc<Inner>, job: KubeJob) {
             JobPhase::Succeeded => RunnerOutcome {
                 exit_code: Some(end.and_then(|e| e.exit_code).unwrap_or(0)),
                 failure: None,
+                ..Default::default()
             },
             JobPhase::Failed { reason, message } => {
                 let (mut text, exit_code) =
@@ -121,6 +122,7 @@ pub(crate) fn on_job(inner: &Arc<Inner>, job: KubeJob) {
                 RunnerOutcome {
                     exit_code,
                     failure: Some(text),
+                    ..Default::default()
                 }
             }
             JobPhase::Active => return,
