@@ -186,7 +186,7 @@ impl ServerConfig {
             trainers_file,
             trainer_dir: args.trainer_subprocess_path.clone(),
             max_concurrent_jobs,
-            queues,
+            queues: queues.clone(),
             max_job_duration: args.max_job_duration.filter(|s| *s > 0.0),
             heartbeat_timeout: args.heartbeat_timeout.filter(|s| *s > 0.0),
             stale_after: args.stale_after,
@@ -196,7 +196,14 @@ impl ServerConfig {
             max_log_bytes: args.max_log_bytes,
             storage,
             hold_jobs: args.hold_jobs,
-            kube: KubeSettings::from_args(&args.kube),
+            kube: KubeSettings {
+                queue_map: queues
+                    .all()
+                    .iter()
+                    .filter_map(|q| Some((q.name.clone(), q.kueue_queue.clone()?)))
+                    .collect(),
+                ..KubeSettings::from_args(&args.kube)
+            },
             http: HttpLimits {
                 max_connections: args.max_connections.map(|n| n as usize),
                 max_streams: args.max_streams as usize,

@@ -525,15 +525,14 @@ impl Runner for SubprocessRunner {
                 self.inner
                     .poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
             } else {
-                self.inner
-                    .jobs
-                    .fail_by_runner(
-                        id,
-                        format!(
-                            "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"
-                        ),
-                    )
-                    .await;
+                let reason = format!(
+                    "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"
+                );
+                let outcome = RunnerOutcome {
+                    event: Some(crate::model::AttemptEvent::Vanished),
+                    ..RunnerOutcome::failed(reason)
+                };
+                self.inner.jobs.fail_by_runner_with(id, outcome).await;
             }
         }
         Ok(())

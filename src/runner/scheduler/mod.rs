@@ -91,6 +91,9 @@ pub struct Scheduler {
     requested: HashSet<Uuid>,
     /// Running jobs the daemon ended whose trainer it is stopping.
     stopping: HashSet<Uuid>,
+    /// The newest version (`updated_at`) taken in per job: an older one
+    /// arriving later (an event read after the database) is ignored.
+    versions: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
     /// Jobs whose launch failed for the environment, waiting to retry.
     backoffs: Backoffs,
     /// `--hold-jobs`: launch nothing.
@@ -121,6 +124,7 @@ impl Scheduler {
             deps: HashMap::new(),
             requested: HashSet::new(),
             stopping: HashSet::new(),
+            versions: HashMap::new(),
             backoffs: Backoffs::default(),
             hold: false,
             launching: HashSet::new(),
@@ -162,7 +166,7 @@ impl Scheduler {
                     Err(RecvError::Closed) => break,
                 },
                 Some(done) = self.tasks.join_next() => {
-                    self.settle(done);
+                    self.settle(done).await;
                     self.fill();
                 }
                 _ = tick.tick() => {
@@ -176,7 +180,7 @@ impl Scheduler {
         // A launch cut short could leave a trainer running for a job still
         // marked pending, which the next daemon would launch again.
         while let Some(done) = self.tasks.join_next().await {
-            self.settle(done);
+            self.settle(done).await;
         }
     }
 
@@ -226,6 +230,7 @@ impl Scheduler {
         self.running.clear();
         self.requested.clear();
         self.stopping.clear();
+        self.versions.clear();
         for rec in running.into_iter().chain(pending) {
             self.on_job(Arc::new(rec.job)).await;
         }
@@ -247,6 +252,10 @@ impl Scheduler {
     /// Takes in a committed version of a job.
     async fn on_job(&mut self, job: Arc<Job>) {
         let id = job.id;
+        if self.versions.get(&id).is_some_and(|v| *v > job.updated_at) {
+            return;
+        }
+        self.versions.insert(id, job.updated_at);
         self.requested.remove(&id);
         if job.status != JobStatus::Running {
             self.stopping.remove(&id);
@@ -313,6 +322,12 @@ impl Scheduler {
                 }
             }
         }
+        // Versions of ended jobs are kept a minute: long enough for any
+        // older event of theirs to have arrived.
+        let old = crate::db::now() - chrono::Duration::seconds(60);
+        self.versions.retain(|id, v| {
+            *v > old || self.pending.get(*id).is_some() || self.running.contains_key(id)
+        });
         self.holders.retain(|id, _| {
             self.running.contains_key(id) || self.launching.contains(id) || active.contains(id)
         });
@@ -362,12 +377,24 @@ impl Scheduler {
         });
     }
 
-    fn settle(&mut self, done: Result<Done, tokio::task::JoinError>) {
+    async fn settle(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
             Ok(Done::Launch(id, outcome)) => {
                 self.launching.remove(&id);
                 match outcome {
-                    Launched::Settled => self.backoffs.forget(id),
+                    Launched::Settled => {
+                        self.backoffs.forget(id);
+                        // Its events may come after this: the index must
+                        // not hold it as pending any more, or it would be
+                        // launched again. The database has its newest version.
+                        match self.jobs.get(id).await {
+                            Ok(job) => self.on_job(Arc::new(job)).await,
+                            Err(_) => {
+                                self.pending.remove(id);
+                                self.pending_jobs.remove(&id);
+                            }
+                        }
+                    }
                     Launched::Retry { failures, pause } => self.backoffs.wait(id, failures, pause),
                 }
             }
