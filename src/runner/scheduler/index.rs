@@ -5,7 +5,7 @@
 //! cheap with thousands of pending jobs (see `benches/scheduler.rs`).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -54,65 +54,66 @@ impl Entry {
     }
 }
 
-/// Pending jobs by queue, in launch order.
+/// Pending jobs by queue, in launch order. Each queue's entries sit in
+/// its ordered map itself, so a decision walks them without lookups.
 #[derive(Debug, Default)]
 pub struct PendingIndex {
-    queues: HashMap<String, BTreeSet<Key>>,
-    entries: HashMap<Uuid, Entry>,
+    queues: HashMap<String, BTreeMap<Key, Entry>>,
+    /// Where each job's entry is: its queue and key.
+    keys: HashMap<Uuid, (String, Key)>,
 }
 
 impl PendingIndex {
     /// Adds or replaces a pending job.
     pub fn upsert(&mut self, e: Entry) {
-        if self.entries.get(&e.id) == Some(&e) {
+        if self.get(e.id) == Some(&e) {
             return;
         }
         self.remove(e.id);
+        let key = e.key();
+        self.keys.insert(e.id, (e.queue.clone(), key));
         self.queues
             .entry(e.queue.clone())
             .or_default()
-            .insert(e.key());
-        self.entries.insert(e.id, e);
+            .insert(key, e);
     }
 
     /// Drops a job (it launched, ended or is gone).
     pub fn remove(&mut self, id: Uuid) -> Option<Entry> {
-        let e = self.entries.remove(&id)?;
-        if let Some(set) = self.queues.get_mut(&e.queue) {
-            set.remove(&e.key());
-        }
-        Some(e)
+        let (queue, key) = self.keys.remove(&id)?;
+        self.queues.get_mut(&queue)?.remove(&key)
     }
 
     /// The entry of pending job `id`.
     pub fn get(&self, id: Uuid) -> Option<&Entry> {
-        self.entries.get(&id)
+        let (queue, key) = self.keys.get(&id)?;
+        self.queues.get(queue)?.get(key)
     }
 
     /// Every pending entry (any order).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.queues.values().flat_map(BTreeMap::values)
     }
 
     /// How many jobs are pending in all.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.keys.len()
     }
 
     /// Whether no job is pending.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.keys.is_empty()
     }
 
     /// How many are pending in `queue`.
     pub fn pending_in(&self, queue: &str) -> usize {
-        self.queues.get(queue).map_or(0, BTreeSet::len)
+        self.queues.get(queue).map_or(0, BTreeMap::len)
     }
 
     /// Forgets everything (before a rebuild).
     pub fn clear(&mut self) {
         self.queues.clear();
-        self.entries.clear();
+        self.keys.clear();
     }
 }
 
@@ -178,7 +179,7 @@ pub fn decide(
 ) -> Vec<Uuid> {
     let mut out = Vec::new();
     for q in limits.iter().filter(|q| !q.paused) {
-        let Some(set) = index.queues.get(&q.name) else {
+        let Some(entries) = index.queues.get(&q.name) else {
             continue;
         };
         let taken = usage.in_queue(&q.name);
@@ -187,15 +188,12 @@ pub fn decide(
             n => n.saturating_sub(taken),
         };
         let mut users: HashMap<&str, u32> = HashMap::new();
-        for (_, _, id) in set {
+        for e in entries.values() {
             if free == 0 {
                 break;
             }
-            let Some(e) = index.entries.get(id) else {
-                continue;
-            };
-            if busy.contains(id)
-                || e.not_before.is_some_and(|t| t > now)
+            if e.not_before.is_some_and(|t| t > now)
+                || (!busy.is_empty() && busy.contains(&e.id))
                 || !e.after.iter().all(|d| completed.contains(d))
             {
                 continue;
@@ -210,7 +208,7 @@ pub fn decide(
                 *n += 1;
             }
             free -= 1;
-            out.push(*id);
+            out.push(e.id);
         }
     }
     out
