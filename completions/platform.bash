@@ -2240,7 +2240,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__report)
-            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --timeout --retries --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --timeout --retries --heartbeat --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

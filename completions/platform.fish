@@ -555,6 +555,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand report" -l heartbeat -d 'Only say the trainer is alive (keeps a job with a heartbeat timeout from being marked stalled); sends no status. Cheap: call it often'
 complete -c platform -n "__fish_platform_using_subcommand report" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'

@@ -32,6 +32,11 @@ fn trainers(dir: &Path) -> PathBuf {
         entry("three", "exit 3"),
         // Never calls back, never exits on its own.
         entry("sleeper", "exec sleep 600"),
+        // Only says it is alive, with `platform report --heartbeat`.
+        entry(
+            "beating",
+            r#"while true; do "$PLATFORM_BIN" report --heartbeat; sleep 0.2; done"#,
+        ),
     ]
     .join("\n");
     let file = dir.join("trainers.toml");
@@ -164,6 +169,12 @@ async fn queue_and_per_user_limits_hold_under_fifty_concurrent_submissions() {
         (Some(3), Some(47))
     );
     assert_eq!(q["max_per_user"], 2);
+    let prom = d.get_text("/metrics").await;
+    assert!(
+        prom.contains(r#"platform_queue_jobs{queue="gpu",status="running"} 3"#)
+            && prom.contains(r#"platform_queue_jobs{queue="gpu",status="pending"} 47"#),
+        "{prom}"
+    );
     // An unknown queue is refused, naming the known ones.
     let (status, err) = api::post(d, JOBS, &body("ok", json!({"queue": "tpu"}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -517,4 +528,26 @@ async fn old_clients_get_defaults_and_bad_scheduling_fields_are_refused() {
             "{field}={bad}: {err}"
         );
     }
+}
+
+#[tokio::test]
+async fn platform_report_heartbeats_keep_a_quiet_trainer_from_stalling() {
+    let s = daemon(json!({}), &["--max-concurrent-jobs", "0"]);
+    let d = &s.d;
+    let limits = json!({"heartbeat_timeout": 1.0});
+    let beating = create(d, "beating", limits.clone()).await;
+    let silent = create(d, "sleeper", limits).await;
+    let stalled = eventually(30, "the silent job to stall", || async {
+        let j = api::job(d, &silent).await;
+        j["stalled_at"].is_string().then_some(j)
+    })
+    .await;
+    // By then the beating job has been running at least as long.
+    let j = api::job(d, &beating).await;
+    assert_eq!(j["status"], "running");
+    assert!(j["stalled_at"].is_null(), "{j}");
+    assert!(j["last_heartbeat_at"].is_string(), "{j}");
+    assert!(ts(&j["attempts"][0]["started_at"]) <= ts(&stalled["stalled_at"]));
+    api::cancel(d, &beating).await;
+    api::cancel(d, &silent).await;
 }

@@ -354,6 +354,11 @@ impl Runner for SubprocessRunner {
         for stale in [super::supervisor::STATE_FILE, super::supervisor::EXIT_FILE] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
+        let attempt = spec.job.sched.attempt + 1;
+        if attempt > 1 {
+            // The log goes on from the earlier attempt's, when it is still here.
+            let _ = logfile::append_note(&dir, &format!("platform: attempt {attempt} starts"));
+        }
         let argv: Vec<String> = if spec.trainer.command.is_empty() {
             vec![
                 self.inner.cfg.exe.display().to_string(),

@@ -219,7 +219,7 @@ impl Sqlite {
                 let points = changes
                     .points
                     .iter()
-                    .map(|p| metrics::insert(c, id, p, &t))
+                    .map(|p| metrics::insert(c, id, rec.job.sched.attempt, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Ok(Modified::Stored {
                     job: Box::new(rec.job),
