@@ -156,6 +156,19 @@ mod tests {
     }
 
     #[test]
+    fn the_config_files_queues_table_arrives_as_its_variable_does() {
+        // What `config::layers` puts into QUEUES for a `[queues.NAME]` table.
+        let file: toml::Table =
+            "[queues.gpu]\nmax_concurrent = 2\nkueue_queue = \"team-a\"\n[queues.cpu]\n"
+                .parse()
+                .unwrap();
+        let text = file["queues"].to_string();
+        let q = Queues::parse(Some(&text), 1).unwrap();
+        assert_eq!(q.names(), "cpu, default, gpu", "{text}");
+        assert_eq!(q.get("gpu").unwrap().kueue_queue.as_deref(), Some("team-a"));
+    }
+
+    #[test]
     fn bad_definitions_say_what_is_wrong() {
         for bad in [
             r#"{"GPU": {}}"#,

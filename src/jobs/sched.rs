@@ -123,9 +123,8 @@ impl Jobs {
         .await
     }
 
-    /// Every configured queue with its state and counts. `slots` gives the
-    /// running count the scheduler sees (slots taken); without it, the
-    /// database's `running` jobs.
+    /// Every configured queue with its state and its pending and running
+    /// jobs (as the database has them).
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, JobError> {
         let counts = self.db.count_by_queue().await?;
         let paused = self.db.paused_queues().await?;
