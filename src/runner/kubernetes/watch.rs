@@ -107,7 +107,9 @@ pub(crate) fn on_job(inner: &Arc<Inner>, job: KubeJob) {
     let attempt = manifest::attempt_of(&job.metadata);
     let inner = inner.clone();
     tokio::spawn(async move {
-        let pods = inner.pods_of(&inner.pod_api, id).await;
+        let mut pods = inner.pods_of(&inner.pod_api, id).await;
+        // An earlier attempt's pods may still be there.
+        pods.retain(|p| manifest::attempt_of(&p.metadata) == attempt);
         let end = status::pod_end(&pods);
         let outcome = match phase {
             JobPhase::Succeeded => RunnerOutcome {
