@@ -43,6 +43,9 @@ _platform() {
             platform,metrics)
                 cmd="platform__subcmd__metrics"
                 ;;
+            platform,queue)
+                cmd="platform__subcmd__queue"
+                ;;
             platform,report)
                 cmd="platform__subcmd__report"
                 ;;
@@ -136,6 +139,9 @@ _platform() {
             platform__subcmd__help,metrics)
                 cmd="platform__subcmd__help__subcmd__metrics"
                 ;;
+            platform__subcmd__help,queue)
+                cmd="platform__subcmd__help__subcmd__queue"
+                ;;
             platform__subcmd__help,report)
                 cmd="platform__subcmd__help__subcmd__report"
                 ;;
@@ -184,8 +190,26 @@ _platform() {
             platform__subcmd__help__subcmd__job,logs)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__logs"
                 ;;
+            platform__subcmd__help__subcmd__job,resubmit)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__help__subcmd__job,update)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__update"
+                ;;
+            platform__subcmd__help__subcmd__job,wait)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__wait"
+                ;;
             platform__subcmd__help__subcmd__job,watch)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__watch"
+                ;;
+            platform__subcmd__help__subcmd__queue,list)
+                cmd="platform__subcmd__help__subcmd__queue__subcmd__list"
+                ;;
+            platform__subcmd__help__subcmd__queue,pause)
+                cmd="platform__subcmd__help__subcmd__queue__subcmd__pause"
+                ;;
+            platform__subcmd__help__subcmd__queue,resume)
+                cmd="platform__subcmd__help__subcmd__queue__subcmd__resume"
                 ;;
             platform__subcmd__job,artifacts)
                 cmd="platform__subcmd__job__subcmd__artifacts"
@@ -214,6 +238,15 @@ _platform() {
             platform__subcmd__job,ls)
                 cmd="platform__subcmd__job__subcmd__list"
                 ;;
+            platform__subcmd__job,resubmit)
+                cmd="platform__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__job,update)
+                cmd="platform__subcmd__job__subcmd__update"
+                ;;
+            platform__subcmd__job,wait)
+                cmd="platform__subcmd__job__subcmd__wait"
+                ;;
             platform__subcmd__job,watch)
                 cmd="platform__subcmd__job__subcmd__watch"
                 ;;
@@ -241,8 +274,44 @@ _platform() {
             platform__subcmd__job__subcmd__help,logs)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__logs"
                 ;;
+            platform__subcmd__job__subcmd__help,resubmit)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__resubmit"
+                ;;
+            platform__subcmd__job__subcmd__help,update)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__update"
+                ;;
+            platform__subcmd__job__subcmd__help,wait)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__wait"
+                ;;
             platform__subcmd__job__subcmd__help,watch)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__watch"
+                ;;
+            platform__subcmd__queue,help)
+                cmd="platform__subcmd__queue__subcmd__help"
+                ;;
+            platform__subcmd__queue,list)
+                cmd="platform__subcmd__queue__subcmd__list"
+                ;;
+            platform__subcmd__queue,ls)
+                cmd="platform__subcmd__queue__subcmd__list"
+                ;;
+            platform__subcmd__queue,pause)
+                cmd="platform__subcmd__queue__subcmd__pause"
+                ;;
+            platform__subcmd__queue,resume)
+                cmd="platform__subcmd__queue__subcmd__resume"
+                ;;
+            platform__subcmd__queue__subcmd__help,help)
+                cmd="platform__subcmd__queue__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__queue__subcmd__help,list)
+                cmd="platform__subcmd__queue__subcmd__help__subcmd__list"
+                ;;
+            platform__subcmd__queue__subcmd__help,pause)
+                cmd="platform__subcmd__queue__subcmd__help__subcmd__pause"
+                ;;
+            platform__subcmd__queue__subcmd__help,resume)
+                cmd="platform__subcmd__queue__subcmd__help__subcmd__resume"
                 ;;
             *)
                 ;;
@@ -251,7 +320,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job metrics dataset framework report db version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset framework report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -759,7 +828,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help)
-            opts="serve job metrics dataset framework report db version completions man supervise demo-train help"
+            opts="serve job queue metrics dataset framework report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -927,7 +996,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job)
-            opts="create list get cancel artifacts download logs watch"
+            opts="create list get cancel artifacts download logs watch update wait resubmit"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1038,6 +1107,48 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__help__subcmd__job__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__update)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__wait)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help__subcmd__job__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1069,6 +1180,62 @@ _platform() {
         platform__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__queue)
+            opts="list pause resume"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__queue__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__queue__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__queue__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1137,7 +1304,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch update wait resubmit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1227,7 +1394,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__create)
-            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --queue --priority --after --max-duration --max-pending --heartbeat-timeout --stale-after --retry-on-exit-code --max-attempts --retry --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1282,6 +1449,46 @@ _platform() {
                     return 0
                     ;;
                 --idempotency-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --priority)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-pending)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stale-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-on-exit-code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-attempts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1381,7 +1588,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help)
-            opts="create list get cancel artifacts download logs watch help"
+            opts="create list get cancel artifacts download logs watch update wait resubmit help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1506,6 +1713,48 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__help__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__update)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__wait)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__help__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1570,6 +1819,112 @@ _platform() {
             fi
             case "${prev}" in
                 --tail)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__resubmit)
+            opts="-s -o -v -h -V --set --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --set)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__update)
+            opts="-o -v -h -V --priority --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --priority)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__wait)
+            opts="-o -v -h -V --timeout --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1698,8 +2053,198 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__queue)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version list ls pause resume help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__help)
+            opts="list pause resume help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__help__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__list)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__pause)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__queue__subcmd__resume)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__report)
-            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --timeout --retries --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --status --progress --message --metric --checkpoint --error --sequence --timeout --retries --heartbeat --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1765,7 +2310,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1820,6 +2365,22 @@ _platform() {
                     return 0
                     ;;
                 --max-concurrent-jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-job-duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stale-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

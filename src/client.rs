@@ -279,6 +279,48 @@ impl Client {
         self.json(rb).await
     }
 
+    /// `POST /api/v1/training/jobs/{id}/heartbeat` with a trainer's token.
+    pub async fn heartbeat(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(
+            Method::POST,
+            &format!("/api/v1/training/jobs/{id}/heartbeat"),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// `PATCH /api/v1/training/jobs/{id}`.
+    pub async fn update_job(
+        &self,
+        id: Uuid,
+        update: &crate::model::UpdateJob,
+    ) -> Result<Job, ClientError> {
+        self.json(
+            self.request(Method::PATCH, &format!("/api/v1/training/jobs/{id}"))
+                .json(update),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/queues`.
+    pub async fn queues(&self) -> Result<Vec<crate::model::QueueInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/queues")).await
+    }
+
+    /// `POST /api/v1/queues/{name}/pause` (or `resume`).
+    pub async fn pause_queue(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<crate::model::QueueInfo, ClientError> {
+        let what = if paused { "pause" } else { "resume" };
+        let name: String =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        self.json(self.request(Method::POST, &format!("/api/v1/queues/{name}/{what}")))
+            .await
+    }
+
     /// `POST /api/v1/training/jobs/{id}/metrics` with a trainer's token.
     pub async fn ingest(&self, id: Uuid, batch: &MetricBatch) -> Result<BatchAck, ClientError> {
         self.json(

@@ -130,12 +130,17 @@ async fn serve(
             tracing::error!(error = %e, "cannot listen for SIGHUP; reload trainers with `platform framework reload`")
         }
     }
+    let queues = Arc::new(cfg.queues.clone());
     let jobs = Arc::new(Jobs::new(
         db.clone(),
         Events::new(),
         registry.clone(),
         store.clone(),
         JobsConfig {
+            queues: queues.clone(),
+            max_job_duration: cfg.max_job_duration,
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            stale_after: cfg.stale_after,
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
@@ -186,14 +191,9 @@ async fn serve(
         }),
     ));
     let scheduler = tokio::spawn(
-        Scheduler::new(
-            jobs.clone(),
-            runner.clone(),
-            specs.clone(),
-            cfg.max_concurrent_jobs,
-        )
-        .hold(cfg.hold_jobs)
-        .run(shutdown.child_token()),
+        Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
+            .hold(cfg.hold_jobs)
+            .run(shutdown.child_token()),
     );
     let state = AppState {
         jobs,

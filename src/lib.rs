@@ -17,6 +17,7 @@ pub(crate) mod events;
 pub(crate) mod jobs;
 pub mod logging;
 pub mod model;
+pub mod queues;
 pub mod runner;
 pub(crate) mod secrets;
 pub(crate) mod server;

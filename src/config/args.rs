@@ -119,6 +119,24 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_CONCURRENT_JOBS", value_name = "N")]
     pub max_concurrent_jobs: Option<usize>,
 
+    /// Queues besides `default`, as the config file's `[queues.NAME]`
+    /// tables (`max_concurrent`, `max_per_user`, `kueue_queue`) or the same
+    /// as JSON, e.g. '{"gpu": {"max_concurrent": 2, "max_per_user": 1}}'.
+    #[arg(long, env = "QUEUES", value_name = "TABLES")]
+    pub queues: Option<String>,
+
+    /// Each job's default and largest `max_duration`, in seconds (default: none).
+    #[arg(long, env = "MAX_JOB_DURATION", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub max_job_duration: Option<f64>,
+
+    /// Default `heartbeat_timeout` of jobs whose request and trainer set none, in seconds (default: none).
+    #[arg(long, env = "HEARTBEAT_TIMEOUT", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub heartbeat_timeout: Option<f64>,
+
+    /// Default `stale_after` (further silence before a stalled job is stopped), in seconds (default: never stopped).
+    #[arg(long, env = "STALE_AFTER", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub stale_after: Option<f64>,
+
     /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
     #[arg(
         long,
@@ -211,4 +229,15 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .filter(|x| x.is_finite() && *x > 0.0 && *x <= 86_400.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("expected a number of seconds above 0 (at most 86400), not {s:?}"))
+}
+
+/// A scheduling limit in seconds (fractions allowed; at most a year).
+fn limit_seconds(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.0 && *x <= crate::model::sched::MAX_LIMIT_SECS)
+        .ok_or_else(|| {
+            format!("expected a number of seconds of 0 or more (at most a year), not {s:?}")
+        })
 }

@@ -61,6 +61,9 @@ pub enum ConfigError {
     /// Inconsistent object store settings.
     #[error("{0}")]
     Storage(String),
+    /// Bad `QUEUES` / `[queues.NAME]`.
+    #[error(transparent)]
+    Queues(#[from] crate::queues::QueuesError),
 }
 
 /// The shortest API token accepted (surrounding whitespace does not count).
@@ -91,8 +94,16 @@ pub struct ServerConfig {
     pub trainers_file: Option<PathBuf>,
     /// Trainers directory, if any.
     pub trainer_dir: Option<PathBuf>,
-    /// Concurrency limit (0 = unlimited).
+    /// Concurrency limit (0 = unlimited) of the `default` queue.
     pub max_concurrent_jobs: usize,
+    /// Every queue, `default` included.
+    pub queues: crate::queues::Queues,
+    /// Default and largest `max_duration`.
+    pub max_job_duration: Option<f64>,
+    /// Default `heartbeat_timeout`.
+    pub heartbeat_timeout: Option<f64>,
+    /// Default `stale_after`.
+    pub stale_after: Option<f64>,
     /// Grace period before SIGKILL.
     pub kill_grace: std::time::Duration,
     /// How long after its end a job still takes new artifact uploads.
@@ -171,6 +182,10 @@ impl ServerConfig {
         });
         let storage =
             StorageConfig::from_args(&args.storage, &data_dir).map_err(ConfigError::Storage)?;
+        let queues = crate::queues::Queues::parse(
+            args.queues.as_deref(),
+            u32::try_from(max_concurrent_jobs).unwrap_or(u32::MAX),
+        )?;
         Ok(Self {
             bind,
             database_path,
@@ -184,6 +199,10 @@ impl ServerConfig {
             trainers_file,
             trainer_dir: args.trainer_subprocess_path.clone(),
             max_concurrent_jobs,
+            queues: queues.clone(),
+            max_job_duration: args.max_job_duration.filter(|s| *s > 0.0),
+            heartbeat_timeout: args.heartbeat_timeout.filter(|s| *s > 0.0),
+            stale_after: args.stale_after,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             artifact_grace: std::time::Duration::from_secs(args.artifact_grace),
             idempotency_ttl: args.idempotency_ttl,
@@ -198,7 +217,14 @@ impl ServerConfig {
             max_log_bytes: args.max_log_bytes,
             storage,
             hold_jobs: args.hold_jobs,
-            kube: KubeSettings::from_args(&args.kube),
+            kube: KubeSettings {
+                queue_map: queues
+                    .all()
+                    .iter()
+                    .filter_map(|q| Some((q.name.clone(), q.kueue_queue.clone()?)))
+                    .collect(),
+                ..KubeSettings::from_args(&args.kube)
+            },
             http: HttpLimits {
                 max_connections: args.max_connections.map(|n| n as usize),
                 max_streams: args.max_streams as usize,

@@ -220,11 +220,12 @@ impl Db {
     }
 
     /// Applies `rule` to job `id` inside one write: the rule sees the
-    /// stored job and the commit time, changes it in place and says what to
-    /// store; an `Err` stores nothing. Resolves once the change is durable.
-    /// A change of status also queues its webhook deliveries in the same
-    /// transaction (the outbox), so an event is never lost nor sent for a
-    /// change that did not commit.
+    /// stored job (attempts included) and the commit time, changes it in
+    /// place and says what to store; an `Err` stores nothing. A latest
+    /// attempt the rule added or changed is stored with the job. A change
+    /// of status also queues its webhook deliveries in the same transaction
+    /// (the outbox), so an event is never lost nor sent for a change that
+    /// did not commit. Resolves once the change is durable.
     pub async fn modify_job<E, F>(&self, id: Uuid, rule: F) -> Result<Modified, E>
     where
         F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<Changes, E> + Send + 'static,
@@ -395,6 +396,27 @@ impl Db {
     pub async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
         match self {
             Db::Sqlite(s) => s.next_delivery_due().await,
+        }
+    }
+
+    /// Pending and running jobs per queue: `(queue, status, count)`.
+    pub async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_by_queue().await,
+        }
+    }
+
+    /// The names of paused queues (a queue never paused has no row).
+    pub async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.paused_queues().await,
+        }
+    }
+
+    /// Pauses or resumes queue `name`, durably.
+    pub async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.set_queue_paused(name, paused).await,
         }
     }
 

@@ -94,6 +94,7 @@ mod tests {
             framework: "demo".into(),
             dataset_s3_uri: "s3://b/d/".into(),
             config: Some(config),
+            sched: Default::default(),
         }
     }
 

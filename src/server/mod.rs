@@ -26,6 +26,7 @@ pub mod openapi;
 mod ratelimit;
 mod responses;
 pub mod runs;
+pub mod sched;
 pub mod streams;
 pub mod ui;
 pub mod webhooks;
@@ -93,7 +94,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let user_api = Router::new()
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
-        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get_job)
+                .delete(jobs::cancel_job)
+                .patch(sched::update_job),
+        )
         .route("/frameworks", get(runs::frameworks))
         .route("/frameworks/reload", post(runs::reload_frameworks))
         .route(
@@ -124,19 +130,21 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let trainer_api = Router::new()
         .route("/jobs/{id}/callback", post(jobs::callback))
         .route("/jobs/{id}/metrics", post(jobs::ingest_metrics))
+        .route("/jobs/{id}/heartbeat", post(sched::heartbeat))
         .merge(artifacts::trainer_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_job_token,
         ));
-    let datasets = datasets::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_api_token,
-    ));
-    let webhooks = webhooks::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_api_token,
-    ));
+    let with_api_token = |routes: Router<AppState>| {
+        routes.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_token,
+        ))
+    };
+    let datasets = with_api_token(datasets::routes());
+    let webhooks = with_api_token(webhooks::routes());
+    let queues = with_api_token(sched::queue_routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -158,6 +166,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .merge(datasets)
         .merge(webhooks)
+        .merge(queues)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

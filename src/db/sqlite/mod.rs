@@ -239,6 +239,8 @@ impl Sqlite {
                 };
                 let t = now();
                 let before = rec.job.status;
+                // Rules only ever start or end the latest attempt.
+                let attempt_before = rec.job.sched.attempts.last().cloned();
                 let changes = match rule(&mut rec, t) {
                     Ok(changes) => changes,
                     Err(refused) => return Ok(Err(refused)),
@@ -248,6 +250,11 @@ impl Sqlite {
                 }
                 if changes.job {
                     jobs::update(c, &rec)?;
+                    if let Some(a) = rec.job.sched.attempts.last() {
+                        if attempt_before.as_ref() != Some(a) {
+                            jobs::upsert_attempt(c, id, a)?;
+                        }
+                    }
                     // Only a status change enqueues (metrics and progress never).
                     if rec.job.status != before {
                         if let Some(event) = job_event(rec.job.status) {
@@ -258,7 +265,7 @@ impl Sqlite {
                 let points = changes
                     .points
                     .iter()
-                    .map(|p| metrics::insert(c, id, p, &t))
+                    .map(|p| metrics::insert(c, id, rec.job.sched.attempt, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Ok(Modified::Stored {
                     job: Box::new(rec.job),
@@ -345,6 +352,20 @@ impl Sqlite {
 
     pub(super) async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
         self.read(|c| Ok((metrics::last_id(c)?, jobs::last_change(c)?)))
+            .await
+    }
+
+    pub(super) async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+        self.read(jobs::count_by_queue).await
+    }
+
+    pub(super) async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
+        self.read(jobs::paused_queues).await
+    }
+
+    pub(super) async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| Ok(Ok(jobs::set_queue_paused(c, &name, paused, &now())?)))
             .await
     }
 
