@@ -39,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
+            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints (admin) and see their deliveries')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
@@ -71,7 +72,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--artifact-grace', '--artifact-grace', [CompletionResultType]::ParameterName, 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)')
             [CompletionResult]::new('--idempotency-ttl', '--idempotency-ttl', [CompletionResultType]::ParameterName, 'Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default)')
             [CompletionResult]::new('--webhook-timeout', '--webhook-timeout', [CompletionResultType]::ParameterName, 'Seconds one webhook delivery attempt may take')
-            [CompletionResult]::new('--webhook-retry-base', '--webhook-retry-base', [CompletionResultType]::ParameterName, 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), for up to a day')
+            [CompletionResult]::new('--webhook-retry-base', '--webhook-retry-base', [CompletionResultType]::ParameterName, 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), until WEBHOOK_RETRY_FOR has passed')
+            [CompletionResult]::new('--webhook-retry-for', '--webhook-retry-for', [CompletionResultType]::ParameterName, 'Seconds after its event during which a failing webhook delivery is retried; after that it is recorded as failed (at most 604800, a week)')
             [CompletionResult]::new('--webhooks', '--webhooks', [CompletionResultType]::ParameterName, 'Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start')
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]')
             [CompletionResult]::new('--max-streams', '--max-streams', [CompletionResultType]::ParameterName, 'Most event streams and followed logs open at once; past it they are answered 503')
@@ -709,6 +711,166 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;framework;help;help' {
             break
         }
+        'platform;webhook' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List endpoints (URLs cut after their first path segment, secrets by prefix only)')
+            [CompletionResult]::new('ls', 'ls', [CompletionResultType]::ParameterValue, 'List endpoints (URLs cut after their first path segment, secrets by prefix only)')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon''s configuration are changed there)')
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon''s configuration are changed there)')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`')
+            [CompletionResult]::new('deliveries', 'deliveries', [CompletionResultType]::ParameterValue, 'Show an endpoint''s latest deliveries, newest first: state, attempts, the receiver''s last answer')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;webhook;add' {
+            [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'Only this event type (repeat for more; default: all)')
+            [CompletionResult]::new('--framework', '--framework', [CompletionResultType]::ParameterName, 'Only jobs of this framework (repeat for more; default: all)')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only jobs of this user (repeat for more; default: all)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Body shape: generic JSON, or a Slack incoming-webhook message')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;list' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;ls' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;remove' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;rm' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;test' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;deliveries' {
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many (1–1000)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;webhook;help' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List endpoints (URLs cut after their first path segment, secrets by prefix only)')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon''s configuration are changed there)')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`')
+            [CompletionResult]::new('deliveries', 'deliveries', [CompletionResultType]::ParameterValue, 'Show an endpoint''s latest deliveries, newest first: state, attempts, the receiver''s last answer')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;webhook;help;add' {
+            break
+        }
+        'platform;webhook;help;list' {
+            break
+        }
+        'platform;webhook;help;remove' {
+            break
+        }
+        'platform;webhook;help;test' {
+            break
+        }
+        'platform;webhook;help;deliveries' {
+            break
+        }
+        'platform;webhook;help;help' {
+            break
+        }
         'platform;report' {
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'New status: running, completed, failed or cancelled')
             [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Progress between 0 and 1')
@@ -867,6 +1029,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
+            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints (admin) and see their deliveries')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print the client''s version and the server''s, when reachable')
@@ -965,6 +1128,29 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;help;framework;reload' {
+            break
+        }
+        'platform;help;webhook' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List endpoints (URLs cut after their first path segment, secrets by prefix only)')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon''s configuration are changed there)')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`')
+            [CompletionResult]::new('deliveries', 'deliveries', [CompletionResultType]::ParameterValue, 'Show an endpoint''s latest deliveries, newest first: state, attempts, the receiver''s last answer')
+            break
+        }
+        'platform;help;webhook;add' {
+            break
+        }
+        'platform;help;webhook;list' {
+            break
+        }
+        'platform;help;webhook;remove' {
+            break
+        }
+        'platform;help;webhook;test' {
+            break
+        }
+        'platform;help;webhook;deliveries' {
             break
         }
         'platform;help;report' {

@@ -58,6 +58,9 @@ _platform() {
             platform,version)
                 cmd="platform__subcmd__version"
                 ;;
+            platform,webhook)
+                cmd="platform__subcmd__webhook"
+                ;;
             platform__subcmd__dataset,help)
                 cmd="platform__subcmd__dataset__subcmd__help"
                 ;;
@@ -154,6 +157,9 @@ _platform() {
             platform__subcmd__help,version)
                 cmd="platform__subcmd__help__subcmd__version"
                 ;;
+            platform__subcmd__help,webhook)
+                cmd="platform__subcmd__help__subcmd__webhook"
+                ;;
             platform__subcmd__help__subcmd__dataset,list)
                 cmd="platform__subcmd__help__subcmd__dataset__subcmd__list"
                 ;;
@@ -210,6 +216,21 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__queue,resume)
                 cmd="platform__subcmd__help__subcmd__queue__subcmd__resume"
+                ;;
+            platform__subcmd__help__subcmd__webhook,add)
+                cmd="platform__subcmd__help__subcmd__webhook__subcmd__add"
+                ;;
+            platform__subcmd__help__subcmd__webhook,deliveries)
+                cmd="platform__subcmd__help__subcmd__webhook__subcmd__deliveries"
+                ;;
+            platform__subcmd__help__subcmd__webhook,list)
+                cmd="platform__subcmd__help__subcmd__webhook__subcmd__list"
+                ;;
+            platform__subcmd__help__subcmd__webhook,remove)
+                cmd="platform__subcmd__help__subcmd__webhook__subcmd__remove"
+                ;;
+            platform__subcmd__help__subcmd__webhook,test)
+                cmd="platform__subcmd__help__subcmd__webhook__subcmd__test"
                 ;;
             platform__subcmd__job,artifacts)
                 cmd="platform__subcmd__job__subcmd__artifacts"
@@ -313,6 +334,48 @@ _platform() {
             platform__subcmd__queue__subcmd__help,resume)
                 cmd="platform__subcmd__queue__subcmd__help__subcmd__resume"
                 ;;
+            platform__subcmd__webhook,add)
+                cmd="platform__subcmd__webhook__subcmd__add"
+                ;;
+            platform__subcmd__webhook,deliveries)
+                cmd="platform__subcmd__webhook__subcmd__deliveries"
+                ;;
+            platform__subcmd__webhook,help)
+                cmd="platform__subcmd__webhook__subcmd__help"
+                ;;
+            platform__subcmd__webhook,list)
+                cmd="platform__subcmd__webhook__subcmd__list"
+                ;;
+            platform__subcmd__webhook,ls)
+                cmd="platform__subcmd__webhook__subcmd__list"
+                ;;
+            platform__subcmd__webhook,remove)
+                cmd="platform__subcmd__webhook__subcmd__remove"
+                ;;
+            platform__subcmd__webhook,rm)
+                cmd="platform__subcmd__webhook__subcmd__remove"
+                ;;
+            platform__subcmd__webhook,test)
+                cmd="platform__subcmd__webhook__subcmd__test"
+                ;;
+            platform__subcmd__webhook__subcmd__help,add)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__add"
+                ;;
+            platform__subcmd__webhook__subcmd__help,deliveries)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__deliveries"
+                ;;
+            platform__subcmd__webhook__subcmd__help,help)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__webhook__subcmd__help,list)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__list"
+                ;;
+            platform__subcmd__webhook__subcmd__help,remove)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__remove"
+                ;;
+            platform__subcmd__webhook__subcmd__help,test)
+                cmd="platform__subcmd__webhook__subcmd__help__subcmd__test"
+                ;;
             *)
                 ;;
         esac
@@ -320,7 +383,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset framework report db version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -828,7 +891,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help)
-            opts="serve job queue metrics dataset framework report db version completions man supervise demo-train help"
+            opts="serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1292,6 +1355,90 @@ _platform() {
         platform__subcmd__help__subcmd__version)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook)
+            opts="add list remove test deliveries"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook__subcmd__deliveries)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__webhook__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2310,7 +2457,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --runner --api-token --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhook-retry-for --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2401,6 +2548,10 @@ _platform() {
                     return 0
                     ;;
                 --webhook-retry-base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --webhook-retry-for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2596,6 +2747,304 @@ _platform() {
         platform__subcmd__version)
             opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version add list ls remove rm test deliveries help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__add)
+            opts="-o -v -h -V --event --framework --user --format --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --event)
+                    COMPREPLY=($(compgen -W "job.running job.completed job.failed job.cancelled" -- "${cur}"))
+                    return 0
+                    ;;
+                --framework)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "json slack" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__deliveries)
+            opts="-o -v -h -V --limit --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help)
+            opts="add list remove test deliveries help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__deliveries)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__list)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__remove)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__webhook__subcmd__test)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -42,6 +42,7 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "queue" -d 'List q
 complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
@@ -74,7 +75,8 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -
 complete -c platform -n "__fish_platform_using_subcommand serve" -l artifact-grace -d 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l idempotency-ttl -d 'Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-timeout -d 'Seconds one webhook delivery attempt may take' -r
-complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-base -d 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), for up to a day' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-base -d 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), until WEBHOOK_RETRY_FOR has passed' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-for -d 'Seconds after its event during which a failing webhook delivery is retried; after that it is recorded as failed (at most 604800, a week)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l webhooks -d 'Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-connections -d 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-streams -d 'Most event streams and followed logs open at once; past it they are answered 503' -r
@@ -545,6 +547,125 @@ complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "ls" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "rm" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l event -d 'Only this event type (repeat for more; default: all)' -r -f -a "job.running\t''
+job.completed\t''
+job.failed\t''
+job.cancelled\t''"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l framework -d 'Only jobs of this framework (repeat for more; default: all)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l user -d 'Only jobs of this user (repeat for more; default: all)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l format -d 'Body shape: generic JSON, or a Slack incoming-webhook message' -r -f -a "json\t''
+slack\t''"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l limit -d 'At most this many (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 'A progress line, e.g. "epoch 3/50"' -r
@@ -663,20 +784,21 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -695,4 +817,9 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'

@@ -10,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::errors::root_cause;
+use crate::model::webhook::{CreateWebhook, CreatedWebhook, Delivery, Webhook};
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
     JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
@@ -454,6 +455,47 @@ impl Client {
     /// Maps a failure while streaming a response body.
     pub fn body_error(&self, e: reqwest::Error) -> ClientError {
         self.transport(e)
+    }
+}
+
+/// Webhook endpoints (admin: the API token).
+impl Client {
+    /// `POST /api/v1/webhooks`: the endpoint with its signing secret
+    /// (shown only in this answer).
+    pub async fn add_webhook(&self, req: &CreateWebhook) -> Result<CreatedWebhook, ClientError> {
+        self.call(Method::POST, "/api/v1/webhooks", req).await
+    }
+
+    /// `GET /api/v1/webhooks`.
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/webhooks"))
+            .await
+    }
+
+    /// `DELETE /api/v1/webhooks/{id}`.
+    pub async fn remove_webhook(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/api/v1/webhooks/{id}")))
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /api/v1/webhooks/{id}/test`: the queued delivery.
+    pub async fn test_webhook(&self, id: Uuid) -> Result<Delivery, ClientError> {
+        self.json(self.request(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+            .await
+    }
+
+    /// `GET /api/v1/webhooks/{id}/deliveries`, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: Uuid,
+        limit: Option<u32>,
+    ) -> Result<Vec<Delivery>, ClientError> {
+        let mut rb = self.request(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"));
+        if let Some(n) = limit {
+            rb = rb.query(&[("limit", n)]);
+        }
+        self.json(rb).await
     }
 }
 

@@ -153,7 +153,7 @@ async fn serve(
             allow_private: cfg.webhook_allow_private,
             timeout: cfg.webhook_timeout,
             retry_base: cfg.webhook_retry_base,
-            max_age: std::time::Duration::from_secs(86_400),
+            max_age: cfg.webhook_retry_for,
         },
     ));
     webhooks

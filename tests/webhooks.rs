@@ -1,8 +1,11 @@
 //! Webhooks (issue 16 item 2) against a real daemon and a real receiver in
 //! the test: endpoints over the API, Standard Webhooks signatures checked
 //! with an independent HMAC, retries with backoff against a receiver that
-//! fails then succeeds, pending deliveries resumed after `kill -9`, the
-//! private-target guard, and secrets never listed.
+//! fails then succeeds, the give-up window (`WEBHOOK_RETRY_FOR`), pending
+//! deliveries resumed after `kill -9`, callbacks unaffected by a receiver
+//! that hangs, endpoints from the configuration file, the private-target
+//! guard, secrets and secret-bearing URLs never listed, and the
+//! `platform webhook` commands.
 
 mod common;
 
@@ -14,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::api::*;
-use common::{Daemon, Opts};
+use common::{stderr, stdout, Daemon, Opts};
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -268,4 +271,322 @@ async fn private_targets_are_refused_unless_allowed_and_endpoints_are_managed() 
         get(&d, &format!("{path}/deliveries")).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn deliveries_are_given_up_after_webhook_retry_for() {
+    let rx = Receiver::start(usize::MAX).await;
+    // Retries at 0.3 s, then 1.2 s later: the second retry would fall
+    // after the one-second window, so the delivery is given up.
+    let d = daemon(&[("WEBHOOK_RETRY_FOR", "1")]);
+    let hook = add(&d, json!({"url": rx.url})).await;
+    let id = create_id(&d, "alice").await;
+    cancel(&d, &id).await;
+    let list = common::eventually(15, "a delivery given up", || async {
+        let l = deliveries(&d, &hook).await;
+        (l.first().is_some_and(|x| x["state"] == "failed")).then_some(l)
+    })
+    .await;
+    assert_eq!(list[0]["attempts"], 2, "{list:?}");
+    assert_eq!(list[0]["last_status"], 500);
+    assert!(list[0]["finished_at"].is_string(), "{list:?}");
+    assert!(list[0]["next_attempt_at"].is_null(), "{list:?}");
+    let bad = common::api::serve_outcome(&[], &[("WEBHOOK_RETRY_FOR", "0")]);
+    assert_eq!(bad.0, Some(2), "{}", bad.1);
+    assert!(bad.1.contains("--webhook-retry-for"), "{}", bad.1);
+}
+
+/// A receiver that accepts connections and never answers (nor closes them).
+async fn hanging_receiver() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_does_not_hold_up_callbacks_or_status_changes() {
+    let (url, accepted) = hanging_receiver().await;
+    // Each attempt may hang for a minute.
+    let d = Daemon::start_with(Opts {
+        envs: vec![
+            ("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()),
+            ("WEBHOOK_TIMEOUT".into(), "60".into()),
+        ],
+        ..Opts::default().capturing()
+    });
+    let hook = add(&d, json!({"url": url})).await;
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        jobs.push(job_with_token(&d, "alice").await);
+    }
+    // The five job.running deliveries are being sent, and hang.
+    common::eventually(15, "attempts hanging on the receiver", || async {
+        (accepted.load(Ordering::SeqCst) >= 5).then_some(())
+    })
+    .await;
+    // 200 callbacks with metrics, all applied while the deliveries hang.
+    for seq in 1..=40 {
+        for (id, token) in &jobs {
+            let body = json!({"status": "running", "sequence": seq, "progress": seq as f64 / 100.0,
+                "metrics": {"loss": 1.0 / seq as f64}});
+            let (status, ack) = callback(&d, id, Some(token), &body).await;
+            assert_eq!(status, StatusCode::OK, "{ack}");
+            assert_eq!(ack["applied"], true, "{ack}");
+        }
+    }
+    // Status changes commit too, each queueing one more delivery.
+    for (id, token) in &jobs[..4] {
+        let body = json!({"status": "completed", "sequence": 41, "progress": 1.0});
+        let (status, ack) = callback(&d, id, Some(token), &body).await;
+        assert_eq!(status, StatusCode::OK, "{ack}");
+        assert_eq!(job(&d, id).await["status"], "completed");
+    }
+    for (id, _) in &jobs {
+        assert_eq!(stored_points(&d, id), 40);
+    }
+    let list = common::eventually(15, "every delivery in flight", || async {
+        let l = deliveries(&d, &hook).await;
+        (l.len() == 9 && l.iter().all(|x| x["attempts"] == 1)).then_some(l)
+    })
+    .await;
+    let completed = list
+        .iter()
+        .filter(|x| x["event"] == "job.completed")
+        .count();
+    assert_eq!(completed, 4, "{list:?}");
+    // All of that happened while every attempt was still hanging: none has
+    // an outcome yet, so nothing above waited for the receiver.
+    for x in &list {
+        assert_eq!(x["state"], "pending", "{x}");
+        assert!(
+            x["last_status"].is_null() && x["last_error"].is_null(),
+            "{x}"
+        );
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 9);
+}
+
+#[tokio::test]
+async fn configured_endpoints_are_delivered_signed_and_cannot_be_removed() {
+    let rx = Receiver::start(0).await;
+    let secret = format!(
+        "whsec_{}",
+        STANDARD.encode(b"a configured secret, 32 bytes!!!")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let hooks = json!([{"url": rx.url, "secret": secret, "events": ["job.cancelled"]}]);
+    std::fs::write(
+        &config,
+        format!("webhook_allow_private = true\nwebhooks = '{hooks}'\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_with(Opts {
+        envs: vec![("PLATFORM_CONFIG".into(), config.display().to_string())],
+        ..Opts::default().held()
+    });
+    let (_, list) = get(&d, HOOKS).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let hook = list[0].clone();
+    assert_eq!(hook["source"], "config");
+    assert_eq!(hook["events"], json!(["job.cancelled"]));
+    assert!(!list.to_string().contains(&secret), "{list}");
+
+    let id = create_id(&d, "alice").await;
+    cancel(&d, &id).await;
+    let got = common::eventually(15, "the configured endpoint's delivery", || async {
+        let r = rx.requests();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    verify(&secret, &got[0].0, &got[0].1);
+    let event: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(
+        (event["type"].clone(), event["data"]["id"].clone()),
+        (json!("job.cancelled"), json!(id))
+    );
+
+    let path = format!("{HOOKS}/{}", hook["id"].as_str().unwrap());
+    let resp = d.http().delete(d.at(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("configuration"),
+        "{body}"
+    );
+    let (code, _, err) = cli(&d, &["webhook", "remove", hook["id"].as_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_one_error_line(&err);
+    assert!(err.contains("configuration"), "{err}");
+    assert_eq!(get(&d, &path).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn listed_urls_never_show_their_secret_part() {
+    let rx = Receiver::start(0).await;
+    let d = daemon(&[]);
+    let origin = rx.url.trim_end_matches("/hook");
+    let slack = format!("{origin}/services/T0001/B0002/sEcReTtOkEn");
+    let (status, created) = post(&d, HOOKS, &json!({"url": slack, "format": "slack"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    // The create's answer shows the URL in full, that once.
+    assert_eq!(created["url"], slack.as_str());
+    let shown = format!("{origin}/services/…");
+    let (_, list) = get(&d, HOOKS).await;
+    assert_eq!(list[0]["url"], shown.as_str());
+    let (_, one) = get(&d, &format!("{HOOKS}/{}", created["id"].as_str().unwrap())).await;
+    assert_eq!(one["url"], shown.as_str());
+    for args in [&["webhook", "list"][..], &["webhook", "list", "-o", "json"]] {
+        let (code, out, err) = cli(&d, args);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&shown), "{out}");
+        assert!(
+            !out.contains("sEcReTtOkEn") && !out.contains("B0002"),
+            "{out}"
+        );
+    }
+    // Deliveries still go to the full URL (here a 404 from the receiver).
+    let (status, _) = post(
+        &d,
+        &format!("{HOOKS}/{}/test", created["id"].as_str().unwrap()),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let l = common::eventually(15, "an attempt", || async {
+        let l = deliveries(&d, &created).await;
+        (l.first().is_some_and(|x| x["last_status"].is_i64())).then_some(l)
+    })
+    .await;
+    assert_eq!(l[0]["last_status"], 404, "{l:?}");
+}
+
+/// Runs `platform …` against `d`: exit code, stdout, stderr.
+fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let o = d.cli(args);
+    (o.status.code().expect("exit code"), stdout(&o), stderr(&o))
+}
+
+#[track_caller]
+fn assert_one_error_line(err: &str) {
+    assert_eq!(err.trim().lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_cli_adds_lists_tests_and_removes_endpoints() {
+    let rx = Receiver::start(0).await;
+    let d = daemon(&[]);
+    let (code, out, err) = cli(
+        &d,
+        &[
+            "webhook",
+            "add",
+            &rx.url,
+            "--event",
+            "job.cancelled",
+            "--event",
+            "job.failed",
+            "--user",
+            "alice",
+            "--framework",
+            "demo",
+            "--format",
+            "slack",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap_or_else(|| panic!("no secret in {out}"))
+        .to_string();
+    assert!(secret.starts_with("whsec_"), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("added webhook "))
+        .unwrap_or_else(|| panic!("no id in {out}"))
+        .to_string();
+
+    let (code, out, err) = cli(&d, &["webhook", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["events"], json!(["job.cancelled", "job.failed"]));
+    assert_eq!(list[0]["users"], json!(["alice"]));
+    assert_eq!(list[0]["frameworks"], json!(["demo"]));
+    assert_eq!(list[0]["format"], "slack");
+    assert!(!out.contains(&secret), "{out}");
+    let (_, table, _) = cli(&d, &["webhook", "list"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("URL") && header.contains("SOURCE"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&id) && table.contains("job.cancelled,job.failed"),
+        "{table}"
+    );
+
+    let (code, out, err) = cli(&d, &["webhook", "test", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("webhook.test"), "{out}");
+    let got = common::eventually(15, "the test event", || async {
+        let r = rx.requests();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    verify(&secret, &got[0].0, &got[0].1);
+    let delivered = common::eventually(15, "a delivered test event", || async {
+        let (_, out, _) = cli(
+            &d,
+            &["webhook", "deliveries", &id, "--limit", "5", "-o", "json"],
+        );
+        let l: Value = serde_json::from_str(&out).ok()?;
+        (l[0]["state"] == "delivered").then_some(l)
+    })
+    .await;
+    assert_eq!(delivered.as_array().unwrap().len(), 1);
+    assert_eq!(delivered[0]["event"], "webhook.test");
+    let (_, table, _) = cli(&d, &["webhook", "deliveries", &id]);
+    assert!(table.lines().next().unwrap().contains("STATE"), "{table}");
+    assert!(
+        table.contains("delivered") && table.contains("204"),
+        "{table}"
+    );
+
+    // Bad input: a usage error (2) or the API's refusal (1), one line each.
+    for (args, want) in [
+        (vec!["webhook", "test", "nope"], 2),
+        (
+            vec!["webhook", "add", &rx.url, "--event", "job.exploded"],
+            2,
+        ),
+        (vec!["webhook", "deliveries", &id, "--limit", "0"], 2),
+        (vec!["webhook", "add", "ftp://example.com/x"], 1),
+        (vec!["webhook", "list", "-o", "csv"], 2),
+    ] {
+        let (code, out, err) = cli(&d, &args);
+        assert_eq!(code, want, "{args:?}: {out} {err}");
+        assert!(err.trim().starts_with("error:"), "{args:?}: {err}");
+    }
+    let (code, out, err) = cli(&d, &["webhook", "remove", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("removed webhook {id}"));
+    let (_, out, _) = cli(&d, &["webhook", "list", "-o", "json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+    let (code, _, err) = cli(&d, &["webhook", "remove", &id]);
+    assert_eq!(code, 1);
+    assert_one_error_line(&err);
+    assert!(err.contains("not found"), "{err}");
 }

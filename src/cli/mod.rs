@@ -28,6 +28,7 @@ pub(crate) mod suggest;
 pub(crate) mod tracker;
 pub(crate) mod transfer;
 pub(crate) mod watch;
+pub(crate) mod webhook;
 
 pub use exit::Exit;
 pub use suggest::parse;
@@ -116,6 +117,9 @@ pub enum Command {
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
+    /// Manage webhook endpoints (admin) and see their deliveries.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
@@ -152,6 +156,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
+        Command::Webhook(cmd) => webhook::run(&global, &out, cmd).await,
         Command::Report(args) => report::run(args).await,
         Command::DemoTrain => match crate::trainer::demo::run().await {
             0 => Ok(()),

@@ -168,9 +168,13 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub webhook_timeout: Duration,
 
-    /// Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), for up to a day.
+    /// Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), until WEBHOOK_RETRY_FOR has passed.
     #[arg(long, env = "WEBHOOK_RETRY_BASE", default_value = "5", value_name = "SECONDS", value_parser = seconds)]
     pub webhook_retry_base: Duration,
+
+    /// Seconds after its event during which a failing webhook delivery is retried; after that it is recorded as failed (at most 604800, a week).
+    #[arg(long, env = "WEBHOOK_RETRY_FOR", default_value = "86400", value_name = "SECONDS", value_parser = retry_window)]
+    pub webhook_retry_for: Duration,
 
     /// Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start.
     #[arg(long, env = "WEBHOOKS", value_name = "JSON", hide_env_values = true)]
@@ -221,14 +225,24 @@ pub struct ServeArgs {
     pub kube: KubeArgs,
 }
 
-/// A positive, finite number of seconds.
+/// A positive, finite number of seconds, at most a day.
 fn seconds(s: &str) -> Result<Duration, String> {
+    seconds_at_most(s, 86_400)
+}
+
+/// A positive, finite number of seconds, at most a week: how long webhook
+/// deliveries are retried (receivers down over a weekend still get them).
+fn retry_window(s: &str) -> Result<Duration, String> {
+    seconds_at_most(s, 604_800)
+}
+
+fn seconds_at_most(s: &str, max: u32) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite() && *x > 0.0 && *x <= 86_400.0)
+        .filter(|x| x.is_finite() && *x > 0.0 && *x <= f64::from(max))
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("expected a number of seconds above 0 (at most 86400), not {s:?}"))
+        .ok_or_else(|| format!("expected a number of seconds above 0 (at most {max}), not {s:?}"))
 }
 
 /// A scheduling limit in seconds (fractions allowed; at most a year).

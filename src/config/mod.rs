@@ -116,6 +116,8 @@ pub struct ServerConfig {
     pub webhook_timeout: std::time::Duration,
     /// The first webhook retry's delay.
     pub webhook_retry_base: std::time::Duration,
+    /// How long after its event a webhook delivery is retried.
+    pub webhook_retry_for: std::time::Duration,
     /// Configured webhook endpoints (`WEBHOOKS`), each with its secret.
     pub configured_webhooks: Vec<(crate::model::webhook::CreateWebhook, String)>,
     /// Cancel trainers on shutdown.
@@ -209,6 +211,7 @@ impl ServerConfig {
             webhook_allow_private: args.webhook_allow_private,
             webhook_timeout: args.webhook_timeout,
             webhook_retry_base: args.webhook_retry_base,
+            webhook_retry_for: args.webhook_retry_for,
             configured_webhooks: match &args.webhooks {
                 Some(text) => parse_webhooks(text)?,
                 None => Vec::new(),
@@ -265,7 +268,7 @@ fn parse_webhooks(
             if c.secret.trim().len() < 16 {
                 return Err(ConfigError::Webhooks(format!(
                     "the secret of {} is shorter than 16 characters",
-                    c.hook.url
+                    crate::model::webhook::shown_url(&c.hook.url)
                 )));
             }
             Ok((c.hook, c.secret))

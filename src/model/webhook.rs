@@ -120,13 +120,41 @@ impl CreateWebhook {
     }
 }
 
+/// What lists show of a webhook URL: scheme, host and port, and the
+/// path's first segment when more follow; everything else (later
+/// segments, query, fragment, user info) becomes `…`. Incoming-webhook
+/// URLs (Slack's `https://hooks.slack.com/services/T…/B…/<token>`,
+/// Discord's, Teams') carry their credential in the path, so a listed URL
+/// is a secret unless it is cut; a lone segment may be the token itself,
+/// so it is cut too.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let origin = format!("{scheme}://{host}");
+    if tail.is_empty() || tail == "/" {
+        return format!("{origin}{tail}");
+    }
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [first, _, ..] => format!("{origin}/{first}/…"),
+        _ => format!("{origin}/…"),
+    }
+}
+
 /// A webhook endpoint as the API lists it: its secret is never shown
-/// again after the create, only its first characters.
+/// again after the create, only its first characters, and its URL only as
+/// [`shown_url`] cuts it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Webhook {
     /// Id (UUID v7).
     pub id: Uuid,
-    /// Target URL.
+    /// Target URL. Lists and `GET` show only its scheme, host and the
+    /// path's first segment (when more follow), the rest as `…`: URLs such
+    /// as Slack's carry their secret in the path. The create's answer shows
+    /// it in full, that once.
     pub url: String,
     /// Body shape.
     pub format: WebhookFormat,
@@ -233,4 +261,35 @@ pub enum AttemptOutcome {
         /// What went wrong, one line.
         error: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn listed_urls_keep_the_origin_and_the_first_segment_only() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+                "https://hooks.slack.com/services/…",
+            ),
+            (
+                "https://discord.com/api/webhooks/123/tok",
+                "https://discord.com/api/…",
+            ),
+            ("https://example.com/s3cr3t-token", "https://example.com/…"),
+            (
+                "http://127.0.0.1:9000/hook?key=abc",
+                "http://127.0.0.1:9000/…",
+            ),
+            ("https://user:pw@example.com/a/b", "https://example.com/a/…"),
+            ("https://example.com/", "https://example.com/"),
+            ("https://example.com", "https://example.com"),
+            ("https://example.com?token=x", "https://example.com/…"),
+            ("http://[::1]:8080/a/b#frag", "http://[::1]:8080/a/…"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+    }
 }

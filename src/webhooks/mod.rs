@@ -6,8 +6,9 @@
 //! callback path only ever writes one row per endpoint and never waits on a
 //! receiver. [`deliver::run`] claims due deliveries, signs them (Standard
 //! Webhooks), sends them with a timeout and no redirects, and records each
-//! attempt, retrying with exponential backoff for up to a day. A restarted
-//! daemon picks up whatever was still pending.
+//! attempt, retrying with exponential backoff for up to a day
+//! (`WEBHOOK_RETRY_FOR`). A restarted daemon picks up whatever was still
+//! pending.
 
 pub mod deliver;
 pub mod sign;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use crate::db::{self, Db, DbError};
 use crate::model::webhook::{
-    CreateWebhook, CreatedWebhook, Delivery, Webhook, WebhookRecord, TEST_EVENT,
+    shown_url, CreateWebhook, CreatedWebhook, Delivery, Webhook, WebhookRecord, TEST_EVENT,
 };
 use crate::model::ValidationError;
 
@@ -51,9 +52,10 @@ pub struct WebhookConfig {
     /// Time one attempt may take.
     pub timeout: std::time::Duration,
     /// The first retry's delay; each later one is four times longer (capped
-    /// at four hours) until a day after the event.
+    /// at four hours) until `max_age` after the event.
     pub retry_base: std::time::Duration,
-    /// How long after its event a delivery is retried before giving up.
+    /// How long after its event a delivery is retried before giving up
+    /// (`WEBHOOK_RETRY_FOR`, a day by default).
     pub max_age: std::time::Duration,
 }
 
@@ -126,25 +128,19 @@ impl Webhooks {
         })
     }
 
-    /// Every endpoint (secrets shown by prefix only).
+    /// Every endpoint, as lists show it (see [`shown`]).
     pub async fn list(&self) -> Result<Vec<Webhook>, WebhookError> {
-        Ok(self
-            .db
-            .webhooks()
-            .await?
-            .into_iter()
-            .map(|r| r.webhook)
-            .collect())
+        Ok(self.db.webhooks().await?.into_iter().map(shown).collect())
     }
 
-    /// One endpoint.
+    /// One endpoint, as lists show it (see [`shown`]).
     pub async fn get(&self, id: Uuid) -> Result<Webhook, WebhookError> {
-        Ok(self
-            .db
-            .webhook(id)
-            .await?
-            .ok_or(WebhookError::NotFound(id))?
-            .webhook)
+        Ok(shown(
+            self.db
+                .webhook(id)
+                .await?
+                .ok_or(WebhookError::NotFound(id))?,
+        ))
     }
 
     /// Removes an endpoint added over the API, with its deliveries.
@@ -173,6 +169,16 @@ impl Webhooks {
     pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, WebhookError> {
         self.get(id).await?;
         Ok(self.db.deliveries(id, limit).await?)
+    }
+}
+
+/// An endpoint as the API shows it after its create: the secret by its
+/// prefix only, the URL cut to its origin and first path segment (it may
+/// hold a credential, as Slack's do).
+fn shown(rec: WebhookRecord) -> Webhook {
+    Webhook {
+        url: shown_url(&rec.webhook.url),
+        ..rec.webhook
     }
 }
 
