@@ -133,7 +133,7 @@ async fn serve(
     let queues = Arc::new(cfg.queues.clone());
     let jobs = Arc::new(Jobs::new(
         db.clone(),
-        Events::new(),
+        Events::with_capacity(cfg.test_event_capacity.unwrap_or(crate::events::CAPACITY)),
         registry.clone(),
         store.clone(),
         JobsConfig {

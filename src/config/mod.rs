@@ -137,6 +137,8 @@ pub struct ServerConfig {
     /// Test-only cap on the database's size in pages
     /// (`PLATFORM_TEST_DB_MAX_PAGES`).
     pub test_db_max_pages: Option<u64>,
+    /// Test-only event hub capacity (`PLATFORM_TEST_EVENT_CAPACITY`).
+    pub test_event_capacity: Option<usize>,
 }
 
 /// How the HTTP server treats connections.
@@ -235,7 +237,8 @@ impl ServerConfig {
                 idle_timeout: args.idle_timeout,
             },
             max_auth_failures: args.max_auth_failures,
-            test_db_max_pages: test_db_max_pages(),
+            test_db_max_pages: test_env("PLATFORM_TEST_DB_MAX_PAGES"),
+            test_event_capacity: test_env("PLATFORM_TEST_EVENT_CAPACITY"),
         })
     }
 }
@@ -276,13 +279,13 @@ fn parse_webhooks(
         .collect()
 }
 
-/// `PLATFORM_TEST_DB_MAX_PAGES`: a cap on the database's size in pages, so
-/// that tests get a real `SQLITE_FULL` without filling a disk. Read from
-/// the environment only (no flag, no help text): it is not for operators.
-fn test_db_max_pages() -> Option<u64> {
-    std::env::var("PLATFORM_TEST_DB_MAX_PAGES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
+/// Test hooks, read from the environment only (no flag, no help text: they
+/// are not for operators): `PLATFORM_TEST_DB_MAX_PAGES` caps the database
+/// in pages, so tests get a real `SQLITE_FULL` without filling a disk;
+/// `PLATFORM_TEST_EVENT_CAPACITY` shrinks the event hub, so a test can make
+/// a subscriber lag whatever the machine's socket buffers hold.
+fn test_env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 /// The API token as configured, trimmed. Unset is no token; a value that

@@ -385,13 +385,7 @@ impl Sqlite {
         recs: Vec<WebhookRecord>,
     ) -> Result<(), DbError> {
         self.writer
-            .write(move |c| {
-                webhooks::delete_source(c, source)?;
-                for rec in &recs {
-                    webhooks::insert(c, rec)?;
-                }
-                Ok(Ok(()))
-            })
+            .write(move |c| Ok(Ok(webhooks::replace_source(c, source, &recs)?)))
             .await
     }
 
