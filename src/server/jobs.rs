@@ -41,9 +41,10 @@ pub struct CreateQuery {
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 404, description = "A job named in `after` does not exist", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
-        (status = 422, description = "Invalid field or query, unknown framework, or a dataset missing from the store", body = ErrorBody),
+        (status = 422, description = "Invalid field or query, unknown framework or queue, or a dataset missing from the store", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn create_job(
