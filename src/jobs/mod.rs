@@ -79,6 +79,9 @@ pub enum JobError {
         /// Its status.
         status: JobStatus,
     },
+    /// A job named in `after` does not exist (404).
+    #[error("job {0} named in `after` does not exist; a job can only wait for existing jobs")]
+    NoSuchDependency(Uuid),
     /// No queue has this name (404).
     #[error("unknown queue {name:?}; configured queues: {known}")]
     UnknownQueue {

@@ -81,11 +81,7 @@ impl Jobs {
         let mut after = Vec::new();
         for dep in &r.after {
             if self.db.job(*dep).await?.is_none() {
-                return Err(ValidationError::new(
-                    "after",
-                    format!("job {dep} does not exist (a job can only wait for existing jobs)"),
-                )
-                .into());
+                return Err(JobError::NoSuchDependency(*dep));
             }
             if !after.contains(dep) {
                 after.push(*dep);
@@ -150,6 +146,16 @@ impl Jobs {
                 kueue_queue: q.kueue_queue.clone(),
             })
             .collect())
+    }
+
+    /// The configured queues' names.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.cfg
+            .queues
+            .all()
+            .iter()
+            .map(|q| q.name.clone())
+            .collect()
     }
 
     /// The names of paused queues.

@@ -302,8 +302,8 @@ pub struct JobListQuery {
     /// Only the job with this number (≥ 1).
     #[param(minimum = 1)]
     pub number: Option<i64>,
-    /// Only jobs in this queue.
-    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
+    /// Only jobs in this queue (empty: any).
+    #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     pub queue: Option<String>,
 }
 

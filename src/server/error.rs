@@ -171,7 +171,9 @@ impl From<JobError> for ApiError {
                 detail: e.to_string(),
                 status: Some(status),
             },
-            JobError::UnknownQueue { .. } => ApiError::NotFound(e.to_string()),
+            JobError::UnknownQueue { .. } | JobError::NoSuchDependency(_) => {
+                ApiError::NotFound(e.to_string())
+            }
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
             JobError::Storage(s) => s.into(),

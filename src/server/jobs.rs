@@ -59,10 +59,11 @@ pub struct CreateQuery {
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
         (status = 400, description = "Malformed JSON body or Idempotency-Key header", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 404, description = "A job named in `after` does not exist", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
-        (status = 422, description = "Invalid field or query, unknown framework, a dataset missing from the store, or an Idempotency-Key already used for a different body", body = ErrorBody),
+        (status = 422, description = "Invalid field or query, unknown framework or queue, a dataset missing from the store, or an Idempotency-Key already used for a different body", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn create_job(

@@ -127,6 +127,7 @@ impl utoipa::Modify for Uploads {
 pub fn document(st: &AppState) -> Document {
     let mut doc = ApiDoc::openapi();
     restrict_frameworks(&mut doc, &st.registry.current().names());
+    restrict_queues(&mut doc, &st.jobs.queue_names());
     if !st.api_token.is_required() {
         drop_api_token(&mut doc);
     }
@@ -143,6 +144,22 @@ fn restrict_frameworks(doc: &mut Document, names: &[String]) {
     };
     if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("framework") {
         field.enum_values = Some(names.iter().map(|n| n.as_str().into()).collect());
+    }
+}
+
+/// `CreateJob.queue` accepts exactly the configured queues.
+fn restrict_queues(doc: &mut Document, names: &[String]) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateJob") else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("queue") {
+        // The field is optional and nullable: null takes `default`.
+        let mut values: Vec<serde_json::Value> = names.iter().map(|n| n.as_str().into()).collect();
+        values.push(serde_json::Value::Null);
+        field.enum_values = Some(values);
     }
 }
 
