@@ -10,12 +10,20 @@
 # latency, how many callbacks were applied and stored, and the daemon's
 # peak RSS.
 #
+# With HANGING_WEBHOOK=1, a webhook endpoint (every event) points at a
+# receiver on loopback that accepts connections and never answers
+# (--webhook-allow-private, WEBHOOK_TIMEOUT=60 s): the jobs' `running`
+# deliveries hang in flight for the whole run, and the figures show
+# whether that slows the callback path (issue 16: it must not). Run it
+# interleaved with and without to compare.
+#
 # Usage: benches/callback_load.sh
 # Knobs (environment): JOBS=100 CONNECTIONS=32 THREADS=2 DURATION=20s
 #   READ_DURATION=10s BIN=path/to/platform (skips the build)
 #   AUTH=none|api|user: user routes open (default), behind PLATFORM_API_TOKEN,
 #   or read with a user token (`plt_…`, created through /api/v1/users) —
 #   the token lookup on the job-list and job-get paths.
+#   HANGING_WEBHOOK=1 (see above)
 # Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl.
 set -euo pipefail
 
@@ -27,6 +35,7 @@ READ_DURATION=${READ_DURATION:-10s}
 AUTH=${AUTH:-none}
 case "$AUTH" in none|api|user) ;; *) echo "callback_load: AUTH is none, api or user" >&2; exit 2 ;; esac
 api_token="bench-operator-token-$RANDOM$RANDOM-0123456789"
+HANGING_WEBHOOK=${HANGING_WEBHOOK:-0}
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -43,10 +52,15 @@ fi
 
 tmp=$(mktemp -d)
 daemon_pid=""
+receiver_pid=""
 cleanup() {
   if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill -TERM "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
+  fi
+  if [[ -n "$receiver_pid" ]]; then
+    kill "$receiver_pid" 2>/dev/null || true
+    wait "$receiver_pid" 2>/dev/null || true
   fi
   rm -rf "$tmp"
 }
@@ -67,6 +81,29 @@ PY
   fi
 }
 
+hook_flags=()
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  need python3 "apt-get install -y python3"
+  echo "== starting a webhook receiver that accepts and never answers"
+  python3 -u - >"$tmp/receiver.port" 2>"$tmp/receiver.log" <<'PY' &
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1024)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    conn, _ = s.accept()
+    held.append(conn)
+    print(len(held), file=__import__("sys").stderr, flush=True)
+PY
+  receiver_pid=$!
+  for _ in $(seq 1 100); do [[ -s "$tmp/receiver.port" ]] && break; sleep 0.05; done
+  receiver_port=$(head -1 "$tmp/receiver.port")
+  [[ -n "$receiver_port" ]] || { echo "the receiver did not start" >&2; exit 1; }
+  hook_flags=(--webhook-allow-private --webhook-timeout 60)
+fi
+
 echo "== starting platform serve (data in $tmp/data)"
 # The stand-in trainer (replacing `demo`) writes its token and sleeps, so no
 # trainer competes for the CPU; the dataset URI is made up, so the store
@@ -79,7 +116,8 @@ env = { TOKENS = "$tmp/tokens" }
 TOML
 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
   --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off \
-  $([[ $AUTH == none ]] || echo --api-token "$api_token") >"$tmp/serve.log" 2>&1 &
+  $([[ $AUTH == none ]] || echo --api-token "$api_token") \
+  ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
 for _ in $(seq 1 200); do
@@ -103,6 +141,12 @@ case "$AUTH" in
 esac
 auth_header=()
 [[ -n "$read_token" ]] && auth_header=(-H "authorization: Bearer $read_token")
+
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  curl -sSf -o /dev/null "${auth_header[@]}" -X POST "$url/api/v1/webhooks" -H 'content-type: application/json' \
+    -d "{\"url\":\"http://127.0.0.1:$receiver_port/hook\"}"
+  echo "   webhook -> http://127.0.0.1:$receiver_port/hook (hangs)"
+fi
 
 echo "== creating $JOBS jobs (auth: $AUTH)"
 for i in $(seq 1 "$JOBS"); do
@@ -171,4 +215,7 @@ awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="${applied:-0}" 'BEGIN
   if (n > 0) printf "daemon CPU per callback: %.0f us (user+system)\n", t / hz * 1e6 / n }'
 echo "disk: ${sync_ms:-?} ms per synchronous 16 KiB write (dd oflag=dsync)"
 echo "daemon peak RSS (VmHWM): $rss_peak (now $rss_now)"
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  echo "hanging webhook: $(sql "SELECT COUNT(*) FROM webhook_deliveries") deliveries queued, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending' AND attempts > 0 AND last_error IS NULL") in flight with no answer, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'pending'") finished; receiver holds $(tail -1 "$tmp/receiver.log" 2>/dev/null || echo 0) connections"
+fi
 echo "target: >= 15000 callbacks/s with p99 < 10ms at concurrency 32"

@@ -41,6 +41,7 @@ use crate::server::{self, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
 use crate::users::{Bootstrap, Users, ADMIN_NAME};
+use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -130,15 +131,21 @@ async fn serve(
             tracing::error!(error = %e, "cannot listen for SIGHUP; reload trainers with `platform framework reload`")
         }
     }
+    let queues = Arc::new(cfg.queues.clone());
     let jobs = Arc::new(Jobs::new(
         db.clone(),
-        Events::new(),
+        Events::with_capacity(cfg.test_event_capacity.unwrap_or(crate::events::CAPACITY)),
         registry.clone(),
         store.clone(),
         JobsConfig {
+            queues: queues.clone(),
+            max_job_duration: cfg.max_job_duration,
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            stale_after: cfg.stale_after,
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
+            idempotency_ttl: cfg.idempotency_ttl,
         },
     ));
     let users = Arc::new(Users::new(
@@ -162,6 +169,24 @@ async fn serve(
             "created the first admin user; its API token is in the token file (readable only by this user): sign in with `platform login --token-stdin < FILE`, then delete the file"
         ),
     }
+    let webhooks = Arc::new(Webhooks::new(
+        db.clone(),
+        WebhookConfig {
+            allow_private: cfg.webhook_allow_private,
+            timeout: cfg.webhook_timeout,
+            retry_base: cfg.webhook_retry_base,
+            max_age: cfg.webhook_retry_for,
+        },
+    ));
+    webhooks
+        .configure(cfg.configured_webhooks.clone())
+        .await
+        .context("cannot set up the configured webhooks (WEBHOOKS)")?;
+    let deliveries = tokio::spawn(crate::webhooks::deliver::run(
+        webhooks.clone(),
+        jobs.subscribe(),
+        shutdown.child_token(),
+    ));
     // Bind first: trainers are told the address actually bound (port 0 works).
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
@@ -188,17 +213,13 @@ async fn serve(
         }),
     ));
     let scheduler = tokio::spawn(
-        Scheduler::new(
-            jobs.clone(),
-            runner.clone(),
-            specs.clone(),
-            cfg.max_concurrent_jobs,
-        )
-        .hold(cfg.hold_jobs)
-        .run(shutdown.child_token()),
+        Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
+            .hold(cfg.hold_jobs)
+            .run(shutdown.child_token()),
     );
     let state = AppState {
         jobs,
+        webhooks,
         store: store.clone(),
         runner: runner.clone(),
         specs,
@@ -229,6 +250,7 @@ async fn serve(
     shutdown.cancel();
     tracing::info!("shutting down: in-flight requests finished");
     let _ = scheduler.await;
+    let _ = deliveries.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
 }

@@ -92,9 +92,14 @@ impl Jobs {
         audit: Option<AuditEntry>,
     ) -> Result<Job, JobError> {
         let job = self.db.create_job_audited(rec, audit).await?;
+        Ok(self.created(job))
+    }
+
+    /// Counts and announces a job just stored.
+    pub(super) fn created(&self, job: Job) -> Job {
         metrics::counter!("platform_jobs_created_total").increment(1);
         self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
+        job
     }
 }
 
@@ -119,6 +124,7 @@ mod tests {
             framework: "demo".into(),
             dataset_s3_uri: "s3://b/d".into(),
             config: None,
+            sched: Default::default(),
         }
     }
 

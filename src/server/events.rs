@@ -243,7 +243,8 @@ fn wants(scope: FeedScope, job: Uuid) -> bool {
 /// Something read from the database, waiting to be sent.
 enum Out {
     Ready,
-    Job(Job),
+    // Boxed: a job (with its attempts) dwarfs a point.
+    Job(Box<Job>),
     Metric(Metric),
 }
 
@@ -288,7 +289,7 @@ impl Feed {
         if matches!(self.scope, FeedScope::Job(_)) && job.status.is_terminal() {
             self.terminal = true;
         }
-        self.queue.push_back(Out::Job(job));
+        self.queue.push_back(Out::Job(Box::new(job)));
     }
 
     /// Whether the stream has nothing more to send, ever.

@@ -84,6 +84,29 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
             text.push_str(&format!("platform_jobs{{status=\"{status}\"}} {n}\n"));
         }
     }
+    if let Ok(queues) = st.jobs.queues().await {
+        text.push_str(
+            "# HELP platform_queue_jobs Pending and running jobs per queue.\n# TYPE platform_queue_jobs gauge\n",
+        );
+        for q in &queues {
+            for (status, n) in [("pending", q.pending), ("running", q.running)] {
+                text.push_str(&format!(
+                    "platform_queue_jobs{{queue=\"{}\",status=\"{status}\"}} {n}\n",
+                    q.name
+                ));
+            }
+        }
+        text.push_str(
+            "# HELP platform_queue_paused Whether a queue is paused (1) or not (0).\n# TYPE platform_queue_paused gauge\n",
+        );
+        for q in &queues {
+            text.push_str(&format!(
+                "platform_queue_paused{{queue=\"{}\"}} {}\n",
+                q.name,
+                u8::from(q.paused)
+            ));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -27,9 +27,11 @@ pub mod openapi;
 mod ratelimit;
 mod responses;
 pub mod runs;
+pub mod sched;
 pub mod streams;
 pub mod ui;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,6 +65,8 @@ use error::ApiError;
 pub struct AppState {
     /// The job service (lifecycle rules, reads, the event hub).
     pub jobs: Arc<Jobs>,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The object store (datasets, artifacts, archived logs).
     pub store: Arc<Store>,
     /// The runner (live logs, dry-run plans).
@@ -93,7 +97,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let user_api = Router::new()
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
-        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get_job)
+                .delete(jobs::cancel_job)
+                .patch(sched::update_job),
+        )
         .route("/frameworks", get(runs::frameworks))
         .route("/frameworks/reload", post(runs::reload_frameworks))
         .route(
@@ -120,6 +129,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let trainer_api = Router::new()
         .route("/jobs/{id}/callback", post(jobs::callback))
         .route("/jobs/{id}/metrics", post(jobs::ingest_metrics))
+        .route("/jobs/{id}/heartbeat", post(sched::heartbeat))
         .merge(artifacts::trainer_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -136,6 +146,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let user_api = audited(user_api);
     let datasets = audited(datasets::routes());
     let accounts = audited(users::routes());
+    let webhooks = audited(webhooks::routes());
+    let queues = audited(sched::queue_routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -157,6 +169,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .merge(datasets)
         .merge(accounts)
+        .merge(webhooks)
+        .merge(queues)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -49,19 +49,26 @@ use super::responses::{
         super::users::whoami, super::users::list_users, super::users::create_user,
         super::users::update_user, super::users::list_tokens, super::users::create_token,
         super::users::revoke_token, super::users::audit,
+        super::webhooks::add_webhook, super::webhooks::list_webhooks,
+        super::webhooks::get_webhook, super::webhooks::remove_webhook,
+        super::webhooks::test_webhook, super::webhooks::list_deliveries,
+        super::sched::list_queues, super::sched::pause_queue, super::sched::resume_queue,
+        super::sched::update_job, super::sched::heartbeat,
     ),
     components(
         schemas(ErrorBody),
         responses(BadRequest, Unauthorized, Forbidden, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
     ),
-    modifiers(&Security, &Uploads, &CrossCutting),
+    modifiers(&Security, &Uploads, &CrossCutting, &Flattened),
     security(("api_token" = [])),
     tags(
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
+        (name = "queues", description = "Queues: limits, counts, pause and resume"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
         (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),
+        (name = "webhooks", description = "Endpoints that receive signed events when jobs change status (Standard Webhooks), and their deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -124,6 +131,7 @@ impl utoipa::Modify for Uploads {
 pub fn document(st: &AppState) -> Document {
     let mut doc = ApiDoc::openapi();
     restrict_frameworks(&mut doc, &st.registry.current().names());
+    restrict_queues(&mut doc, &st.jobs.queue_names());
     if !st.users.auth_required() {
         drop_api_token(&mut doc);
     }
@@ -140,6 +148,22 @@ fn restrict_frameworks(doc: &mut Document, names: &[String]) {
     };
     if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("framework") {
         field.enum_values = Some(names.iter().map(|n| n.as_str().into()).collect());
+    }
+}
+
+/// `CreateJob.queue` accepts exactly the configured queues.
+fn restrict_queues(doc: &mut Document, names: &[String]) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateJob") else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("queue") {
+        // The field is optional and nullable: null takes `default`.
+        let mut values: Vec<serde_json::Value> = names.iter().map(|n| n.as_str().into()).collect();
+        values.push(serde_json::Value::Null);
+        field.enum_values = Some(values);
     }
 }
 
@@ -274,6 +298,53 @@ pub async fn openapi_json(State(st): State<AppState>) -> Response {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()
+        }
+    }
+}
+
+/// `Job` and `CreateJob` carry their scheduling fields in a nested struct
+/// that serde flattens; utoipa describes that as `allOf` [nested, rest].
+/// Clients see one flat object, so the document says so: the nested
+/// schema's properties are merged in and the nested schema goes.
+struct Flattened;
+
+impl utoipa::Modify for Flattened {
+    fn modify(&self, openapi: &mut Document) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["Job", "CreateJob"] {
+            let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get(name) else {
+                continue;
+            };
+            let mut merged = utoipa::openapi::schema::Object::new();
+            merged.description = all.description.clone();
+            for item in &all.items {
+                let part = match item {
+                    RefOr::T(Schema::Object(o)) => Some(o.clone()),
+                    RefOr::Ref(r) => {
+                        let target = r.ref_location.rsplit('/').next().unwrap_or_default();
+                        match components.schemas.get(target) {
+                            Some(RefOr::T(Schema::Object(o))) => Some(o.clone()),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some(part) = part else { continue };
+                merged.schema_type = part.schema_type.clone();
+                merged.properties.extend(part.properties);
+                merged.required.extend(part.required);
+                if merged.description.is_none() {
+                    merged.description = part.description;
+                }
+            }
+            components
+                .schemas
+                .insert(name.to_string(), RefOr::T(Schema::Object(merged)));
+        }
+        for nested in ["JobScheduling", "CreateScheduling"] {
+            components.schemas.remove(nested);
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::jobs::testing::Service;
 use crate::jobs::RunnerOutcome;
 use crate::model::TrainingUpdate;
 use crate::runner::fake::{self, Failure, FakeRunner};
+use std::time::Instant;
 
 /// Waits (up to 5 s) for `cond` to hold.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -27,7 +28,7 @@ fn start(
         svc.jobs.clone(),
         Arc::new(runner.clone()),
         fake::specs(svc),
-        max,
+        Arc::new(crate::queues::Queues::only_default(max as u32)),
     )
     .hold(hold);
     (stop.clone(), tokio::spawn(scheduler.run(stop)))
@@ -48,7 +49,11 @@ async fn launches_oldest_first_within_the_limit() {
     let (stop, task) = start(&svc, &runner, 2, false);
     until("two launches", || runner.calls(|c| c.launched.len() == 2)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(runner.calls(|c| c.launched.clone()), ids[..2]);
+    // The two oldest; each launch runs in its own task, so the runner may
+    // see them in either order.
+    let mut launched = runner.calls(|c| c.launched.clone());
+    launched.sort();
+    assert_eq!(launched, ids[..2]);
     assert_eq!(status(&svc, ids[0]).await, JobStatus::Running);
     assert_eq!(status(&svc, ids[2]).await, JobStatus::Pending);
     let job = svc.jobs.get(ids[0]).await.unwrap();
@@ -57,6 +62,7 @@ async fn launches_oldest_first_within_the_limit() {
     let ok = RunnerOutcome {
         exit_code: Some(0),
         failure: None,
+        ..Default::default()
     };
     runner.gone(ids[0]);
     svc.jobs.finish_by_runner(ids[0], ok).await.unwrap();
