@@ -23,6 +23,8 @@ fn daemon(opts: Opts) -> Daemon {
 fn with_api_token() -> Daemon {
     let mut opts = Opts::default();
     opts.args.extend(["--api-token".into(), ADMIN.into()]);
+    // Webhook endpoints on loopback (nothing listens: deliveries stay queued).
+    opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
     daemon(opts)
 }
 
@@ -101,9 +103,18 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         {
             (Yes, Yes)
         }
+        ("post", "/api/v1/training/jobs/{id}/heartbeat") => (Trainer, Trainer),
         ("post", "/api/v1/training/jobs") => (Yes, Yes),
-        // bob's job: members may not cancel it, admins may.
-        ("delete", "/api/v1/training/jobs/{id}") => (No, Yes),
+        // bob's job: members may not cancel it or change its priority,
+        // admins may.
+        ("delete" | "patch", "/api/v1/training/jobs/{id}") => (No, Yes),
+        ("get", "/api/v1/queues") => (Yes, Yes),
+        ("post", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume") => (No, Yes),
+        // Webhooks see every job's events: admins only, reads included.
+        ("get" | "post", "/api/v1/webhooks")
+        | ("get" | "delete", "/api/v1/webhooks/{id}")
+        | ("post", "/api/v1/webhooks/{id}/test")
+        | ("get", "/api/v1/webhooks/{id}/deliveries") => (No, Yes),
         ("post", "/api/v1/training/frameworks/reload") => (No, Yes),
         ("put", "/api/v1/datasets/{name}/files/{path}") => (Yes, Yes),
         ("get", "/api/v1/whoami") => (Yes, Yes),
@@ -140,12 +151,15 @@ async fn every_route_has_a_decision_for_each_role() {
                 .replace("/tokens/{id}", &format!("/tokens/{bob_token}"))
                 .replace("{id}", &id)
                 .replace("/users/{name}", "/users/bob")
+                .replace("/queues/{name}", "/queues/default")
                 .replace("{name}", "shared")
                 .replace("{path}", "f.txt");
             let body = match (method.as_str(), path.as_str()) {
                 ("post", "/api/v1/training/jobs") => Some(job_body("alice")),
                 ("post", "/api/v1/users") => Some(json!({"name": format!("u{checked}")})),
+                ("patch", "/api/v1/training/jobs/{id}") => Some(json!({"priority": 60})),
                 ("patch", _) => Some(json!({"role": "member"})),
+                ("post", "/api/v1/webhooks") => Some(json!({"url": "http://127.0.0.1:9/hook"})),
                 ("post", "/api/v1/tokens") => Some(json!({"name": "laptop"})),
                 ("post", _) => Some(json!({"status": "running"})),
                 _ => None,
@@ -172,7 +186,7 @@ async fn every_route_has_a_decision_for_each_role() {
         }
     }
     assert!(missing.is_empty(), "routes without a decision: {missing:?}");
-    assert!(checked >= 30, "{checked}");
+    assert!(checked >= 41, "{checked}");
 }
 
 #[tokio::test]
@@ -223,6 +237,271 @@ async fn members_change_only_their_own_jobs_and_submit_only_as_themselves() {
     let carol = format!("{JOBS}/{}", v["id"].as_str().unwrap());
     let (s, _) = call(&d, Method::DELETE, &carol, Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
+/// `POST /jobs` as `token` with an `Idempotency-Key`: the status, the
+/// body, and whether the answer says it is a replay.
+async fn create_with_key(
+    d: &Daemon,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Value, bool) {
+    let resp = d
+        .http()
+        .post(d.at(JOBS))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let replayed = resp
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let (s, v) = parts(resp).await;
+    (s, v, replayed)
+}
+
+/// `(method, path, status, target)` of `user`'s audit rows, newest first.
+async fn audit_of(d: &Daemon, user: &str) -> Vec<(String, String, u64, String)> {
+    let (s, rows) = call(
+        d,
+        Method::GET,
+        &format!("/api/v1/audit?user={user}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rows}");
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+                r["target"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_per_user_and_replays_keep_the_ownership_rule() {
+    let d = with_api_token();
+    let alice = user(&d, "alice", "member").await;
+    let bob = user(&d, "bob", "member").await;
+    let mut body = job_body("x");
+    body.as_object_mut().unwrap().remove("user_id");
+    let (s, first, replayed) = create_with_key(&d, &alice, "k1", &body).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, false), "{first}");
+    assert_eq!(first["user_id"], "alice");
+    // The same user and key: the original answer, nothing new.
+    let (s, again, replayed) = create_with_key(&d, &alice, "k1", &body).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, true), "{again}");
+    assert_eq!(again, first);
+    // Another user's key of the same name is theirs: a new job.
+    let (s, bobs, replayed) = create_with_key(&d, &bob, "k1", &body).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, false), "{bobs}");
+    assert_ne!(bobs["id"], first["id"]);
+    assert_eq!(bobs["user_id"], "bob");
+    // A member submitting as someone else is refused with a key too, and
+    // the refusal does not use the key up.
+    let (s, v, _) = create_with_key(&d, &alice, "k2", &job_body("bob")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v, replayed) = create_with_key(&d, &alice, "k2", &body).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, false), "{v}");
+    let (_, all) = call(&d, Method::GET, JOBS, Some(ADMIN), None).await;
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    // The operator's token keeps its own keys (and submits for anyone).
+    let (s, carol, replayed) = create_with_key(&d, ADMIN, "k1", &job_body("carol")).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, false), "{carol}");
+    assert_eq!(carol["user_id"], "carol");
+    // Each create is audited in its own write; a replay names the job it
+    // answered.
+    let a = first["id"].as_str().unwrap().to_string();
+    let k2 = v["id"].as_str().unwrap().to_string();
+    let post = |status, target: &str| {
+        (
+            "POST".to_string(),
+            JOBS.to_string(),
+            status,
+            target.to_string(),
+        )
+    };
+    assert_eq!(
+        audit_of(&d, "alice").await,
+        [post(201, &k2), post(403, ""), post(201, &a), post(201, &a)]
+    );
+}
+
+#[tokio::test]
+async fn priorities_queues_and_webhooks_follow_the_roles_and_are_audited() {
+    let d = with_api_token();
+    let alice = user(&d, "alice", "member").await;
+    let bob = user(&d, "bob", "member").await;
+    let job = job_as(&d, &bob).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let path = format!("{JOBS}/{id}");
+    let prio = json!({"priority": 80});
+    let (s, v) = call(&d, Method::PATCH, &path, Some(&alice), Some(&prio)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("\"bob\""), "{v}");
+    let (_, still) = call(&d, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(still["priority"], 50, "a refused update changes nothing");
+    let (s, v) = call(&d, Method::PATCH, &path, Some(&bob), Some(&prio)).await;
+    assert_eq!(
+        (s, v["priority"].clone()),
+        (StatusCode::OK, json!(80)),
+        "{v}"
+    );
+    assert_eq!(
+        audit_of(&d, "bob").await[0],
+        ("PATCH".into(), path.clone(), 200, id.clone()),
+        "recorded with the change"
+    );
+    // Queues: everyone lists them, only admins pause and resume.
+    let (s, _) = call(&d, Method::GET, "/api/v1/queues", Some(&alice), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let pause = "/api/v1/queues/default/pause";
+    let (s, v) = call(&d, Method::POST, pause, Some(&alice), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("only admins"), "{v}");
+    let (s, v) = call(&d, Method::POST, pause, Some(ADMIN), None).await;
+    assert_eq!(
+        (s, v["paused"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{v}"
+    );
+    // Webhooks: admins only, reads included.
+    let hook = json!({"url": "http://127.0.0.1:9/hook"});
+    let (s, _) = call(&d, Method::GET, "/api/v1/webhooks", Some(&alice), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &d,
+        Method::POST,
+        "/api/v1/webhooks",
+        Some(&alice),
+        Some(&hook),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, hooks) = call(&d, Method::GET, "/api/v1/webhooks", Some(ADMIN), None).await;
+    assert_eq!(hooks, json!([]), "a refused add stores nothing");
+    let (s, v) = call(
+        &d,
+        Method::POST,
+        "/api/v1/webhooks",
+        Some(ADMIN),
+        Some(&hook),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mine = |method: &str, path: &str, status: u64| {
+        (method.to_string(), path.to_string(), status, String::new())
+    };
+    assert_eq!(
+        audit_of(&d, "alice").await[..3],
+        [
+            mine("POST", "/api/v1/webhooks", 403),
+            mine("POST", pause, 403),
+            ("PATCH".into(), path.clone(), 403, String::new()),
+        ]
+    );
+    let (_, all) = call(&d, Method::GET, "/api/v1/audit", Some(ADMIN), None).await;
+    let operator: Vec<(&str, u64)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["token"] == "PLATFORM_API_TOKEN" && r["method"] == "POST")
+        .map(|r| (r["path"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+        .take(2)
+        .collect();
+    assert_eq!(operator, [("/api/v1/webhooks", 201), (pause, 200)]);
+}
+
+#[tokio::test]
+async fn webhook_user_filters_match_the_owner_a_token_sets() {
+    let d = with_api_token();
+    let alice = user(&d, "alice", "member").await;
+    let bob = user(&d, "bob", "member").await;
+    let (s, hook) = call(
+        &d,
+        Method::POST,
+        "/api/v1/webhooks",
+        Some(ADMIN),
+        Some(&json!({"url": "http://127.0.0.1:9/hook", "users": ["alice"], "events": ["job.cancelled"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let mut cancelled = Vec::new();
+    for token in [&bob, &alice] {
+        let job = job_as(&d, token).await;
+        let path = format!("{JOBS}/{}", job["id"].as_str().unwrap());
+        let (s, _) = call(&d, Method::DELETE, &path, Some(token), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        cancelled.push(job["id"].clone());
+    }
+    // The outbox row is written with the status change: no waiting.
+    let (s, list) = call(
+        &d,
+        Method::GET,
+        &format!(
+            "/api/v1/webhooks/{}/deliveries",
+            hook["id"].as_str().unwrap()
+        ),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let jobs: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| &x["job_id"])
+        .collect();
+    assert_eq!(jobs, [&cancelled[1]], "only alice's job: {list}");
+}
+
+#[tokio::test]
+async fn resubmit_creates_as_the_caller_and_members_resubmit_only_their_own() {
+    let d = with_api_token();
+    let alice = user(&d, "alice", "member").await;
+    let bob = user(&d, "bob", "member").await;
+    let root = user(&d, "root", "admin").await;
+    let job = job_as(&d, &bob).await;
+    let id = job["id"].as_str().unwrap();
+    let resubmit = |token: &str| {
+        d.cli_env(
+            &["job", "resubmit", id, "-o", "json"],
+            &[("PLATFORM_TOKEN", token)],
+        )
+    };
+    let out = resubmit(&alice);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to \"bob\""), "{err}");
+    for (token, owner) in [(&bob, "bob"), (&root, "root")] {
+        let out = resubmit(token);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let new: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(new["user_id"], owner, "{new}");
+        assert_ne!(new["id"], job["id"]);
+    }
+    let (_, all) = call(&d, Method::GET, JOBS, Some(ADMIN), None).await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        3,
+        "alice's refusal created nothing"
+    );
 }
 
 /// Every file under the data directory, as bytes.

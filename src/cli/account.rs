@@ -426,12 +426,15 @@ pub async fn audit(g: &GlobalArgs, out: &Printer, a: AuditArgs) -> anyhow::Resul
 /// user when it is a user token, else `None` (no token, an open daemon,
 /// or the operator's shared API token).
 pub async fn token_user(client: &Client) -> Option<String> {
+    token_principal(client).await.and_then(|p| p.user)
+}
+
+/// Who this client's user token acts as (see [`token_user`]).
+pub async fn token_principal(client: &Client) -> Option<crate::model::Principal> {
     if !client.has_token() {
         return None;
     }
     let me = client.whoami().await.ok()?;
     let token = me.principal.token.as_deref()?;
-    (token != crate::model::user::API_TOKEN_NAME)
-        .then_some(me.principal.user)
-        .flatten()
+    (token != crate::model::user::API_TOKEN_NAME).then_some(me.principal)
 }

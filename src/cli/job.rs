@@ -36,7 +36,8 @@ pub enum JobCommand {
     Update(super::sched::UpdateArgs),
     /// Wait until jobs end; exit 0 only if all completed (124 on --timeout).
     Wait(super::sched::WaitArgs),
-    /// Create a new job from an old one's spec, with overrides.
+    /// Create a new job from an old one's spec, with overrides (with a user
+    /// token, the new job is yours; members resubmit only their own jobs).
     Resubmit(super::sched::ResubmitArgs),
 }
 

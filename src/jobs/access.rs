@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
+use super::sched::{check_priority, prioritizing};
 use super::{cancelling, JobError, Jobs};
 use crate::events::Event;
-use crate::model::{AuditEntry, CreateJob, Job, JobRecord, Principal};
+use crate::model::{AuditEntry, CreateJob, Job, JobRecord, Principal, UpdateJob};
 
 /// Makes `actor` the owner of the job `req` asks for: fills in a missing
 /// `user_id` from the token; refuses a member's `user_id` that names
@@ -32,8 +33,8 @@ pub fn claim(actor: &Principal, req: &mut CreateJob) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Whether `actor` may change `job` (cancel it): admins any, members their
-/// own; the refusal names the owner.
+/// Whether `actor` may change `job` (cancel it, change its priority):
+/// admins any, members their own; the refusal names the owner.
 pub fn may_change(actor: &Principal, job: &Job) -> Result<(), JobError> {
     match actor.user.as_deref() {
         _ if actor.is_admin() => Ok(()),
@@ -81,6 +82,30 @@ impl Jobs {
         self.change_recorded(id, audit, move |rec, now| {
             may_change(&actor, &rec.job)?;
             cancelling(rec, now, "cancelled by user")
+        })
+        .await
+    }
+
+    /// Changes job `id` as `update` says for `actor` if [`may_change`]
+    /// allows it, recording `audit` in the same transaction. An update
+    /// that changes nothing answers the job, to whoever may change it.
+    pub async fn update_as(
+        &self,
+        id: uuid::Uuid,
+        actor: &Principal,
+        update: UpdateJob,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, JobError> {
+        let Some(priority) = update.priority else {
+            let job = self.get(id).await?;
+            may_change(actor, &job)?;
+            return Ok(job);
+        };
+        check_priority(priority)?;
+        let actor = actor.clone();
+        self.change_recorded(id, audit, move |rec, now| {
+            may_change(&actor, &rec.job)?;
+            prioritizing(rec, now, priority)
         })
         .await
     }

@@ -5,8 +5,9 @@
 //! streams also take it from `?token=` (a browser's `EventSource`
 //! cannot send a header), trainer routes need the job's own callback token,
 //! and dashboard pages answer the login form instead of a 401
-//! ([`super::ui`] owns that check). Nothing here matches paths: a route's
-//! group decides its check.
+//! ([`super::ui`] owns that check); a few user routes are for admins only
+//! ([`require_admin`]). Nothing here matches paths: a route's group
+//! decides its check.
 //!
 //! Where the API token may come from:
 //! - `Authorization: Bearer …`: everywhere;
@@ -157,6 +158,24 @@ fn refusal(v: Verdict) -> Response {
 /// User routes: the API token, when one is configured.
 pub async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
     guard(&st, req, next, false, refusal).await
+}
+
+/// Admin-only user routes (inside the token check): 403 for members; the
+/// state says what only admins may do, for the message.
+pub async fn require_admin(
+    State(what): State<&'static str>,
+    Actor(actor): Actor,
+    req: Request,
+    next: Next,
+) -> Response {
+    if actor.is_admin() {
+        return next.run(req).await;
+    }
+    let me = actor.user.as_deref().unwrap_or("nobody");
+    ApiError::Forbidden(format!(
+        "only admins may {what}; you are signed in as {me:?}, a member"
+    ))
+    .into_response()
 }
 
 /// Event streams: like user routes, and `?token=` is accepted too.
