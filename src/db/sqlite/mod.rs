@@ -9,6 +9,7 @@
 //! round-robin pool of read-only connections that WAL mode lets run beside
 //! the writer. Nothing outside this module sees a `rusqlite` type.
 
+mod accounts;
 mod alloc;
 mod check;
 mod jobs;
@@ -29,8 +30,8 @@ use uuid::Uuid;
 use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
 use crate::model::webhook::{job_event, AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    AuditEntry, AuditFilter, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric,
-    MetricFilter, Order, Role, TokenInfo, TokenOwner, TokenRecord, User,
+    AuditEntry, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
+    Order,
 };
 
 impl From<rusqlite::Error> for DbError {
@@ -373,99 +374,6 @@ impl Sqlite {
 
     pub(super) async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         self.read(jobs::count_by_status).await
-    }
-
-    pub(super) async fn count_users(&self) -> Result<i64, DbError> {
-        self.read(users::count_users).await
-    }
-
-    pub(super) async fn bootstrap(
-        &self,
-        admin: User,
-        token: Option<TokenRecord>,
-    ) -> Result<bool, DbError> {
-        self.writer
-            .write(move |c| Ok(Ok(users::bootstrap(c, &admin, token.as_ref())?)))
-            .await
-    }
-
-    pub(super) async fn create_user(
-        &self,
-        user: User,
-        token: TokenRecord,
-    ) -> Result<bool, DbError> {
-        self.writer
-            .write(move |c| {
-                if !users::insert_user(c, &user)? {
-                    return Ok(Ok(false));
-                }
-                users::insert_token(c, &token)?;
-                Ok(Ok(true))
-            })
-            .await
-    }
-
-    pub(super) async fn users(&self) -> Result<Vec<User>, DbError> {
-        self.read(users::users).await
-    }
-
-    pub(super) async fn user(&self, name: String) -> Result<Option<User>, DbError> {
-        self.read(move |c| users::user_by_name(c, &name)).await
-    }
-
-    pub(super) async fn update_user(
-        &self,
-        name: String,
-        role: Option<Role>,
-        active: Option<bool>,
-    ) -> Result<Option<User>, DbError> {
-        self.writer
-            .write(move |c| Ok(Ok(users::update_user(c, &name, role, active)?)))
-            .await
-    }
-
-    pub(super) async fn create_token(&self, token: TokenRecord) -> Result<(), DbError> {
-        self.writer
-            .write(move |c| Ok(Ok(users::insert_token(c, &token)?)))
-            .await
-    }
-
-    pub(super) async fn tokens(&self, user: Option<String>) -> Result<Vec<TokenInfo>, DbError> {
-        self.read(move |c| users::tokens(c, user.as_deref())).await
-    }
-
-    pub(super) async fn token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
-        self.read(move |c| users::token(c, id)).await
-    }
-
-    pub(super) async fn token_by_hash(&self, hash: String) -> Result<Option<TokenOwner>, DbError> {
-        self.read(move |c| users::token_by_hash(c, &hash)).await
-    }
-
-    pub(super) async fn revoke_token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
-        self.writer
-            .write(move |c| Ok(Ok(users::revoke_token(c, id, &now())?)))
-            .await
-    }
-
-    pub(super) async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
-        self.writer
-            .write(move |c| Ok(Ok(users::touch_token(c, id, &at)?)))
-            .await
-    }
-
-    pub(super) async fn record_audit(&self, entry: AuditEntry) -> Result<(), DbError> {
-        self.writer
-            .write(move |c| {
-                let mut entry = entry;
-                entry.at = now();
-                Ok(Ok(users::insert_audit(c, &entry)?))
-            })
-            .await
-    }
-
-    pub(super) async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, DbError> {
-        self.read(move |c| users::audit(c, &filter)).await
     }
 
     pub(super) async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
