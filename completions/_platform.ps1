@@ -39,7 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
-            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints (admin) and see their deliveries')
+            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -154,7 +154,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Follow a job live (progress bar, metrics, ETA) until it ends')
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
-            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides')
+            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -401,7 +401,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Follow a job live (progress bar, metrics, ETA) until it ends')
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
-            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides')
+            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -456,8 +456,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every queue: limits, paused or not, running and pending jobs')
             [CompletionResult]::new('ls', 'ls', [CompletionResultType]::ParameterValue, 'Every queue: limits, paused or not, running and pending jobs')
-            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on)')
-            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on; admins)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again (admins)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -523,8 +523,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         }
         'platform;queue;help' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every queue: limits, paused or not, running and pending jobs')
-            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on)')
-            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on; admins)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again (admins)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1427,7 +1427,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
-            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints (admin) and see their deliveries')
+            [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -1458,7 +1458,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('watch', 'watch', [CompletionResultType]::ParameterValue, 'Follow a job live (progress bar, metrics, ETA) until it ends')
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
-            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides')
+            [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
             break
         }
         'platform;help;job;create' {
@@ -1496,8 +1496,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         }
         'platform;help;queue' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every queue: limits, paused or not, running and pending jobs')
-            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on)')
-            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on; admins)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Launch jobs from a paused queue again (admins)')
             break
         }
         'platform;help;queue;list' {

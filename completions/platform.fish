@@ -42,7 +42,7 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "queue" -d 'List q
 complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
+complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
@@ -157,7 +157,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_se
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
@@ -359,7 +359,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l token -d 'API token sent as a bearer token' -r
@@ -375,8 +375,8 @@ complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "ls" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
@@ -427,8 +427,8 @@ complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points, in step order (with --plot, only these are drawn)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
@@ -1081,7 +1081,7 @@ complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_s
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
@@ -1106,10 +1106,10 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'

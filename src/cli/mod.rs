@@ -118,7 +118,7 @@ pub enum Command {
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
-    /// Manage webhook endpoints (admin) and see their deliveries.
+    /// Manage webhook endpoints and see their deliveries (admins).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).

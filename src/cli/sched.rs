@@ -165,9 +165,9 @@ pub enum QueueCommand {
     /// Every queue: limits, paused or not, running and pending jobs.
     #[command(visible_alias = "ls")]
     List,
-    /// Stop launching jobs from a queue (running jobs go on).
+    /// Stop launching jobs from a queue (running jobs go on; admins).
     Pause(QueueName),
-    /// Launch jobs from a paused queue again.
+    /// Launch jobs from a paused queue again (admins).
     Resume(QueueName),
 }
 
