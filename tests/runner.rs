@@ -84,12 +84,23 @@ fn runner_state(d: &Daemon, id: &str) -> Value {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
-    let s: String = db
-        .query_row("SELECT runner_state FROM jobs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    serde_json::from_str(&s).unwrap()
+    // The trainer may be seen running before the daemon commits its launch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: Option<String> = db
+            .query_row("SELECT runner_state FROM jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if let Some(s) = s {
+            return serde_json::from_str(&s).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id}'s launch was never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Whether a process exists and is not a zombie.

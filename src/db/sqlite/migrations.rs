@@ -261,6 +261,14 @@ pub fn latest_version() -> usize {
 mod tests {
     use super::*;
 
+    /// An in-memory database, opened after SQLite's allocator is set (as
+    /// `Db::open` does; the allocator's own test relies on every connection
+    /// of this binary opening after it).
+    fn memory() -> rusqlite::Connection {
+        crate::db::sqlite::alloc::install();
+        rusqlite::Connection::open_in_memory().unwrap()
+    }
+
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
@@ -268,8 +276,7 @@ mod tests {
 
     #[test]
     fn tokens_of_existing_jobs_are_hashed_and_the_plain_column_is_gone() {
-        crate::db::sqlite::alloc::install();
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         Migrations::new(list().into_iter().take(2).collect())
             .to_latest(&mut c)
             .unwrap();
@@ -290,7 +297,7 @@ mod tests {
 
     #[test]
     fn old_jobs_get_defaults_and_one_attempt_if_they_ran() {
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         super::migrations().to_version(&mut c, 4).unwrap();
         for (id, status, started) in [
             ("a", "pending", None),
@@ -332,7 +339,7 @@ mod tests {
 
     #[test]
     fn existing_jobs_are_numbered_in_creation_order() {
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         super::migrations().to_version(&mut c, 2).unwrap();
         // Out of insertion order on purpose; two share a creation time.
         for (id, created) in [
