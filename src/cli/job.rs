@@ -221,7 +221,7 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
     let key = a
         .idempotency_key
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let job = create_with_retries(client, &req, &key).await?;
+    let job = super::spec::create_with_retries(client, &req, &key).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
             eprintln!("created job {} ({})", output::job_number(&job), job.id);
@@ -244,31 +244,6 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         f => print_job(out, f, &job),
-    }
-}
-
-/// Sends the create, retrying what may be passing trouble (an unreachable
-/// daemon, 5xx, 429, or the same key still in flight after a cut-off
-/// attempt) with the same key: the daemon creates the job at most once.
-pub(super) async fn create_with_retries(
-    client: &Client,
-    req: &CreateJob,
-    key: &str,
-) -> anyhow::Result<Job> {
-    const ATTEMPTS: u32 = 4;
-    let mut attempt = 1;
-    loop {
-        match client.create_job(req, Some(key)).await {
-            Ok(job) => return Ok(job),
-            Err(e)
-                if attempt < ATTEMPTS
-                    && (e.is_transient() || e.status() == Some(reqwest::StatusCode::CONFLICT)) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
     }
 }
 

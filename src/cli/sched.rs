@@ -429,7 +429,7 @@ pub async fn resubmit(client: &Client, out: &Printer, a: ResubmitArgs) -> anyhow
     }
     // One key per invocation: the command's own retries create one job.
     let key = uuid::Uuid::now_v7().to_string();
-    let job = super::job::create_with_retries(client, &req, &key).await?;
+    let job = super::spec::create_with_retries(client, &req, &key).await?;
     match fmt {
         OutputFormat::Json => out.json(&job),
         OutputFormat::Yaml => out.yaml(&job),

@@ -49,6 +49,7 @@ pub struct CreateQuery {
     params(
         CreateQuery,
         ("Idempotency-Key" = Option<String>, Header,
+            pattern = r#"^(?:[!#-~]{1,255}|"[!#-~]{1,255}")$"#,
             description = "Makes the create safe to retry: 1–255 printable ASCII characters (a bare token or a quoted string), e.g. a fresh UUID per job"),
     ),
     request_body = CreateJob,
