@@ -42,8 +42,13 @@ pub async fn run(
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
     let mut sends: JoinSet<()> = JoinSet::new();
     let mut statuses = LastStatus::default();
+    // An interval, not a sleep per turn: under a stream of events a fresh
+    // sleep would never fire, and due retries would wait for a status change.
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look = true;
     loop {
-        if sends.len() < IN_FLIGHT && due(&hooks).await {
+        if look && sends.len() < IN_FLIGHT && due(&hooks).await {
             let room = (IN_FLIGHT - sends.len()) as i64;
             let lease = hooks.cfg.timeout + Duration::from_secs(30);
             match hooks.db.claim_deliveries(&worker, lease, room).await {
@@ -56,17 +61,20 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
             }
         }
-        tokio::select! {
+        // Whether this wake-up is worth a read of the outbox.
+        look = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(_) = sends.join_next(), if !sends.is_empty() => {}
-            _ = hooks.wake.notified() => {}
+            Some(_) = sends.join_next(), if !sends.is_empty() => true,
+            _ = hooks.wake.notified() => true,
             e = events.recv() => match e {
-                Ok(Event::Job(job)) if statuses.changed(job.id, job.status) => {}
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(Event::Job(job)) => statuses.changed(job.id, job.status),
+                Ok(_) => false,
+                // Missed events may have held a change of status.
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = tokio::time::sleep(TICK) => {}
-        }
+            _ = tick.tick() => true,
+        };
     }
     // Attempts in flight end with the daemon; their claims lapse and the
     // next start sends them again (receivers dedupe on webhook-id).
