@@ -12,6 +12,7 @@
 //! change rejected by its rule stores nothing.
 
 mod sqlite;
+mod url;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,16 @@ use crate::model::{
 };
 
 pub use sqlite::SqliteOptions;
+pub use url::{DbUrl, PgUrl, UrlError};
+
+/// Settings of [`Db::open`] beyond the URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// SQLite only.
+    pub sqlite: SqliteOptions,
+    /// PostgreSQL pool size (over the URL's `pool_size`).
+    pub pool_size: Option<usize>,
+}
 
 /// Database failures (the server answers 500/503/507 for these).
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,10 @@ pub enum DbError {
     /// The database is shutting down.
     #[error("the database is closed")]
     Closed,
+    /// The database server cannot be reached or refused us (the server
+    /// answers 503; the pool reconnects by itself when it is back).
+    #[error("{0}")]
+    Unavailable(String),
     /// The committing transaction failed; the write was not applied.
     #[error("the database could not commit: {0}")]
     Commit(String),
@@ -121,6 +136,17 @@ pub enum Db {
 }
 
 impl Db {
+    /// Opens the database `url` names, applies migrations and starts its
+    /// writer.
+    pub async fn open(url: &DbUrl, options: OpenOptions) -> Result<Db, DbError> {
+        match url {
+            DbUrl::Sqlite(path) => Self::open_sqlite_with(path, options.sqlite).await,
+            DbUrl::Postgres(pg) => Err(DbError::Unavailable(format!(
+                "cannot use {pg}: this build has no PostgreSQL backend yet"
+            ))),
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path`, applies
     /// migrations and starts its writer.
     pub async fn open_sqlite(path: &Path) -> Result<Db, DbError> {
@@ -136,6 +162,14 @@ impl Db {
     /// (`platform db check`): what is wrong with it, empty when it is sound.
     pub fn check_sqlite(path: &Path) -> Result<Vec<String>, DbError> {
         sqlite::Sqlite::check_file(path)
+    }
+
+    /// Connects to the PostgreSQL database `url` names and checks its
+    /// schema without changing anything (`platform db check`): its version.
+    pub async fn check_postgres(url: &PgUrl) -> Result<usize, DbError> {
+        Err(DbError::Unavailable(format!(
+            "cannot use {url}: this build has no PostgreSQL backend yet"
+        )))
     }
 
     /// One line for logs: the backend and where it is.
