@@ -11,6 +11,8 @@
 //! transaction is durable (a 2xx survives `kill -9` and power loss), and a
 //! change rejected by its rule stores nothing.
 
+mod downsample;
+mod postgres;
 mod sqlite;
 mod url;
 
@@ -20,7 +22,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::model::{
-    FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter, MetricPoint,
+    FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
+    MetricPoint,
 };
 
 pub use sqlite::SqliteOptions;
@@ -133,6 +136,8 @@ pub enum Modified {
 pub enum Db {
     /// The embedded SQLite database.
     Sqlite(sqlite::Sqlite),
+    /// A PostgreSQL server.
+    Postgres(postgres::Postgres),
 }
 
 impl Db {
@@ -141,9 +146,9 @@ impl Db {
     pub async fn open(url: &DbUrl, options: OpenOptions) -> Result<Db, DbError> {
         match url {
             DbUrl::Sqlite(path) => Self::open_sqlite_with(path, options.sqlite).await,
-            DbUrl::Postgres(pg) => Err(DbError::Unavailable(format!(
-                "cannot use {pg}: this build has no PostgreSQL backend yet"
-            ))),
+            DbUrl::Postgres(pg) => Ok(Db::Postgres(
+                postgres::Postgres::open(pg, options.pool_size).await?,
+            )),
         }
     }
 
@@ -167,15 +172,14 @@ impl Db {
     /// Connects to the PostgreSQL database `url` names and checks its
     /// schema without changing anything (`platform db check`): its version.
     pub async fn check_postgres(url: &PgUrl) -> Result<usize, DbError> {
-        Err(DbError::Unavailable(format!(
-            "cannot use {url}: this build has no PostgreSQL backend yet"
-        )))
+        postgres::Postgres::check(url).await
     }
 
     /// One line for logs: the backend and where it is.
     pub fn describe(&self) -> String {
         match self {
             Db::Sqlite(s) => format!("SQLite at {}", s.path().display()),
+            Db::Postgres(p) => format!("PostgreSQL at {}", p.url()),
         }
     }
 
@@ -184,6 +188,7 @@ impl Db {
     pub async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
         match self {
             Db::Sqlite(s) => s.create_job(rec).await,
+            Db::Postgres(p) => p.create_job(rec).await,
         }
     }
 
@@ -191,6 +196,7 @@ impl Db {
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.job(id).await,
+            Db::Postgres(p) => p.job(id).await,
         }
     }
 
@@ -198,6 +204,7 @@ impl Db {
     pub async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, DbError> {
         match self {
             Db::Sqlite(s) => s.jobs(filter).await,
+            Db::Postgres(p) => p.jobs(filter).await,
         }
     }
 
@@ -211,6 +218,7 @@ impl Db {
     {
         match self {
             Db::Sqlite(s) => s.modify_job(id, rule).await,
+            Db::Postgres(p) => p.modify_job(id, rule).await,
         }
     }
 
@@ -218,6 +226,7 @@ impl Db {
     pub async fn set_runner_state(&self, id: Uuid, state: Option<String>) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.set_runner_state(id, state).await,
+            Db::Postgres(p) => p.set_runner_state(id, state).await,
         }
     }
 
@@ -225,6 +234,7 @@ impl Db {
     pub async fn count_in_status(&self, status: JobStatus) -> Result<usize, DbError> {
         match self {
             Db::Sqlite(s) => s.count_in_status(status).await,
+            Db::Postgres(p) => p.count_in_status(status).await,
         }
     }
 
@@ -236,6 +246,7 @@ impl Db {
     ) -> Result<Vec<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.oldest_in_status(status, limit).await,
+            Db::Postgres(p) => p.oldest_in_status(status, limit).await,
         }
     }
 
@@ -248,6 +259,7 @@ impl Db {
     ) -> Result<Vec<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.ended_unsettled(runner, since).await,
+            Db::Postgres(p) => p.ended_unsettled(runner, since).await,
         }
     }
 
@@ -259,23 +271,26 @@ impl Db {
     ) -> Result<Option<Vec<Metric>>, DbError> {
         match self {
             Db::Sqlite(s) => s.metrics(id, filter).await,
+            Db::Postgres(p) => p.metrics(id, filter).await,
         }
     }
 
     /// What a live feed has not sent yet, read consistently: job versions
     /// first, then points, so a job's terminal version is never read
     /// without the points committed before it.
-    pub async fn read_feed(&self, read: FeedRead) -> Result<(Vec<Job>, Vec<Metric>), DbError> {
+    pub async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {
         match self {
             Db::Sqlite(s) => s.read_feed(read).await,
+            Db::Postgres(p) => p.read_feed(read).await,
         }
     }
 
-    /// Where a feed of everything starts: the highest point id and the
-    /// latest job change so far.
-    pub async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+    /// Where a feed of everything starts: the positions of points and of
+    /// job versions it has already seen.
+    pub async fn feed_start(&self) -> Result<(FeedPos, FeedPos), DbError> {
         match self {
             Db::Sqlite(s) => s.feed_start().await,
+            Db::Postgres(p) => p.feed_start().await,
         }
     }
 
@@ -283,6 +298,7 @@ impl Db {
     pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_status().await,
+            Db::Postgres(p) => p.count_by_status().await,
         }
     }
 
@@ -292,6 +308,7 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.ping().await,
+            Db::Postgres(p) => p.ping().await,
         }
     }
 
@@ -300,6 +317,7 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Sqlite(s) => s.close().await,
+            Db::Postgres(p) => p.close().await,
         }
     }
 }

@@ -123,7 +123,7 @@ pub enum RootCert {
 
 /// A `DATABASE_URL` that cannot be used; the message shows the URL masked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid DATABASE_URL {url}: {reason}")]
+#[error("unsupported DATABASE_URL {url}: {reason}")]
 pub struct UrlError {
     /// The URL, password masked.
     url: String,

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,6 +111,12 @@ impl Daemon {
             }
         };
         let mut args = opts.args;
+        let mut envs = opts.envs;
+        let chosen = envs.iter().any(|(k, _)| k == "DATABASE_URL")
+            || args.iter().any(|a| a.starts_with("--database-url"));
+        if pg::enabled() && !chosen {
+            envs.push(("DATABASE_URL".into(), pg::cluster().fresh_database()));
+        }
         let mut tokens = None;
         if opts.capture {
             let base = data_dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
@@ -135,7 +142,7 @@ impl Daemon {
             data_dir,
             _tmp: tmp,
             args,
-            envs: opts.envs,
+            envs,
             log: Arc::new(Mutex::new(Vec::new())),
             log_done: None,
             bind: "127.0.0.1:0".into(),
