@@ -79,16 +79,7 @@ async fn logs(d: &Daemon, id: &str, query: &str) -> String {
 /// The runner's private state of a job, read from the daemon's database
 /// (tests need the pids a user would see with `ps`).
 fn runner_state(d: &Daemon, id: &str) -> Value {
-    let db = rusqlite::Connection::open_with_flags(
-        d.data_dir.join("platform.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let s: String = db
-        .query_row("SELECT runner_state FROM jobs WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let s = d.sql(&format!("SELECT runner_state FROM jobs WHERE id = '{id}'"));
     serde_json::from_str(&s).unwrap()
 }
 
@@ -748,13 +739,9 @@ async fn a_cancel_the_daemon_did_not_act_on_is_carried_out_after_restart() {
     d.kill9();
     // The cancel committed, then the daemon died before signalling the
     // trainer: simulated by committing it to the database directly.
-    let db = rusqlite::Connection::open(d.data_dir.join("platform.db")).unwrap();
-    db.execute(
-        "UPDATE jobs SET status = 'cancelled', completed_at = updated_at WHERE id = ?1",
-        [&id],
-    )
-    .unwrap();
-    drop(db);
+    d.sql(&format!(
+        "UPDATE jobs SET status = 'cancelled', completed_at = updated_at WHERE id = '{id}'"
+    ));
     assert!(process_alive(trainer));
     d.restart();
     eventually(10, "the cancelled job's trainer to be stopped", || async {

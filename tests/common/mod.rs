@@ -279,6 +279,45 @@ impl Daemon {
         cmd
     }
 
+    /// The daemon's PostgreSQL database (on the test cluster), if it uses one.
+    pub fn pg_database(&self) -> Option<String> {
+        let (_, url) = self.envs.iter().find(|(k, _)| k == "DATABASE_URL")?;
+        let rest = url.strip_prefix("postgresql://")?;
+        let path = rest.split('?').next()?;
+        Some(path.rsplit('/').next()?.to_string())
+    }
+
+    /// Runs one SQL statement on the daemon's database, whichever backend
+    /// (values inlined by the caller; tests only): the rows as lines of
+    /// `|`-separated text.
+    pub fn sql(&self, sql: &str) -> String {
+        if let Some(db) = self.pg_database() {
+            return pg::cluster().sql(&db, sql);
+        }
+        let c = rusqlite::Connection::open(self.data_dir.join("platform.db"))
+            .expect("open the daemon's database");
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mut stmt = c.prepare(sql).expect("prepare");
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).expect("query");
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().expect("row") {
+            let cols: Vec<String> = (0..n)
+                .map(
+                    |i| match row.get::<_, rusqlite::types::Value>(i).expect("column") {
+                        rusqlite::types::Value::Null => String::new(),
+                        rusqlite::types::Value::Integer(v) => v.to_string(),
+                        rusqlite::types::Value::Real(v) => v.to_string(),
+                        rusqlite::types::Value::Text(v) => v,
+                        rusqlite::types::Value::Blob(v) => format!("{v:?}"),
+                    },
+                )
+                .collect();
+            lines.push(cols.join("|"));
+        }
+        lines.join("\n")
+    }
+
     /// The full log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

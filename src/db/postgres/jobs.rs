@@ -105,6 +105,11 @@ pub(super) async fn list(c: &impl GenericClient, f: &JobFilter) -> Result<Vec<Jo
     };
     let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
     if let Some(u) = &f.user_id {
+        if u.contains('\0') {
+            // PostgreSQL text cannot hold NUL (the writer stores U+FFFD),
+            // so no job matches; the parameter itself would be an error.
+            return Ok(Vec::new());
+        }
         args.push(u);
         sql.push_str(&format!(" AND user_id = ${}", args.len()));
     }

@@ -538,29 +538,43 @@ struct Columns {
     visible: Vec<bool>,
 }
 
+/// PostgreSQL's `text` cannot hold NUL, which SQLite and the API accept
+/// in free text (a trainer's message): it is stored as U+FFFD.
+fn text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(text)
+}
+
 impl Columns {
     fn push(&mut self, slot: &Slot) {
         let (r, j) = (&slot.rec, &slot.rec.job);
         self.id.push(j.id);
-        self.user.push(j.user_id.clone());
-        self.model.push(j.model_name.clone());
-        self.framework.push(j.framework.clone());
-        self.dataset.push(j.dataset_s3_uri.clone());
+        self.user.push(text(&j.user_id));
+        self.model.push(text(&j.model_name));
+        self.framework.push(text(&j.framework));
+        self.dataset.push(text(&j.dataset_s3_uri));
         self.config.push(j.config.as_ref().map(|v| v.to_string()));
         self.status.push(j.status.as_str());
         self.progress.push(j.progress);
-        self.message.push(j.message.clone());
-        self.checkpoint.push(j.checkpoint_s3_uri.clone());
-        self.error.push(j.error.clone());
+        self.message.push(opt_text(&j.message));
+        self.checkpoint.push(opt_text(&j.checkpoint_s3_uri));
+        self.error.push(opt_text(&j.error));
         self.created.push(j.created_at);
         self.updated.push(j.updated_at);
         self.started.push(j.started_at);
         self.completed.push(j.completed_at);
-        self.runner.push(j.runner.clone());
+        self.runner.push(opt_text(&j.runner));
         self.exit_code.push(j.exit_code);
         self.token_hash.push(r.token_hash.clone());
         self.last_sequence.push(r.last_sequence);
-        self.runner_state.push(r.runner_state.clone());
+        self.runner_state.push(opt_text(&r.runner_state));
         self.visible.push(slot.visible);
     }
 }
