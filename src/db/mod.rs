@@ -348,3 +348,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Version N is the same logical schema on both backends, so the lists
+    /// grow together.
+    #[test]
+    fn both_backends_number_their_migrations_alike() {
+        assert_eq!(
+            super::sqlite::latest_version(),
+            super::postgres::latest_version()
+        );
+    }
+}

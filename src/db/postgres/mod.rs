@@ -14,6 +14,7 @@ mod feed;
 mod jobs;
 mod metrics;
 mod migrations;
+mod round_trips;
 mod tls;
 mod writer;
 
@@ -31,7 +32,7 @@ use crate::model::{
     FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
 };
 
-pub use migrations::latest_version;
+pub(super) use migrations::latest_version;
 
 /// Connections when neither `--db-pool-size` nor the URL say.
 const DEFAULT_POOL_SIZE: usize = 10;

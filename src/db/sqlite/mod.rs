@@ -16,6 +16,9 @@ mod metrics;
 mod migrations;
 mod writer;
 
+#[cfg(test)]
+pub(super) use migrations::latest_version;
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
