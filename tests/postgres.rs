@@ -35,7 +35,7 @@ fn on(url: String) -> Opts {
 /// `serve` against `url` fails with a non-zero exit, its last line names
 /// `cause`, and no line shows `secret`.
 fn refused(url: &str, cause: &str, secret: &str) {
-    let (code, text) = serve_outcome(&[], &[("DATABASE_URL", url)]);
+    let (code, text) = serve_outcome(&["--bind", "127.0.0.1:0"], &[("DATABASE_URL", url)]);
     assert!(matches!(code, Some(c) if c != 0), "{url}: {code:?}\n{text}");
     assert!(!text.contains(secret), "the password leaked: {text}");
     let last = text.trim().lines().last().unwrap_or_default();
@@ -76,7 +76,7 @@ fn start_up_failures_name_their_cause_with_the_password_masked() {
         PASSWORD,
     );
     let (code, text) = serve_outcome(
-        &[],
+        &["--bind", "127.0.0.1:0"],
         &[(
             "DATABASE_URL",
             &url(&c, &right, "127.0.0.1", "postgres", "sslmode=disable"),
@@ -155,7 +155,7 @@ async fn sslmodes_follow_libpq() {
     drop(d);
 
     let starts = |u: String| {
-        let (code, text) = serve_outcome(&[], &[("DATABASE_URL", &u)]);
+        let (code, text) = serve_outcome(&["--bind", "127.0.0.1:0"], &[("DATABASE_URL", &u)]);
         assert_eq!(code, None, "{u} must start: {text}");
     };
     // `verify-full`: chain and host name.
@@ -254,7 +254,11 @@ async fn health_is_503_while_the_server_is_down_and_recovers_without_a_restart()
 }
 
 fn pg_capturing() -> Daemon {
-    Daemon::start_with(on(pg::cluster().fresh_database()).capturing())
+    pg_capturing_on(pg::cluster().fresh_database())
+}
+
+fn pg_capturing_on(url: String) -> Daemon {
+    Daemon::start_with(on(url).capturing())
 }
 
 #[tokio::test]
@@ -316,10 +320,13 @@ async fn metric_events(d: &Daemon, last_id: Option<&str>, n: usize) -> Vec<SseEv
     let mut body = resp.bytes_stream();
     let mut parser = Parser::default();
     let mut out = Vec::new();
+    // One deadline for all: keep-alive comments arrive even when points
+    // never do.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+        let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {n} points within 30 s", out.len()))
+            .unwrap_or_else(|_| panic!("only {} of {n} points within 60 s", out.len()))
             .expect("the stream ended")
             .unwrap();
         out.extend(
@@ -338,16 +345,25 @@ fn point_id(e: &SseEvent) -> i64 {
         .unwrap()
 }
 
+/// Two daemons write to one database, so transactions really commit out of
+/// the order their ids and points were allocated in (one daemon's writer
+/// alone commits one batch at a time).
 #[tokio::test]
 async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
-    let d = pg_capturing();
+    let url = pg::cluster().fresh_database();
+    let d = pg_capturing_on(url.clone());
+    // Started before any job runs, and holding jobs: it only serves writes.
+    let other = Daemon::start_with(on(url).held());
     let mut jobs = Vec::new();
     for _ in 0..4 {
         jobs.push(job_with_token(&d, "alice").await);
     }
     const WRITERS: usize = 6;
     const EACH: usize = 25;
-    let total = jobs.len() * WRITERS * EACH;
+    // Plus one last point through `d`: without cross-replica wake-ups
+    // (LISTEN/NOTIFY, not built yet) `d`'s stream learns of the other
+    // daemon's commits at its own next one.
+    let total = jobs.len() * WRITERS * EACH + 1;
     let stream = {
         // Opened (and subscribed) before the writers start.
         let resp = d
@@ -370,7 +386,8 @@ async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
     let mut tasks = Vec::new();
     for (id, token) in &jobs {
         for w in 0..WRITERS {
-            let (d_url, id, token) = (d.url.clone(), id.clone(), token.clone());
+            let target = if w % 2 == 0 { &d } else { &other };
+            let (d_url, id, token) = (target.url.clone(), id.clone(), token.clone());
             tasks.push(tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 for k in 0..EACH {
@@ -387,9 +404,16 @@ async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
             }));
         }
     }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (id, token) = &jobs[0];
+    let last = json!({"status": "running", "metrics": {"epoch": 1000}});
+    assert_eq!(callback(&d, id, Some(token), &last).await.0, StatusCode::OK);
     let mut metrics: Vec<SseEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while metrics.len() < total {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+        let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
             .unwrap_or_else(|_| panic!("only {} of {total} points streamed", metrics.len()))
             .unwrap()
@@ -400,9 +424,6 @@ async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
                 .into_iter()
                 .filter(|e| e.event == "metric"),
         );
-    }
-    for t in tasks {
-        t.await.unwrap();
     }
     let streamed: Vec<i64> = metrics.iter().map(point_id).collect();
     let unique: HashSet<i64> = streamed.iter().copied().collect();

@@ -140,6 +140,8 @@ fn config(url: &PgUrl) -> tokio_postgres::Config {
         .port(url.port)
         .dbname(&url.database)
         .application_name("platform")
+        // NOTICEs ("… already exists, skipping") would land in the log.
+        .options("-c client_min_messages=warning")
         .connect_timeout(url.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
         .ssl_mode(match url.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
