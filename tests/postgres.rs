@@ -84,6 +84,38 @@ fn start_up_failures_name_their_cause_with_the_password_masked() {
     );
     assert_eq!(code, None, "the right URL starts: {text}");
     assert!(!text.contains(PASSWORD), "{text}");
+
+    // `db check` connects and reads the schema version it migrated to.
+    let good = url(&c, &right, "127.0.0.1", "postgres", "sslmode=disable");
+    let check = std::process::Command::new(common::bin())
+        .args(["db", "check", "--database-url", &good])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert_eq!(
+        common::stdout(&check).trim(),
+        "ok (PostgreSQL, schema version 4)"
+    );
+    // A schema from a newer platform is refused, by both.
+    c.sql(
+        "postgres",
+        "INSERT INTO schema_migrations (version) VALUES (99)",
+    );
+    let (code, text) = serve_outcome(&["--bind", "127.0.0.1:0"], &[("DATABASE_URL", &good)]);
+    assert!(matches!(code, Some(c) if c != 0), "{text}");
+    assert!(text.contains("schema version 99"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    let check = std::process::Command::new(common::bin())
+        .args(["db", "check", "--database-url", &good])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        common::stderr(&check).contains("schema version 99"),
+        "{check:?}"
+    );
 }
 
 /// A test CA and a server certificate for `localhost` signed by it (PEM):
