@@ -16,10 +16,18 @@
 # production) and also prints PostgreSQL's CPU per callback (postmaster
 # and every backend, exited ones included).
 #
+# With HANGING_WEBHOOK=1, a webhook endpoint (every event) points at a
+# receiver on loopback that accepts connections and never answers
+# (--webhook-allow-private, WEBHOOK_TIMEOUT=60 s): the jobs' `running`
+# deliveries hang in flight for the whole run, and the figures show
+# whether that slows the callback path (issue 16: it must not). Run it
+# interleaved with and without to compare.
+#
 # Usage: benches/callback_load.sh
 #   ROUNDS=3 benches/callback_load.sh compare   # SQLite and PostgreSQL interleaved
 # Knobs (environment): JOBS=100 CONNECTIONS=32 THREADS=2 DURATION=20s
 #   READ_DURATION=10s BACKEND=sqlite|postgres BIN=path/to/platform (skips the build)
+#   HANGING_WEBHOOK=1 (see above)
 # Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl; for
 #   PostgreSQL the server packages (apt-get install -y postgresql).
 set -euo pipefail
@@ -30,6 +38,7 @@ THREADS=${THREADS:-2}
 DURATION=${DURATION:-20s}
 READ_DURATION=${READ_DURATION:-10s}
 BACKEND=${BACKEND:-sqlite}
+HANGING_WEBHOOK=${HANGING_WEBHOOK:-0}
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -61,6 +70,7 @@ chmod 755 "$tmp"
 daemon_pid=""
 pgbin=""
 pg_as() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+receiver_pid=""
 cleanup() {
   if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill -TERM "$daemon_pid" 2>/dev/null || true
@@ -68,6 +78,10 @@ cleanup() {
   fi
   if [[ -n "$pgbin" ]]; then
     pg_as "$pgbin/pg_ctl" -D "$tmp/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  if [[ -n "$receiver_pid" ]]; then
+    kill "$receiver_pid" 2>/dev/null || true
+    wait "$receiver_pid" 2>/dev/null || true
   fi
   rm -rf "$tmp"
 }
@@ -116,6 +130,29 @@ PY
   fi
 }
 
+hook_flags=()
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  need python3 "apt-get install -y python3"
+  echo "== starting a webhook receiver that accepts and never answers"
+  python3 -u - >"$tmp/receiver.port" 2>"$tmp/receiver.log" <<'PY' &
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1024)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    conn, _ = s.accept()
+    held.append(conn)
+    print(len(held), file=__import__("sys").stderr, flush=True)
+PY
+  receiver_pid=$!
+  for _ in $(seq 1 100); do [[ -s "$tmp/receiver.port" ]] && break; sleep 0.05; done
+  receiver_port=$(head -1 "$tmp/receiver.port")
+  [[ -n "$receiver_port" ]] || { echo "the receiver did not start" >&2; exit 1; }
+  hook_flags=(--webhook-allow-private --webhook-timeout 60)
+fi
+
 echo "== starting platform serve (data in $tmp/data)"
 # The stand-in trainer (replacing `demo`) writes its token and sleeps, so no
 # trainer competes for the CPU; the dataset URI is made up, so the store
@@ -127,7 +164,8 @@ command = ["sh", "-c", 'printf %s "\$CALLBACK_TOKEN" > "\$TOKENS/\$JOB_ID.tmp" &
 env = { TOKENS = "$tmp/tokens" }
 TOML
 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
-  --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off "${db_args[@]}" >"$tmp/serve.log" 2>&1 &
+  --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off \
+  ${db_args[@]+"${db_args[@]}"} ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
 for _ in $(seq 1 200); do
@@ -138,6 +176,12 @@ for _ in $(seq 1 200); do
 done
 [[ -n "$url" ]] || { echo "the daemon did not start" >&2; cat "$tmp/serve.log" >&2; exit 1; }
 echo "   $url (pid $daemon_pid)"
+
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  curl -sSf -o /dev/null -X POST "$url/api/v1/webhooks" -H 'content-type: application/json' \
+    -d "{\"url\":\"http://127.0.0.1:$receiver_port/hook\"}"
+  echo "   webhook -> http://127.0.0.1:$receiver_port/hook (hangs)"
+fi
 
 echo "== creating $JOBS jobs"
 for i in $(seq 1 "$JOBS"); do
@@ -212,6 +256,9 @@ if [[ $BACKEND == postgres ]]; then
 fi
 echo "disk: ${sync_ms:-?} ms per synchronous 16 KiB write (dd oflag=dsync)"
 echo "daemon peak RSS (VmHWM): $rss_peak (now $rss_now)"
+if [[ "$HANGING_WEBHOOK" == 1 ]]; then
+  echo "hanging webhook: $(sql "SELECT COUNT(*) FROM webhook_deliveries") deliveries queued, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending' AND attempts > 0 AND last_error IS NULL") in flight with no answer, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'pending'") finished; receiver holds $(tail -1 "$tmp/receiver.log" 2>/dev/null || echo 0) connections"
+fi
 if [[ $BACKEND == postgres ]]; then
   echo "target: >= 5000 callbacks/s at concurrency 32 (synchronous_commit=on)"
 else

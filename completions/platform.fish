@@ -38,9 +38,11 @@ complete -c platform -n "__fish_platform_needs_command" -s h -l help -d 'Print h
 complete -c platform -n "__fish_platform_needs_command" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_needs_command" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
 complete -c platform -n "__fish_platform_needs_command" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_needs_command" -f -a "queue" -d 'List queues, or pause and resume one'
 complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
@@ -66,8 +68,17 @@ json\t'One JSON object per line'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l trainers -d 'Trainers file (TOML) [default: trainers.toml in the user\'s config directory, if present]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l trainer-subprocess-path -d 'Directory with one sub-directory per framework (the seed\'s layout)' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-concurrent-jobs -d 'Most jobs running at once [default: 1 for subprocess, 0 (unlimited) for kubernetes]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l queues -d 'Queues besides `default`, as the config file\'s `[queues.NAME]` tables (`max_concurrent`, `max_per_user`, `kueue_queue`) or the same as JSON, e.g. \'{"gpu": {"max_concurrent": 2, "max_per_user": 1}}\'' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l max-job-duration -d 'Each job\'s default and largest `max_duration`, in seconds (default: none)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l heartbeat-timeout -d 'Default `heartbeat_timeout` of jobs whose request and trainer set none, in seconds (default: none)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l stale-after -d 'Default `stale_after` (further silence before a stalled job is stopped), in seconds (default: never stopped)' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kill-grace -d 'Seconds between SIGTERM and SIGKILL when cancelling a trainer' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l artifact-grace -d 'Seconds after a job ends during which its trainer may still upload new artifacts (never replacing one); later uploads are refused (409)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l idempotency-ttl -d 'Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-timeout -d 'Seconds one webhook delivery attempt may take' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-base -d 'Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), until WEBHOOK_RETRY_FOR has passed' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-retry-for -d 'Seconds after its event during which a failing webhook delivery is retried; after that it is recorded as failed (at most 604800, a week)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhooks -d 'Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-connections -d 'Most open client connections; past it a new connection replaces the longest-idle one, or gets a quick 503 when none is idle [default: 4096, lowered to fit the open-files limit]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-streams -d 'Most event streams and followed logs open at once; past it they are answered 503' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l header-timeout -d 'Seconds a client has to send a request\'s headers (from connecting, or from its first byte on a reused connection)' -r
@@ -108,6 +119,7 @@ yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l allow-unauthenticated -d 'Allow a non-loopback bind without an API token'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l debug -d 'Debug logging (the seed\'s DEBUG)'
+complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-allow-private -d 'Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon\'s network)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l stop-jobs-on-exit -d 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l hold-jobs -d 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l no-color -d 'Never use colour (also: NO_COLOR)'
@@ -115,34 +127,48 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -s v -l verbose
 complete -c platform -n "__fish_platform_using_subcommand serve" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "create" -d 'Submit a training job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "list" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "ls" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "get" -d 'Show one job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "cancel" -d 'Cancel one or more jobs'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "ls" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "update" -d 'Change a pending job\'s priority'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI (e.g. s3://bucket/datasets/coco128/), or the name of a dataset uploaded with `platform dataset upload`' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s u -l user -d 'Who the job belongs to [default: $PLATFORM_USER, else $USER]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s c -l config -d 'Trainer config from a JSON or YAML file' -r -F
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s s -l set -d 'Set a config key (value parsed as JSON when valid, else a string); repeatable, wins over --config' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l idempotency-key -d 'Idempotency-Key sent with the create: running the command again with the same key and job returns the job created the first time instead of a second one [default: a fresh key per run, reused for its own retries]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l queue -d 'Queue to launch from (see `platform queue list`) [default: default]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l priority -d 'Priority 0–100 (higher launches first within its queue) [default: 50]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l after -d 'Start only after these jobs completed (numbers, ids or prefixes); fail if one fails' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l max-duration -d 'Longest run of one attempt (e.g. 90, 1.5, 500ms, 30m, 2h)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l max-pending -d 'Longest wait to launch before the job fails `queue-timeout`' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l heartbeat-timeout -d 'Silence (no trainer call) after which the job is marked stalled' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l stale-after -d 'Further silence after which a stalled job is stopped and fails `stale`' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry-on-exit-code -d 'Retry when the trainer exits with this code (repeatable); see --max-attempts' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l max-attempts -d 'Attempts in all, with --retry-on-exit-code [default: 3]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry -d 'A whole retry policy as JSON (max_attempts, backoff, rules), or @FILE' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -275,6 +301,45 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from watch" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -l priority -d 'New priority 0–100 (pending jobs only)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from update" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -l timeout -d 'Give up after this long (e.g. 90, 30m) and exit 124' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from wait" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s s -l set -d 'Override a field of the spec (user_id, model_name, framework, dataset_s3_uri, queue, priority, max_duration, max_pending, heartbeat_timeout, stale_after) or, for any other key, a config key (dotted keys nest); the value is parsed as JSON when valid. Repeatable' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one job'
@@ -283,7 +348,79 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a pending job\'s priority'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "ls" -d 'Every queue: limits, paused or not, running and pending jobs'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from pause" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points, in step order (with --plot, only these are drawn)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l server -d 'URL of the platform daemon' -r
@@ -411,6 +548,125 @@ complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
 complete -c platform -n "__fish_platform_using_subcommand framework; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "ls" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "rm" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and not __fish_seen_subcommand_from add list ls remove rm test deliveries help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l event -d 'Only this event type (repeat for more; default: all)' -r -f -a "job.running\t''
+job.completed\t''
+job.failed\t''
+job.cancelled\t''"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l framework -d 'Only jobs of this framework (repeat for more; default: all)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l user -d 'Only jobs of this user (repeat for more; default: all)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l format -d 'Body shape: generic JSON, or a Slack incoming-webhook message' -r -f -a "json\t''
+slack\t''"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l limit -d 'At most this many (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from deliveries" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 'A progress line, e.g. "epoch 3/50"' -r
@@ -427,6 +683,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand report" -l heartbeat -d 'Only say the trainer is alive (keeps a job with a heartbeat timeout from being marked stalled); sends no status. Cheap: call it often'
 complete -c platform -n "__fish_platform_using_subcommand report" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'
@@ -528,19 +785,21 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job metrics dataset framework report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -549,8 +808,19 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "update" -d 'Change a pending job\'s priority'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "list" -d 'List endpoints (URLs cut after their first path segment, secrets by prefix only)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'

@@ -10,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::errors::root_cause;
+use crate::model::webhook::{CreateWebhook, CreatedWebhook, Delivery, Webhook};
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
     JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
@@ -184,13 +185,21 @@ impl Client {
         .await
     }
 
-    /// `POST /api/v1/training/jobs`.
-    pub async fn create_job(&self, req: &CreateJob) -> Result<Job, ClientError> {
-        self.json(
-            self.request(Method::POST, "/api/v1/training/jobs")
-                .json(req),
-        )
-        .await
+    /// `POST /api/v1/training/jobs`, with an `Idempotency-Key` when given
+    /// (a retry with the same key and body gets the same job back).
+    pub async fn create_job(
+        &self,
+        req: &CreateJob,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let rb = self
+            .request(Method::POST, "/api/v1/training/jobs")
+            .json(req);
+        let rb = match idempotency_key {
+            Some(k) => rb.header(crate::model::idempotency::IDEMPOTENCY_KEY, k),
+            None => rb,
+        };
+        self.json(rb).await
     }
 
     /// `POST /api/v1/training/jobs?dry_run=true`: what creating `req`
@@ -269,6 +278,48 @@ impl Client {
             None => rb,
         };
         self.json(rb).await
+    }
+
+    /// `POST /api/v1/training/jobs/{id}/heartbeat` with a trainer's token.
+    pub async fn heartbeat(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(
+            Method::POST,
+            &format!("/api/v1/training/jobs/{id}/heartbeat"),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// `PATCH /api/v1/training/jobs/{id}`.
+    pub async fn update_job(
+        &self,
+        id: Uuid,
+        update: &crate::model::UpdateJob,
+    ) -> Result<Job, ClientError> {
+        self.json(
+            self.request(Method::PATCH, &format!("/api/v1/training/jobs/{id}"))
+                .json(update),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/queues`.
+    pub async fn queues(&self) -> Result<Vec<crate::model::QueueInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/queues")).await
+    }
+
+    /// `POST /api/v1/queues/{name}/pause` (or `resume`).
+    pub async fn pause_queue(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<crate::model::QueueInfo, ClientError> {
+        let what = if paused { "pause" } else { "resume" };
+        let name: String =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        self.json(self.request(Method::POST, &format!("/api/v1/queues/{name}/{what}")))
+            .await
     }
 
     /// `POST /api/v1/training/jobs/{id}/metrics` with a trainer's token.
@@ -404,6 +455,47 @@ impl Client {
     /// Maps a failure while streaming a response body.
     pub fn body_error(&self, e: reqwest::Error) -> ClientError {
         self.transport(e)
+    }
+}
+
+/// Webhook endpoints (admin: the API token).
+impl Client {
+    /// `POST /api/v1/webhooks`: the endpoint with its signing secret
+    /// (shown only in this answer).
+    pub async fn add_webhook(&self, req: &CreateWebhook) -> Result<CreatedWebhook, ClientError> {
+        self.call(Method::POST, "/api/v1/webhooks", req).await
+    }
+
+    /// `GET /api/v1/webhooks`.
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/webhooks"))
+            .await
+    }
+
+    /// `DELETE /api/v1/webhooks/{id}`.
+    pub async fn remove_webhook(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/api/v1/webhooks/{id}")))
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /api/v1/webhooks/{id}/test`: the queued delivery.
+    pub async fn test_webhook(&self, id: Uuid) -> Result<Delivery, ClientError> {
+        self.json(self.request(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+            .await
+    }
+
+    /// `GET /api/v1/webhooks/{id}/deliveries`, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: Uuid,
+        limit: Option<u32>,
+    ) -> Result<Vec<Delivery>, ClientError> {
+        let mut rb = self.request(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"));
+        if let Some(n) = limit {
+            rb = rb.query(&[("limit", n)]);
+        }
+        self.json(rb).await
     }
 }
 

@@ -40,6 +40,7 @@ use crate::runner::{Runner, SpecBuilder};
 use crate::server::{self, ApiToken, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
+use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
@@ -136,16 +137,40 @@ async fn serve(
             tracing::error!(error = %e, "cannot listen for SIGHUP; reload trainers with `platform framework reload`")
         }
     }
+    let queues = Arc::new(cfg.queues.clone());
     let jobs = Arc::new(Jobs::new(
         db.clone(),
         Events::new(),
         registry.clone(),
         store.clone(),
         JobsConfig {
+            queues: queues.clone(),
+            max_job_duration: cfg.max_job_duration,
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            stale_after: cfg.stale_after,
             callback_auth: cfg.callback_auth,
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
+            idempotency_ttl: cfg.idempotency_ttl,
         },
+    ));
+    let webhooks = Arc::new(Webhooks::new(
+        db.clone(),
+        WebhookConfig {
+            allow_private: cfg.webhook_allow_private,
+            timeout: cfg.webhook_timeout,
+            retry_base: cfg.webhook_retry_base,
+            max_age: cfg.webhook_retry_for,
+        },
+    ));
+    webhooks
+        .configure(cfg.configured_webhooks.clone())
+        .await
+        .context("cannot set up the configured webhooks (WEBHOOKS)")?;
+    let deliveries = tokio::spawn(crate::webhooks::deliver::run(
+        webhooks.clone(),
+        jobs.subscribe(),
+        shutdown.child_token(),
     ));
     // Bind first: trainers are told the address actually bound (port 0 works).
     let listener = tokio::net::TcpListener::bind(cfg.bind)
@@ -173,17 +198,13 @@ async fn serve(
         }),
     ));
     let scheduler = tokio::spawn(
-        Scheduler::new(
-            jobs.clone(),
-            runner.clone(),
-            specs.clone(),
-            cfg.max_concurrent_jobs,
-        )
-        .hold(cfg.hold_jobs)
-        .run(shutdown.child_token()),
+        Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
+            .hold(cfg.hold_jobs)
+            .run(shutdown.child_token()),
     );
     let state = AppState {
         jobs,
+        webhooks,
         store: store.clone(),
         runner: runner.clone(),
         specs,
@@ -214,6 +235,7 @@ async fn serve(
     shutdown.cancel();
     tracing::info!("shutting down: in-flight requests finished");
     let _ = scheduler.await;
+    let _ = deliveries.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
 }

@@ -15,6 +15,8 @@ pub enum Event {
     Job(Arc<Job>),
     /// A metric point was stored.
     Metric(Arc<Metric>),
+    /// A queue was paused or resumed (its name).
+    Queue(Arc<str>),
 }
 
 /// How many events a slow subscriber may fall behind before it is told to

@@ -60,6 +60,13 @@ pub struct Trainer {
     /// Tolerations (Kubernetes runner).
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// How its jobs are retried unless they say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::model::RetryPolicy>,
+    /// Silence (seconds) after which its jobs are `stalled`, unless they
+    /// say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout: Option<f64>,
     /// Where the entry came from.
     pub source: Source,
 }
@@ -79,6 +86,8 @@ struct FileEntry {
     node_selector: BTreeMap<String, String>,
     #[serde(default)]
     tolerations: Vec<Toleration>,
+    retry: Option<crate::model::RetryPolicy>,
+    heartbeat_timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +147,8 @@ impl Registry {
                 resources: Resources::default(),
                 node_selector: BTreeMap::new(),
                 tolerations: Vec::new(),
+                retry: None,
+                heartbeat_timeout: None,
                 source: Source::Builtin,
             },
         );
@@ -306,6 +317,16 @@ fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
                     "trainers.{name}.command must not be empty"
                 )));
             }
+            if let Some(r) = &e.retry {
+                r.validate(&format!("trainers.{name}.retry"))
+                    .map_err(|v| invalid(v.to_string()))?;
+            }
+            crate::model::sched::check_seconds(
+                &format!("trainers.{name}.heartbeat_timeout"),
+                e.heartbeat_timeout,
+                false,
+            )
+            .map_err(|v| invalid(v.to_string()))?;
             Ok(Trainer {
                 name,
                 command: e.command,
@@ -316,6 +337,8 @@ fn parse_file(path: &Path) -> Result<Vec<Trainer>, RegistryError> {
                 resources: e.resources,
                 node_selector: e.node_selector,
                 tolerations: e.tolerations,
+                retry: e.retry,
+                heartbeat_timeout: e.heartbeat_timeout,
                 source: Source::File,
             })
         })
@@ -366,6 +389,8 @@ fn discover(dir: &Path) -> Result<Vec<Trainer>, RegistryError> {
             resources: Resources::default(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            retry: None,
+            heartbeat_timeout: None,
             source: Source::Directory,
         });
     }

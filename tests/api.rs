@@ -1717,7 +1717,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
     let cases = [
         (reqwest::Method::PUT, JOBS.to_string()),
         (reqwest::Method::DELETE, JOBS.to_string()),
-        (reqwest::Method::PATCH, job_path(&id, "")),
+        (reqwest::Method::PUT, job_path(&id, "")),
         (reqwest::Method::POST, job_path(&id, "")),
         (reqwest::Method::GET, job_path(&id, "/callback")),
         (reqwest::Method::DELETE, job_path(&id, "/metrics")),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::api::*;
-use common::{eventually, Daemon, Opts};
+use common::{Daemon, Opts};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -89,11 +89,7 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap()
         .to_string();
     // It launches at once: wait until it runs, so nothing moves meanwhile.
-    callback_token(&d, &pending);
-    eventually(20, "the last job to run", || async {
-        (job(&d, &pending).await["status"] == "running").then_some(())
-    })
-    .await;
+    running_with_token(&d, &pending).await;
 
     let before = everything(&d).await;
     assert_eq!(before.len(), 4);

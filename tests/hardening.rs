@@ -328,6 +328,89 @@ async fn query_tokens_open_only_event_streams_and_the_dashboard() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// The dashboard's cancel button works under an API token: its DELETE
+/// carries the login cookie, which counts for a write only when the
+/// browser says the request comes from this server's own page.
+#[tokio::test]
+async fn the_dashboard_cookie_cancels_only_from_the_dashboard_itself() {
+    let d = Daemon::start_with(
+        Opts {
+            args: vec!["--api-token".into(), TOKEN.into()],
+            ..Opts::default()
+        }
+        .held(),
+    );
+    let http = d.http();
+    let created = http
+        .post(d.at(JOBS))
+        .bearer_auth(TOKEN)
+        .json(&job_body("alice"))
+        .send()
+        .await
+        .unwrap();
+    let (status, job) = parts(created).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let path = job_path(job["id"].as_str().unwrap(), "");
+    let cookie = format!("platform_token={TOKEN}");
+    let host = d.at("").trim_start_matches("http://").to_string();
+    let delete = |headers: &[(&str, String)]| {
+        let mut rb = http.delete(d.at(&path)).header("cookie", &cookie);
+        for (k, v) in headers {
+            rb = rb.header(*k, v);
+        }
+        rb.send()
+    };
+    for refused in [
+        vec![],
+        vec![("sec-fetch-site", "cross-site".to_string())],
+        vec![("sec-fetch-site", "same-site".to_string())],
+        vec![("origin", "http://evil.example".to_string())],
+    ] {
+        let r = delete(&refused).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
+    }
+    assert_eq!(job_field(&d, &path, "status").await, "pending");
+    let r = delete(&[
+        ("sec-fetch-site", "same-origin".to_string()),
+        ("origin", format!("http://{host}")),
+    ])
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(job_field(&d, &path, "status").await, "cancelled");
+    // Without Sec-Fetch-Site (older browsers), a matching Origin is enough.
+    let (status, other) = parts(
+        http.post(d.at(JOBS))
+            .bearer_auth(TOKEN)
+            .json(&job_body("alice"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let r = http
+        .delete(d.at(&job_path(other["id"].as_str().unwrap(), "")))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+async fn job_field(d: &Daemon, path: &str, field: &str) -> String {
+    let r = d
+        .http()
+        .get(d.at(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (_, job) = parts(r).await;
+    job[field].as_str().unwrap_or_default().to_string()
+}
+
 #[tokio::test]
 async fn dashboard_responses_carry_security_headers() {
     let open = Daemon::held();

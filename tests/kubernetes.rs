@@ -882,6 +882,8 @@ fn gpu_manifests() -> String {
             effect: Some("NoSchedule".into()),
             ..Default::default()
         }],
+        retry: None,
+        heartbeat_timeout: None,
         source: Source::File,
     };
     let contract = platform::runner::env::Contract {
@@ -910,6 +912,7 @@ fn gpu_manifests() -> String {
         config_path: None,
         context: None,
         kueue_queue: None,
+        queue_map: Default::default(),
         image_pull_secrets: vec!["registry-creds".into()],
         service_account: Some("trainer".into()),
         image_pull_timeout: None,
@@ -1140,4 +1143,87 @@ fn the_role_grants_exactly_what_the_runner_uses() {
         })
         .collect();
     assert_eq!(granted, used);
+}
+
+/// Issue 14 on Kubernetes: one Job per attempt. A trainer exiting 3 under
+/// a policy that retries 3 gets a second Job named `…-a2` (the first keeps
+/// today's name), with `ATTEMPT=2` and the attempt label; its pod failing
+/// OOMKilled (not a listed code) then fails the job with both attempts
+/// recorded. The daemon's own policy engine decides; `backoffLimit` stays 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_job_gets_one_kubernetes_job_per_attempt() {
+    let fake = FakeKube::start();
+    let (d, _dir) = kube_daemon(&fake, &[]);
+    let mut body = common::demo_job(json!({}));
+    body["retry"] = json!({"max_attempts": 3, "backoff": {"initial": 0.1},
+                           "rules": [{"exit_codes": [3], "action": "retry"}]});
+    let id = api::create(&d, &body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = job_name(&id);
+    eventually(30, "the first attempt's Job", || async {
+        fake.get(Kind::Job, &first).map(|_| ())
+    })
+    .await;
+    fake.pod_terminated(&first, 3, "Error");
+    let second = format!("{first}-a2");
+    let kjob = eventually(30, "the second attempt's Job", || async {
+        fake.get(Kind::Job, &second)
+    })
+    .await;
+    assert_eq!(kjob["spec"]["backoffLimit"], 0);
+    assert_eq!(kjob["metadata"]["labels"]["platform/attempt"], "2");
+    let env = &kjob["spec"]["template"]["spec"]["containers"][0]["env"];
+    let attempt = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ATTEMPT")
+        .unwrap();
+    assert_eq!(attempt["value"], "2");
+    let j = wait_status(&d, &id, "running").await;
+    assert_eq!(j["attempt"], 2);
+    fake.pod_terminated(&second, 137, "OOMKilled");
+    let j = wait_status(&d, &id, "failed").await;
+    let attempts = j["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{j}");
+    assert_eq!(attempts[0]["exit_code"], 3);
+    assert_eq!(attempts[1]["reason"], "oom");
+    assert!(fake.get(Kind::Job, &format!("{first}-a3")).is_none());
+    assert_clean(&fake);
+}
+
+/// A queue mapped to a Kueue LocalQueue sends its Jobs there, suspended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_maps_to_its_kueue_local_queue() {
+    let fake = FakeKube::start();
+    let (d, _dir) = kube_daemon(
+        &fake,
+        &[("QUEUES", r#"{"gpu": {"kueue_queue": "team-a-gpu"}}"#)],
+    );
+    let mut body = common::demo_job(json!({}));
+    body["queue"] = json!("gpu");
+    let id = api::create(&d, &body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kjob = eventually(30, "the Job", || async {
+        fake.get(Kind::Job, &job_name(&id))
+    })
+    .await;
+    assert_eq!(
+        kjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"],
+        "team-a-gpu"
+    );
+    assert_eq!(kjob["spec"]["suspend"], true);
+    let (_, queues) = api::get(&d, "/api/v1/queues").await;
+    let gpu = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "gpu")
+        .unwrap()
+        .clone();
+    assert_eq!(gpu["kueue_queue"], "team-a-gpu");
 }

@@ -808,9 +808,16 @@ async fn trainers_keep_training_through_a_long_graceful_restart() {
     let dir = trainers(&[("shell", SHELL_EPOCHS)]);
     let python = dir.path().join("python-example");
     std::fs::create_dir_all(&python).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainers/python-example/train.py"),
+        repo.join("trainers/python-example/train.py"),
         python.join("train.py"),
+    )
+    .unwrap();
+    // The copy imports the Python package from next to it, as an installed one.
+    std::os::unix::fs::symlink(
+        repo.join("clients/python/src/platform_client"),
+        python.join("platform_client"),
     )
     .unwrap();
     let mut d = daemon_with(dir.path(), &["--max-concurrent-jobs", "3"], &[]);
@@ -916,7 +923,7 @@ async fn platform_report_queues_on_disk_while_the_daemon_is_away() {
         .as_str()
         .unwrap()
         .to_string();
-    let token = common::api::callback_token(&d, &id);
+    let token = common::api::running_with_token(&d, &id).await;
     let url = format!("{}/api/v1/training/jobs/{id}/callback", d.url);
     let workdir = tempfile::tempdir().unwrap();
     let report = |d: &Daemon, args: &[&str], timeout: &str| {

@@ -329,7 +329,12 @@ async function jobPage(root, id) {
       ["Dataset", j.dataset_s3_uri], ["Config", j.config ? JSON.stringify(j.config) : "–"],
       ["Checkpoint", j.checkpoint_s3_uri || "–"], ["Runner", j.runner ? `${j.runner}${j.exit_code != null ? ` (${exitText(j.exit_code)})` : ""}` : "–"],
       ["Created", when(j.created_at)], ["Started", when(j.started_at)], ["Completed", when(j.completed_at)],
+      ["Queue", j.queue || "default"], ["Priority", String(j.priority ?? 50)],
     ];
+    if (j.attempt) rows.push(["Attempt", String(j.attempt)]);
+    if (j.stalled_at) rows.push(["Condition", `stalled (silent since before ${ago(j.stalled_at)})`]);
+    if (j.next_attempt_at) rows.push(["Next attempt", when(j.next_attempt_at)]);
+    if (j.termination_reason) rows.push(["Ended by", j.termination_reason]);
     if (j.started_at) {
       const end = j.completed_at ? Date.parse(j.completed_at) : Date.now();
       rows.push(["Duration", duration((end - Date.parse(j.started_at)) / 1000)]);

@@ -2,7 +2,7 @@
 //! line to print) up to `main`, and [`finish`] is the one rule for commands
 //! that wait for a job to end.
 
-use super::output;
+use super::label;
 use crate::model::{Job, JobStatus};
 
 /// A failure that ends the process with a specific exit code. The message,
@@ -54,7 +54,7 @@ fn end(job: &Job, lines: usize) -> anyhow::Result<()> {
     if job.status == JobStatus::Completed {
         return Ok(());
     }
-    let mut message = format!("job {} ended {}", output::job_number(job), job.status);
+    let mut message = format!("job {} ended {}", label::job_number(job), job.status);
     let mut error = job.error.as_deref().unwrap_or("").lines().take(lines);
     if let Some(first) = error.next() {
         message.push_str(": ");

@@ -1,11 +1,9 @@
 //! `platform job …`: create, list, get and cancel jobs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser, ValueParser};
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value};
 
 use super::exit::{self, Exit};
 use super::output::{self, OutputFormat, Printer};
@@ -18,7 +16,7 @@ use crate::model::{CreateJob, Job, JobListQuery, JobStatus, LaunchPlan};
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Submit a training job.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List jobs, newest first.
     #[command(visible_alias = "ls")]
     List(ListArgs),
@@ -34,6 +32,12 @@ pub enum JobCommand {
     Logs(LogsArgs),
     /// Follow a job live (progress bar, metrics, ETA) until it ends.
     Watch(super::watch::WatchArgs),
+    /// Change a pending job's priority.
+    Update(super::sched::UpdateArgs),
+    /// Wait until jobs end; exit 0 only if all completed (124 on --timeout).
+    Wait(super::sched::WaitArgs),
+    /// Create a new job from an old one's spec, with overrides.
+    Resubmit(super::sched::ResubmitArgs),
 }
 
 /// `platform job logs`.
@@ -76,6 +80,12 @@ pub struct CreateArgs {
     /// Print what would be launched (Kubernetes manifests, or the process's argv and environment, secrets masked) without creating anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Idempotency-Key sent with the create: running the command again with the same key and job returns the job created the first time instead of a second one [default: a fresh key per run, reused for its own retries].
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Queue, priority, dependencies, limits and retries.
+    #[command(flatten)]
+    pub sched: super::sched::SchedArgs,
 }
 
 /// `platform job list`.
@@ -137,7 +147,7 @@ pub struct CancelArgs {
 pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Result<()> {
     let client = g.client()?;
     match cmd {
-        JobCommand::Create(a) => create(&client, out, a).await,
+        JobCommand::Create(a) => create(&client, out, *a).await,
         JobCommand::List(a) => list(&client, out, a).await,
         JobCommand::Get(a) => {
             let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
@@ -153,6 +163,9 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
             let id = super::resolve::job_id(&client, &a.id).await?;
             super::watch::watch(&client, out, id).await
         }
+        JobCommand::Update(a) => super::sched::update(&client, out, a).await,
+        JobCommand::Wait(a) => super::sched::wait(&client, out, a).await,
+        JobCommand::Resubmit(a) => super::sched::resubmit(&client, out, a).await,
     }
 }
 
@@ -177,7 +190,7 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
 
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
-    let config = build_config(a.config.as_deref(), &a.set)?;
+    let config = super::spec::build_config(a.config.as_deref(), &a.set)?;
     let user = a
         .user
         .or_else(|| std::env::var("USER").ok())
@@ -189,11 +202,15 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
         framework: a.framework,
         dataset_s3_uri: dataset_uri(client, a.dataset).await?,
         config,
+        sched: a.sched.resolve(client).await?,
     };
     if a.dry_run {
         return print_plan(out, fmt, &client.plan_job(&req).await?);
     }
-    let job = client.create_job(&req).await?;
+    let key = a
+        .idempotency_key
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let job = create_with_retries(client, &req, &key).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
             eprintln!("created job {} ({})", output::job_number(&job), job.id);
@@ -216,6 +233,31 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         f => print_job(out, f, &job),
+    }
+}
+
+/// Sends the create, retrying what may be passing trouble (an unreachable
+/// daemon, 5xx, 429, or the same key still in flight after a cut-off
+/// attempt) with the same key: the daemon creates the job at most once.
+pub(super) async fn create_with_retries(
+    client: &Client,
+    req: &CreateJob,
+    key: &str,
+) -> anyhow::Result<Job> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match client.create_job(req, Some(key)).await {
+            Ok(job) => return Ok(job),
+            Err(e)
+                if attempt < ATTEMPTS
+                    && (e.is_transient() || e.status() == Some(reqwest::StatusCode::CONFLICT)) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -276,72 +318,6 @@ async fn dataset_uri(client: &Client, dataset: String) -> anyhow::Result<String>
     }
 }
 
-/// Merges `--config FILE` (JSON or YAML) with `--set key=value` overrides.
-/// Dotted keys (`a.b=1`) set nested objects.
-pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Option<Value>> {
-    let mut config = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let value: Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(_) => serde_yaml_ng::from_str(&text).map_err(|e| {
-                    Exit::usage(format!(
-                        "config file {} is neither JSON nor YAML: {e}",
-                        path.display()
-                    ))
-                })?,
-            };
-            match value {
-                Value::Object(m) => Some(m),
-                Value::Null => Some(Map::new()),
-                _ => {
-                    return Err(Exit::usage(format!(
-                        "config file {} must hold a JSON/YAML object (key: value pairs)",
-                        path.display()
-                    )))
-                }
-            }
-        }
-        None => None,
-    };
-    for set in sets {
-        let (key, raw) = set
-            .split_once('=')
-            .ok_or_else(|| Exit::usage(format!("--set {set:?}: expected KEY=VALUE")))?;
-        if key.is_empty() || key.split('.').any(str::is_empty) {
-            return Err(Exit::usage(format!(
-                "--set {set:?}: the key must not be empty"
-            )));
-        }
-        let value =
-            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
-        insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
-    }
-    Ok(config.map(Value::Object))
-}
-
-fn insert_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
-    match key.split_once('.') {
-        None => {
-            map.insert(key.to_string(), value);
-            Ok(())
-        }
-        Some((head, rest)) => {
-            let slot = map
-                .entry(head.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            match slot {
-                Value::Object(inner) => insert_dotted(inner, rest, value),
-                _ => Ok(()),
-            }
-        }
-    }
-}
-
 async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[
         OutputFormat::Table,
@@ -388,7 +364,7 @@ pub fn print_jobs_table(jobs: &[Job], wide: bool) {
     ];
     if wide {
         headers.insert(1, "UUID");
-        headers.extend(["DATASET", "RUNNER", "MESSAGE"]);
+        headers.extend(["QUEUE", "PRI", "ATTEMPT", "DATASET", "RUNNER", "MESSAGE"]);
     }
     let mut t = output::table(&headers);
     for j in jobs {
@@ -403,6 +379,9 @@ pub fn print_jobs_table(jobs: &[Job], wide: bool) {
         ];
         if wide {
             row.insert(1, j.id.to_string());
+            row.push(j.sched.queue.clone());
+            row.push(j.sched.priority.to_string());
+            row.push(j.sched.attempt.to_string());
             row.push(j.dataset_s3_uri.clone());
             row.push(j.runner.clone().unwrap_or_else(|| "-".into()));
             row.push(
@@ -472,6 +451,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
     if let (Some(s), Some(c)) = (j.started_at, j.completed_at) {
         rows.push(("Duration", output::duration((c - s).num_seconds())));
     }
+    rows.extend(super::sched::job_rows(j));
     for (k, v) in rows {
         println!("{:<11} {v}", format!("{k}:"));
     }
@@ -481,6 +461,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
+    super::sched::print_attempts(j);
     Ok(())
 }
 
@@ -508,35 +489,4 @@ async fn cancel(client: &Client, out: &Printer, a: CancelArgs) -> anyhow::Result
         return Err(Exit::silent(1));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_parses_json_then_string_and_overrides_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.yaml");
-        std::fs::write(&f, "epochs: 10\nbatch: 16\nopt:\n  lr: 0.1\n").unwrap();
-        let sets = vec![
-            "epochs=5".to_string(),
-            "name=run one".to_string(),
-            "flags=[1,2]".to_string(),
-            "opt.lr=0.01".to_string(),
-            "on=true".to_string(),
-        ];
-        let c = build_config(Some(&f), &sets).unwrap().unwrap();
-        assert_eq!(
-            c,
-            serde_json::json!({"epochs": 5, "batch": 16, "name": "run one", "flags": [1, 2],
-                               "opt": {"lr": 0.01}, "on": true})
-        );
-    }
-
-    #[test]
-    fn no_config_means_null() {
-        assert_eq!(build_config(None, &[]).unwrap(), None);
-        assert!(build_config(None, &["novalue".into()]).is_err());
-    }
 }

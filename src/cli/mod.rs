@@ -3,8 +3,8 @@
 //! [`crate::client::Client`], never through the daemon's own modules.
 //!
 //! Command modules (`job`, `metrics`, `dataset`, …) build on shared ones
-//! (`exit`, `events`, `metric_keys`, `output`, `resolve`, `stream`,
-//! `tracker`, `transfer`), never
+//! (`exit`, `events`, `metric_keys`, `output`, `resolve`, `spec`,
+//! `stream`, `tracker`, `transfer`), never
 //! the other way round and never on each other in a loop; what they take
 //! from this file is only the tree's global flags ([`GlobalArgs`], [`Cli`]).
 
@@ -15,16 +15,20 @@ pub(crate) mod exit;
 pub(crate) mod framework;
 pub mod generate;
 pub(crate) mod job;
+mod label;
 pub(crate) mod metric_keys;
 pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod report;
 pub(crate) mod resolve;
+pub(crate) mod sched;
+pub(crate) mod spec;
 pub mod stream;
 pub(crate) mod suggest;
 pub(crate) mod tracker;
 pub(crate) mod transfer;
 pub(crate) mod watch;
+pub(crate) mod webhook;
 
 pub use exit::Exit;
 pub use suggest::parse;
@@ -102,6 +106,9 @@ pub enum Command {
     /// Create, list, inspect and cancel training jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// List queues, or pause and resume one.
+    #[command(subcommand)]
+    Queue(sched::QueueCommand),
     /// Show a job's metric points (oldest first).
     Metrics(metrics::MetricsArgs),
     /// Upload and list datasets in the daemon's object store.
@@ -110,6 +117,9 @@ pub enum Command {
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
+    /// Manage webhook endpoints (admin) and see their deliveries.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
@@ -142,9 +152,11 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     let out = output::Printer::new(&global);
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
+        Command::Queue(cmd) => sched::queue(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
+        Command::Webhook(cmd) => webhook::run(&global, &out, cmd).await,
         Command::Report(args) => report::run(args).await,
         Command::DemoTrain => match crate::trainer::demo::run().await {
             0 => Ok(()),

@@ -10,8 +10,9 @@ use console::Style;
 use serde::Serialize;
 
 use super::exit::Exit;
+pub use super::label::{job_arg, job_number};
 use super::GlobalArgs;
-use crate::model::{Job, JobStatus};
+use crate::model::JobStatus;
 
 /// `-o/--output` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,26 +158,6 @@ pub fn status(s: JobStatus) -> String {
         JobStatus::Cancelled => Style::new().yellow(),
     };
     style.apply_to(s.as_str()).to_string()
-}
-
-/// The short name tables and messages use for a job: `#42` (its full id
-/// when the server predates job numbers).
-pub fn job_number(j: &Job) -> String {
-    if j.number > 0 {
-        format!("#{}", j.number)
-    } else {
-        j.id.to_string()
-    }
-}
-
-/// What to type to name `j` in another command: its number, or its id
-/// when the server predates numbers.
-pub fn job_arg(j: &Job) -> String {
-    if j.number > 0 {
-        j.number.to_string()
-    } else {
-        j.id.to_string()
-    }
 }
 
 /// How a trainer's exit code reads: `exit code 1`, or the signal that

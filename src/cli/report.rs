@@ -53,6 +53,10 @@ pub struct ReportArgs {
     /// Superseded by --timeout; accepted for older scripts.
     #[arg(long, hide = true)]
     pub retries: Option<u32>,
+    /// Only say the trainer is alive (keeps a job with a heartbeat timeout
+    /// from being marked stalled); sends no status. Cheap: call it often.
+    #[arg(long, conflicts_with_all = ["progress", "message", "metrics", "checkpoint", "error", "sequence"])]
+    pub heartbeat: bool,
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {
@@ -61,6 +65,14 @@ fn parse_status(s: &str) -> Result<JobStatus, String> {
 
 /// Runs `platform report`; exit code 3 when the job already ended.
 pub async fn run(a: ReportArgs) -> anyhow::Result<()> {
+    if a.heartbeat {
+        let endpoint = Endpoint::from_env(a.timeout)?;
+        let id = endpoint
+            .job_id()
+            .ok_or_else(|| Exit::usage("cannot tell the job from CALLBACK_URL; set JOB_ID"))?;
+        endpoint.bounded(endpoint.client().heartbeat(id)).await?;
+        return Ok(());
+    }
     let mut metrics = std::collections::BTreeMap::new();
     for m in &a.metrics {
         let (k, v) = m

@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(suggest("metric"), vec!["metrics"]);
         assert_eq!(
             suggest("list"),
-            vec!["job list", "dataset list", "framework list"]
+            vec!["job list", "queue list", "dataset list"]
         );
         assert_eq!(suggest("watch"), vec!["job watch"]);
         assert_eq!(suggest("upload"), vec!["dataset upload"]);

@@ -407,6 +407,7 @@ mod tests {
             completed_at: None,
             runner: None,
             exit_code: None,
+            sched: Default::default(),
         }
     }
 
@@ -447,6 +448,7 @@ mod tests {
                 .cloned()
                 .unwrap(),
             created_at: Utc::now(),
+            attempt: 1,
         };
         t.apply(&Update::Metric(point(1, 100, 0.9)));
         t.apply(&Update::Metric(point(2, 200, 0.4)));

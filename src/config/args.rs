@@ -123,6 +123,24 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_CONCURRENT_JOBS", value_name = "N")]
     pub max_concurrent_jobs: Option<usize>,
 
+    /// Queues besides `default`, as the config file's `[queues.NAME]`
+    /// tables (`max_concurrent`, `max_per_user`, `kueue_queue`) or the same
+    /// as JSON, e.g. '{"gpu": {"max_concurrent": 2, "max_per_user": 1}}'.
+    #[arg(long, env = "QUEUES", value_name = "TABLES")]
+    pub queues: Option<String>,
+
+    /// Each job's default and largest `max_duration`, in seconds (default: none).
+    #[arg(long, env = "MAX_JOB_DURATION", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub max_job_duration: Option<f64>,
+
+    /// Default `heartbeat_timeout` of jobs whose request and trainer set none, in seconds (default: none).
+    #[arg(long, env = "HEARTBEAT_TIMEOUT", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub heartbeat_timeout: Option<f64>,
+
+    /// Default `stale_after` (further silence before a stalled job is stopped), in seconds (default: never stopped).
+    #[arg(long, env = "STALE_AFTER", value_name = "SECONDS", value_parser = limit_seconds)]
+    pub stale_after: Option<f64>,
+
     /// Seconds between SIGTERM and SIGKILL when cancelling a trainer.
     #[arg(
         long,
@@ -141,6 +159,30 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub artifact_grace: u64,
+
+    /// Seconds an `Idempotency-Key` of a job create is remembered: a retry with the same key and body within it gets the original job back (at most 86400, the default).
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "86400", value_name = "SECONDS", value_parser = seconds)]
+    pub idempotency_ttl: Duration,
+
+    /// Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon's network).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// Seconds one webhook delivery attempt may take.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = seconds)]
+    pub webhook_timeout: Duration,
+
+    /// Seconds before a failed webhook delivery is first retried; each later retry waits four times longer (at most 4 h), until WEBHOOK_RETRY_FOR has passed.
+    #[arg(long, env = "WEBHOOK_RETRY_BASE", default_value = "5", value_name = "SECONDS", value_parser = seconds)]
+    pub webhook_retry_base: Duration,
+
+    /// Seconds after its event during which a failing webhook delivery is retried; after that it is recorded as failed (at most 604800, a week).
+    #[arg(long, env = "WEBHOOK_RETRY_FOR", default_value = "86400", value_name = "SECONDS", value_parser = retry_window)]
+    pub webhook_retry_for: Duration,
+
+    /// Webhook endpoints from the configuration: a JSON list of {"url", "secret", "events", "frameworks", "users", "format"} (only url and secret required); they replace the configured ones at each start.
+    #[arg(long, env = "WEBHOOKS", value_name = "JSON", hide_env_values = true)]
+    pub webhooks: Option<String>,
 
     /// Cancel running jobs when the daemon stops (default: leave them running and re-adopt them).
     #[arg(long)]
@@ -187,12 +229,33 @@ pub struct ServeArgs {
     pub kube: KubeArgs,
 }
 
-/// A positive, finite number of seconds.
+/// A positive, finite number of seconds, at most a day.
 fn seconds(s: &str) -> Result<Duration, String> {
+    seconds_at_most(s, 86_400)
+}
+
+/// A positive, finite number of seconds, at most a week: how long webhook
+/// deliveries are retried (receivers down over a weekend still get them).
+fn retry_window(s: &str) -> Result<Duration, String> {
+    seconds_at_most(s, 604_800)
+}
+
+fn seconds_at_most(s: &str, max: u32) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite() && *x > 0.0 && *x <= 86_400.0)
+        .filter(|x| x.is_finite() && *x > 0.0 && *x <= f64::from(max))
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("expected a number of seconds above 0 (at most 86400), not {s:?}"))
+        .ok_or_else(|| format!("expected a number of seconds above 0 (at most {max}), not {s:?}"))
+}
+
+/// A scheduling limit in seconds (fractions allowed; at most a year).
+fn limit_seconds(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.0 && *x <= crate::model::sched::MAX_LIMIT_SECS)
+        .ok_or_else(|| {
+            format!("expected a number of seconds of 0 or more (at most a year), not {s:?}")
+        })
 }

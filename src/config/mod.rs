@@ -56,9 +56,15 @@ pub enum ConfigError {
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
     KillGrace(f64),
+    /// Bad `WEBHOOKS`.
+    #[error("invalid WEBHOOKS: {0}; expected a JSON list of objects with \"url\" and \"secret\" (and optionally \"events\", \"frameworks\", \"users\", \"format\")")]
+    Webhooks(String),
     /// Inconsistent object store settings.
     #[error("{0}")]
     Storage(String),
+    /// Bad `QUEUES` / `[queues.NAME]`.
+    #[error(transparent)]
+    Queues(#[from] crate::queues::QueuesError),
 }
 
 /// The shortest API token accepted (surrounding whitespace does not count).
@@ -92,12 +98,32 @@ pub struct ServerConfig {
     pub trainers_file: Option<PathBuf>,
     /// Trainers directory, if any.
     pub trainer_dir: Option<PathBuf>,
-    /// Concurrency limit (0 = unlimited).
+    /// Concurrency limit (0 = unlimited) of the `default` queue.
     pub max_concurrent_jobs: usize,
+    /// Every queue, `default` included.
+    pub queues: crate::queues::Queues,
+    /// Default and largest `max_duration`.
+    pub max_job_duration: Option<f64>,
+    /// Default `heartbeat_timeout`.
+    pub heartbeat_timeout: Option<f64>,
+    /// Default `stale_after`.
+    pub stale_after: Option<f64>,
     /// Grace period before SIGKILL.
     pub kill_grace: std::time::Duration,
     /// How long after its end a job still takes new artifact uploads.
     pub artifact_grace: std::time::Duration,
+    /// How long an `Idempotency-Key` answers with its job.
+    pub idempotency_ttl: std::time::Duration,
+    /// Allow private webhook targets.
+    pub webhook_allow_private: bool,
+    /// Time one webhook attempt may take.
+    pub webhook_timeout: std::time::Duration,
+    /// The first webhook retry's delay.
+    pub webhook_retry_base: std::time::Duration,
+    /// How long after its event a webhook delivery is retried.
+    pub webhook_retry_for: std::time::Duration,
+    /// Configured webhook endpoints (`WEBHOOKS`), each with its secret.
+    pub configured_webhooks: Vec<(crate::model::webhook::CreateWebhook, String)>,
     /// Cancel trainers on shutdown.
     pub stop_jobs_on_exit: bool,
     /// Log bytes kept per job.
@@ -162,6 +188,10 @@ impl ServerConfig {
         });
         let storage =
             StorageConfig::from_args(&args.storage, &data_dir).map_err(ConfigError::Storage)?;
+        let queues = crate::queues::Queues::parse(
+            args.queues.as_deref(),
+            u32::try_from(max_concurrent_jobs).unwrap_or(u32::MAX),
+        )?;
         Ok(Self {
             bind,
             database,
@@ -176,13 +206,33 @@ impl ServerConfig {
             trainers_file,
             trainer_dir: args.trainer_subprocess_path.clone(),
             max_concurrent_jobs,
+            queues: queues.clone(),
+            max_job_duration: args.max_job_duration.filter(|s| *s > 0.0),
+            heartbeat_timeout: args.heartbeat_timeout.filter(|s| *s > 0.0),
+            stale_after: args.stale_after,
             kill_grace: std::time::Duration::from_secs_f64(args.kill_grace),
             artifact_grace: std::time::Duration::from_secs(args.artifact_grace),
+            idempotency_ttl: args.idempotency_ttl,
+            webhook_allow_private: args.webhook_allow_private,
+            webhook_timeout: args.webhook_timeout,
+            webhook_retry_base: args.webhook_retry_base,
+            webhook_retry_for: args.webhook_retry_for,
+            configured_webhooks: match &args.webhooks {
+                Some(text) => parse_webhooks(text)?,
+                None => Vec::new(),
+            },
             stop_jobs_on_exit: args.stop_jobs_on_exit,
             max_log_bytes: args.max_log_bytes,
             storage,
             hold_jobs: args.hold_jobs,
-            kube: KubeSettings::from_args(&args.kube),
+            kube: KubeSettings {
+                queue_map: queues
+                    .all()
+                    .iter()
+                    .filter_map(|q| Some((q.name.clone(), q.kueue_queue.clone()?)))
+                    .collect(),
+                ..KubeSettings::from_args(&args.kube)
+            },
             http: HttpLimits {
                 max_connections: args.max_connections.map(|n| n as usize),
                 max_streams: args.max_streams as usize,
@@ -193,6 +243,42 @@ impl ServerConfig {
             test_db_max_pages: test_db_max_pages(),
         })
     }
+}
+
+/// One entry of `WEBHOOKS`.
+#[derive(serde::Deserialize)]
+struct ConfiguredWebhook {
+    #[serde(flatten)]
+    hook: crate::model::webhook::CreateWebhook,
+    secret: String,
+}
+
+/// `WEBHOOKS`: the configured endpoints with their secrets. Secrets are
+/// never echoed in the error.
+fn parse_webhooks(
+    text: &str,
+) -> Result<Vec<(crate::model::webhook::CreateWebhook, String)>, ConfigError> {
+    let list: Vec<ConfiguredWebhook> = serde_json::from_str(text).map_err(|e| {
+        ConfigError::Webhooks(format!(
+            "not valid at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    list.into_iter()
+        .map(|c| {
+            c.hook
+                .validate()
+                .map_err(|e| ConfigError::Webhooks(e.to_string()))?;
+            if c.secret.trim().len() < 16 {
+                return Err(ConfigError::Webhooks(format!(
+                    "the secret of {} is shorter than 16 characters",
+                    crate::model::webhook::shown_url(&c.hook.url)
+                )));
+            }
+            Ok((c.hook, c.secret))
+        })
+        .collect()
 }
 
 /// `PLATFORM_TEST_DB_MAX_PAGES`: a cap on the database's size in pages, so

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
+use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
     FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
     MetricPoint,
@@ -132,6 +133,33 @@ pub enum Modified {
     },
 }
 
+/// The `Idempotency-Key` a create came with ([`Db::create_job_once`]).
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Whose key it is: keys are unique per owner.
+    pub owner: String,
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the canonical request body.
+    pub fingerprint: String,
+    /// Keys of jobs created before this have expired and may be reused.
+    pub since: DateTime<Utc>,
+}
+
+/// What [`Db::create_job_once`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// Stored a new job.
+    New(Job),
+    /// A live job already holds the key; nothing was stored.
+    Existing {
+        /// That job.
+        job: Job,
+        /// Whether it was created from the same request body.
+        same_request: bool,
+    },
+}
+
 /// The database handle; cheap to share behind an `Arc`.
 pub enum Db {
     /// The embedded SQLite database.
@@ -192,6 +220,32 @@ impl Db {
         }
     }
 
+    /// [`Db::create_job`] under an idempotency key, atomically: when a job
+    /// created since `claim.since` holds the key, that job is returned and
+    /// nothing is stored; an older holder's key is cleared (it expired) and
+    /// a new job takes it.
+    pub async fn create_job_once(
+        &self,
+        rec: JobRecord,
+        claim: IdempotencyClaim,
+    ) -> Result<Created, DbError> {
+        match self {
+            Db::Sqlite(s) => s.create_job_once(rec, claim).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// The job holding an unexpired key (a read; the create re-checks).
+    pub async fn idempotent_job(
+        &self,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<Created>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.idempotent_job(claim).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
     /// One job with its private columns.
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
         match self {
@@ -209,8 +263,12 @@ impl Db {
     }
 
     /// Applies `rule` to job `id` inside one write: the rule sees the
-    /// stored job and the commit time, changes it in place and says what to
-    /// store; an `Err` stores nothing. Resolves once the change is durable.
+    /// stored job (attempts included) and the commit time, changes it in
+    /// place and says what to store; an `Err` stores nothing. A latest
+    /// attempt the rule added or changed is stored with the job. A change
+    /// of status also queues its webhook deliveries in the same transaction
+    /// (the outbox), so an event is never lost nor sent for a change that
+    /// did not commit. Resolves once the change is durable.
     pub async fn modify_job<E, F>(&self, id: Uuid, rule: F) -> Result<Modified, E>
     where
         F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<Changes, E> + Send + 'static,
@@ -299,6 +357,131 @@ impl Db {
         match self {
             Db::Sqlite(s) => s.count_by_status().await,
             Db::Postgres(p) => p.count_by_status().await,
+        }
+    }
+
+    /// Stores a webhook endpoint.
+    pub async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.add_webhook(rec).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Replaces every endpoint of `source` with `recs` (the configured ones).
+    pub async fn replace_webhooks(
+        &self,
+        source: &'static str,
+        recs: Vec<WebhookRecord>,
+    ) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.replace_webhooks(source, recs).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Every webhook endpoint, oldest first.
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.webhooks().await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// One webhook endpoint.
+    pub async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.webhook(id).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Removes an endpoint and its deliveries; whether it existed.
+    pub async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
+        match self {
+            Db::Sqlite(s) => s.remove_webhook(id).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Queues `event` for endpoint `id` alone (a test); `None` when unknown.
+    pub async fn enqueue_test_event(
+        &self,
+        id: Uuid,
+        event: &'static str,
+    ) -> Result<Option<Delivery>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.enqueue_test_event(id, event).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Claims up to `limit` due deliveries for `worker`, each until `lease`
+    /// from now; the claim commits before anything is sent, and a claim
+    /// that lapses (its worker died) makes the delivery due again. On
+    /// PostgreSQL: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`.
+    pub async fn claim_deliveries(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.claim_deliveries(worker, lease, limit).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Records how an attempt ended, if `worker` still holds its claim.
+    pub async fn finish_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.finish_delivery(id, worker, outcome).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// The latest deliveries of endpoint `id`, newest first.
+    pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.deliveries(id, limit).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.next_delivery_due().await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Pending and running jobs per queue: `(queue, status, count)`.
+    pub async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.count_by_queue().await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// The names of paused queues (a queue never paused has no row).
+    pub async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
+        match self {
+            Db::Sqlite(s) => s.paused_queues().await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
+        }
+    }
+
+    /// Pauses or resumes queue `name`, durably.
+    pub async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.set_queue_paused(name, paused).await,
+            Db::Postgres(_) => Err(postgres::not_yet()),
         }
     }
 

@@ -19,9 +19,14 @@ use crate::model::{
     BatchAck, CallbackAck, CreateJob, FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord,
     JobStatus, Metric, MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
-use crate::secrets::{hash_token, new_token, token_matches};
+use crate::queues::Queues;
 use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
+
+mod idempotency;
+
+pub use attempts::RunnerOutcome;
+pub use idempotency::KeyHold;
 
 /// Why a job operation was refused (each maps to one HTTP status).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,28 @@ pub enum JobError {
         /// Its terminal status.
         status: JobStatus,
     },
+    /// An `Idempotency-Key` reused for a different request body (422).
+    #[error("this Idempotency-Key was already used for a different request (job {0}); use a new key for a new job")]
+    KeyReused(Uuid),
+    /// A request with this `Idempotency-Key` is still being handled (409).
+    #[error("a request with this Idempotency-Key is still being handled; retry when it has been answered")]
+    KeyInFlight,
+    /// Changing what only a pending job may change (409).
+    #[error("job {id} is already {status}; only a pending job's priority can change")]
+    NotPending {
+        /// The job.
+        id: Uuid,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// No queue has this name (404).
+    #[error("unknown queue {name:?}; configured queues: {known}")]
+    UnknownQueue {
+        /// The name asked for.
+        name: String,
+        /// The configured ones, comma-separated.
+        known: String,
+    },
     /// A field failed validation (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -72,8 +99,16 @@ pub enum JobError {
 }
 
 /// Settings the lifecycle rules depend on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobsConfig {
+    /// The configured queues (a job must name one of them).
+    pub queues: Arc<Queues>,
+    /// `--max-job-duration`: each job's default and largest `max_duration`.
+    pub max_job_duration: Option<f64>,
+    /// `--heartbeat-timeout`: the default `heartbeat_timeout`.
+    pub heartbeat_timeout: Option<f64>,
+    /// `--stale-after`: the default `stale_after`.
+    pub stale_after: Option<f64>,
     /// Whether callbacks need the per-job bearer token. Only that token
     /// opens a job's trainer routes (not the operator's API token): a
     /// trainer's credentials are separate and per job.
@@ -84,6 +119,9 @@ pub struct JobsConfig {
     /// How long after a job ends its trainer may still upload artifacts
     /// (new files only; see [`Jobs::may_upload`]).
     pub artifact_grace: std::time::Duration,
+    /// How long an `Idempotency-Key` answers with its job (see
+    /// [`Jobs::create_once`]).
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// What an artifact upload may do ([`Jobs::may_upload`]).
@@ -121,6 +159,11 @@ pub struct Jobs {
     /// is replaced when a launch mints a new token and dropped when the
     /// job ends, so it is never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
+    /// Idempotency keys of creates being handled.
+    in_flight: Arc<idempotency::InFlight>,
+    /// When each live job's heartbeat was last written, and how often it
+    /// may be (see [`Jobs::heartbeat`]).
+    beats: std::sync::Mutex<HashMap<Uuid, sched::Beat>>,
 }
 
 impl Jobs {
@@ -140,6 +183,8 @@ impl Jobs {
             store,
             cfg,
             tokens: RwLock::new(HashMap::new()),
+            in_flight: Arc::default(),
+            beats: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,6 +220,7 @@ impl Jobs {
             )
             .into());
         }
+        let sched = self.scheduling(&req, &registry).await?;
         if self.cfg.dataset_check {
             self.store.verify_dataset(&req.dataset_s3_uri).await?;
         }
@@ -200,6 +246,7 @@ impl Jobs {
                 completed_at: None,
                 runner: None,
                 exit_code: None,
+                sched,
             },
             token_hash: None,
             last_sequence: None,
@@ -261,6 +308,9 @@ impl Jobs {
                 .transition(JobStatus::Cancelled, now)
                 .map_err(|e| JobError::NotCancellable { id, status: e.from })?;
             rec.job.message.get_or_insert_with(|| why.into());
+            if let Some(a) = rec.job.sched.current_attempt_mut() {
+                a.reason.get_or_insert_with(|| "cancelled".into());
+            }
             Ok(())
         })
         .await
@@ -299,61 +349,6 @@ impl Jobs {
         self.events.publish(Event::Job(Arc::new(job.clone())));
     }
 
-    /// Mints the callback token for launching job `id`: a fresh one per
-    /// launch, of which only the hash is stored (before the trainer starts,
-    /// so its first callback is already accepted). The token itself goes
-    /// only into the trainer's environment. Refused for a job that ended.
-    pub async fn issue_token(&self, id: Uuid) -> Result<String, JobError> {
-        let token = new_token();
-        let hash = hash_token(&token);
-        let stored = hash.clone();
-        let modified = self
-            .db
-            .modify_job(id, move |rec, _| {
-                if rec.job.status.is_terminal() {
-                    return Err(JobError::Finished {
-                        id,
-                        status: rec.job.status,
-                    });
-                }
-                rec.token_hash = Some(stored);
-                Ok(Changes::job())
-            })
-            .await?;
-        match modified {
-            Modified::Stored { .. } => {
-                self.remember_token(id, hash.into());
-                Ok(token)
-            }
-            _ => Err(JobError::NotFound(id)),
-        }
-    }
-
-    /// Checks a trainer's bearer token for `id` (404 for unknown jobs).
-    pub async fn authorize(&self, id: Uuid, bearer: Option<&str>) -> Result<(), JobError> {
-        let hash = match self.cached_token(id) {
-            Some(h) => Some(h),
-            None => {
-                let rec = self.record(id).await?;
-                let h: Option<Arc<str>> = rec.token_hash.map(Arc::from);
-                if let (Some(h), false) = (&h, rec.job.status.is_terminal()) {
-                    self.remember_token(id, h.clone());
-                }
-                h
-            }
-        };
-        if !self.cfg.callback_auth {
-            return Ok(());
-        }
-        // A job that was never launched has no token: nothing opens it.
-        let ok = matches!((bearer, hash), (Some(b), Some(h)) if token_matches(b, &h));
-        if ok {
-            Ok(())
-        } else {
-            Err(JobError::Unauthorized(id))
-        }
-    }
-
     /// Whether a trainer may upload an artifact for job `id` now (after
     /// [`Jobs::authorize`]). While the job is live, freely. For
     /// `artifact_grace` after it ended, new files only: a final checkpoint
@@ -363,6 +358,8 @@ impl Jobs {
     pub async fn may_upload(&self, id: Uuid) -> Result<UploadPermit, JobError> {
         let job = self.get(id).await?;
         if !job.status.is_terminal() {
+            // An upload is a sign of life too.
+            self.heartbeat(id).await?;
             return Ok(UploadPermit::Replace);
         }
         let ended = job.completed_at.unwrap_or(job.updated_at);
@@ -403,6 +400,7 @@ impl Jobs {
                 if update.sequence.is_some() {
                     rec.last_sequence = update.sequence;
                 }
+                sched::beat(rec, now);
                 Ok(Changes {
                     job: true,
                     points: update.point.into_iter().collect(),
@@ -420,6 +418,7 @@ impl Jobs {
             Modified::Missing => return Err(JobError::NotFound(id)),
             Modified::Unchanged => false,
             Modified::Stored { job, points } => {
+                self.beat_written(id, &job);
                 self.announce(&job, points);
                 true
             }
@@ -452,6 +451,7 @@ impl Jobs {
                 if job {
                     rec.last_sequence = sequence;
                     rec.job.updated_at = now;
+                    sched::beat(rec, now);
                 }
                 Ok(Changes { job, points })
             })
@@ -459,7 +459,14 @@ impl Jobs {
         let stored = match modified {
             Modified::Missing => return Err(JobError::NotFound(id)),
             Modified::Unchanged => Vec::new(),
-            Modified::Stored { points, .. } => points,
+            Modified::Stored { points, job } => {
+                if sequence.is_some() {
+                    self.beat_written(id, &job);
+                } else {
+                    self.heartbeat(id).await?;
+                }
+                points
+            }
         };
         metrics::counter!("platform_metric_points_total").increment(stored.len() as u64);
         let n = stored.len();
@@ -497,47 +504,6 @@ impl Jobs {
             Ok(())
         })
         .await
-    }
-
-    /// Applies how a trainer ended, as seen by its runner. A job that is
-    /// still live becomes `completed` on success or `failed` with the
-    /// runner's reason; a job that already ended (its trainer reported, or
-    /// a user cancelled) keeps its status. The exit code is recorded either way.
-    pub async fn finish_by_runner(
-        &self,
-        id: Uuid,
-        outcome: RunnerOutcome,
-    ) -> Result<Job, JobError> {
-        self.change(id, move |rec, now| {
-            let next = match &outcome.failure {
-                None => JobStatus::Completed,
-                Some(_) => JobStatus::Failed,
-            };
-            // Refused for a job that already ended: it keeps its status.
-            if rec.job.transition(next, now).is_ok() {
-                if let Some(reason) = outcome.failure {
-                    rec.job.error = Some(reason);
-                }
-            }
-            if outcome.exit_code.is_some() {
-                rec.job.exit_code = outcome.exit_code;
-            }
-            rec.job.updated_at = now;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Fails a live job for a reason found by its runner (could not start,
-    /// vanished, …); a job that already ended is left as it is.
-    pub async fn fail_by_runner(&self, id: Uuid, reason: String) {
-        let outcome = RunnerOutcome {
-            exit_code: None,
-            failure: Some(reason),
-        };
-        if let Err(e) = self.finish_by_runner(id, outcome).await {
-            tracing::error!(job_id = %id, error = %e, "cannot mark the job failed");
-        }
     }
 
     /// Says on a `pending` job why its launch failed and when it is retried
@@ -588,32 +554,6 @@ impl Jobs {
     ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self.db.oldest_in_status(status, limit).await?)
     }
-
-    fn cached_token(&self, id: Uuid) -> Option<Arc<str>> {
-        self.tokens.read().ok()?.get(&id).cloned()
-    }
-
-    fn remember_token(&self, id: Uuid, token: Arc<str>) {
-        if let Ok(mut t) = self.tokens.write() {
-            t.insert(id, token);
-        }
-    }
-
-    fn forget_token(&self, id: Uuid) {
-        if let Ok(mut t) = self.tokens.write() {
-            t.remove(&id);
-        }
-    }
-}
-
-/// How a trainer ended, as its runner saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerOutcome {
-    /// The exit code, when known (negative: killed by that signal).
-    pub exit_code: Option<i32>,
-    /// `None` for success; otherwise one readable line (plus, for local
-    /// processes, the last lines of the log).
-    pub failure: Option<String>,
 }
 
 fn already_applied(rec: &JobRecord, sequence: Option<i64>) -> bool {
@@ -626,7 +566,10 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
     }
 }
 
+mod attempts;
+mod sched;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+mod tokens;

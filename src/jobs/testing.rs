@@ -41,9 +41,14 @@ impl Service {
             registry.clone(),
             store,
             JobsConfig {
+                queues: Arc::new(crate::queues::Queues::only_default(1)),
+                max_job_duration: None,
+                heartbeat_timeout: None,
+                stale_after: None,
                 callback_auth: true,
                 dataset_check: false,
                 artifact_grace: std::time::Duration::from_secs(600),
+                idempotency_ttl: std::time::Duration::from_secs(86_400),
             },
         ));
         Service {
@@ -63,6 +68,7 @@ impl Service {
                 framework: "demo".into(),
                 dataset_s3_uri: "s3://bucket/data/".into(),
                 config: None,
+                sched: Default::default(),
             })
             .await
             .expect("create a job")

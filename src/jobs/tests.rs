@@ -150,6 +150,7 @@ async fn a_runner_report_never_overrides_an_ended_job_but_records_the_exit_code(
     let outcome = RunnerOutcome {
         exit_code: Some(-15),
         failure: Some("killed by SIGTERM".into()),
+        ..Default::default()
     };
     let job = svc.jobs.finish_by_runner(id, outcome).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
@@ -165,6 +166,7 @@ async fn a_runner_report_never_overrides_an_ended_job_but_records_the_exit_code(
             RunnerOutcome {
                 exit_code: Some(1),
                 failure: Some("trainer exited with code 1".into()),
+                ..Default::default()
             },
         )
         .await

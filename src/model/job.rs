@@ -6,6 +6,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::sched::{Attempt, CreateScheduling, JobScheduling};
 use super::status::JobStatus;
 use super::validate::{required_plain_text, ValidationError};
 
@@ -79,6 +80,9 @@ pub struct Job {
     /// The trainer's exit code, when known.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Queue, priority, attempts, limits, heartbeats, dependencies.
+    #[serde(flatten)]
+    pub sched: JobScheduling,
 }
 
 /// A status change the state machine refuses (see [`JobStatus::can_become`]).
@@ -94,7 +98,8 @@ pub struct IllegalTransition {
 impl Job {
     /// Moves the job to `next` when the state machine allows it, stamping
     /// `started_at` on the first `running` and `completed_at` on a terminal
-    /// status. Every status change goes through here; the job is untouched
+    /// status. A launch (`pending → running`) starts a new attempt; leaving
+    /// `running` ends the current one. Every status change goes through here; the job is untouched
     /// when the change is refused.
     pub fn transition(
         &mut self,
@@ -107,6 +112,7 @@ impl Job {
                 to: next,
             });
         }
+        let from = self.status;
         self.status = next;
         self.updated_at = now;
         if next == JobStatus::Running && self.started_at.is_none() {
@@ -115,7 +121,57 @@ impl Job {
         if next.is_terminal() && self.completed_at.is_none() {
             self.completed_at = Some(now);
         }
+        let s = &mut self.sched;
+        if from == JobStatus::Pending && next == JobStatus::Running {
+            // A launch: a new attempt, with its own clocks.
+            s.attempt += 1;
+            s.attempts.push(Attempt {
+                attempt: s.attempt,
+                started_at: now,
+                ended_at: None,
+                exit_code: None,
+                reason: None,
+                counted: true,
+            });
+            s.next_attempt_at = None;
+            s.last_heartbeat_at = None;
+            s.stalled_at = None;
+        } else if from == JobStatus::Running && next != JobStatus::Running {
+            if let Some(a) = s.current_attempt_mut() {
+                a.ended_at.get_or_insert(now);
+            }
+            s.stalled_at = None;
+        }
         Ok(())
+    }
+
+    /// The job as its create answered it: what a replayed `POST` with the
+    /// same `Idempotency-Key` returns ("the same body"), whatever happened
+    /// to the job since. Every field a create sets from the request, and
+    /// the rest at their initial values.
+    pub fn as_created(&self) -> Job {
+        Job {
+            status: JobStatus::Pending,
+            progress: 0.0,
+            message: None,
+            checkpoint_s3_uri: None,
+            error: None,
+            updated_at: self.created_at,
+            started_at: None,
+            completed_at: None,
+            runner: None,
+            exit_code: None,
+            sched: JobScheduling {
+                attempt: 0,
+                attempts: Vec::new(),
+                termination_reason: None,
+                last_heartbeat_at: None,
+                stalled_at: None,
+                next_attempt_at: None,
+                ..self.sched.clone()
+            },
+            ..self.clone()
+        }
     }
 }
 
@@ -140,6 +196,9 @@ pub struct CreateJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
+    /// Queue, priority, retry policy, time limits, dependencies (all optional).
+    #[serde(flatten)]
+    pub sched: CreateScheduling,
 }
 
 /// The schema of a required text field: 1–`max` characters, not only
@@ -187,6 +246,7 @@ impl CreateJob {
         required_plain_text("model_name", &self.model_name, MAX_MODEL_NAME)?;
         required_plain_text("framework", &self.framework, MAX_FRAMEWORK)?;
         required_plain_text("dataset_s3_uri", &self.dataset_s3_uri, MAX_DATASET_URI)?;
+        self.sched.validate()?;
         match &self.config {
             None | Some(Value::Null) => Ok(()),
             Some(config @ Value::Object(_)) => {
@@ -242,6 +302,9 @@ pub struct JobListQuery {
     /// Only the job with this number (≥ 1).
     #[param(minimum = 1)]
     pub number: Option<i64>,
+    /// Only jobs in this queue.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
+    pub queue: Option<String>,
 }
 
 /// A validated [`JobListQuery`].
@@ -255,6 +318,8 @@ pub struct JobFilter {
     pub id_prefix: Option<String>,
     /// Only the job with this number.
     pub number: Option<i64>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -297,7 +362,12 @@ impl JobListQuery {
         if self.number.is_some_and(|n| n < 1) {
             return Err(ValidationError::new("number", "must be 1 or more"));
         }
+        let queue = self.queue.clone().filter(|q| !q.is_empty());
+        if let Some(q) = &queue {
+            super::sched::check_queue_name(q).map_err(|m| ValidationError::new("queue", m))?;
+        }
         Ok(JobFilter {
+            queue,
             user_id: self.user_id.clone().filter(|u| !u.is_empty()),
             status,
             id_prefix,
@@ -319,6 +389,7 @@ mod tests {
             framework: "demo".into(),
             dataset_s3_uri: "s3://bucket/datasets/coco128/".into(),
             config: None,
+            sched: Default::default(),
         }
     }
 

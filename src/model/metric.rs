@@ -34,6 +34,13 @@ pub struct Metric {
     pub metrics: Map<String, Value>,
     /// When the point was stored.
     pub created_at: DateTime<Utc>,
+    /// The attempt of the job that reported it (1 before retries existed).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// A validated metric point, ready to store.

@@ -4,14 +4,18 @@
 pub mod callback;
 pub mod feed;
 pub mod framework;
+pub mod idempotency;
 pub mod job;
 pub mod metric;
 pub mod names;
 pub mod plan;
 pub mod record;
+pub mod retry;
+pub mod sched;
 pub mod status;
 pub mod storage;
 pub mod validate;
+pub mod webhook;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use feed::{FeedPage, FeedPos, FeedRead, FeedScope};
@@ -20,6 +24,8 @@ pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
 pub use plan::{LaunchPlan, ProcessPlan};
 pub use record::JobRecord;
+pub use retry::{AttemptEnd, AttemptEvent, Decision, RetryPolicy};
+pub use sched::{Attempt, CreateScheduling, JobScheduling, QueueInfo, UpdateJob};
 pub use status::JobStatus;
 pub use storage::{Dataset, DatasetSummary, StoredFile};
 pub use validate::ValidationError;

@@ -2,7 +2,8 @@
 //! changes are legal.
 //!
 //! `pending → running → completed|failed|cancelled` and
-//! `pending → failed|cancelled`; terminal states are final. Everything that
+//! `pending → failed|cancelled`; `running → pending` when an attempt ended
+//! and the retry policy runs another; terminal states are final. Everything that
 //! changes a job's status (callbacks, cancels, runners) asks this module.
 
 use serde::{Deserialize, Serialize};
@@ -58,9 +59,13 @@ impl JobStatus {
     /// Whether a job in `self` may move to `next`.
     ///
     /// `running → running` is allowed (it is how progress updates arrive);
-    /// nothing ever moves back to `pending`.
+    /// only a `running` job moves back to `pending`, to wait for its next
+    /// attempt (callbacks never ask for `pending`: they are refused first).
     pub fn can_become(self, next: JobStatus) -> bool {
-        !self.is_terminal() && next != JobStatus::Pending
+        match next {
+            JobStatus::Pending => self == JobStatus::Running,
+            _ => !self.is_terminal(),
+        }
     }
 }
 
@@ -101,8 +106,10 @@ mod tests {
 
     #[test]
     fn live_states_move_forward_only() {
+        assert!(!JobStatus::Pending.can_become(JobStatus::Pending));
+        // A retry: the job waits for its next attempt.
+        assert!(JobStatus::Running.can_become(JobStatus::Pending));
         for from in [JobStatus::Pending, JobStatus::Running] {
-            assert!(!from.can_become(JobStatus::Pending));
             for to in &ALL_STATUSES[1..] {
                 assert!(from.can_become(*to), "{from} -> {to} must be allowed");
             }

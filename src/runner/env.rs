@@ -118,6 +118,8 @@ pub fn build(
         ("DATASET_S3_URI", job.dataset_s3_uri.clone()),
         ("OUTPUT_S3_URI", contract.output_uri.clone()),
         ("CONFIG", config.to_string()),
+        // The attempt this launch starts (1 for the first; retries count on).
+        ("ATTEMPT", (job.sched.attempt + 1).to_string()),
     ];
     for (k, v) in contract_vars {
         env.insert(k.to_string(), v);

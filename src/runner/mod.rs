@@ -3,7 +3,8 @@
 //! [`Runner`] is the one interface: launch, cancel, logs, reconcile on
 //! start. [`subprocess`] runs trainers as local processes; the Kubernetes
 //! runner implements the same trait. The [`scheduler`] decides *when* to
-//! launch (FIFO under the concurrency limit) and reacts to cancels; runners
+//! launch (by queue and priority, under the queues' limits) and reacts to
+//! cancels and deadlines; runners
 //! only report facts (launched, exited, vanished) back through
 //! [`crate::jobs::Jobs`], which owns the lifecycle rules.
 

@@ -142,10 +142,12 @@ impl Inner {
             Some(e) if e.start_error.is_some() => RunnerOutcome {
                 exit_code: None,
                 failure: e.start_error,
+                ..Default::default()
             },
             Some(e) if e.code == Some(0) => RunnerOutcome {
                 exit_code: Some(0),
                 failure: None,
+                ..Default::default()
             },
             Some(e) if e.code.is_some() => RunnerOutcome {
                 exit_code: e.code,
@@ -153,6 +155,7 @@ impl Inner {
                     "trainer exited with code {}",
                     e.code.unwrap_or_default()
                 ))),
+                ..Default::default()
             },
             Some(e) => {
                 let sig = e.signal.unwrap_or_default();
@@ -162,6 +165,7 @@ impl Inner {
                         "trainer was killed by signal {sig} ({})",
                         signal_name(sig)
                     ))),
+                    ..Default::default()
                 }
             }
             None if adopted_trainer_only => RunnerOutcome {
@@ -170,12 +174,14 @@ impl Inner {
                     "trainer ended while its supervisor was gone, so its exit status is unknown"
                         .into(),
                 )),
+                ..Default::default()
             },
             None => RunnerOutcome {
                 exit_code: None,
                 failure: Some(with_tail(
                     "the trainer's supervisor ended without recording an exit status".into(),
                 )),
+                ..Default::default()
             },
         };
         // The slot is freed first: the job's status still counts it until
@@ -345,8 +351,16 @@ impl Runner for SubprocessRunner {
             RunnerError::Environment(format!("{what} {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| env_err("cannot create the run directory", e))?;
+        if super::supervisor::kill_unrecorded(&dir) {
+            tracing::warn!(job_id = %id, "stopped a trainer of this job whose launch was never recorded (the daemon stopped while starting it)");
+        }
         for stale in [super::supervisor::STATE_FILE, super::supervisor::EXIT_FILE] {
             let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let attempt = spec.job.sched.attempt + 1;
+        if attempt > 1 {
+            // The log goes on from the earlier attempt's, when it is still here.
+            let _ = logfile::append_note(&dir, &format!("platform: attempt {attempt} starts"));
         }
         let argv: Vec<String> = if spec.trainer.command.is_empty() {
             vec![
@@ -519,15 +533,14 @@ impl Runner for SubprocessRunner {
                 self.inner
                     .poll_until_gone(id, ps.dir, trainer_pid, trainer_start, true);
             } else {
-                self.inner
-                    .jobs
-                    .fail_by_runner(
-                        id,
-                        format!(
-                            "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"
-                        ),
-                    )
-                    .await;
+                let reason = format!(
+                    "the trainer (pid {trainer_pid}) vanished while the daemon was down: it is no longer running and left no exit status"
+                );
+                let outcome = RunnerOutcome {
+                    event: Some(crate::model::AttemptEvent::Vanished),
+                    ..RunnerOutcome::failed(reason)
+                };
+                self.inner.jobs.fail_by_runner_with(id, outcome).await;
             }
         }
         Ok(())

@@ -378,9 +378,63 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
+/// Kills what is left of an earlier launch in `dir`: a daemon killed
+/// between starting a trainer and committing the launch leaves the job
+/// pending with that trainer still running on a token the next launch
+/// replaces. Stopping it before the next start keeps one trainer per job.
+/// Returns whether anything was running.
+pub fn kill_unrecorded(dir: &Path) -> bool {
+    let Some(state) = std::fs::read(dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StateFile>(&b).ok())
+    else {
+        return false;
+    };
+    let mut procs = Vec::new();
+    if proctree::alive(state.supervisor_pid, state.supervisor_start) {
+        // Its descendants first: the trainer may have left its group.
+        procs = proctree::descendants(state.supervisor_pid);
+        procs.extend(proctree::read(state.supervisor_pid));
+    }
+    let mut any = proctree::signal_all(&procs, Signal::SIGKILL) > 0;
+    any |= proctree::signal_group(state.trainer_pid, state.trainer_start, Signal::SIGKILL);
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unrecorded_launch_is_killed_before_the_next() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!kill_unrecorded(dir.path()), "nothing there");
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = start_time(pid).unwrap();
+        let state = StateFile {
+            // No supervisor left: only the trainer's group.
+            supervisor_pid: u32::MAX / 2,
+            supervisor_start: 1,
+            trainer_pid: pid,
+            trainer_start: start,
+            stops_on_sigterm: true,
+        };
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        assert!(kill_unrecorded(dir.path()));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+    }
 
     #[test]
     fn signal_names() {

@@ -22,7 +22,7 @@ use super::datasets::{
 };
 use super::error::ApiError;
 use super::extract::JobId;
-use super::openapi::{BadRequest, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::jobs::UploadPermit;
 use crate::model::{ErrorBody, StoredFile};

@@ -2,13 +2,15 @@
 //! user routes need the operator's API token (when one is configured),
 //! event streams also take it from `?token=` (a browser's `EventSource`
 //! cannot send a header), trainer routes need the job's own callback token,
-//! and dashboard pages answer the login form instead of a 401. Nothing here
-//! matches paths: a route's group decides its check.
+//! and dashboard pages answer the login form instead of a 401
+//! ([`super::ui`] owns that check). Nothing here matches paths: a route's
+//! group decides its check.
 //!
 //! Where the API token may come from:
 //! - `Authorization: Bearer …`: everywhere;
 //! - the dashboard's `platform_token` cookie (`HttpOnly`,
-//!   `SameSite=Strict`): GET and HEAD only, so it can never make a change;
+//!   `SameSite=Strict`): GET and HEAD, and writes only when the browser
+//!   says they come from this server's own page (the cancel button);
 //! - `?token=`: only on the two event streams and the dashboard's page
 //!   load (which moves it into the cookie), never on other API routes, so
 //!   tokens do not end up in the URLs of ordinary calls.
@@ -24,9 +26,9 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::credentials;
 use super::error::ApiError;
 use super::extract::{bearer, JobId};
-use super::ui;
 use super::AppState;
 use crate::secrets::constant_time_eq;
 
@@ -110,9 +112,9 @@ impl AppState {
     fn check_request(&self, req: &Request, query: bool) -> Verdict {
         let mut presented: Vec<String> = Vec::new();
         presented.extend(bearer(req.headers()).map(str::to_string));
-        presented.extend(ui::cookie_token(req));
+        presented.extend(credentials::cookie_token(req));
         if query {
-            presented.extend(ui::query_token(req));
+            presented.extend(credentials::query_token(req));
         }
         self.check_token(client_ip(req.extensions()), &presented)
     }
@@ -137,10 +139,7 @@ fn refusal(v: Verdict) -> Response {
 
 /// User routes: the API token, when one is configured.
 pub async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    match st.check_request(&req, false) {
-        Verdict::Admitted => next.run(req).await,
-        refused => refusal(refused),
-    }
+    guard(&st, req, next, false, refusal).await
 }
 
 /// Event streams: like user routes, and `?token=` is accepted too.
@@ -149,21 +148,21 @@ pub async fn require_stream_token(
     req: Request,
     next: Next,
 ) -> Response {
-    match st.check_request(&req, true) {
-        Verdict::Admitted => next.run(req).await,
-        refused => refusal(refused),
-    }
+    guard(&st, req, next, true, refusal).await
 }
 
-/// Dashboard pages: like event streams, but a browser gets the login form.
-pub async fn require_dashboard_login(
-    State(st): State<AppState>,
+/// Runs `next` if the request's API token is right (`query`: also from
+/// `?token=`), else answers `refuse`'s response to the verdict.
+pub(super) async fn guard(
+    st: &AppState,
     req: Request,
     next: Next,
+    query: bool,
+    refuse: fn(Verdict) -> Response,
 ) -> Response {
-    match st.check_request(&req, true) {
+    match st.check_request(&req, query) {
         Verdict::Admitted => next.run(req).await,
-        refused => ui::login_refused(refused),
+        refused => refuse(refused),
     }
 }
 

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::error::ApiError;
-use super::openapi::{BadRequest, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::names::{DATASET_NAME_PATTERN, MAX_DATASET_NAME, MAX_PATH_BYTES, PATH_PATTERN};
 use crate::model::{Dataset, DatasetSummary, ErrorBody, StoredFile, ValidationError};

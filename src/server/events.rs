@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
-use super::openapi::{Unauthorized, Unavailable};
+use super::responses::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
@@ -265,7 +265,8 @@ fn wants(scope: FeedScope, job: Uuid) -> bool {
 /// Something read from the database, waiting to be sent.
 enum Out {
     Ready,
-    Job(FeedPos, Job),
+    // Boxed: a job (with its attempts) dwarfs a point.
+    Job(FeedPos, Box<Job>),
     Metric(FeedPos, Metric),
 }
 
@@ -313,7 +314,7 @@ impl Feed {
         if matches!(self.scope, FeedScope::Job(_)) && job.status.is_terminal() {
             self.terminal = true;
         }
-        self.queue.push_back(Out::Job(pos, job));
+        self.queue.push_back(Out::Job(pos, Box::new(job)));
     }
 
     /// Whether the stream has nothing more to send, ever.

@@ -2,8 +2,10 @@
 //! call [`crate::jobs::Jobs`], and shape the response.
 
 use axum::body::Body;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -12,8 +14,10 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
-use super::openapi::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
+use crate::jobs::KeyHold;
+use crate::model::idempotency::{parse_key, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
     MetricBatch, MetricQuery, TrainingUpdate,
@@ -32,37 +36,81 @@ pub struct CreateQuery {
 
 /// Create a training job; it starts `pending` and the scheduler launches it.
 /// With `dry_run=true`, answer what would be created instead.
+///
+/// With an `Idempotency-Key` header, retrying is safe: the same key with
+/// the same body within the key's lifetime (`IDEMPOTENCY_TTL`, 24 h by
+/// default) answers 201 with the original job as first returned, plus
+/// `Idempotent-Replayed: true`, and creates nothing; the same key with a
+/// different body is 422; while the first request with the key is still
+/// being handled, 409.
 #[utoipa::path(post, path = "/api/v1/training/jobs", tag = "jobs",
-    params(CreateQuery),
+    params(
+        CreateQuery,
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes the create safe to retry: 1–255 printable ASCII characters (a bare token or a quoted string), e.g. a fresh UUID per job"),
+    ),
     request_body = CreateJob,
     responses(
-        (status = 201, description = "Created", body = Job,
-            headers(("Location" = String, description = "The new job's URL path"))),
+        (status = 201, description = "Created (or, for a repeated Idempotency-Key with the same body, the original answer)", body = Job,
+            headers(
+                ("Location" = String, description = "The new job's URL path"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when this answers a repeated Idempotency-Key: nothing was created"),
+            )),
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
-        (status = 400, response = BadRequest),
+        (status = 400, description = "Malformed JSON body or Idempotency-Key header", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 409, description = "A request with this Idempotency-Key is still being handled", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
-        (status = 422, description = "Invalid field or query, unknown framework, or a dataset missing from the store", body = ErrorBody),
+        (status = 422, description = "Invalid field or query, unknown framework, a dataset missing from the store, or an Idempotency-Key already used for a different body", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn create_job(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<CreateQuery>,
+    key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let req: CreateJob = body.decode()?;
     if q.dry_run == Some(true) {
         return Ok(Json(dry_run(&st, req).await?).into_response());
     }
-    let job = st.jobs.create(req).await?;
+    let (job, replayed) = match key.0 {
+        Some(hold) => {
+            let s = st.jobs.create_once(req, hold).await?;
+            (s.job, s.replayed)
+        }
+        None => (st.jobs.create(req).await?, false),
+    };
     let location = format!("/api/v1/training/jobs/{}", job.id);
-    Ok((
+    let mut resp = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(job),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// The request's `Idempotency-Key`, held as in flight from before its body
+/// is read: a retry sent while the first attempt is still uploading is
+/// told so (409) rather than racing it.
+pub struct IdempotencyKey(Option<KeyHold>);
+
+impl FromRequestParts<AppState> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let Some(raw) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = parse_key(raw.as_bytes()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(IdempotencyKey(Some(st.jobs.hold_key(key)?)))
+    }
 }
 
 /// What launching `req` would do, with nothing stored.

@@ -1,5 +1,5 @@
-//! Service endpoints: `/`, `/health`, `/metrics` (Prometheus), the OpenAPI
-//! document and the offline API docs page.
+//! Service endpoints: `/`, `/health`, `/metrics` (Prometheus) and the
+//! offline API docs page (the document itself is [`super::openapi`]'s).
 
 use std::collections::BTreeMap;
 
@@ -84,6 +84,29 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
             text.push_str(&format!("platform_jobs{{status=\"{status}\"}} {n}\n"));
         }
     }
+    if let Ok(queues) = st.jobs.queues().await {
+        text.push_str(
+            "# HELP platform_queue_jobs Pending and running jobs per queue.\n# TYPE platform_queue_jobs gauge\n",
+        );
+        for q in &queues {
+            for (status, n) in [("pending", q.pending), ("running", q.running)] {
+                text.push_str(&format!(
+                    "platform_queue_jobs{{queue=\"{}\",status=\"{status}\"}} {n}\n",
+                    q.name
+                ));
+            }
+        }
+        text.push_str(
+            "# HELP platform_queue_paused Whether a queue is paused (1) or not (0).\n# TYPE platform_queue_paused gauge\n",
+        );
+        for q in &queues {
+            text.push_str(&format!(
+                "platform_queue_paused{{queue=\"{}\"}} {}\n",
+                q.name,
+                u8::from(q.paused)
+            ));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -92,16 +115,6 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
         text,
     )
         .into_response()
-}
-
-/// `GET /openapi.json` (see [`super::openapi`]).
-pub async fn openapi_json(State(st): State<AppState>) -> Response {
-    match super::openapi::document(&st).to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => {
-            super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()
-        }
-    }
 }
 
 const SWAGGER_JS: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");

@@ -14,6 +14,7 @@
 pub mod artifacts;
 mod auth;
 mod conn;
+mod credentials;
 pub mod datasets;
 pub mod error;
 pub mod events;
@@ -23,9 +24,12 @@ pub mod listen;
 pub mod meta;
 pub mod openapi;
 mod ratelimit;
+mod responses;
 pub mod runs;
+pub mod sched;
 pub mod streams;
 pub mod ui;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,6 +63,8 @@ use error::ApiError;
 pub struct AppState {
     /// The job service (lifecycle rules, reads, the event hub).
     pub jobs: Arc<Jobs>,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The object store (datasets, artifacts, archived logs).
     pub store: Arc<Store>,
     /// The runner (live logs, dry-run plans).
@@ -88,7 +94,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let user_api = Router::new()
         .route("/jobs", post(jobs::create_job).get(jobs::list_jobs))
-        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get_job)
+                .delete(jobs::cancel_job)
+                .patch(sched::update_job),
+        )
         .route("/frameworks", get(runs::frameworks))
         .route("/frameworks/reload", post(runs::reload_frameworks))
         .route(
@@ -119,26 +130,32 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let trainer_api = Router::new()
         .route("/jobs/{id}/callback", post(jobs::callback))
         .route("/jobs/{id}/metrics", post(jobs::ingest_metrics))
+        .route("/jobs/{id}/heartbeat", post(sched::heartbeat))
         .merge(artifacts::trainer_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_job_token,
         ));
-    let datasets = datasets::routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_api_token,
-    ));
+    let with_api_token = |routes: Router<AppState>| {
+        routes.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_token,
+        ))
+    };
+    let datasets = with_api_token(datasets::routes());
+    let webhooks = with_api_token(webhooks::routes());
+    let queues = with_api_token(sched::queue_routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_dashboard_login,
+            ui::require_dashboard_login,
         ))
         .layer(middleware::map_response(ui::protect));
     let app = Router::new()
         .route("/", get(meta::root))
         .route("/health", get(meta::health))
         .route("/metrics", get(meta::prometheus))
-        .route("/openapi.json", get(meta::openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(meta::docs))
         .route("/docs/", get(meta::docs))
         .route("/docs/swagger-ui-bundle.js", get(meta::docs_js))
@@ -148,6 +165,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             user_api.merge(event_streams).merge(trainer_api),
         )
         .merge(datasets)
+        .merge(webhooks)
+        .merge(queues)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -20,68 +20,16 @@ use utoipa::openapi::{
 };
 use utoipa::{OpenApi, PartialSchema};
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
 use super::AppState;
 use crate::model::ErrorBody;
 
-pub use responses::{
+use super::responses::{
     BadRequest, Invalid, NotJson, TooLarge, TooManyRequests, Unauthorized, Unavailable,
 };
-
-/// Responses shared by many routes. Only their schemas are used: nothing
-/// constructs them.
-#[allow(dead_code)]
-mod responses {
-    use utoipa::ToResponse;
-
-    use crate::model::ErrorBody;
-
-    /// The request body is not well-formed JSON, could not be read, or the
-    /// upload broke off (nothing was stored).
-    #[derive(ToResponse)]
-    #[response(
-        description = "Malformed JSON, an unreadable body or path, or an upload that broke off; nothing was stored"
-    )]
-    pub struct BadRequest(ErrorBody);
-
-    /// The bearer token is missing or wrong.
-    #[derive(ToResponse)]
-    #[response(
-        description = "Missing or wrong bearer token",
-        headers(("WWW-Authenticate" = String, description = "Always `Bearer`"))
-    )]
-    pub struct Unauthorized(ErrorBody);
-
-    /// Authentication failed too often from this client (added to every
-    /// API-token route by [`super::CrossCutting`]).
-    #[derive(ToResponse)]
-    #[response(
-        description = "Too many failed API-token attempts from this address (`MAX_AUTH_FAILURES` per minute); retry after `Retry-After` seconds",
-        headers(("Retry-After" = String, description = "Seconds to wait"))
-    )]
-    pub struct TooManyRequests(ErrorBody);
-
-    /// A body over the limit.
-    #[derive(ToResponse)]
-    #[response(
-        description = "Body larger than the limit (MAX_BODY_BYTES for JSON, MAX_OBJECT_BYTES for uploads)"
-    )]
-    pub struct TooLarge(ErrorBody);
-
-    /// A JSON endpoint got another content type.
-    #[derive(ToResponse)]
-    #[response(description = "The body is not `application/json`")]
-    pub struct NotJson(ErrorBody);
-
-    /// A field, parameter or path failed validation.
-    #[derive(ToResponse)]
-    #[response(description = "Invalid input: `field` names it, `detail` says why")]
-    pub struct Invalid(ErrorBody);
-
-    /// The daemon is shutting down, or the object store failed.
-    #[derive(ToResponse)]
-    #[response(description = "The daemon is shutting down, or the object store is unavailable")]
-    pub struct Unavailable(ErrorBody);
-}
 
 /// The OpenAPI document, generated from the handlers' annotations.
 #[derive(OpenApi)]
@@ -98,18 +46,25 @@ mod responses {
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
         super::events::job_events, super::events::all_events,
+        super::webhooks::add_webhook, super::webhooks::list_webhooks,
+        super::webhooks::get_webhook, super::webhooks::remove_webhook,
+        super::webhooks::test_webhook, super::webhooks::list_deliveries,
+        super::sched::list_queues, super::sched::pause_queue, super::sched::resume_queue,
+        super::sched::update_job, super::sched::heartbeat,
     ),
     components(
         schemas(ErrorBody),
         responses(BadRequest, Unauthorized, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
     ),
-    modifiers(&Security, &Uploads, &CrossCutting),
+    modifiers(&Security, &Uploads, &CrossCutting, &Flattened),
     security(("api_token" = [])),
     tags(
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
+        (name = "queues", description = "Queues: limits, counts, pause and resume"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
+        (name = "webhooks", description = "Endpoints that receive signed events when jobs change status (Standard Webhooks), and their deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -314,4 +269,61 @@ fn respond(op: &mut Operation, status: &str, description: &str) {
     op.responses
         .responses
         .insert(status.to_string(), resp.into());
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json(State(st): State<AppState>) -> Response {
+    match document(&st).to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            super::error::ApiError::Internal(format!("cannot render OpenAPI: {e}")).into_response()
+        }
+    }
+}
+
+/// `Job` and `CreateJob` carry their scheduling fields in a nested struct
+/// that serde flattens; utoipa describes that as `allOf` [nested, rest].
+/// Clients see one flat object, so the document says so: the nested
+/// schema's properties are merged in and the nested schema goes.
+struct Flattened;
+
+impl utoipa::Modify for Flattened {
+    fn modify(&self, openapi: &mut Document) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["Job", "CreateJob"] {
+            let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get(name) else {
+                continue;
+            };
+            let mut merged = utoipa::openapi::schema::Object::new();
+            merged.description = all.description.clone();
+            for item in &all.items {
+                let part = match item {
+                    RefOr::T(Schema::Object(o)) => Some(o.clone()),
+                    RefOr::Ref(r) => {
+                        let target = r.ref_location.rsplit('/').next().unwrap_or_default();
+                        match components.schemas.get(target) {
+                            Some(RefOr::T(Schema::Object(o))) => Some(o.clone()),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some(part) = part else { continue };
+                merged.schema_type = part.schema_type.clone();
+                merged.properties.extend(part.properties);
+                merged.required.extend(part.required);
+                if merged.description.is_none() {
+                    merged.description = part.description;
+                }
+            }
+            components
+                .schemas
+                .insert(name.to_string(), RefOr::T(Schema::Object(merged)));
+        }
+        for nested in ["JobScheduling", "CreateScheduling"] {
+            components.schemas.remove(nested);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId};
-use super::openapi::{Unauthorized, Unavailable};
+use super::responses::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{ErrorBody, Framework};
 use crate::runner::LogOptions;

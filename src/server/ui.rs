@@ -6,30 +6,27 @@
 //! With an API token configured the dashboard needs it too. The login form
 //! (or a first page load with `?token=`, e.g. a link from a script) stores
 //! it in the `platform_token` cookie (`HttpOnly`, `SameSite=Strict`), which
-//! then authorises the dashboard's GET requests and event streams; the
-//! page's script removes a `?token=` from the address bar at once. Writes
-//! always need the header, so the cookie cannot be abused for cross-site
-//! changes; login and logout are POSTs that refuse cross-site senders
-//! (`Sec-Fetch-Site`, else `Origin`).
+//! then authorises the dashboard's GET requests and event streams, and its
+//! cancel button's DELETE when the browser says it comes from this site
+//! ([`super::credentials`]); the page's script removes a `?token=` from the
+//! address bar at once. Login and logout are POSTs that refuse cross-site
+//! senders (`Sec-Fetch-Site`, else `Origin`).
 //!
 //! Every dashboard response carries a strict Content-Security-Policy (the
 //! assets have no inline script or style), `X-Frame-Options: DENY` and
 //! `Referrer-Policy: no-referrer`.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::auth::{ClientIp, Verdict};
+use super::auth::{self, ClientIp, Verdict};
+use super::credentials;
 use super::AppState;
-
-/// Name of the cookie that carries the API token for the dashboard.
-pub const COOKIE: &str = "platform_token";
 
 const INDEX: &str = include_str!("../../assets/ui/index.html");
 const LOGIN: &str = include_str!("../../assets/ui/login.html");
@@ -76,40 +73,6 @@ pub async fn protect(mut resp: Response) -> Response {
     resp
 }
 
-/// The dashboard's cookie, on GET/HEAD requests only.
-pub fn cookie_token(req: &Request) -> Option<String> {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return None;
-    }
-    cookie_value(req.headers())
-}
-
-/// `?token=`, on GET/HEAD requests only (the routes that accept it decide
-/// whether to look).
-pub fn query_token(req: &Request) -> Option<String> {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return None;
-    }
-    token_in(req.uri())
-}
-
-fn token_in(uri: &Uri) -> Option<String> {
-    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
-    q.get("token").filter(|t| !t.is_empty()).cloned()
-}
-
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .and_then(|(_, value)| percent_decode(value))
-        .filter(|t| !t.is_empty())
-}
-
 /// The login form, with `status` and an optional error line.
 fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     let note = error
@@ -141,39 +104,26 @@ pub fn login_refused(v: Verdict) -> Response {
     }
 }
 
+/// Dashboard pages: like event streams, but a browser gets the login form.
+pub async fn require_dashboard_login(
+    State(st): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    auth::guard(&st, req, next, true, login_refused).await
+}
+
 /// `/ui`, `/ui/jobs/{id}`: the single page; its script routes on the path.
 /// A valid `?token=` is moved into the cookie (the script then drops it
 /// from the address bar), so later API calls carry it.
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {
     let mut resp = ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response();
-    if let Some(token) = token_in(&uri) {
+    if let Some(token) = credentials::token_in(&uri) {
         if st.api_token.is_required() && st.api_token.admits(Some(&token)) {
             set_cookie(&mut resp, &token);
         }
     }
     resp
-}
-
-/// Whether a form post comes from the dashboard itself: the browser's
-/// `Sec-Fetch-Site`, else its `Origin` against the request's host. A post
-/// with neither is not a browser's cross-site form (browsers send `Origin`
-/// on every POST), e.g. a script.
-fn from_this_site(headers: &HeaderMap, uri: &Uri) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    let authority = origin.to_str().ok().and_then(|o| {
-        o.strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-    });
-    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
 fn cross_site_refusal() -> Response {
@@ -196,7 +146,7 @@ async fn login(
     uri: Uri,
     form: Result<Form<Login>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if !from_this_site(&headers, &uri) {
+    if !credentials::from_this_site(&headers, &uri).unwrap_or(true) {
         return cross_site_refusal();
     }
     if !st.api_token.is_required() {
@@ -223,23 +173,17 @@ async fn login(
 
 /// `POST /ui/logout`: forgets the cookie.
 async fn logout(headers: HeaderMap, uri: Uri) -> Response {
-    if !from_this_site(&headers, &uri) {
+    if !credentials::from_this_site(&headers, &uri).unwrap_or(true) {
         return cross_site_refusal();
     }
     let mut resp = Redirect::to("/ui").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("platform_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, credentials::cleared_cookie());
     resp
 }
 
 fn set_cookie(resp: &mut Response, token: &str) {
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        percent_encode(token)
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = credentials::session_cookie(token) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
 }
@@ -264,35 +208,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// Cookie values may hold only a safe subset of ASCII.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -305,45 +220,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookie_values_round_trip() {
-        for t in ["plain-token_1.2~", "with space;semi=colon%", "ünïcode"] {
-            assert_eq!(percent_decode(&percent_encode(t)).as_deref(), Some(t));
-        }
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-    }
-
-    #[test]
-    fn reads_the_token_from_cookie_or_query_on_get_only() {
-        let req = |method: Method, uri: &str, cookie: Option<&str>| {
-            let mut b = Request::builder().method(method).uri(uri);
-            if let Some(c) = cookie {
-                b = b.header(header::COOKIE, c);
-            }
-            b.body(axum::body::Body::empty()).unwrap()
-        };
-        assert_eq!(
-            query_token(&req(Method::GET, "/ui?token=a%20b", None)).as_deref(),
-            Some("a b")
-        );
-        assert_eq!(
-            cookie_token(&req(Method::GET, "/ui", Some("x=1; platform_token=s%3Bt"))).as_deref(),
-            Some("s;t")
-        );
-        assert_eq!(
-            cookie_token(&req(Method::GET, "/ui", Some("other=1"))),
-            None
-        );
-        let post = req(
-            Method::POST,
-            "/api/v1/training/jobs?token=t",
-            Some("platform_token=t"),
-        );
-        assert_eq!(query_token(&post), None);
-        assert_eq!(cookie_token(&post), None);
-    }
-
-    #[test]
     fn form_posts_from_other_sites_are_refused() {
         let uri: Uri = "/ui/login".parse().unwrap();
         let check = |pairs: &[(&'static str, &'static str)]| {
@@ -352,7 +228,7 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, HeaderValue::from_static(v));
             }
-            from_this_site(&h, &uri)
+            credentials::from_this_site(&h, &uri).unwrap_or(true)
         };
         assert!(check(&[]), "no browser headers: a script");
         assert!(check(&[("sec-fetch-site", "same-origin")]));

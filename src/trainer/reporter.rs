@@ -24,6 +24,39 @@ use crate::model::{MetricBatch, TrainingUpdate};
 pub struct Reporter {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// Sends a heartbeat every [`HEARTBEAT_EVERY`], so a long silent
+    /// stretch (a slow epoch) is not mistaken for a hang.
+    beat: JoinHandle<()>,
+}
+
+/// How often a [`Reporter`] sends a heartbeat; `PLATFORM_HEARTBEAT_INTERVAL`
+/// (seconds) overrides it.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The heartbeat period: `PLATFORM_HEARTBEAT_INTERVAL` or the default.
+fn heartbeat_every() -> std::time::Duration {
+    std::env::var("PLATFORM_HEARTBEAT_INTERVAL")
+        .ok()
+        .and_then(|s| crate::trainer::delivery::parse_timeout(&s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(HEARTBEAT_EVERY)
+}
+
+/// Sends heartbeats until aborted; failures are ignored (reports carry
+/// the news, and the daemon may be away for a while).
+async fn beat_periodically(shared: Arc<Shared>) {
+    let Some(id) = shared.endpoint.job_id() else {
+        return;
+    };
+    let mut every = tokio::time::interval(heartbeat_every());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let _ = shared
+            .endpoint
+            .bounded(shared.endpoint.client().heartbeat(id))
+            .await;
+    }
 }
 
 struct Shared {
@@ -60,7 +93,8 @@ impl Reporter {
             progress: watch::Sender::new(0),
         });
         let task = tokio::spawn(deliver_in_order(shared.clone()));
-        Self { shared, task }
+        let beat = tokio::spawn(beat_periodically(shared.clone()));
+        Self { shared, task, beat }
     }
 
     /// Where reports go.
@@ -164,6 +198,7 @@ impl Reporter {
 impl Drop for Reporter {
     fn drop(&mut self) {
         self.task.abort();
+        self.beat.abort();
     }
 }
 

@@ -189,13 +189,21 @@ pub fn callback_token(d: &Daemon, id: &str) -> String {
 /// `running` (launched; its stand-in trainer waits for the test).
 pub async fn job_with_token(d: &Daemon, user: &str) -> (String, String) {
     let id = create_id(d, user).await;
-    let token = callback_token(d, &id);
+    let token = running_with_token(d, &id).await;
+    (id, token)
+}
+
+/// Job `id`'s token once the job is `running`: its launch is committed, so
+/// a `kill -9` from here on cannot make the next daemon launch it again
+/// with a new token.
+pub async fn running_with_token(d: &Daemon, id: &str) -> String {
+    let token = callback_token(d, id);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while job(d, &id).await["status"] != "running" {
+    while job(d, id).await["status"] != "running" {
         assert!(Instant::now() < deadline, "job {id} did not start running");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (id, token)
+    token
 }
 
 /// Every stored row of both tables as text: two snapshots are equal only

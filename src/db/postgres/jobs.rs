@@ -38,6 +38,7 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
         completed_at: r.try_get(14).map_err(corrupt)?,
         runner: r.try_get(15).map_err(corrupt)?,
         exit_code: r.try_get(16).map_err(corrupt)?,
+        sched: Default::default(),
     };
     Ok(JobRecord {
         job,

@@ -30,6 +30,7 @@ pub(super) fn point(r: &Row) -> Result<Metric, DbError> {
         accuracy: r.try_get(5).map_err(corrupt)?,
         metrics,
         created_at: r.try_get(7).map_err(corrupt)?,
+        attempt: 1,
     })
 }
 

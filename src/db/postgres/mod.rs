@@ -41,6 +41,12 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an operation waits for a free pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
+/// Operations not implemented on PostgreSQL yet (scheduling, idempotency
+/// and webhooks arrive in the commits after the merge of main).
+pub(super) fn not_yet() -> DbError {
+    DbError::Backend("this operation is not implemented on PostgreSQL yet".into())
+}
+
 /// An open PostgreSQL database.
 pub struct Postgres {
     url: PgUrl,

@@ -220,6 +220,7 @@ where
                             accuracy: p.accuracy,
                             metrics: p.metrics,
                             created_at: now,
+                            attempt: 1,
                         })
                         .collect();
                     Ok(Modified::Stored { job, points })

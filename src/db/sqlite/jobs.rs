@@ -5,11 +5,18 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use crate::db::{parse_ts, ts, DbError};
-use crate::model::{Job, JobFilter, JobRecord, JobStatus};
+use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus};
 
 const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, status, \
      progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number";
+     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
+     queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
+     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at";
+
+/// How many columns [`COLUMNS`] selects (the index of one selected after them).
+fn column_count() -> usize {
+    COLUMNS.split(',').count()
+}
 
 fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
     s.as_deref().map(parse_ts).transpose()
@@ -46,6 +53,23 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
         completed_at: opt_ts(r.get(14)?)?,
         runner: r.get(15)?,
         exit_code: r.get(16)?,
+        sched: JobScheduling {
+            queue: r.get(21)?,
+            priority: r.get(22)?,
+            attempt: r.get(23)?,
+            // Filled by `attach_attempts`.
+            attempts: Vec::new(),
+            retry: from_json(r.get(24)?)?,
+            max_duration: r.get(25)?,
+            max_pending: r.get(26)?,
+            heartbeat_timeout: r.get(27)?,
+            stale_after: r.get(28)?,
+            after: from_json::<Vec<Uuid>>(r.get(29)?)?.unwrap_or_default(),
+            termination_reason: r.get(30)?,
+            last_heartbeat_at: opt_ts(r.get(31)?)?,
+            stalled_at: opt_ts(r.get(32)?)?,
+            next_attempt_at: opt_ts(r.get(33)?)?,
+        },
     };
     Ok(JobRecord {
         job,
@@ -55,7 +79,19 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
     })
 }
 
+fn from_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Result<Option<T>, DbError> {
+    s.as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(corrupt)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
 fn collect(
+    c: &Connection,
     stmt: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
 ) -> Result<Vec<JobRecord>, DbError> {
@@ -64,7 +100,55 @@ fn collect(
     while let Some(row) = rows.next()? {
         out.push(record_from_row(row)?);
     }
+    for rec in &mut out {
+        attach_attempts(c, &mut rec.job)?;
+    }
     Ok(out)
+}
+
+/// Reads a job's attempts (none before its first launch: no query).
+fn attach_attempts(c: &Connection, job: &mut Job) -> Result<(), DbError> {
+    if job.sched.attempt == 0 {
+        return Ok(());
+    }
+    let mut stmt = c.prepare_cached(
+        "SELECT attempt, started_at, ended_at, exit_code, reason, counted FROM job_attempts \
+         WHERE job_id = ?1 ORDER BY attempt",
+    )?;
+    let mut rows = stmt.query([job.id.to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(Attempt {
+            attempt: r.get(0)?,
+            started_at: parse_ts(&r.get::<_, String>(1)?)?,
+            ended_at: opt_ts(r.get(2)?)?,
+            exit_code: r.get(3)?,
+            reason: r.get(4)?,
+            counted: r.get(5)?,
+        });
+    }
+    job.sched.attempts = out;
+    Ok(())
+}
+
+/// Stores one attempt of job `id` (new, or changed by its end).
+pub fn upsert_attempt(c: &Connection, id: Uuid, a: &Attempt) -> Result<(), DbError> {
+    c.prepare_cached(
+        "INSERT INTO job_attempts (job_id, attempt, started_at, ended_at, exit_code, reason, counted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job_id, attempt) DO UPDATE SET \
+         ended_at = excluded.ended_at, exit_code = excluded.exit_code, reason = excluded.reason, \
+         counted = excluded.counted",
+    )?
+    .execute(params![
+        id.to_string(),
+        a.attempt,
+        ts(&a.started_at),
+        a.ended_at.as_ref().map(ts),
+        a.exit_code,
+        a.reason,
+        a.counted,
+    ])?;
+    Ok(())
 }
 
 /// Stores a new job and gives it the next job number.
@@ -76,12 +160,20 @@ fn collect(
 pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
     let j = &rec.job;
     let config = j.config.as_ref().map(|v| v.to_string());
+    let sc = &j.sched;
+    let retry = sc.retry.as_ref().map(to_json).transpose()?;
+    let after = (!sc.after.is_empty())
+        .then(|| to_json(&sc.after))
+        .transpose()?;
     let number: i64 = c
         .prepare_cached(
             "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, config, status, \
          progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-         completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number) \
+         completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, \
+         queue, priority, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
+         stale_after_s, after_ids, number) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
          (SELECT COALESCE(MAX(number), 0) + 1 FROM jobs)) RETURNING number",
         )?
         .query_row(params![
@@ -105,6 +197,14 @@ pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
         rec.token_hash,
         rec.last_sequence,
         rec.runner_state,
+        sc.queue,
+        sc.priority,
+        retry,
+        sc.max_duration,
+        sc.max_pending,
+        sc.heartbeat_timeout,
+        sc.stale_after,
+        after,
     ], |r| r.get(0))?;
     rec.job.number = number;
     Ok(())
@@ -116,9 +216,14 @@ pub fn get(c: &Connection, id: Uuid) -> Result<Option<JobRecord>, DbError> {
     static SQL: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"));
     let mut stmt = c.prepare_cached(&SQL)?;
-    stmt.query_row([id.to_string()], |r| Ok(record_from_row(r)))
+    let mut rec = stmt
+        .query_row([id.to_string()], |r| Ok(record_from_row(r)))
         .optional()?
-        .transpose()
+        .transpose()?;
+    if let Some(rec) = &mut rec {
+        attach_attempts(c, &mut rec.job)?;
+    }
+    Ok(rec)
 }
 
 /// Writes every mutable column of `rec` back (the lifecycle code decides
@@ -130,7 +235,9 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
          checkpoint_s3_uri = :checkpoint, error = :error, updated_at = :updated_at, \
          started_at = :started_at, completed_at = :completed_at, runner = :runner, \
          exit_code = :exit_code, last_sequence = :last_sequence, runner_state = :runner_state, \
-         callback_token_hash = :token_hash WHERE id = :id",
+         callback_token_hash = :token_hash, priority = :priority, attempt = :attempt, \
+         termination_reason = :termination_reason, last_heartbeat_at = :last_heartbeat_at, \
+         stalled_at = :stalled_at, next_attempt_at = :next_attempt_at WHERE id = :id",
     )?
     .execute(named_params! {
         ":id": j.id.to_string(),
@@ -147,6 +254,12 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         ":last_sequence": rec.last_sequence,
         ":runner_state": rec.runner_state,
         ":token_hash": rec.token_hash,
+        ":priority": j.sched.priority,
+        ":attempt": j.sched.attempt,
+        ":termination_reason": j.sched.termination_reason,
+        ":last_heartbeat_at": j.sched.last_heartbeat_at.as_ref().map(ts),
+        ":stalled_at": j.sched.stalled_at.as_ref().map(ts),
+        ":next_attempt_at": j.sched.next_attempt_at.as_ref().map(ts),
     })?;
     Ok(())
 }
@@ -162,6 +275,10 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
     if let Some(s) = f.status {
         args.push(Box::new(s.as_str()));
         sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(q) = &f.queue {
+        args.push(Box::new(q.clone()));
+        sql.push_str(&format!(" AND queue = ?{}", args.len()));
     }
     if let Some(n) = f.number {
         args.push(Box::new(n));
@@ -183,7 +300,7 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
     sql.push_str(&format!(" OFFSET ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
     let params = rusqlite::params_from_iter(args.iter().map(|a| a.as_ref()));
-    Ok(collect(&mut stmt, params)?
+    Ok(collect(c, &mut stmt, params)?
         .into_iter()
         .map(|r| r.job)
         .collect())
@@ -194,7 +311,7 @@ pub fn in_status(c: &Connection, status: JobStatus, limit: i64) -> Result<Vec<Jo
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE status = ?1 ORDER BY created_at ASC, id ASC LIMIT ?2"
     ))?;
-    collect(&mut stmt, params![status.as_str(), limit])
+    collect(c, &mut stmt, params![status.as_str(), limit])
 }
 
 /// Ended jobs launched by `runner` whose trainer's exit was never seen
@@ -210,7 +327,7 @@ pub fn ended_unsettled(
          AND runner = ?1 AND runner_state IS NOT NULL AND exit_code IS NULL \
          AND completed_at > ?2 ORDER BY created_at ASC, id ASC"
     ))?;
-    collect(&mut stmt, params![runner, ts(since)])
+    collect(c, &mut stmt, params![runner, ts(since)])
 }
 
 /// How many jobs are in each status.
@@ -256,7 +373,7 @@ pub fn changed_since(
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE updated_at > ?1 ORDER BY updated_at ASC, id ASC LIMIT ?2"
     ))?;
-    let records = collect(&mut stmt, params![ts(since), limit])?;
+    let records = collect(c, &mut stmt, params![ts(since), limit])?;
     Ok(records.into_iter().map(|r| r.job).collect())
 }
 
@@ -265,4 +382,83 @@ pub fn last_change(c: &Connection) -> Result<Option<chrono::DateTime<chrono::Utc
     let mut stmt = c.prepare_cached("SELECT MAX(updated_at) FROM jobs")?;
     let last: Option<String> = stmt.query_row([], |r| r.get(0))?;
     opt_ts(last)
+}
+
+/// The job created under `(owner, key)`, with its request fingerprint.
+pub fn by_idempotency_key(
+    c: &Connection,
+    owner: &str,
+    key: &str,
+) -> Result<Option<(JobRecord, String)>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS}, request_fingerprint FROM jobs \
+         WHERE idempotency_owner = ?1 AND idempotency_key = ?2"
+    ))?;
+    stmt.query_row(params![owner, key], |r| {
+        Ok(record_from_row(r).and_then(|rec| Ok((rec, r.get::<_, String>(column_count())?))))
+    })
+    .optional()?
+    .transpose()
+}
+
+/// Stores the idempotency key a job was created under.
+pub fn set_idempotency(
+    c: &Connection,
+    id: Uuid,
+    key: Option<(&str, &str, &str)>,
+) -> Result<(), DbError> {
+    let (owner, key, fingerprint) = match key {
+        Some((o, k, f)) => (Some(o), Some(k), Some(f)),
+        None => (None, None, None),
+    };
+    c.prepare_cached(
+        "UPDATE jobs SET idempotency_owner = ?2, idempotency_key = ?3, \
+         request_fingerprint = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id.to_string(), owner, key, fingerprint])?;
+    Ok(())
+}
+
+/// Pending and running jobs per queue: `(queue, status, count)`.
+pub fn count_by_queue(c: &Connection) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT queue, status, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') \
+         GROUP BY queue, status",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (queue, status, n) = row?;
+        out.push((queue, status.parse::<JobStatus>().map_err(corrupt)?, n));
+    }
+    Ok(out)
+}
+
+/// The paused queues.
+pub fn paused_queues(c: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt =
+        c.prepare_cached("SELECT name FROM queue_state WHERE paused = 1 ORDER BY name")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Pauses or resumes queue `name`.
+pub fn set_queue_paused(
+    c: &Connection,
+    name: &str,
+    paused: bool,
+    now: &chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbError> {
+    c.prepare_cached(
+        "INSERT INTO queue_state (name, paused, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+    )?
+    .execute(params![name, paused, ts(now)])?;
+    Ok(())
 }

@@ -8,7 +8,8 @@ use crate::db::downsample::pick_extremes;
 use crate::db::{parse_ts, ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 
-const COLUMNS: &str = "id, job_id, epoch, step, loss, accuracy, metrics, created_at";
+const COLUMNS: &str =
+    "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
 
 fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
     let job_id: String = r.get(1)?;
@@ -22,6 +23,7 @@ fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
         accuracy: r.get(5)?,
         metrics: serde_json::from_str(&metrics).map_err(|e| DbError::Corrupt(e.to_string()))?,
         created_at: parse_ts(&r.get::<_, String>(7)?)?,
+        attempt: r.get(8)?,
     })
 }
 
@@ -29,14 +31,15 @@ fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
 pub fn insert(
     c: &Connection,
     job_id: Uuid,
+    attempt: u32,
     p: &MetricPoint,
     at: &chrono::DateTime<chrono::Utc>,
 ) -> Result<Metric, DbError> {
     // Serialize the map in place (no clone): this runs per point on the writer thread.
     let metrics = serde_json::to_string(&p.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
     c.prepare_cached(
-        "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, attempt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         job_id.to_string(),
@@ -45,7 +48,8 @@ pub fn insert(
         p.loss,
         p.accuracy,
         metrics,
-        ts(at)
+        ts(at),
+        attempt.max(1)
     ])?;
     Ok(Metric {
         id: c.last_insert_rowid(),
@@ -56,6 +60,7 @@ pub fn insert(
         accuracy: p.accuracy,
         metrics: p.metrics.clone(),
         created_at: *at,
+        attempt: attempt.max(1),
     })
 }
 

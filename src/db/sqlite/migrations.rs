@@ -83,6 +83,108 @@ UPDATE jobs SET number = ordered.n
 CREATE UNIQUE INDEX jobs_number ON jobs (number);
 "#,
         ),
+        // 5: scheduling policy (issue 14). Queues and priorities, the
+        // retry policy and attempts, time limits, heartbeats, dependencies,
+        // queue pauses. Old jobs land in `default` at priority 50; every job
+        // that ever ran gets one attempt (its start, end, exit code and, if
+        // it failed, its error), so `attempt` counts from there.
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 50;
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN retry_policy TEXT;          -- JSON RetryPolicy or NULL
+ALTER TABLE jobs ADD COLUMN max_duration_s REAL;
+ALTER TABLE jobs ADD COLUMN max_pending_s REAL;
+ALTER TABLE jobs ADD COLUMN heartbeat_timeout_s REAL;
+ALTER TABLE jobs ADD COLUMN stale_after_s REAL;
+ALTER TABLE jobs ADD COLUMN after_ids TEXT;             -- JSON array of job ids or NULL
+ALTER TABLE jobs ADD COLUMN termination_reason TEXT;
+ALTER TABLE jobs ADD COLUMN last_heartbeat_at TEXT;
+ALTER TABLE jobs ADD COLUMN stalled_at TEXT;
+ALTER TABLE jobs ADD COLUMN next_attempt_at TEXT;
+CREATE INDEX jobs_queue_status ON jobs (queue, status);
+
+CREATE TABLE job_attempts (
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT,
+    exit_code  INTEGER,
+    reason     TEXT,
+    counted    INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (job_id, attempt)
+) STRICT;
+INSERT INTO job_attempts (job_id, attempt, started_at, ended_at, exit_code, reason)
+     SELECT id, 1, started_at, completed_at, exit_code,
+            CASE WHEN status = 'failed' THEN error END
+       FROM jobs WHERE started_at IS NOT NULL;
+UPDATE jobs SET attempt = 1 WHERE started_at IS NOT NULL;
+
+CREATE TABLE queue_state (
+    name       TEXT PRIMARY KEY NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+) STRICT;
+
+ALTER TABLE metrics ADD COLUMN attempt INTEGER;          -- NULL: before attempts (1)
+"#,
+        ),
+        // 6: idempotent submit and webhooks (issue 16).
+        //
+        // A create's `Idempotency-Key` lives on its job, unique per owner
+        // (one owner today: the API token; issue 15 fills in users), so the
+        // check and the insert are one transaction. `request_fingerprint`
+        // is the SHA-256 of the canonical body (a retry vs. a different
+        // request). An expired key is cleared before its reuse.
+        //
+        // Webhook endpoints, and their deliveries: the outbox. A delivery
+        // row is written in the transaction that changes a job's status;
+        // a background worker claims due rows (`claimed_by` +
+        // `claim_expires_at`, the shape `FOR UPDATE SKIP LOCKED` takes on
+        // PostgreSQL), sends them with no transaction open, and records
+        // each attempt.
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN idempotency_owner TEXT;
+ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE jobs ADD COLUMN request_fingerprint TEXT;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE webhooks (
+    id         TEXT PRIMARY KEY NOT NULL,   -- UUID v7
+    url        TEXT NOT NULL,
+    secret     TEXT NOT NULL,               -- whsec_<base64>; never listed
+    format     TEXT NOT NULL,               -- json | slack
+    events     TEXT,                        -- JSON array of event types; NULL = all
+    frameworks TEXT,                        -- JSON array; NULL = all
+    users      TEXT,                        -- JSON array; NULL = all
+    source     TEXT NOT NULL,               -- api | config
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id       TEXT NOT NULL,         -- the webhook-id header: the same on every attempt
+    webhook_id       TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    job_id           TEXT,
+    event            TEXT NOT NULL,         -- job.running, job.completed, …
+    payload          TEXT NOT NULL,         -- the event as JSON, fixed when it happened
+    state            TEXT NOT NULL,         -- pending | delivered | failed
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    claimed_by       TEXT,
+    claim_expires_at TEXT,
+    last_status      INTEGER,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    finished_at      TEXT
+) STRICT;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id DESC);
+"#,
+        ),
     ]
 }
 
@@ -142,6 +244,48 @@ mod tests {
             .unwrap();
         assert_eq!(hash, hash_token("the-plain-token"));
         assert!(c.prepare("SELECT callback_token FROM jobs").is_err());
+    }
+
+    #[test]
+    fn old_jobs_get_defaults_and_one_attempt_if_they_ran() {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut c, 4).unwrap();
+        for (id, status, started) in [
+            ("a", "pending", None),
+            ("b", "failed", Some("2025-01-01T00:00:01.000000Z")),
+        ] {
+            c.execute(
+                "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, status, \
+                 created_at, updated_at, started_at, completed_at, exit_code, error, number) \
+                 VALUES (?1, 'u', 'm', 'demo', 's3://b/d/', ?2, 't', 't', ?3, ?3, 3, 'boom', \
+                 (SELECT COALESCE(MAX(number), 0) + 1 FROM jobs))",
+                rusqlite::params![id, status, started],
+            )
+            .unwrap();
+        }
+        super::migrations().to_latest(&mut c).unwrap();
+        let rows: Vec<(String, String, i64, i64)> = c
+            .prepare("SELECT id, queue, priority, attempt FROM jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_string(), "default".to_string(), 50, 0),
+                ("b".to_string(), "default".to_string(), 50, 1),
+            ]
+        );
+        let attempt: (String, i64, Option<i64>, Option<String>) = c
+            .query_row(
+                "SELECT job_id, attempt, exit_code, reason FROM job_attempts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(attempt, ("b".into(), 1, Some(3), Some("boom".into())));
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct KubeSettings {
     pub context: Option<String>,
     /// Kueue LocalQueue name.
     pub kueue_queue: Option<String>,
+    /// Platform queue → Kueue LocalQueue (`kueue_queue` of `[queues.NAME]`);
+    /// queues not in it use `kueue_queue`.
+    pub queue_map: std::collections::BTreeMap<String, String>,
     /// Image pull secrets for trainer pods.
     pub image_pull_secrets: Vec<String>,
     /// Service account of trainer pods.
@@ -106,6 +109,14 @@ pub struct KubeSettings {
 }
 
 impl KubeSettings {
+    /// The Kueue LocalQueue of platform queue `queue`, if any.
+    pub fn kueue_queue_of(&self, queue: &str) -> Option<&str> {
+        self.queue_map
+            .get(queue)
+            .or(self.kueue_queue.as_ref())
+            .map(String::as_str)
+    }
+
     /// Settings from the flags (empty strings count as unset).
     pub fn from_args(a: &KubeArgs) -> Self {
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
@@ -115,6 +126,7 @@ impl KubeSettings {
             config_path: a.kube_config_path.clone(),
             context: nonempty(&a.kube_context),
             kueue_queue: nonempty(&a.kueue_queue),
+            queue_map: Default::default(),
             image_pull_secrets: a
                 .kube_image_pull_secrets
                 .iter()

@@ -60,9 +60,29 @@ pub fn job_selector(id: Uuid) -> String {
     format!("{},{JOB_ID_LABEL}={id}", managed_selector())
 }
 
-/// A job's Job (and Secret) name: DNS-1123, 45 characters.
-pub fn job_name(id: Uuid) -> String {
-    format!("platform-{id}")
+/// Label holding the attempt a Job runs (absent on attempt 1, whose
+/// objects keep the names and labels they had before attempts existed).
+pub const ATTEMPT_LABEL: &str = "platform/attempt";
+
+/// The Job (and Secret) name of a job's `attempt`: DNS-1123, at most 49
+/// characters. Attempt 1 keeps the plain name, so Jobs created before
+/// retries existed are re-adopted; later ones get `-a<N>`, so a retry never
+/// adopts the failed attempt's Job.
+pub fn job_name(id: Uuid, attempt: u32) -> String {
+    if attempt <= 1 {
+        format!("platform-{id}")
+    } else {
+        format!("platform-{id}-a{attempt}")
+    }
+}
+
+/// The attempt a platform-managed object belongs to.
+pub fn attempt_of(meta: &ObjectMeta) -> u32 {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(ATTEMPT_LABEL))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The training job a platform-managed object belongs to.
@@ -98,7 +118,9 @@ impl Manifests {
 pub fn build(spec: &LaunchSpec, s: &KubeSettings) -> Result<Manifests, ValidationError> {
     let job = &spec.job;
     let trainer = &spec.trainer;
-    let name = job_name(job.id);
+    // The attempt this launch starts.
+    let attempt = job.sched.attempt + 1;
+    let name = job_name(job.id, attempt);
     let overrides = Overrides::from_config(job.config.as_ref())?;
 
     let (image, command) = match (&trainer.image, trainer.command.is_empty()) {
@@ -126,9 +148,12 @@ pub fn build(spec: &LaunchSpec, s: &KubeSettings) -> Result<Manifests, Validatio
         (JOB_ID_LABEL.to_string(), job.id.to_string()),
         (FRAMEWORK_LABEL.to_string(), label_value(&job.framework)),
     ]);
+    if attempt > 1 {
+        labels.insert(ATTEMPT_LABEL.to_string(), attempt.to_string());
+    }
     let pod_labels = labels.clone();
-    if let Some(q) = &s.kueue_queue {
-        labels.insert(QUEUE_LABEL.to_string(), q.clone());
+    if let Some(q) = s.kueue_queue_of(&job.sched.queue) {
+        labels.insert(QUEUE_LABEL.to_string(), q.to_string());
     }
     let annotations = BTreeMap::from([
         (USER_ANNOTATION.to_string(), job.user_id.clone()),
@@ -206,7 +231,7 @@ pub fn build(spec: &LaunchSpec, s: &KubeSettings) -> Result<Manifests, Validatio
             backoff_limit: Some(0),
             ttl_seconds_after_finished: Some(s.job_ttl_seconds),
             active_deadline_seconds: overrides.timeout_seconds,
-            suspend: s.kueue_queue.is_some().then_some(true),
+            suspend: s.kueue_queue_of(&job.sched.queue).is_some().then_some(true),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels.clone()),
@@ -474,6 +499,9 @@ mod tests {
         assert_eq!(label_value("ultralytics"), "ultralytics");
         assert_eq!(label_value("my trainer/v2!"), "my-trainer-v2");
         assert_eq!(label_value(&"x".repeat(80)).len(), 63);
-        assert!(job_name(Uuid::now_v7()).len() <= 63);
+        let id = Uuid::now_v7();
+        assert_eq!(job_name(id, 1), format!("platform-{id}"));
+        assert_eq!(job_name(id, 0), job_name(id, 1));
+        assert!(job_name(id, 20).ends_with("-a20") && job_name(id, 20).len() <= 63);
     }
 }

@@ -237,6 +237,7 @@ impl Inner {
         let outcome = RunnerOutcome {
             exit_code: None,
             failure: Some(reason),
+            ..Default::default()
         };
         self.finish(id, outcome).await;
     }
@@ -317,7 +318,7 @@ fn state_of(rec: &JobRecord, settings: &KubeSettings) -> KubeState {
         .and_then(|s| serde_json::from_str::<KubeState>(s).ok())
         .unwrap_or_else(|| KubeState {
             namespace: settings.namespace.clone(),
-            job: manifest::job_name(rec.job.id),
+            job: manifest::job_name(rec.job.id, rec.job.sched.attempt),
             uid: None,
         })
 }
@@ -347,7 +348,7 @@ impl Runner for KubernetesRunner {
         let id = spec.job.id;
         let m = manifest::build(&spec, &inner.settings)
             .map_err(|e| RunnerError::Start(e.to_string()))?;
-        let name = manifest::job_name(id);
+        let name = manifest::job_name(id, spec.job.sched.attempt + 1);
         // Track first: the watcher may report on the Job before we return.
         inner.track(id, name.clone(), None);
         let mut adopted = false;

@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 use super::manifest::CONTAINER;
+use crate::model::AttemptEvent;
 use crate::runner::supervisor::signal_name;
 
 /// Where a Job is in its life.
@@ -118,6 +119,20 @@ pub struct PodEnd {
     pub message: Option<String>,
     /// The signal that ended it, when known.
     pub signal: Option<i32>,
+}
+
+/// The retry policy's event for a failed Job: out of memory, evicted or
+/// preempted (a disruption), or none (a plain exit, judged by its code).
+pub fn event_of(job_reason: &str, end: Option<&PodEnd>) -> Option<AttemptEvent> {
+    let pod_reason = end.and_then(|e| e.reason.as_deref());
+    match (job_reason, pod_reason) {
+        (_, Some("OOMKilled")) => Some(AttemptEvent::Oom),
+        (_, Some("Evicted" | "Preempting" | "DisruptionTarget" | "TerminationByKubelet")) => {
+            Some(AttemptEvent::Evicted)
+        }
+        (_, Some("NodeLost")) => Some(AttemptEvent::Vanished),
+        _ => None,
+    }
 }
 
 /// The trainer's end in the newest of `pods` that has one.

@@ -25,7 +25,7 @@ use kube::runtime::WatchStreamExt;
 use uuid::Uuid;
 
 use super::client::{self, timed};
-use super::manifest::{job_id_of, managed_selector};
+use super::manifest::{self, job_id_of, managed_selector};
 use super::status::{self, JobFacts, JobPhase, ProblemKind};
 use super::Inner;
 use crate::jobs::RunnerOutcome;
@@ -97,17 +97,26 @@ pub(crate) fn on_job(inner: &Arc<Inner>, job: KubeJob) {
         return;
     };
     let phase = status::job_phase(&job);
-    if phase == JobPhase::Active || !inner.claim(id) {
+    // Only the Job of the attempt being tracked settles it: an earlier
+    // attempt's Job (still there until its TTL) says nothing about it.
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let current = inner.with_tracked(id, |t| t.name == name).unwrap_or(false);
+    if phase == JobPhase::Active || !current || !inner.claim(id) {
         return;
     }
+    let attempt = manifest::attempt_of(&job.metadata);
     let inner = inner.clone();
     tokio::spawn(async move {
-        let pods = inner.pods_of(&inner.pod_api, id).await;
+        let mut pods = inner.pods_of(&inner.pod_api, id).await;
+        // An earlier attempt's pods may still be there.
+        pods.retain(|p| manifest::attempt_of(&p.metadata) == attempt);
         let end = status::pod_end(&pods);
         let outcome = match phase {
             JobPhase::Succeeded => RunnerOutcome {
                 exit_code: Some(end.and_then(|e| e.exit_code).unwrap_or(0)),
                 failure: None,
+                attempt: Some(attempt),
+                ..Default::default()
             },
             JobPhase::Failed { reason, message } => {
                 let (mut text, exit_code) =
@@ -121,6 +130,8 @@ pub(crate) fn on_job(inner: &Arc<Inner>, job: KubeJob) {
                 RunnerOutcome {
                     exit_code,
                     failure: Some(text),
+                    event: status::event_of(&reason, end.as_ref()),
+                    attempt: Some(attempt),
                 }
             }
             JobPhase::Active => return,

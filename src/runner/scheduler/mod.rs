@@ -1,18 +1,24 @@
-//! The scheduler: launches `pending` jobs in FIFO order while fewer than
-//! `--max-concurrent-jobs` slots are taken, and tells the runner to stop
-//! the trainers of cancelled jobs (at once) and of jobs whose trainer
-//! reported its end but keeps running (after the kill grace).
+//! The scheduler: launches `pending` jobs queue by queue (highest priority
+//! first, then oldest) while their queue has free slots and their user is
+//! under the queue's per-user limit; tells the runner to stop the trainers
+//! of cancelled jobs (at once), of jobs the daemon stopped (time limits,
+//! silence; at once) and of jobs whose trainer reported its end but keeps
+//! running (after the kill grace).
 //!
 //! A slot is taken by each `running` job, each trainer the runner still
 //! watches (whatever its job's status: a trainer that reported `completed`
 //! and keeps running still uses its GPU), and each launch in flight, each
-//! counted once. A launch that fails for the job's own reason fails that
-//! job; one that fails for the environment's is retried with a backoff of
-//! its own ([`super::retry`]); neither holds up the jobs behind it.
+//! counted once, in the queue of its job. A launch that fails for the
+//! job's own reason fails that job; one that fails for the environment's
+//! is retried with a backoff of its own ([`super::retry`]); neither holds
+//! up the jobs behind it.
 //!
-//! It is driven by the committed-change events of [`crate::events`], plus a
-//! one-second tick that re-checks everything, so a missed event (a lagging
-//! subscriber) only delays work, never loses it.
+//! What to launch is decided over an in-memory index of pending jobs
+//! ([`index`]), rebuilt from the database at start-up (and when events
+//! were missed) and kept by committed-change events; a tick re-checks
+//! deadlines ([`limits`]: `max_duration`, `max_pending`, heartbeats) and
+//! backoffs. Everything it acts on is stored in the database first, so a
+//! restart resumes where it stopped.
 //!
 //! Every launch and every stop runs in its own task: a runner call that
 //! takes seconds (a slow API server, a trainer slow to start) never holds
@@ -20,27 +26,37 @@
 //! limit like running jobs, and shutdown waits for them, so a trainer is
 //! never started without its job being marked `running`.
 
-use std::collections::HashSet;
+pub mod index;
+mod limits;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::index::{Entry, PendingIndex, QueueLimit, Usage};
 use super::retry::{self, Backoffs, Verdict};
 use super::{Runner, RunnerError, SpecBuilder};
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
-use crate::model::{JobRecord, JobStatus};
+use crate::model::{Job, JobRecord, JobStatus};
+use crate::queues::Queues;
+
+/// How often deadlines and backoffs are re-checked.
+const TICK: Duration = Duration::from_millis(250);
 
 /// How a task the scheduler started ended.
 enum Done {
     /// A launch finished (started, failed to start, or found the job gone).
     Launch(Uuid, Launched),
+    /// A deadline's rule was applied (or failed, to be tried again).
+    Rule(Uuid, bool),
     /// A stop request was handed to the runner.
-    Stop,
+    Other,
 }
 
 enum Launched {
@@ -56,8 +72,28 @@ pub struct Scheduler {
     jobs: Arc<Jobs>,
     runner: Arc<dyn Runner>,
     specs: Arc<SpecBuilder>,
-    /// 0 means unlimited.
-    max_concurrent: usize,
+    queues: Arc<Queues>,
+    /// Paused queue names (from the database).
+    paused: HashSet<String>,
+    /// Pending jobs, per queue in launch order.
+    pending: PendingIndex,
+    /// The full pending jobs (for `max_pending`).
+    pending_jobs: HashMap<Uuid, Arc<Job>>,
+    /// Running jobs as last committed.
+    running: HashMap<Uuid, Arc<Job>>,
+    /// Queue and user of every job that may hold a slot (running, being
+    /// launched, or a trainer the runner still watches).
+    holders: HashMap<Uuid, (String, String)>,
+    /// Statuses of jobs that pending jobs wait for (`after`).
+    deps: HashMap<Uuid, JobStatus>,
+    /// Rules already requested for a job's current version (stop, mark
+    /// stalled, fail): not requested twice before its next event.
+    requested: HashSet<Uuid>,
+    /// Running jobs the daemon ended whose trainer it is stopping.
+    stopping: HashSet<Uuid>,
+    /// The newest version (`updated_at`) taken in per job: an older one
+    /// arriving later (an event read after the database) is ignored.
+    versions: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
     /// Jobs whose launch failed for the environment, waiting to retry.
     backoffs: Backoffs,
     /// `--hold-jobs`: launch nothing.
@@ -68,18 +104,27 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler launching through `runner`.
+    /// A scheduler launching through `runner` under `queues`' limits.
     pub fn new(
         jobs: Arc<Jobs>,
         runner: Arc<dyn Runner>,
         specs: Arc<SpecBuilder>,
-        max_concurrent: usize,
+        queues: Arc<Queues>,
     ) -> Self {
         Self {
             jobs,
             runner,
             specs,
-            max_concurrent,
+            queues,
+            paused: HashSet::new(),
+            pending: PendingIndex::default(),
+            pending_jobs: HashMap::new(),
+            running: HashMap::new(),
+            holders: HashMap::new(),
+            deps: HashMap::new(),
+            requested: HashSet::new(),
+            stopping: HashSet::new(),
+            versions: HashMap::new(),
             backoffs: Backoffs::default(),
             hold: false,
             launching: HashSet::new(),
@@ -98,44 +143,44 @@ impl Scheduler {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut events = self.jobs.subscribe();
         self.reconcile().await;
-        self.fill().await;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        self.rebuild().await;
+        self.fill();
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(Event::Job(job)) => {
-                        if job.status.is_terminal() {
-                            self.backoffs.forget(job.id);
-                            // A cancel always reaches the runner (the trainer
-                            // may be launching); a reported end only matters
-                            // while the trainer still runs.
-                            if job.status == JobStatus::Cancelled
-                                || self.runner.active().contains(&job.id)
-                            {
-                                self.stop(job.id);
-                            }
-                        }
-                        if job.status == JobStatus::Pending || job.status.is_terminal() {
-                            self.fill().await;
-                        }
+                        self.on_job(job).await;
+                        self.fill();
+                    }
+                    Ok(Event::Queue(_)) => {
+                        self.load_paused().await;
+                        self.fill();
                     }
                     Ok(Event::Metric(_)) => {}
-                    Err(RecvError::Lagged(_)) => self.resync().await,
+                    Err(RecvError::Lagged(_)) => {
+                        self.rebuild().await;
+                        self.fill();
+                    }
                     Err(RecvError::Closed) => break,
                 },
                 Some(done) = self.tasks.join_next() => {
-                    self.settle(done);
-                    self.fill().await;
+                    self.settle(done).await;
+                    self.fill();
                 }
-                _ = tick.tick() => self.resync().await,
+                _ = tick.tick() => {
+                    self.resync().await;
+                    self.check_limits();
+                    self.fill();
+                }
                 _ = stop.cancelled() => break,
             }
         }
         // A launch cut short could leave a trainer running for a job still
         // marked pending, which the next daemon would launch again.
         while let Some(done) = self.tasks.join_next().await {
-            self.settle(done);
+            self.settle(done).await;
         }
     }
 
@@ -167,24 +212,134 @@ impl Scheduler {
         }
     }
 
+    /// Reads pending and running jobs, paused queues and the statuses of
+    /// dependencies from the database (start-up, and after missed events).
+    async fn rebuild(&mut self) {
+        let (pending, running) = match (
+            self.jobs.in_status(JobStatus::Pending, i64::MAX).await,
+            self.jobs.in_status(JobStatus::Running, i64::MAX).await,
+        ) {
+            (Ok(p), Ok(r)) => (p, r),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read pending and running jobs; the next tick retries");
+                return;
+            }
+        };
+        self.pending.clear();
+        self.pending_jobs.clear();
+        self.running.clear();
+        self.requested.clear();
+        self.stopping.clear();
+        self.versions.clear();
+        for rec in running.into_iter().chain(pending) {
+            self.on_job(Arc::new(rec.job)).await;
+        }
+        self.load_paused().await;
+        tracing::debug!(
+            pending = self.pending.len(),
+            running = self.running.len(),
+            "scheduler index rebuilt"
+        );
+    }
+
+    async fn load_paused(&mut self) {
+        match self.jobs.paused_queues().await {
+            Ok(p) => self.paused = p.into_iter().collect(),
+            Err(e) => tracing::error!(error = %e, "cannot read which queues are paused"),
+        }
+    }
+
+    /// Takes in a committed version of a job.
+    async fn on_job(&mut self, job: Arc<Job>) {
+        let id = job.id;
+        if self.versions.get(&id).is_some_and(|v| *v > job.updated_at) {
+            return;
+        }
+        self.versions.insert(id, job.updated_at);
+        self.requested.remove(&id);
+        if job.status != JobStatus::Running {
+            self.stopping.remove(&id);
+        }
+        if self.deps.contains_key(&id) {
+            self.deps.insert(id, job.status);
+        }
+        match job.status {
+            JobStatus::Pending => {
+                self.running.remove(&id);
+                for dep in &job.sched.after {
+                    if !self.deps.contains_key(dep) {
+                        let status = match self.jobs.get(*dep).await {
+                            Ok(d) => d.status,
+                            // Deleted or unreadable: it cannot complete.
+                            Err(JobError::NotFound(_)) => JobStatus::Cancelled,
+                            Err(e) => {
+                                tracing::warn!(job_id = %id, error = %e, "cannot read a dependency; assuming it is pending");
+                                JobStatus::Pending
+                            }
+                        };
+                        self.deps.insert(*dep, status);
+                    }
+                }
+                self.pending.upsert(Entry::of(&job));
+                self.pending_jobs.insert(id, job);
+            }
+            JobStatus::Running => {
+                self.pending.remove(id);
+                self.pending_jobs.remove(&id);
+                self.holders
+                    .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                if job.sched.termination_reason.is_some() && self.stopping.insert(id) {
+                    self.stop_now(id);
+                }
+                self.running.insert(id, job);
+            }
+            _ => {
+                self.pending.remove(id);
+                self.pending_jobs.remove(&id);
+                self.running.remove(&id);
+                self.backoffs.forget(id);
+                // A cancel always reaches the runner (the trainer may be
+                // launching); a reported end only matters while the
+                // trainer still runs.
+                if job.status == JobStatus::Cancelled || self.runner.active().contains(&id) {
+                    self.stop(id);
+                }
+            }
+        }
+    }
+
     /// Stops trainers of ended jobs the runner still watches, forgets
-    /// retries of jobs no longer pending, then fills free slots.
+    /// retries of jobs no longer pending and slot holders that are gone.
     async fn resync(&mut self) {
-        for id in self.runner.active() {
-            if let Ok(rec) = self.jobs.record(id).await {
-                if rec.job.status.is_terminal() {
+        let active: HashSet<Uuid> = self.runner.active().into_iter().collect();
+        for id in &active {
+            if self.running.contains_key(id) || self.launching.contains(id) {
+                continue;
+            }
+            if let Ok(rec) = self.jobs.record(*id).await {
+                if rec.job.status.is_terminal() && self.requested.insert(*id) {
                     self.stop_record(rec);
                 }
             }
         }
-        for id in self.backoffs.ids() {
-            match self.jobs.get(id).await {
-                Ok(job) if job.status == JobStatus::Pending => {}
-                Ok(_) | Err(JobError::NotFound(_)) => self.backoffs.forget(id),
-                Err(_) => {}
-            }
+        // Versions of ended jobs are kept a minute: long enough for any
+        // older event of theirs to have arrived.
+        let old = crate::db::now() - chrono::Duration::seconds(60);
+        self.versions.retain(|id, v| {
+            *v > old || self.pending.get(*id).is_some() || self.running.contains_key(id)
+        });
+        self.holders.retain(|id, _| {
+            self.running.contains_key(id) || self.launching.contains(id) || active.contains(id)
+        });
+        let stale: Vec<Uuid> = self
+            .backoffs
+            .ids()
+            .into_iter()
+            .filter(|id| self.pending.get(*id).is_none())
+            .collect();
+        for id in stale {
+            self.backoffs.forget(id);
         }
-        self.fill().await;
     }
 
     /// Stops the trainer of ended job `id`, in its own task.
@@ -196,7 +351,21 @@ impl Scheduler {
                     stop_trainer(runner.as_ref(), &rec).await;
                 }
             }
-            Done::Stop
+            Done::Other
+        });
+    }
+
+    /// Stops the trainer of running job `id` at once (the daemon ended it:
+    /// a time limit or silence); its end then settles the job.
+    fn stop_now(&mut self, id: Uuid) {
+        let (jobs, runner) = (self.jobs.clone(), self.runner.clone());
+        self.tasks.spawn(async move {
+            if let Ok(rec) = jobs.record(id).await {
+                if let Err(e) = runner.cancel(&rec).await {
+                    tracing::error!(job_id = %id, error = %e, "cannot stop the trainer");
+                }
+            }
+            Done::Other
         });
     }
 
@@ -204,88 +373,117 @@ impl Scheduler {
         let runner = self.runner.clone();
         self.tasks.spawn(async move {
             stop_trainer(runner.as_ref(), &rec).await;
-            Done::Stop
+            Done::Other
         });
     }
 
-    fn settle(&mut self, done: Result<Done, tokio::task::JoinError>) {
+    async fn settle(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
             Ok(Done::Launch(id, outcome)) => {
                 self.launching.remove(&id);
                 match outcome {
-                    Launched::Settled => self.backoffs.forget(id),
+                    Launched::Settled => {
+                        self.backoffs.forget(id);
+                        // Its events may come after this: the index must
+                        // not hold it as pending any more, or it would be
+                        // launched again. The database has its newest version.
+                        match self.jobs.get(id).await {
+                            Ok(job) => self.on_job(Arc::new(job)).await,
+                            Err(_) => {
+                                self.pending.remove(id);
+                                self.pending_jobs.remove(&id);
+                            }
+                        }
+                    }
                     Launched::Retry { failures, pause } => self.backoffs.wait(id, failures, pause),
                 }
             }
-            Ok(Done::Stop) => {}
-            // A panicking task lost its id; the next resync recounts from
-            // the database, which the launch set only adds to.
+            Ok(Done::Rule(id, applied)) => {
+                if !applied {
+                    self.requested.remove(&id);
+                }
+            }
+            Ok(Done::Other) => {}
+            // A panicking task lost its id; the next resync recounts.
             Err(e) => tracing::error!(error = %e, "a scheduler task failed"),
         }
     }
 
-    /// Starts launches of pending jobs, oldest first, while slots are
-    /// free; jobs waiting out a retry pause are passed over.
-    async fn fill(&mut self) {
-        if self.hold {
-            return;
-        }
-        let free = if self.max_concurrent == 0 {
-            64
-        } else {
-            match self.slots_taken().await {
-                Ok(n) => self.max_concurrent.saturating_sub(n),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot count running jobs");
-                    return;
-                }
-            }
-        };
-        if free == 0 {
-            return;
-        }
-        let wanted = (free + self.launching.len() + self.backoffs.len()) as i64;
-        let pending = match self.jobs.in_status(JobStatus::Pending, wanted).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list pending jobs");
-                return;
-            }
-        };
-        let now = Instant::now();
-        let fresh: Vec<JobRecord> = pending
-            .into_iter()
-            .filter(|r| !self.launching.contains(&r.job.id))
-            .filter(|r| !self.backoffs.pausing(r.job.id, now))
-            .take(free)
-            .collect();
-        for rec in fresh {
-            self.launch(rec);
-        }
+    /// The queues' limits as the decision sees them.
+    fn limits(&self) -> Vec<QueueLimit> {
+        self.queues
+            .all()
+            .iter()
+            .map(|q| QueueLimit {
+                name: q.name.clone(),
+                max_concurrent: q.max_concurrent,
+                max_per_user: q.max_per_user,
+                paused: self.paused.contains(&q.name),
+            })
+            .collect()
     }
 
     /// Slots taken: `running` jobs, trainers the runner watches (a job may
-    /// have ended before its trainer did) and launches in flight, each once.
-    async fn slots_taken(&self) -> Result<usize, JobError> {
-        let running = self.jobs.count_running().await?;
-        let at_least = running + self.launching.len();
-        if at_least >= self.max_concurrent {
-            return Ok(at_least);
+    /// have ended before its trainer did) and launches in flight, each
+    /// once, in their job's queue.
+    fn usage(&self) -> Usage {
+        let mut ids: HashSet<Uuid> = self.running.keys().copied().collect();
+        ids.extend(self.runner.active());
+        ids.extend(self.launching.iter().copied());
+        let mut usage = Usage::default();
+        for id in ids {
+            if let Some((queue, user)) = self.holders.get(&id) {
+                usage.take(queue, user);
+            }
         }
-        let mut taken: HashSet<Uuid> = self.jobs.running_ids().await?.into_iter().collect();
-        taken.extend(self.runner.active());
-        taken.extend(self.launching.iter().copied());
-        Ok(taken.len())
+        usage
+    }
+
+    /// Starts launches of the jobs the decision picks.
+    fn fill(&mut self) {
+        if self.hold || self.pending.is_empty() {
+            return;
+        }
+        let now = crate::db::now();
+        let instant = std::time::Instant::now();
+        let mut busy: HashSet<Uuid> = self.launching.clone();
+        busy.extend(
+            self.backoffs
+                .ids()
+                .into_iter()
+                .filter(|id| self.backoffs.pausing(*id, instant)),
+        );
+        let completed: HashSet<Uuid> = self
+            .deps
+            .iter()
+            .filter(|(_, s)| **s == JobStatus::Completed)
+            .map(|(id, _)| *id)
+            .collect();
+        let picks = index::decide(
+            &self.pending,
+            &self.limits(),
+            &self.usage(),
+            now,
+            &busy,
+            &completed,
+        );
+        for id in picks {
+            if let Some(job) = self.pending_jobs.get(&id).cloned() {
+                self.launch(job);
+            }
+        }
     }
 
     /// Starts launching one job in its own task.
-    fn launch(&mut self, rec: JobRecord) {
-        let id = rec.job.id;
+    fn launch(&mut self, job: Arc<Job>) {
+        let id = job.id;
         self.launching.insert(id);
+        self.holders
+            .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
         let failures = self.backoffs.failures(id);
         let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = launch(&jobs, runner.as_ref(), &specs, rec, failures).await;
+            let outcome = launch(&jobs, runner.as_ref(), &specs, id, failures).await;
             Done::Launch(id, outcome)
         });
     }
@@ -297,15 +495,22 @@ async fn launch(
     jobs: &Jobs,
     runner: &dyn Runner,
     specs: &SpecBuilder,
-    rec: JobRecord,
+    id: Uuid,
     failures: u32,
 ) -> Launched {
-    let id = rec.job.id;
     let token = match jobs.issue_token(id).await {
         Ok(t) => t,
         // Cancelled meanwhile (or the database is closing): nothing to start.
         Err(e) => {
             tracing::info!(job_id = %id, error = %e, "not launching");
+            return Launched::Settled;
+        }
+    };
+    let rec = match jobs.record(id).await {
+        Ok(rec) if rec.job.status == JobStatus::Pending => rec,
+        Ok(_) => return Launched::Settled,
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "cannot read the job to launch");
             return Launched::Settled;
         }
     };

@@ -6,6 +6,7 @@ use crate::jobs::testing::Service;
 use crate::jobs::RunnerOutcome;
 use crate::model::TrainingUpdate;
 use crate::runner::fake::{self, Failure, FakeRunner};
+use std::time::Instant;
 
 /// Waits (up to 5 s) for `cond` to hold.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -27,7 +28,7 @@ fn start(
         svc.jobs.clone(),
         Arc::new(runner.clone()),
         fake::specs(svc),
-        max,
+        Arc::new(crate::queues::Queues::only_default(max as u32)),
     )
     .hold(hold);
     (stop.clone(), tokio::spawn(scheduler.run(stop)))
@@ -57,6 +58,7 @@ async fn launches_oldest_first_within_the_limit() {
     let ok = RunnerOutcome {
         exit_code: Some(0),
         failure: None,
+        ..Default::default()
     };
     runner.gone(ids[0]);
     svc.jobs.finish_by_runner(ids[0], ok).await.unwrap();

@@ -1,0 +1,107 @@
+//! Building a job's trainer config on the command line: `--config FILE`
+//! (JSON or YAML) merged with `--set KEY=VALUE` overrides (`job create`,
+//! `job resubmit`).
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{Map, Value};
+
+use super::exit::Exit;
+
+/// Merges `--config FILE` (JSON or YAML) with `--set key=value` overrides.
+/// Dotted keys (`a.b=1`) set nested objects.
+pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Option<Value>> {
+    let mut config = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let value: Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(_) => serde_yaml_ng::from_str(&text).map_err(|e| {
+                    Exit::usage(format!(
+                        "config file {} is neither JSON nor YAML: {e}",
+                        path.display()
+                    ))
+                })?,
+            };
+            match value {
+                Value::Object(m) => Some(m),
+                Value::Null => Some(Map::new()),
+                _ => {
+                    return Err(Exit::usage(format!(
+                        "config file {} must hold a JSON/YAML object (key: value pairs)",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
+    for set in sets {
+        let (key, raw) = set
+            .split_once('=')
+            .ok_or_else(|| Exit::usage(format!("--set {set:?}: expected KEY=VALUE")))?;
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(Exit::usage(format!(
+                "--set {set:?}: the key must not be empty"
+            )));
+        }
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
+        insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
+    }
+    Ok(config.map(Value::Object))
+}
+
+fn insert_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
+    match key.split_once('.') {
+        None => {
+            map.insert(key.to_string(), value);
+            Ok(())
+        }
+        Some((head, rest)) => {
+            let slot = map
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            match slot {
+                Value::Object(inner) => insert_dotted(inner, rest, value),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_parses_json_then_string_and_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "epochs: 10\nbatch: 16\nopt:\n  lr: 0.1\n").unwrap();
+        let sets = vec![
+            "epochs=5".to_string(),
+            "name=run one".to_string(),
+            "flags=[1,2]".to_string(),
+            "opt.lr=0.01".to_string(),
+            "on=true".to_string(),
+        ];
+        let c = build_config(Some(&f), &sets).unwrap().unwrap();
+        assert_eq!(
+            c,
+            serde_json::json!({"epochs": 5, "batch": 16, "name": "run one", "flags": [1, 2],
+                               "opt": {"lr": 0.01}, "on": true})
+        );
+    }
+
+    #[test]
+    fn no_config_means_null() {
+        assert_eq!(build_config(None, &[]).unwrap(), None);
+        assert!(build_config(None, &["novalue".into()]).is_err());
+    }
+}

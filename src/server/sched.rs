@@ -1,0 +1,112 @@
+//! Handlers for scheduling: queues (list, pause, resume), a pending job's
+//! priority, and the trainer's heartbeat. Thin wrappers over
+//! [`crate::jobs::Jobs`].
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::error::ApiError;
+use super::extract::{JobId, JsonBody};
+use super::responses::{BadRequest, NotJson, TooLarge, Unauthorized, Unavailable};
+use super::AppState;
+use crate::model::{ErrorBody, Job, QueueInfo, UpdateJob};
+
+/// The queue routes (user routes: the API token).
+pub fn queue_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/queues", get(list_queues))
+        .route("/api/v1/queues/{name}/pause", post(pause_queue))
+        .route("/api/v1/queues/{name}/resume", post(resume_queue))
+}
+
+/// Every queue: limits, whether it is paused, running and pending counts.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
+    responses(
+        (status = 200, description = "Queues, by name (`default` always among them)", body = Vec<QueueInfo>),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn list_queues(State(st): State<AppState>) -> Result<Json<Vec<QueueInfo>>, ApiError> {
+    Ok(Json(st.jobs.queues().await?))
+}
+
+/// Stop launching jobs from a queue; running jobs go on. Survives restarts.
+#[utoipa::path(post, path = "/api/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Paused: the queue as it is now", body = QueueInfo),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn pause_queue(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueInfo>, ApiError> {
+    Ok(Json(st.jobs.pause_queue(&name, true).await?))
+}
+
+/// Launch jobs from a paused queue again.
+#[utoipa::path(post, path = "/api/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Resumed: the queue as it is now", body = QueueInfo),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn resume_queue(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueInfo>, ApiError> {
+    Ok(Json(st.jobs.pause_queue(&name, false).await?))
+}
+
+/// Change a pending job's priority (0–100).
+#[utoipa::path(patch, path = "/api/v1/training/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    request_body = UpdateJob,
+    responses(
+        (status = 200, description = "Updated", body = Job),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 409, description = "The job is no longer pending; `status` says what it is", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJson),
+        (status = 422, description = "Invalid field or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn update_job(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    body: JsonBody,
+) -> Result<Json<Job>, ApiError> {
+    let update: UpdateJob = body.decode()?;
+    match update.priority {
+        Some(p) => Ok(Json(st.jobs.set_priority(id, p).await?)),
+        None => Ok(Json(st.jobs.get(id).await?)),
+    }
+}
+
+/// A trainer's sign of life: keeps its job from being marked `stalled`
+/// (and clears the condition). Cheap: written at most every few seconds.
+#[utoipa::path(post, path = "/api/v1/training/jobs/{id}/heartbeat", tag = "trainer",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    security(("callback_token" = [])),
+    responses(
+        (status = 204, description = "Noted"),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Unknown job", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+) -> Result<StatusCode, ApiError> {
+    st.jobs.heartbeat(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
