@@ -95,7 +95,7 @@ fn start_up_failures_name_their_cause_with_the_password_masked() {
     assert!(check.status.success(), "{check:?}");
     assert_eq!(
         common::stdout(&check).trim(),
-        "ok (PostgreSQL, schema version 4)"
+        "ok (PostgreSQL, schema version 6)"
     );
     // A schema from a newer platform is refused, by both.
     c.sql(
@@ -105,6 +105,11 @@ fn start_up_failures_name_their_cause_with_the_password_masked() {
     let (code, text) = serve_outcome(&["--bind", "127.0.0.1:0"], &[("DATABASE_URL", &good)]);
     assert!(matches!(code, Some(c) if c != 0), "{text}");
     assert!(text.contains("schema version 99"), "{text}");
+    // A server holds databases, not files.
+    assert!(
+        text.contains("point DATABASE_URL at another database"),
+        "{text}"
+    );
     assert!(!text.contains(PASSWORD), "{text}");
     let check = std::process::Command::new(common::bin())
         .args(["db", "check", "--database-url", &good])

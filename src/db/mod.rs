@@ -15,6 +15,7 @@ mod downsample;
 mod postgres;
 mod sqlite;
 mod url;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 
@@ -62,11 +63,13 @@ pub enum DbError {
     /// was undone, the database stays usable.
     #[error("a database operation failed unexpectedly: {0}")]
     Panicked(String),
-    /// The file was written by a newer `platform`.
-    #[error("the database at {path} has schema version {found}, newer than this binary understands ({supported}); upgrade platform or point DATABASE_URL at another file")]
+    /// The database was written by a newer `platform`.
+    #[error("the database at {path} has schema version {found}, newer than this binary understands ({supported}); upgrade platform or point DATABASE_URL at another {other}")]
     TooNew {
-        /// The database file.
+        /// The database file, or the server's URL (password masked).
         path: PathBuf,
+        /// What else DATABASE_URL could name: `file` or `database`.
+        other: &'static str,
         /// Its schema version.
         found: usize,
         /// The newest version this binary knows.
@@ -231,7 +234,7 @@ impl Db {
     ) -> Result<Created, DbError> {
         match self {
             Db::Sqlite(s) => s.create_job_once(rec, claim).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.create_job_once(rec, claim).await,
         }
     }
 
@@ -242,7 +245,7 @@ impl Db {
     ) -> Result<Option<Created>, DbError> {
         match self {
             Db::Sqlite(s) => s.idempotent_job(claim).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.idempotent_job(claim).await,
         }
     }
 
@@ -364,7 +367,7 @@ impl Db {
     pub async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.add_webhook(rec).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.add_webhook(rec).await,
         }
     }
 
@@ -376,7 +379,7 @@ impl Db {
     ) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.replace_webhooks(source, recs).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.replace_webhooks(source, recs).await,
         }
     }
 
@@ -384,7 +387,7 @@ impl Db {
     pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.webhooks().await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.webhooks().await,
         }
     }
 
@@ -392,7 +395,7 @@ impl Db {
     pub async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.webhook(id).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.webhook(id).await,
         }
     }
 
@@ -400,7 +403,7 @@ impl Db {
     pub async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
         match self {
             Db::Sqlite(s) => s.remove_webhook(id).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.remove_webhook(id).await,
         }
     }
 
@@ -412,7 +415,7 @@ impl Db {
     ) -> Result<Option<Delivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.enqueue_test_event(id, event).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.enqueue_test_event(id, event).await,
         }
     }
 
@@ -428,7 +431,7 @@ impl Db {
     ) -> Result<Vec<ClaimedDelivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.claim_deliveries(worker, lease, limit).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.claim_deliveries(worker, lease, limit).await,
         }
     }
 
@@ -441,7 +444,7 @@ impl Db {
     ) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.finish_delivery(id, worker, outcome).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.finish_delivery(id, worker, outcome).await,
         }
     }
 
@@ -449,7 +452,7 @@ impl Db {
     pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.deliveries(id, limit).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.deliveries(id, limit).await,
         }
     }
 
@@ -457,7 +460,7 @@ impl Db {
     pub async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
         match self {
             Db::Sqlite(s) => s.next_delivery_due().await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.next_delivery_due().await,
         }
     }
 
@@ -465,7 +468,7 @@ impl Db {
     pub async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_queue().await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.count_by_queue().await,
         }
     }
 
@@ -473,7 +476,7 @@ impl Db {
     pub async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
         match self {
             Db::Sqlite(s) => s.paused_queues().await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.paused_queues().await,
         }
     }
 
@@ -481,7 +484,7 @@ impl Db {
     pub async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.set_queue_paused(name, paused).await,
-            Db::Postgres(_) => Err(postgres::not_yet()),
+            Db::Postgres(p) => p.set_queue_paused(name, paused).await,
         }
     }
 

@@ -62,7 +62,7 @@ async fn read_all(c: &mut Client, read: FeedRead) -> Result<FeedPage, DbError> {
     let jobs_sql = format!(
         "SELECT {}, xid FROM jobs WHERE (xid, number) > ($1, $2) AND xid < {XMIN} \
          ORDER BY xid, number LIMIT $3",
-        jobs::COLUMNS
+        jobs::with_attempts()
     );
     let points_sql = format!(
         "SELECT {}, xid FROM metrics WHERE (xid, id) > ($1, $2) AND xid < {XMIN} \
@@ -106,7 +106,10 @@ async fn read_all(c: &mut Client, read: FeedRead) -> Result<FeedPage, DbError> {
         ..FeedPage::default()
     };
     for r in &job_rows {
-        page.jobs.push((position(r, 20)?, jobs::record(r)?.job));
+        page.jobs.push((
+            position(r, jobs::NUMBER)?,
+            jobs::record_with_attempts(r)?.job,
+        ));
     }
     for r in &point_rows {
         page.points.push((position(r, 0)?, metrics::point(r)?));

@@ -9,43 +9,110 @@ use uuid::Uuid;
 
 use super::{corrupt, fail};
 use crate::db::DbError;
-use crate::model::{Job, JobFilter, JobRecord, JobStatus};
+use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus};
 
 /// Every column of a job, in [`record`]'s order.
 pub(super) const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, \
      status, progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
-     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number";
+     completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
+     queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
+     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at";
 
-/// A row of [`COLUMNS`] (extra columns after them are ignored).
+/// Index of `number` in [`COLUMNS`].
+pub(super) const NUMBER: usize = 20;
+/// How many columns [`COLUMNS`] has (the index of the first one after).
+const COUNT: usize = 34;
+
+/// A job's attempts as one JSON array in the row (none before its first
+/// launch), so a read is one statement and one consistent snapshot.
+/// Written after [`COLUMNS`] in every read ([`with_attempts`]).
+pub(super) const ATTEMPTS: &str =
+    "CASE WHEN jobs.attempt > 0 THEN (SELECT json_agg(json_build_object(\
+     'attempt', a.attempt, 'started_at', a.started_at, 'ended_at', a.ended_at, \
+     'exit_code', a.exit_code, 'reason', a.reason, 'counted', a.counted) ORDER BY a.attempt) \
+     FROM job_attempts a WHERE a.job_id = jobs.id) END";
+
+/// `COLUMNS, ATTEMPTS`: what a read of whole jobs selects.
+pub(super) fn with_attempts() -> &'static str {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{COLUMNS}, {ATTEMPTS}"));
+    &SQL
+}
+
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, DbError> {
+    r.try_get(i).map_err(corrupt)
+}
+
+/// A `json` column holding one of our own types.
+fn from_json<T: serde::de::DeserializeOwned>(
+    v: Option<serde_json::Value>,
+) -> Result<Option<T>, DbError> {
+    v.map(serde_json::from_value).transpose().map_err(corrupt)
+}
+
+fn to_u32(v: i32) -> Result<u32, DbError> {
+    u32::try_from(v).map_err(corrupt)
+}
+
+/// A row of [`COLUMNS`] (extra columns after them are ignored); its
+/// attempts are left empty (see [`record_with_attempts`]).
 pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
-    let status: String = r.try_get(6).map_err(corrupt)?;
+    let status: String = col(r, 6)?;
+    let priority: i32 = col(r, 22)?;
     let job = Job {
-        id: r.try_get(0).map_err(corrupt)?,
-        number: r.try_get(20).map_err(corrupt)?,
-        user_id: r.try_get(1).map_err(corrupt)?,
-        model_name: r.try_get(2).map_err(corrupt)?,
-        framework: r.try_get(3).map_err(corrupt)?,
-        dataset_s3_uri: r.try_get(4).map_err(corrupt)?,
-        config: r.try_get(5).map_err(corrupt)?,
+        id: col(r, 0)?,
+        number: col(r, NUMBER)?,
+        user_id: col(r, 1)?,
+        model_name: col(r, 2)?,
+        framework: col(r, 3)?,
+        dataset_s3_uri: col(r, 4)?,
+        config: col(r, 5)?,
         status: status.parse::<JobStatus>().map_err(corrupt)?,
-        progress: r.try_get(7).map_err(corrupt)?,
-        message: r.try_get(8).map_err(corrupt)?,
-        checkpoint_s3_uri: r.try_get(9).map_err(corrupt)?,
-        error: r.try_get(10).map_err(corrupt)?,
-        created_at: r.try_get(11).map_err(corrupt)?,
-        updated_at: r.try_get(12).map_err(corrupt)?,
-        started_at: r.try_get(13).map_err(corrupt)?,
-        completed_at: r.try_get(14).map_err(corrupt)?,
-        runner: r.try_get(15).map_err(corrupt)?,
-        exit_code: r.try_get(16).map_err(corrupt)?,
-        sched: Default::default(),
+        progress: col(r, 7)?,
+        message: col(r, 8)?,
+        checkpoint_s3_uri: col(r, 9)?,
+        error: col(r, 10)?,
+        created_at: col(r, 11)?,
+        updated_at: col(r, 12)?,
+        started_at: col(r, 13)?,
+        completed_at: col(r, 14)?,
+        runner: col(r, 15)?,
+        exit_code: col(r, 16)?,
+        sched: JobScheduling {
+            queue: col(r, 21)?,
+            priority: u8::try_from(priority).map_err(corrupt)?,
+            attempt: to_u32(col(r, 23)?)?,
+            attempts: Vec::new(),
+            retry: from_json(col(r, 24)?)?,
+            max_duration: col(r, 25)?,
+            max_pending: col(r, 26)?,
+            heartbeat_timeout: col(r, 27)?,
+            stale_after: col(r, 28)?,
+            after: col::<Option<Vec<Uuid>>>(r, 29)?.unwrap_or_default(),
+            termination_reason: col(r, 30)?,
+            last_heartbeat_at: col(r, 31)?,
+            stalled_at: col(r, 32)?,
+            next_attempt_at: col(r, 33)?,
+        },
     };
     Ok(JobRecord {
         job,
-        token_hash: r.try_get(17).map_err(corrupt)?,
-        last_sequence: r.try_get(18).map_err(corrupt)?,
-        runner_state: r.try_get(19).map_err(corrupt)?,
+        token_hash: col(r, 17)?,
+        last_sequence: col(r, 18)?,
+        runner_state: col(r, 19)?,
     })
+}
+
+/// Attempts as [`ATTEMPTS`] selects them.
+pub(super) fn attempts(v: Option<serde_json::Value>) -> Result<Vec<Attempt>, DbError> {
+    Ok(from_json(v)?.unwrap_or_default())
+}
+
+/// A row of [`with_attempts`] (extra columns after them are ignored).
+pub(super) fn record_with_attempts(r: &Row) -> Result<JobRecord, DbError> {
+    let mut rec = record(r)?;
+    rec.job.sched.attempts = attempts(col(r, COUNT)?)?;
+    Ok(rec)
 }
 
 async fn records(
@@ -58,13 +125,13 @@ async fn records(
         .await
         .map_err(fail)?
         .iter()
-        .map(record)
+        .map(record_with_attempts)
         .collect()
 }
 
 /// One job with its private columns.
 pub(super) async fn get(c: &impl GenericClient, id: Uuid) -> Result<Option<JobRecord>, DbError> {
-    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    let sql = format!("SELECT {} FROM jobs WHERE id = $1", with_attempts());
     Ok(records(c, &sql, &[&id]).await?.pop())
 }
 
@@ -95,7 +162,7 @@ pub(super) fn prefix_bounds(prefix: &str) -> Option<(Uuid, Uuid)> {
 
 /// A page of jobs, newest first (`created_at` desc, then `id` desc).
 pub(super) async fn list(c: &impl GenericClient, f: &JobFilter) -> Result<Vec<Job>, DbError> {
-    let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE true");
+    let mut sql = format!("SELECT {} FROM jobs WHERE true", with_attempts());
     let status = f.status.map(|s| s.as_str());
     let bounds = match &f.id_prefix {
         Some(p) => match prefix_bounds(p) {
@@ -117,6 +184,10 @@ pub(super) async fn list(c: &impl GenericClient, f: &JobFilter) -> Result<Vec<Jo
     if let Some(s) = &status {
         args.push(s);
         sql.push_str(&format!(" AND status = ${}", args.len()));
+    }
+    if let Some(q) = &f.queue {
+        args.push(q);
+        sql.push_str(&format!(" AND queue = ${}", args.len()));
     }
     if let Some(n) = &f.number {
         args.push(n);
@@ -149,7 +220,8 @@ pub(super) async fn in_status(
     limit: i64,
 ) -> Result<Vec<JobRecord>, DbError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at ASC, id ASC LIMIT $2"
+        "SELECT {} FROM jobs WHERE status = $1 ORDER BY created_at ASC, id ASC LIMIT $2",
+        with_attempts()
     );
     records(c, &sql, &[&status.as_str(), &limit]).await
 }
@@ -162,9 +234,10 @@ pub(super) async fn ended_unsettled(
     since: &DateTime<Utc>,
 ) -> Result<Vec<JobRecord>, DbError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
+        "SELECT {} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
          AND runner = $1 AND runner_state IS NOT NULL AND exit_code IS NULL \
-         AND completed_at > $2 ORDER BY created_at ASC, id ASC"
+         AND completed_at > $2 ORDER BY created_at ASC, id ASC",
+        with_attempts()
     );
     records(c, &sql, &[&runner, since]).await
 }
@@ -211,7 +284,14 @@ pub(super) async fn count_in_status(
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_bounds;
+    use super::{prefix_bounds, COLUMNS, COUNT, NUMBER};
+
+    #[test]
+    fn column_indexes_match_the_list() {
+        let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(names.len(), COUNT);
+        assert_eq!(names[NUMBER], "number");
+    }
 
     #[test]
     fn id_prefixes_become_uuid_bounds() {

@@ -11,7 +11,8 @@ use crate::db::DbError;
 use crate::model::{Metric, MetricFilter, Order};
 
 /// Every column of a point, in [`point`]'s order.
-pub(super) const COLUMNS: &str = "id, job_id, epoch, step, loss, accuracy, metrics, created_at";
+pub(super) const COLUMNS: &str =
+    "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
 
 /// A row of [`COLUMNS`] (extra columns after them are ignored).
 pub(super) fn point(r: &Row) -> Result<Metric, DbError> {
@@ -30,7 +31,7 @@ pub(super) fn point(r: &Row) -> Result<Metric, DbError> {
         accuracy: r.try_get(5).map_err(corrupt)?,
         metrics,
         created_at: r.try_get(7).map_err(corrupt)?,
-        attempt: 1,
+        attempt: u32::try_from(r.try_get::<_, i32>(8).map_err(corrupt)?).map_err(corrupt)?,
     })
 }
 

@@ -11,11 +11,14 @@
 //! Nothing outside this module sees a `tokio_postgres` type.
 
 mod feed;
+mod idempotency;
 mod jobs;
 mod metrics;
 mod migrations;
+mod queues;
 mod round_trips;
 mod tls;
+mod webhooks;
 mod writer;
 
 use std::time::Duration;
@@ -27,11 +30,13 @@ use deadpool_postgres::{
 use uuid::Uuid;
 
 use super::url::{PgUrl, SslMode};
-use super::{Changes, DbError, Modified};
+use super::{Changes, Created, DbError, IdempotencyClaim, Modified};
+use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
     FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
 };
 
+#[cfg(test)]
 pub(super) use migrations::latest_version;
 
 /// Connections when neither `--db-pool-size` nor the URL say.
@@ -40,12 +45,6 @@ const DEFAULT_POOL_SIZE: usize = 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an operation waits for a free pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
-
-/// Operations not implemented on PostgreSQL yet (scheduling, idempotency
-/// and webhooks arrive in the commits after the merge of main).
-pub(super) fn not_yet() -> DbError {
-    DbError::Backend("this operation is not implemented on PostgreSQL yet".into())
-}
 
 /// An open PostgreSQL database.
 pub struct Postgres {
@@ -146,8 +145,10 @@ fn config(url: &PgUrl) -> tokio_postgres::Config {
         .port(url.port)
         .dbname(&url.database)
         .application_name("platform")
-        // NOTICEs ("… already exists, skipping") would land in the log.
-        .options("-c client_min_messages=warning")
+        // NOTICEs ("… already exists, skipping") would land in the log;
+        // timestamps inside JSON (a job's attempts) print with the
+        // session's zone, so fix it.
+        .options("-c client_min_messages=warning -c TimeZone=UTC")
         .connect_timeout(url.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
         .ssl_mode(match url.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -205,13 +206,7 @@ impl Postgres {
         let pool = pool(url, 1)?;
         let client = pool.get().await.map_err(|e| start_error(url, &e))?;
         let found = migrations::version(&client).await.map_err(fail)?;
-        if found > latest_version() {
-            return Err(DbError::TooNew {
-                path: url.to_string().into(),
-                found,
-                supported: latest_version(),
-            });
-        }
+        migrations::refuse_newer(&url.to_string(), found)?;
         Ok(found)
     }
 
@@ -226,6 +221,22 @@ impl Postgres {
 
     pub(super) async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
         self.writer.create(rec).await
+    }
+
+    pub(super) async fn create_job_once(
+        &self,
+        rec: JobRecord,
+        claim: IdempotencyClaim,
+    ) -> Result<Created, DbError> {
+        idempotency::create_once(&mut self.client().await?, rec, &claim).await
+    }
+
+    pub(super) async fn idempotent_job(
+        &self,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<Created>, DbError> {
+        let held = idempotency::holder(&self.client().await?, &claim, false).await?;
+        Ok(idempotency::existing(held, &claim))
     }
 
     pub(super) async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
@@ -295,6 +306,76 @@ impl Postgres {
 
     pub(super) async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         jobs::count_by_status(&self.client().await?).await
+    }
+
+    pub(super) async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
+        queues::count_by_queue(&self.client().await?).await
+    }
+
+    pub(super) async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
+        queues::paused(&self.client().await?).await
+    }
+
+    pub(super) async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
+        queues::set_paused(&self.client().await?, &name, paused).await
+    }
+
+    pub(super) async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
+        webhooks::add(&self.client().await?, &rec).await
+    }
+
+    pub(super) async fn replace_webhooks(
+        &self,
+        source: &'static str,
+        recs: Vec<WebhookRecord>,
+    ) -> Result<(), DbError> {
+        webhooks::replace(&mut self.client().await?, source, &recs).await
+    }
+
+    pub(super) async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
+        webhooks::list(&self.client().await?).await
+    }
+
+    pub(super) async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
+        webhooks::get(&self.client().await?, id).await
+    }
+
+    pub(super) async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
+        webhooks::remove(&self.client().await?, id).await
+    }
+
+    pub(super) async fn enqueue_test_event(
+        &self,
+        id: Uuid,
+        event: &'static str,
+    ) -> Result<Option<Delivery>, DbError> {
+        webhooks::enqueue_test(&self.client().await?, id, event, &super::now()).await
+    }
+
+    pub(super) async fn claim_deliveries(
+        &self,
+        worker: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, DbError> {
+        webhooks::claim(&self.client().await?, worker, lease, limit).await
+    }
+
+    pub(super) async fn finish_delivery(
+        &self,
+        id: i64,
+        worker: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<(), DbError> {
+        webhooks::finish(&self.client().await?, id, worker, &outcome).await
+    }
+
+    pub(super) async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
+        webhooks::deliveries(&self.client().await?, id, limit).await
+    }
+
+    pub(super) async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
+        webhooks::next_due(&self.client().await?).await
     }
 
     pub(super) async fn ping(&self) -> Result<(), DbError> {

@@ -13,8 +13,10 @@
 //! 2. The rules run in memory, in queue order (several writes to one job
 //!    chain); a rule's refusal or panic stores nothing for that write.
 //! 3. One multi-row `INSERT` of new jobs, one `UPDATE … FROM unnest(…)` of
-//!    changed jobs, one multi-row `INSERT` of points, and `COMMIT`:
-//!    pipelined, the second round trip.
+//!    changed jobs, one upsert of the attempts they started or ended, one
+//!    multi-row `INSERT` of points, one of webhook deliveries for the
+//!    status changes (the outbox: an event is queued if and only if its
+//!    change commits), and `COMMIT`: pipelined, the second round trip.
 //!
 //! Callers are answered only after `COMMIT`; a failed batch fails every
 //! write in it. Nothing here sends `NOTIFY` (it would serialise commits);
@@ -33,8 +35,9 @@ use uuid::Uuid;
 
 use super::round_trips::{lock, write};
 use super::unavailable;
-use crate::db::{panic_message, Changes, DbError, Modified};
-use crate::model::{Job, JobRecord, Metric, MetricPoint};
+use crate::db::{panic_message, webhook, Changes, DbError, Modified};
+use crate::model::webhook::job_event;
+use crate::model::{Attempt, Job, JobRecord, Metric, MetricPoint};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -83,6 +86,28 @@ pub(super) struct Slot {
     pub(super) dirty: bool,
     /// The change is visible (the all-jobs feed sends the job again).
     pub(super) visible: bool,
+    /// Its attempts as stored, to write back only those that changed.
+    pub(super) stored_attempts: Vec<Attempt>,
+}
+
+/// A metric point to insert.
+pub(super) struct Point {
+    pub(super) job: Uuid,
+    pub(super) point: MetricPoint,
+    pub(super) at: DateTime<Utc>,
+    /// The job's attempt when the point arrived.
+    pub(super) attempt: u32,
+}
+
+/// A job event to queue for every webhook endpoint whose filters take it.
+pub(super) struct Event {
+    pub(super) job: Uuid,
+    pub(super) event: &'static str,
+    /// The body as stored and later sent.
+    pub(super) payload: String,
+    pub(super) framework: String,
+    pub(super) user: String,
+    pub(super) at: DateTime<Utc>,
 }
 
 /// The in-memory state of one batch between its two round trips.
@@ -91,8 +116,10 @@ pub(super) struct Batch {
     pub(super) rows: HashMap<Uuid, Slot>,
     /// Jobs inserted, in order.
     pub(super) created: Vec<Uuid>,
-    /// Points to insert: job, point, time.
-    pub(super) points: Vec<(Uuid, MetricPoint, DateTime<Utc>)>,
+    /// Points to insert, in order.
+    pub(super) points: Vec<Point>,
+    /// Webhook events to queue, in order.
+    pub(super) events: Vec<Event>,
 }
 
 /// One queued write.
@@ -127,6 +154,7 @@ impl Op for Create {
                 new: true,
                 dirty: true,
                 visible: true,
+                stored_attempts: Vec::new(),
             },
         );
         b.created.push(id);
@@ -220,7 +248,7 @@ where
                             accuracy: p.accuracy,
                             metrics: p.metrics,
                             created_at: now,
-                            attempt: 1,
+                            attempt: job.sched.attempt.max(1),
                         })
                         .collect();
                     Ok(Modified::Stored { job, points })
@@ -277,13 +305,35 @@ where
         return Decided::Answer(Ok(Modified::Unchanged));
     }
     if changes.job {
+        // Only a status change is an event (metrics and progress never).
+        let event = (rec.job.status != slot.rec.job.status)
+            .then(|| job_event(rec.job.status))
+            .flatten();
+        if let Some(event) = event {
+            match webhook::job_payload(&rec.job, event, &now) {
+                Ok(payload) => b.events.push(Event {
+                    job: id,
+                    event,
+                    payload,
+                    framework: rec.job.framework.clone(),
+                    user: rec.job.user_id.clone(),
+                    at: now,
+                }),
+                Err(e) => return Decided::Answer(Err(E::from(e))),
+            }
+        }
         slot.rec = rec.clone();
         slot.dirty = true;
         slot.visible = true;
     }
     let first = b.points.len();
-    b.points
-        .extend(changes.points.iter().map(|p| (id, p.clone(), now)));
+    let attempt = rec.job.sched.attempt.max(1);
+    b.points.extend(changes.points.iter().map(|p| Point {
+        job: id,
+        point: p.clone(),
+        at: now,
+        attempt,
+    }));
     Decided::Stored {
         job: Box::new(rec.job),
         points: changes.points,
@@ -416,6 +466,7 @@ async fn commit_batch(client: Object, ops: Vec<Box<dyn Op>>) {
         rows,
         created: Vec::new(),
         points: Vec::new(),
+        events: Vec::new(),
     };
     let finishes: Vec<Finish> = ops.into_iter().map(|op| op.run(&mut batch)).collect();
     match write(&client, &batch).await {

@@ -525,6 +525,7 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
     if found > supported {
         return Err(DbError::TooNew {
             path: path.to_path_buf(),
+            other: "file",
             found,
             supported,
         });
