@@ -77,10 +77,19 @@ async fn logs(d: &Daemon, id: &str, query: &str) -> String {
 }
 
 /// The runner's private state of a job, read from the daemon's database
-/// (tests need the pids a user would see with `ps`).
+/// (tests need the pids a user would see with `ps`). The launch commits it
+/// just after the trainer starts, so a test that already saw the
+/// trainer's output may look a moment too early: wait for it.
 fn runner_state(d: &Daemon, id: &str) -> Value {
-    let s = d.sql(&format!("SELECT runner_state FROM jobs WHERE id = '{id}'"));
-    serde_json::from_str(&s).unwrap()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = d.sql(&format!("SELECT runner_state FROM jobs WHERE id = '{id}'"));
+        if !s.is_empty() {
+            return serde_json::from_str(&s).unwrap();
+        }
+        assert!(Instant::now() < deadline, "job {id} has no runner state");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Whether a process exists and is not a zombie.

@@ -3,9 +3,10 @@
 //! [`Db`] is one handle whose methods are the operations the rest of the
 //! daemon needs (store a job, change one job under a rule, page through
 //! jobs or points, …). Their signatures speak in model types only, so the
-//! lifecycle service above never sees SQL or a driver type, and a second
-//! backend implements the same methods. The backends are a closed enum:
-//! today SQLite ([`sqlite`]), embedded, with one group-committing writer.
+//! lifecycle service above never sees SQL or a driver type. The backends
+//! are a closed enum: SQLite ([`sqlite`]), embedded, with one
+//! group-committing writer; PostgreSQL ([`postgres`]), a server shared by
+//! replicas, with one batching writer per process.
 //!
 //! Contract every backend keeps: a write's future resolves only after its
 //! transaction is durable (a 2xx survives `kill -9` and power loss), and a
