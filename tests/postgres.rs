@@ -2,13 +2,16 @@
 //! (`tests/common/pg.rs`): start-up failures named in one line with the
 //! password masked, the `sslmode` meanings with a test CA, `/health` while
 //! the server is down and after it returns, and the concurrency promises
-//! of the batched writer (each callback `sequence` stored once) and of the
-//! all-jobs feed (gap-free and resumable under concurrent writers).
+//! of the batched writer (each callback `sequence` stored once), of the
+//! all-jobs feed (gap-free and resumable under concurrent writers), of
+//! idempotency keys and of webhook delivery claims with two daemons on one
+//! database.
 
 mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::api::{callback, create_id, job_with_token, serve_outcome};
@@ -481,4 +484,191 @@ async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
     let rest: HashSet<i64> = rest.iter().map(point_id).collect();
     let expected: HashSet<i64> = streamed[total / 2..].iter().copied().collect();
     assert_eq!(rest, expected);
+}
+
+/// Two daemons on one database, holding jobs `pending`; webhooks may
+/// target loopback.
+fn two_daemons() -> (Daemon, Daemon) {
+    let url = pg::cluster().fresh_database();
+    let start = || {
+        let mut opts = on(url.clone()).held();
+        opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
+        Daemon::start_with(opts)
+    };
+    (start(), start())
+}
+
+#[tokio::test]
+async fn one_idempotency_key_through_two_daemons_makes_one_job() {
+    let (a, b) = two_daemons();
+    let body = common::api::job_body("alice");
+    // Each key sent to both daemons at once, many keys at once: the two
+    // daemons' creates with one key race in the database.
+    const KEYS: usize = 30;
+    let submits = (0..KEYS * 4).map(|i| {
+        let d = if i % 2 == 0 { &a } else { &b };
+        let (key, body) = (format!("key-{}", i / 4), &body);
+        async move {
+            let resp = d
+                .http()
+                .post(d.at(common::api::JOBS))
+                .header("Idempotency-Key", &key)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+            (key, status, body)
+        }
+    });
+    let answers = futures::future::join_all(submits).await;
+    // Each daemon turns its own second request with a key into a 409
+    // while the first is in flight; across daemons the database decides:
+    // never a 5xx, and every success with one key is the same job.
+    let mut jobs: std::collections::HashMap<String, HashSet<String>> = Default::default();
+    for (key, status, body) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || *status == StatusCode::CONFLICT,
+            "{key}: {status}: {body}"
+        );
+        if *status == StatusCode::CREATED {
+            jobs.entry(key.clone())
+                .or_default()
+                .insert(body["id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(jobs.len(), KEYS);
+    assert!(jobs.values().all(|ids| ids.len() == 1), "{jobs:?}");
+    assert_eq!(a.sql("SELECT COUNT(*) FROM jobs"), KEYS.to_string());
+}
+
+/// A webhook receiver that answers 204 and records each delivery's
+/// `webhook-id` and job.
+async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let id = headers["webhook-id"].to_str().unwrap().to_string();
+                    let event: Value = serde_json::from_slice(&body).unwrap();
+                    let job = event["data"]["id"].as_str().unwrap_or_default().to_string();
+                    seen.lock().unwrap().push((id, job));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test]
+async fn two_daemons_claim_and_send_each_webhook_delivery_once() {
+    let (a, b) = two_daemons();
+    let (hook_url, got) = receiver().await;
+    let (status, hook) = common::api::post(&a, "/api/v1/webhooks", &json!({"url": hook_url})).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    // Cancels through both daemons at once: each queues one delivery in
+    // the cancel's transaction and wakes its daemon's worker, so both
+    // workers claim from the one outbox at the same time.
+    const JOBS: usize = 60;
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        ids.push(create_id(&a, "alice").await);
+    }
+    let cancels = ids.iter().enumerate().map(|(i, id)| {
+        let d = if i % 2 == 0 { &a } else { &b };
+        async move { common::api::cancel(d, id).await.0 }
+    });
+    for status in futures::future::join_all(cancels).await {
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let cancelled: HashSet<String> = ids.into_iter().collect();
+    eventually(30, "every delivery to be recorded as delivered", || async {
+        (a.sql("SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'delivered'")
+            == JOBS.to_string())
+        .then_some(())
+    })
+    .await;
+    // A delivery claimed twice would count two attempts and arrive twice.
+    assert_eq!(
+        a.sql("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts <> 1"),
+        "0"
+    );
+    let got = got.lock().unwrap().clone();
+    let messages: HashSet<&String> = got.iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        messages.len(),
+        got.len(),
+        "a message arrived twice: {got:?}"
+    );
+    let jobs: HashSet<String> = got.iter().map(|(_, j)| j.clone()).collect();
+    assert_eq!(jobs, cancelled);
+}
+
+#[tokio::test]
+async fn a_delivery_locked_by_another_worker_holds_up_no_other() {
+    let url = pg::cluster().fresh_database();
+    let mut opts = on(url.clone()).held();
+    opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
+    let d = Daemon::start_with(opts);
+    let (hook_url, got) = receiver().await;
+    let (status, hook) = common::api::post(&d, "/api/v1/webhooks", &json!({"url": hook_url})).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    // A delivery another replica's worker holds a claim on for one more
+    // second; this test's transaction locks its row, as a worker's claim
+    // does while it commits.
+    let hook_id = hook["id"].as_str().unwrap();
+    d.sql(&format!(
+        "INSERT INTO webhook_deliveries (message_id, webhook_id, event, payload, state, \
+         attempts, next_attempt_at, claimed_by, claim_expires_at, created_at) VALUES \
+         ('msg_locked', '{hook_id}', 'webhook.test', '{{}}', 'pending', 1, now(), \
+         'another-replica', now() + interval '1 second', now())"
+    ));
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM webhook_deliveries WHERE message_id = 'msg_locked' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    // Once the claim lapses the locked row is the first due one: the
+    // daemon's claims skip it rather than wait for it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let id = create_id(&d, "alice").await;
+    assert_eq!(common::api::cancel(&d, &id).await.0, StatusCode::NO_CONTENT);
+    eventually(
+        20,
+        "the new event to arrive past the locked row",
+        || async {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|(_, job)| *job == id)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(got.lock().unwrap().iter().all(|(m, _)| m != "msg_locked"));
+    // Released, the locked delivery goes out too.
+    tx.rollback().await.unwrap();
+    eventually(20, "the once locked delivery to arrive", || async {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|(m, _)| m == "msg_locked")
+            .then_some(())
+    })
+    .await;
 }
