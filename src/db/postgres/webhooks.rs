@@ -15,6 +15,7 @@ use deadpool_postgres::{Client, GenericClient};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::round_trips::text;
 use super::{corrupt, fail};
 use crate::db::webhook::{secret_prefix, test_payload};
 use crate::db::DbError;
@@ -94,8 +95,15 @@ async fn rows<T>(
         .collect()
 }
 
+/// A filter list as stored: NUL as U+FFFD, as the writer stores the names
+/// it is matched against.
+fn names(list: &Option<Vec<String>>) -> Option<Vec<String>> {
+    list.as_ref().map(|l| l.iter().map(|x| text(x)).collect())
+}
+
 async fn insert(c: &impl GenericClient, rec: &WebhookRecord) -> Result<(), DbError> {
     let w = &rec.webhook;
+    let (url, frameworks, users) = (text(&w.url), names(&w.frameworks), names(&w.users));
     let stmt = c
         .prepare_cached(&format!(
             "INSERT INTO webhooks ({HOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -106,12 +114,12 @@ async fn insert(c: &impl GenericClient, rec: &WebhookRecord) -> Result<(), DbErr
         &stmt,
         &[
             &w.id,
-            &w.url,
+            &url,
             &rec.secret,
             &w.format.as_str(),
             &w.events,
-            &w.frameworks,
-            &w.users,
+            &frameworks,
+            &users,
             &w.source,
             &w.created_at,
         ],
