@@ -35,6 +35,13 @@ fn on(url: String) -> Opts {
     }
 }
 
+/// [`on`], with webhooks allowed to target loopback (the test's receiver).
+fn hooked(url: String) -> Opts {
+    let mut opts = on(url);
+    opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
+    opts
+}
+
 /// `serve` against `url` fails with a non-zero exit, its last line names
 /// `cause`, and no line shows `secret`.
 fn refused(url: &str, cause: &str, secret: &str) {
@@ -486,15 +493,10 @@ async fn the_all_jobs_feed_is_gap_free_under_concurrent_writers() {
     assert_eq!(rest, expected);
 }
 
-/// Two daemons on one database, holding jobs `pending`; webhooks may
-/// target loopback.
+/// Two daemons on one database, holding jobs `pending` ([`hooked`]).
 fn two_daemons() -> (Daemon, Daemon) {
     let url = pg::cluster().fresh_database();
-    let start = || {
-        let mut opts = on(url.clone()).held();
-        opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
-        Daemon::start_with(opts)
-    };
+    let start = || Daemon::start_with(hooked(url.clone()).held());
     (start(), start())
 }
 
@@ -616,9 +618,7 @@ async fn two_daemons_claim_and_send_each_webhook_delivery_once() {
 #[tokio::test]
 async fn a_delivery_locked_by_another_worker_holds_up_no_other() {
     let url = pg::cluster().fresh_database();
-    let mut opts = on(url.clone()).held();
-    opts.envs.push(("WEBHOOK_ALLOW_PRIVATE".into(), "1".into()));
-    let d = Daemon::start_with(opts);
+    let d = Daemon::start_with(hooked(url.clone()).held());
     let (hook_url, got) = receiver().await;
     let (status, hook) = common::api::post(&d, "/api/v1/webhooks", &json!({"url": hook_url})).await;
     assert_eq!(status, StatusCode::CREATED, "{hook}");
@@ -671,4 +671,15 @@ async fn a_delivery_locked_by_another_worker_holds_up_no_other() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn webhook_filters_with_a_nul_are_stored() {
+    // PostgreSQL text cannot hold NUL; SQLite stores it, so it is no
+    // reason for a 500 here.
+    let d = Daemon::start_with(hooked(pg::cluster().fresh_database()));
+    let body =
+        json!({"url": "http://127.0.0.1:9/x", "users": ["a\u{0}b"], "frameworks": ["d\u{0}"]});
+    let (status, hook) = common::api::post(&d, "/api/v1/webhooks", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
 }
