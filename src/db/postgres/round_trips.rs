@@ -235,6 +235,7 @@ impl Columns {
         self.queue.push(text(&sc.queue));
         self.priority.push(i32::from(sc.priority));
         self.attempt.push(int(sc.attempt));
+        // Serialising our own plain struct cannot fail.
         self.retry.push(
             sc.retry
                 .as_ref()
