@@ -27,6 +27,9 @@
 #   ROUNDS=3 benches/callback_load.sh compare   # SQLite and PostgreSQL interleaved
 # Knobs (environment): JOBS=100 CONNECTIONS=32 THREADS=2 DURATION=20s
 #   READ_DURATION=10s BACKEND=sqlite|postgres BIN=path/to/platform (skips the build)
+#   AUTH=none|api|user: user routes open (default), behind PLATFORM_API_TOKEN,
+#   or read with a user token (`plt_…`, created through /api/v1/users) —
+#   the token lookup on the job-list and job-get paths.
 #   HANGING_WEBHOOK=1 (see above)
 # Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl; for
 #   PostgreSQL the server packages (apt-get install -y postgresql).
@@ -38,6 +41,9 @@ THREADS=${THREADS:-2}
 DURATION=${DURATION:-20s}
 READ_DURATION=${READ_DURATION:-10s}
 BACKEND=${BACKEND:-sqlite}
+AUTH=${AUTH:-none}
+case "$AUTH" in none|api|user) ;; *) echo "callback_load: AUTH is none, api or user" >&2; exit 2 ;; esac
+api_token="bench-operator-token-$RANDOM$RANDOM-0123456789"
 HANGING_WEBHOOK=${HANGING_WEBHOOK:-0}
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -165,6 +171,7 @@ env = { TOKENS = "$tmp/tokens" }
 TOML
 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
   --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off \
+  $([[ $AUTH == none ]] || echo --api-token "$api_token") \
   ${db_args[@]+"${db_args[@]}"} ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
@@ -177,15 +184,28 @@ done
 [[ -n "$url" ]] || { echo "the daemon did not start" >&2; cat "$tmp/serve.log" >&2; exit 1; }
 echo "   $url (pid $daemon_pid)"
 
+# The token user routes are called with (none, the operator's, a user's).
+read_token=""
+case "$AUTH" in
+  api) read_token=$api_token ;;
+  user)
+    read_token=$(curl -sSf -X POST "$url/api/v1/users" -H "authorization: Bearer $api_token" \
+      -H 'content-type: application/json' -d '{"name":"bench","role":"admin"}' |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["token"]["token"])')
+    ;;
+esac
+auth_header=()
+[[ -n "$read_token" ]] && auth_header=(-H "authorization: Bearer $read_token")
+
 if [[ "$HANGING_WEBHOOK" == 1 ]]; then
-  curl -sSf -o /dev/null -X POST "$url/api/v1/webhooks" -H 'content-type: application/json' \
+  curl -sSf -o /dev/null "${auth_header[@]}" -X POST "$url/api/v1/webhooks" -H 'content-type: application/json' \
     -d "{\"url\":\"http://127.0.0.1:$receiver_port/hook\"}"
   echo "   webhook -> http://127.0.0.1:$receiver_port/hook (hangs)"
 fi
 
-echo "== creating $JOBS jobs"
+echo "== creating $JOBS jobs (auth: $AUTH)"
 for i in $(seq 1 "$JOBS"); do
-  curl -sSf -o /dev/null -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
+  curl -sSf -o /dev/null "${auth_header[@]}" -X POST "$url/api/v1/training/jobs" -H 'content-type: application/json' \
     -d "{\"user_id\":\"bench$((i % 7))\",\"model_name\":\"yolo11n\",\"framework\":\"demo\",\"dataset_s3_uri\":\"s3://bench/datasets/coco128/\",\"config\":{\"epochs\":100,\"batch\":16}}"
 done
 for _ in $(seq 1 600); do
@@ -232,14 +252,14 @@ applied=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outco
 duplicates=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="duplicate"\}/ { print $2 }')
 batches=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_db_commit_batch_size_sum/ { s = $2 } /^platform_db_commit_batch_size_count/ { c = $2 } END { if (c > 0) printf "%.1f", s / c }')
 
-run_wrk list_jobs -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" "$url/api/v1/training/jobs"
-run_wrk get_job -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" -s "$here/get_job.lua" "$url" -- "$tmp/jobs.txt"
+run_wrk list_jobs -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" "${auth_header[@]}" "$url/api/v1/training/jobs"
+run_wrk get_job -t "$THREADS" -c "$CONNECTIONS" -d "$READ_DURATION" "${auth_header[@]}" -s "$here/get_job.lua" "$url" -- "$tmp/jobs.txt"
 
 rss_peak=$(awk '/VmHWM/ { print $2, $3 }' "/proc/$daemon_pid/status")
 rss_now=$(awk '/VmRSS/ { print $2, $3 }' "/proc/$daemon_pid/status")
 
 echo
-echo "== summary ($BACKEND, $(nproc) cores, $JOBS jobs, $CONNECTIONS connections, $THREADS wrk threads, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== summary ($BACKEND, $(nproc) cores, $JOBS jobs, $CONNECTIONS connections, $THREADS wrk threads, auth: $AUTH, load $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-10s %12s %10s %10s %8s\n' endpoint "requests/s" p50 p99 non-2xx
 for name in callbacks list_jobs get_job; do
   read -r rps p50 p99 bad < <(summarize "$tmp/$name.txt")

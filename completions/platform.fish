@@ -42,9 +42,15 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "queue" -d 'List q
 complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
+complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "user" -d 'Create, list, disable and enable users (admins)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "token" -d 'Create, list and revoke API tokens'
+complete -c platform -n "__fish_platform_needs_command" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
 complete -c platform -n "__fish_platform_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c platform -n "__fish_platform_needs_command" -f -a "man" -d 'Print the man page, or write every page to a directory'
@@ -58,6 +64,7 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l db-pool-size
 complete -c platform -n "__fish_platform_using_subcommand serve" -l runner -d 'Which runner launches trainers' -r -f -a "subprocess\t'Local child processes (the default on a dev box)'
 kubernetes\t'One Kubernetes Job per training job'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l api-token -d 'Bearer token required on the user-facing API' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l admin-token -d 'The first admin\'s token, stored (as a hash) when the database has no user yet; without it a generated one goes to `admin-token` in the data directory. Setting it also requires tokens on user routes' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l callback-auth -d 'Require each job\'s bearer token on callbacks ("off" for seed-era trainers)' -r -f -a "on\t'Enabled'
 off\t'Disabled'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-body-bytes -d 'Largest JSON request body, in bytes' -r
@@ -117,6 +124,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l require-auth -d 'Require a user token (or the API token) on user routes even on a loopback address without PLATFORM_API_TOKEN (a shared machine)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l allow-unauthenticated -d 'Allow a non-loopback bind without an API token'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l debug -d 'Debug logging (the seed\'s DEBUG)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l webhook-allow-private -d 'Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon\'s network)'
@@ -150,7 +158,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_se
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
@@ -197,6 +205,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l mine -d 'Only your own jobs (the user of your token)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s q -l ids -d 'Print only full job ids, one per line'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
@@ -218,6 +227,7 @@ wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l mine -d 'Only your own jobs (the user of your token)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s q -l ids -d 'Print only full job ids, one per line'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s w -l watch -d 'Keep the table live (status, progress, latest metric) until Ctrl-C'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
@@ -350,7 +360,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l token -d 'API token sent as a bearer token' -r
@@ -366,8 +376,8 @@ complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "ls" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
@@ -418,8 +428,8 @@ complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from resume" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l last -d 'Only the last N points, in step order (with --plot, only these are drawn)' -r
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l plot -d 'Draw a line chart of these metrics in the terminal (comma-separated or repeated)' -r
@@ -719,6 +729,287 @@ complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_su
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand login" -l context -d 'Name to save the context under (default: "default")' -r
+complete -c platform -n "__fish_platform_using_subcommand login" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand login" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand login" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand login" -l token-stdin -d 'Read the token from standard input (e.g. `< admin-token`), not from --token / PLATFORM_TOKEN'
+complete -c platform -n "__fish_platform_using_subcommand login" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand login" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand login" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand login" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "list" -d 'List saved contexts; `*` marks the current one'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "ls" -d 'List saved contexts; `*` marks the current one'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "use" -d 'Make NAME the current context'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "delete" -d 'Forget a saved context (and its token)'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "rm" -d 'Forget a saved context (and its token)'
+complete -c platform -n "__fish_platform_using_subcommand context; and not __fish_seen_subcommand_from list ls use delete rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from use" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from help" -f -a "list" -d 'List saved contexts; `*` marks the current one'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from help" -f -a "use" -d 'Make NAME the current context'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Forget a saved context (and its token)'
+complete -c platform -n "__fish_platform_using_subcommand context; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand whoami" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand whoami" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand whoami" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand whoami" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand whoami" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand whoami" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand whoami" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand whoami" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "create" -d 'Create a user and print their first token (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "list" -d 'List users'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "ls" -d 'List users'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "disable" -d 'Disable a user: their tokens stop working at once'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "enable" -d 'Enable a disabled user again'
+complete -c platform -n "__fish_platform_using_subcommand user; and not __fish_seen_subcommand_from create list ls disable enable help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -l role -d 'Role' -r -f -a "admin\t''
+member\t''"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a user and print their first token (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "list" -d 'List users'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Disable a user: their tokens stop working at once'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Enable a disabled user again'
+complete -c platform -n "__fish_platform_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -f -a "create" -d 'Create a token for yourself (admins: --user) and print it (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -f -a "list" -d 'List your tokens (admins: everyone\'s, or --user\'s)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -f -a "ls" -d 'List your tokens (admins: everyone\'s, or --user\'s)'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -f -a "revoke" -d 'Revoke a token by id; the next request with it fails'
+complete -c platform -n "__fish_platform_using_subcommand token; and not __fish_seen_subcommand_from create list ls revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l user -d 'Whose token (admins only)' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l expires-in-days -d 'Expire after this many days' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s tokens' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -l user -d 'Only this user\'s tokens' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from revoke" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a token for yourself (admins: --user) and print it (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "list" -d 'List your tokens (admins: everyone\'s, or --user\'s)'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke a token by id; the next request with it fails'
+complete -c platform -n "__fish_platform_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand audit" -l user -d 'Only this user\'s requests' -r
+complete -c platform -n "__fish_platform_using_subcommand audit" -l since -d 'Only requests at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z)' -r
+complete -c platform -n "__fish_platform_using_subcommand audit" -l limit -d 'At most this many entries (1–1000), newest first' -r
+complete -c platform -n "__fish_platform_using_subcommand audit" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand audit" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand audit" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand audit" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand audit" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand audit" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand audit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand audit" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand version" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand version" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand version" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -785,21 +1076,27 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints (admin) and see their deliveries'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "user" -d 'Create, list, disable and enable users (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "token" -d 'Create, list and revoke API tokens'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -810,10 +1107,10 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on)'
-complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
@@ -824,3 +1121,13 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "list" -d 'List saved contexts; `*` marks the current one'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "use" -d 'Make NAME the current context'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "delete" -d 'Forget a saved context (and its token)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "create" -d 'Create a user and print their first token (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "list" -d 'List users'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "disable" -d 'Disable a user: their tokens stop working at once'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "enable" -d 'Enable a disabled user again'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from token" -f -a "create" -d 'Create a token for yourself (admins: --user) and print it (shown only now)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from token" -f -a "list" -d 'List your tokens (admins: everyone\'s, or --user\'s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from token" -f -a "revoke" -d 'Revoke a token by id; the next request with it fails'

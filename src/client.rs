@@ -12,9 +12,9 @@ use uuid::Uuid;
 use crate::errors::root_cause;
 use crate::model::webhook::{CreateWebhook, CreatedWebhook, Delivery, Webhook};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody, Health, Job,
-    JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
-    TrainingUpdate,
+    AuditEntry, AuditQuery, BatchAck, CallbackAck, CreateJob, Dataset, DatasetSummary, ErrorBody,
+    Health, Job, JobListQuery, JobStatus, LaunchPlan, Metric, MetricBatch, MetricQuery, StoredFile,
+    TokenInfo, TrainingUpdate, UpdateUser, User, Whoami,
 };
 
 /// Why a request failed, worded for the person at the terminal.
@@ -106,6 +106,11 @@ impl Client {
     /// The server URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Whether requests carry a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// A request to `path` with the bearer token attached.
@@ -368,6 +373,46 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         self.json(self.request(method, path).json(body)).await
+    }
+}
+
+/// Users, tokens, the audit trail.
+impl Client {
+    /// `GET /api/v1/whoami`.
+    pub async fn whoami(&self) -> Result<Whoami, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/whoami")).await
+    }
+
+    /// `GET /api/v1/users`.
+    pub async fn users(&self) -> Result<Vec<User>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/users")).await
+    }
+
+    /// `PATCH /api/v1/users/{name}`.
+    pub async fn update_user(&self, name: &str, req: &UpdateUser) -> Result<User, ClientError> {
+        let path = format!("/api/v1/users/{}", encode_path(name));
+        self.call(Method::PATCH, &path, req).await
+    }
+
+    /// `GET /api/v1/tokens`.
+    pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, ClientError> {
+        let mut rb = self.request(Method::GET, "/api/v1/tokens");
+        if let Some(u) = user {
+            rb = rb.query(&[("user", u)]);
+        }
+        self.json(rb).await
+    }
+
+    /// `DELETE /api/v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        let path = format!("/api/v1/tokens/{}", encode_path(id));
+        self.json(self.request(Method::DELETE, &path)).await
+    }
+
+    /// `GET /api/v1/audit`.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/audit").query(q))
+            .await
     }
 }
 

@@ -37,9 +37,10 @@ use crate::runner::env::StoreContract;
 use crate::runner::scheduler::Scheduler;
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::{Runner, SpecBuilder};
-use crate::server::{self, ApiToken, AppState, AuthFailures, ServeOptions, StreamSlots};
+use crate::server::{self, AppState, AuthFailures, ServeOptions, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
+use crate::users::{Bootstrap, Users, ADMIN_NAME};
 use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -140,7 +141,7 @@ async fn serve(
     let queues = Arc::new(cfg.queues.clone());
     let jobs = Arc::new(Jobs::new(
         db.clone(),
-        Events::new(),
+        Events::with_capacity(cfg.test_event_capacity.unwrap_or(crate::events::CAPACITY)),
         registry.clone(),
         store.clone(),
         JobsConfig {
@@ -154,6 +155,27 @@ async fn serve(
             idempotency_ttl: cfg.idempotency_ttl,
         },
     ));
+    let users = Arc::new(Users::new(
+        db.clone(),
+        cfg.api_token.as_deref(),
+        cfg.require_auth,
+    ));
+    match users
+        .bootstrap(cfg.admin_token.as_deref(), &cfg.data_dir)
+        .await
+        .context("cannot create the first admin")?
+    {
+        Bootstrap::Existing if cfg.admin_token.is_some() => tracing::warn!(
+            "PLATFORM_ADMIN_TOKEN is ignored: users exist already (it only seeds an empty database)"
+        ),
+        Bootstrap::Existing => {}
+        Bootstrap::Created => tracing::info!(user = ADMIN_NAME, "created the first admin user"),
+        Bootstrap::TokenFile(path) => tracing::warn!(
+            user = ADMIN_NAME,
+            token_file = %path.display(),
+            "created the first admin user; its API token is in the token file (readable only by this user): sign in with `platform login --token-stdin < FILE`, then delete the file"
+        ),
+    }
     let webhooks = Arc::new(Webhooks::new(
         db.clone(),
         WebhookConfig {
@@ -209,7 +231,7 @@ async fn serve(
         runner: runner.clone(),
         specs,
         registry: registry.clone(),
-        api_token: ApiToken::new(cfg.api_token.as_deref()),
+        users,
         auth_failures: Arc::new(AuthFailures::new(cfg.max_auth_failures)),
         streams: StreamSlots::new(cfg.http.max_streams),
         max_body_bytes: cfg.max_body_bytes,

@@ -21,7 +21,7 @@ pub enum Event {
 
 /// How many events a slow subscriber may fall behind before it is told to
 /// resynchronise (it then misses events rather than growing a queue).
-const CAPACITY: usize = 4096;
+pub const CAPACITY: usize = 4096;
 
 /// The publisher; clone-cheap.
 #[derive(Debug, Clone)]
@@ -38,7 +38,12 @@ impl Default for Events {
 impl Events {
     /// A hub with no subscribers.
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(CAPACITY);
+        Self::with_capacity(CAPACITY)
+    }
+
+    /// A hub whose subscribers may fall `capacity` events behind.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
         Self { tx }
     }
 

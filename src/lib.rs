@@ -25,4 +25,5 @@ pub mod storage;
 pub(crate) mod switch;
 pub(crate) mod trainer;
 pub mod trainers;
+pub(crate) mod users;
 pub(crate) mod webhooks;

@@ -15,6 +15,20 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Prefix of user API tokens, so secret scanners and people recognise one.
+pub const USER_TOKEN_PREFIX: &str = "plt_";
+
+/// A fresh user API token: `plt_` and 43 random base62 characters (256
+/// bits).
+pub fn new_user_token() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let body: String = (0..43)
+        .map(|_| char::from(ALPHABET[rand::Rng::random_range(&mut rng, 0..ALPHABET.len())]))
+        .collect();
+    format!("{USER_TOKEN_PREFIX}{body}")
+}
+
 /// What is stored of `token`: its SHA-256, hex-encoded.
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -46,6 +60,15 @@ mod tests {
         assert!(constant_time_eq(a.as_bytes(), a.as_bytes()));
         assert!(!constant_time_eq(a.as_bytes(), b.as_bytes()));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn user_tokens_are_prefixed_base62_with_256_bits() {
+        let (a, b) = (new_user_token(), new_user_token());
+        assert_ne!(a, b);
+        let body = a.strip_prefix("plt_").unwrap();
+        assert_eq!(body.len(), 43, "62^43 > 2^256");
+        assert!(body.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 
     #[test]

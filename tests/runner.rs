@@ -87,7 +87,10 @@ fn runner_state(d: &Daemon, id: &str) -> Value {
         if !s.is_empty() {
             return serde_json::from_str(&s).unwrap();
         }
-        assert!(Instant::now() < deadline, "job {id} has no runner state");
+        assert!(
+            Instant::now() < deadline,
+            "job {id}'s launch was never recorded"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -375,6 +375,55 @@ async fn a_hanging_receiver_does_not_hold_up_callbacks_or_status_changes() {
     assert!(accepted.load(Ordering::SeqCst) >= 9);
 }
 
+/// A daemon whose config file configures `hooks` (the dir holds the file).
+fn configured(hooks: Value) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("webhook_allow_private = true\nwebhook_retry_base = 0.3\nwebhooks = '{hooks}'\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_with(Opts {
+        envs: vec![("PLATFORM_CONFIG".into(), config.display().to_string())],
+        ..Opts::default().held()
+    });
+    (d, dir)
+}
+
+/// A restart re-reads the configuration: an endpoint still configured
+/// keeps its id and the deliveries it had pending.
+#[tokio::test]
+async fn configured_endpoints_keep_pending_deliveries_across_restarts() {
+    let rx = Receiver::start(usize::MAX).await;
+    let secret = format!(
+        "whsec_{}",
+        STANDARD.encode(b"another configured secret, 32 b!")
+    );
+    let (mut d, _dir) = configured(json!([{"url": rx.url, "secret": secret}]));
+    let (_, list) = get(&d, HOOKS).await;
+    let hook = list[0].clone();
+    let id = create_id(&d, "alice").await;
+    cancel(&d, &id).await;
+    common::eventually(10, "a failed attempt", || async {
+        let l = deliveries(&d, &hook).await;
+        (l.first().is_some_and(|x| x["last_status"] == 500)).then_some(())
+    })
+    .await;
+    d.kill9();
+    rx.failures.store(0, Ordering::SeqCst);
+    d.restart();
+    let (_, after) = get(&d, HOOKS).await;
+    assert_eq!(after[0]["id"], hook["id"], "{after}");
+    common::eventually(20, "the pending delivery, after the restart", || async {
+        let l = deliveries(&d, &hook).await;
+        (l.first().is_some_and(|x| x["state"] == "delivered")).then_some(())
+    })
+    .await;
+    let got = rx.requests();
+    verify(&secret, &got.last().unwrap().0, &got.last().unwrap().1);
+}
+
 #[tokio::test]
 async fn configured_endpoints_are_delivered_signed_and_cannot_be_removed() {
     let rx = Receiver::start(0).await;
@@ -382,18 +431,9 @@ async fn configured_endpoints_are_delivered_signed_and_cannot_be_removed() {
         "whsec_{}",
         STANDARD.encode(b"a configured secret, 32 bytes!!!")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let hooks = json!([{"url": rx.url, "secret": secret, "events": ["job.cancelled"]}]);
-    std::fs::write(
-        &config,
-        format!("webhook_allow_private = true\nwebhooks = '{hooks}'\n"),
-    )
-    .unwrap();
-    let d = Daemon::start_with(Opts {
-        envs: vec![("PLATFORM_CONFIG".into(), config.display().to_string())],
-        ..Opts::default().held()
-    });
+    let (d, _dir) = configured(json!([
+        {"url": rx.url, "secret": secret, "events": ["job.cancelled"]}
+    ]));
     let (_, list) = get(&d, HOOKS).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let hook = list[0].clone();

@@ -38,6 +38,29 @@ async function api(path) {
   return r;
 }
 
+// Who is signed in (`/api/v1/whoami`): shown in the header, and it decides
+// where the cancel button appears (admins: every job; members: their own).
+let me = null;
+
+async function loadMe() {
+  try {
+    const r = await fetch("/api/v1/whoami", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (r.ok) me = await r.json();
+  } catch (_) { /* an old server: no users, everyone may cancel */ }
+  const who = $("#who");
+  if (!me || !me.user) return;
+  who.append(el("span", { id: "signed-in", text: `${me.user} (${me.role})` }));
+  if (me.auth_required) {
+    const out = el("form", { method: "post", action: "/ui/logout", class: "logout" },
+      el("button", { type: "submit", text: "Sign out" }));
+    who.append(out);
+  }
+}
+
+function mayCancel(job) {
+  return !me || me.role === "admin" || me.user === job.user_id;
+}
+
 function setConn(state, text) {
   const c = $("#conn");
   c.className = "conn " + state;
@@ -315,7 +338,7 @@ async function jobPage(root, id) {
     head.replaceChildren(el("h1", { text: `Job ${jobNumber(j)}` }),
       el("span", { class: "muted mono", id: "job-id", text: j.id }), statusBadge(j.status),
       progressBar(j.progress, true), el("span", { class: "muted", text: j.message || "" }));
-    if (!TERMINAL.has(j.status)) {
+    if (!TERMINAL.has(j.status) && mayCancel(j)) {
       const button = el("button", { class: "danger", id: "cancel", type: "button",
         text: cancelling ? "Cancelling…" : "Cancel job" });
       button.disabled = cancelling;
@@ -419,6 +442,6 @@ async function jobPage(root, id) {
 
 const root = $("#app");
 const m = location.pathname.match(/^\/ui\/jobs\/([0-9a-fA-F-]{36})\/?$/);
-(m ? jobPage(root, m[1].toLowerCase()) : jobsPage(root)).catch((e) => {
+loadMe().then(() => (m ? jobPage(root, m[1].toLowerCase()) : jobsPage(root))).catch((e) => {
   root.append(el("p", { class: "error", text: `Error: ${e.message}` }));
 });

@@ -36,7 +36,8 @@ pub enum JobCommand {
     Update(super::sched::UpdateArgs),
     /// Wait until jobs end; exit 0 only if all completed (124 on --timeout).
     Wait(super::sched::WaitArgs),
-    /// Create a new job from an old one's spec, with overrides.
+    /// Create a new job from an old one's spec, with overrides (with a user
+    /// token, the new job is yours; members resubmit only their own jobs).
     Resubmit(super::sched::ResubmitArgs),
 }
 
@@ -95,8 +96,11 @@ pub struct ListArgs {
     #[arg(long, value_parser = status_arg())]
     pub status: Option<JobStatus>,
     /// Only this user's jobs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mine")]
     pub user: Option<String>,
+    /// Only your own jobs (the user of your token).
+    #[arg(long)]
+    pub mine: bool,
     /// At most this many jobs (1–1000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -191,11 +195,18 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
 async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
     let config = super::spec::build_config(a.config.as_deref(), &a.set)?;
-    let user = a
-        .user
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "default".into());
+    // With a user token the job is that user's (a member may not name
+    // anyone else); without one, the seed's rule: $PLATFORM_USER, $USER.
+    let user = match a.user {
+        Some(u) => u,
+        None => match super::account::token_user(client).await {
+            Some(me) => me,
+            None => std::env::var("USER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "default".into()),
+        },
+    };
     let req = CreateJob {
         user_id: user,
         model_name: a.model,
@@ -210,7 +221,7 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
     let key = a
         .idempotency_key
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let job = create_with_retries(client, &req, &key).await?;
+    let job = super::spec::create_with_retries(client, &req, &key).await?;
     if a.follow {
         if !out.quiet && fmt == OutputFormat::Table {
             eprintln!("created job {} ({})", output::job_number(&job), job.id);
@@ -233,31 +244,6 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
             Ok(())
         }
         f => print_job(out, f, &job),
-    }
-}
-
-/// Sends the create, retrying what may be passing trouble (an unreachable
-/// daemon, 5xx, 429, or the same key still in flight after a cut-off
-/// attempt) with the same key: the daemon creates the job at most once.
-pub(super) async fn create_with_retries(
-    client: &Client,
-    req: &CreateJob,
-    key: &str,
-) -> anyhow::Result<Job> {
-    const ATTEMPTS: u32 = 4;
-    let mut attempt = 1;
-    loop {
-        match client.create_job(req, Some(key)).await {
-            Ok(job) => return Ok(job),
-            Err(e)
-                if attempt < ATTEMPTS
-                    && (e.is_transient() || e.status() == Some(reqwest::StatusCode::CONFLICT)) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
     }
 }
 
@@ -325,8 +311,14 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
         OutputFormat::Json,
         OutputFormat::Yaml,
     ])?;
+    let user = match a.mine {
+        true => Some(super::account::token_user(client).await.ok_or_else(|| {
+            Exit::usage("--mine needs a user token (platform login, or --token with a user token)")
+        })?),
+        false => a.user,
+    };
     let q = JobListQuery {
-        user_id: a.user,
+        user_id: user,
         status_filter: a.status.map(|s| s.as_str().to_string()),
         limit: Some(a.limit),
         ..Default::default()

@@ -8,6 +8,7 @@
 //! the other way round and never on each other in a loop; what they take
 //! from this file is only the tree's global flags ([`GlobalArgs`], [`Cli`]).
 
+pub(crate) mod account;
 pub(crate) mod artifacts;
 pub(crate) mod dataset;
 pub(crate) mod events;
@@ -117,7 +118,7 @@ pub enum Command {
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
-    /// Manage webhook endpoints (admin) and see their deliveries.
+    /// Manage webhook endpoints and see their deliveries (admins).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
@@ -125,6 +126,21 @@ pub enum Command {
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Check a token with a server and save both as a context (mode 0600).
+    Login(account::LoginArgs),
+    /// List, switch and delete saved contexts (server and token pairs).
+    #[command(subcommand)]
+    Context(account::ContextCommand),
+    /// Print who the server takes you for (user, role, token name).
+    Whoami,
+    /// Create, list, disable and enable users (admins).
+    #[command(subcommand)]
+    User(account::UserCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(account::TokenCommand),
+    /// Show the audit trail of state-changing requests (admins).
+    Audit(account::AuditArgs),
     /// Print the client's version and the server's, when reachable.
     Version,
     /// Print a shell completion script.
@@ -162,6 +178,12 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
             0 => Ok(()),
             code => Err(Exit::silent(code)),
         },
+        Command::Login(args) => account::login(&global, &out, args).await,
+        Command::Context(cmd) => account::context(&out, cmd).await,
+        Command::Whoami => account::whoami(&global, &out).await,
+        Command::User(cmd) => account::user(&global, &out, cmd).await,
+        Command::Token(cmd) => account::token(&global, &out, cmd).await,
+        Command::Audit(args) => account::audit(&global, &out, args).await,
         Command::Version => version(&global, &out).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man(args) => generate::man(args),

@@ -165,9 +165,9 @@ pub enum QueueCommand {
     /// Every queue: limits, paused or not, running and pending jobs.
     #[command(visible_alias = "ls")]
     List,
-    /// Stop launching jobs from a queue (running jobs go on).
+    /// Stop launching jobs from a queue (running jobs go on; admins).
     Pause(QueueName),
-    /// Launch jobs from a paused queue again.
+    /// Launch jobs from a paused queue again (admins).
     Resume(QueueName),
 }
 
@@ -410,10 +410,26 @@ pub async fn resubmit(client: &Client, out: &Printer, a: ResubmitArgs) -> anyhow
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml])?;
     let id = super::resolve::job_id(client, &a.id).await?;
     let old = client.get_job(id).await?;
-    let req = respec(&old, &a.set)?;
+    let mut req = respec(&old, &a.set)?;
+    // With a user token the new job is the caller's; a member may resubmit
+    // only their own jobs (as the server lets them change only those).
+    if let Some(me) = super::account::token_principal(client).await {
+        let name = me.user.clone().unwrap_or_default();
+        if !me.is_admin() && old.user_id != name {
+            return Err(anyhow::anyhow!(
+                "job {} belongs to {:?}; members may resubmit only their own jobs (ask {:?} or an admin)",
+                output::job_number(&old),
+                old.user_id,
+                old.user_id
+            ));
+        }
+        if !a.set.iter().any(|s| s.starts_with("user_id=")) {
+            req.user_id = name;
+        }
+    }
     // One key per invocation: the command's own retries create one job.
     let key = uuid::Uuid::now_v7().to_string();
-    let job = super::job::create_with_retries(client, &req, &key).await?;
+    let job = super::spec::create_with_retries(client, &req, &key).await?;
     match fmt {
         OutputFormat::Json => out.json(&job),
         OutputFormat::Yaml => out.yaml(&job),

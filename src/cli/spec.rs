@@ -1,6 +1,6 @@
-//! Building a job's trainer config on the command line: `--config FILE`
-//! (JSON or YAML) merged with `--set KEY=VALUE` overrides (`job create`,
-//! `job resubmit`).
+//! Building and sending a job from the command line: the trainer config,
+//! `--config FILE` (JSON or YAML) merged with `--set KEY=VALUE` overrides,
+//! and the create with its retries (`job create`, `job resubmit`).
 
 use std::path::Path;
 
@@ -8,6 +8,8 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 
 use super::exit::Exit;
+use crate::client::Client;
+use crate::model::{CreateJob, Job};
 
 /// Merges `--config FILE` (JSON or YAML) with `--set key=value` overrides.
 /// Dotted keys (`a.b=1`) set nested objects.
@@ -71,6 +73,31 @@ fn insert_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyho
                 Value::Object(inner) => insert_dotted(inner, rest, value),
                 _ => Ok(()),
             }
+        }
+    }
+}
+
+/// Sends the create, retrying what may be passing trouble (an unreachable
+/// daemon, 5xx, 429, or the same key still in flight after a cut-off
+/// attempt) with the same key: the daemon creates the job at most once.
+pub(super) async fn create_with_retries(
+    client: &Client,
+    req: &CreateJob,
+    key: &str,
+) -> anyhow::Result<Job> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match client.create_job(req, Some(key)).await {
+            Ok(job) => return Ok(job),
+            Err(e)
+                if attempt < ATTEMPTS
+                    && (e.is_transient() || e.status() == Some(reqwest::StatusCode::CONFLICT)) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

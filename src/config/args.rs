@@ -77,6 +77,22 @@ pub struct ServeArgs {
     )]
     pub api_token: Option<String>,
 
+    /// The first admin's token, stored (as a hash) when the database has
+    /// no user yet; without it a generated one goes to `admin-token` in
+    /// the data directory. Setting it also requires tokens on user routes.
+    #[arg(
+        long,
+        env = "PLATFORM_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+
+    /// Require a user token (or the API token) on user routes even on a
+    /// loopback address without PLATFORM_API_TOKEN (a shared machine).
+    #[arg(long, env = "PLATFORM_REQUIRE_AUTH")]
+    pub require_auth: bool,
+
     /// Allow a non-loopback bind without an API token.
     #[arg(long)]
     pub allow_unauthenticated: bool,

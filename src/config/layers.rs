@@ -28,6 +28,11 @@ pub fn load_env_layers() -> Vec<String> {
         Err(e) if e.not_found() => {}
         Err(e) => warnings.push(format!("ignoring .env: {e}")),
     }
+    // The selected CLI context (`platform login`) sits above config.toml.
+    match super::contexts::selected_vars() {
+        Ok(vars) => set_unset(vars),
+        Err(e) => warnings.push(format!("ignoring contexts file {e}")),
+    }
     let path = std::env::var_os("PLATFORM_CONFIG")
         .map(PathBuf::from)
         .or_else(|| default_config_dir().map(|d| d.join("config.toml")));
@@ -55,10 +60,17 @@ fn apply_config_file(path: &Path) -> Result<(), String> {
             toml::Value::String(s) => s,
             other => other.to_string(),
         };
+        set_unset([(var, value)]);
+    }
+    Ok(())
+}
+
+/// Sets each variable that is still unset.
+fn set_unset<K: AsRef<std::ffi::OsStr>>(vars: impl IntoIterator<Item = (K, String)>) {
+    for (var, value) in vars {
         if std::env::var_os(&var).is_none() {
             // SAFETY (edition 2021: safe fn): called before any other thread exists.
             std::env::set_var(&var, value);
         }
     }
-    Ok(())
 }

@@ -12,6 +12,7 @@
 //! - `dirs`: the default per-user directories.
 
 mod args;
+pub mod contexts;
 mod dirs;
 mod layers;
 
@@ -37,7 +38,7 @@ pub enum ConfigError {
     #[error(transparent)]
     DatabaseUrl(#[from] UrlError),
     /// A non-loopback bind without a token.
-    #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token), or pass --allow-unauthenticated to expose the API to your network")]
+    #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token; PLATFORM_ADMIN_TOKEN or --require-auth for user tokens), or pass --allow-unauthenticated to expose the API to your network")]
     Unauthenticated(SocketAddr),
     /// A token that is empty or only whitespace.
     #[error("refusing to listen on {0} with an empty API token: set PLATFORM_API_TOKEN (or --api-token) to a secret of at least {MIN_TOKEN_CHARS} characters, or leave it unset (a non-loopback address then needs --allow-unauthenticated)")]
@@ -84,8 +85,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Runner kind.
     pub runner: RunnerKind,
-    /// API bearer token.
+    /// API bearer token (the operator's admin token).
     pub api_token: Option<String>,
+    /// The first admin's token, stored when no user exists yet.
+    pub admin_token: Option<String>,
+    /// Whether user routes need a token.
+    pub require_auth: bool,
     /// Whether callbacks need their job's token.
     pub callback_auth: bool,
     /// JSON body limit.
@@ -141,6 +146,8 @@ pub struct ServerConfig {
     /// Test-only cap on the database's size in pages
     /// (`PLATFORM_TEST_DB_MAX_PAGES`).
     pub test_db_max_pages: Option<u64>,
+    /// Test-only event hub capacity (`PLATFORM_TEST_EVENT_CAPACITY`).
+    pub test_event_capacity: Option<usize>,
 }
 
 /// How the HTTP server treats connections.
@@ -162,7 +169,9 @@ impl ServerConfig {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let bind = resolve_bind(args.bind.as_deref())?;
         let api_token = check_token(args.api_token.as_deref(), bind)?;
-        if !bind.ip().is_loopback() && api_token.is_none() && !args.allow_unauthenticated {
+        let admin_token = check_token(args.admin_token.as_deref(), bind)?;
+        let require_auth = api_token.is_some() || admin_token.is_some() || args.require_auth;
+        if !bind.ip().is_loopback() && !require_auth && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
         let (data_dir, database) = args.database.resolve()?;
@@ -199,6 +208,8 @@ impl ServerConfig {
             data_dir,
             runner: args.runner,
             api_token,
+            admin_token,
+            require_auth,
             callback_auth: args.callback_auth == Switch::On,
             max_body_bytes: args.max_body_bytes,
             backend_base_url,
@@ -240,7 +251,8 @@ impl ServerConfig {
                 idle_timeout: args.idle_timeout,
             },
             max_auth_failures: args.max_auth_failures,
-            test_db_max_pages: test_db_max_pages(),
+            test_db_max_pages: test_env("PLATFORM_TEST_DB_MAX_PAGES"),
+            test_event_capacity: test_env("PLATFORM_TEST_EVENT_CAPACITY"),
         })
     }
 }
@@ -281,13 +293,13 @@ fn parse_webhooks(
         .collect()
 }
 
-/// `PLATFORM_TEST_DB_MAX_PAGES`: a cap on the database's size in pages, so
-/// that tests get a real `SQLITE_FULL` without filling a disk. Read from
-/// the environment only (no flag, no help text): it is not for operators.
-fn test_db_max_pages() -> Option<u64> {
-    std::env::var("PLATFORM_TEST_DB_MAX_PAGES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
+/// Test hooks, read from the environment only (no flag, no help text: they
+/// are not for operators): `PLATFORM_TEST_DB_MAX_PAGES` caps the database
+/// in pages, so tests get a real `SQLITE_FULL` without filling a disk;
+/// `PLATFORM_TEST_EVENT_CAPACITY` shrinks the event hub, so a test can make
+/// a subscriber lag whatever the machine's socket buffers hold.
+fn test_env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 /// The API token as configured, trimmed. Unset is no token; a value that

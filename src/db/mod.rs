@@ -12,6 +12,7 @@
 //! transaction is durable (a 2xx survives `kill -9` and power loss), and a
 //! change rejected by its rule stores nothing.
 
+mod accounts;
 mod downsample;
 mod postgres;
 mod sqlite;
@@ -25,8 +26,8 @@ use uuid::Uuid;
 
 use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
-    MetricPoint,
+    AuditEntry, FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
+    MetricFilter, MetricPoint,
 };
 
 pub use sqlite::SqliteOptions;
@@ -104,6 +105,9 @@ pub struct Changes {
     pub job: bool,
     /// Metric points to add to the job.
     pub points: Vec<MetricPoint>,
+    /// The request that made the change, recorded in the same transaction
+    /// (its `at` is set to the commit time).
+    pub audit: Option<AuditEntry>,
 }
 
 impl Changes {
@@ -116,7 +120,7 @@ impl Changes {
     pub fn job() -> Self {
         Self {
             job: true,
-            points: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -218,24 +222,35 @@ impl Db {
     /// Stores a new job; `created_at`/`updated_at` are stamped at commit
     /// (event streams resume by `updated_at`, so it follows commit order).
     pub async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
+        self.create_job_audited(rec, None).await
+    }
+
+    /// [`Db::create_job`], recording `audit` (its `at` and `target` set to
+    /// the commit time and the job's id) in the same transaction.
+    pub async fn create_job_audited(
+        &self,
+        rec: JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, DbError> {
         match self {
-            Db::Sqlite(s) => s.create_job(rec).await,
-            Db::Postgres(p) => p.create_job(rec).await,
+            Db::Sqlite(s) => s.create_job(rec, audit).await,
+            Db::Postgres(p) => p.create_job(rec, audit).await,
         }
     }
 
-    /// [`Db::create_job`] under an idempotency key, atomically: when a job
-    /// created since `claim.since` holds the key, that job is returned and
-    /// nothing is stored; an older holder's key is cleared (it expired) and
-    /// a new job takes it.
+    /// [`Db::create_job_audited`] under an idempotency key, atomically: when
+    /// a job created since `claim.since` holds the key, that job is
+    /// returned and nothing is stored (nor `audit`); an older holder's key
+    /// is cleared (it expired) and a new job takes it.
     pub async fn create_job_once(
         &self,
         rec: JobRecord,
         claim: IdempotencyClaim,
+        audit: Option<AuditEntry>,
     ) -> Result<Created, DbError> {
         match self {
-            Db::Sqlite(s) => s.create_job_once(rec, claim).await,
-            Db::Postgres(p) => p.create_job_once(rec, claim).await,
+            Db::Sqlite(s) => s.create_job_once(rec, claim, audit).await,
+            Db::Postgres(p) => p.create_job_once(rec, claim, audit).await,
         }
     }
 

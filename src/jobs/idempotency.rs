@@ -4,23 +4,23 @@
 //! first request with a key is still being handled, a second one is told
 //! so (409) instead of waiting or racing it.
 //!
-//! The database makes the check and the insert one transaction under a
-//! unique index, so two creates can never both store a job; the in-flight
-//! set only turns "another request is mid-way" into a clear answer.
+//! Keys are scoped per user: each authenticated user (the operator's
+//! `PLATFORM_API_TOKEN` counts as `admin`) has their own, and an open
+//! daemon's anonymous callers share one scope.
+//!
+//! The database makes the check, the insert and the request's audit entry
+//! one transaction under a unique index, so two creates can never both
+//! store a job; the in-flight set only turns "another request is mid-way"
+//! into a clear answer.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use super::{JobError, Jobs};
+use super::{access, JobError, Jobs};
 use crate::db::{self, Created, IdempotencyClaim};
-use crate::events::Event;
 use crate::model::idempotency::canonical_body;
-use crate::model::{CreateJob, Job};
+use crate::model::{AuditEntry, CreateJob, Job, Principal};
 use crate::secrets::hash_token;
-
-/// Whose keys these are until users exist (issue 15): the one principal
-/// the API token stands for.
-const OWNER: &str = "";
 
 /// What an idempotent create answered.
 #[derive(Debug)]
@@ -31,23 +31,25 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
-/// Keys of creates being handled right now.
+/// Keys of creates being handled right now: `(owner, key)`.
 #[derive(Debug, Default)]
-pub(super) struct InFlight(Mutex<HashSet<String>>);
+pub(super) struct InFlight(Mutex<HashSet<(String, String)>>);
 
 /// A key held in the in-flight set from the moment its request arrived
 /// (before its body is read) until dropped.
 #[derive(Debug)]
 pub struct KeyHold {
     set: Arc<InFlight>,
+    owner: String,
     key: String,
 }
 
 impl InFlight {
-    fn hold(self: &Arc<Self>, key: String) -> Option<KeyHold> {
+    fn hold(self: &Arc<Self>, owner: String, key: String) -> Option<KeyHold> {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(key.clone()).then(|| KeyHold {
+        set.insert((owner.clone(), key.clone())).then(|| KeyHold {
             set: self.clone(),
+            owner,
             key,
         })
     }
@@ -56,21 +58,42 @@ impl InFlight {
 impl Drop for KeyHold {
     fn drop(&mut self) {
         let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.key);
+        set.remove(&(
+            std::mem::take(&mut self.owner),
+            std::mem::take(&mut self.key),
+        ));
     }
 }
 
+/// Whose keys `actor`'s are: their user name; anonymous callers of an
+/// open daemon share the empty scope (the only one before users existed).
+fn key_owner(actor: &Principal) -> String {
+    actor.user.clone().unwrap_or_default()
+}
+
 impl Jobs {
-    /// Marks a create with `key` as being handled; refused while another
-    /// request with the key is.
-    pub fn hold_key(&self, key: String) -> Result<KeyHold, JobError> {
-        self.in_flight.hold(key).ok_or(JobError::KeyInFlight)
+    /// Marks `actor`'s create with `key` as being handled; refused while
+    /// another request of theirs with the key is.
+    pub fn hold_key(&self, actor: &Principal, key: String) -> Result<KeyHold, JobError> {
+        self.in_flight
+            .hold(key_owner(actor), key)
+            .ok_or(JobError::KeyInFlight)
     }
 
-    /// [`Jobs::create`] under an idempotency key (see the module comment).
-    pub async fn create_once(&self, req: CreateJob, hold: KeyHold) -> Result<Submitted, JobError> {
+    /// [`Jobs::create_as`] under an idempotency key (see the module
+    /// comment): `actor` must be allowed to submit `req` ([`access::claim`])
+    /// even for a replay; a new job is stored with `audit` in one write, a
+    /// replay records `audit` for the job it answers.
+    pub async fn create_once(
+        &self,
+        actor: &Principal,
+        mut req: CreateJob,
+        hold: KeyHold,
+        audit: Option<AuditEntry>,
+    ) -> Result<Submitted, JobError> {
+        access::claim(actor, &mut req)?;
         let claim = IdempotencyClaim {
-            owner: OWNER.into(),
+            owner: hold.owner.clone(),
             key: hold.key.clone(),
             fingerprint: hash_token(&canonical_body(&req)),
             since: self.keys_valid_since(),
@@ -78,21 +101,31 @@ impl Jobs {
         // A retry is answered from the database alone, before the checks
         // (a dataset that has gone since must not fail the replay).
         if let Some(found) = self.db.idempotent_job(claim.clone()).await? {
-            return replay(found);
+            return self.replay(found, audit).await;
         }
         let rec = self.draft(req).await?;
-        match self.db.create_job_once(rec, claim).await? {
-            Created::New(job) => {
-                metrics::counter!("platform_jobs_created_total").increment(1);
-                self.events
-                    .publish(Event::Job(std::sync::Arc::new(job.clone())));
-                Ok(Submitted {
-                    job,
-                    replayed: false,
-                })
-            }
-            found => replay(found),
+        match self.db.create_job_once(rec, claim, audit.clone()).await? {
+            Created::New(job) => Ok(Submitted {
+                job: self.created(job),
+                replayed: false,
+            }),
+            found => self.replay(found, audit).await,
         }
+    }
+
+    /// The answer for a key a job holds already; a replay's audit entry
+    /// names the job it answered.
+    async fn replay(
+        &self,
+        found: Created,
+        audit: Option<AuditEntry>,
+    ) -> Result<Submitted, JobError> {
+        let answer = replay(found)?;
+        if let Some(mut entry) = audit {
+            entry.target = Some(answer.job.id.to_string());
+            self.db.record_audit(entry).await?;
+        }
+        Ok(answer)
     }
 
     fn keys_valid_since(&self) -> chrono::DateTime<chrono::Utc> {
@@ -126,11 +159,15 @@ mod tests {
     #[test]
     fn a_key_is_held_once_until_released() {
         let set = Arc::new(InFlight::default());
-        let first = set.hold("k".into());
+        let first = set.hold("alice".into(), "k".into());
         assert!(first.is_some());
-        assert!(set.hold("k".into()).is_none());
-        assert!(set.hold("other".into()).is_some());
+        assert!(set.hold("alice".into(), "k".into()).is_none());
+        assert!(set.hold("alice".into(), "other".into()).is_some());
+        assert!(
+            set.hold("bob".into(), "k".into()).is_some(),
+            "keys are per user"
+        );
         drop(first);
-        assert!(set.hold("k".into()).is_some());
+        assert!(set.hold("alice".into(), "k".into()).is_some());
     }
 }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::db::{self, Changes, Db, DbError, Modified};
 use crate::events::{Event, Events};
 use crate::model::{
-    BatchAck, CallbackAck, CreateJob, FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord,
-    JobStatus, Metric, MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
+    AuditEntry, BatchAck, CallbackAck, CreateJob, FeedPage, FeedPos, FeedRead, Job, JobFilter,
+    JobRecord, JobStatus, Metric, MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
 use crate::queues::Queues;
 use crate::storage::{Store, StoreError, WriteMode};
@@ -37,6 +37,10 @@ pub enum JobError {
     /// Missing or wrong callback token (401).
     #[error("missing or invalid callback token for job {0}")]
     Unauthorized(Uuid),
+    /// The caller may not do this to this job (403); says why, naming the
+    /// owner.
+    #[error("{0}")]
+    Forbidden(String),
     /// A callback for a job that already ended (409).
     #[error("job {id} is already {status}; it accepts no more updates")]
     Finished {
@@ -79,6 +83,9 @@ pub enum JobError {
         /// Its status.
         status: JobStatus,
     },
+    /// A job named in `after` does not exist (404).
+    #[error("job {0} named in `after` does not exist; a job can only wait for existing jobs")]
+    NoSuchDependency(Uuid),
     /// No queue has this name (404).
     #[error("unknown queue {name:?}; configured queues: {known}")]
     UnknownQueue {
@@ -197,10 +204,7 @@ impl Jobs {
     /// Validates and stores a new `pending` job. The scheduler launches it.
     pub async fn create(&self, req: CreateJob) -> Result<Job, JobError> {
         let rec = self.draft(req).await?;
-        let job = self.db.create_job(rec).await?;
-        metrics::counter!("platform_jobs_created_total").increment(1);
-        self.events.publish(Event::Job(Arc::new(job.clone())));
-        Ok(job)
+        self.insert(rec, None).await
     }
 
     /// Runs every check of [`Jobs::create`] and returns the job it would
@@ -303,17 +307,8 @@ impl Jobs {
     /// stops the trainer when it sees the event. `why` becomes the message
     /// of a job that has none yet.
     pub async fn cancel(&self, id: Uuid, why: &'static str) -> Result<Job, JobError> {
-        self.change(id, move |rec, now| {
-            rec.job
-                .transition(JobStatus::Cancelled, now)
-                .map_err(|e| JobError::NotCancellable { id, status: e.from })?;
-            rec.job.message.get_or_insert_with(|| why.into());
-            if let Some(a) = rec.job.sched.current_attempt_mut() {
-                a.reason.get_or_insert_with(|| "cancelled".into());
-            }
-            Ok(())
-        })
-        .await
+        self.change(id, move |rec, now| cancelling(rec, now, why))
+            .await
     }
 
     /// Applies `change` to one stored job in a write, then announces the
@@ -323,11 +318,27 @@ impl Jobs {
     where
         F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<(), JobError> + Send + 'static,
     {
+        self.change_recorded(id, None, change).await
+    }
+
+    /// [`Jobs::change`], recording `audit` in the same transaction.
+    async fn change_recorded<F>(
+        &self,
+        id: Uuid,
+        audit: Option<AuditEntry>,
+        change: F,
+    ) -> Result<Job, JobError>
+    where
+        F: FnOnce(&mut JobRecord, DateTime<Utc>) -> Result<(), JobError> + Send + 'static,
+    {
         let modified = self
             .db
             .modify_job(id, move |rec, now| {
                 change(rec, now)?;
-                Ok::<_, JobError>(Changes::job())
+                Ok::<_, JobError>(Changes {
+                    audit,
+                    ..Changes::job()
+                })
             })
             .await?;
         let Modified::Stored { job, .. } = modified else {
@@ -404,6 +415,7 @@ impl Jobs {
                 Ok(Changes {
                     job: true,
                     points: update.point.into_iter().collect(),
+                    audit: None,
                 })
             })
             .await;
@@ -453,7 +465,11 @@ impl Jobs {
                     rec.job.updated_at = now;
                     sched::beat(rec, now);
                 }
-                Ok(Changes { job, points })
+                Ok(Changes {
+                    job,
+                    points,
+                    audit: None,
+                })
             })
             .await?;
         let stored = match modified {
@@ -556,6 +572,20 @@ impl Jobs {
     }
 }
 
+/// The cancel rule: `cancelled` now, `why` as the message of a job that
+/// has none yet, and "cancelled" as its current attempt's reason.
+fn cancelling(rec: &mut JobRecord, now: DateTime<Utc>, why: &str) -> Result<(), JobError> {
+    let id = rec.job.id;
+    rec.job
+        .transition(JobStatus::Cancelled, now)
+        .map_err(|e| JobError::NotCancellable { id, status: e.from })?;
+    rec.job.message.get_or_insert_with(|| why.into());
+    if let Some(a) = rec.job.sched.current_attempt_mut() {
+        a.reason.get_or_insert_with(|| "cancelled".into());
+    }
+    Ok(())
+}
+
 fn already_applied(rec: &JobRecord, sequence: Option<i64>) -> bool {
     matches!((sequence, rec.last_sequence), (Some(s), Some(last)) if s <= last)
 }
@@ -566,6 +596,7 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
     }
 }
 
+mod access;
 mod attempts;
 mod sched;
 #[cfg(test)]

@@ -81,11 +81,7 @@ impl Jobs {
         let mut after = Vec::new();
         for dep in &r.after {
             if self.db.job(*dep).await?.is_none() {
-                return Err(ValidationError::new(
-                    "after",
-                    format!("job {dep} does not exist (a job can only wait for existing jobs)"),
-                )
-                .into());
+                return Err(JobError::NoSuchDependency(*dep));
             }
             if !after.contains(dep) {
                 after.push(*dep);
@@ -102,25 +98,6 @@ impl Jobs {
             after,
             ..JobScheduling::default()
         })
-    }
-
-    /// Changes a `pending` job's priority (409 once it launched or ended).
-    pub async fn set_priority(&self, id: Uuid, priority: u8) -> Result<Job, JobError> {
-        if priority > crate::model::sched::MAX_PRIORITY {
-            return Err(ValidationError::new("priority", "must be between 0 and 100").into());
-        }
-        self.change(id, move |rec, now| {
-            if rec.job.status != JobStatus::Pending {
-                return Err(JobError::NotPending {
-                    id,
-                    status: rec.job.status,
-                });
-            }
-            rec.job.sched.priority = priority;
-            rec.job.updated_at = now;
-            Ok(())
-        })
-        .await
     }
 
     /// Every configured queue with its state and its pending and running
@@ -150,6 +127,16 @@ impl Jobs {
                 kueue_queue: q.kueue_queue.clone(),
             })
             .collect())
+    }
+
+    /// The configured queues' names.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.cfg
+            .queues
+            .all()
+            .iter()
+            .map(|q| q.name.clone())
+            .collect()
     }
 
     /// The names of paused queues.
@@ -321,4 +308,30 @@ impl Jobs {
         }
         Ok(job)
     }
+}
+
+/// The priority rule: a `pending` job's priority changes (409 once it
+/// launched or ended); `priority` is checked by [`check_priority`].
+pub(super) fn prioritizing(
+    rec: &mut JobRecord,
+    now: DateTime<Utc>,
+    priority: u8,
+) -> Result<(), JobError> {
+    if rec.job.status != JobStatus::Pending {
+        return Err(JobError::NotPending {
+            id: rec.job.id,
+            status: rec.job.status,
+        });
+    }
+    rec.job.sched.priority = priority;
+    rec.job.updated_at = now;
+    Ok(())
+}
+
+/// Refuses a priority outside 0–100 before anything is read.
+pub(super) fn check_priority(priority: u8) -> Result<(), JobError> {
+    if priority > crate::model::sched::MAX_PRIORITY {
+        return Err(ValidationError::new("priority", "must be between 0 and 100").into());
+    }
+    Ok(())
 }

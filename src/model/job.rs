@@ -178,7 +178,9 @@ impl Job {
 /// Body of `POST /api/v1/training/jobs` (seed `TrainingJobCreate`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateJob {
-    /// Who submits the job (1–255 characters, not all whitespace).
+    /// Who submits the job (1–255 characters, not all whitespace). With a
+    /// user token it may be left out: the job is the token's user's.
+    #[serde(default, deserialize_with = "given_user_id")]
     #[schema(schema_with = user_id_schema)]
     pub user_id: String,
     /// Model to train (1–255 characters, not all whitespace).
@@ -215,8 +217,24 @@ fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
         .build()
 }
 
+/// `user_id` may be left out (with a user token it is the token's user),
+/// but one that is given must say something: an empty one is refused here,
+/// because after decoding it could not be told from one left out.
+fn given_user_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    if id.is_empty() {
+        return Err(serde::de::Error::custom(
+            "user_id must not be empty: leave it out to submit as the token's user",
+        ));
+    }
+    Ok(id)
+}
+
 fn user_id_schema() -> utoipa::openapi::schema::Object {
-    text(MAX_USER_ID, "Who submits the job")
+    text(
+        MAX_USER_ID,
+        "Who submits the job; with a user token it defaults to the token's user, and a member may name only themselves",
+    )
 }
 
 fn model_name_schema() -> utoipa::openapi::schema::Object {
@@ -302,8 +320,8 @@ pub struct JobListQuery {
     /// Only the job with this number (≥ 1).
     #[param(minimum = 1)]
     pub number: Option<i64>,
-    /// Only jobs in this queue.
-    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
+    /// Only jobs in this queue (empty: any).
+    #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     pub queue: Option<String>,
 }
 
@@ -410,6 +428,19 @@ mod tests {
                 assert_eq!(e.field, name, "{bad:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_user_id_may_be_left_out_but_not_given_empty() {
+        let rest = r#""model_name":"m","framework":"demo","dataset_s3_uri":"s3://b/""#;
+        let left_out: CreateJob = serde_json::from_str(&format!("{{{rest}}}")).unwrap();
+        assert_eq!(left_out.user_id, "");
+        let e =
+            serde_json::from_str::<CreateJob>(&format!(r#"{{"user_id":"",{rest}}}"#)).unwrap_err();
+        assert!(e.to_string().contains("user_id must not be empty"), "{e}");
+        let given: CreateJob =
+            serde_json::from_str(&format!(r#"{{"user_id":"bob",{rest}}}"#)).unwrap();
+        assert_eq!(given.user_id, "bob");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod retry;
 pub mod sched;
 pub mod status;
 pub mod storage;
+pub mod user;
 pub mod validate;
 pub mod webhook;
 
@@ -28,6 +29,10 @@ pub use retry::{AttemptEnd, AttemptEvent, Decision, RetryPolicy};
 pub use sched::{Attempt, CreateScheduling, JobScheduling, QueueInfo, UpdateJob};
 pub use status::JobStatus;
 pub use storage::{Dataset, DatasetSummary, StoredFile};
+pub use user::{
+    validate_user_name, AuditEntry, AuditFilter, AuditQuery, CreateToken, CreateUser, CreatedUser,
+    NewToken, Principal, Role, TokenInfo, TokenOwner, TokenRecord, UpdateUser, User, Whoami,
+};
 pub use validate::ValidationError;
 
 use serde::{Deserialize, Serialize};

@@ -30,20 +30,34 @@ pub const MAX_BACKOFF_SECS: f64 = 86_400.0;
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, counted ones (1–20; 1: never retried).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole_u32")]
     #[schema(minimum = 1, maximum = 20, default = 1)]
     pub max_attempts: u32,
     /// Pauses between attempts.
     #[serde(default)]
     pub backoff: Backoff,
-    /// Ordered rules; the first that matches an attempt's end decides. No
-    /// match: the job fails.
+    /// Ordered rules (at most 32); the first that matches an attempt's end
+    /// decides. No match: the job fails.
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub rules: Vec<RetryRule>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// `3` or `3.0` (both JSON Schema integers) as a `u32`.
+fn whole_u32<'de, D>(d: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let n: serde_json::Number = Deserialize::deserialize(d)?;
+    super::validate::integral("", &n)
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| D::Error::custom("must be a whole number between 1 and 20"))
 }
 
 /// Pauses between attempts: `initial`, then multiplied by `factor` after
@@ -85,8 +99,9 @@ impl Default for Backoff {
     }
 }
 
-/// One rule: what it matches (exactly one of `exit_codes`, `events`) and
-/// what it does.
+/// One rule: what it matches and what it does. It matches an attempt
+/// whose exit code is among `exit_codes` or whose event is among `events`
+/// (a rule with neither matches nothing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRule {
@@ -102,7 +117,7 @@ pub struct RetryRule {
 }
 
 /// Exit codes a rule matches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ExitCodes {
     /// These codes (the same as `{"in": […]}`).
@@ -111,8 +126,8 @@ pub enum ExitCodes {
     Set(ExitCodeSet),
 }
 
-/// `in` or `not_in` (exactly one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `in` and/or `not_in`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExitCodeSet {
     /// Matches these codes.
@@ -123,35 +138,65 @@ pub struct ExitCodeSet {
     pub not_in: Option<Vec<i32>>,
 }
 
-impl ExitCodes {
-    fn matches(&self, code: i32) -> bool {
-        match self {
-            ExitCodes::List(codes)
-            | ExitCodes::Set(ExitCodeSet {
-                in_: Some(codes),
-                not_in: None,
-            }) => codes.contains(&code),
-            ExitCodes::Set(ExitCodeSet {
-                in_: None,
-                not_in: Some(codes),
-            }) => !codes.contains(&code),
-            // Refused by validation.
-            ExitCodes::Set(_) => false,
+/// Read by hand: only a list of integers, or an object with `in` and/or
+/// `not_in` lists (a derived untagged enum would also take a struct from a
+/// list, e.g. `[null, null]`). Whole floats (`3.0`) are integers.
+impl<'de> Deserialize<'de> for ExitCodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        fn codes<E: Error>(v: &serde_json::Value) -> Result<Vec<i32>, E> {
+            let items = v
+                .as_array()
+                .ok_or_else(|| E::custom("expected a list of exit codes"))?;
+            items
+                .iter()
+                .map(|c| {
+                    c.as_number()
+                        .and_then(|n| super::validate::integral("", n).ok())
+                        .and_then(|n| i32::try_from(n).ok())
+                        .ok_or_else(|| E::custom("exit codes are whole numbers"))
+                })
+                .collect()
+        }
+        let v = serde_json::Value::deserialize(d)?;
+        match &v {
+            serde_json::Value::Array(_) => Ok(ExitCodes::List(codes(&v)?)),
+            serde_json::Value::Object(m) => {
+                let mut set = ExitCodeSet {
+                    in_: None,
+                    not_in: None,
+                };
+                // A null list is an absent one (the fields are optional).
+                for (k, list) in m.iter().filter(|(_, l)| !l.is_null()) {
+                    match k.as_str() {
+                        "in" => set.in_ = Some(codes(list)?),
+                        "not_in" => set.not_in = Some(codes(list)?),
+                        other => {
+                            return Err(D::Error::custom(format!(
+                                "unknown field {other:?}, expected \"in\" or \"not_in\""
+                            )))
+                        }
+                    }
+                }
+                Ok(ExitCodes::Set(set))
+            }
+            _ => Err(D::Error::custom(
+                "expected a list of exit codes or {\"in\": [...]} / {\"not_in\": [...]}",
+            )),
         }
     }
+}
 
-    fn len(&self) -> Option<usize> {
+impl ExitCodes {
+    /// Whether `code` is among them: a list or `in` names the codes,
+    /// `not_in` excludes codes; both given, both must hold.
+    fn matches(&self, code: i32) -> bool {
         match self {
-            ExitCodes::List(c) => Some(c.len()),
-            ExitCodes::Set(ExitCodeSet {
-                in_: Some(c),
-                not_in: None,
-            })
-            | ExitCodes::Set(ExitCodeSet {
-                in_: None,
-                not_in: Some(c),
-            }) => Some(c.len()),
-            ExitCodes::Set(_) => None,
+            ExitCodes::List(codes) => codes.contains(&code),
+            ExitCodes::Set(ExitCodeSet { in_, not_in }) => {
+                in_.as_ref().is_none_or(|c| c.contains(&code))
+                    && not_in.as_ref().is_none_or(|c| !c.contains(&code))
+            }
         }
     }
 }
@@ -251,7 +296,7 @@ impl RetryPolicy {
         }
     }
 
-    /// Checks ranges and that each rule matches exactly one kind of thing.
+    /// Checks ranges (what the OpenAPI document says, no more).
     pub fn validate(&self, field: &str) -> Result<(), ValidationError> {
         let err = |sub: &str, msg: String| ValidationError::new(format!("{field}.{sub}"), msg);
         if !(1..=MAX_TOTAL_ATTEMPTS).contains(&self.max_attempts) {
@@ -274,29 +319,6 @@ impl RetryPolicy {
         }
         if self.rules.len() > MAX_RULES {
             return Err(err("rules", format!("at most {MAX_RULES} rules")));
-        }
-        for (i, rule) in self.rules.iter().enumerate() {
-            let at = format!("rules[{i}]");
-            match (&rule.exit_codes, &rule.events) {
-                (Some(codes), None) => match codes.len() {
-                    None => return Err(err(
-                        &at,
-                        "exit_codes takes a list, {\"in\": [...]} or {\"not_in\": [...]}, not both"
-                            .into(),
-                    )),
-                    Some(n) if n > 255 => {
-                        return Err(err(&at, "at most 255 exit codes per rule".into()))
-                    }
-                    Some(_) => {}
-                },
-                (None, Some(events)) if !events.is_empty() => {}
-                _ => {
-                    return Err(err(
-                        &at,
-                        "each rule matches either exit_codes or a non-empty events list".into(),
-                    ))
-                }
-            }
         }
         Ok(())
     }
@@ -417,28 +439,42 @@ mod tests {
     }
 
     #[test]
-    fn rules_must_match_one_kind_of_thing() {
-        let bad = |v: serde_json::Value| {
-            let p: RetryPolicy = serde_json::from_value(v).unwrap();
-            p.validate("retry").unwrap_err().field
-        };
+    fn code_sets_combine_and_empty_rules_match_nothing() {
+        let p: RetryPolicy = serde_json::from_value(serde_json::json!({
+            "max_attempts": 3,
+            "rules": [
+                {"action": "retry"},
+                {"events": [], "action": "retry"},
+                {"exit_codes": {"in": [1, 2, 3], "not_in": [2]}, "action": "retry"}
+            ]
+        }))
+        .unwrap();
+        p.validate("retry").unwrap();
+        assert!(matches!(p.decide(&code(1), 1, 1), Decision::Retry { .. }));
+        assert_eq!(p.decide(&code(2), 1, 1), Decision::Fail { why: None });
+        assert_eq!(p.decide(&code(4), 1, 1), Decision::Fail { why: None });
+        let bad: RetryPolicy =
+            serde_json::from_value(serde_json::json!({"max_attempts": 0})).unwrap();
         assert_eq!(
-            bad(serde_json::json!({"rules": [{"action": "retry"}]})),
-            "retry.rules[0]"
-        );
-        assert_eq!(
-            bad(
-                serde_json::json!({"rules": [{"exit_codes": {"in": [1], "not_in": [2]}, "action": "retry"}]})
-            ),
-            "retry.rules[0]"
-        );
-        assert_eq!(
-            bad(serde_json::json!({"max_attempts": 0})),
+            bad.validate("retry").unwrap_err().field,
             "retry.max_attempts"
         );
         assert!(serde_json::from_value::<RetryPolicy>(
             serde_json::json!({"rules": [{"events": ["meteor"], "action": "retry"}]})
         )
         .is_err());
+        let whole: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts": 3.0, "rules": [{"exit_codes": [3.0], "action": "retry"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(whole.max_attempts, 3);
+        assert!(matches!(
+            whole.decide(&code(3), 1, 1),
+            Decision::Retry { .. }
+        ));
+        for bad in [r#"[null, null]"#, r#"{"in": 3}"#, r#"{"maybe": [1]}"#, "3"] {
+            let rule = format!(r#"{{"rules": [{{"exit_codes": {bad}, "action": "retry"}}]}}"#);
+            assert!(serde_json::from_str::<RetryPolicy>(&rule).is_err(), "{bad}");
+        }
     }
 }

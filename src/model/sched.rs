@@ -178,7 +178,11 @@ pub struct CreateScheduling {
     #[schema(min_length = 1, max_length = 64)]
     pub queue: Option<String>,
     /// 0–100, default 50; higher launches first within its queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_priority"
+    )]
     #[schema(minimum = 0, maximum = 100)]
     pub priority: Option<u8>,
     /// Retry policy; default: its trainer's (trainers file), else none.
@@ -208,6 +212,19 @@ pub struct CreateScheduling {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 100)]
     pub after: Vec<Uuid>,
+}
+
+/// `deserialize_with` for a priority spelled `75` or `75.0` (both JSON
+/// Schema integers); out of 0–100 is refused by validation, out of a byte
+/// here.
+fn optional_priority<'de, D>(d: D) -> Result<Option<u8>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let n = super::validate::optional_integer(d)?;
+    n.map(|n| u8::try_from(n).map_err(|_| D::Error::custom("must be between 0 and 100")))
+        .transpose()
 }
 
 /// Checks an optional limit in seconds: positive (or zero when
@@ -302,7 +319,11 @@ pub struct QueueInfo {
 #[serde(deny_unknown_fields)]
 pub struct UpdateJob {
     /// New priority (0–100); only while the job is `pending`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_priority"
+    )]
     #[schema(minimum = 0, maximum = 100)]
     pub priority: Option<u8>,
 }
@@ -337,6 +358,14 @@ mod tests {
         s.max_duration = None;
         s.priority = Some(101);
         assert_eq!(s.validate().unwrap_err().field, "priority");
+    }
+
+    #[test]
+    fn priorities_may_be_spelled_as_whole_floats() {
+        let u: UpdateJob = serde_json::from_str(r#"{"priority": 75.0}"#).unwrap();
+        assert_eq!(u.priority, Some(75));
+        assert!(serde_json::from_str::<UpdateJob>(r#"{"priority": 7.5}"#).is_err());
+        assert!(serde_json::from_str::<UpdateJob>(r#"{"priority": 300}"#).is_err());
     }
 
     #[test]

@@ -116,6 +116,12 @@ mod tests {
         assert_eq!(integral("f", &n("21")).unwrap(), 21);
         assert_eq!(integral("f", &n("21.0")).unwrap(), 21);
         assert_eq!(integral("f", &n("1e16")).unwrap(), 10_000_000_000_000_000);
+        // Needs serde_json's correctly rounded parsing (`float_roundtrip`):
+        // its default fast path read this as …675.25, "not an integer".
+        assert_eq!(
+            integral("f", &n("-1883850357438675.0")).unwrap(),
+            -1_883_850_357_438_675
+        );
         assert!(integral("f", &n("21.5")).is_err());
         assert!(integral("f", &n("1e19")).is_err());
         assert!(integral("f", &n("18446744073709551615")).is_err());

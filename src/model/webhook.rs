@@ -69,6 +69,7 @@ pub struct CreateWebhook {
     /// Where events are POSTed (`http` or `https`, at most 2048 characters).
     /// Private, loopback and link-local targets are refused unless the
     /// daemon runs with `--webhook-allow-private`.
+    #[schema(max_length = 2048, pattern = r"^\s*https?://[^\s/?#]+")]
     pub url: String,
     /// Only these event types (`job.running`, `job.completed`,
     /// `job.failed`, `job.cancelled`); all when absent.

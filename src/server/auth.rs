@@ -1,10 +1,13 @@
 //! Who may call what, as middleware on the sub-routers of [`super::router`]:
-//! user routes need the operator's API token (when one is configured),
-//! event streams also take it from `?token=` (a browser's `EventSource`
+//! user routes need a user token or the operator's API token when auth is
+//! required ([`crate::users`] says whose a token is; the principal goes
+//! into the request's extensions for handlers, see [`Actor`]), event
+//! streams also take it from `?token=` (a browser's `EventSource`
 //! cannot send a header), trainer routes need the job's own callback token,
 //! and dashboard pages answer the login form instead of a 401
-//! ([`super::ui`] owns that check). Nothing here matches paths: a route's
-//! group decides its check.
+//! ([`super::ui`] owns that check); a few user routes are for admins only
+//! ([`require_admin`]). Nothing here matches paths: a route's group
+//! decides its check.
 //!
 //! Where the API token may come from:
 //! - `Authorization: Bearer …`: everywhere;
@@ -16,8 +19,9 @@
 //!   tokens do not end up in the URLs of ordinary calls.
 //!
 //! Wrong tokens are counted per client address ([`super::ratelimit`]);
-//! past the limit the address gets 429 until its minute is over. Every
-//! comparison runs in constant time ([`crate::secrets::constant_time_eq`]).
+//! past the limit the address gets 429 until its minute is over. User
+//! tokens are looked up by their SHA-256; the API token is compared in
+//! constant time.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -30,31 +34,7 @@ use super::credentials;
 use super::error::ApiError;
 use super::extract::{bearer, JobId};
 use super::AppState;
-use crate::secrets::constant_time_eq;
-
-/// The operator's API token; `None` leaves user routes open (loopback).
-#[derive(Clone, Default)]
-pub struct ApiToken(Option<std::sync::Arc<str>>);
-
-impl ApiToken {
-    /// A token to require, or none.
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(std::sync::Arc::from))
-    }
-
-    /// Whether a token is configured.
-    pub fn is_required(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Whether `presented` is the token (true when none is required).
-    pub fn admits(&self, presented: Option<&str>) -> bool {
-        match &self.0 {
-            None => true,
-            Some(t) => presented.is_some_and(|p| constant_time_eq(p.as_bytes(), t.as_bytes())),
-        }
-    }
-}
+use crate::model::Principal;
 
 /// The client's address, when the server knows it (always, when served by
 /// [`super::listen::serve`]).
@@ -69,38 +49,49 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-fn client_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
+pub(super) fn client_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// What the API-token check decided.
+/// What the token check decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let it through.
-    Admitted,
+    /// Let it through, acting as this principal.
+    Admitted(Principal),
     /// No token presented.
     Missing,
     /// A token was presented, and none was right.
     Wrong,
     /// Too many wrong tokens from this address: try again in this many seconds.
     Blocked(u64),
+    /// The token could not be checked (the database failed).
+    Unavailable(String),
 }
 
 impl AppState {
-    /// Checks a token a client presented outside a request (the login
-    /// form), counting a wrong one against its address.
-    pub(super) fn check_token(&self, ip: Option<IpAddr>, presented: &[String]) -> Verdict {
-        if !self.api_token.is_required() {
-            return Verdict::Admitted;
+    /// Checks the tokens a client presented (header, cookie, query, or
+    /// the login form), counting a wrong one against its address. Without
+    /// required auth every caller is admitted as before users existed; a
+    /// valid user token still says who it is.
+    pub(super) async fn check_token(&self, ip: Option<IpAddr>, presented: &[String]) -> Verdict {
+        let required = self.users.auth_required();
+        if required {
+            if let Some(secs) = ip.and_then(|ip| self.auth_failures.blocked(ip)) {
+                return Verdict::Blocked(secs);
+            }
         }
-        if let Some(secs) = ip.and_then(|ip| self.auth_failures.blocked(ip)) {
-            return Verdict::Blocked(secs);
+        for token in presented {
+            match self.users.authenticate(token).await {
+                Ok(Some(principal)) => return Verdict::Admitted(principal),
+                Ok(None) => {}
+                Err(e) => return Verdict::Unavailable(e.to_string()),
+            }
+        }
+        if !required {
+            return Verdict::Admitted(Principal::anonymous());
         }
         if presented.is_empty() {
             return Verdict::Missing;
-        }
-        if presented.iter().any(|t| self.api_token.admits(Some(t))) {
-            return Verdict::Admitted;
         }
         if let Some(ip) = ip {
             self.auth_failures.record(ip);
@@ -108,21 +99,48 @@ impl AppState {
         Verdict::Wrong
     }
 
-    /// Checks the API token of `req`; `query` also accepts `?token=`.
-    fn check_request(&self, req: &Request, query: bool) -> Verdict {
+    /// The tokens `req` presents, and its client's address; `query` also
+    /// takes `?token=`. (Plain values: a request is not `Sync`, so it may
+    /// not be borrowed across the lookup's await.)
+    fn presented(req: &Request, query: bool) -> (Option<IpAddr>, Vec<String>) {
         let mut presented: Vec<String> = Vec::new();
         presented.extend(bearer(req.headers()).map(str::to_string));
         presented.extend(credentials::cookie_token(req));
         if query {
             presented.extend(credentials::query_token(req));
         }
-        self.check_token(client_ip(req.extensions()), &presented)
+        (client_ip(req.extensions()), presented)
+    }
+}
+
+/// Who a request acts as, for handlers of user routes (set by the auth
+/// middleware; a route without it acts as nobody in particular, which only
+/// an open daemon has).
+#[derive(Debug, Clone)]
+pub struct Actor(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Actor(
+            parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::anonymous),
+        ))
     }
 }
 
 /// The API answer to a refused verdict.
 fn refusal(v: Verdict) -> Response {
     match v {
+        Verdict::Unavailable(e) => {
+            tracing::error!(error = %e, "cannot check an API token");
+            ApiError::Unavailable("cannot check the API token right now; try again".into())
+                .into_response()
+        }
         Verdict::Blocked(secs) => ApiError::TooManyRequests {
             detail: format!(
                 "too many failed API-token attempts from your address; try again in {secs} s"
@@ -140,6 +158,24 @@ fn refusal(v: Verdict) -> Response {
 /// User routes: the API token, when one is configured.
 pub async fn require_api_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
     guard(&st, req, next, false, refusal).await
+}
+
+/// Admin-only user routes (inside the token check): 403 for members; the
+/// state says what only admins may do, for the message.
+pub async fn require_admin(
+    State(what): State<&'static str>,
+    Actor(actor): Actor,
+    req: Request,
+    next: Next,
+) -> Response {
+    if actor.is_admin() {
+        return next.run(req).await;
+    }
+    let me = actor.user.as_deref().unwrap_or("nobody");
+    ApiError::Forbidden(format!(
+        "only admins may {what}; you are signed in as {me:?}, a member"
+    ))
+    .into_response()
 }
 
 /// Event streams: like user routes, and `?token=` is accepted too.
@@ -160,8 +196,13 @@ pub(super) async fn guard(
     query: bool,
     refuse: fn(Verdict) -> Response,
 ) -> Response {
-    match st.check_request(&req, query) {
-        Verdict::Admitted => next.run(req).await,
+    let (ip, presented) = AppState::presented(&req, query);
+    match st.check_token(ip, &presented).await {
+        Verdict::Admitted(principal) => {
+            let mut req = req;
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
         refused => refuse(refused),
     }
 }

@@ -17,6 +17,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401.
     Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
     /// 404.
     NotFound(String),
     /// 405.
@@ -59,6 +61,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -102,6 +105,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => plain("Method Not Allowed".into()),
             ApiError::BadRequest(d)
             | ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
             | ApiError::TooLarge(d)
             | ApiError::UnsupportedMediaType(d)
@@ -158,6 +162,7 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound(_) => ApiError::NotFound(e.to_string()),
             JobError::Unauthorized(_) => ApiError::Unauthorized(e.to_string()),
+            JobError::Forbidden(_) => ApiError::Forbidden(e.to_string()),
             JobError::Finished { status, .. } | JobError::UploadsClosed { status, .. } => {
                 ApiError::Conflict {
                     detail: e.to_string(),
@@ -174,7 +179,9 @@ impl From<JobError> for ApiError {
                 detail: e.to_string(),
                 status: Some(status),
             },
-            JobError::UnknownQueue { .. } => ApiError::NotFound(e.to_string()),
+            JobError::UnknownQueue { .. } | JobError::NoSuchDependency(_) => {
+                ApiError::NotFound(e.to_string())
+            }
             JobError::Invalid(v) => ApiError::Invalid(v),
             JobError::Db(d) => d.into(),
             JobError::Storage(s) => s.into(),

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
+use super::audit::{Audited, Draft};
+use super::auth::Actor;
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobId, JsonBody};
 use super::responses::{BadRequest, Invalid, NotJson, TooLarge, Unauthorized, Unavailable};
@@ -20,7 +22,7 @@ use crate::jobs::KeyHold;
 use crate::model::idempotency::{parse_key, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use crate::model::{
     BatchAck, CallbackAck, CreateJob, ErrorBody, Job, JobListQuery, LaunchPlan, Metric,
-    MetricBatch, MetricQuery, TrainingUpdate,
+    MetricBatch, MetricQuery, Principal, TrainingUpdate,
 };
 use crate::runner::{PlanError, MASKED};
 
@@ -47,6 +49,7 @@ pub struct CreateQuery {
     params(
         CreateQuery,
         ("Idempotency-Key" = Option<String>, Header,
+            pattern = r#"^(?:[!#-~]{1,255}|"[!#-~]{1,255}")$"#,
             description = "Makes the create safe to retry: 1–255 printable ASCII characters (a bare token or a quoted string), e.g. a fresh UUID per job"),
     ),
     request_body = CreateJob,
@@ -59,28 +62,34 @@ pub struct CreateQuery {
         (status = 200, description = "Dry run: what the runner would create; nothing was stored", body = LaunchPlan),
         (status = 400, description = "Malformed JSON body or Idempotency-Key header", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 403, description = "A member submitting with another user's `user_id`", body = ErrorBody),
+        (status = 404, description = "A job named in `after` does not exist", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
-        (status = 422, description = "Invalid field or query, unknown framework, a dataset missing from the store, or an Idempotency-Key already used for a different body", body = ErrorBody),
+        (status = 422, description = "Invalid field or query, unknown framework or queue, a dataset missing from the store, or an Idempotency-Key already used for a different body", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn create_job(
     State(st): State<AppState>,
+    Actor(actor): Actor,
+    audit: Draft,
     ApiQuery(q): ApiQuery<CreateQuery>,
     key: IdempotencyKey,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let req: CreateJob = body.decode()?;
     if q.dry_run == Some(true) {
-        return Ok(Json(dry_run(&st, req).await?).into_response());
+        return Ok(Json(dry_run(&st, &actor, req).await?).into_response());
     }
+    // The target (the job's id) is filled in by the write.
+    let entry = audit.finish("", StatusCode::CREATED.as_u16());
     let (job, replayed) = match key.0 {
         Some(hold) => {
-            let s = st.jobs.create_once(req, hold).await?;
+            let s = st.jobs.create_once(&actor, req, hold, Some(entry)).await?;
             (s.job, s.replayed)
         }
-        None => (st.jobs.create(req).await?, false),
+        None => (st.jobs.create_as(&actor, req, Some(entry)).await?, false),
     };
     let location = format!("/api/v1/training/jobs/{}", job.id);
     let mut resp = (
@@ -93,12 +102,14 @@ pub async fn create_job(
         resp.headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
+    resp.extensions_mut().insert(Audited);
     Ok(resp)
 }
 
 /// The request's `Idempotency-Key`, held as in flight from before its body
 /// is read: a retry sent while the first attempt is still uploading is
-/// told so (409) rather than racing it.
+/// told so (409) rather than racing it. Keys are the caller's own: two
+/// users may use the same key.
 pub struct IdempotencyKey(Option<KeyHold>);
 
 impl FromRequestParts<AppState> for IdempotencyKey {
@@ -109,13 +120,14 @@ impl FromRequestParts<AppState> for IdempotencyKey {
             return Ok(IdempotencyKey(None));
         };
         let key = parse_key(raw.as_bytes()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        Ok(IdempotencyKey(Some(st.jobs.hold_key(key)?)))
+        let Ok(Actor(actor)) = Actor::from_request_parts(parts, st).await;
+        Ok(IdempotencyKey(Some(st.jobs.hold_key(&actor, key)?)))
     }
 }
 
 /// What launching `req` would do, with nothing stored.
-async fn dry_run(st: &AppState, req: CreateJob) -> Result<LaunchPlan, ApiError> {
-    let rec = st.jobs.draft(req).await?;
+async fn dry_run(st: &AppState, actor: &Principal, req: CreateJob) -> Result<LaunchPlan, ApiError> {
+    let rec = st.jobs.draft_as(actor, req).await?;
     // No token is minted for a plan: its value is masked anyway.
     let spec = st
         .specs
@@ -223,16 +235,22 @@ pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Jso
         (status = 204, description = "Cancelled"),
         (status = 400, description = "Already finished", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 403, description = "A member cancelling another user's job; the message names the owner", body = ErrorBody),
         (status = 404, description = "Unknown job", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
 pub async fn cancel_job(
     State(st): State<AppState>,
+    Actor(actor): Actor,
+    audit: Draft,
     JobId(id): JobId,
-) -> Result<StatusCode, ApiError> {
-    st.jobs.cancel(id, "cancelled by user").await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    let entry = audit.finish(id, StatusCode::NO_CONTENT.as_u16());
+    st.jobs.cancel_as(id, &actor, Some(entry)).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.extensions_mut().insert(Audited);
+    Ok(resp)
 }
 
 /// Trainer callback: status, progress, message and one metric point.

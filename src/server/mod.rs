@@ -12,6 +12,7 @@
 //! [`crate::daemon`].
 
 pub mod artifacts;
+mod audit;
 mod auth;
 mod conn;
 mod credentials;
@@ -29,6 +30,7 @@ pub mod runs;
 pub mod sched;
 pub mod streams;
 pub mod ui;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -47,7 +49,6 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::ApiToken;
 pub use listen::{fit_open_files, serve, ServeOptions, DEFAULT_MAX_CONNECTIONS};
 pub use ratelimit::AuthFailures;
 pub use streams::StreamSlots;
@@ -56,6 +57,7 @@ use crate::jobs::Jobs;
 use crate::runner::{Runner, SpecBuilder};
 use crate::storage::Store;
 use crate::trainers::Trainers;
+use crate::users::Users;
 use error::ApiError;
 
 /// What the handlers use, and nothing more.
@@ -73,8 +75,9 @@ pub struct AppState {
     pub specs: Arc<SpecBuilder>,
     /// The trainer registry (`/frameworks`, reloads).
     pub registry: Arc<Trainers>,
-    /// The operator's API token for user routes.
-    pub api_token: ApiToken,
+    /// Users and tokens: whose a presented token is, user management,
+    /// the audit trail.
+    pub users: Arc<Users>,
     /// Failed API-token attempts per client address.
     pub auth_failures: Arc<AuthFailures>,
     /// Slots for event streams and followed logs.
@@ -110,11 +113,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             )),
         )
         .route("/jobs/{id}/metrics", get(jobs::list_metrics))
-        .merge(artifacts::user_routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_token,
-        ));
+        .merge(artifacts::user_routes());
     // Browsers' EventSource cannot send a header: these also take ?token=.
     let event_streams = Router::new()
         .route("/jobs/{id}/events", get(events::job_events))
@@ -136,15 +135,19 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             state.clone(),
             auth::require_job_token,
         ));
-    let with_api_token = |routes: Router<AppState>| {
-        routes.route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_token,
-        ))
+    // Token check first (outermost), then the audit of changes.
+    let audited = |r: Router<AppState>| {
+        r.route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_api_token,
+            ))
     };
-    let datasets = with_api_token(datasets::routes());
-    let webhooks = with_api_token(webhooks::routes());
-    let queues = with_api_token(sched::queue_routes());
+    let user_api = audited(user_api);
+    let datasets = audited(datasets::routes());
+    let accounts = audited(users::routes());
+    let webhooks = audited(webhooks::routes());
+    let queues = audited(sched::queue_routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -165,6 +168,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             user_api.merge(event_streams).merge(trainer_api),
         )
         .merge(datasets)
+        .merge(accounts)
         .merge(webhooks)
         .merge(queues)
         .merge(dashboard)

@@ -28,7 +28,7 @@ use super::AppState;
 use crate::model::ErrorBody;
 
 use super::responses::{
-    BadRequest, Invalid, NotJson, TooLarge, TooManyRequests, Unauthorized, Unavailable,
+    BadRequest, Forbidden, Invalid, NotJson, TooLarge, TooManyRequests, Unauthorized, Unavailable,
 };
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -46,6 +46,9 @@ use super::responses::{
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,
         super::events::job_events, super::events::all_events,
+        super::users::whoami, super::users::list_users, super::users::create_user,
+        super::users::update_user, super::users::list_tokens, super::users::create_token,
+        super::users::revoke_token, super::users::audit,
         super::webhooks::add_webhook, super::webhooks::list_webhooks,
         super::webhooks::get_webhook, super::webhooks::remove_webhook,
         super::webhooks::test_webhook, super::webhooks::list_deliveries,
@@ -54,7 +57,7 @@ use super::responses::{
     ),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
+        responses(BadRequest, Unauthorized, Forbidden, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
     ),
     modifiers(&Security, &Uploads, &CrossCutting, &Flattened),
     security(("api_token" = [])),
@@ -64,6 +67,7 @@ use super::responses::{
         (name = "queues", description = "Queues: limits, counts, pause and resume"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
+        (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),
         (name = "webhooks", description = "Endpoints that receive signed events when jobs change status (Standard Webhooks), and their deliveries"),
     )
 )]
@@ -86,7 +90,7 @@ impl utoipa::Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             API_TOKEN,
-            bearer("The operator's API token (PLATFORM_API_TOKEN), on user routes when the daemon has one"),
+            bearer("A user's API token (`plt_…`) or the operator's PLATFORM_API_TOKEN, on user routes when the daemon requires auth"),
         );
         components.add_security_scheme(
             "callback_token",
@@ -127,7 +131,8 @@ impl utoipa::Modify for Uploads {
 pub fn document(st: &AppState) -> Document {
     let mut doc = ApiDoc::openapi();
     restrict_frameworks(&mut doc, &st.registry.current().names());
-    if !st.api_token.is_required() {
+    restrict_queues(&mut doc, &st.jobs.queue_names());
+    if !st.users.auth_required() {
         drop_api_token(&mut doc);
     }
     doc
@@ -143,6 +148,22 @@ fn restrict_frameworks(doc: &mut Document, names: &[String]) {
     };
     if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("framework") {
         field.enum_values = Some(names.iter().map(|n| n.as_str().into()).collect());
+    }
+}
+
+/// `CreateJob.queue` accepts exactly the configured queues.
+fn restrict_queues(doc: &mut Document, names: &[String]) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateJob") else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(field))) = create.properties.get_mut("queue") {
+        // The field is optional and nullable: null takes `default`.
+        let mut values: Vec<serde_json::Value> = names.iter().map(|n| n.as_str().into()).collect();
+        values.push(serde_json::Value::Null);
+        field.enum_values = Some(values);
     }
 }
 

@@ -54,3 +54,10 @@ pub struct Invalid(ErrorBody);
 #[derive(ToResponse)]
 #[response(description = "The daemon is shutting down, or the object store is unavailable")]
 pub struct Unavailable(ErrorBody);
+
+/// Authenticated, but the role or ownership does not allow it.
+#[derive(ToResponse)]
+#[response(
+    description = "Not allowed for this user: a member acting on another user's job or token, or on admin-only routes; the message names the owner"
+)]
+pub struct Forbidden(ErrorBody);

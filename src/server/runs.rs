@@ -36,11 +36,18 @@ pub async fn frameworks(State(st): State<AppState>) -> Json<Vec<Framework>> {
     responses(
         (status = 200, description = "Reloaded: the frameworks now registered", body = Vec<Framework>),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 403, description = "Only admins may reload frameworks", body = ErrorBody),
         (status = 422, description = "The trainers file or directory is invalid; the frameworks registered before stay", body = ErrorBody),
     ))]
 pub async fn reload_frameworks(
     State(st): State<AppState>,
+    super::auth::Actor(p): super::auth::Actor,
 ) -> Result<Json<Vec<Framework>>, ApiError> {
+    if !p.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only admins may reload frameworks".into(),
+        ));
+    }
     let trainers = st.registry.clone();
     let reloaded = tokio::task::spawn_blocking(move || trainers.reload())
         .await

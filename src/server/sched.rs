@@ -1,24 +1,34 @@
-//! Handlers for scheduling: queues (list, pause, resume), a pending job's
-//! priority, and the trainer's heartbeat. Thin wrappers over
-//! [`crate::jobs::Jobs`].
+//! Handlers for scheduling: queues (list: everyone; pause, resume:
+//! admins), a pending job's priority (its owner or an admin), and the
+//! trainer's heartbeat. Thin wrappers over [`crate::jobs::Jobs`].
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::audit::{Audited, Draft};
+use super::auth::Actor;
 use super::error::ApiError;
 use super::extract::{JobId, JsonBody};
-use super::responses::{BadRequest, NotJson, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Forbidden, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::{ErrorBody, Job, QueueInfo, UpdateJob};
 
-/// The queue routes (user routes: the API token).
+/// The queue routes (user routes; pausing and resuming for admins).
 pub fn queue_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/queues", get(list_queues))
+    let admin = Router::new()
         .route("/api/v1/queues/{name}/pause", post(pause_queue))
         .route("/api/v1/queues/{name}/resume", post(resume_queue))
+        .route_layer(middleware::from_fn_with_state(
+            "pause or resume queues",
+            super::auth::require_admin,
+        ));
+    Router::new()
+        .route("/api/v1/queues", get(list_queues))
+        .merge(admin)
 }
 
 /// Every queue: limits, whether it is paused, running and pending counts.
@@ -38,6 +48,7 @@ pub async fn list_queues(State(st): State<AppState>) -> Result<Json<Vec<QueueInf
     responses(
         (status = 200, description = "Paused: the queue as it is now", body = QueueInfo),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "No queue has this name", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
@@ -54,6 +65,7 @@ pub async fn pause_queue(
     responses(
         (status = 200, description = "Resumed: the queue as it is now", body = QueueInfo),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "No queue has this name", body = ErrorBody),
         (status = 503, response = Unavailable),
     ))]
@@ -64,7 +76,7 @@ pub async fn resume_queue(
     Ok(Json(st.jobs.pause_queue(&name, false).await?))
 }
 
-/// Change a pending job's priority (0–100).
+/// Change a pending job's priority (0–100): its owner or an admin.
 #[utoipa::path(patch, path = "/api/v1/training/jobs/{id}", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     request_body = UpdateJob,
@@ -72,6 +84,7 @@ pub async fn resume_queue(
         (status = 200, description = "Updated", body = Job),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, description = "A member updating another user's job; the message names the owner", body = ErrorBody),
         (status = 404, description = "Unknown job", body = ErrorBody),
         (status = 409, description = "The job is no longer pending; `status` says what it is", body = ErrorBody),
         (status = 413, response = TooLarge),
@@ -81,14 +94,21 @@ pub async fn resume_queue(
     ))]
 pub async fn update_job(
     State(st): State<AppState>,
+    Actor(actor): Actor,
+    audit: Draft,
     JobId(id): JobId,
     body: JsonBody,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<Response, ApiError> {
     let update: UpdateJob = body.decode()?;
-    match update.priority {
-        Some(p) => Ok(Json(st.jobs.set_priority(id, p).await?)),
-        None => Ok(Json(st.jobs.get(id).await?)),
+    // An update that changes nothing is left to the audit middleware.
+    let changes = update.priority.is_some();
+    let entry = audit.finish(id, StatusCode::OK.as_u16());
+    let job = st.jobs.update_as(id, &actor, update, Some(entry)).await?;
+    let mut resp = Json(job).into_response();
+    if changes {
+        resp.extensions_mut().insert(Audited);
     }
+    Ok(resp)
 }
 
 /// A trainer's sign of life: keeps its job from being marked `stalled`

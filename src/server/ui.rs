@@ -1,9 +1,11 @@
 //! The embedded web dashboard at `/ui`: a jobs table and a job page with
 //! live metric charts and the log tail, all hand-written HTML/JS/CSS
-//! compiled into the binary (no CDN, no Node build step). Read-only: it
-//! uses only the GET endpoints and the event streams.
+//! compiled into the binary (no CDN, no Node build step). It reads through
+//! the GET endpoints and the event streams; its one write is cancel.
 //!
-//! With an API token configured the dashboard needs it too. The login form
+//! When auth is required the dashboard needs a token too (a user token or
+//! the API token); the page shows who is signed in (`/api/v1/whoami`) and
+//! offers cancel only on jobs that user may cancel. The login form
 //! (or a first page load with `?token=`, e.g. a link from a script) stores
 //! it in the `platform_token` cookie (`HttpOnly`, `SameSite=Strict`), which
 //! then authorises the dashboard's GET requests and event streams, and its
@@ -98,9 +100,13 @@ pub fn login_refused(v: Verdict) -> Response {
         }
         Verdict::Wrong => login_page(
             StatusCode::UNAUTHORIZED,
-            Some("That token is not the server's API token."),
+            Some("That token is not valid here (unknown, revoked, expired, or its user is disabled)."),
         ),
-        Verdict::Missing | Verdict::Admitted => login_page(StatusCode::UNAUTHORIZED, None),
+        Verdict::Unavailable(_) => login_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("The server cannot check tokens right now; try again."),
+        ),
+        Verdict::Missing | Verdict::Admitted(_) => login_page(StatusCode::UNAUTHORIZED, None),
     }
 }
 
@@ -119,7 +125,7 @@ pub async fn require_dashboard_login(
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {
     let mut resp = ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response();
     if let Some(token) = credentials::token_in(&uri) {
-        if st.api_token.is_required() && st.api_token.admits(Some(&token)) {
+        if st.users.auth_required() && matches!(st.users.authenticate(&token).await, Ok(Some(_))) {
             set_cookie(&mut resp, &token);
         }
     }
@@ -149,7 +155,7 @@ async fn login(
     if !credentials::from_this_site(&headers, &uri).unwrap_or(true) {
         return cross_site_refusal();
     }
-    if !st.api_token.is_required() {
+    if !st.users.auth_required() {
         return Redirect::to("/ui").into_response();
     }
     let presented: Vec<String> = form
@@ -158,8 +164,8 @@ async fn login(
         .filter(|t| !t.is_empty())
         .into_iter()
         .collect();
-    match st.check_token(ip, &presented) {
-        Verdict::Admitted => {
+    match st.check_token(ip, &presented).await {
+        Verdict::Admitted(_) => {
             let mut resp = Redirect::to("/ui").into_response();
             if let Some(token) = presented.first() {
                 set_cookie(&mut resp, token);

@@ -1,9 +1,10 @@
 //! Handlers for `/api/v1/webhooks…`: endpoints that receive signed events
-//! when jobs change status, and their delivery records (admin: the API
-//! token).
+//! when jobs change status, and their delivery records. Admins only: an
+//! endpoint sees every job's events, and its URL may carry a secret.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, JsonBody};
-use super::responses::{BadRequest, NotJson, TooLarge, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Forbidden, NotJson, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::webhook::{CreateWebhook, CreatedWebhook, Delivery, Webhook};
 use crate::model::ErrorBody;
@@ -28,6 +29,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/webhooks/{id}/test", post(test_webhook))
         .route("/api/v1/webhooks/{id}/deliveries", get(list_deliveries))
+        .route_layer(middleware::from_fn_with_state(
+            "manage webhooks",
+            super::auth::require_admin,
+        ))
 }
 
 impl From<WebhookError> for ApiError {
@@ -57,6 +62,7 @@ fn webhook_id(raw: &str) -> Result<Uuid, ApiError> {
         (status = 201, description = "Added; `secret` is shown only here", body = CreatedWebhook),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
         (status = 422, description = "Invalid field, or a target the daemon refuses (private, loopback, link-local or metadata address without --webhook-allow-private)", body = ErrorBody),
@@ -75,6 +81,7 @@ pub async fn add_webhook(
     responses(
         (status = 200, description = "Endpoints, oldest first", body = Vec<Webhook>),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
     ))]
 pub async fn list_webhooks(State(st): State<AppState>) -> Result<Json<Vec<Webhook>>, ApiError> {
@@ -87,6 +94,7 @@ pub async fn list_webhooks(State(st): State<AppState>) -> Result<Json<Vec<Webhoo
     responses(
         (status = 200, description = "The endpoint", body = Webhook),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "Unknown webhook", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
         (status = 503, response = Unavailable),
@@ -104,6 +112,7 @@ pub async fn get_webhook(
     responses(
         (status = 204, description = "Removed"),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "Unknown webhook", body = ErrorBody),
         (status = 409, description = "The endpoint comes from the daemon's configuration (WEBHOOKS)", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
@@ -123,6 +132,7 @@ pub async fn remove_webhook(
     responses(
         (status = 202, description = "Queued; follow it in the deliveries", body = Delivery),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "Unknown webhook", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ErrorBody),
         (status = 503, response = Unavailable),
@@ -150,6 +160,7 @@ pub struct DeliveryQuery {
     responses(
         (status = 200, description = "Deliveries, newest first", body = Vec<Delivery>),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "Unknown webhook", body = ErrorBody),
         (status = 422, description = "Malformed id or limit", body = ErrorBody),
         (status = 503, response = Unavailable),

@@ -27,6 +27,30 @@ def test_arguments_then_environment_then_files_then_default(tmp_path, monkeypatc
     assert _config.resolve("http://arg:5", "arg") == ("http://arg:5", "arg")
 
 
+def test_the_current_cli_context_sits_between_dotenv_and_config_toml(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("tomllib")
+    monkeypatch.chdir(tmp_path)
+    for var in ("PLATFORM_SERVER", "PLATFORM_TOKEN", "PLATFORM_CONFIG", "PLATFORM_CONTEXT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    d = tmp_path / "xdg" / "platform"
+    d.mkdir(parents=True)
+    (d / "config.toml").write_text('server = "http://from-config:1"\ntoken = "config-token"\n')
+    (d / "contexts.toml").write_text(
+        'current = "lab"\n[contexts.lab]\nserver = "http://lab:2"\ntoken = "plt_lab"\n'
+        '[contexts.home]\nserver = "http://home:3"\n'
+    )
+    assert _config.resolve(None, None) == ("http://lab:2", "plt_lab")
+    monkeypatch.setenv("PLATFORM_CONTEXT", "home")
+    assert _config.resolve(None, None) == ("http://home:3", "config-token")
+    monkeypatch.setenv("PLATFORM_CONTEXT", "missing")
+    assert _config.resolve(None, None) == ("http://from-config:1", "config-token")
+    (tmp_path / ".env").write_text("PLATFORM_TOKEN=dot\n")
+    assert _config.resolve(None, None)[1] == "dot"
+
+
 def test_the_minimal_toml_reader_matches_tomllib(tmp_path, monkeypatch):
     f = tmp_path / "c.toml"
     f.write_text('# comment\nserver = "http://a:1" # trailing\ntoken = \'x\'\nport = 8\n')

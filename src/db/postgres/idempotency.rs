@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
-use super::round_trips::{text, Columns, INSERT_JOBS};
-use super::{corrupt, fail, jobs};
+use super::accounts::{AuditColumns, INSERT_AUDIT};
+use super::round_trips::{Columns, INSERT_JOBS};
+use super::{corrupt, fail, jobs, text};
 use crate::db::{Created, DbError, IdempotencyClaim};
-use crate::model::JobRecord;
+use crate::model::{AuditEntry, JobRecord};
 
 /// The class of the key locks (`pg_advisory_xact_lock(int, int)`).
 const KEY_LOCK: i32 = 0x706c_6174;
@@ -73,11 +74,14 @@ async fn set_key(
     c.execute(&stmt, &[&id, &owner, &name, &fingerprint]).await
 }
 
-/// Stores `rec` under the claim's key unless a live job holds it.
+/// Stores `rec` under the claim's key unless a live job holds it, with
+/// `audit` (at the job's creation time, naming it) in the same
+/// transaction.
 pub(super) async fn create_once(
     c: &mut Client,
     mut rec: JobRecord,
     claim: &IdempotencyClaim,
+    audit: Option<AuditEntry>,
 ) -> Result<Created, DbError> {
     let tx = c.transaction().await.map_err(fail)?;
     let lock = tx
@@ -114,6 +118,13 @@ pub(super) async fn create_once(
         .map_err(fail)?;
     rec.job.number = row.try_get(1).map_err(corrupt)?;
     set_key(&tx, rec.job.id, Some(claim)).await.map_err(fail)?;
+    if let Some(mut a) = audit {
+        (a.at, a.target) = (now, Some(rec.job.id.to_string()));
+        let mut cols = AuditColumns::default();
+        cols.push(&a);
+        let insert = tx.prepare_cached(INSERT_AUDIT).await.map_err(fail)?;
+        tx.execute(&insert, &cols.args()).await.map_err(fail)?;
+    }
     tx.commit().await.map_err(fail)?;
     Ok(Created::New(rec.job))
 }

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{corrupt, fail};
+use super::{col, corrupt, fail, rows};
 use crate::db::DbError;
 use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus};
 
@@ -37,10 +37,6 @@ pub(super) fn with_attempts() -> &'static str {
     static SQL: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("{COLUMNS}, {ATTEMPTS}"));
     &SQL
-}
-
-fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, DbError> {
-    r.try_get(i).map_err(corrupt)
 }
 
 /// A `json` column holding one of our own types.
@@ -120,13 +116,7 @@ async fn records(
     sql: &str,
     args: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<JobRecord>, DbError> {
-    let stmt = c.prepare_cached(sql).await.map_err(fail)?;
-    c.query(&stmt, args)
-        .await
-        .map_err(fail)?
-        .iter()
-        .map(record_with_attempts)
-        .collect()
+    rows(c, sql, args, record_with_attempts).await
 }
 
 /// One job with its private columns.

@@ -10,6 +10,8 @@
 //! answers 503) and works again once it is back, without a restart.
 //! Nothing outside this module sees a `tokio_postgres` type.
 
+mod accounts;
+mod batch;
 mod feed;
 mod idempotency;
 mod jobs;
@@ -33,7 +35,8 @@ use super::url::{PgUrl, SslMode};
 use super::{Changes, Created, DbError, IdempotencyClaim, Modified};
 use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
+    AuditEntry, FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
+    MetricFilter,
 };
 
 #[cfg(test)]
@@ -86,6 +89,40 @@ fn fail(e: tokio_postgres::Error) -> DbError {
 
 fn corrupt(e: impl std::fmt::Display) -> DbError {
     DbError::Corrupt(e.to_string())
+}
+
+/// PostgreSQL's `text` cannot hold NUL, which SQLite and the API accept
+/// in free text (a trainer's message): it is stored as U+FFFD.
+fn text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Column `i` of a row, a decoding failure being a corrupt row.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    r: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, DbError> {
+    r.try_get(i).map_err(corrupt)
+}
+
+/// Runs `sql` and decodes every row with `decode`.
+async fn rows<T>(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    decode: fn(&tokio_postgres::Row) -> Result<T, DbError>,
+) -> Result<Vec<T>, DbError> {
+    let stmt = c.prepare_cached(sql).await.map_err(fail)?;
+    c.query(&stmt, args)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(decode)
+        .collect()
 }
 
 /// No connection could be had from the pool.
@@ -219,16 +256,21 @@ impl Postgres {
         self.pool.get().await.map_err(|e| unavailable(&e))
     }
 
-    pub(super) async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
-        self.writer.create(rec).await
+    pub(super) async fn create_job(
+        &self,
+        rec: JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, DbError> {
+        self.writer.create(rec, audit).await
     }
 
     pub(super) async fn create_job_once(
         &self,
         rec: JobRecord,
         claim: IdempotencyClaim,
+        audit: Option<AuditEntry>,
     ) -> Result<Created, DbError> {
-        idempotency::create_once(&mut self.client().await?, rec, &claim).await
+        idempotency::create_once(&mut self.client().await?, rec, &claim, audit).await
     }
 
     pub(super) async fn idempotent_job(

@@ -11,8 +11,9 @@ use deadpool_postgres::Object;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::jobs;
-use super::writer::{Batch, Committed, Slot};
+use super::accounts::{AuditColumns, INSERT_AUDIT};
+use super::batch::{Batch, Committed, Slot};
+use super::{jobs, text};
 use crate::model::{Attempt, JobRecord};
 
 /// Round trip 1: `BEGIN`, the locked rows, their attempts, the database's
@@ -189,16 +190,6 @@ pub(super) struct Columns {
     next_attempt: Vec<Option<DateTime<Utc>>>,
 }
 
-/// PostgreSQL's `text` cannot hold NUL, which SQLite and the API accept
-/// in free text (a trainer's message): it is stored as U+FFFD.
-pub(super) fn text(s: &str) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{fffd}")
-    } else {
-        s.to_string()
-    }
-}
-
 fn opt_text(s: &Option<String>) -> Option<String> {
     s.as_deref().map(text)
 }
@@ -353,15 +344,24 @@ impl AttemptColumns {
     }
 }
 
-/// Round trip 2: the inserts, the update, the attempts, points and
-/// deliveries, `COMMIT`.
+/// Round trip 2: the inserts, the update, the attempts, points,
+/// deliveries and audit entries, `COMMIT`.
 pub(super) async fn write(c: &Object, b: &Batch) -> Result<Committed, tokio_postgres::Error> {
-    let (insert_jobs, update_jobs, upsert_attempts, insert_points, insert_deliveries, commit) = futures::try_join!(
+    let (
+        insert_jobs,
+        update_jobs,
+        upsert_attempts,
+        insert_points,
+        insert_deliveries,
+        insert_audit,
+        commit,
+    ) = futures::try_join!(
         c.prepare_cached(INSERT_JOBS),
         c.prepare_cached(UPDATE_JOBS),
         c.prepare_cached(UPSERT_ATTEMPTS),
         c.prepare_cached(INSERT_POINTS),
         c.prepare_cached(INSERT_DELIVERIES),
+        c.prepare_cached(INSERT_AUDIT),
         c.prepare_cached("COMMIT"),
     )?;
     let mut new = Columns::default();
@@ -397,6 +397,10 @@ pub(super) async fn write(c: &Object, b: &Batch) -> Result<Committed, tokio_post
     let ef: Vec<String> = e.iter().map(|x| text(&x.framework)).collect();
     let eu: Vec<String> = e.iter().map(|x| text(&x.user)).collect();
     let ec: Vec<DateTime<Utc>> = e.iter().map(|x| x.at).collect();
+    let mut audit = AuditColumns::default();
+    for a in &b.audits {
+        audit.push(a);
+    }
     let inserted = async {
         if new.is_empty() {
             return Ok(Vec::new());
@@ -445,15 +449,22 @@ pub(super) async fn write(c: &Object, b: &Batch) -> Result<Committed, tokio_post
         c.execute(&insert_deliveries, &[&ej, &ee, &ep, &ef, &eu, &ec])
             .await
     };
+    let audited = async {
+        if audit.is_empty() {
+            return Ok(0);
+        }
+        c.execute(&insert_audit, &audit.args()).await
+    };
     // Pipelined: PostgreSQL runs them in order (jobs before the attempts
     // that reference them), and COMMIT of a transaction a statement failed
     // in rolls back; success is all of them.
-    let (job_rows, _, _, point_rows, _, _) = futures::try_join!(
+    let (job_rows, _, _, point_rows, _, _, _) = futures::try_join!(
         inserted,
         updated,
         attempted,
         points,
         queued,
+        audited,
         c.execute(&commit, &[])
     )?;
     let mut numbers = HashMap::with_capacity(job_rows.len());

@@ -15,8 +15,7 @@ use deadpool_postgres::{Client, GenericClient};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::round_trips::text;
-use super::{corrupt, fail};
+use super::{col, corrupt, fail, rows, text};
 use crate::db::webhook::{secret_prefix, test_payload};
 use crate::db::DbError;
 use crate::model::webhook::{
@@ -33,10 +32,6 @@ const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.webhook_id, d.job_id, d.ev
 
 /// A fresh `webhook-id`: `msg_` and 24 random hex digits, like SQLite's.
 const MESSAGE_ID: &str = "'msg_' || substr(md5(gen_random_uuid()::text), 1, 24)";
-
-fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, DbError> {
-    r.try_get(i).map_err(corrupt)
-}
 
 fn format(s: &str) -> Result<WebhookFormat, DbError> {
     WebhookFormat::parse(s).ok_or_else(|| corrupt(format!("webhook format {s:?}")))
@@ -79,22 +74,6 @@ fn delivery(r: &Row) -> Result<Delivery, DbError> {
     })
 }
 
-/// Runs `sql` and decodes every row with `decode`.
-async fn rows<T>(
-    c: &impl GenericClient,
-    sql: &str,
-    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    decode: fn(&Row) -> Result<T, DbError>,
-) -> Result<Vec<T>, DbError> {
-    let stmt = c.prepare_cached(sql).await.map_err(fail)?;
-    c.query(&stmt, args)
-        .await
-        .map_err(fail)?
-        .iter()
-        .map(decode)
-        .collect()
-}
-
 /// A filter list as stored: NUL as U+FFFD, as the writer stores the names
 /// it is matched against.
 fn names(list: &Option<Vec<String>>) -> Option<Vec<String>> {
@@ -134,8 +113,12 @@ pub(super) async fn add(c: &Client, rec: &WebhookRecord) -> Result<(), DbError> 
     insert(c, rec).await
 }
 
-/// Replaces the endpoints of `source`, one replica at a time (two doing it
-/// at once would each keep their own copies).
+/// Makes `recs` the endpoints of `source`, one replica at a time (two
+/// doing it at once would each keep their own copies). An endpoint whose
+/// URL is still there keeps its id and its pending deliveries (a restart
+/// re-reads the configuration; deleting and re-adding would drop them),
+/// taking the new secret, format and filters; the others are removed with
+/// their deliveries.
 pub(super) async fn replace(
     c: &mut Client,
     source: &str,
@@ -148,12 +131,41 @@ pub(super) async fn replace(
     )
     .await
     .map_err(fail)?;
-    tx.execute("DELETE FROM webhooks WHERE source = $1", &[&source])
-        .await
-        .map_err(fail)?;
+    let mut kept = Vec::with_capacity(recs.len());
     for rec in recs {
-        insert(&tx, rec).await?;
+        let w = &rec.webhook;
+        let (frameworks, users) = (names(&w.frameworks), names(&w.users));
+        let updated = tx
+            .query_opt(
+                "UPDATE webhooks SET secret = $3, format = $4, events = $5, frameworks = $6, \
+                 users = $7 WHERE id = (SELECT id FROM webhooks WHERE source = $1 AND url = $2 \
+                 ORDER BY created_at, id LIMIT 1) RETURNING id",
+                &[
+                    &source,
+                    &text(&w.url),
+                    &rec.secret,
+                    &w.format.as_str(),
+                    &w.events,
+                    &frameworks,
+                    &users,
+                ],
+            )
+            .await
+            .map_err(fail)?;
+        match updated {
+            Some(row) => kept.push(col::<Uuid>(&row, 0)?),
+            None => {
+                insert(&tx, rec).await?;
+                kept.push(w.id);
+            }
+        }
     }
+    tx.execute(
+        "DELETE FROM webhooks WHERE source = $1 AND id <> ALL($2)",
+        &[&source, &kept],
+    )
+    .await
+    .map_err(fail)?;
     tx.commit().await.map_err(fail)
 }
 

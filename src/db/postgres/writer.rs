@@ -16,14 +16,15 @@
 //!    changed jobs, one upsert of the attempts they started or ended, one
 //!    multi-row `INSERT` of points, one of webhook deliveries for the
 //!    status changes (the outbox: an event is queued if and only if its
-//!    change commits), and `COMMIT`: pipelined, the second round trip.
+//!    change commits), one of audit entries (a request's entry commits
+//!    with its change), and `COMMIT`: pipelined, the second round trip.
 //!
 //! Callers are answered only after `COMMIT`; a failed batch fails every
 //! write in it. Nothing here sends `NOTIFY` (it would serialise commits);
 //! a notifier for other replicas belongs after [`Writer`]'s commit, beside
 //! the hub's publish.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -33,11 +34,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::batch::{Batch, Committed, Event, Point, Slot};
 use super::round_trips::{lock, write};
 use super::unavailable;
 use crate::db::{panic_message, webhook, Changes, DbError, Modified};
 use crate::model::webhook::job_event;
-use crate::model::{Attempt, Job, JobRecord, Metric, MetricPoint};
+use crate::model::{AuditEntry, Job, JobRecord, Metric, MetricPoint};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -66,61 +68,8 @@ impl Failure {
     }
 }
 
-/// What the commit decided, for the writes to build their answers from.
-pub(super) struct Committed {
-    /// Numbers of the jobs inserted.
-    pub(super) numbers: HashMap<Uuid, i64>,
-    /// Ids of the points inserted, in the batch's order.
-    pub(super) point_ids: Vec<i64>,
-}
-
 /// Sends a write's answer once the batch's fate is known.
 type Finish = Box<dyn FnOnce(Result<&Committed, &Failure>) + Send>;
-
-/// A job row as the batch has it.
-pub(super) struct Slot {
-    pub(super) rec: JobRecord,
-    /// Inserted by this batch.
-    pub(super) new: bool,
-    /// Must be written back.
-    pub(super) dirty: bool,
-    /// The change is visible (the all-jobs feed sends the job again).
-    pub(super) visible: bool,
-    /// Its attempts as stored, to write back only those that changed.
-    pub(super) stored_attempts: Vec<Attempt>,
-}
-
-/// A metric point to insert.
-pub(super) struct Point {
-    pub(super) job: Uuid,
-    pub(super) point: MetricPoint,
-    pub(super) at: DateTime<Utc>,
-    /// The job's attempt when the point arrived.
-    pub(super) attempt: u32,
-}
-
-/// A job event to queue for every webhook endpoint whose filters take it.
-pub(super) struct Event {
-    pub(super) job: Uuid,
-    pub(super) event: &'static str,
-    /// The body as stored and later sent.
-    pub(super) payload: String,
-    pub(super) framework: String,
-    pub(super) user: String,
-    pub(super) at: DateTime<Utc>,
-}
-
-/// The in-memory state of one batch between its two round trips.
-pub(super) struct Batch {
-    pub(super) now: DateTime<Utc>,
-    pub(super) rows: HashMap<Uuid, Slot>,
-    /// Jobs inserted, in order.
-    pub(super) created: Vec<Uuid>,
-    /// Points to insert, in order.
-    pub(super) points: Vec<Point>,
-    /// Webhook events to queue, in order.
-    pub(super) events: Vec<Event>,
-}
 
 /// One queued write.
 trait Op: Send {
@@ -134,6 +83,8 @@ trait Op: Send {
 
 struct Create {
     rec: JobRecord,
+    /// Stored with the job, at its creation time and naming it.
+    audit: Option<AuditEntry>,
     done: oneshot::Sender<Result<Job, DbError>>,
 }
 
@@ -143,9 +94,17 @@ impl Op for Create {
     }
 
     fn run(self: Box<Self>, b: &mut Batch) -> Finish {
-        let Create { mut rec, done } = *self;
+        let Create {
+            mut rec,
+            audit,
+            done,
+        } = *self;
         (rec.job.created_at, rec.job.updated_at) = (b.now, b.now);
         let id = rec.job.id;
+        if let Some(mut a) = audit {
+            (a.at, a.target) = (b.now, Some(id.to_string()));
+            b.audits.push(a);
+        }
         let job = rec.job.clone();
         b.rows.insert(
             id,
@@ -191,6 +150,31 @@ impl Op for RunnerState {
             slot.rec.runner_state = state;
             slot.dirty = true;
         }
+        Box::new(move |outcome| {
+            let _ = done.send(outcome.map(|_| ()).map_err(Failure::to_db_error));
+        })
+    }
+
+    fn fail(self: Box<Self>, failure: &Failure) {
+        let _ = self.done.send(Err(failure.to_db_error()));
+    }
+}
+
+/// An audit entry of its own (a request that changed no job).
+struct Audit {
+    entry: AuditEntry,
+    done: oneshot::Sender<Result<(), DbError>>,
+}
+
+impl Op for Audit {
+    fn target(&self) -> Option<Uuid> {
+        None
+    }
+
+    fn run(self: Box<Self>, b: &mut Batch) -> Finish {
+        let Audit { mut entry, done } = *self;
+        entry.at = b.now;
+        b.audits.push(entry);
         Box::new(move |outcome| {
             let _ = done.send(outcome.map(|_| ()).map_err(Failure::to_db_error));
         })
@@ -301,7 +285,7 @@ where
             return Decided::Answer(Err(E::from(DbError::Panicked(message))));
         }
     };
-    if !changes.job && changes.points.is_empty() {
+    if !changes.job && changes.points.is_empty() && changes.audit.is_none() {
         return Decided::Answer(Ok(Modified::Unchanged));
     }
     if changes.job {
@@ -325,6 +309,10 @@ where
         slot.rec = rec.clone();
         slot.dirty = true;
         slot.visible = true;
+    }
+    if let Some(mut a) = changes.audit {
+        a.at = now;
+        b.audits.push(a);
     }
     let first = b.points.len();
     let attempt = rec.job.sched.attempt.max(1);
@@ -372,9 +360,19 @@ impl Writer {
         result.await.map_err(|_| E::from(DbError::Closed))?
     }
 
-    pub(super) async fn create(&self, rec: JobRecord) -> Result<Job, DbError> {
+    pub(super) async fn create(
+        &self,
+        rec: JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, DbError> {
         let (done, result) = oneshot::channel();
-        self.queue(Box::new(Create { rec, done }), result).await
+        self.queue(Box::new(Create { rec, audit, done }), result)
+            .await
+    }
+
+    pub(super) async fn audit(&self, entry: AuditEntry) -> Result<(), DbError> {
+        let (done, result) = oneshot::channel();
+        self.queue(Box::new(Audit { entry, done }), result).await
     }
 
     pub(super) async fn set_runner_state(
@@ -467,6 +465,7 @@ async fn commit_batch(client: Object, ops: Vec<Box<dyn Op>>) {
         created: Vec::new(),
         points: Vec::new(),
         events: Vec::new(),
+        audits: Vec::new(),
     };
     let finishes: Vec<Finish> = ops.into_iter().map(|op| op.run(&mut batch)).collect();
     match write(&client, &batch).await {

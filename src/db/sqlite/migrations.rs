@@ -185,6 +185,48 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_a
 CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id DESC);
 "#,
         ),
+        // 7: users, API tokens and the audit trail (issue 15). Tokens are
+        // kept only as their SHA-256 (unique: one indexed read per lookup).
+        // Jobs keep their free-text `user_id`; with auth on it is the
+        // owner's user name.
+        M::up(
+            r#"
+CREATE TABLE users (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+    active     INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,                -- SHA-256, hex
+    prefix       TEXT NOT NULL,                       -- first characters, for display
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    expires_at   TEXT,
+    revoked_at   TEXT
+) STRICT;
+CREATE INDEX api_tokens_by_user ON api_tokens (user_id, created_at);
+
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    user_name  TEXT,
+    token_name TEXT,
+    method     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    target     TEXT,
+    status     INTEGER NOT NULL,
+    remote     TEXT,
+    request_id TEXT
+) STRICT;
+CREATE INDEX audit_by_user ON audit (user_name, id);
+"#,
+        ),
     ]
 }
 
@@ -219,6 +261,14 @@ pub fn latest_version() -> usize {
 mod tests {
     use super::*;
 
+    /// An in-memory database, opened after SQLite's allocator is set (as
+    /// `Db::open` does; the allocator's own test relies on every connection
+    /// of this binary opening after it).
+    fn memory() -> rusqlite::Connection {
+        crate::db::sqlite::alloc::install();
+        rusqlite::Connection::open_in_memory().unwrap()
+    }
+
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
@@ -226,8 +276,7 @@ mod tests {
 
     #[test]
     fn tokens_of_existing_jobs_are_hashed_and_the_plain_column_is_gone() {
-        crate::db::sqlite::alloc::install();
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         Migrations::new(list().into_iter().take(2).collect())
             .to_latest(&mut c)
             .unwrap();
@@ -248,7 +297,7 @@ mod tests {
 
     #[test]
     fn old_jobs_get_defaults_and_one_attempt_if_they_ran() {
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         super::migrations().to_version(&mut c, 4).unwrap();
         for (id, status, started) in [
             ("a", "pending", None),
@@ -290,7 +339,7 @@ mod tests {
 
     #[test]
     fn existing_jobs_are_numbered_in_creation_order() {
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        let mut c = memory();
         super::migrations().to_version(&mut c, 2).unwrap();
         // Out of insertion order on purpose; two share a creation time.
         for (id, created) in [

@@ -9,11 +9,13 @@
 //! round-robin pool of read-only connections that WAL mode lets run beside
 //! the writer. Nothing outside this module sees a `rusqlite` type.
 
+mod accounts;
 mod alloc;
 mod check;
 mod jobs;
 mod metrics;
 mod migrations;
+mod users;
 mod webhooks;
 mod writer;
 
@@ -31,8 +33,8 @@ use uuid::Uuid;
 use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
 use crate::model::webhook::{job_event, AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    FeedPage, FeedPos, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric,
-    MetricFilter, Order,
+    AuditEntry, FeedPage, FeedPos, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus,
+    Metric, MetricFilter, Order,
 };
 
 impl From<rusqlite::Error> for DbError {
@@ -174,15 +176,13 @@ impl Sqlite {
             .map_err(DbError::from)
     }
 
-    pub(super) async fn create_job(&self, rec: JobRecord) -> Result<Job, DbError> {
+    pub(super) async fn create_job(
+        &self,
+        rec: JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<Job, DbError> {
         self.writer
-            .write(move |c| {
-                let mut rec = rec;
-                let t = now();
-                (rec.job.created_at, rec.job.updated_at) = (t, t);
-                jobs::insert(c, &mut rec)?;
-                Ok(Ok(rec.job))
-            })
+            .write(move |c| Ok(Ok(insert_job(c, rec, audit)?)))
             .await
     }
 
@@ -190,6 +190,7 @@ impl Sqlite {
         &self,
         rec: JobRecord,
         claim: IdempotencyClaim,
+        audit: Option<AuditEntry>,
     ) -> Result<Created, DbError> {
         self.writer
             .write(move |c| {
@@ -200,13 +201,10 @@ impl Sqlite {
                     Some((expired, _)) => jobs::set_idempotency(c, expired.job.id, None)?,
                     None => {}
                 }
-                let mut rec = rec;
-                let t = now();
-                (rec.job.created_at, rec.job.updated_at) = (t, t);
-                jobs::insert(c, &mut rec)?;
+                let job = insert_job(c, rec, audit)?;
                 let key = (&*claim.owner, &*claim.key, &*claim.fingerprint);
-                jobs::set_idempotency(c, rec.job.id, Some(key))?;
-                Ok(Ok(Created::New(rec.job)))
+                jobs::set_idempotency(c, job.id, Some(key))?;
+                Ok(Ok(Created::New(job)))
             })
             .await
     }
@@ -249,7 +247,7 @@ impl Sqlite {
                     Ok(changes) => changes,
                     Err(refused) => return Ok(Err(refused)),
                 };
-                if !changes.job && changes.points.is_empty() {
+                if !changes.job && changes.points.is_empty() && changes.audit.is_none() {
                     return Ok(Ok(Modified::Unchanged));
                 }
                 if changes.job {
@@ -265,6 +263,10 @@ impl Sqlite {
                             webhooks::enqueue_job_event(c, &rec.job, event, &t)?;
                         }
                     }
+                }
+                if let Some(mut a) = changes.audit {
+                    a.at = t;
+                    users::insert_audit(c, &a)?;
                 }
                 let points = changes
                     .points
@@ -401,13 +403,7 @@ impl Sqlite {
         recs: Vec<WebhookRecord>,
     ) -> Result<(), DbError> {
         self.writer
-            .write(move |c| {
-                webhooks::delete_source(c, source)?;
-                for rec in &recs {
-                    webhooks::insert(c, rec)?;
-                }
-                Ok(Ok(()))
-            })
+            .write(move |c| Ok(Ok(webhooks::replace_source(c, source, &recs)?)))
             .await
     }
 
@@ -498,6 +494,23 @@ impl Sqlite {
         }
         self.writer.close().await;
     }
+}
+
+/// Stores a new job stamped with the commit time, and `audit` (its `at`
+/// and `target` set to that time and the job's id) in the same transaction.
+fn insert_job(
+    c: &rusqlite::Connection,
+    mut rec: JobRecord,
+    audit: Option<AuditEntry>,
+) -> Result<Job, DbError> {
+    let t = now();
+    (rec.job.created_at, rec.job.updated_at) = (t, t);
+    jobs::insert(c, &mut rec)?;
+    if let Some(mut a) = audit {
+        (a.at, a.target) = (t, Some(rec.job.id.to_string()));
+        users::insert_audit(c, &a)?;
+    }
+    Ok(rec.job)
 }
 
 /// The answer for a key some job already holds.

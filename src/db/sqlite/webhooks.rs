@@ -136,9 +136,46 @@ pub fn delete(c: &Connection, id: Uuid) -> Result<bool, DbError> {
 }
 
 /// Removes the endpoints of `source` (config reloads replace them).
-pub fn delete_source(c: &Connection, source: &str) -> Result<(), DbError> {
-    c.prepare_cached("DELETE FROM webhooks WHERE source = ?1")?
-        .execute([source])?;
+/// Makes `recs` the endpoints of `source`. An endpoint whose URL is still
+/// there keeps its id and its pending deliveries (a restart re-reads the
+/// configuration; deleting and re-adding would drop them), taking the new
+/// secret, format and filters; the others are removed with their
+/// deliveries.
+pub fn replace_source(c: &Connection, source: &str, recs: &[WebhookRecord]) -> Result<(), DbError> {
+    let mut kept = Vec::with_capacity(recs.len());
+    for rec in recs {
+        let w = &rec.webhook;
+        let existing: Option<String> = c
+            .prepare_cached("SELECT id FROM webhooks WHERE source = ?1 AND url = ?2")?
+            .query_row(params![source, w.url], |r| r.get(0))
+            .optional()?;
+        match existing {
+            Some(id) => {
+                c.prepare_cached(
+                    "UPDATE webhooks SET secret = ?2, format = ?3, events = ?4, frameworks = ?5, \
+                     users = ?6 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    rec.secret,
+                    w.format.as_str(),
+                    list_text(&w.events),
+                    list_text(&w.frameworks),
+                    list_text(&w.users),
+                ])?;
+                kept.push(id);
+            }
+            None => {
+                insert(c, rec)?;
+                kept.push(w.id.to_string());
+            }
+        }
+    }
+    let kept = serde_json::Value::from(kept).to_string();
+    c.prepare_cached(
+        "DELETE FROM webhooks WHERE source = ?1 AND id NOT IN (SELECT value FROM json_each(?2))",
+    )?
+    .execute(params![source, kept])?;
     Ok(())
 }
 

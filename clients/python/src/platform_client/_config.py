@@ -1,9 +1,12 @@
 """Where the client finds the daemon and its token, the way the ``platform``
 CLI does: an explicit argument, else ``PLATFORM_SERVER``/``PLATFORM_TOKEN``,
 else a ``.env`` file (the working directory or a parent), else the CLI's
-config file (``$PLATFORM_CONFIG``, else ``config.toml`` in the user's config
-directory: keys ``server``/``token`` or ``platform_server``/``platform_token``),
-else ``http://127.0.0.1:8000`` without a token.
+current context (``platform login``: ``contexts.toml`` in the user's config
+directory, the context named by ``$PLATFORM_CONTEXT`` or its ``current``
+key), else the CLI's config file (``$PLATFORM_CONFIG``, else ``config.toml``
+in the user's config directory: keys ``server``/``token`` or
+``platform_server``/``platform_token``), else ``http://127.0.0.1:8000``
+without a token.
 """
 
 import os
@@ -108,8 +111,32 @@ def _read_dotenv() -> Dict[str, str]:
     return {}
 
 
+def _context() -> Dict[str, str]:
+    """The selected CLI context's ``server`` and ``token`` (empty if none)."""
+    d = config_dir()
+    path = d / "contexts.toml" if d else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:
+        return {}  # the CLI writes this file; older Pythons fall back to config.toml
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    name = os.environ.get("PLATFORM_CONTEXT") or doc.get("current")
+    ctx = doc.get("contexts", {}).get(name) if isinstance(name, str) else None
+    if not isinstance(ctx, dict):
+        return {}
+    return {k: v for k, v in ctx.items() if k in ("server", "token") and isinstance(v, str)}
+
+
 def _from_files(var: str) -> Optional[str]:
     value = _read_dotenv().get(var)
+    if value:
+        return value
+    value = _context().get(_KEYS[var][0])
     if value:
         return value
     path = config_file()
