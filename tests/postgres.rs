@@ -5,7 +5,8 @@
 //! of the batched writer (each callback `sequence` stored once), of the
 //! all-jobs feed (gap-free and resumable under concurrent writers), of
 //! idempotency keys and of webhook delivery claims with two daemons on one
-//! database.
+//! database; and of users with several daemons on one database: the first
+//! admin created once, tokens with one name, the audit trail's order.
 
 mod common;
 
@@ -682,4 +683,231 @@ async fn webhook_filters_with_a_nul_are_stored() {
         json!({"url": "http://127.0.0.1:9/x", "users": ["a\u{0}b"], "frameworks": ["d\u{0}"]});
     let (status, hook) = common::api::post(&d, "/api/v1/webhooks", &body).await;
     assert_eq!(status, StatusCode::CREATED, "{hook}");
+}
+
+/// The operator's token of [`admin_daemon`]s.
+const OPERATOR: &str = "operator-token-for-the-users-tests-0123456789";
+
+/// A daemon on `url` whose user routes take [`OPERATOR`] as an admin.
+fn admin_daemon(url: &str) -> Daemon {
+    let mut opts = on(url.to_string());
+    opts.args.extend(["--api-token".into(), OPERATOR.into()]);
+    Daemon::start_with(opts.held())
+}
+
+/// `method path` with a bearer `token` (and a JSON `body`).
+async fn call(
+    d: &Daemon,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut rb = d.http().request(method, d.at(path)).bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(b);
+    }
+    common::api::parts(rb.send().await.expect("request")).await
+}
+
+/// Replicas starting together on an empty database create one admin:
+/// one of them writes the admin's token file, and that token works on
+/// both (a replica that lost the race leaves no file with a token nobody
+/// stored).
+#[tokio::test]
+async fn replicas_starting_together_create_one_admin() {
+    for _ in 0..3 {
+        let url = pg::cluster().fresh_database();
+        let daemons: Vec<Daemon> = std::thread::scope(|s| {
+            let starting: Vec<_> = (0..3)
+                .map(|_| s.spawn(|| Daemon::start_with(on(url.clone()).held())))
+                .collect();
+            starting.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(daemons[0].sql("SELECT COUNT(*) FROM users"), "1");
+        assert_eq!(daemons[0].sql("SELECT COUNT(*) FROM api_tokens"), "1");
+        let files: Vec<String> = daemons
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.data_dir.join("admin-token")).ok())
+            .collect();
+        assert_eq!(files.len(), 1, "one token file: {files:?}");
+        for d in &daemons {
+            let (s, me) = call(
+                d,
+                reqwest::Method::GET,
+                "/api/v1/whoami",
+                files[0].trim(),
+                None,
+            )
+            .await;
+            assert_eq!((s, me["user"].clone()), (StatusCode::OK, json!("admin")));
+        }
+    }
+}
+
+/// Token names are labels, not keys: one user's tokens created at once
+/// with one name, through two replicas, are all stored, listed oldest
+/// first, and each works on both replicas.
+#[tokio::test]
+async fn tokens_with_one_name_created_at_once_on_two_replicas_are_all_kept() {
+    let url = pg::cluster().fresh_database();
+    let (a, b) = (admin_daemon(&url), admin_daemon(&url));
+    let body = json!({"name": "alice"});
+    let (s, created) = call(
+        &a,
+        reqwest::Method::POST,
+        "/api/v1/users",
+        OPERATOR,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let alice = created["token"]["token"].as_str().unwrap().to_string();
+    const N: usize = 24;
+    let creates = (0..N).map(|i| {
+        let d = [&a, &b][i % 2];
+        let alice = &alice;
+        async move {
+            let body = json!({"name": "ci"});
+            call(
+                d,
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                alice,
+                Some(&body),
+            )
+            .await
+        }
+    });
+    let made = futures::future::join_all(creates).await;
+    let mut tokens = HashSet::new();
+    for (s, t) in &made {
+        assert_eq!(*s, StatusCode::CREATED, "{t}");
+        tokens.insert(t["token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), N);
+    let (_, list) = call(&b, reqwest::Method::GET, "/api/v1/tokens", &alice, None).await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), N + 1, "{list:?}");
+    assert_eq!(list.iter().filter(|t| t["name"] == "ci").count(), N);
+    let order: Vec<(String, String)> = list
+        .iter()
+        .map(|t| {
+            (
+                t["created_at"].as_str().unwrap().into(),
+                t["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {order:?}"
+    );
+    for (i, t) in tokens.iter().enumerate() {
+        let d = [&b, &a][i % 2];
+        let (s, me) = call(d, reqwest::Method::GET, "/api/v1/whoami", t, None).await;
+        assert_eq!((s, me["token"].clone()), (StatusCode::OK, json!("ci")));
+    }
+}
+
+/// The audit trail under concurrent writers: job creates batched by two
+/// replicas' writers, keyed creates in transactions of their own, cancels
+/// and other requests, all at once. Every request is there once, and the
+/// list is newest first by time on both replicas (ids come from a
+/// sequence that concurrent transactions draw from out of time order).
+#[tokio::test]
+async fn the_audit_trail_is_complete_and_newest_first_under_concurrent_writers() {
+    let url = pg::cluster().fresh_database();
+    let (a, b) = (admin_daemon(&url), admin_daemon(&url));
+    let pick = |i: usize| [&a, &b][i % 2];
+    let body = common::api::job_body("alice");
+    const N: usize = 60;
+    let creates = (0..N).map(|i| {
+        let (d, body) = (pick(i), &body);
+        async move {
+            let mut rb = d
+                .http()
+                .post(d.at(common::api::JOBS))
+                .bearer_auth(OPERATOR)
+                .json(body);
+            if i % 3 == 0 {
+                rb = rb.header("Idempotency-Key", format!("key-{i}"));
+            }
+            let (s, job) = common::api::parts(rb.send().await.unwrap()).await;
+            assert_eq!(s, StatusCode::CREATED, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        }
+    });
+    let reloads = (0..N / 3).map(|i| async move {
+        let (s, v) = call(
+            pick(i + 1),
+            reqwest::Method::POST,
+            "/api/v1/training/frameworks/reload",
+            OPERATOR,
+            None,
+        )
+        .await;
+        assert!(s.is_success(), "{s}: {v}");
+    });
+    let (ids, _) = futures::join!(
+        futures::future::join_all(creates),
+        futures::future::join_all(reloads)
+    );
+    let cancels = ids.iter().enumerate().map(|(i, id)| async move {
+        let path = format!("{}/{id}", common::api::JOBS);
+        let (s, v) = call(pick(i + 1), reqwest::Method::DELETE, &path, OPERATOR, None).await;
+        assert!(s.is_success(), "{s}: {v}");
+    });
+    futures::future::join_all(cancels).await;
+
+    let expected = N + N / 3 + N;
+    let mut lists = Vec::new();
+    for d in [&a, &b] {
+        let (s, list) = call(
+            d,
+            reqwest::Method::GET,
+            "/api/v1/audit?limit=1000",
+            OPERATOR,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        lists.push(list.as_array().unwrap().clone());
+    }
+    assert_eq!(lists[0], lists[1], "both replicas read one trail");
+    let list = &lists[0];
+    assert_eq!(list.len(), expected);
+    let ids: HashSet<i64> = list.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), expected, "each entry once");
+    let times: Vec<chrono::DateTime<chrono::Utc>> = list
+        .iter()
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    for id in ids_of(list, "POST") {
+        assert!(list
+            .iter()
+            .any(|e| e["method"] == "DELETE" && e["target"] == id.as_str()));
+    }
+    // `since` and `limit` cut the same order.
+    let since = list[9]["at"].as_str().unwrap();
+    let path = format!("/api/v1/audit?limit=5&since={}", urlencode(since));
+    let (_, newest) = call(&a, reqwest::Method::GET, &path, OPERATOR, None).await;
+    assert_eq!(newest.as_array().unwrap()[..], list[..5]);
+}
+
+/// Targets of the entries with `method` whose path is the job list (job
+/// creates).
+fn ids_of(list: &[Value], method: &str) -> Vec<String> {
+    list.iter()
+        .filter(|e| e["method"] == method && e["path"] == common::api::JOBS)
+        .map(|e| e["target"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
 }
