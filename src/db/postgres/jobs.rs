@@ -192,8 +192,10 @@ pub(super) async fn list(c: &impl GenericClient, f: &JobFilter) -> Result<Vec<Jo
     args.push(&f.limit);
     args.push(&f.offset);
     let n = args.len();
+    // Jobs of one writer batch share `created_at`; their numbers follow
+    // the order they were queued in, their ids (minted before) need not.
     sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${n}",
+        " ORDER BY created_at DESC, number DESC LIMIT ${} OFFSET ${n}",
         n - 1
     ));
     Ok(records(c, &sql, &args)
@@ -210,7 +212,7 @@ pub(super) async fn in_status(
     limit: i64,
 ) -> Result<Vec<JobRecord>, DbError> {
     let sql = format!(
-        "SELECT {} FROM jobs WHERE status = $1 ORDER BY created_at ASC, id ASC LIMIT $2",
+        "SELECT {} FROM jobs WHERE status = $1 ORDER BY created_at ASC, number ASC LIMIT $2",
         with_attempts()
     );
     records(c, &sql, &[&status.as_str(), &limit]).await
