@@ -305,6 +305,15 @@ async fn exit_3_is_retried_twice_with_backoff_then_fails_and_exit_1_is_not_retri
         ),
         (Some("failed"), 1)
     );
+    // The list carries each job's own attempts (read for the page at once).
+    let (_, list) = api::get(d, api::JOBS).await;
+    let counts: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["id"].clone(), j["attempts"].as_array().unwrap().len()))
+        .collect();
+    assert_eq!(counts, [(json!(one), 1), (json!(three), 3)], "{list}");
 }
 
 #[tokio::test]

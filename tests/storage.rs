@@ -57,6 +57,7 @@ both!(
     demo_checkpoint_and_archived_logs,
     artifact_uploads_close_after_the_grace,
     missing_files_are_named_within_their_dataset_or_job,
+    trainers_download_their_jobs_dataset,
 );
 
 /// A daemon on one backend (and the S3 server it uses).
@@ -152,7 +153,12 @@ impl Env {
 
     /// A job and its callback token, once the job runs (a capturing env).
     async fn job_with_token(&self, bearer: Option<&str>) -> (String, String) {
-        let (s, job) = self.create_job("s3://anywhere/datasets/x/", bearer).await;
+        self.job_on("s3://anywhere/datasets/x/", bearer).await
+    }
+
+    /// [`Env::job_with_token`] for a job of `dataset`.
+    async fn job_on(&self, dataset: &str, bearer: Option<&str>) -> (String, String) {
+        let (s, job) = self.create_job(dataset, bearer).await;
         assert_eq!(s, StatusCode::CREATED, "{job}");
         let id = job["id"].as_str().unwrap().to_string();
         let token = common::api::callback_token(&self.d, &id);
@@ -524,6 +530,107 @@ async fn artifact_upload_needs_the_job_token(b: Backend) {
 
 /// After `--artifact-grace` (here 0 s) an ended job takes no uploads at all:
 /// its token cannot add to its outputs for ever.
+/// A trainer reads its job's dataset with the job's token alone: no API
+/// token, no storage credentials, and nothing outside that dataset.
+async fn trainers_download_their_jobs_dataset(b: Backend) {
+    let api = "operator-api-token";
+    let e = Env::capturing(b, &[("PLATFORM_API_TOKEN", api)]);
+    for (name, path, body) in [
+        ("mine", "a.txt", "A"),
+        ("mine", "sub/b.txt", "BB"),
+        ("other", "secret.txt", "S"),
+    ] {
+        let target = format!("/api/v1/datasets/{name}/files/{path}");
+        let (s, f) = e.put(&target, body, Some(api)).await;
+        assert_eq!(s, StatusCode::CREATED, "{f}");
+    }
+    let (id, token) = e
+        .job_on(&format!("{}datasets/mine/", e.root_uri()), Some(api))
+        .await;
+    let listing = format!("/api/v1/training/jobs/{id}/dataset");
+    assert_eq!(e.get(&listing, None).await.0, StatusCode::UNAUTHORIZED);
+    let (s, _) = e.get(&listing, Some(api)).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the API token is no trainer token"
+    );
+    let (s, d) = e.get(&listing, Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let paths: Vec<_> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].clone())
+        .collect();
+    assert_eq!(paths, [json!("a.txt"), json!("sub/b.txt")]);
+    assert_eq!(
+        (d["file_count"].clone(), d["total_bytes"].clone()),
+        (json!(2), json!(3))
+    );
+    let file = |p: &str| format!("/api/v1/training/jobs/{id}/dataset/files/{p}");
+    let (s, bytes) = e.get_bytes(&file("sub/b.txt"), Some(&token)).await;
+    assert_eq!((s, &bytes[..]), (StatusCode::OK, &b"BB"[..]));
+    assert_eq!(
+        e.get_bytes(&file("sub/b.txt"), Some(api)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Nothing beside the dataset: not another dataset's file, not by a detour.
+    assert_eq!(
+        e.get(&file("secret.txt"), Some(&token)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    for detour in [
+        "../other/secret.txt",
+        "%2e%2e/other/secret.txt",
+        "..%2Fother%2Fsecret.txt",
+    ] {
+        let s = raw_status(&e.d.url, "GET", &file(detour), Some(&token)).await;
+        assert!(s == 422 || s == 400, "{detour}: {s}");
+    }
+    // A dataset that is one object lists as that file.
+    let (one, one_token) = e
+        .job_on(
+            &format!("{}datasets/other/secret.txt", e.root_uri()),
+            Some(api),
+        )
+        .await;
+    let (s, d) = e
+        .get(
+            &format!("/api/v1/training/jobs/{one}/dataset"),
+            Some(&one_token),
+        )
+        .await;
+    assert_eq!(
+        (s, d["files"][0]["path"].clone()),
+        (StatusCode::OK, json!("secret.txt")),
+        "{d}"
+    );
+    let (s, bytes) = e
+        .get_bytes(
+            &format!("/api/v1/training/jobs/{one}/dataset/files/secret.txt"),
+            Some(&one_token),
+        )
+        .await;
+    assert_eq!((s, &bytes[..]), (StatusCode::OK, &b"S"[..]));
+    // Outside the store: a 404 that says so.
+    let (far, far_token) = e.job_with_token(Some(api)).await;
+    let (s, body) = e
+        .get(
+            &format!("/api/v1/training/jobs/{far}/dataset"),
+            Some(&far_token),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("s3://anywhere/datasets/x/"),
+        "{body}"
+    );
+}
+
 async fn artifact_uploads_close_after_the_grace(b: Backend) {
     let e = Env::capturing(b, &[("ARTIFACT_GRACE", "0")]);
     let (id, token) = e.job_with_token(None).await;

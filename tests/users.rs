@@ -97,7 +97,9 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         ("get", "/" | "/health" | "/metrics") => (Public, Public),
         ("post", "/api/v1/training/jobs/{id}/callback")
         | ("post", "/api/v1/training/jobs/{id}/metrics")
-        | ("put", "/api/v1/training/jobs/{id}/artifacts/{path}") => (Trainer, Trainer),
+        | ("put", "/api/v1/training/jobs/{id}/artifacts/{path}")
+        | ("get", "/api/v1/training/jobs/{id}/dataset")
+        | ("get", "/api/v1/training/jobs/{id}/dataset/files/{path}") => (Trainer, Trainer),
         ("get", _)
             if path.starts_with("/api/v1/training/") || path.starts_with("/api/v1/datasets") =>
         {
@@ -186,7 +188,7 @@ async fn every_route_has_a_decision_for_each_role() {
         }
     }
     assert!(missing.is_empty(), "routes without a decision: {missing:?}");
-    assert!(checked >= 41, "{checked}");
+    assert!(checked >= 43, "{checked}");
 }
 
 #[tokio::test]

@@ -151,7 +151,7 @@ async function jobsPage(root) {
   root.replaceChildren(el("h1", { text: "Jobs" }),
     el("table", { class: "jobs", id: "jobs" },
       el("thead", {}, el("tr", {}, ...["ID", "Status", "Progress", "Latest metrics", "Message", "Model",
-        "Framework", "User", "Created"].map((h) => el("th", { text: h })))),
+        "Framework", "User", "Queue", "Priority", "Created"].map((h) => el("th", { text: h })))),
       tbody));
   const rows = new Map();
 
@@ -169,14 +169,23 @@ async function jobsPage(root) {
     const latest = tr.querySelector(".latest")?.textContent || "";
     tr.replaceChildren(
       el("td", { class: "mono" }, el("a", { href: `/ui/jobs/${job.id}`, title: job.id, text: jobNumber(job) })),
-      el("td", {}, statusBadge(job.status)),
+      el("td", {}, statusBadge(job.status), ...conditions(job)),
       el("td", {}, progressBar(job.progress)),
       el("td", { class: "latest mono", text: latest }),
       el("td", { class: "msg", text: job.error ? job.error.split("\n")[0] : job.message || "" }),
       el("td", { text: job.model_name }),
       el("td", { text: job.framework }),
       el("td", { text: job.user_id }),
+      el("td", { class: "queue", text: job.queue || "default" }),
+      el("td", { class: "priority num", text: String(job.priority ?? 50) }),
       el("td", { class: "ago", "data-t": job.created_at, text: ago(job.created_at) }));
+  }
+  // What the status alone does not say: a retry's attempt, a silent trainer.
+  function conditions(job) {
+    const out = [];
+    if (job.attempt > 1) out.push(el("span", { class: "muted attempt", text: ` attempt ${job.attempt}` }));
+    if (job.stalled_at) out.push(el("span", { class: "status stalled", text: "stalled", title: `silent since before ${ago(job.stalled_at)}` }));
+    return out;
   }
   function latest(m) {
     const cell = rows.get(m.job_id)?.querySelector(".latest");
@@ -189,7 +198,7 @@ async function jobsPage(root) {
   on(es, "metric", latest);
   const jobs = await (await api("/jobs?limit=100")).json();
   for (const j of jobs) if (!rows.has(j.id)) render(j);
-  if (!jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "No jobs yet: platform job create …" })));
+  if (!jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 11, class: "muted", text: "No jobs yet: platform job create …" })));
   // Latest point of the most recent jobs (the stream brings newer ones).
   await Promise.all(jobs.slice(0, 20).map(async (j) => {
     const [m] = await (await api(`/jobs/${j.id}/metrics?limit=1`)).json();

@@ -205,7 +205,7 @@ pub struct CreateJob {
 
 /// The schema of a required text field: 1–`max` characters, not only
 /// whitespace ([`required_text`]).
-fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
+pub(super) fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .description(Some(format!(

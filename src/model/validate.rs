@@ -88,6 +88,17 @@ where
         .transpose()
 }
 
+/// [`optional_integer`] for a field that holds a `u32`.
+pub fn optional_u32<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    optional_integer(d)?
+        .map(|n| u32::try_from(n).map_err(|_| D::Error::custom("must be between 0 and 4294967295")))
+        .transpose()
+}
+
 /// Rejects non-finite numbers anywhere in a JSON value.
 ///
 /// serde_json cannot produce NaN or infinities from text, but values built

@@ -1,6 +1,9 @@
 //! Handlers for `/api/v1/datasets…`: streamed uploads into the object
-//! store, listings, and file downloads; plus the path extractors and the
-//! download response shared with [`super::artifacts`].
+//! store, listings, and file downloads; a job's own dataset for its
+//! trainer (`/api/v1/training/jobs/{id}/dataset…`, with the job's token, so
+//! a trainer needs neither the API token nor storage credentials); plus the
+//! path extractors and the download response shared with
+//! [`super::artifacts`].
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
@@ -11,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::error::ApiError;
+use super::extract::JobId;
 use super::responses::{BadRequest, TooLarge, Unauthorized, Unavailable};
 use super::AppState;
 use crate::model::names::{DATASET_NAME_PATTERN, MAX_DATASET_NAME, MAX_PATH_BYTES, PATH_PATTERN};
@@ -31,6 +35,14 @@ pub fn routes() -> Router<AppState> {
             get(download_dataset_file).put(upload_dataset_file),
         )
         .route_layer(middleware::from_fn(close_after_failed_upload))
+}
+
+/// The job's dataset for its trainer, relative to `/api/v1/training`
+/// (trainer routes: the job's callback token).
+pub fn trainer_routes() -> Router<AppState> {
+    Router::new()
+        .route("/jobs/{id}/dataset", get(job_dataset))
+        .route("/jobs/{id}/dataset/files/{*path}", get(job_dataset_file))
 }
 
 /// A refused upload may leave most of its body unread, so the connection
@@ -274,4 +286,46 @@ pub async fn get_dataset(
     DatasetName(name): DatasetName,
 ) -> Result<Json<Dataset>, ApiError> {
     Ok(Json(st.store.dataset(&name).await?))
+}
+
+/// The files of the job's dataset (`dataset_s3_uri`), for its trainer.
+#[utoipa::path(get, path = "/api/v1/training/jobs/{id}/dataset", tag = "trainer",
+    params(("id" = uuid::Uuid, Path, description = "Job id")),
+    security(("callback_token" = [])),
+    responses(
+        (status = 200, description = "The files under the job's dataset URI, paths relative to it (or the one object it names)", body = Dataset),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Unknown job, or its dataset is not in the daemon's object store", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn job_dataset(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Json<Dataset>, ApiError> {
+    let job = st.jobs.get(id).await?;
+    Ok(Json(st.store.dataset_at(&job.dataset_s3_uri).await?))
+}
+
+/// Download one file of the job's dataset, for its trainer.
+#[utoipa::path(get, path = "/api/v1/training/jobs/{id}/dataset/files/{path}", tag = "trainer",
+    params(("id" = uuid::Uuid, Path, description = "Job id"), FilePathParam),
+    security(("callback_token" = [])),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+        (status = 307, description = "Redirect to a presigned URL (PRESIGN_DOWNLOADS)"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Unknown job or no such file", body = ErrorBody),
+        (status = 422, description = "Invalid path or malformed id", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+pub async fn job_dataset_file(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    FilePath(path): FilePath,
+) -> Result<Response, ApiError> {
+    let job = st.jobs.get(id).await?;
+    download(st.store.fetch_at(&job.dataset_s3_uri, &path).await?, &path)
 }

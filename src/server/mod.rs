@@ -131,6 +131,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/jobs/{id}/metrics", post(jobs::ingest_metrics))
         .route("/jobs/{id}/heartbeat", post(sched::heartbeat))
         .merge(artifacts::trainer_routes())
+        .merge(datasets::trainer_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_job_token,

@@ -42,6 +42,7 @@ use super::responses::{
         super::jobs::ingest_metrics, super::runs::frameworks, super::runs::reload_frameworks,
         super::runs::logs,
         super::artifacts::upload_artifact, super::artifacts::list_artifacts,
+        super::datasets::job_dataset, super::datasets::job_dataset_file,
         super::artifacts::download_artifact,
         super::datasets::list_datasets, super::datasets::get_dataset,
         super::datasets::upload_dataset_file, super::datasets::download_dataset_file,

@@ -83,6 +83,64 @@ impl Store {
             .map_err(|e| e.naming(|| dataset_file_name(name, path)))
     }
 
+    /// The files a job's dataset URI names in this store, their paths
+    /// relative to it: everything under the prefix, or the one object the
+    /// URI names. `NotFound` when the URI is outside the store or holds
+    /// nothing. What a trainer downloads with its job's token.
+    pub async fn dataset_at(&self, uri: &str) -> Result<Dataset, StoreError> {
+        let missing = || StoreError::NotFound(format!("the job's dataset at {uri}"));
+        let key = self.key_for_uri(uri).ok_or_else(missing)?;
+        let prefix = if key.is_empty() {
+            key.clone()
+        } else {
+            format!("{key}/")
+        };
+        let mut files = self.list_files(&prefix).await?;
+        if files.is_empty() && !key.is_empty() {
+            let (dir, base) = key.rsplit_once('/').unwrap_or(("", &key));
+            let parent = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            files = self.list_files(&parent).await?;
+            files.retain(|f| f.path == base);
+        }
+        if files.is_empty() {
+            return Err(missing());
+        }
+        Ok(Dataset {
+            name: key.rsplit('/').next().unwrap_or_default().to_string(),
+            uri: uri.to_string(),
+            file_count: files.len() as u64,
+            total_bytes: files.iter().map(|f| f.size).sum(),
+            files,
+        })
+    }
+
+    /// One file of [`Store::dataset_at`]'s listing, by its relative path.
+    pub async fn fetch_at(&self, uri: &str, path: &str) -> Result<Fetched, StoreError> {
+        let name = || format!("file {path:?} of the job's dataset");
+        keys::relative_path("path", path)?;
+        let key = self
+            .key_for_uri(uri)
+            .ok_or_else(|| StoreError::NotFound(name()))?;
+        let under = match key.as_str() {
+            "" => path.to_string(),
+            k => format!("{k}/{path}"),
+        };
+        match self.fetch(&under).await {
+            // A single-object dataset lists as its own file name.
+            Err(StoreError::NotFound(_))
+                if !key.is_empty() && key.rsplit('/').next() == Some(path) =>
+            {
+                self.fetch(&key).await
+            }
+            r => r,
+        }
+        .map_err(|e| e.naming(name))
+    }
+
     /// The URI of a dataset, to pass to `job create`.
     pub fn dataset_uri(&self, name: &str) -> String {
         self.uri(&format!("{}/{name}/", keys::DATASETS))

@@ -1,11 +1,15 @@
 //! The delivery worker: claims due deliveries, sends each (signed, with a
 //! timeout, no redirects, to a checked address) and records the attempt.
 //!
-//! It reads before it writes: a wake-up (a job event, a test, a timer)
-//! first asks a reader when the next delivery is due, and only claims,
-//! which is a write, when one is. So a busy callback path costs the worker
-//! reads only, and the writer sees a claim only when there is work.
+//! It reads before it writes: a wake-up (a job's change of status, a test,
+//! a timer) first asks a reader when the next delivery is due, and only
+//! claims, which is a write, when one is. Callbacks publish a job event for
+//! every progress update, but only a change of status can queue a
+//! delivery, so the worker remembers each live job's last status and lets
+//! the other events pass without a read: a busy callback path costs it
+//! nothing, and the writer sees a claim only when there is work.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{sign, target, Webhooks};
 use crate::events::Event;
 use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, WebhookFormat};
+use crate::model::JobStatus;
 
 /// Most attempts in flight at once.
 const IN_FLIGHT: usize = 32;
@@ -36,6 +41,7 @@ pub async fn run(
 ) {
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
     let mut sends: JoinSet<()> = JoinSet::new();
+    let mut statuses = LastStatus::default();
     loop {
         if sends.len() < IN_FLIGHT && due(&hooks).await {
             let room = (IN_FLIGHT - sends.len()) as i64;
@@ -55,8 +61,7 @@ pub async fn run(
             Some(_) = sends.join_next(), if !sends.is_empty() => {}
             _ = hooks.wake.notified() => {}
             e = events.recv() => match e {
-                // Only a job's status change queues deliveries.
-                Ok(Event::Job(job)) if job.status != crate::model::JobStatus::Pending => {}
+                Ok(Event::Job(job)) if statuses.changed(job.id, job.status) => {}
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -66,6 +71,23 @@ pub async fn run(
     // Attempts in flight end with the daemon; their claims lapse and the
     // next start sends them again (receivers dedupe on webhook-id).
     sends.abort_all();
+}
+
+/// The last status seen of each live job.
+#[derive(Default)]
+struct LastStatus(HashMap<uuid::Uuid, JobStatus>);
+
+impl LastStatus {
+    /// Whether `status` is news for job `id` that can have queued a
+    /// delivery: a change to anything but `pending` (a job's first event
+    /// after a start counts as one). Ended jobs are forgotten.
+    fn changed(&mut self, id: uuid::Uuid, status: JobStatus) -> bool {
+        let before = match status.is_terminal() {
+            true => self.0.remove(&id),
+            false => self.0.insert(id, status),
+        };
+        before != Some(status) && status != JobStatus::Pending
+    }
 }
 
 /// Whether some pending delivery is due now (a read).
@@ -199,6 +221,23 @@ fn slack_text(event: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_change_of_status_is_worth_a_look() {
+        let mut seen = LastStatus::default();
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert!(!seen.changed(a, JobStatus::Pending));
+        assert!(seen.changed(a, JobStatus::Running));
+        // Progress updates of a running job.
+        assert!(!seen.changed(a, JobStatus::Running));
+        assert!(!seen.changed(a, JobStatus::Running));
+        assert!(seen.changed(b, JobStatus::Running), "another job");
+        // A retry puts the job back to pending, then running again.
+        assert!(!seen.changed(a, JobStatus::Pending));
+        assert!(seen.changed(a, JobStatus::Running));
+        assert!(seen.changed(a, JobStatus::Completed));
+        assert!(!seen.0.contains_key(&a), "ended jobs are forgotten");
+    }
 
     #[test]
     fn backoff_grows_fourfold_up_to_a_cap() {

@@ -40,6 +40,10 @@ try {
   const link = row.locator("a");
   if ((await link.textContent()) !== "#1") throw new Error(`id column: ${await link.textContent()}`);
   if ((await link.getAttribute("title")) !== jobId) throw new Error("the full id is the title");
+  // Scheduling columns: the job's queue and priority.
+  const queue = await row.locator("td.queue").textContent();
+  const priority = await row.locator("td.priority").textContent();
+  if (queue !== "default" || priority !== "50") throw new Error(`queue/priority columns: ${queue}/${priority}`);
   await page.locator("#conn.live").waitFor({ timeout: 15000 });
   await page.evaluate(() => { window.__notReloaded = true; });
   say("LIST_READY");

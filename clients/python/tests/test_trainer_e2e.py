@@ -21,8 +21,12 @@ def trainer(client):
     return "pytest-trainer"
 
 
-def test_a_trainer_reports_in_order_moves_files_and_completes(client, trainer, dataset):
-    job = client.create_job(trainer, "tiny", dataset, config={"scenario": "basic", "epochs": 3, "steps": 10})
+# copy_local=False: the dataset comes through the job's own dataset route with
+# the job's token, although the daemon requires an API token the trainer lacks.
+@pytest.mark.parametrize("copy_local", [True, False])
+def test_a_trainer_reports_in_order_moves_files_and_completes(client, trainer, dataset, copy_local):
+    job = client.create_job(trainer, "tiny", dataset,
+                            config={"scenario": "basic", "epochs": 3, "steps": 10, "copy_local": copy_local})
     done = client.wait(job, timeout=120)
     assert done.status == JobStatus.COMPLETED, client.logs(job)
     assert done.checkpoint_s3_uri.endswith("/outputs/best.pt")

@@ -12,7 +12,7 @@ from platform_client.trainer import (Contract, JobEnded, Reporter, config, downl
 
 
 def basic(cfg):
-    data = download_dataset("data")
+    data = download_dataset("data", copy_local=cfg.get("copy_local", True))
     files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
     print("dataset:", ",".join(files), flush=True)
     r = Reporter()

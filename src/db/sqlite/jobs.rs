@@ -100,10 +100,21 @@ fn collect(
     while let Some(row) = rows.next()? {
         out.push(record_from_row(row)?);
     }
-    for rec in &mut out {
-        attach_attempts(c, &mut rec.job)?;
-    }
+    attach_all_attempts(c, &mut out)?;
     Ok(out)
+}
+
+const ATTEMPT_COLUMNS: &str = "attempt, started_at, ended_at, exit_code, reason, counted";
+
+fn attempt_from_row(r: &rusqlite::Row<'_>) -> Result<Attempt, DbError> {
+    Ok(Attempt {
+        attempt: r.get(0)?,
+        started_at: parse_ts(&r.get::<_, String>(1)?)?,
+        ended_at: opt_ts(r.get(2)?)?,
+        exit_code: r.get(3)?,
+        reason: r.get(4)?,
+        counted: r.get(5)?,
+    })
 }
 
 /// Reads a job's attempts (none before its first launch: no query).
@@ -111,23 +122,51 @@ fn attach_attempts(c: &Connection, job: &mut Job) -> Result<(), DbError> {
     if job.sched.attempt == 0 {
         return Ok(());
     }
-    let mut stmt = c.prepare_cached(
-        "SELECT attempt, started_at, ended_at, exit_code, reason, counted FROM job_attempts \
-         WHERE job_id = ?1 ORDER BY attempt",
-    )?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {ATTEMPT_COLUMNS} FROM job_attempts WHERE job_id = ?1 ORDER BY attempt")
+    });
+    let mut stmt = c.prepare_cached(&SQL)?;
     let mut rows = stmt.query([job.id.to_string()])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(Attempt {
-            attempt: r.get(0)?,
-            started_at: parse_ts(&r.get::<_, String>(1)?)?,
-            ended_at: opt_ts(r.get(2)?)?,
-            exit_code: r.get(3)?,
-            reason: r.get(4)?,
-            counted: r.get(5)?,
-        });
+        out.push(attempt_from_row(r)?);
     }
     job.sched.attempts = out;
+    Ok(())
+}
+
+/// [`attach_attempts`] for a page of jobs in one query, not one per job.
+fn attach_all_attempts(c: &Connection, recs: &mut [JobRecord]) -> Result<(), DbError> {
+    let launched: Vec<String> = recs
+        .iter()
+        .filter(|r| r.job.sched.attempt > 0)
+        .map(|r| r.job.id.to_string())
+        .collect();
+    if launched.len() < 2 {
+        return recs
+            .iter_mut()
+            .try_for_each(|r| attach_attempts(c, &mut r.job));
+    }
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {ATTEMPT_COLUMNS}, job_id FROM job_attempts \
+             WHERE job_id IN (SELECT value FROM json_each(?1)) ORDER BY job_id, attempt"
+        )
+    });
+    let mut stmt = c.prepare_cached(&SQL)?;
+    let mut rows = stmt.query([to_json(&launched)?])?;
+    let mut by_job: std::collections::HashMap<String, Vec<Attempt>> = Default::default();
+    while let Some(r) = rows.next()? {
+        by_job
+            .entry(r.get(6)?)
+            .or_default()
+            .push(attempt_from_row(r)?);
+    }
+    for rec in recs {
+        if let Some(attempts) = by_job.remove(&rec.job.id.to_string()) {
+            rec.job.sched.attempts = attempts;
+        }
+    }
     Ok(())
 }
 

@@ -54,24 +54,18 @@ def upload_artifact(path: PathLike, name: Optional[str] = None) -> str:
     return put_artifact(Contract.from_env(), name, path=path)
 
 
-def _dataset_name(uri: str) -> Optional[str]:
-    """The dataset name in a store URI (``…/datasets/<name>/…``)."""
-    parts = [p for p in urllib.parse.urlparse(uri).path.split("/") if p]
-    for i, part in enumerate(parts[:-1]):
-        if part == "datasets":
-            return urllib.parse.unquote(parts[i + 1])
-    return None
-
-
-def download_dataset(to: PathLike, *, contract: Optional[Contract] = None) -> Path:
+def download_dataset(to: PathLike, *, contract: Optional[Contract] = None,
+                     copy_local: bool = True) -> Path:
     """Copies the job's dataset (``DATASET_S3_URI``) into directory ``to``
     and returns it, keeping the files' relative paths.
 
     A ``file://`` dataset the trainer can see (the daemon's local store on
     the same machine) is copied directly; any other is downloaded through
-    the daemon's dataset API (``GET /api/v1/datasets/{name}`` and its files),
-    which takes the API token from ``PLATFORM_TOKEN`` in the trainer's
-    environment when the daemon requires one.
+    the daemon's API for the job's own dataset
+    (``GET /api/v1/training/jobs/{id}/dataset`` and its files) with the
+    job's callback token: no API token or storage credentials needed.
+    ``copy_local=False`` always downloads, for a trainer whose view of the
+    file system is not the daemon's.
     """
     c = contract or Contract.from_env()
     dest = Path(to)
@@ -79,7 +73,7 @@ def download_dataset(to: PathLike, *, contract: Optional[Contract] = None) -> Pa
     uri = c.dataset_uri
     if not uri:
         raise ReportFailed("DATASET_S3_URI is not set")
-    if uri.startswith("file://"):
+    if copy_local and uri.startswith("file://"):
         local = Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
         if local.is_dir():
             shutil.copytree(local, dest, dirs_exist_ok=True)
@@ -87,11 +81,8 @@ def download_dataset(to: PathLike, *, contract: Optional[Contract] = None) -> Pa
         if local.is_file():
             shutil.copy2(local, dest / local.name)
             return dest
-    name = _dataset_name(uri)
-    if name is None:
-        raise ReportFailed(f"{uri} is not a dataset of the daemon's store (…/datasets/<name>/)")
-    token = os.environ.get("PLATFORM_TOKEN") or None
-    base = f"{c.base_url}/api/v1/datasets/{_quote_path(name)}"
+    token = c.token
+    base = c.job_url("/dataset")
     patience = _http.Patience(c.report_timeout)
 
     def listing() -> Dict[str, Any]:
