@@ -10,6 +10,12 @@
 # latency, how many callbacks were applied and stored, and the daemon's
 # peak RSS.
 #
+# BACKEND=postgres runs the same load against a throwaway PostgreSQL
+# cluster on loopback (initdb + pg_ctl on a temp dir, as the `postgres`
+# user when run as root; fsync and synchronous_commit on, as in
+# production) and also prints PostgreSQL's CPU per callback (postmaster
+# and every backend, exited ones included).
+#
 # With HANGING_WEBHOOK=1, a webhook endpoint (every event) points at a
 # receiver on loopback that accepts connections and never answers
 # (--webhook-allow-private, WEBHOOK_TIMEOUT=60 s): the jobs' `running`
@@ -18,13 +24,15 @@
 # interleaved with and without to compare.
 #
 # Usage: benches/callback_load.sh
+#   ROUNDS=3 benches/callback_load.sh compare   # SQLite and PostgreSQL interleaved
 # Knobs (environment): JOBS=100 CONNECTIONS=32 THREADS=2 DURATION=20s
-#   READ_DURATION=10s BIN=path/to/platform (skips the build)
+#   READ_DURATION=10s BACKEND=sqlite|postgres BIN=path/to/platform (skips the build)
 #   AUTH=none|api|user: user routes open (default), behind PLATFORM_API_TOKEN,
 #   or read with a user token (`plt_…`, created through /api/v1/users) —
 #   the token lookup on the job-list and job-get paths.
 #   HANGING_WEBHOOK=1 (see above)
-# Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl.
+# Needs: wrk (apt-get install -y wrk), python3 or sqlite3, curl; for
+#   PostgreSQL the server packages (apt-get install -y postgresql).
 set -euo pipefail
 
 JOBS=${JOBS:-100}
@@ -32,6 +40,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-20s}
 READ_DURATION=${READ_DURATION:-10s}
+BACKEND=${BACKEND:-sqlite}
 AUTH=${AUTH:-none}
 case "$AUTH" in none|api|user) ;; *) echo "callback_load: AUTH is none, api or user" >&2; exit 2 ;; esac
 api_token="bench-operator-token-$RANDOM$RANDOM-0123456789"
@@ -47,16 +56,34 @@ need curl "apt-get install -y curl"
 if [[ -z "${BIN:-}" ]]; then
   echo "== building the release binary"
   (cd "$root" && cargo build --release --quiet)
-  BIN="$root/target/release/platform"
+  BIN="${CARGO_TARGET_DIR:-$root/target}/release/platform"
+fi
+
+if [[ "${1:-}" == compare ]]; then
+  # Interleaved, so drifting machine load hits both backends alike.
+  for round in $(seq 1 "${ROUNDS:-3}"); do
+    for backend in sqlite postgres; do
+      echo "#### round $round: $backend"
+      BIN="$BIN" BACKEND=$backend "$0" | tee "/tmp/callback_load.$backend.$round.txt" |
+        grep -E '^(callbacks |daemon CPU|PostgreSQL CPU|mean writes)' || true
+    done
+  done
+  exit 0
 fi
 
 tmp=$(mktemp -d)
+chmod 755 "$tmp"
 daemon_pid=""
+pgbin=""
+pg_as() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 receiver_pid=""
 cleanup() {
   if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill -TERM "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
+  fi
+  if [[ -n "$pgbin" ]]; then
+    pg_as "$pgbin/pg_ctl" -D "$tmp/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
   if [[ -n "$receiver_pid" ]]; then
     kill "$receiver_pid" 2>/dev/null || true
@@ -66,9 +93,37 @@ cleanup() {
 }
 trap cleanup EXIT
 
+db_args=()
+if [[ $BACKEND == postgres ]]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [[ -x "$pgbin/initdb" ]] || { echo "callback_load: PostgreSQL is required (apt-get install -y postgresql)" >&2; exit 1; }
+  pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$tmp/pg"
+  [[ $(id -u) == 0 ]] && chown postgres: "$tmp/pg"
+  echo "== starting PostgreSQL on 127.0.0.1:$pgport"
+  pg_as "$pgbin/initdb" -D "$tmp/pg/data" -U platform --auth=trust -E UTF8 --locale C.UTF-8 >/dev/null
+  pg_as "$pgbin/pg_ctl" -D "$tmp/pg/data" -l "$tmp/pg/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $tmp/pg -c max_connections=100" start >/dev/null
+  db_args=(--database-url "postgresql://platform@127.0.0.1:$pgport/postgres?sslmode=disable")
+fi
+
+# CPU ticks of the PostgreSQL cluster: the postmaster with its reaped
+# children, and every live backend.
+pg_ticks() {
+  local pm
+  pm=$(head -1 "$tmp/pg/data/postmaster.pid")
+  awk '{ t = $14 + $15 + $16 + $17 } END { print t }' "/proc/$pm/stat" >"$tmp/pg/ticks"
+  for c in $(pgrep -P "$pm"); do
+    awk '{ print $14 + $15 }' "/proc/$c/stat" 2>/dev/null || true
+  done >>"$tmp/pg/ticks"
+  awk '{ s += $1 } END { print s }' "$tmp/pg/ticks"
+}
+
 # Query the daemon's database read-only.
 sql() {
-  if command -v python3 >/dev/null; then
+  if [[ $BACKEND == postgres ]]; then
+    psql -h "$tmp/pg" -p "$pgport" -U platform -d postgres -XAtq -F ' ' -c "$1"
+  elif command -v python3 >/dev/null; then
     python3 - "$tmp/data/platform.db" "$1" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
@@ -117,7 +172,7 @@ TOML
 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
   --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off \
   $([[ $AUTH == none ]] || echo --api-token "$api_token") \
-  ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
+  ${db_args[@]+"${db_args[@]}"} ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
 daemon_pid=$!
 url=""
 for _ in $(seq 1 200); do
@@ -188,8 +243,10 @@ rm -f "$tmp/probe"
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$daemon_pid/stat"; }
 ticks_before=$(cpu_ticks)
+[[ $BACKEND == postgres ]] && pg_before=$(pg_ticks)
 run_wrk callbacks -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$here/callback.lua" "$url" -- "$tmp/jobs.txt" "$THREADS"
 ticks_after=$(cpu_ticks)
+[[ $BACKEND == postgres ]] && pg_after=$(pg_ticks)
 points=$(sql "SELECT COUNT(*) FROM metrics")
 applied=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="applied"\}/ { print $2 }')
 duplicates=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="duplicate"\}/ { print $2 }')
@@ -202,7 +259,7 @@ rss_peak=$(awk '/VmHWM/ { print $2, $3 }' "/proc/$daemon_pid/status")
 rss_now=$(awk '/VmRSS/ { print $2, $3 }' "/proc/$daemon_pid/status")
 
 echo
-echo "== summary ($(nproc) cores, $JOBS jobs, $CONNECTIONS connections, $THREADS wrk threads, auth: $AUTH)"
+echo "== summary ($BACKEND, $(nproc) cores, $JOBS jobs, $CONNECTIONS connections, $THREADS wrk threads, auth: $AUTH, load $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-10s %12s %10s %10s %8s\n' endpoint "requests/s" p50 p99 non-2xx
 for name in callbacks list_jobs get_job; do
   read -r rps p50 p99 bad < <(summarize "$tmp/$name.txt")
@@ -213,9 +270,17 @@ echo "mean writes per group commit: ${batches:-?}"
 hz=$(getconf CLK_TCK)
 awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v n="${applied:-0}" 'BEGIN {
   if (n > 0) printf "daemon CPU per callback: %.0f us (user+system)\n", t / hz * 1e6 / n }'
+if [[ $BACKEND == postgres ]]; then
+  awk -v t=$((pg_after - pg_before)) -v hz="$hz" -v n="${applied:-0}" 'BEGIN {
+    if (n > 0) printf "PostgreSQL CPU per callback: %.0f us (user+system, all its processes)\n", t / hz * 1e6 / n }'
+fi
 echo "disk: ${sync_ms:-?} ms per synchronous 16 KiB write (dd oflag=dsync)"
 echo "daemon peak RSS (VmHWM): $rss_peak (now $rss_now)"
 if [[ "$HANGING_WEBHOOK" == 1 ]]; then
   echo "hanging webhook: $(sql "SELECT COUNT(*) FROM webhook_deliveries") deliveries queued, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'pending' AND attempts > 0 AND last_error IS NULL") in flight with no answer, $(sql "SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'pending'") finished; receiver holds $(tail -1 "$tmp/receiver.log" 2>/dev/null || echo 0) connections"
 fi
-echo "target: >= 15000 callbacks/s with p99 < 10ms at concurrency 32"
+if [[ $BACKEND == postgres ]]; then
+  echo "target: >= 5000 callbacks/s at concurrency 32 (synchronous_commit=on)"
+else
+  echo "target: >= 15000 callbacks/s with p99 < 10ms at concurrency 32"
+fi

@@ -58,8 +58,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         }
         'platform;serve' {
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000]')
-            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]')
             [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
+            [CompletionResult]::new('--db-pool-size', '--db-pool-size', [CompletionResultType]::ParameterName, 'Connections in the PostgreSQL pool [default: the URL''s pool_size, else 10]')
             [CompletionResult]::new('--runner', '--runner', [CompletionResultType]::ParameterName, 'Which runner launches trainers')
             [CompletionResult]::new('--api-token', '--api-token', [CompletionResultType]::ParameterName, 'Bearer token required on the user-facing API')
             [CompletionResult]::new('--admin-token', '--admin-token', [CompletionResultType]::ParameterName, 'The first admin''s token, stored (as a hash) when the database has no user yet; without it a generated one goes to `admin-token` in the data directory. Setting it also requires tokens on user routes')
@@ -924,7 +925,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;db;check' {
-            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]')
             [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')

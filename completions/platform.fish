@@ -58,8 +58,9 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "supervise" -d 'Su
 complete -c platform -n "__fish_platform_needs_command" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand serve" -l bind -d 'Address to listen on [default: $HOST:$PORT, else 127.0.0.1:8000]' -r
-complete -c platform -n "__fish_platform_using_subcommand serve" -l database-url -d 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand serve" -l db-pool-size -d 'Connections in the PostgreSQL pool [default: the URL\'s pool_size, else 10]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l runner -d 'Which runner launches trainers' -r -f -a "subprocess\t'Local child processes (the default on a dev box)'
 kubernetes\t'One Kubernetes Job per training job'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l api-token -d 'Bearer token required on the user-facing API' -r
@@ -712,7 +713,7 @@ complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_see
 complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
 complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l database-url -d 'Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l token -d 'API token sent as a bearer token' -r

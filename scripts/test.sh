@@ -12,6 +12,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The PostgreSQL passes start throwaway clusters with initdb + pg_ctl.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 # tests/python_client.rs installs clients/python into a virtual environment.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -26,3 +28,13 @@ python3 -c 'import openapi_spec_validator' 2>/dev/null ||
   python3 -m pip install --quiet openapi-spec-validator
 
 cargo test --locked "$@"
+
+# The API, CLI, durability, runner, scheduling, idempotency, webhook,
+# users and lifecycle suites again, each daemon on a fresh database of a
+# PostgreSQL cluster the test binary starts and stops itself.
+if [ $# -eq 0 ]; then
+  PLATFORM_TEST_BACKEND=postgres cargo test --locked \
+    --test api --test cli --test durability --test runner \
+    --test scheduling --test idempotency --test webhooks \
+    --test users --test lifecycle
+fi

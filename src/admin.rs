@@ -4,7 +4,7 @@
 
 use crate::cli::{DbCommand, Exit};
 use crate::config::DatabaseArgs;
-use crate::db::Db;
+use crate::db::{Db, DbUrl};
 
 /// Runs a `platform db …` command.
 pub fn db(cmd: DbCommand) -> anyhow::Result<()> {
@@ -16,7 +16,11 @@ pub fn db(cmd: DbCommand) -> anyhow::Result<()> {
 /// Prints `ok` for a sound database; otherwise each problem SQLite found,
 /// and fails (exit 1).
 fn check(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let (_, path) = args.resolve()?;
+    let (_, url) = args.resolve()?;
+    let path = match url {
+        DbUrl::Sqlite(path) => path,
+        DbUrl::Postgres(pg) => return check_postgres(pg),
+    };
     let problems = Db::check_sqlite(&path)?;
     if problems.is_empty() {
         println!("ok");
@@ -35,4 +39,16 @@ fn check(args: &DatabaseArgs) -> anyhow::Result<()> {
         ),
     }
     .into())
+}
+
+/// PostgreSQL checks its own pages; `db check` proves the server answers
+/// and the schema is one this binary can use.
+fn check_postgres(url: crate::db::PgUrl) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let version = runtime.block_on(Db::check_postgres(&url))?;
+    println!("ok (PostgreSQL, schema version {version})");
+    Ok(())
 }

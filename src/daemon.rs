@@ -30,7 +30,7 @@ use nix::sys::stat::Mode;
 
 use crate::config::{RunnerKind, ServerConfig};
 use crate::datadir;
-use crate::db::{Db, SqliteOptions};
+use crate::db::{Db, DbUrl, OpenOptions, SqliteOptions};
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::runner::env::StoreContract;
@@ -47,7 +47,11 @@ use crate::webhooks::{WebhookConfig, Webhooks};
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let trainer_umask = datadir::restrict_umask();
-    let _data_dir = datadir::claim(&cfg.data_dir, &cfg.database_path)?;
+    let sqlite_file = match &cfg.database {
+        DbUrl::Sqlite(path) => Some(path.as_path()),
+        DbUrl::Postgres(_) => None,
+    };
+    let _data_dir = datadir::claim(&cfg.data_dir, sqlite_file)?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let open_files = raise_open_files_limit();
@@ -61,10 +65,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         )
     })?;
     let db = Arc::new(
-        Db::open_sqlite_with(
-            &cfg.database_path,
-            SqliteOptions {
-                max_pages: cfg.test_db_max_pages,
+        Db::open(
+            &cfg.database,
+            OpenOptions {
+                sqlite: SqliteOptions {
+                    max_pages: cfg.test_db_max_pages,
+                },
+                pool_size: cfg.db_pool_size,
             },
         )
         .await?,

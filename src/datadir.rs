@@ -55,8 +55,8 @@ pub fn restrict_umask() -> Mode {
 }
 
 /// Creates (0700) and locks `dir`, then tightens what is in it and the
-/// database files at `database` (which may live elsewhere).
-pub fn claim(dir: &Path, database: &Path) -> Result<DataDir, DataDirError> {
+/// SQLite database files at `database` (which may live elsewhere).
+pub fn claim(dir: &Path, database: Option<&Path>) -> Result<DataDir, DataDirError> {
     let io = |what: &str, e: std::io::Error| DataDirError::Io {
         dir: dir.to_path_buf(),
         reason: format!("{what}: {}", crate::errors::strip_os_error(&e.to_string())),
@@ -102,7 +102,7 @@ pub fn claim(dir: &Path, database: &Path) -> Result<DataDir, DataDirError> {
 /// dir and its top-level directories (which closes everything below them),
 /// files in the run directories, and the database files. Returns how many
 /// paths changed.
-fn tighten(dir: &Path, database: &Path) -> usize {
+fn tighten(dir: &Path, database: Option<&Path>) -> usize {
     let mut changed = 0;
     let mut restrict = |path: &Path, mode: u32| {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
@@ -130,6 +130,7 @@ fn tighten(dir: &Path, database: &Path) -> usize {
         }
     }
     for suffix in ["", "-wal", "-shm"] {
+        let Some(database) = database else { break };
         let mut name = database.as_os_str().to_owned();
         name.push(suffix);
         restrict(Path::new(&name), 0o600);
@@ -150,15 +151,15 @@ mod tests {
     fn a_second_claim_is_refused_naming_the_holder() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let first = claim(&dir, &dir.join("platform.db")).unwrap();
-        let err = claim(&dir, &dir.join("platform.db")).unwrap_err();
+        let first = claim(&dir, Some(&dir.join("platform.db"))).unwrap();
+        let err = claim(&dir, Some(&dir.join("platform.db"))).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains(&format!("in use by pid {}", std::process::id())),
             "{text}"
         );
         drop(first);
-        claim(&dir, &dir.join("platform.db")).unwrap();
+        claim(&dir, Some(&dir.join("platform.db"))).unwrap();
     }
 
     #[test]
@@ -179,7 +180,7 @@ mod tests {
         set(&db, 0o644);
         set(&dir, 0o755);
         set(&run, 0o755);
-        let _claimed = claim(&dir, &db).unwrap();
+        let _claimed = claim(&dir, Some(&db)).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&run), 0o700);
         assert_eq!(mode(&run.join("trainer.log")), 0o600);

@@ -586,18 +586,11 @@ async fn list_breaks_created_at_ties_on_id_descending() {
     for _ in 0..4 {
         ids_made.push(create_id(&d0, "alice").await);
     }
-    let data_dir = d0.data_dir.clone();
     let mut d = d0;
     assert_eq!(d.terminate(), Some(0));
     // Give every job the same creation time, as jobs created within one
     // microsecond would have.
-    let c = rusqlite::Connection::open(data_dir.join("platform.db")).unwrap();
-    c.execute(
-        "UPDATE jobs SET created_at = '2026-01-01T00:00:00.000000Z'",
-        [],
-    )
-    .unwrap();
-    drop(c);
+    d.sql("UPDATE jobs SET created_at = '2026-01-01T00:00:00.000000Z'");
     d.restart();
     let mut expect = ids_made.clone();
     expect.sort();

@@ -483,13 +483,9 @@ async fn job_get_takes_numbers_full_ids_and_unique_prefixes() {
     assert!(err.contains("no job #9"), "{err}");
 
     // A trainer ended by a signal reads as such, not as a negative exit code.
-    let db = rusqlite::Connection::open(db_path(&d)).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute(
-        "UPDATE jobs SET runner = 'subprocess', exit_code = -15 WHERE id = ?1",
-        [id],
-    )
-    .unwrap();
+    d.sql(&format!(
+        "UPDATE jobs SET runner = 'subprocess', exit_code = -15 WHERE id = '{id}'"
+    ));
     let table = ok(&d, &["job", "get", "2"]);
     assert!(table.contains("subprocess (killed by SIGTERM)"), "{table}");
 

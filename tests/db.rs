@@ -108,3 +108,29 @@ async fn serve_refuses_a_damaged_database_with_a_clear_message() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is damaged"), "{err}");
 }
+
+/// A refused or unreachable `DATABASE_URL` is named with its password
+/// masked, by `serve` and by `db check` alike, and nothing starts.
+#[test]
+fn a_refused_database_url_never_shows_its_password() {
+    let secret = "Hunter2-do-not-print";
+    let urls = [
+        format!("mysql://alice:{secret}@db.example/platform"),
+        format!("postgresql+asyncpg://alice:{secret}@127.0.0.1:1/platform?sslmode=disable"),
+        format!("postgresql://alice:{secret}@127.0.0.1:1/platform?sslmode=bogus"),
+    ];
+    for url in &urls {
+        let (code, text) = common::api::serve_outcome(&[], &[("DATABASE_URL", url)]);
+        assert!(matches!(code, Some(c) if c != 0), "{url}: {code:?} {text}");
+        assert!(!text.contains(secret), "serve printed the password: {text}");
+        assert!(text.contains("alice:****@"), "{text}");
+        let out = db_check(&["--database-url", url]);
+        assert!(!out.status.success());
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !text.contains(secret),
+            "db check printed the password: {text}"
+        );
+        assert!(text.contains("alice:****@"), "{text}");
+    }
+}

@@ -30,6 +30,16 @@ impl Drop for KillOnDrop {
 async fn a_closed_log_stream_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    // PLATFORM_TEST_BACKEND=postgres: a fresh database on the test cluster,
+    // which the second daemon below opens again.
+    let database: Vec<(String, String)> = if common::pg::enabled() {
+        vec![(
+            "DATABASE_URL".into(),
+            common::pg::cluster().fresh_database(),
+        )]
+    } else {
+        Vec::new()
+    };
     let mut serve = Command::new(common::bin())
         .args([
             "serve",
@@ -45,6 +55,7 @@ async fn a_closed_log_stream_changes_nothing() {
         // A log line for every request, as well as start and shutdown.
         .env("RUST_LOG", "info,tower_http=debug")
         .env("DATASET_CHECK", "off")
+        .envs(database.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -93,6 +104,7 @@ async fn a_closed_log_stream_changes_nothing() {
     let d = Daemon::start_with(
         Opts {
             data_dir: Some(data),
+            envs: database,
             ..Opts::default()
         }
         .held(),

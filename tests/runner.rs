@@ -77,22 +77,14 @@ async fn logs(d: &Daemon, id: &str, query: &str) -> String {
 }
 
 /// The runner's private state of a job, read from the daemon's database
-/// (tests need the pids a user would see with `ps`).
+/// (tests need the pids a user would see with `ps`). The launch commits it
+/// just after the trainer starts, so a test that already saw the
+/// trainer's output may look a moment too early: wait for it.
 fn runner_state(d: &Daemon, id: &str) -> Value {
-    let db = rusqlite::Connection::open_with_flags(
-        d.data_dir.join("platform.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    // The trainer may be seen running before the daemon commits its launch.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s: Option<String> = db
-            .query_row("SELECT runner_state FROM jobs WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        if let Some(s) = s {
+        let s = d.sql(&format!("SELECT runner_state FROM jobs WHERE id = '{id}'"));
+        if !s.is_empty() {
             return serde_json::from_str(&s).unwrap();
         }
         assert!(
@@ -759,13 +751,9 @@ async fn a_cancel_the_daemon_did_not_act_on_is_carried_out_after_restart() {
     d.kill9();
     // The cancel committed, then the daemon died before signalling the
     // trainer: simulated by committing it to the database directly.
-    let db = rusqlite::Connection::open(d.data_dir.join("platform.db")).unwrap();
-    db.execute(
-        "UPDATE jobs SET status = 'cancelled', completed_at = updated_at WHERE id = ?1",
-        [&id],
-    )
-    .unwrap();
-    drop(db);
+    d.sql(&format!(
+        "UPDATE jobs SET status = 'cancelled', completed_at = updated_at WHERE id = '{id}'"
+    ));
     assert!(process_alive(trainer));
     d.restart();
     eventually(10, "the cancelled job's trainer to be stopped", || async {

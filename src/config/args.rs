@@ -35,8 +35,8 @@ pub enum LogFormat {
 /// commands that work on the data itself (`platform db check`).
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Database URL: sqlite:///relative/path or sqlite:////absolute/path [default: platform.db in the data directory].
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    /// Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory].
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
 
     /// Directory for the database and the local object store [default: the user's data directory].
@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Where the data lives.
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Connections in the PostgreSQL pool [default: the URL's pool_size, else 10].
+    #[arg(long, env = "DB_POOL_SIZE", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: Option<u32>,
 
     /// Which runner launches trainers.
     #[arg(

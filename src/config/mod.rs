@@ -23,6 +23,7 @@ pub use args::{DatabaseArgs, LogFormat, RunnerKind, ServeArgs};
 pub use dirs::{default_config_dir, default_data_dir};
 pub use layers::load_env_layers;
 
+use crate::db::{DbUrl, UrlError};
 use crate::runner::kubernetes::config::KubeSettings;
 use crate::storage::StorageConfig;
 use crate::switch::Switch;
@@ -33,9 +34,9 @@ pub enum ConfigError {
     /// Bad `--bind`/`HOST`/`PORT`.
     #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:8000")]
     Bind(String),
-    /// Unsupported `DATABASE_URL`.
-    #[error("unsupported DATABASE_URL {0:?}: platform stores its data in SQLite; use sqlite:///relative/path or sqlite:////absolute/path")]
-    DatabaseUrl(String),
+    /// Unusable `DATABASE_URL` (its text shows the URL with the password masked).
+    #[error(transparent)]
+    DatabaseUrl(#[from] UrlError),
     /// A non-loopback bind without a token.
     #[error("refusing to listen on {0} without an API token: set PLATFORM_API_TOKEN (or --api-token; PLATFORM_ADMIN_TOKEN or --require-auth for user tokens), or pass --allow-unauthenticated to expose the API to your network")]
     Unauthenticated(SocketAddr),
@@ -75,8 +76,11 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 pub struct ServerConfig {
     /// Where to listen.
     pub bind: SocketAddr,
-    /// The SQLite file.
-    pub database_path: PathBuf,
+    /// The database (its `Debug` masks any password).
+    pub database: DbUrl,
+    /// Connections in the PostgreSQL pool (`--db-pool-size`, else the
+    /// URL's `pool_size`, else the backend's default).
+    pub db_pool_size: Option<usize>,
     /// Data directory (database, local object store).
     pub data_dir: PathBuf,
     /// Runner kind.
@@ -170,7 +174,7 @@ impl ServerConfig {
         if !bind.ip().is_loopback() && !require_auth && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(bind));
         }
-        let (data_dir, database_path) = args.database.resolve()?;
+        let (data_dir, database) = args.database.resolve()?;
         let backend_base_url = args
             .backend_base_url
             .clone()
@@ -199,7 +203,8 @@ impl ServerConfig {
         )?;
         Ok(Self {
             bind,
-            database_path,
+            database,
+            db_pool_size: args.db_pool_size.map(|n| n as usize),
             data_dir,
             runner: args.runner,
             api_token,
@@ -315,17 +320,17 @@ fn check_token(token: Option<&str>, bind: SocketAddr) -> Result<Option<String>, 
 }
 
 impl DatabaseArgs {
-    /// The data directory and the database file they name.
-    pub fn resolve(&self) -> Result<(PathBuf, PathBuf), ConfigError> {
+    /// The data directory and the database they name.
+    pub fn resolve(&self) -> Result<(PathBuf, DbUrl), ConfigError> {
         let data_dir = match &self.data_dir {
             Some(d) => d.clone(),
             None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
         };
-        let database_path = match &self.database_url {
-            Some(url) => parse_database_url(url)?,
-            None => data_dir.join("platform.db"),
+        let database = match &self.database_url {
+            Some(url) => DbUrl::parse(url)?,
+            None => DbUrl::Sqlite(data_dir.join("platform.db")),
         };
-        Ok((data_dir, database_path))
+        Ok((data_dir, database))
     }
 }
 
@@ -357,27 +362,6 @@ pub fn default_base_url(bind: SocketAddr) -> String {
     format!("http://{host}:{}", bind.port())
 }
 
-/// SQLAlchemy's rule: `sqlite:///relative`, `sqlite:////absolute`;
-/// `sqlite+aiosqlite://` is a synonym. A bare path is taken as a path.
-pub fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
-    let rest = url
-        .strip_prefix("sqlite+aiosqlite://")
-        .or_else(|| url.strip_prefix("sqlite://"));
-    match rest {
-        Some(r) => {
-            let path = r.strip_prefix('/').unwrap_or(r);
-            if path.is_empty() || path == ":memory:" {
-                return Err(ConfigError::DatabaseUrl(url.to_string()));
-            }
-            Ok(PathBuf::from(path))
-        }
-        None if url.contains("://") || url.is_empty() => {
-            Err(ConfigError::DatabaseUrl(url.to_string()))
-        }
-        None => Ok(PathBuf::from(url)),
-    }
-}
-
 /// A JSON list of strings, or a comma-separated list.
 pub fn parse_list(s: &str) -> Option<Vec<String>> {
     let t = s.trim();
@@ -395,24 +379,6 @@ pub fn parse_list(s: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_urls_follow_sqlalchemy() {
-        assert_eq!(
-            parse_database_url("sqlite:///rel/x.db").unwrap(),
-            PathBuf::from("rel/x.db")
-        );
-        assert_eq!(
-            parse_database_url("sqlite:////abs/x.db").unwrap(),
-            PathBuf::from("/abs/x.db")
-        );
-        assert_eq!(
-            parse_database_url("sqlite+aiosqlite:///./t.db").unwrap(),
-            PathBuf::from("./t.db")
-        );
-        assert!(parse_database_url("postgresql://u@h/db").is_err());
-        assert!(parse_database_url("sqlite://").is_err());
-    }
 
     #[test]
     fn base_url_replaces_unspecified_addresses() {

@@ -3,15 +3,21 @@
 //! [`Db`] is one handle whose methods are the operations the rest of the
 //! daemon needs (store a job, change one job under a rule, page through
 //! jobs or points, …). Their signatures speak in model types only, so the
-//! lifecycle service above never sees SQL or a driver type, and a second
-//! backend implements the same methods. The backends are a closed enum:
-//! today SQLite ([`sqlite`]), embedded, with one group-committing writer.
+//! lifecycle service above never sees SQL or a driver type. The backends
+//! are a closed enum: SQLite ([`sqlite`]), embedded, with one
+//! group-committing writer; PostgreSQL ([`postgres`]), a server shared by
+//! replicas, with one batching writer per process.
 //!
 //! Contract every backend keeps: a write's future resolves only after its
 //! transaction is durable (a 2xx survives `kill -9` and power loss), and a
 //! change rejected by its rule stores nothing.
 
+mod accounts;
+mod downsample;
+mod postgres;
 mod sqlite;
+mod url;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 
@@ -20,11 +26,21 @@ use uuid::Uuid;
 
 use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    AuditEntry, AuditFilter, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
-    MetricPoint, Role, TokenInfo, TokenOwner, TokenRecord, User,
+    AuditEntry, FeedPage, FeedPos, FeedRead, Job, JobFilter, JobRecord, JobStatus, Metric,
+    MetricFilter, MetricPoint,
 };
 
 pub use sqlite::SqliteOptions;
+pub use url::{DbUrl, PgUrl, UrlError};
+
+/// Settings of [`Db::open`] beyond the URL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// SQLite only.
+    pub sqlite: SqliteOptions,
+    /// PostgreSQL pool size (over the URL's `pool_size`).
+    pub pool_size: Option<usize>,
+}
 
 /// Database failures (the server answers 500/503/507 for these).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +54,10 @@ pub enum DbError {
     /// The database is shutting down.
     #[error("the database is closed")]
     Closed,
+    /// The database server cannot be reached or refused us (the server
+    /// answers 503; the pool reconnects by itself when it is back).
+    #[error("{0}")]
+    Unavailable(String),
     /// The committing transaction failed; the write was not applied.
     #[error("the database could not commit: {0}")]
     Commit(String),
@@ -45,11 +65,13 @@ pub enum DbError {
     /// was undone, the database stays usable.
     #[error("a database operation failed unexpectedly: {0}")]
     Panicked(String),
-    /// The file was written by a newer `platform`.
-    #[error("the database at {path} has schema version {found}, newer than this binary understands ({supported}); upgrade platform or point DATABASE_URL at another file")]
+    /// The database was written by a newer `platform`.
+    #[error("the database at {path} has schema version {found}, newer than this binary understands ({supported}); upgrade platform or point DATABASE_URL at another {other}")]
     TooNew {
-        /// The database file.
+        /// The database file, or the server's URL (password masked).
         path: PathBuf,
+        /// What else DATABASE_URL could name: `file` or `database`.
+        other: &'static str,
         /// Its schema version.
         found: usize,
         /// The newest version this binary knows.
@@ -150,9 +172,22 @@ pub enum Created {
 pub enum Db {
     /// The embedded SQLite database.
     Sqlite(sqlite::Sqlite),
+    /// A PostgreSQL server.
+    Postgres(postgres::Postgres),
 }
 
 impl Db {
+    /// Opens the database `url` names, applies migrations and starts its
+    /// writer.
+    pub async fn open(url: &DbUrl, options: OpenOptions) -> Result<Db, DbError> {
+        match url {
+            DbUrl::Sqlite(path) => Self::open_sqlite_with(path, options.sqlite).await,
+            DbUrl::Postgres(pg) => Ok(Db::Postgres(
+                postgres::Postgres::open(pg, options.pool_size).await?,
+            )),
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path`, applies
     /// migrations and starts its writer.
     pub async fn open_sqlite(path: &Path) -> Result<Db, DbError> {
@@ -170,10 +205,17 @@ impl Db {
         sqlite::Sqlite::check_file(path)
     }
 
+    /// Connects to the PostgreSQL database `url` names and checks its
+    /// schema without changing anything (`platform db check`): its version.
+    pub async fn check_postgres(url: &PgUrl) -> Result<usize, DbError> {
+        postgres::Postgres::check(url).await
+    }
+
     /// One line for logs: the backend and where it is.
     pub fn describe(&self) -> String {
         match self {
             Db::Sqlite(s) => format!("SQLite at {}", s.path().display()),
+            Db::Postgres(p) => format!("PostgreSQL at {}", p.url()),
         }
     }
 
@@ -192,6 +234,7 @@ impl Db {
     ) -> Result<Job, DbError> {
         match self {
             Db::Sqlite(s) => s.create_job(rec, audit).await,
+            Db::Postgres(p) => p.create_job(rec, audit).await,
         }
     }
 
@@ -207,6 +250,7 @@ impl Db {
     ) -> Result<Created, DbError> {
         match self {
             Db::Sqlite(s) => s.create_job_once(rec, claim, audit).await,
+            Db::Postgres(p) => p.create_job_once(rec, claim, audit).await,
         }
     }
 
@@ -217,6 +261,7 @@ impl Db {
     ) -> Result<Option<Created>, DbError> {
         match self {
             Db::Sqlite(s) => s.idempotent_job(claim).await,
+            Db::Postgres(p) => p.idempotent_job(claim).await,
         }
     }
 
@@ -224,6 +269,7 @@ impl Db {
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.job(id).await,
+            Db::Postgres(p) => p.job(id).await,
         }
     }
 
@@ -231,6 +277,7 @@ impl Db {
     pub async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, DbError> {
         match self {
             Db::Sqlite(s) => s.jobs(filter).await,
+            Db::Postgres(p) => p.jobs(filter).await,
         }
     }
 
@@ -248,6 +295,7 @@ impl Db {
     {
         match self {
             Db::Sqlite(s) => s.modify_job(id, rule).await,
+            Db::Postgres(p) => p.modify_job(id, rule).await,
         }
     }
 
@@ -255,6 +303,7 @@ impl Db {
     pub async fn set_runner_state(&self, id: Uuid, state: Option<String>) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.set_runner_state(id, state).await,
+            Db::Postgres(p) => p.set_runner_state(id, state).await,
         }
     }
 
@@ -262,6 +311,7 @@ impl Db {
     pub async fn count_in_status(&self, status: JobStatus) -> Result<usize, DbError> {
         match self {
             Db::Sqlite(s) => s.count_in_status(status).await,
+            Db::Postgres(p) => p.count_in_status(status).await,
         }
     }
 
@@ -273,6 +323,7 @@ impl Db {
     ) -> Result<Vec<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.oldest_in_status(status, limit).await,
+            Db::Postgres(p) => p.oldest_in_status(status, limit).await,
         }
     }
 
@@ -285,6 +336,7 @@ impl Db {
     ) -> Result<Vec<JobRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.ended_unsettled(runner, since).await,
+            Db::Postgres(p) => p.ended_unsettled(runner, since).await,
         }
     }
 
@@ -296,23 +348,26 @@ impl Db {
     ) -> Result<Option<Vec<Metric>>, DbError> {
         match self {
             Db::Sqlite(s) => s.metrics(id, filter).await,
+            Db::Postgres(p) => p.metrics(id, filter).await,
         }
     }
 
     /// What a live feed has not sent yet, read consistently: job versions
     /// first, then points, so a job's terminal version is never read
     /// without the points committed before it.
-    pub async fn read_feed(&self, read: FeedRead) -> Result<(Vec<Job>, Vec<Metric>), DbError> {
+    pub async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {
         match self {
             Db::Sqlite(s) => s.read_feed(read).await,
+            Db::Postgres(p) => p.read_feed(read).await,
         }
     }
 
-    /// Where a feed of everything starts: the highest point id and the
-    /// latest job change so far.
-    pub async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+    /// Where a feed of everything starts: the positions of points and of
+    /// job versions it has already seen.
+    pub async fn feed_start(&self) -> Result<(FeedPos, FeedPos), DbError> {
         match self {
             Db::Sqlite(s) => s.feed_start().await,
+            Db::Postgres(p) => p.feed_start().await,
         }
     }
 
@@ -320,116 +375,7 @@ impl Db {
     pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_status().await,
-        }
-    }
-
-    /// How many users exist.
-    pub async fn count_users(&self) -> Result<i64, DbError> {
-        match self {
-            Db::Sqlite(s) => s.count_users().await,
-        }
-    }
-
-    /// Creates the first admin and its token in one write, unless a user
-    /// exists already; whether it did.
-    pub async fn bootstrap(
-        &self,
-        admin: User,
-        token: Option<TokenRecord>,
-    ) -> Result<bool, DbError> {
-        match self {
-            Db::Sqlite(s) => s.bootstrap(admin, token).await,
-        }
-    }
-
-    /// Stores a new user with a first token; `false` (nothing stored) when
-    /// the name is taken.
-    pub async fn create_user(&self, user: User, token: TokenRecord) -> Result<bool, DbError> {
-        match self {
-            Db::Sqlite(s) => s.create_user(user, token).await,
-        }
-    }
-
-    /// Every user, by name.
-    pub async fn users(&self) -> Result<Vec<User>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.users().await,
-        }
-    }
-
-    /// The user with this name.
-    pub async fn user(&self, name: &str) -> Result<Option<User>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.user(name.to_string()).await,
-        }
-    }
-
-    /// Changes a user's role and/or active flag; the user after, or `None`
-    /// when there is no such user.
-    pub async fn update_user(
-        &self,
-        name: &str,
-        role: Option<Role>,
-        active: Option<bool>,
-    ) -> Result<Option<User>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.update_user(name.to_string(), role, active).await,
-        }
-    }
-
-    /// Stores a new token (its hash).
-    pub async fn create_token(&self, token: TokenRecord) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(s) => s.create_token(token).await,
-        }
-    }
-
-    /// Tokens, oldest first; only `user`'s when given.
-    pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.tokens(user.map(str::to_string)).await,
-        }
-    }
-
-    /// One token.
-    pub async fn token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.token(id).await,
-        }
-    }
-
-    /// The token whose SHA-256 is `hash`, with its owner.
-    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenOwner>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.token_by_hash(hash.to_string()).await,
-        }
-    }
-
-    /// Revokes a token (a second revocation keeps the first time).
-    pub async fn revoke_token(&self, id: Uuid) -> Result<Option<TokenInfo>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.revoke_token(id).await,
-        }
-    }
-
-    /// Records that a token was used at `at`.
-    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(s) => s.touch_token(id, at).await,
-        }
-    }
-
-    /// Stores an audit entry (its `at` is set to the commit time).
-    pub async fn record_audit(&self, entry: AuditEntry) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(s) => s.record_audit(entry).await,
-        }
-    }
-
-    /// Audit entries, newest first.
-    pub async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, DbError> {
-        match self {
-            Db::Sqlite(s) => s.audit(filter).await,
+            Db::Postgres(p) => p.count_by_status().await,
         }
     }
 
@@ -437,6 +383,7 @@ impl Db {
     pub async fn add_webhook(&self, rec: WebhookRecord) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.add_webhook(rec).await,
+            Db::Postgres(p) => p.add_webhook(rec).await,
         }
     }
 
@@ -448,6 +395,7 @@ impl Db {
     ) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.replace_webhooks(source, recs).await,
+            Db::Postgres(p) => p.replace_webhooks(source, recs).await,
         }
     }
 
@@ -455,6 +403,7 @@ impl Db {
     pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.webhooks().await,
+            Db::Postgres(p) => p.webhooks().await,
         }
     }
 
@@ -462,6 +411,7 @@ impl Db {
     pub async fn webhook(&self, id: Uuid) -> Result<Option<WebhookRecord>, DbError> {
         match self {
             Db::Sqlite(s) => s.webhook(id).await,
+            Db::Postgres(p) => p.webhook(id).await,
         }
     }
 
@@ -469,6 +419,7 @@ impl Db {
     pub async fn remove_webhook(&self, id: Uuid) -> Result<bool, DbError> {
         match self {
             Db::Sqlite(s) => s.remove_webhook(id).await,
+            Db::Postgres(p) => p.remove_webhook(id).await,
         }
     }
 
@@ -480,6 +431,7 @@ impl Db {
     ) -> Result<Option<Delivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.enqueue_test_event(id, event).await,
+            Db::Postgres(p) => p.enqueue_test_event(id, event).await,
         }
     }
 
@@ -495,6 +447,7 @@ impl Db {
     ) -> Result<Vec<ClaimedDelivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.claim_deliveries(worker, lease, limit).await,
+            Db::Postgres(p) => p.claim_deliveries(worker, lease, limit).await,
         }
     }
 
@@ -507,6 +460,7 @@ impl Db {
     ) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.finish_delivery(id, worker, outcome).await,
+            Db::Postgres(p) => p.finish_delivery(id, worker, outcome).await,
         }
     }
 
@@ -514,6 +468,7 @@ impl Db {
     pub async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, DbError> {
         match self {
             Db::Sqlite(s) => s.deliveries(id, limit).await,
+            Db::Postgres(p) => p.deliveries(id, limit).await,
         }
     }
 
@@ -521,6 +476,7 @@ impl Db {
     pub async fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, DbError> {
         match self {
             Db::Sqlite(s) => s.next_delivery_due().await,
+            Db::Postgres(p) => p.next_delivery_due().await,
         }
     }
 
@@ -528,6 +484,7 @@ impl Db {
     pub async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
         match self {
             Db::Sqlite(s) => s.count_by_queue().await,
+            Db::Postgres(p) => p.count_by_queue().await,
         }
     }
 
@@ -535,6 +492,7 @@ impl Db {
     pub async fn paused_queues(&self) -> Result<Vec<String>, DbError> {
         match self {
             Db::Sqlite(s) => s.paused_queues().await,
+            Db::Postgres(p) => p.paused_queues().await,
         }
     }
 
@@ -542,6 +500,7 @@ impl Db {
     pub async fn set_queue_paused(&self, name: String, paused: bool) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.set_queue_paused(name, paused).await,
+            Db::Postgres(p) => p.set_queue_paused(name, paused).await,
         }
     }
 
@@ -551,6 +510,7 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(s) => s.ping().await,
+            Db::Postgres(p) => p.ping().await,
         }
     }
 
@@ -559,6 +519,7 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Sqlite(s) => s.close().await,
+            Db::Postgres(p) => p.close().await,
         }
     }
 }
@@ -588,4 +549,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Version N is the same logical schema on both backends, so the lists
+    /// grow together.
+    #[test]
+    fn both_backends_number_their_migrations_alike() {
+        assert_eq!(
+            super::sqlite::latest_version(),
+            super::postgres::latest_version()
+        );
+    }
 }

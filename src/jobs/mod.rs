@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::db::{self, Changes, Db, DbError, Modified};
 use crate::events::{Event, Events};
 use crate::model::{
-    AuditEntry, BatchAck, CallbackAck, CreateJob, FeedRead, Job, JobFilter, JobRecord, JobStatus,
-    Metric, MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
+    AuditEntry, BatchAck, CallbackAck, CreateJob, FeedPage, FeedPos, FeedRead, Job, JobFilter,
+    JobRecord, JobStatus, Metric, MetricBatch, MetricFilter, TrainingUpdate, ValidationError,
 };
 use crate::queues::Queues;
 use crate::storage::{Store, StoreError, WriteMode};
@@ -283,12 +283,13 @@ impl Jobs {
     }
 
     /// What a live feed has not sent yet (see [`Db::read_feed`]).
-    pub async fn read_feed(&self, read: FeedRead) -> Result<(Vec<Job>, Vec<Metric>), JobError> {
+    pub async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, JobError> {
         Ok(self.db.read_feed(read).await?)
     }
 
-    /// Where a feed of every job starts: the newest point id and job change.
-    pub async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), JobError> {
+    /// Where a feed of every job starts: the positions of the points and
+    /// job versions already stored.
+    pub async fn feed_start(&self) -> Result<(FeedPos, FeedPos), JobError> {
         Ok(self.db.feed_start().await?)
     }
 

@@ -19,7 +19,7 @@ pub mod validate;
 pub mod webhook;
 
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
-pub use feed::{FeedRead, FeedScope};
+pub use feed::{FeedPage, FeedPos, FeedRead, FeedScope};
 pub use framework::Framework;
 pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};

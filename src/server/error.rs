@@ -146,6 +146,9 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            DbError::Unavailable(_) => ApiError::Unavailable(
+                "the database is unavailable; try again shortly".into(),
+            ),
             DbError::DiskFull(_) => ApiError::InsufficientStorage(
                 "the server's disk is full, so nothing was stored: free disk space on the server and try again".into(),
             ),

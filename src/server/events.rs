@@ -8,12 +8,16 @@
 //! the job's terminal state.
 //!
 //! The streams are derived from the database, not from an event log: every
-//! event's `id:` is a cursor `m<metric id>-j<updated_at µs>` naming the last
-//! point and the job version sent. A client resuming with `Last-Event-ID`
-//! gets every point after `m` (points are numbered in commit order) and the
-//! job's current snapshot if it changed after `j` (intermediate versions of
-//! a job coalesce into the latest; points never do). This survives daemon
-//! restarts and needs no retention policy.
+//! event's `id:` is a cursor `m<position>-j<position>` naming the last
+//! point and the job version sent, in the database's commit order
+//! ([`FeedPos`]): on SQLite `m<metric id>-j<updated_at µs>`, on
+//! PostgreSQL's all-jobs stream `m<xid>.<metric id>-j<xid>.<job number>`.
+//! A client resuming with `Last-Event-ID` gets every point after `m` and
+//! the job's current snapshot if it changed after `j` (intermediate
+//! versions of a job coalesce into the latest; points never do). This
+//! survives daemon restarts and needs no retention policy. Rows the
+//! database holds back (committed behind a transaction still open) are
+//! read again after [`RETRY`] even without a wake-up.
 //!
 //! The in-process hub ([`crate::events`]) is only a wake-up signal: on each
 //! wake-up a stream reads what it has not sent yet from the database, so
@@ -45,50 +49,70 @@ use super::responses::{Unauthorized, Unavailable};
 use super::AppState;
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
-use crate::model::{ErrorBody, FeedRead, FeedScope, Job, Metric, ValidationError};
+use crate::model::{ErrorBody, FeedPos, FeedRead, FeedScope, Job, Metric, ValidationError};
 
 /// Rows read from the database per wake-up (bounds a subscriber's memory).
 const PAGE: i64 = 256;
 /// Hub events folded into one database read.
 const MAX_COALESCE: usize = 1024;
+/// How soon a read that the database held rows back from is repeated.
+const RETRY: Duration = Duration::from_millis(25);
+/// The event id's pattern (OpenAPI).
+const EVENT_ID: &str = r"^\s*(m[0-9]{1,19}(\.[0-9]{1,19})?-j[0-9]{1,19}(\.[0-9]{1,19})?)?\s*$";
 /// Interval of the `: keep-alive` comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// Where a stream resumes: the last point id and job version (µs) sent.
+/// Where a stream resumes: the positions of the last point and job
+/// version sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {
-    /// Highest metric id sent.
-    pub metric: i64,
-    /// `updated_at` of the newest job version sent, in µs since the epoch.
-    pub job: i64,
+    /// Position of the last point sent.
+    pub metric: FeedPos,
+    /// Position of the newest job version sent.
+    pub job: FeedPos,
 }
 
 impl Cursor {
-    /// Parses `m<metric id>-j<µs>`.
+    /// Parses `m<position>-j<position>`, a position being `<n>` (which is
+    /// `(0, n)`) or `<a>.<b>`.
     pub fn parse(s: &str) -> Result<Cursor, ValidationError> {
         let bad = || {
             ValidationError::new(
                 "last_event_id",
-                format!("{s:?} is not an event id: expected m<metric id>-j<microseconds> as sent in an event's id field"),
+                format!("{s:?} is not an event id: expected m<metric id>-j<microseconds> (or m<a>.<b>-j<c>.<d>) as sent in an event's id field"),
             )
         };
         let (m, j) = s.trim().split_once('-').ok_or_else(bad)?;
-        let num = |part: &str, prefix: char| {
-            part.strip_prefix(prefix)
-                .and_then(|n| n.parse::<i64>().ok())
-                .filter(|n| *n >= 0)
-                .ok_or_else(bad)
+        let num = |n: &str| n.parse::<i64>().ok().filter(|n| *n >= 0);
+        let pos = |part: &str, prefix: char| {
+            let p = part.strip_prefix(prefix)?;
+            match p.split_once('.') {
+                Some((a, b)) => Some((num(a)?, num(b)?)),
+                None => Some((0, num(p)?)),
+            }
         };
         Ok(Cursor {
-            metric: num(m, 'm')?,
-            job: num(j, 'j')?,
+            metric: pos(m, 'm').ok_or_else(bad)?,
+            job: pos(j, 'j').ok_or_else(bad)?,
         })
+    }
+}
+
+/// `n` for `(0, n)` (SQLite's event ids stay as they were), else `a.b`.
+struct Pos(FeedPos);
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            (0, n) => write!(f, "{n}"),
+            (a, b) => write!(f, "{a}.{b}"),
+        }
     }
 }
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "m{}-j{}", self.metric, self.job)
+        write!(f, "m{}-j{}", Pos(self.metric), Pos(self.job))
     }
 }
 
@@ -97,7 +121,7 @@ impl std::fmt::Display for Cursor {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
-    #[param(pattern = r"^\s*(m[0-9]{1,18}-j[0-9]{1,18})?\s*$")]
+    #[param(pattern = r"^\s*(m[0-9]{1,19}(\.[0-9]{1,19})?-j[0-9]{1,19}(\.[0-9]{1,19})?)?\s*$")]
     pub last_event_id: Option<String>,
 }
 
@@ -113,7 +137,7 @@ impl IntoParams for LastEventIdHeader {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         let schema = ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some(r"^\s*(m[0-9]{1,18}-j[0-9]{1,18})?\s*$"));
+            .pattern(Some(EVENT_ID));
         vec![ParameterBuilder::new()
             .name("Last-Event-ID")
             .parameter_in(ParameterIn::Header)
@@ -168,8 +192,9 @@ pub async fn job_events(
     match resume {
         Some(c) => feed.cursor = c,
         None => {
-            feed.cursor.job = micros(&job.updated_at);
-            feed.push_job(job);
+            let pos = (0, micros(&job.updated_at));
+            feed.cursor.job = pos;
+            feed.push_job(pos, job);
         }
     }
     feed.fill().await?;
@@ -201,10 +226,7 @@ pub async fn all_events(
         Some(c) => c,
         None => {
             let (metric, job) = st.jobs.feed_start().await?;
-            Cursor {
-                metric,
-                job: job.as_ref().map_or(0, micros),
-            }
+            Cursor { metric, job }
         }
     };
     let mut feed = Feed::new(st.jobs.clone(), rx, st.shutdown.clone(), FeedScope::All);
@@ -244,8 +266,8 @@ fn wants(scope: FeedScope, job: Uuid) -> bool {
 enum Out {
     Ready,
     // Boxed: a job (with its attempts) dwarfs a point.
-    Job(Box<Job>),
-    Metric(Metric),
+    Job(FeedPos, Box<Job>),
+    Metric(FeedPos, Metric),
 }
 
 /// One subscriber's state: its cursor, what to re-read, and at most one page
@@ -263,6 +285,8 @@ struct Feed {
     metrics_dirty: bool,
     /// The per-job stream has queued the terminal snapshot.
     terminal: bool,
+    /// The last read was held back: read again after [`RETRY`].
+    retry: bool,
 }
 
 impl Feed {
@@ -282,14 +306,15 @@ impl Feed {
             jobs_dirty: true,
             metrics_dirty: true,
             terminal: false,
+            retry: false,
         }
     }
 
-    fn push_job(&mut self, job: Job) {
+    fn push_job(&mut self, pos: FeedPos, job: Job) {
         if matches!(self.scope, FeedScope::Job(_)) && job.status.is_terminal() {
             self.terminal = true;
         }
-        self.queue.push_back(Out::Job(Box::new(job)));
+        self.queue.push_back(Out::Job(pos, Box::new(job)));
     }
 
     /// Whether the stream has nothing more to send, ever.
@@ -323,6 +348,11 @@ impl Feed {
         loop {
             let got = tokio::select! {
                 r = self.rx.recv() => r,
+                _ = tokio::time::sleep(RETRY), if self.retry => {
+                    self.jobs_dirty = true;
+                    self.metrics_dirty = true;
+                    return Some(());
+                }
                 _ = self.closing.cancelled() => return None,
             };
             self.note(got)?;
@@ -363,20 +393,20 @@ impl Feed {
     /// changed jobs) into the queue.
     async fn fill(&mut self) -> Result<(), JobError> {
         let (scope, cursor) = (self.scope, self.cursor);
-        let jobs_since = self
-            .jobs_dirty
-            .then(|| DateTime::from_timestamp_micros(cursor.job).unwrap_or_default());
-        let (jobs, points) = self
+        let page = self
             .jobs
             .read_feed(FeedRead {
                 scope,
-                jobs_since,
+                jobs_after: self.jobs_dirty.then_some(cursor.job),
                 points_after: cursor.metric,
                 page: PAGE,
             })
             .await?;
+        self.retry = page.held_back;
+        let (jobs, points) = (page.jobs, page.points);
         let more_points = points.len() as i64 == PAGE;
-        self.queue.extend(points.into_iter().map(Out::Metric));
+        self.queue
+            .extend(points.into_iter().map(|(pos, m)| Out::Metric(pos, m)));
         if more_points {
             // Send this page first; the jobs are read again after the rest.
             self.metrics_dirty = true;
@@ -384,9 +414,9 @@ impl Feed {
         }
         self.metrics_dirty = false;
         self.jobs_dirty = matches!(scope, FeedScope::All) && jobs.len() as i64 == PAGE;
-        for job in jobs {
-            if micros(&job.updated_at) > self.cursor.job {
-                self.push_job(job);
+        for (pos, job) in jobs {
+            if pos > self.cursor.job {
+                self.push_job(pos, job);
             } else if matches!(scope, FeedScope::Job(_)) && job.status.is_terminal() {
                 // The client already has the final version.
                 self.terminal = true;
@@ -399,12 +429,12 @@ impl Feed {
     fn encode(&mut self, out: Out) -> SseEvent {
         let (name, data) = match out {
             Out::Ready => ("ready", Ok(SseEvent::default().data("{}"))),
-            Out::Job(job) => {
-                self.cursor.job = self.cursor.job.max(micros(&job.updated_at));
+            Out::Job(pos, job) => {
+                self.cursor.job = self.cursor.job.max(pos);
                 ("job", SseEvent::default().json_data(&job))
             }
-            Out::Metric(m) => {
-                self.cursor.metric = self.cursor.metric.max(m.id);
+            Out::Metric(pos, m) => {
+                self.cursor.metric = self.cursor.metric.max(pos);
                 ("metric", SseEvent::default().json_data(&m))
             }
         };
@@ -423,11 +453,28 @@ mod tests {
     #[test]
     fn cursor_round_trips_and_rejects_junk() {
         let c = Cursor {
-            metric: 42,
-            job: 1_700_000_000_123_456,
+            metric: (0, 42),
+            job: (0, 1_700_000_000_123_456),
         };
+        assert_eq!(c.to_string(), "m42-j1700000000123456");
         assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
-        for bad in ["", "m1", "m-1-j2", "x1-j2", "m1-jx", "m1-j2-", "1-2"] {
+        let pg = Cursor {
+            metric: (812, 42),
+            job: (790, 7),
+        };
+        assert_eq!(pg.to_string(), "m812.42-j790.7");
+        assert_eq!(Cursor::parse(&pg.to_string()).unwrap(), pg);
+        for bad in [
+            "",
+            "m1",
+            "m-1-j2",
+            "x1-j2",
+            "m1-jx",
+            "m1-j2-",
+            "1-2",
+            "m1.-j2",
+            "m1.2.3-j4",
+        ] {
             assert!(Cursor::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

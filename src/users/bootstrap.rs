@@ -65,6 +65,11 @@ impl Users {
             None => None,
         };
         if !self.db.bootstrap(admin, record).await? {
+            // Another replica on the same database created the first admin
+            // meanwhile: this token was never stored.
+            if let Some(path) = &file {
+                let _ = std::fs::remove_file(path);
+            }
             return Ok(Bootstrap::Existing);
         }
         Ok(match file {

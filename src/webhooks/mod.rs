@@ -2,7 +2,7 @@
 //! changes status, and the worker that delivers them.
 //!
 //! The events themselves are queued by the database in the transaction
-//! that changes the status (the outbox, `db/sqlite/webhooks.rs`), so the
+//! that changes the status (the outbox, in each backend's writer), so the
 //! callback path only ever writes one row per endpoint and never waits on a
 //! receiver. [`deliver::run`] claims due deliveries, signs them (Standard
 //! Webhooks), sends them with a timeout and no redirects, and records each

@@ -209,6 +209,20 @@ pub async fn running_with_token(d: &Daemon, id: &str) -> String {
 /// Every stored row of both tables as text: two snapshots are equal only
 /// when nothing was written in between.
 pub fn snapshot(d: &Daemon) -> String {
+    if d.pg_database().is_some() {
+        let mut out = String::new();
+        for sql in [
+            "SELECT j::text FROM jobs j ORDER BY id",
+            "SELECT m::text FROM metrics m ORDER BY id",
+        ] {
+            for line in d.sql(sql).lines() {
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str("--\n");
+        }
+        return out;
+    }
     let c = open_ro(&db_path(d));
     let mut out = String::new();
     for sql in [
@@ -235,6 +249,19 @@ pub fn snapshot(d: &Daemon) -> String {
 /// when the trainer's process ends, whenever that is (`exit_code`, and the
 /// `updated_at` it stamps).
 pub fn job_state(d: &Daemon, id: &str) -> String {
+    if d.pg_database().is_some() {
+        let id = id.replace('\'', "");
+        return format!(
+            "{}\n--\n{}",
+            d.sql(&format!(
+                "SELECT (to_jsonb(j) - 'exit_code' - 'updated_at' - 'xid')::text FROM jobs j \
+                 WHERE id::text = '{id}'"
+            )),
+            d.sql(&format!(
+                "SELECT m::text FROM metrics m WHERE job_id::text = '{id}' ORDER BY id"
+            ))
+        );
+    }
     let c = open_ro(&db_path(d));
     let mut out = String::new();
     for sql in [
@@ -260,6 +287,13 @@ pub fn job_state(d: &Daemon, id: &str) -> String {
 
 /// How many metric points the database holds for `id`.
 pub fn stored_points(d: &Daemon, id: &str) -> i64 {
+    if d.pg_database().is_some() {
+        let id = id.replace('\'', "");
+        let n = d.sql(&format!(
+            "SELECT COUNT(*) FROM metrics WHERE job_id::text = '{id}'"
+        ));
+        return n.parse().expect("a count");
+    }
     open_ro(&db_path(d))
         .query_row(
             "SELECT COUNT(*) FROM metrics WHERE job_id = ?1",

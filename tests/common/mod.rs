@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,6 +111,12 @@ impl Daemon {
             }
         };
         let mut args = opts.args;
+        let mut envs = opts.envs;
+        let chosen = envs.iter().any(|(k, _)| k == "DATABASE_URL")
+            || args.iter().any(|a| a.starts_with("--database-url"));
+        if pg::enabled() && !chosen {
+            envs.push(("DATABASE_URL".into(), pg::cluster().fresh_database()));
+        }
         let mut tokens = None;
         if opts.capture {
             let base = data_dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
@@ -135,7 +142,7 @@ impl Daemon {
             data_dir,
             _tmp: tmp,
             args,
-            envs: opts.envs,
+            envs,
             log: Arc::new(Mutex::new(Vec::new())),
             log_done: None,
             bind: "127.0.0.1:0".into(),
@@ -270,6 +277,45 @@ impl Daemon {
             .envs(envs.iter().copied())
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// The daemon's PostgreSQL database (on the test cluster), if it uses one.
+    pub fn pg_database(&self) -> Option<String> {
+        let (_, url) = self.envs.iter().find(|(k, _)| k == "DATABASE_URL")?;
+        let rest = url.strip_prefix("postgresql://")?;
+        let path = rest.split('?').next()?;
+        Some(path.rsplit('/').next()?.to_string())
+    }
+
+    /// Runs one SQL statement on the daemon's database, whichever backend
+    /// (values inlined by the caller; tests only): the rows as lines of
+    /// `|`-separated text.
+    pub fn sql(&self, sql: &str) -> String {
+        if let Some(db) = self.pg_database() {
+            return pg::cluster().sql(&db, sql);
+        }
+        let c = rusqlite::Connection::open(self.data_dir.join("platform.db"))
+            .expect("open the daemon's database");
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mut stmt = c.prepare(sql).expect("prepare");
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).expect("query");
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().expect("row") {
+            let cols: Vec<String> = (0..n)
+                .map(
+                    |i| match row.get::<_, rusqlite::types::Value>(i).expect("column") {
+                        rusqlite::types::Value::Null => String::new(),
+                        rusqlite::types::Value::Integer(v) => v.to_string(),
+                        rusqlite::types::Value::Real(v) => v.to_string(),
+                        rusqlite::types::Value::Text(v) => v,
+                        rusqlite::types::Value::Blob(v) => format!("{v:?}"),
+                    },
+                )
+                .collect();
+            lines.push(cols.join("|"));
+        }
+        lines.join("\n")
     }
 
     /// The full log so far.

@@ -19,6 +19,9 @@ mod users;
 mod webhooks;
 mod writer;
 
+#[cfg(test)]
+pub(super) use migrations::latest_version;
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +33,8 @@ use uuid::Uuid;
 use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
 use crate::model::webhook::{job_event, AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
 use crate::model::{
-    AuditEntry, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus, Metric, MetricFilter,
-    Order,
+    AuditEntry, FeedPage, FeedPos, FeedRead, FeedScope, Job, JobFilter, JobRecord, JobStatus,
+    Metric, MetricFilter, Order,
 };
 
 impl From<rusqlite::Error> for DbError {
@@ -324,38 +327,50 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn read_feed(
-        &self,
-        read: FeedRead,
-    ) -> Result<(Vec<Job>, Vec<Metric>), DbError> {
+    /// Positions are `(0, id)` for points and `(0, updated_at in µs)` for
+    /// jobs: with one writer, both follow commit order.
+    pub(super) async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {
         self.read(move |c| {
-            let jobs = match (read.jobs_since, read.scope) {
+            let jobs = match (read.jobs_after, read.scope) {
                 (None, _) => Vec::new(),
                 (Some(_), FeedScope::Job(id)) => {
                     jobs::get(c, id)?.map(|r| r.job).into_iter().collect()
                 }
-                (Some(since), FeedScope::All) => jobs::changed_since(c, &since, read.page)?,
+                (Some((_, since)), FeedScope::All) => {
+                    let since = DateTime::from_timestamp_micros(since).unwrap_or_default();
+                    jobs::changed_since(c, &since, read.page)?
+                }
             };
             let points = match read.scope {
                 FeedScope::Job(id) => {
                     let f = MetricFilter {
                         limit: read.page,
                         order: Order::Asc,
-                        after_id: Some(read.points_after),
+                        after_id: Some(read.points_after.1),
                         max_points: None,
                     };
                     metrics::list(c, id, &f)?
                 }
-                FeedScope::All => metrics::all_after(c, read.points_after, read.page)?,
+                FeedScope::All => metrics::all_after(c, read.points_after.1, read.page)?,
             };
-            Ok((jobs, points))
+            Ok(FeedPage {
+                jobs: jobs
+                    .into_iter()
+                    .map(|j| ((0, j.updated_at.timestamp_micros()), j))
+                    .collect(),
+                points: points.into_iter().map(|m| ((0, m.id), m)).collect(),
+                held_back: false,
+            })
         })
         .await
     }
 
-    pub(super) async fn feed_start(&self) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
-        self.read(|c| Ok((metrics::last_id(c)?, jobs::last_change(c)?)))
-            .await
+    pub(super) async fn feed_start(&self) -> Result<(FeedPos, FeedPos), DbError> {
+        self.read(|c| {
+            let job = jobs::last_change(c)?.map_or(0, |t| t.timestamp_micros());
+            Ok(((0, metrics::last_id(c)?), (0, job)))
+        })
+        .await
     }
 
     pub(super) async fn count_by_queue(&self) -> Result<Vec<(String, JobStatus, i64)>, DbError> {
@@ -523,6 +538,7 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
     if found > supported {
         return Err(DbError::TooNew {
             path: path.to_path_buf(),
+            other: "file",
             found,
             supported,
         });

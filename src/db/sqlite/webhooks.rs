@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+use crate::db::webhook::{job_payload, secret_prefix, test_payload};
 use crate::db::{parse_ts, ts, DbError};
 use crate::model::webhook::{
     AttemptOutcome, ClaimedDelivery, Delivery, Webhook, WebhookFormat, WebhookRecord,
@@ -36,11 +37,6 @@ fn list_text(l: &Option<Vec<String>>) -> Option<String> {
         .map(|l| serde_json::Value::from(l.clone()).to_string())
 }
 
-/// The first characters of a secret, safe to show.
-fn prefix(secret: &str) -> String {
-    format!("{}…", secret.chars().take(10).collect::<String>())
-}
-
 fn hook_from_row(r: &Row<'_>) -> Result<WebhookRecord, DbError> {
     let secret: String = r.get(2)?;
     let format: String = r.get(3)?;
@@ -54,7 +50,7 @@ fn hook_from_row(r: &Row<'_>) -> Result<WebhookRecord, DbError> {
             frameworks: list_column(r.get(5)?)?,
             users: list_column(r.get(6)?)?,
             source: r.get(7)?,
-            secret_prefix: prefix(&secret),
+            secret_prefix: secret_prefix(&secret),
             created_at: parse_ts(&r.get::<_, String>(8)?)?,
         },
         secret,
@@ -183,11 +179,6 @@ pub fn replace_source(c: &Connection, source: &str, recs: &[WebhookRecord]) -> R
     Ok(())
 }
 
-/// The event as stored and later sent.
-fn payload(event: &str, at: &DateTime<Utc>, data: serde_json::Value) -> String {
-    serde_json::json!({"type": event, "timestamp": at, "data": data}).to_string()
-}
-
 /// Queues `event` for `job` to every endpoint whose filters take it, in
 /// the caller's transaction (one statement; no endpoint, no row).
 pub fn enqueue_job_event(
@@ -196,7 +187,6 @@ pub fn enqueue_job_event(
     event: &str,
     now: &DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let data = serde_json::to_value(job).map_err(corrupt)?;
     c.prepare_cached(
         "INSERT INTO webhook_deliveries (message_id, webhook_id, job_id, event, payload, state, \
          next_attempt_at, created_at) \
@@ -209,7 +199,7 @@ pub fn enqueue_job_event(
     .execute(params![
         job.id.to_string(),
         event,
-        payload(event, now, data),
+        job_payload(job, event, now)?,
         ts(now),
         job.framework,
         job.user_id,
@@ -228,7 +218,6 @@ pub fn enqueue_test(
     if get(c, id)?.is_none() {
         return Ok(None);
     }
-    let data = serde_json::json!({"webhook_id": id, "message": "a test event from platform"});
     let row: i64 = c
         .prepare_cached(
             "INSERT INTO webhook_deliveries (message_id, webhook_id, event, payload, state, \
@@ -236,7 +225,7 @@ pub fn enqueue_test(
              VALUES ('msg_' || lower(hex(randomblob(12))), ?1, ?2, ?3, 'pending', ?4, ?4) RETURNING id",
         )?
         .query_row(
-            params![id.to_string(), event, payload(event, now, data), ts(now)],
+            params![id.to_string(), event, test_payload(id, event, now), ts(now)],
             |r| r.get(0),
         )?;
     delivery(c, row)

@@ -1,0 +1,109 @@
+//! Reads of the `metrics` table: a job's points by page, and downsampled
+//! for plots.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{corrupt, fail};
+use crate::db::downsample::pick_extremes;
+use crate::db::DbError;
+use crate::model::{Metric, MetricFilter, Order};
+
+/// Every column of a point, in [`point`]'s order.
+pub(super) const COLUMNS: &str =
+    "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
+
+/// A row of [`COLUMNS`] (extra columns after them are ignored).
+pub(super) fn point(r: &Row) -> Result<Metric, DbError> {
+    let metrics: serde_json::Value = r.try_get(6).map_err(corrupt)?;
+    let serde_json::Value::Object(metrics) = metrics else {
+        return Err(DbError::Corrupt(
+            "a point's metrics are not an object".into(),
+        ));
+    };
+    Ok(Metric {
+        id: r.try_get(0).map_err(corrupt)?,
+        job_id: r.try_get(1).map_err(corrupt)?,
+        epoch: r.try_get(2).map_err(corrupt)?,
+        step: r.try_get(3).map_err(corrupt)?,
+        loss: r.try_get(4).map_err(corrupt)?,
+        accuracy: r.try_get(5).map_err(corrupt)?,
+        metrics,
+        created_at: r.try_get(7).map_err(corrupt)?,
+        attempt: u32::try_from(r.try_get::<_, i32>(8).map_err(corrupt)?).map_err(corrupt)?,
+    })
+}
+
+pub(super) fn points(rows: &[Row]) -> Result<Vec<Metric>, DbError> {
+    rows.iter().map(point).collect()
+}
+
+/// A page of a job's points in the requested order, or a downsampled view
+/// of the whole history when `max_points` is set. Within one job, ids are
+/// in commit order: points are only written under the job's row lock.
+pub(super) async fn list(
+    c: &impl GenericClient,
+    job_id: Uuid,
+    f: &MetricFilter,
+) -> Result<Vec<Metric>, DbError> {
+    let after = f.after_id.unwrap_or(0);
+    if let Some(max) = f.max_points {
+        return downsample(c, job_id, after, max as usize, f.order).await;
+    }
+    let dir = match f.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM metrics WHERE job_id = $1 AND id > $2 ORDER BY id {dir} LIMIT $3"
+        ))
+        .await
+        .map_err(fail)?;
+    points(
+        &c.query(&stmt, &[&job_id, &after, &f.limit])
+            .await
+            .map_err(fail)?,
+    )
+}
+
+async fn downsample(
+    c: &impl GenericClient,
+    job_id: Uuid,
+    after: i64,
+    max: usize,
+    order: Order,
+) -> Result<Vec<Metric>, DbError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT id, COALESCE(loss, accuracy, epoch) FROM metrics \
+             WHERE job_id = $1 AND id > $2 ORDER BY id ASC",
+        )
+        .await
+        .map_err(fail)?;
+    let series = c
+        .query(&stmt, &[&job_id, &after])
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(corrupt)?,
+                r.try_get(1).map_err(corrupt)?,
+            ))
+        })
+        .collect::<Result<Vec<(i64, f64)>, DbError>>()?;
+    let ids = pick_extremes(&series, max);
+    let dir = match order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM metrics WHERE id = ANY($1) ORDER BY id {dir}"
+        ))
+        .await
+        .map_err(fail)?;
+    points(&c.query(&stmt, &[&ids]).await.map_err(fail)?)
+}
