@@ -37,7 +37,7 @@ use crate::runner::env::StoreContract;
 use crate::runner::scheduler::Scheduler;
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
 use crate::runner::{Runner, SpecBuilder};
-use crate::server::{self, AppState, AuthFailures, ServeOptions, StreamSlots};
+use crate::server::{self, AppState, AuthFailures, ServeOptions, Services, StreamSlots};
 use crate::storage::Store;
 use crate::trainers::Trainers;
 use crate::users::{Bootstrap, Users, ADMIN_NAME};
@@ -224,7 +224,7 @@ async fn serve(
             .hold(cfg.hold_jobs)
             .run(shutdown.child_token()),
     );
-    let state = AppState {
+    let state = AppState::new(Services {
         jobs,
         webhooks,
         store: store.clone(),
@@ -237,7 +237,7 @@ async fn serve(
         max_body_bytes: cfg.max_body_bytes,
         prometheus,
         shutdown: shutdown.clone(),
-    };
+    });
     let app = server::router(state, &cfg.cors_origins);
     let opts = serve_options(cfg, open_files);
     tracing::info!(

@@ -60,9 +60,29 @@ use crate::trainers::Trainers;
 use crate::users::Users;
 use error::ApiError;
 
-/// What the handlers use, and nothing more.
+/// What the handlers use, shared: every middleware layer and handler
+/// takes its own copy of the state for each request, so a copy is one
+/// reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// The state over `services`.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What the handlers use, and nothing more.
+pub struct Services {
     /// The job service (lifecycle rules, reads, the event hub).
     pub jobs: Arc<Jobs>,
     /// Webhook endpoints and their deliveries.
