@@ -479,18 +479,19 @@ async fn global_stream_carries_every_job_and_resumes() {
 
 #[tokio::test]
 async fn a_lagging_consumer_rereads_from_the_database() {
-    // A hub of 64 events: each batch publishes 1,000 at once, far faster
-    // than a stream that re-reads the database between wake-ups drains
-    // them, so its subscription falls behind whatever the socket buffers
-    // hold (loopback's can take every point of this test).
+    // A hub of 4 events, and batches of 1,000 points published at once:
+    // the stream is idle (caught up) when each batch lands, so its
+    // subscription falls behind at once and it must re-read the database.
+    // (A stream kept busy sending never looks at the hub, so the client
+    // reads each batch before the next is sent.)
     let d = Daemon::start_with(Opts {
-        envs: vec![("PLATFORM_TEST_EVENT_CAPACITY".into(), "64".into())],
+        envs: vec![("PLATFORM_TEST_EVENT_CAPACITY".into(), "4".into())],
         ..Opts::default().capturing()
     });
     let t = Trainer::new(&d, json!({})).await;
     let mut s = Events::open(&d, &t.events_path(), None).await;
     assert_eq!(s.next().await.unwrap().event, "job");
-    // This client reads nothing while the points are stored.
+    let (mut events, mut points) = (Vec::new(), 0);
     for batch in 0..24 {
         t.batch(
             (0..1000)
@@ -498,9 +499,14 @@ async fn a_lagging_consumer_rereads_from_the_database() {
                 .collect(),
         )
         .await;
+        while points < (batch as usize + 1) * 1000 {
+            let e = s.next().await.expect("the stream ended early");
+            points += usize::from(e.event == "metric");
+            events.push(e);
+        }
     }
     t.complete().await;
-    let events = s.until_terminal().await;
+    events.extend(s.until_terminal().await);
     let ids = metric_ids(&events);
     assert_eq!(ids.len(), 24_000);
     assert_strictly_ascending(&ids);
