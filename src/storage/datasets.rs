@@ -97,14 +97,8 @@ impl Store {
         };
         let mut files = self.list_files(&prefix).await?;
         if files.is_empty() && !key.is_empty() {
-            let (dir, base) = key.rsplit_once('/').unwrap_or(("", &key));
-            let parent = if dir.is_empty() {
-                String::new()
-            } else {
-                format!("{dir}/")
-            };
-            files = self.list_files(&parent).await?;
-            files.retain(|f| f.path == base);
+            // A URI naming one object: a HEAD, not a listing of its folder.
+            files.extend(self.file_at(&key).await?);
         }
         if files.is_empty() {
             return Err(missing());

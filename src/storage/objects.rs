@@ -86,6 +86,21 @@ impl Store {
         }
     }
 
+    /// The one object at `key`, named by its last path segment; `None`
+    /// when nothing is stored there.
+    pub async fn file_at(&self, key: &str) -> Result<Option<StoredFile>, StoreError> {
+        match self.objects.head(&to_key(key)).await {
+            Ok(m) => Ok(Some(StoredFile {
+                uri: self.uri(key),
+                path: key.rsplit('/').next().unwrap_or(key).to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.explain("read", e)),
+        }
+    }
+
     /// Every object under `prefix` (ending in `/`), with paths relative to
     /// it, sorted by path.
     pub async fn list_files(&self, prefix: &str) -> Result<Vec<StoredFile>, StoreError> {
