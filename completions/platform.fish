@@ -63,6 +63,9 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l data-dir -d 
 complete -c platform -n "__fish_platform_using_subcommand serve" -l db-pool-size -d 'Connections in the PostgreSQL pool [default: the URL\'s pool_size, else 10]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l runner -d 'Which runner launches trainers' -r -f -a "subprocess\t'Local child processes (the default on a dev box)'
 kubernetes\t'One Kubernetes Job per training job'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l leader-election -d 'Leader election among replicas sharing one PostgreSQL database: `lease` (one replica schedules and watches trainers, every one serves the API; needs PostgreSQL and the Kubernetes runner) or `off` (this daemon does everything)' -r -f -a "off\t'This daemon leads alone (one replica; SQLite or PostgreSQL)'
+lease\t'A lease row in PostgreSQL: one replica at a time leads (needs PostgreSQL and the Kubernetes runner)'"
+complete -c platform -n "__fish_platform_using_subcommand serve" -l replica-id -d 'This replica\'s name in the leader lease and /health [default: the host name (a pod\'s name on Kubernetes), the process id and a random suffix]' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l api-token -d 'Bearer token required on the user-facing API' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l admin-token -d 'The first admin\'s token, stored (as a hash) when the database has no user yet; without it a generated one goes to `admin-token` in the data directory. Setting it also requires tokens on user routes' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l callback-auth -d 'Require each job\'s bearer token on callbacks ("off" for seed-era trainers)' -r -f -a "on\t'Enabled'

@@ -16,7 +16,10 @@
 //! trainer registry (trainers file and directory) in place.
 //!
 //! This is the only module that knows every part; each part gets exactly
-//! the handles it uses.
+//! the handles it uses. With `--leader-election lease` the scheduler and
+//! the runner's watchers run only while this replica leads ([`leading`]).
+
+mod leading;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use nix::sys::stat::Mode;
 
-use crate::config::{RunnerKind, ServerConfig};
+use crate::config::{LeaderElection, RunnerKind, ServerConfig};
 use crate::datadir;
 use crate::db::{Db, DbUrl, OpenOptions, SqliteOptions};
 use crate::events::Events;
 use crate::jobs::{Jobs, JobsConfig};
+use crate::leader::Leadership;
 use crate::runner::env::StoreContract;
 use crate::runner::scheduler::Scheduler;
 use crate::runner::subprocess::{SubprocessConfig, SubprocessRunner};
@@ -205,7 +209,6 @@ async fn serve(
         .backend_base_url
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
-    let runner = build_runner(cfg, jobs.clone(), store.clone(), trainer_umask).await?;
     let specs = Arc::new(SpecBuilder::new(
         registry.clone(),
         Arc::new(StoreContract {
@@ -219,11 +222,30 @@ async fn serve(
             },
         }),
     ));
-    let scheduler = tokio::spawn(
-        Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
-            .hold(cfg.hold_jobs)
-            .run(shutdown.child_token()),
-    );
+    let (runner, leadership, leader_work) = match cfg.leader_election {
+        LeaderElection::Off => {
+            let runner = build_runner(cfg, jobs.clone(), store.clone(), trainer_umask).await?;
+            let scheduler = tokio::spawn(
+                Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
+                    .hold(cfg.hold_jobs)
+                    .run(shutdown.child_token()),
+            );
+            let alone = Leadership::alone(Arc::from(cfg.replica_id.as_str()));
+            (runner, alone, scheduler)
+        }
+        LeaderElection::Lease => {
+            warn_unset_base_url(cfg);
+            let parts = leading::Parts {
+                db: db.clone(),
+                jobs: jobs.clone(),
+                store: store.clone(),
+                specs: specs.clone(),
+                queues,
+            };
+            let r = leading::start(cfg, parts, &shutdown).await?;
+            (r.runner, r.leadership, r.task)
+        }
+    };
     let state = AppState::new(Services {
         jobs,
         webhooks,
@@ -236,6 +258,7 @@ async fn serve(
         streams: StreamSlots::new(cfg.http.max_streams),
         max_body_bytes: cfg.max_body_bytes,
         prometheus,
+        leadership,
         shutdown: shutdown.clone(),
     });
     let app = server::router(state, &cfg.cors_origins);
@@ -256,7 +279,7 @@ async fn serve(
     // The server may also have stopped on its own (an error): stop the rest.
     shutdown.cancel();
     tracing::info!("shutting down: in-flight requests finished");
-    let _ = scheduler.await;
+    let _ = leader_work.await;
     let _ = deliveries.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
@@ -285,14 +308,18 @@ async fn build_runner(
             )))
         }
         RunnerKind::Kubernetes => {
-            if cfg.backend_base_url.is_none() {
-                tracing::warn!("BACKEND_BASE_URL is not set: trainer pods are told to call back the daemon's bind address, which they can only reach if the daemon runs on their network; set it to the daemon's Service URL");
-            }
+            warn_unset_base_url(cfg);
             let runner =
                 crate::runner::kubernetes::KubernetesRunner::connect(jobs, store, cfg.kube.clone())
                     .await?;
             Ok(Arc::new(runner))
         }
+    }
+}
+
+fn warn_unset_base_url(cfg: &ServerConfig) {
+    if cfg.backend_base_url.is_none() {
+        tracing::warn!("BACKEND_BASE_URL is not set: trainer pods are told to call back the daemon's bind address, which they can only reach if the daemon runs on their network; set it to the daemon's Service URL");
     }
 }
 

@@ -1,10 +1,16 @@
 //! In-process fan-out of committed changes: every job change and every new
 //! metric point is published here after its write is durable, for the live
 //! event stream and the scheduler.
+//!
+//! With several replicas on one PostgreSQL database, changes committed on
+//! another replica arrive here as [`Event::Touched`] and [`Event::Resync`]
+//! (`jobs/remote.rs`): wake-ups that carry no state, so subscribers re-read
+//! from the database, which stays the only source of events.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use crate::model::{Job, Metric};
 
@@ -17,6 +23,20 @@ pub enum Event {
     Metric(Arc<Metric>),
     /// A queue was paused or resumed (its name).
     Queue(Arc<str>),
+    /// Job `id` (its row, its points, or both) changed on another replica:
+    /// re-read it.
+    Touched(Uuid),
+    /// Changes on other replicas may have been missed (a queue changed
+    /// there, or the wake-up channel reconnected): re-read everything.
+    Resync,
+}
+
+impl Event {
+    /// Whether this replica's own commit made the event (and not a wake-up
+    /// from another replica).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Event::Touched(_) | Event::Resync)
+    }
 }
 
 /// How many events a slow subscriber may fall behind before it is told to

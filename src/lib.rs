@@ -15,6 +15,7 @@ pub(crate) mod db;
 pub mod errors;
 pub(crate) mod events;
 pub(crate) mod jobs;
+pub(crate) mod leader;
 pub mod logging;
 pub mod model;
 pub mod queues;

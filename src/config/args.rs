@@ -22,6 +22,16 @@ pub enum RunnerKind {
     Kubernetes,
 }
 
+/// How replicas sharing one database agree on a leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LeaderElection {
+    /// This daemon leads alone (one replica; SQLite or PostgreSQL).
+    Off,
+    /// A lease row in PostgreSQL: one replica at a time leads (needs
+    /// PostgreSQL and the Kubernetes runner).
+    Lease,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -67,6 +77,19 @@ pub struct ServeArgs {
         default_value = "subprocess"
     )]
     pub runner: RunnerKind,
+
+    /// Leader election among replicas sharing one PostgreSQL database: `lease` (one replica schedules and watches trainers, every one serves the API; needs PostgreSQL and the Kubernetes runner) or `off` (this daemon does everything).
+    #[arg(
+        long,
+        env = "PLATFORM_LEADER_ELECTION",
+        value_enum,
+        default_value = "off"
+    )]
+    pub leader_election: LeaderElection,
+
+    /// This replica's name in the leader lease and /health [default: the host name (a pod's name on Kubernetes), the process id and a random suffix].
+    #[arg(long, env = "PLATFORM_REPLICA_ID", value_name = "NAME")]
+    pub replica_id: Option<String>,
 
     /// Bearer token required on the user-facing API.
     #[arg(

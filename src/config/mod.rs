@@ -19,7 +19,7 @@ mod layers;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-pub use args::{DatabaseArgs, LogFormat, RunnerKind, ServeArgs};
+pub use args::{DatabaseArgs, LeaderElection, LogFormat, RunnerKind, ServeArgs};
 pub use dirs::{default_config_dir, default_data_dir};
 pub use layers::load_env_layers;
 
@@ -66,6 +66,14 @@ pub enum ConfigError {
     /// Bad `QUEUES` / `[queues.NAME]`.
     #[error(transparent)]
     Queues(#[from] crate::queues::QueuesError),
+    /// `--leader-election lease` with a single-node part.
+    #[error("{0}")]
+    SingleNode(&'static str),
+    /// Bad `--replica-id`.
+    #[error(
+        "invalid PLATFORM_REPLICA_ID {0:?}: expected 1 to 100 letters, digits, '.', '_' or '-'"
+    )]
+    ReplicaId(String),
 }
 
 /// The shortest API token accepted (surrounding whitespace does not count).
@@ -85,6 +93,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Runner kind.
     pub runner: RunnerKind,
+    /// `--leader-election` (lease only with PostgreSQL and Kubernetes).
+    pub leader_election: LeaderElection,
+    /// This replica's name (`--replica-id`, else generated).
+    pub replica_id: String,
     /// API bearer token (the operator's admin token).
     pub api_token: Option<String>,
     /// The first admin's token, stored when no user exists yet.
@@ -201,12 +213,21 @@ impl ServerConfig {
             args.queues.as_deref(),
             u32::try_from(max_concurrent_jobs).unwrap_or(u32::MAX),
         )?;
+        if args.leader_election == LeaderElection::Lease {
+            single_node_check(&database, args.runner)?;
+        }
+        let replica_id = match &args.replica_id {
+            Some(id) => check_replica_id(id)?,
+            None => default_replica_id(),
+        };
         Ok(Self {
             bind,
             database,
             db_pool_size: args.db_pool_size.map(|n| n as usize),
             data_dir,
             runner: args.runner,
+            leader_election: args.leader_election,
+            replica_id,
             api_token,
             admin_token,
             require_auth,
@@ -255,6 +276,55 @@ impl ServerConfig {
             test_event_capacity: test_env("PLATFORM_TEST_EVENT_CAPACITY"),
         })
     }
+}
+
+/// `--leader-election lease` needs every part shared: the database on a
+/// server, trainers as Kubernetes Jobs (a subprocess trainer is a child
+/// of one replica, its logs on that node).
+fn single_node_check(database: &DbUrl, runner: RunnerKind) -> Result<(), ConfigError> {
+    if matches!(database, DbUrl::Sqlite(_)) {
+        return Err(ConfigError::SingleNode("--leader-election lease needs a PostgreSQL DATABASE_URL: a SQLite database is a file of one node, so replicas cannot share it"));
+    }
+    if runner == RunnerKind::Subprocess {
+        return Err(ConfigError::SingleNode("--leader-election lease needs --runner kubernetes (TRAINING_MODE=kubernetes): subprocess trainers are children of one replica, which no other replica can watch or stop"));
+    }
+    Ok(())
+}
+
+fn check_replica_id(id: &str) -> Result<String, ConfigError> {
+    let fits = (1..=100).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if fits {
+        Ok(id.to_string())
+    } else {
+        Err(ConfigError::ReplicaId(id.to_string()))
+    }
+}
+
+/// `HOST-PID-RANDOM`: unique even for two daemons on one host, and on
+/// Kubernetes it starts with the pod's name (its host name).
+fn default_replica_id() -> String {
+    let host: String = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(60)
+        .collect();
+    let host = if host.is_empty() {
+        "platform".to_string()
+    } else {
+        host
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..6])
 }
 
 /// One entry of `WEBHOOKS`.

@@ -13,6 +13,7 @@
 //! change rejected by its rule stores nothing.
 
 mod accounts;
+mod coord;
 mod downsample;
 mod postgres;
 mod sqlite;
@@ -30,6 +31,7 @@ use crate::model::{
     MetricFilter, MetricPoint,
 };
 
+pub use coord::Notice;
 pub use sqlite::SqliteOptions;
 pub use url::{DbUrl, PgUrl, UrlError};
 

@@ -164,7 +164,8 @@ pub struct Jobs {
     cfg: JobsConfig,
     /// Token hashes of live jobs, so the hot path skips a read. An entry
     /// is replaced when a launch mints a new token and dropped when the
-    /// job ends, so it is never stale.
+    /// job ends, or changes on another replica (`remote.rs`), so it is
+    /// never stale.
     tokens: RwLock<HashMap<Uuid, Arc<str>>>,
     /// Idempotency keys of creates being handled.
     in_flight: Arc<idempotency::InFlight>,
@@ -598,6 +599,7 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
 
 mod access;
 mod attempts;
+mod remote;
 mod sched;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -53,6 +53,17 @@ pub struct Health {
     /// Per-component checks (`database`, …): `ok` or what is wrong.
     #[serde(default)]
     pub checks: std::collections::BTreeMap<String, String>,
+    /// Whether this replica runs the scheduler and watches trainers (with
+    /// `--leader-election off`, always; replicas that follow stay ready).
+    #[serde(default)]
+    pub leader: bool,
+    /// The leader lease's epoch while this replica holds it (none with
+    /// `--leader-election off`); it grows with each new leader.
+    #[serde(default)]
+    pub epoch: Option<i64>,
+    /// This replica's name (`--replica-id`).
+    #[serde(default)]
+    pub replica: String,
 }
 
 /// Body of `GET /`.

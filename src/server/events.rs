@@ -377,6 +377,15 @@ impl Feed {
         match got {
             Ok(Event::Job(j)) if wants(self.scope, j.id) => self.jobs_dirty = true,
             Ok(Event::Metric(m)) if wants(self.scope, m.job_id) => self.metrics_dirty = true,
+            // Changed on another replica: its row, its points or both.
+            Ok(Event::Touched(id)) if wants(self.scope, id) => {
+                self.jobs_dirty = true;
+                self.metrics_dirty = true;
+            }
+            Ok(Event::Resync) => {
+                self.jobs_dirty = true;
+                self.metrics_dirty = true;
+            }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Missed events: re-read everything from the cursor.

@@ -48,6 +48,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
         "storage".to_string(),
         storage.err().unwrap_or_else(|| "ok".into()),
     );
+    let role = st.leadership.current();
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -60,6 +61,9 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
             service: SERVICE_NAME.into(),
             version: VERSION.into(),
             checks,
+            leader: role.is_leading(),
+            epoch: role.epoch(),
+            replica: st.leadership.replica().to_string(),
         }),
     )
 }

@@ -106,6 +106,8 @@ pub struct Services {
     pub max_body_bytes: usize,
     /// Prometheus renderer, when the recorder is installed.
     pub prometheus: Option<PrometheusHandle>,
+    /// Whether this replica leads (`/health`).
+    pub leadership: crate::leader::Leadership,
     /// Cancelled when the daemon starts shutting down: long-lived
     /// responses (event streams, followed logs) end on it.
     pub shutdown: CancellationToken,

@@ -68,6 +68,9 @@ pub async fn run(
             _ = hooks.wake.notified() => true,
             e = events.recv() => match e {
                 Ok(Event::Job(job)) => statuses.changed(job.id, job.status),
+                // Another replica's worker sends what its commits queued;
+                // a resync may follow missed changes of any kind.
+                Ok(Event::Resync) => true,
                 Ok(_) => false,
                 // Missed events may have held a change of status.
                 Err(broadcast::error::RecvError::Lagged(_)) => true,

@@ -229,7 +229,27 @@ CREATE TABLE audit (
 CREATE INDEX audit_newest ON audit (at DESC, id DESC);
 CREATE INDEX audit_by_user ON audit (user_name, at DESC, id DESC);
 "#,
+    // 8, 9: numbers taken by other branches (issue 13 part 2 came later);
+    // their migrations replace these two lines when they merge.
+    RESERVED,
+    RESERVED,
+    // 10: the leader lease of replicas sharing this database (issue 13):
+    // one row per lease, renewed on the database's clock; `epoch` grows
+    // with each new holder (see `coord.rs`).
+    LEASES,
 ];
+
+/// A version number another branch holds (its migration replaces it).
+const RESERVED: &str = "-- reserved";
+
+const LEASES: &str = r#"
+CREATE TABLE leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    epoch      bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+"#;
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> usize {

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod batch;
+mod coord;
 mod feed;
 mod idempotency;
 mod jobs;

@@ -227,8 +227,28 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_user ON audit (user_name, id);
 "#,
         ),
+        // 8, 9: numbers taken by other branches (issue 13 part 2 came
+        // later); their migrations replace these two lines when they merge.
+        M::up(RESERVED),
+        M::up(RESERVED),
+        // 10: PostgreSQL's leader lease table, unused here (SQLite is
+        // single-node: `--leader-election lease` is refused with it), kept
+        // so version 10 is one logical schema on both backends.
+        M::up(
+            r#"
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY NOT NULL,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at TEXT NOT NULL
+) STRICT;
+"#,
+        ),
     ]
 }
+
+/// A version number another branch holds (its migration replaces it).
+const RESERVED: &str = "-- reserved";
 
 fn hash_existing_tokens(tx: &rusqlite::Transaction<'_>) -> HookResult {
     let tokens: Vec<(String, String)> = tx

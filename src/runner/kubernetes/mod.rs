@@ -105,13 +105,20 @@ impl KubernetesRunner {
         store: Arc<Store>,
         settings: KubeSettings,
     ) -> anyhow::Result<Self> {
+        let kube = Self::connect_client(&settings).await?;
+        Ok(Self::with_client(jobs, store, settings, kube))
+    }
+
+    /// The API server's client, once reachable with every permission the
+    /// runner needs (one readable sentence when not).
+    pub async fn connect_client(settings: &KubeSettings) -> anyhow::Result<Client> {
         if !is_dns_label(&settings.namespace) {
             anyhow::bail!(
                 "invalid KUBE_NAMESPACE {:?}: a namespace is at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit",
                 settings.namespace
             );
         }
-        let config = client::load_config(&settings).await?;
+        let config = client::load_config(settings).await?;
         let url = config.cluster_url.to_string();
         let kube = client::client(config)?;
         tokio::time::timeout(
@@ -124,7 +131,7 @@ impl KubernetesRunner {
             reason: format!("no answer within {}s", API_TIMEOUT.as_secs()),
         })??;
         tracing::info!(api_server = %url, namespace = %settings.namespace, "connected to Kubernetes; all permissions present");
-        Ok(Self::with_client(jobs, store, settings, kube))
+        Ok(kube)
     }
 
     /// A runner over an existing client (no checks); starts the watchers.
@@ -134,6 +141,22 @@ impl KubernetesRunner {
         settings: KubeSettings,
         kube: Client,
     ) -> Self {
+        let runner = Self::idle(jobs, store, settings, kube);
+        let inner = &runner.inner;
+        let handles = vec![
+            tokio::spawn(watch::watch_jobs(inner.clone())),
+            tokio::spawn(watch::watch_pods(inner.clone())),
+            tokio::spawn(watch::tick(inner.clone())),
+        ];
+        if let Ok(mut t) = inner.tasks.lock() {
+            t.extend(handles);
+        }
+        runner
+    }
+
+    /// A runner that watches nothing: logs and dry runs on a replica that
+    /// does not lead (the leader's runner launches and watches).
+    pub fn idle(jobs: Arc<Jobs>, store: Arc<Store>, settings: KubeSettings, kube: Client) -> Self {
         let ns = settings.namespace.clone();
         let inner = Arc::new(Inner {
             jobs,
@@ -146,14 +169,6 @@ impl KubernetesRunner {
             tracked: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let handles = vec![
-            tokio::spawn(watch::watch_jobs(inner.clone())),
-            tokio::spawn(watch::watch_pods(inner.clone())),
-            tokio::spawn(watch::tick(inner.clone())),
-        ];
-        if let Ok(mut t) = inner.tasks.lock() {
-            t.extend(handles);
-        }
         Self { inner }
     }
 }

@@ -159,7 +159,12 @@ impl Scheduler {
                         self.fill();
                     }
                     Ok(Event::Metric(_)) => {}
-                    Err(RecvError::Lagged(_)) => {
+                    // Another replica changed the job: take in its newest version.
+                    Ok(Event::Touched(id)) => {
+                        self.reread(id).await;
+                        self.fill();
+                    }
+                    Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
                         self.rebuild().await;
                         self.fill();
                     }
@@ -246,6 +251,18 @@ impl Scheduler {
         match self.jobs.paused_queues().await {
             Ok(p) => self.paused = p.into_iter().collect(),
             Err(e) => tracing::error!(error = %e, "cannot read which queues are paused"),
+        }
+    }
+
+    /// Takes in job `id` as the database has it now (changed elsewhere).
+    async fn reread(&mut self, id: Uuid) {
+        match self.jobs.get(id).await {
+            Ok(job) => self.on_job(Arc::new(job)).await,
+            Err(JobError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "cannot read a job changed on another replica; rebuilding");
+                self.rebuild().await;
+            }
         }
     }
 
