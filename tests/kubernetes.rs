@@ -976,7 +976,12 @@ fn gpu_manifest_matches_its_golden_file() {
 
 /// Every document of every YAML file under `deploy/kubernetes/`.
 fn deploy_docs() -> Vec<(String, Value)> {
-    let dir = repo().join("deploy/kubernetes");
+    deploy_docs_in("deploy/kubernetes")
+}
+
+/// Every document of every YAML file directly in `dir` (from the repo root).
+fn deploy_docs_in(dir: &str) -> Vec<(String, Value)> {
+    let dir = repo().join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1112,6 +1117,137 @@ fn deploy_manifests_parse_as_kubernetes_objects_without_unknown_keys() {
     std::fs::write(&file, example).unwrap();
     let reg = platform::trainers::Registry::load(None, Some(&file)).unwrap();
     assert_eq!(reg.get("ultralytics").unwrap().resources.gpu, Some(1));
+}
+
+#[test]
+fn the_replicated_variant_shares_the_single_node_manifests_and_runs_two_leased_replicas() {
+    use k8s_openapi::api::rbac::v1 as rbac;
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, policy::v1 as policy};
+    let docs = deploy_docs_in("deploy/kubernetes/replicated");
+    let single: BTreeMap<String, Value> = deploy_docs()
+        .into_iter()
+        .map(|(f, d)| (format!("{f}/{}", d["kind"].as_str().unwrap()), d))
+        .collect();
+    for (file, doc) in &docs {
+        let kind = doc["kind"].as_str().unwrap();
+        let gone = match kind {
+            "Namespace" => vanished::<core::Namespace>(doc),
+            "ServiceAccount" => vanished::<core::ServiceAccount>(doc),
+            "Role" => vanished::<rbac::Role>(doc),
+            "RoleBinding" => vanished::<rbac::RoleBinding>(doc),
+            "Deployment" => vanished::<apps::Deployment>(doc),
+            "Service" => vanished::<core::Service>(doc),
+            "ConfigMap" => vanished::<core::ConfigMap>(doc),
+            "Secret" => vanished::<core::Secret>(doc),
+            "PodDisruptionBudget" => vanished::<policy::PodDisruptionBudget>(doc),
+            other => panic!("{file}: unexpected kind {other}"),
+        };
+        assert!(gone.is_empty(), "{file} ({kind}): unknown keys {gone:?}");
+        assert_ne!(
+            kind, "PersistentVolumeClaim",
+            "{file}: state lives in PostgreSQL"
+        );
+        // The copies kustomize needs (it cannot read the parent directory)
+        // stay identical to the single-node ones.
+        if kind != "Deployment" && kind != "Secret" && kind != "PodDisruptionBudget" {
+            assert_eq!(
+                Some(doc),
+                single.get(&format!("{file}/{kind}")),
+                "{file} differs from deploy/kubernetes/{file}"
+            );
+        }
+    }
+    let kust: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo().join("deploy/kubernetes/replicated/kustomization.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let listed: BTreeSet<String> = kust["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let files: BTreeSet<String> = docs
+        .iter()
+        .map(|(f, _)| f.clone())
+        .filter(|f| f != "postgres-secret.example.yaml")
+        .collect();
+    assert_eq!(
+        listed, files,
+        "every manifest but the Secret example is applied"
+    );
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|(_, d)| d["kind"] == kind)
+            .unwrap()
+            .1
+            .clone()
+    };
+
+    let dep = find("Deployment");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health");
+    let single_dep = &single["deployment.yaml/Deployment"];
+    let single_c = &single_dep["spec"]["template"]["spec"]["containers"][0];
+    for same in [
+        "image",
+        "args",
+        "securityContext",
+        "livenessProbe",
+        "readinessProbe",
+    ] {
+        assert_eq!(c[same], single_c[same], "{same}");
+    }
+    let env: BTreeMap<String, Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect();
+    assert_eq!(env["PLATFORM_LEADER_ELECTION"]["value"], "lease");
+    assert_eq!(env["TRAINING_MODE"]["value"], "kubernetes");
+    assert_eq!(
+        env["PLATFORM_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        env.contains_key("BUCKET_NAME"),
+        "replicas need a shared object store"
+    );
+    // DATABASE_URL comes from the example Secret's name and key.
+    let db = &env["DATABASE_URL"]["valueFrom"]["secretKeyRef"];
+    let secret = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Secret" && d["metadata"]["name"] == db["name"])
+        .expect("the example Secret DATABASE_URL reads")
+        .1
+        .clone();
+    let url = secret["stringData"][db["key"].as_str().unwrap()]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("postgresql://"), "{url}");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_null()),
+        "no PersistentVolumeClaim"
+    );
+    let pdb = find("PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
 }
 
 #[test]
