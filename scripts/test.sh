@@ -27,6 +27,8 @@ fi
 python3 -c 'import openapi_spec_validator' 2>/dev/null ||
   python3 -m pip install --quiet openapi-spec-validator
 
+# tests/postgres.rs and tests/replicas.rs (several replicas with leader
+# election) always run on a PostgreSQL cluster of their own.
 cargo test --locked "$@"
 
 # The API, CLI, durability, runner, scheduling, idempotency, webhook,
