@@ -481,3 +481,39 @@ async fn two_replicas_starting_together_on_an_empty_database_migrate_it_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_and_leads_again_when_the_database_returns() {
+    // A cluster of this test's own, to stop under the daemon.
+    let cluster = pg::Cluster::start(None, &[]);
+    cluster.sql("postgres", "CREATE DATABASE own TEMPLATE template0");
+    let url = format!(
+        "postgresql://platform@127.0.0.1:{}/own?sslmode=disable&connect_timeout=2",
+        cluster.port
+    );
+    let fake = FakeKube::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = replica(&fake, &url, dir.path(), "alone");
+    eventually(30, "the replica to lead", || async {
+        (health(&d).await.1["leader"] == true).then_some(())
+    })
+    .await;
+    cluster.pause();
+    // Before its lease could expire (15 s after the last renewal), it
+    // stops leading, while /health says the database is down.
+    let h = eventually(45, "the leader to step down", || async {
+        let (status, h) = health(&d).await;
+        (h["leader"] == false).then_some((status, h))
+    })
+    .await;
+    assert_eq!(h.0, StatusCode::SERVICE_UNAVAILABLE, "{}", h.1);
+    assert!(d.log_text().contains("stepping down before it expires"));
+    cluster.resume();
+    let (_, h) = eventually(60, "the replica to lead again", || async {
+        let (status, h) = health(&d).await;
+        (status == StatusCode::OK && h["leader"] == true).then_some((status, h))
+    })
+    .await;
+    // Its own expired lease: the same holder keeps the epoch.
+    assert!(h["epoch"].as_i64().unwrap() >= 1, "{h}");
+}

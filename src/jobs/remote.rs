@@ -98,7 +98,10 @@ impl Jobs {
         let mut out = Outbox::default();
         loop {
             tokio::select! {
-                e = local.recv() => out.add(e),
+                e = local.recv() => match e {
+                    Err(RecvError::Closed) => return,
+                    e => out.add(e),
+                },
                 n = heard.recv() => match n {
                     Some(n) => self.on_notice(n, &replica),
                     None => return,
