@@ -136,11 +136,23 @@ _platform() {
             platform__subcmd__db,help)
                 cmd="platform__subcmd__db__subcmd__help"
                 ;;
+            platform__subcmd__db,migrate)
+                cmd="platform__subcmd__db__subcmd__migrate"
+                ;;
+            platform__subcmd__db,status)
+                cmd="platform__subcmd__db__subcmd__status"
+                ;;
             platform__subcmd__db__subcmd__help,check)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__check"
                 ;;
             platform__subcmd__db__subcmd__help,help)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__db__subcmd__help,migrate)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__migrate"
+                ;;
+            platform__subcmd__db__subcmd__help,status)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__status"
                 ;;
             platform__subcmd__framework,help)
                 cmd="platform__subcmd__framework__subcmd__help"
@@ -243,6 +255,12 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__db,check)
                 cmd="platform__subcmd__help__subcmd__db__subcmd__check"
+                ;;
+            platform__subcmd__help__subcmd__db,migrate)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__migrate"
+                ;;
+            platform__subcmd__help__subcmd__db,status)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__status"
                 ;;
             platform__subcmd__help__subcmd__framework,list)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__list"
@@ -993,7 +1011,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check status migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1061,7 +1079,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db__subcmd__help)
-            opts="check help"
+            opts="check status migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1095,6 +1113,118 @@ _platform() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__migrate)
+            opts="-o -v -h -V --from --to --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__status)
+            opts="-o -v -h -V --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1419,7 +1549,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db)
-            opts="check"
+            opts="check status migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1433,6 +1563,34 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -699,20 +699,22 @@ complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbos
 complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand report" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l server -d 'URL of the platform daemon' -r
@@ -727,7 +729,39 @@ complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_su
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l from -d 'The SQLite database to copy: sqlite:///relative/path or sqlite:////absolute/path [default: the configured database]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l to -d 'The empty PostgreSQL database to fill: postgresql://user:password@host:5432/database (the variable keeps the password out of the process list)' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand login" -l context -d 'Name to save the context under (default: "default")' -r
 complete -c platform -n "__fish_platform_using_subcommand login" -l server -d 'URL of the platform daemon' -r
@@ -1121,6 +1155,8 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "list" -d 'List saved contexts; `*` marks the current one'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "use" -d 'Make NAME the current context'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "delete" -d 'Forget a saved context (and its token)'

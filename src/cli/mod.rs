@@ -161,6 +161,31 @@ pub enum DbCommand {
     /// Check the database for damage (SQLite's integrity check, read-only):
     /// prints "ok", or what is wrong and exits 1.
     Check(crate::config::DatabaseArgs),
+    /// Show the backend, schema version and rows per table (read-only).
+    Status(crate::config::DatabaseArgs),
+    /// Copy a SQLite database into an empty PostgreSQL database (stop the
+    /// daemon first): every job, metric point, user, token and webhook;
+    /// the counts are checked before anything is committed.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `platform db migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite database to copy: sqlite:///relative/path or sqlite:////absolute/path [default: the configured database].
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The empty PostgreSQL database to fill: postgresql://user:password@host:5432/database (the variable keeps the password out of the process list).
+    #[arg(
+        long,
+        env = "PLATFORM_MIGRATE_TO",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub to: String,
+    /// Where the configured database is, when --from is not given.
+    #[command(flatten)]
+    pub database: crate::config::DatabaseArgs,
 }
 
 /// Runs a client command (everything but `serve`).

@@ -16,6 +16,7 @@ mod accounts;
 mod downsample;
 mod postgres;
 mod sqlite;
+pub mod transfer;
 mod url;
 mod webhook;
 
@@ -522,6 +523,13 @@ impl Db {
             Db::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// An identifier in double quotes, for the few statements that name a
+/// table or column at run time (`db migrate`, `db status`): the names come
+/// from the schema itself, and quoting keeps them from being read as SQL.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The current time, truncated to microseconds (what the database stores).

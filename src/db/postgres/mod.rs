@@ -14,6 +14,7 @@ mod accounts;
 mod batch;
 mod feed;
 mod idempotency;
+pub(super) mod import;
 mod jobs;
 mod metrics;
 mod migrations;

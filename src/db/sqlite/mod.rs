@@ -12,6 +12,7 @@
 mod accounts;
 mod alloc;
 mod check;
+pub(super) mod export;
 mod jobs;
 mod metrics;
 mod migrations;
