@@ -344,20 +344,20 @@ impl Jobs {
         let Modified::Stored { job, .. } = modified else {
             return Err(JobError::NotFound(id));
         };
-        self.announce(&job, Vec::new());
+        self.announce(Arc::new((*job).clone()), Vec::new());
         Ok(*job)
     }
 
     /// Publishes committed points, then the job (streams show a job's
     /// terminal state after its last points).
-    fn announce(&self, job: &Job, points: Vec<Metric>) {
+    fn announce(&self, job: Arc<Job>, points: Vec<Metric>) {
         for m in points {
             self.events.publish(Event::Metric(Arc::new(m)));
         }
         if job.status.is_terminal() {
             self.forget_token(job.id);
         }
-        self.events.publish(Event::Job(Arc::new(job.clone())));
+        self.events.publish(Event::Job(job));
     }
 
     /// Whether a trainer may upload an artifact for job `id` now (after
@@ -431,7 +431,8 @@ impl Jobs {
             Modified::Unchanged => false,
             Modified::Stored { job, points } => {
                 self.beat_written(id, &job);
-                self.announce(&job, points);
+                // The committed job moves into the event: no copy per callback.
+                self.announce(Arc::new(*job), points);
                 true
             }
         };

@@ -151,8 +151,9 @@ impl Scheduler {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(Event::Job(job)) => {
-                        self.on_job(job).await;
-                        self.fill();
+                        if self.on_job(job).await {
+                            self.fill();
+                        }
                     }
                     Ok(Event::Queue(_)) => {
                         self.load_paused().await;
@@ -249,11 +250,13 @@ impl Scheduler {
         }
     }
 
-    /// Takes in a committed version of a job.
-    async fn on_job(&mut self, job: Arc<Job>) {
+    /// Takes in a committed version of a job; false when it can change no
+    /// launch decision (a newer version was seen, or a running job's
+    /// progress: the bulk of events, one per callback).
+    async fn on_job(&mut self, job: Arc<Job>) -> bool {
         let id = job.id;
         if self.versions.get(&id).is_some_and(|v| *v > job.updated_at) {
-            return;
+            return false;
         }
         self.versions.insert(id, job.updated_at);
         self.requested.remove(&id);
@@ -284,14 +287,18 @@ impl Scheduler {
                 self.pending_jobs.insert(id, job);
             }
             JobStatus::Running => {
-                self.pending.remove(id);
-                self.pending_jobs.remove(&id);
-                self.holders
-                    .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                let known = self.running.contains_key(&id);
+                if !known {
+                    self.pending.remove(id);
+                    self.pending_jobs.remove(&id);
+                    self.holders
+                        .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                }
                 if job.sched.termination_reason.is_some() && self.stopping.insert(id) {
                     self.stop_now(id);
                 }
                 self.running.insert(id, job);
+                return !known;
             }
             _ => {
                 self.pending.remove(id);
@@ -306,6 +313,7 @@ impl Scheduler {
                 }
             }
         }
+        true
     }
 
     /// Stops trainers of ended jobs the runner still watches, forgets
@@ -388,7 +396,9 @@ impl Scheduler {
                         // not hold it as pending any more, or it would be
                         // launched again. The database has its newest version.
                         match self.jobs.get(id).await {
-                            Ok(job) => self.on_job(Arc::new(job)).await,
+                            Ok(job) => {
+                                self.on_job(Arc::new(job)).await;
+                            }
                             Err(_) => {
                                 self.pending.remove(id);
                                 self.pending_jobs.remove(&id);
