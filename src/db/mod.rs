@@ -16,6 +16,7 @@ mod accounts;
 mod downsample;
 mod postgres;
 mod sqlite;
+mod sweeps;
 mod url;
 mod webhook;
 

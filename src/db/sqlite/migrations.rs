@@ -227,6 +227,25 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_user ON audit (user_name, id);
 "#,
         ),
+        // 8: sweeps (issue 19): one base job expanded into many; each job
+        // names its sweep and carries a readable name, tags (a JSON
+        // object) and a note.
+        M::up(
+            r#"
+CREATE TABLE sweeps (
+    id         TEXT PRIMARY KEY NOT NULL,   -- UUID v7
+    user_id    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    spec       TEXT NOT NULL                -- JSON: method, parameters, count, seed
+) STRICT;
+CREATE INDEX sweeps_newest ON sweeps (created_at DESC, id DESC);
+ALTER TABLE jobs ADD COLUMN tags TEXT;
+ALTER TABLE jobs ADD COLUMN note TEXT;
+ALTER TABLE jobs ADD COLUMN name TEXT;
+ALTER TABLE jobs ADD COLUMN sweep_id TEXT REFERENCES sweeps (id);
+CREATE INDEX jobs_by_sweep ON jobs (sweep_id) WHERE sweep_id IS NOT NULL;
+"#,
+        ),
     ]
 }
 

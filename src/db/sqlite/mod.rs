@@ -15,6 +15,7 @@ mod check;
 mod jobs;
 mod metrics;
 mod migrations;
+mod sweeps;
 mod users;
 mod webhooks;
 mod writer;
