@@ -452,6 +452,12 @@ async fn tags_and_notes_are_set_edited_and_filtered() {
     assert_eq!(job["tags"], json!({"team": "vision", "best": "yes"}));
     assert_eq!(job["note"], "lr too high;\nretry with 1e-4");
     assert_eq!(job["status"], "cancelled");
+    let text = ok(d.cli(&["job", "get", &a]));
+    assert!(
+        text.contains("Tags:") && text.contains("best=yes,team=vision"),
+        "{text}"
+    );
+    assert!(text.contains("lr too high; / retry with 1e-4"), "{text}");
     assert!(ids(&["job", "list", "--tag", "stage=try", "-q"]).is_empty());
     // PATCH: null deletes; an empty note clears.
     let patch = |body: Value| {

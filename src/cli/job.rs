@@ -468,6 +468,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
         rows.push(("Duration", output::duration((c - s).num_seconds())));
     }
     rows.extend(super::sched::job_rows(j));
+    rows.extend(super::sweep::job_rows(j));
     for (k, v) in rows {
         println!("{:<11} {v}", format!("{k}:"));
     }

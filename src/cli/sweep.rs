@@ -294,3 +294,23 @@ async fn update(client: &Client, out: &Printer, id: &str, u: UpdateJob) -> anyho
         }
     }
 }
+
+/// `job get`'s lines for the labels a job has (none for a plain job).
+pub fn job_rows(j: &crate::model::Job) -> Vec<(&'static str, String)> {
+    let l = &j.labels;
+    let mut rows = Vec::new();
+    if let Some(n) = &l.name {
+        rows.push(("Name", n.clone()));
+    }
+    if let Some(s) = l.sweep_id {
+        rows.push(("Sweep", s.to_string()));
+    }
+    if !l.tags.is_empty() {
+        let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        rows.push(("Tags", tags.join(",")));
+    }
+    if let Some(n) = &l.note {
+        rows.push(("Note", n.replace('\n', " / ")));
+    }
+    rows
+}

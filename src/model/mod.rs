@@ -2,6 +2,7 @@
 //! once, plus the job status state machine and field validation.
 
 pub mod callback;
+pub mod expand;
 pub mod feed;
 pub mod framework;
 pub mod idempotency;
