@@ -357,6 +357,36 @@ mod tests {
     }
 
     #[test]
+    fn jobs_from_before_sweeps_have_no_tags_note_name_or_sweep() {
+        let mut c = memory();
+        super::migrations().to_version(&mut c, 7).unwrap();
+        c.execute(
+            "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, status, \
+             created_at, updated_at, number) VALUES ('j', 'u', 'm', 'demo', 's3://b/d/', \
+             'pending', 't', 't', 1)",
+            [],
+        )
+        .unwrap();
+        super::migrations().to_latest(&mut c).unwrap();
+        let row: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = c
+            .query_row("SELECT tags, note, name, sweep_id FROM jobs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(row, (None, None, None, None));
+        // A sweep id must name a stored sweep.
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        assert!(c
+            .execute("UPDATE jobs SET sweep_id = 'nope' WHERE id = 'j'", [])
+            .is_err());
+    }
+
+    #[test]
     fn existing_jobs_are_numbered_in_creation_order() {
         let mut c = memory();
         super::migrations().to_version(&mut c, 2).unwrap();
