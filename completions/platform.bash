@@ -64,6 +64,9 @@ _platform() {
             platform,supervise)
                 cmd="platform__subcmd__supervise"
                 ;;
+            platform,sweep)
+                cmd="platform__subcmd__sweep"
+                ;;
             platform,token)
                 cmd="platform__subcmd__token"
                 ;;
@@ -223,6 +226,9 @@ _platform() {
             platform__subcmd__help,supervise)
                 cmd="platform__subcmd__help__subcmd__supervise"
                 ;;
+            platform__subcmd__help,sweep)
+                cmd="platform__subcmd__help__subcmd__sweep"
+                ;;
             platform__subcmd__help,token)
                 cmd="platform__subcmd__help__subcmd__token"
                 ;;
@@ -274,6 +280,9 @@ _platform() {
             platform__subcmd__help__subcmd__job,cancel)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__cancel"
                 ;;
+            platform__subcmd__help__subcmd__job,compare)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__compare"
+                ;;
             platform__subcmd__help__subcmd__job,create)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__create"
                 ;;
@@ -289,8 +298,14 @@ _platform() {
             platform__subcmd__help__subcmd__job,logs)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__logs"
                 ;;
+            platform__subcmd__help__subcmd__job,note)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__note"
+                ;;
             platform__subcmd__help__subcmd__job,resubmit)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__help__subcmd__job,tag)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__tag"
                 ;;
             platform__subcmd__help__subcmd__job,update)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__update"
@@ -309,6 +324,15 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__queue,resume)
                 cmd="platform__subcmd__help__subcmd__queue__subcmd__resume"
+                ;;
+            platform__subcmd__help__subcmd__sweep,cancel)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__cancel"
+                ;;
+            platform__subcmd__help__subcmd__sweep,get)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__get"
+                ;;
+            platform__subcmd__help__subcmd__sweep,list)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__list"
                 ;;
             platform__subcmd__help__subcmd__token,create)
                 cmd="platform__subcmd__help__subcmd__token__subcmd__create"
@@ -352,6 +376,9 @@ _platform() {
             platform__subcmd__job,cancel)
                 cmd="platform__subcmd__job__subcmd__cancel"
                 ;;
+            platform__subcmd__job,compare)
+                cmd="platform__subcmd__job__subcmd__compare"
+                ;;
             platform__subcmd__job,create)
                 cmd="platform__subcmd__job__subcmd__create"
                 ;;
@@ -373,8 +400,14 @@ _platform() {
             platform__subcmd__job,ls)
                 cmd="platform__subcmd__job__subcmd__list"
                 ;;
+            platform__subcmd__job,note)
+                cmd="platform__subcmd__job__subcmd__note"
+                ;;
             platform__subcmd__job,resubmit)
                 cmd="platform__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__job,tag)
+                cmd="platform__subcmd__job__subcmd__tag"
                 ;;
             platform__subcmd__job,update)
                 cmd="platform__subcmd__job__subcmd__update"
@@ -390,6 +423,9 @@ _platform() {
                 ;;
             platform__subcmd__job__subcmd__help,cancel)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__cancel"
+                ;;
+            platform__subcmd__job__subcmd__help,compare)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__compare"
                 ;;
             platform__subcmd__job__subcmd__help,create)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__create"
@@ -409,8 +445,14 @@ _platform() {
             platform__subcmd__job__subcmd__help,logs)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__logs"
                 ;;
+            platform__subcmd__job__subcmd__help,note)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__note"
+                ;;
             platform__subcmd__job__subcmd__help,resubmit)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__resubmit"
+                ;;
+            platform__subcmd__job__subcmd__help,tag)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__tag"
                 ;;
             platform__subcmd__job__subcmd__help,update)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__update"
@@ -447,6 +489,33 @@ _platform() {
                 ;;
             platform__subcmd__queue__subcmd__help,resume)
                 cmd="platform__subcmd__queue__subcmd__help__subcmd__resume"
+                ;;
+            platform__subcmd__sweep,cancel)
+                cmd="platform__subcmd__sweep__subcmd__cancel"
+                ;;
+            platform__subcmd__sweep,get)
+                cmd="platform__subcmd__sweep__subcmd__get"
+                ;;
+            platform__subcmd__sweep,help)
+                cmd="platform__subcmd__sweep__subcmd__help"
+                ;;
+            platform__subcmd__sweep,list)
+                cmd="platform__subcmd__sweep__subcmd__list"
+                ;;
+            platform__subcmd__sweep,ls)
+                cmd="platform__subcmd__sweep__subcmd__list"
+                ;;
+            platform__subcmd__sweep__subcmd__help,cancel)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__cancel"
+                ;;
+            platform__subcmd__sweep__subcmd__help,get)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__get"
+                ;;
+            platform__subcmd__sweep__subcmd__help,help)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__sweep__subcmd__help,list)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__list"
                 ;;
             platform__subcmd__token,create)
                 cmd="platform__subcmd__token__subcmd__create"
@@ -557,7 +626,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset sweep framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1409,7 +1478,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help)
-            opts="serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="serve job queue metrics dataset sweep framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1675,7 +1744,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job)
-            opts="create list get cancel artifacts download logs watch update wait resubmit"
+            opts="create list get cancel artifacts download logs watch update wait resubmit tag note compare"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1703,6 +1772,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__compare)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1786,7 +1869,35 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__help__subcmd__job__subcmd__note)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help__subcmd__job__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__tag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1971,6 +2082,62 @@ _platform() {
         platform__subcmd__help__subcmd__supervise)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep)
+            opts="get list cancel"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2221,7 +2388,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch update wait resubmit help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2310,8 +2477,46 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__compare)
+            opts="-o -v -h -V --sweep --metric --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metric)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__create)
-            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --queue --priority --after --max-duration --max-pending --heartbeat-timeout --stale-after --retry-on-exit-code --max-attempts --retry --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --queue --priority --after --max-duration --max-pending --heartbeat-timeout --stale-after --retry-on-exit-code --max-attempts --retry --sweep --sweep-file --tag --note --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2406,6 +2611,22 @@ _platform() {
                     return 0
                     ;;
                 --retry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --note)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2505,7 +2726,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help)
-            opts="create list get cancel artifacts download logs watch update wait resubmit help"
+            opts="create list get cancel artifacts download logs watch update wait resubmit tag note compare help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2533,6 +2754,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__compare)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2630,7 +2865,35 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__help__subcmd__note)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__help__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__tag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2687,7 +2950,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__list)
-            opts="-q -w -o -v -h -V --status --user --mine --limit --ids --watch --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-q -w -o -v -h -V --status --user --mine --limit --ids --watch --sweep --tag --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2702,6 +2965,14 @@ _platform() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2762,6 +3033,36 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__note)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__resubmit)
             opts="-s -o -v -h -V --set --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2774,6 +3075,40 @@ _platform() {
                     return 0
                     ;;
                 -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__tag)
+            opts="-o -v -h -V --rm --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --rm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -3530,6 +3865,200 @@ _platform() {
                     return 0
                     ;;
                 --kill-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version get list ls cancel help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__cancel)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__get)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help)
+            opts="get list cancel help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__list)
+            opts="-o -v -h -V --limit --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -220,8 +220,11 @@ impl Client {
 
     /// `GET /api/v1/training/jobs`.
     pub async fn list_jobs(&self, q: &JobListQuery) -> Result<Vec<Job>, ClientError> {
-        self.json(self.request(Method::GET, "/api/v1/training/jobs").query(q))
-            .await
+        let mut rb = self.request(Method::GET, "/api/v1/training/jobs").query(q);
+        for t in &q.tag {
+            rb = rb.query(&[("tag", t)]);
+        }
+        self.json(rb).await
     }
 
     /// `GET /api/v1/training/jobs/{id}`.
@@ -304,6 +307,32 @@ impl Client {
         self.json(
             self.request(Method::PATCH, &format!("/api/v1/training/jobs/{id}"))
                 .json(update),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/sweeps`: the sweep with its jobs.
+    pub async fn create_sweep(
+        &self,
+        req: &crate::model::CreateSweep,
+    ) -> Result<crate::model::Sweep, ClientError> {
+        self.call(Method::POST, "/api/v1/sweeps", req).await
+    }
+
+    /// `GET /api/v1/sweeps/{id}`, or (`cancel`) `POST …/{id}/cancel`.
+    pub async fn sweep(&self, id: Uuid, cancel: bool) -> Result<crate::model::Sweep, ClientError> {
+        let (method, path) = match cancel {
+            true => (Method::POST, format!("/api/v1/sweeps/{id}/cancel")),
+            false => (Method::GET, format!("/api/v1/sweeps/{id}")),
+        };
+        self.json(self.request(method, &path)).await
+    }
+
+    /// `GET /api/v1/sweeps`.
+    pub async fn sweeps(&self, limit: i64) -> Result<Vec<crate::model::Sweep>, ClientError> {
+        self.json(
+            self.request(Method::GET, "/api/v1/sweeps")
+                .query(&[("limit", limit)]),
         )
         .await
     }

@@ -125,6 +125,12 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         // bob's token.
         ("delete", "/api/v1/tokens/{id}") => (No, Yes),
         ("get", "/api/v1/audit") => (No, Yes),
+        // Sweeps: everyone may create and list; another user's sweep is
+        // hidden from a member (404, not 403), so only the owner or an
+        // admin reaches it.
+        ("get" | "post", "/api/v1/sweeps")
+        | ("get", "/api/v1/sweeps/{id}")
+        | ("post", "/api/v1/sweeps/{id}/cancel") => (Yes, Yes),
         _ => return None,
     })
 }
@@ -188,7 +194,7 @@ async fn every_route_has_a_decision_for_each_role() {
         }
     }
     assert!(missing.is_empty(), "routes without a decision: {missing:?}");
-    assert!(checked >= 43, "{checked}");
+    assert!(checked >= 47, "{checked}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 
 pub(crate) mod account;
 pub(crate) mod artifacts;
+pub(crate) mod compare;
 pub(crate) mod dataset;
 pub(crate) mod events;
 pub(crate) mod exit;
@@ -26,6 +27,7 @@ pub(crate) mod sched;
 pub(crate) mod spec;
 pub mod stream;
 pub(crate) mod suggest;
+pub(crate) mod sweep;
 pub(crate) mod tracker;
 pub(crate) mod transfer;
 pub(crate) mod watch;
@@ -110,11 +112,14 @@ pub enum Command {
     /// List queues, or pause and resume one.
     #[command(subcommand)]
     Queue(sched::QueueCommand),
-    /// Show a job's metric points (oldest first).
+    /// Show a job's metric points (oldest first), or overlay several jobs' in one chart.
     Metrics(metrics::MetricsArgs),
     /// Upload and list datasets in the daemon's object store.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Show, list and cancel sweeps (create one with `job create --sweep`).
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
@@ -195,6 +200,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Queue(cmd) => sched::queue(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
+        Command::Sweep(cmd) => sweep::run(&global, &out, cmd).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
         Command::Webhook(cmd) => webhook::run(&global, &out, cmd).await,

@@ -224,6 +224,7 @@ pub async fn update(client: &Client, out: &Printer, a: UpdateArgs) -> anyhow::Re
             id,
             &UpdateJob {
                 priority: a.priority,
+                ..Default::default()
             },
         )
         .await?;

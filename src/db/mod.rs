@@ -17,6 +17,7 @@ mod downsample;
 mod postgres;
 mod sqlite;
 pub mod transfer;
+mod sweeps;
 mod url;
 mod webhook;
 

@@ -24,6 +24,7 @@ use super::{DbError, DbUrl};
 pub const TABLES: &[&str] = &[
     "users",
     "api_tokens",
+    "sweeps",
     "jobs",
     "job_attempts",
     "metrics",

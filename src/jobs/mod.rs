@@ -24,6 +24,7 @@ use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
 
 mod idempotency;
+mod sweeps;
 
 pub use attempts::RunnerOutcome;
 pub use idempotency::KeyHold;
@@ -34,6 +35,9 @@ pub enum JobError {
     /// No job has this id (404).
     #[error("job {0} not found")]
     NotFound(Uuid),
+    /// No sweep has this id, or it is another user's (404).
+    #[error("sweep {0} not found")]
+    NoSuchSweep(Uuid),
     /// Missing or wrong callback token (401).
     #[error("missing or invalid callback token for job {0}")]
     Unauthorized(Uuid),
@@ -251,6 +255,7 @@ impl Jobs {
                 runner: None,
                 exit_code: None,
                 sched,
+                labels: req.labels.stored(None),
             },
             token_hash: None,
             last_sequence: None,

@@ -69,6 +69,7 @@ impl Service {
                 dataset_s3_uri: "s3://bucket/data/".into(),
                 config: None,
                 sched: Default::default(),
+                labels: Default::default(),
             })
             .await
             .expect("create a job")

@@ -326,6 +326,14 @@ pub struct UpdateJob {
     )]
     #[schema(minimum = 0, maximum = 100)]
     pub priority: Option<u8>,
+    /// Tags to merge into the job's (any status): a value sets the key,
+    /// null deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// A new note (any status); an empty one clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub note: Option<String>,
 }
 
 /// Seconds (fractions allowed) as a `Duration`, for stored limits.

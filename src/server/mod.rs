@@ -29,6 +29,7 @@ mod responses;
 pub mod runs;
 pub mod sched;
 pub mod streams;
+pub mod sweeps;
 pub mod ui;
 pub mod users;
 pub mod webhooks;
@@ -169,6 +170,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let accounts = audited(users::routes());
     let webhooks = audited(webhooks::routes());
     let queues = audited(sched::queue_routes());
+    let sweeps = audited(sweeps::routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -192,6 +194,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(accounts)
         .merge(webhooks)
         .merge(queues)
+        .merge(sweeps)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -229,6 +229,24 @@ CREATE TABLE audit (
 CREATE INDEX audit_newest ON audit (at DESC, id DESC);
 CREATE INDEX audit_by_user ON audit (user_name, at DESC, id DESC);
 "#,
+    // 8: sweeps (issue 19): one base job expanded into many; each job
+    // names its sweep and carries a readable name, tags and a note. Tags
+    // are jsonb so `?tag=k=v` filters are one containment test.
+    r#"
+CREATE TABLE sweeps (
+    id         uuid PRIMARY KEY,
+    user_id    text NOT NULL,
+    created_at timestamptz NOT NULL,
+    spec       json NOT NULL          -- method, parameters, count, seed
+);
+CREATE INDEX sweeps_newest ON sweeps (created_at DESC, id DESC);
+ALTER TABLE jobs
+    ADD COLUMN tags     jsonb,
+    ADD COLUMN note     text,
+    ADD COLUMN name     text,
+    ADD COLUMN sweep_id uuid REFERENCES sweeps (id);
+CREATE INDEX jobs_by_sweep ON jobs (sweep_id) WHERE sweep_id IS NOT NULL;
+"#,
 ];
 
 /// The newest schema version this binary knows.

@@ -20,6 +20,7 @@ mod metrics;
 mod migrations;
 mod queues;
 mod round_trips;
+mod sweeps;
 mod tls;
 mod webhooks;
 mod writer;

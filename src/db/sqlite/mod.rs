@@ -16,6 +16,7 @@ pub(super) mod export;
 mod jobs;
 mod metrics;
 mod migrations;
+mod sweeps;
 mod users;
 mod webhooks;
 mod writer;
