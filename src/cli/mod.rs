@@ -15,6 +15,7 @@ pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod framework;
 pub mod generate;
+pub(crate) mod gpu;
 pub(crate) mod job;
 mod label;
 pub(crate) mod metric_keys;
@@ -110,6 +111,9 @@ pub enum Command {
     /// List queues, or pause and resume one.
     #[command(subcommand)]
     Queue(sched::QueueCommand),
+    /// List the daemon's GPUs: which job holds each, latest telemetry.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
     /// Show a job's metric points (oldest first).
     Metrics(metrics::MetricsArgs),
     /// Upload and list datasets in the daemon's object store.
@@ -169,6 +173,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Queue(cmd) => sched::queue(&global, &out, cmd).await,
+        Command::Gpu(cmd) => gpu::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::model::Job;
+use crate::model::{AssignedGpu, Job};
 use crate::storage::Store;
 use crate::trainers::Trainer;
 
@@ -131,6 +131,21 @@ pub fn build(
         .map(|k| k.to_string())
         .collect();
     (env, secrets)
+}
+
+/// Gives a local trainer exactly its GPUs: `CUDA_VISIBLE_DEVICES` and
+/// `NVIDIA_VISIBLE_DEVICES` list their `nvidia-smi` indices (empty: none,
+/// so a job that asked for no GPU cannot take one), and
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID` makes CUDA number GPUs as `nvidia-smi` does.
+pub fn put_gpus(env: &mut BTreeMap<String, String>, gpus: &[AssignedGpu]) {
+    let list = gpus
+        .iter()
+        .map(|g| g.index.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    env.insert("CUDA_VISIBLE_DEVICES".into(), list.clone());
+    env.insert("NVIDIA_VISIBLE_DEVICES".into(), list);
+    env.insert("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into());
 }
 
 /// Sets `PLATFORM_BIN` and puts its directory first on `PATH` (unless it is

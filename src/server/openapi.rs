@@ -55,6 +55,7 @@ use super::responses::{
         super::webhooks::test_webhook, super::webhooks::list_deliveries,
         super::sched::list_queues, super::sched::pause_queue, super::sched::resume_queue,
         super::sched::update_job, super::sched::heartbeat,
+        super::gpus::list_gpus,
     ),
     components(
         schemas(ErrorBody),
@@ -66,6 +67,7 @@ use super::responses::{
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
         (name = "queues", description = "Queues: limits, counts, pause and resume"),
+        (name = "gpus", description = "The daemon's GPUs (subprocess runner): holders and telemetry"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
         (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),

@@ -16,12 +16,13 @@ pub(super) const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3
      status, progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
-     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at";
+     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
+     gpus, assigned_gpus";
 
 /// Index of `number` in [`COLUMNS`].
 pub(super) const NUMBER: usize = 20;
 /// How many columns [`COLUMNS`] has (the index of the first one after).
-const COUNT: usize = 34;
+const COUNT: usize = 36;
 
 /// A job's attempts as one JSON array in the row (none before its first
 /// launch), so a read is one statement and one consistent snapshot.
@@ -89,6 +90,8 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             last_heartbeat_at: col(r, 31)?,
             stalled_at: col(r, 32)?,
             next_attempt_at: col(r, 33)?,
+            gpus: to_u32(col(r, 34)?)?,
+            assigned_gpus: from_json(col(r, 35)?)?.unwrap_or_default(),
         },
     };
     Ok(JobRecord {

@@ -26,6 +26,7 @@
 //! limit like running jobs, and shutdown waits for them, so a trainer is
 //! never started without its job being marked `running`.
 
+mod gpus;
 pub mod index;
 mod limits;
 
@@ -38,12 +39,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::gpus::GpuBook;
 use self::index::{Entry, PendingIndex, QueueLimit, Usage};
 use super::retry::{self, Backoffs, Verdict};
 use super::{Runner, RunnerError, SpecBuilder};
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
-use crate::model::{Job, JobRecord, JobStatus};
+use crate::model::{AssignedGpu, Job, JobRecord, JobStatus};
 use crate::queues::Queues;
 
 /// How often deadlines and backoffs are re-checked.
@@ -100,6 +102,8 @@ pub struct Scheduler {
     hold: bool,
     /// Jobs whose launch is in flight (still `pending` in the database).
     launching: HashSet<Uuid>,
+    /// GPUs, when this runner's launches take them from the daemon's machine.
+    gpus: Option<GpuBook>,
     tasks: JoinSet<Done>,
 }
 
@@ -128,8 +132,16 @@ impl Scheduler {
             backoffs: Backoffs::default(),
             hold: false,
             launching: HashSet::new(),
+            gpus: None,
             tasks: JoinSet::new(),
         }
+    }
+
+    /// Launches take GPUs from `gpus` (the subprocess runner): a job
+    /// launches only when the GPUs it asks for are free.
+    pub fn gpus(mut self, gpus: Arc<crate::gpus::Gpus>) -> Self {
+        self.gpus = Some(GpuBook::new(gpus));
+        self
     }
 
     /// With `hold`, pending jobs are accepted but never launched.
@@ -288,6 +300,9 @@ impl Scheduler {
                 self.pending_jobs.remove(&id);
                 self.holders
                     .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                if let Some(book) = &mut self.gpus {
+                    book.note(&job);
+                }
                 if job.sched.termination_reason.is_some() && self.stopping.insert(id) {
                     self.stop_now(id);
                 }
@@ -317,6 +332,11 @@ impl Scheduler {
                 continue;
             }
             if let Ok(rec) = self.jobs.record(*id).await {
+                // A trainer that outlived its job (across a restart, too)
+                // keeps its GPUs until it exits.
+                if let Some(book) = self.gpus.as_mut().filter(|b| !b.knows(*id)) {
+                    book.note(&rec.job);
+                }
                 if rec.job.status.is_terminal() && self.requested.insert(*id) {
                     self.stop_record(rec);
                 }
@@ -331,6 +351,10 @@ impl Scheduler {
         self.holders.retain(|id, _| {
             self.running.contains_key(id) || self.launching.contains(id) || active.contains(id)
         });
+        let holding = self.holding();
+        if let Some(book) = &mut self.gpus {
+            book.retain(&holding);
+        }
         let stale: Vec<Uuid> = self
             .backoffs
             .ids()
@@ -426,21 +450,32 @@ impl Scheduler {
     /// Slots taken: `running` jobs, trainers the runner watches (a job may
     /// have ended before its trainer did) and launches in flight, each
     /// once, in their job's queue.
-    fn usage(&self) -> Usage {
-        let mut ids: HashSet<Uuid> = self.running.keys().copied().collect();
-        ids.extend(self.runner.active());
-        ids.extend(self.launching.iter().copied());
+    fn usage(&self, holding: &HashSet<Uuid>) -> Usage {
         let mut usage = Usage::default();
-        for id in ids {
-            if let Some((queue, user)) = self.holders.get(&id) {
+        usage.free_gpus = self.gpus.as_ref().map(|b| b.free(holding));
+        for id in holding {
+            if let Some((queue, user)) = self.holders.get(id) {
                 usage.take(queue, user);
             }
         }
         usage
     }
 
+    /// Jobs that may hold a slot (and GPUs): running, a trainer the runner
+    /// watches, or a launch in flight.
+    fn holding(&self) -> HashSet<Uuid> {
+        let mut ids: HashSet<Uuid> = self.running.keys().copied().collect();
+        ids.extend(self.runner.active());
+        ids.extend(self.launching.iter().copied());
+        ids
+    }
+
     /// Starts launches of the jobs the decision picks.
     fn fill(&mut self) {
+        let holding = self.holding();
+        if let Some(book) = &self.gpus {
+            book.publish(&holding);
+        }
         if self.hold || self.pending.is_empty() {
             return;
         }
@@ -462,28 +497,46 @@ impl Scheduler {
         let picks = index::decide(
             &self.pending,
             &self.limits(),
-            &self.usage(),
+            &self.usage(&holding),
             now,
             &busy,
             &completed,
         );
+        let mut holding = holding;
         for id in picks {
-            if let Some(job) = self.pending_jobs.get(&id).cloned() {
-                self.launch(job);
-            }
+            let Some(job) = self.pending_jobs.get(&id).cloned() else {
+                continue;
+            };
+            let gpus = match &mut self.gpus {
+                Some(book) => match book.allocate(id, job.sched.gpus, &holding) {
+                    Some(given) => Some(given),
+                    // Not free after all (the decision counted them): the
+                    // next decision tries again.
+                    None => continue,
+                },
+                None => None,
+            };
+            holding.insert(id);
+            self.launch(job, gpus);
+        }
+        if let Some(book) = &self.gpus {
+            book.publish(&holding);
         }
     }
 
     /// Starts launching one job in its own task.
-    fn launch(&mut self, job: Arc<Job>) {
+    fn launch(&mut self, job: Arc<Job>, gpus: Option<Vec<AssignedGpu>>) {
         let id = job.id;
         self.launching.insert(id);
         self.holders
             .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
         let failures = self.backoffs.failures(id);
+        // Recorded before the trainer starts; a stale list from an earlier
+        // attempt is cleared.
+        let gpus = gpus.filter(|g| !g.is_empty() || !job.sched.assigned_gpus.is_empty());
         let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = launch(&jobs, runner.as_ref(), &specs, id, failures).await;
+            let outcome = launch(&jobs, runner.as_ref(), &specs, id, failures, gpus).await;
             Done::Launch(id, outcome)
         });
     }
@@ -497,7 +550,14 @@ async fn launch(
     specs: &SpecBuilder,
     id: Uuid,
     failures: u32,
+    gpus: Option<Vec<AssignedGpu>>,
 ) -> Launched {
+    if let Some(gpus) = gpus {
+        if let Err(e) = jobs.assign_gpus(id, gpus).await {
+            tracing::info!(job_id = %id, error = %e, "not launching: cannot record its GPUs");
+            return Launched::Settled;
+        }
+    }
     let token = match jobs.issue_token(id).await {
         Ok(t) => t,
         // Cancelled meanwhile (or the database is closing): nothing to start.
