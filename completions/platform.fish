@@ -43,6 +43,7 @@ complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
 complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "gpu" -d 'List the daemon\'s GPUs: which job holds each, latest telemetry'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
@@ -107,6 +108,9 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l dataset-chec
 off\t'Disabled'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-object-bytes -d 'Largest object a dataset or artifact upload may create, in bytes' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l presign-downloads -d 'Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpus -d 'GPUs trainers may use (subprocess runner): indices or UUIDs as `nvidia-smi` lists them (`0,1,3`), `all` (every GPU it lists, within an inherited CUDA_VISIBLE_DEVICES) or `none` [default: all]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpu-sample-interval -d 'Seconds between GPU telemetry samples while jobs hold GPUs' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpu-idle-after -d 'Seconds a GPU held by a running job may stay at 0 % utilisation before the job is flagged `gpu_idle`' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-namespace -d 'Namespace the training Jobs run in' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-config-path -d 'Kubeconfig file [default: in-cluster service account, else $KUBECONFIG or ~/.kube/config]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-context -d 'Kubeconfig context [default: its current context]' -r
@@ -177,6 +181,7 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry-on-exit-code -d 'Retry when the trainer exits with this code (repeatable); see --max-attempts' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l max-attempts -d 'Attempts in all, with --retry-on-exit-code [default: 3]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry -d 'A whole retry policy as JSON (max_attempts, backoff, rules), or @FILE' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l gpus -d 'GPUs to run with [default: the trainer\'s resources.gpu, else 0]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -441,6 +446,7 @@ json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s f -l follow -d 'Keep printing new points until the job ends (-o json then prints one point per line)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l system -d 'The job\'s system metrics (GPU utilisation, memory, temperature, power: `system/gpu<N>/…`) instead of its training metrics'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l quiet -d 'Only errors'
@@ -677,6 +683,47 @@ complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_se
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "ls" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 'A progress line, e.g. "epoch 3/50"' -r
@@ -1076,27 +1123,28 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "user" -d 'Create, list, disable and enable users (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "token" -d 'Create, list and revoke API tokens'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "gpu" -d 'List the daemon\'s GPUs: which job holds each, latest telemetry'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "user" -d 'Create, list, disable and enable users (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "token" -d 'Create, list and revoke API tokens'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -1120,6 +1168,7 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "list" -d 'List saved contexts; `*` marks the current one'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "use" -d 'Make NAME the current context'

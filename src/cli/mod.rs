@@ -111,9 +111,6 @@ pub enum Command {
     /// List queues, or pause and resume one.
     #[command(subcommand)]
     Queue(sched::QueueCommand),
-    /// List the daemon's GPUs: which job holds each, latest telemetry.
-    #[command(subcommand)]
-    Gpu(gpu::GpuCommand),
     /// Show a job's metric points (oldest first).
     Metrics(metrics::MetricsArgs),
     /// Upload and list datasets in the daemon's object store.
@@ -125,6 +122,9 @@ pub enum Command {
     /// Manage webhook endpoints and see their deliveries (admins).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// List the daemon's GPUs: which job holds each, latest telemetry.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
