@@ -464,6 +464,54 @@ async fn telemetry_is_stored_as_system_metrics_and_served() {
         (gpus(&d).await[0]["idle"] == true).then_some(())
     })
     .await;
+    assert_eq!(job(&d, &id).await["gpu_idle"], true);
+    m.set_utilization(0, 50);
+    eventually(30, "the idle flag to clear", || async {
+        (job(&d, &id).await.get("gpu_idle").is_none()).then_some(())
+    })
+    .await;
     m.release("tele");
+    wait_status(&d, &id, "completed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_page_shows_the_gpu_panel() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium (or set CHROMIUM)"
+    );
+    assert!(
+        root.join("tests/ui/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: npm ci --prefix tests/ui"
+    );
+    let m = Box4::new();
+    m.set_utilization(0, 42);
+    let d = m.daemon(&[], &[]);
+    let id = create(&d, "hold", "panel", Some(1)).await;
+    m.record(&id).await;
+    let path = format!("{JOBS}/{id}/metrics?system=true");
+    eventually(30, "a stored GPU sample", || async {
+        let (_, p) = get(&d, &path).await;
+        p.as_array().filter(|a| a.len() >= 2).map(|_| ())
+    })
+    .await;
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("tests/ui/gpus.mjs"))
+        .arg(&d.url)
+        .arg(&id)
+        .arg(UUIDS[0])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("node is missing: apt-get install -y nodejs npm");
+    assert!(
+        out.status.success() && common::stdout(&out).contains("GPU_PANEL"),
+        "{}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    m.release("panel");
     wait_status(&d, &id, "completed").await;
 }

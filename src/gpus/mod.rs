@@ -276,6 +276,11 @@ impl Gpus {
         out
     }
 
+    /// Whether a GPU held by `job` is flagged idle.
+    pub fn idle_job(&self, job: Uuid) -> bool {
+        self.list().iter().any(|g| g.idle && g.job_id == Some(job))
+    }
+
     /// Every usable GPU with its holder and latest sample.
     pub fn list(&self) -> Vec<GpuInfo> {
         let s = self.state();

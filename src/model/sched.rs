@@ -125,6 +125,11 @@ pub struct JobScheduling {
     /// recorded before its trainer started; empty before and without any.
     #[serde(default)]
     pub assigned_gpus: Vec<AssignedGpu>,
+    /// Set (in `GET /api/v1/training/jobs/{id}`) while a GPU it holds has
+    /// been at 0 % utilisation for longer than the daemon's
+    /// `--gpu-idle-after`; absent otherwise. Not stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpu_idle: bool,
 }
 
 fn default_queue() -> String {
@@ -154,6 +159,7 @@ impl Default for JobScheduling {
             next_attempt_at: None,
             gpus: 0,
             assigned_gpus: Vec::new(),
+            gpu_idle: false,
         }
     }
 }

@@ -92,6 +92,7 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             next_attempt_at: col(r, 33)?,
             gpus: to_u32(col(r, 34)?)?,
             assigned_gpus: from_json(col(r, 35)?)?.unwrap_or_default(),
+            gpu_idle: false,
         },
     };
     Ok(JobRecord {

@@ -72,6 +72,7 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
             next_attempt_at: opt_ts(r.get(33)?)?,
             gpus: r.get(34)?,
             assigned_gpus: from_json(r.get(35)?)?.unwrap_or_default(),
+            gpu_idle: false,
         },
     };
     Ok(JobRecord {
