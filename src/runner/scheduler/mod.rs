@@ -28,6 +28,7 @@
 
 mod gpus;
 pub mod index;
+mod launch;
 mod limits;
 
 use std::collections::{HashMap, HashSet};
@@ -41,8 +42,8 @@ use uuid::Uuid;
 
 use self::gpus::GpuBook;
 use self::index::{Entry, PendingIndex, QueueLimit, Usage};
-use super::retry::{self, Backoffs, Verdict};
-use super::{Runner, RunnerError, SpecBuilder};
+use super::retry::{self, Backoffs};
+use super::{Runner, SpecBuilder};
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
 use crate::model::{AssignedGpu, Job, JobRecord, JobStatus};
@@ -472,13 +473,15 @@ impl Scheduler {
 
     /// Starts launches of the jobs the decision picks.
     fn fill(&mut self) {
-        let holding = self.holding();
+        // Who holds which GPU changes with trainers' exits, not only with
+        // launches: the shared view is refreshed on every pass.
         if let Some(book) = &self.gpus {
-            book.publish(&holding);
+            book.publish(&self.holding());
         }
         if self.hold || self.pending.is_empty() {
             return;
         }
+        let holding = self.holding();
         let now = crate::db::now();
         let instant = std::time::Instant::now();
         let mut busy: HashSet<Uuid> = self.launching.clone();
@@ -536,87 +539,9 @@ impl Scheduler {
         let gpus = gpus.filter(|g| !g.is_empty() || !job.sched.assigned_gpus.is_empty());
         let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = launch(&jobs, runner.as_ref(), &specs, id, failures, gpus).await;
+            let outcome = launch::launch(&jobs, runner.as_ref(), &specs, id, failures, gpus).await;
             Done::Launch(id, outcome)
         });
-    }
-}
-
-/// Mints the job's token, starts its trainer and records the launch;
-/// `failures` is how many earlier tries the environment failed.
-async fn launch(
-    jobs: &Jobs,
-    runner: &dyn Runner,
-    specs: &SpecBuilder,
-    id: Uuid,
-    failures: u32,
-    gpus: Option<Vec<AssignedGpu>>,
-) -> Launched {
-    if let Some(gpus) = gpus {
-        if let Err(e) = jobs.assign_gpus(id, gpus).await {
-            tracing::info!(job_id = %id, error = %e, "not launching: cannot record its GPUs");
-            return Launched::Settled;
-        }
-    }
-    let token = match jobs.issue_token(id).await {
-        Ok(t) => t,
-        // Cancelled meanwhile (or the database is closing): nothing to start.
-        Err(e) => {
-            tracing::info!(job_id = %id, error = %e, "not launching");
-            return Launched::Settled;
-        }
-    };
-    let rec = match jobs.record(id).await {
-        Ok(rec) if rec.job.status == JobStatus::Pending => rec,
-        Ok(_) => return Launched::Settled,
-        Err(e) => {
-            tracing::warn!(job_id = %id, error = %e, "cannot read the job to launch");
-            return Launched::Settled;
-        }
-    };
-    let spec = match specs.build(&rec, &token) {
-        Ok(spec) => spec,
-        Err(e) => {
-            jobs.fail_by_runner(id, e.to_string()).await;
-            return Launched::Settled;
-        }
-    };
-    match runner.launch(spec).await {
-        Ok(state) => {
-            match jobs.mark_launched(id, runner.name(), state).await {
-                // Cancelled while it was being launched.
-                Ok(job) if job.status == JobStatus::Cancelled => {
-                    if let Ok(rec) = jobs.record(id).await {
-                        stop_trainer(runner, &rec).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the launch"),
-            }
-            Launched::Settled
-        }
-        Err(RunnerError::Start(reason)) => {
-            tracing::warn!(job_id = %id, %reason, "trainer could not be started");
-            jobs.fail_by_runner(id, reason).await;
-            Launched::Settled
-        }
-        Err(RunnerError::Environment(reason)) => {
-            let failures = failures + 1;
-            match retry::verdict(failures, &reason) {
-                Verdict::Retry { pause, message } => {
-                    tracing::error!(job_id = %id, %reason, failures, retry_in_s = pause.as_secs(), "cannot launch; other jobs go ahead");
-                    if let Err(e) = jobs.defer_launch(id, message).await {
-                        tracing::warn!(job_id = %id, error = %e, "cannot note the launch failure on the job");
-                    }
-                    Launched::Retry { failures, pause }
-                }
-                Verdict::GiveUp { error } => {
-                    tracing::error!(job_id = %id, %reason, failures, "cannot launch; giving up");
-                    jobs.fail_by_runner(id, error).await;
-                    Launched::Settled
-                }
-            }
-        }
     }
 }
 
