@@ -137,12 +137,17 @@ pub fn build(
 /// `NVIDIA_VISIBLE_DEVICES` list their `nvidia-smi` indices (empty: none,
 /// so a job that asked for no GPU cannot take one), and
 /// `CUDA_DEVICE_ORDER=PCI_BUS_ID` makes CUDA number GPUs as `nvidia-smi` does.
-pub fn put_gpus(env: &mut BTreeMap<String, String>, gpus: &[AssignedGpu]) {
-    let list = gpus
-        .iter()
-        .map(|g| g.index.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+/// A job asking for `wanted` GPUs that has none yet is a dry run (a launch
+/// always records its GPUs first): its plan says they come at launch.
+pub fn put_gpus(env: &mut BTreeMap<String, String>, gpus: &[AssignedGpu], wanted: u32) {
+    let list = if gpus.is_empty() && wanted > 0 {
+        format!("<{wanted} GPUs, chosen at launch>")
+    } else {
+        gpus.iter()
+            .map(|g| g.index.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     env.insert("CUDA_VISIBLE_DEVICES".into(), list.clone());
     env.insert("NVIDIA_VISIBLE_DEVICES".into(), list);
     env.insert("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into());
@@ -239,5 +244,22 @@ mod tests {
         let mut env = BTreeMap::new();
         put_platform_on_path(&mut env, std::path::Path::new(bin));
         assert_eq!(env["PATH"], format!("/home/u/.local/bin:{DEFAULT_PATH}"));
+    }
+
+    #[test]
+    fn local_trainers_get_exactly_their_gpus() {
+        let gpu = |index| AssignedGpu {
+            index,
+            uuid: format!("GPU-{index}"),
+        };
+        let mut env = BTreeMap::new();
+        put_gpus(&mut env, &[gpu(1), gpu(3)], 2);
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "1,3");
+        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], "1,3");
+        assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
+        put_gpus(&mut env, &[], 0);
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "", "none asked, none visible");
+        put_gpus(&mut env, &[], 2);
+        assert!(env["CUDA_VISIBLE_DEVICES"].contains("at launch"));
     }
 }

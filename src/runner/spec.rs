@@ -94,7 +94,7 @@ impl SpecBuilder {
         let contract = self.contract.contract(rec.job.id);
         let (mut env, secret_keys) = env::build(&rec.job, token, &trainer, &contract);
         if self.local_gpus {
-            env::put_gpus(&mut env, &rec.job.sched.assigned_gpus);
+            env::put_gpus(&mut env, &rec.job.sched.assigned_gpus, rec.job.sched.gpus);
         }
         Ok(LaunchSpec {
             job: rec.job.clone(),
