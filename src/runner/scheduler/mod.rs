@@ -13,6 +13,12 @@
 //! is retried with a backoff of its own ([`super::retry`]); neither holds
 //! up the jobs behind it.
 //!
+//! With the subprocess runner, GPUs are counted like slots ([`gpus`]): a
+//! job launches only when the GPUs it asks for are free, gets the lowest
+//! free ones (recorded in the database before its trainer starts) and holds
+//! them while it holds its slot, that is until its trainer has exited. A
+//! job waiting for GPUs blocks the jobs behind it in its own queue only.
+//!
 //! What to launch is decided over an in-memory index of pending jobs
 //! ([`index`]), rebuilt from the database at start-up (and when events
 //! were missed) and kept by committed-change events; a tick re-checks
