@@ -255,6 +255,17 @@ impl Client {
         id: Uuid,
         after_id: Option<i64>,
     ) -> Result<Vec<Metric>, ClientError> {
+        self.all_points(id, after_id, false).await
+    }
+
+    /// Every point of a job's training metrics, or with `system` of its
+    /// system metrics (GPU telemetry), oldest first.
+    pub async fn all_points(
+        &self,
+        id: Uuid,
+        after_id: Option<i64>,
+        system: bool,
+    ) -> Result<Vec<Metric>, ClientError> {
         let mut out: Vec<Metric> = Vec::new();
         let mut after = after_id;
         loop {
@@ -263,6 +274,7 @@ impl Client {
                 order: Some("asc".into()),
                 after_id: after,
                 max_points: None,
+                system: system.then_some(true),
             };
             let page = self.metrics(id, &q).await?;
             let full = page.len() as i64 == crate::model::metric::MAX_METRIC_LIMIT;
@@ -340,6 +352,11 @@ impl Client {
     /// `GET /api/v1/queues`.
     pub async fn queues(&self) -> Result<Vec<crate::model::QueueInfo>, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/queues")).await
+    }
+
+    /// `GET /api/v1/gpus`.
+    pub async fn gpus(&self) -> Result<Vec<crate::model::GpuInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/gpus")).await
     }
 
     /// `POST /api/v1/queues/{name}/pause` (or `resume`).

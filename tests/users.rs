@@ -111,6 +111,7 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         // admins may.
         ("delete" | "patch", "/api/v1/training/jobs/{id}") => (No, Yes),
         ("get", "/api/v1/queues") => (Yes, Yes),
+        ("get", "/api/v1/gpus") => (Yes, Yes),
         ("post", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume") => (No, Yes),
         // Webhooks see every job's events: admins only, reads included.
         ("get" | "post", "/api/v1/webhooks")

@@ -281,7 +281,12 @@ function svgChart(lines, xLabel) {
 
 // One chart per metric key: x is the step when every point of the series has one, else the epoch.
 class Charts {
-  constructor(root) { this.root = root; this.series = new Map(); this.pending = new Set(); }
+  // opts.xLabel names the x axis when points carry `step`; opts.empty is
+  // the id of the "no points yet" note this set of charts hides.
+  constructor(root, opts = {}) {
+    this.root = root; this.series = new Map(); this.pending = new Set();
+    this.xLabel = opts.xLabel || "step"; this.empty = opts.empty || "charts-empty";
+  }
   add(m) {
     for (const k of metricKeys(m)) {
       let s = this.series.get(k);
@@ -306,12 +311,12 @@ class Charts {
     // Keep the cards in priority order.
     for (const k of order) this.root.append(this.series.get(k).node);
     this.pending.clear();
-    const empty = $("#charts-empty");
+    const empty = $(`#${this.empty}`);
     if (empty) empty.hidden = this.series.size > 0;
   }
   draw(key, s) {
     const pts = s.raw.map((p) => [s.useStep ? p.step : p.epoch, p.v]);
-    const svg = svgChart([{ pts }], s.useStep ? "step" : "epoch");
+    const svg = svgChart([{ pts }], s.useStep ? this.xLabel : "epoch");
     const last = pts[pts.length - 1];
     const dir = direction(key);
     let note = `last ${fmt(last[1])}`;
@@ -333,12 +338,16 @@ async function jobPage(root, id) {
   const charts = el("div", { class: "charts", id: "charts" });
   const artifacts = el("div", { id: "artifacts" }, el("p", { class: "muted", text: "loading…" }));
   const logs = el("pre", { class: "logs", id: "logs", text: "loading…" });
+  // GPU telemetry (the job's system metrics), shown for jobs given GPUs.
+  const gpuCharts = el("div", { class: "charts", id: "gpu-charts" });
+  const gpuPanel = el("div", { id: "gpus", hidden: "" }, el("h2", { text: "GPUs" }),
+    el("p", { class: "muted", id: "gpu-charts-empty", text: "No GPU samples yet." }), gpuCharts);
   root.replaceChildren(head,
     el("div", { class: "grid2" },
       el("div", {}, el("h2", { text: "Job" }), el("div", { class: "card" }, fields),
         el("h2", { text: "Artifacts" }), artifacts),
       el("div", {}, el("h2", { text: "Metrics" }),
-        el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts)),
+        el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts, gpuPanel)),
     el("h2", { text: "Logs (tail)" }), logs);
   const plot = new Charts(charts);
   let job;
@@ -397,6 +406,9 @@ async function jobPage(root, id) {
     if (j.note) rows.push(["Note", j.note]);
     if (j.attempt) rows.push(["Attempt", String(j.attempt)]);
     if (j.stalled_at) rows.push(["Condition", `stalled (silent since before ${ago(j.stalled_at)})`]);
+    if (j.gpus) rows.push(["GPUs", (j.assigned_gpus || []).length
+      ? j.assigned_gpus.map((g) => `${g.index}${g.uuid ? ` (${g.uuid})` : ""}`).join(", ") : `${j.gpus} (not assigned yet)`]);
+    if (j.gpu_idle) rows.push(["Condition", "gpu idle (a GPU it holds has been at 0 % for a long time)"]);
     if (j.next_attempt_at) rows.push(["Next attempt", when(j.next_attempt_at)]);
     if (j.termination_reason) rows.push(["Ended by", j.termination_reason]);
     if (j.started_at) {
@@ -409,6 +421,20 @@ async function jobPage(root, id) {
         el("a", { href: `/ui/compare?sweep=${j.sweep_id}`, id: "sweep-link", text: "compare its runs" })));
     }
     if (j.error) fields.append(el("dt", { text: "Error" }), el("dd", { class: "error-text mono", text: j.error }));
+  }
+
+  // Re-read whole (downsampled), x = seconds since the first sample.
+  async function refreshGpus() {
+    if (!job || !(job.assigned_gpus || []).length) return;
+    gpuPanel.hidden = false;
+    try {
+      const pts = await (await api(`/jobs/${id}/metrics?system=true&max_points=500&order=asc`)).json();
+      const t0 = pts.length ? Date.parse(pts[0].created_at) : 0;
+      const c = new Charts(gpuCharts, { xLabel: "seconds", empty: "gpu-charts-empty" });
+      gpuCharts.replaceChildren();
+      for (const p of pts) c.add({ ...p, step: Math.round((Date.parse(p.created_at) - t0) / 1000) });
+      c.flush();
+    } catch (_) { /* the next refresh tries again */ }
   }
 
   let logTimer = null;
@@ -463,8 +489,9 @@ async function jobPage(root, id) {
   const lastId = history.length ? history[history.length - 1].id : 0;
   refreshLogs();
   refreshArtifacts();
+  refreshGpus();
   if (!TERMINAL.has(job.status)) {
-    logTimer = setInterval(refreshLogs, 3000);
+    logTimer = setInterval(() => { refreshLogs(); refreshGpus(); }, 3000);
     const es = stream(`/jobs/${id}/events?last_event_id=m${lastId}-j0`);
     on(es, "metric", (m) => plot.add(m));
     on(es, "job", (j) => {

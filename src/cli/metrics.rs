@@ -40,6 +40,10 @@ pub struct MetricsArgs {
         conflicts_with = "follow"
     )]
     pub plot: Vec<String>,
+    /// The job's system metrics (GPU utilisation, memory, temperature,
+    /// power: `system/gpu<N>/…`) instead of its training metrics.
+    #[arg(long, conflicts_with = "follow")]
+    pub system: bool,
 }
 
 /// Runs `platform metrics`.
@@ -51,9 +55,12 @@ pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Resul
     }
     let id = super::resolve::job_id(&client, &a.ids[0]).await?;
     if !a.plot.is_empty() && a.last.is_none() {
-        return plot(&[(String::new(), plot_points(&client, id).await?)], &a.plot);
+        return plot(
+            &[(String::new(), plot_points(&client, id, a.system).await?)],
+            &a.plot,
+        );
     }
-    let mut points = client.all_metrics(id, None).await?;
+    let mut points = client.all_points(id, None, a.system).await?;
     let last_id = points.iter().map(|m| m.id).max().unwrap_or(0);
     sort_by_step(&mut points);
     if let Some(n) = a.last {
@@ -292,10 +299,11 @@ fn csv_line(fields: &[String]) -> String {
 
 /// A whole history for a plot, downsampled by the server (first, last and
 /// extremes kept), in step order.
-async fn plot_points(client: &Client, id: Uuid) -> anyhow::Result<Vec<Metric>> {
+async fn plot_points(client: &Client, id: Uuid, system: bool) -> anyhow::Result<Vec<Metric>> {
     let q = MetricQuery {
         order: Some("asc".into()),
         max_points: Some(PLOT_POINTS),
+        system: system.then_some(true),
         ..Default::default()
     };
     let mut points = client.metrics(id, &q).await?;
@@ -319,7 +327,7 @@ async fn overlay(client: &Client, a: &MetricsArgs) -> anyhow::Result<()> {
     let labels = super::compare::labels(&jobs);
     let mut runs = Vec::with_capacity(jobs.len());
     for (job, label) in jobs.iter().zip(labels) {
-        let mut points = plot_points(client, job.id).await?;
+        let mut points = plot_points(client, job.id, a.system).await?;
         if let Some(n) = a.last {
             let skip = points.len().saturating_sub(n);
             points.drain(..skip);

@@ -16,6 +16,7 @@ pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod framework;
 pub mod generate;
+pub(crate) mod gpu;
 pub(crate) mod job;
 mod label;
 pub(crate) mod metric_keys;
@@ -126,6 +127,9 @@ pub enum Command {
     /// Manage webhook endpoints and see their deliveries (admins).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// List the daemon's GPUs: which job holds each, latest telemetry.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
@@ -199,6 +203,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Queue(cmd) => sched::queue(&global, &out, cmd).await,
+        Command::Gpu(cmd) => gpu::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
         Command::Sweep(cmd) => sweep::run(&global, &out, cmd).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,

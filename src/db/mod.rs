@@ -354,6 +354,22 @@ impl Db {
         }
     }
 
+    /// Stores one sample of a job's system metrics (GPU telemetry), apart
+    /// from its training points; `series` is what downsampling keeps the
+    /// extremes of. Read back with [`MetricFilter::system`].
+    pub async fn add_system_metrics(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        metrics: serde_json::Map<String, serde_json::Value>,
+        series: f64,
+    ) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.add_system_metrics(id, attempt, metrics, series).await,
+            Db::Postgres(p) => p.add_system_metrics(id, attempt, metrics, series).await,
+        }
+    }
+
     /// What a live feed has not sent yet, read consistently: job versions
     /// first, then points, so a job's terminal version is never read
     /// without the points committed before it.

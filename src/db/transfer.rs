@@ -28,6 +28,7 @@ pub const TABLES: &[&str] = &[
     "jobs",
     "job_attempts",
     "metrics",
+    "system_metrics",
     "queue_state",
     "webhooks",
     "webhook_deliveries",

@@ -133,6 +133,10 @@ pub struct JobsConfig {
     /// How long an `Idempotency-Key` answers with its job (see
     /// [`Jobs::create_once`]).
     pub idempotency_ttl: std::time::Duration,
+    /// GPUs of the machine trainers run on, when the daemon accounts for
+    /// them (the subprocess runner): a job asking for more is refused.
+    /// `None`: no local accounting (Kubernetes).
+    pub gpu_capacity: Option<u32>,
 }
 
 /// What an artifact upload may do ([`Jobs::may_upload`]).
@@ -604,6 +608,7 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
 
 mod access;
 mod attempts;
+mod gpus;
 mod sched;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -49,6 +49,7 @@ impl Service {
                 dataset_check: false,
                 artifact_grace: std::time::Duration::from_secs(600),
                 idempotency_ttl: std::time::Duration::from_secs(86_400),
+                gpu_capacity: None,
             },
         ));
         Service {

@@ -172,6 +172,8 @@ impl Job {
                 last_heartbeat_at: None,
                 stalled_at: None,
                 next_attempt_at: None,
+                assigned_gpus: Vec::new(),
+                gpu_idle: false,
                 ..self.sched.clone()
             },
             ..self.clone()

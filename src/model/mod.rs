@@ -5,6 +5,7 @@ pub mod callback;
 pub mod expand;
 pub mod feed;
 pub mod framework;
+pub mod gpu;
 pub mod idempotency;
 pub mod job;
 pub mod labels;
@@ -24,6 +25,7 @@ pub mod webhook;
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use feed::{FeedPage, FeedPos, FeedRead, FeedScope};
 pub use framework::Framework;
+pub use gpu::{AssignedGpu, GpuInfo, GpuTelemetry};
 pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
 pub use labels::{Labels, NewLabels};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
@@ -58,6 +60,10 @@ pub struct Health {
     /// Per-component checks (`database`, …): `ok` or what is wrong.
     #[serde(default)]
     pub checks: std::collections::BTreeMap<String, String>,
+    /// The daemon's GPUs (subprocess runner) with their holders; empty
+    /// without any.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
 }
 
 /// Body of `GET /`.

@@ -238,7 +238,9 @@ impl<I: Iterator<Item = T>, T: Serialize> Iterator for JsonChunks<I> {
         (status = 503, response = Unavailable),
     ))]
 pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
-    Ok(Json(st.jobs.get(id).await?))
+    let mut job = st.jobs.get(id).await?;
+    job.sched.gpu_idle = job.status == crate::model::JobStatus::Running && st.gpus.idle_job(id);
+    Ok(Json(job))
 }
 
 /// Cancel a job.

@@ -60,6 +60,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
             service: SERVICE_NAME.into(),
             version: VERSION.into(),
             checks,
+            gpus: st.gpus.list(),
         }),
     )
 }
@@ -107,6 +108,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
             ));
         }
     }
+    text.push_str(&super::gpus::prometheus_text(&st));
     (
         [(
             header::CONTENT_TYPE,

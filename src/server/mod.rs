@@ -20,6 +20,7 @@ pub mod datasets;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod gpus;
 pub mod jobs;
 pub mod listen;
 pub mod meta;
@@ -94,6 +95,8 @@ pub struct Services {
     pub runner: Arc<dyn Runner>,
     /// Builds launch specs (dry runs show exactly what a launch would do).
     pub specs: Arc<SpecBuilder>,
+    /// The daemon's GPUs and who holds them (none with Kubernetes).
+    pub gpus: Arc<crate::gpus::Gpus>,
     /// The trainer registry (`/frameworks`, reloads).
     pub registry: Arc<Trainers>,
     /// Users and tokens: whose a presented token is, user management,
@@ -169,7 +172,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let datasets = audited(datasets::routes());
     let accounts = audited(users::routes());
     let webhooks = audited(webhooks::routes());
-    let queues = audited(sched::queue_routes());
+    let queues = audited(sched::queue_routes().merge(gpus::routes()));
     let sweeps = audited(sweeps::routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(

@@ -57,6 +57,7 @@ use super::responses::{
         super::sched::update_job, super::sched::heartbeat,
         super::sweeps::create_sweep, super::sweeps::list_sweeps, super::sweeps::get_sweep,
         super::sweeps::cancel_sweep,
+        super::gpus::list_gpus,
     ),
     components(
         schemas(ErrorBody),
@@ -69,6 +70,7 @@ use super::responses::{
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
         (name = "queues", description = "Queues: limits, counts, pause and resume"),
         (name = "sweeps", description = "Sweeps: many jobs from one spec (grid or random search), their status and cancel"),
+        (name = "gpus", description = "The daemon's GPUs (subprocess runner): holders and telemetry"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
         (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),

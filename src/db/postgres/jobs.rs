@@ -17,12 +17,12 @@ pub(super) const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
      stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
-     tags, note, name, sweep_id";
+     tags, note, name, sweep_id, gpus, assigned_gpus";
 
 /// Index of `number` in [`COLUMNS`].
 pub(super) const NUMBER: usize = 20;
 /// How many columns [`COLUMNS`] has (the index of the first one after).
-const COUNT: usize = 38;
+const COUNT: usize = 40;
 
 /// A job's attempts as one JSON array in the row (none before its first
 /// launch), so a read is one statement and one consistent snapshot.
@@ -90,6 +90,9 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             last_heartbeat_at: col(r, 31)?,
             stalled_at: col(r, 32)?,
             next_attempt_at: col(r, 33)?,
+            gpus: to_u32(col(r, 38)?)?,
+            assigned_gpus: from_json(col(r, 39)?)?.unwrap_or_default(),
+            gpu_idle: false,
         },
         labels: Labels {
             tags: from_json(col(r, 34)?)?.unwrap_or_default(),

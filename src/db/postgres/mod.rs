@@ -340,6 +340,17 @@ impl Postgres {
         Ok(Some(points))
     }
 
+    pub(super) async fn add_system_metrics(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        metrics: serde_json::Map<String, serde_json::Value>,
+        series: f64,
+    ) -> Result<(), DbError> {
+        let c = self.client().await?;
+        metrics::insert_system(&c, id, attempt, &metrics, series, crate::db::now()).await
+    }
+
     pub(super) async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {
         feed::read(&mut self.client().await?, read).await
     }

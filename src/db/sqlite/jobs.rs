@@ -12,7 +12,7 @@ const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, confi
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
      stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
-     tags, note, name, sweep_id";
+     tags, note, name, sweep_id, gpus, assigned_gpus";
 
 /// How many columns [`COLUMNS`] selects (the index of one selected after them).
 fn column_count() -> usize {
@@ -70,6 +70,9 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
             last_heartbeat_at: opt_ts(r.get(31)?)?,
             stalled_at: opt_ts(r.get(32)?)?,
             next_attempt_at: opt_ts(r.get(33)?)?,
+            gpus: r.get(38)?,
+            assigned_gpus: from_json(r.get(39)?)?.unwrap_or_default(),
+            gpu_idle: false,
         },
         labels: Labels {
             tags: from_json(r.get(34)?)?.unwrap_or_default(),
@@ -103,6 +106,13 @@ fn tags_json(l: &Labels) -> Result<Option<String>, DbError> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
     serde_json::to_string(v).map_err(corrupt)
+}
+
+/// The `assigned_gpus` column: NULL for none.
+fn assigned_gpus(sc: &JobScheduling) -> Result<Option<String>, DbError> {
+    (!sc.assigned_gpus.is_empty())
+        .then(|| to_json(&sc.assigned_gpus))
+        .transpose()
 }
 
 fn collect(
@@ -225,9 +235,9 @@ pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
          progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
          completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, \
          queue, priority, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
-         stale_after_s, after_ids, tags, note, name, sweep_id, number) \
+         stale_after_s, after_ids, tags, note, name, sweep_id, gpus, assigned_gpus, number) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, \
+         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, \
          (SELECT COALESCE(MAX(number), 0) + 1 FROM jobs)) RETURNING number",
         )?
         .query_row(params![
@@ -263,6 +273,8 @@ pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
         j.labels.note,
         j.labels.name,
         j.labels.sweep_id.map(|u| u.to_string()),
+        sc.gpus,
+        assigned_gpus(sc)?,
     ], |r| r.get(0))?;
     rec.job.number = number;
     Ok(())
@@ -296,7 +308,7 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
          callback_token_hash = :token_hash, priority = :priority, attempt = :attempt, \
          termination_reason = :termination_reason, last_heartbeat_at = :last_heartbeat_at, \
          stalled_at = :stalled_at, next_attempt_at = :next_attempt_at, tags = :tags, \
-         note = :note WHERE id = :id",
+         note = :note, assigned_gpus = :assigned_gpus WHERE id = :id",
     )?
     .execute(named_params! {
         ":id": j.id.to_string(),
@@ -321,6 +333,7 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         ":next_attempt_at": j.sched.next_attempt_at.as_ref().map(ts),
         ":tags": tags_json(&j.labels)?,
         ":note": j.labels.note,
+        ":assigned_gpus": assigned_gpus(&j.sched)?,
     })?;
     Ok(())
 }

@@ -246,6 +246,29 @@ ALTER TABLE jobs ADD COLUMN sweep_id TEXT REFERENCES sweeps (id);
 CREATE INDEX jobs_by_sweep ON jobs (sweep_id) WHERE sweep_id IS NOT NULL;
 "#,
         ),
+        // 9: GPUs a job asks for and the ones its launch was given (JSON
+        // list of {index, uuid}); its GPU telemetry, kept apart from its
+        // training points (same columns, plus the series downsampling
+        // keeps the extremes of: mean utilisation).
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN assigned_gpus TEXT;
+CREATE TABLE system_metrics (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    epoch      INTEGER NOT NULL,
+    step       INTEGER,
+    loss       REAL,
+    accuracy   REAL,
+    metrics    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempt    INTEGER,
+    series     REAL NOT NULL
+) STRICT;
+CREATE INDEX system_metrics_series ON system_metrics (job_id, id, series);
+"#,
+        ),
     ]
 }
 
