@@ -104,6 +104,7 @@ fn fill(
             number: i as i64 + 1,
             not_before: (i % 10 == 0).then_some(later),
             after,
+            gpus: 0,
         });
     }
     (index, completed)

@@ -36,10 +36,12 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the daemon: HTTP API, database, scheduler and runner')
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Create, list, inspect and cancel training jobs')
             [CompletionResult]::new('queue', 'queue', [CompletionResultType]::ParameterValue, 'List queues, or pause and resume one')
-            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
+            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first), or overlay several jobs'' in one chart')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
+            [CompletionResult]::new('sweep', 'sweep', [CompletionResultType]::ParameterValue, 'Show, list and cancel sweeps (create one with `job create --sweep`)')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
+            [CompletionResult]::new('gpu', 'gpu', [CompletionResultType]::ParameterValue, 'List the daemon''s GPUs: which job holds each, latest telemetry')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -103,6 +105,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--dataset-check', '--dataset-check', [CompletionResultType]::ParameterName, 'Check at job creation that the dataset URI exists in the configured store ("off" for stores the daemon cannot see)')
             [CompletionResult]::new('--max-object-bytes', '--max-object-bytes', [CompletionResultType]::ParameterName, 'Largest object a dataset or artifact upload may create, in bytes')
             [CompletionResult]::new('--presign-downloads', '--presign-downloads', [CompletionResultType]::ParameterName, 'Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon)')
+            [CompletionResult]::new('--gpus', '--gpus', [CompletionResultType]::ParameterName, 'GPUs trainers may use (subprocess runner): indices or UUIDs as `nvidia-smi` lists them (`0,1,3`), `all` (every GPU it lists, within an inherited CUDA_VISIBLE_DEVICES) or `none` [default: all]')
+            [CompletionResult]::new('--gpu-sample-interval', '--gpu-sample-interval', [CompletionResultType]::ParameterName, 'Seconds between GPU telemetry samples while jobs hold GPUs')
+            [CompletionResult]::new('--gpu-idle-after', '--gpu-idle-after', [CompletionResultType]::ParameterName, 'Seconds a GPU held by a running job may stay at 0 % utilisation before the job is flagged `gpu_idle`')
             [CompletionResult]::new('--kube-namespace', '--kube-namespace', [CompletionResultType]::ParameterName, 'Namespace the training Jobs run in')
             [CompletionResult]::new('--kube-config-path', '--kube-config-path', [CompletionResultType]::ParameterName, 'Kubeconfig file [default: in-cluster service account, else $KUBECONFIG or ~/.kube/config]')
             [CompletionResult]::new('--kube-context', '--kube-context', [CompletionResultType]::ParameterName, 'Kubeconfig context [default: its current context]')
@@ -158,6 +163,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
             [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Set or remove a job''s tags (any status)')
+            [CompletionResult]::new('note', 'note', [CompletionResultType]::ParameterValue, 'Set a job''s note (any status; an empty text clears it)')
+            [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Compare jobs side by side: differing config, status, duration, metrics')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -185,6 +193,11 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--retry-on-exit-code', '--retry-on-exit-code', [CompletionResultType]::ParameterName, 'Retry when the trainer exits with this code (repeatable); see --max-attempts')
             [CompletionResult]::new('--max-attempts', '--max-attempts', [CompletionResultType]::ParameterName, 'Attempts in all, with --retry-on-exit-code [default: 3]')
             [CompletionResult]::new('--retry', '--retry', [CompletionResultType]::ParameterName, 'A whole retry policy as JSON (max_attempts, backoff, rules), or @FILE')
+            [CompletionResult]::new('--gpus', '--gpus', [CompletionResultType]::ParameterName, 'GPUs to run with [default: the trainer''s resources.gpu, else 0]')
+            [CompletionResult]::new('--sweep', '--sweep', [CompletionResultType]::ParameterName, 'Create a grid sweep: one job per combination, each value merged into the config at KEY (dotted keys nest); repeatable. Values split on commas; quote one holding a comma (''aug="a,b",c''); values are JSON scalars when they parse (0.01, true), else strings')
+            [CompletionResult]::new('--sweep-file', '--sweep-file', [CompletionResultType]::ParameterName, 'Create a sweep from a YAML or JSON file: `method: grid|random`, `count` and `seed` (random), and `parameters` (KEY: [values], or {values: […]}, or {min, max, log: true, integer: true} for random search)')
+            [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Tag the job (every job of a sweep); repeatable')
+            [CompletionResult]::new('--note', '--note', [CompletionResultType]::ParameterName, 'A free-text note on the job')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -206,6 +219,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'Only jobs in this status')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this user''s jobs')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many jobs (1–1000)')
+            [CompletionResult]::new('--sweep', '--sweep', [CompletionResultType]::ParameterName, 'Only the jobs of this sweep (its id)')
+            [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Only jobs with this tag; repeatable (every one must match)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -229,6 +244,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'Only jobs in this status')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this user''s jobs')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many jobs (1–1000)')
+            [CompletionResult]::new('--sweep', '--sweep', [CompletionResultType]::ParameterName, 'Only the jobs of this sweep (its id)')
+            [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'Only jobs with this tag; repeatable (every one must match)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
@@ -393,6 +410,54 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'platform;job;tag' {
+            [CompletionResult]::new('--rm', '--rm', [CompletionResultType]::ParameterName, 'Tag keys to remove; repeatable')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;job;note' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;job;compare' {
+            [CompletionResult]::new('--sweep', '--sweep', [CompletionResultType]::ParameterName, 'Compare the jobs of this sweep (with any jobs named too)')
+            [CompletionResult]::new('--metric', '--metric', [CompletionResultType]::ParameterName, 'A metric to show (best and last) and how its best is taken: max, min or last [default: by its name, min for losses, else max]; repeatable; the first sorts the table')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'platform;job;help' {
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Submit a training job')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List jobs, newest first')
@@ -405,6 +470,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
             [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Set or remove a job''s tags (any status)')
+            [CompletionResult]::new('note', 'note', [CompletionResultType]::ParameterValue, 'Set a job''s note (any status; an empty text clears it)')
+            [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Compare jobs side by side: differing config, status, duration, metrics')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -439,6 +507,15 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;job;help;resubmit' {
+            break
+        }
+        'platform;job;help;tag' {
+            break
+        }
+        'platform;job;help;note' {
+            break
+        }
+        'platform;job;help;compare' {
             break
         }
         'platform;job;help;help' {
@@ -552,6 +629,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new points until the job ends (-o json then prints one point per line)')
             [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new points until the job ends (-o json then prints one point per line)')
+            [CompletionResult]::new('--system', '--system', [CompletionResultType]::ParameterName, 'The job''s system metrics (GPU utilisation, memory, temperature, power: `system/gpu<N>/…`) instead of its training metrics')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
@@ -643,6 +721,107 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;dataset;help;help' {
+            break
+        }
+        'platform;sweep' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show a sweep: its spec, counts by status and jobs')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sweeps, newest first (members see their own)')
+            [CompletionResult]::new('ls', 'ls', [CompletionResultType]::ParameterValue, 'List sweeps, newest first (members see their own)')
+            [CompletionResult]::new('cancel', 'cancel', [CompletionResultType]::ParameterValue, 'Cancel every job of a sweep that has not ended')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;sweep;get' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;sweep;list' {
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many sweeps (1–100)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;sweep;ls' {
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many sweeps (1–100)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;sweep;cancel' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;sweep;help' {
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show a sweep: its spec, counts by status and jobs')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sweeps, newest first (members see their own)')
+            [CompletionResult]::new('cancel', 'cancel', [CompletionResultType]::ParameterValue, 'Cancel every job of a sweep that has not ended')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;sweep;help;get' {
+            break
+        }
+        'platform;sweep;help;list' {
+            break
+        }
+        'platform;sweep;help;cancel' {
+            break
+        }
+        'platform;sweep;help;help' {
             break
         }
         'platform;framework' {
@@ -884,6 +1063,65 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;webhook;help;help' {
             break
         }
+        'platform;gpu' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every GPU local trainers may use: holder job, utilisation, memory')
+            [CompletionResult]::new('ls', 'ls', [CompletionResultType]::ParameterValue, 'Every GPU local trainers may use: holder job, utilisation, memory')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;gpu;list' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;gpu;ls' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;gpu;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every GPU local trainers may use: holder job, utilisation, memory')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'platform;gpu;help;list' {
+            break
+        }
+        'platform;gpu;help;help' {
+            break
+        }
         'platform;report' {
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'New status: running, completed, failed or cancelled')
             [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Progress between 0 and 1')
@@ -923,6 +1161,8 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -943,12 +1183,56 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'platform;db;status' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'platform;db;migrate' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'The SQLite database to copy: sqlite:///relative/path or sqlite:////absolute/path [default: the configured database]')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'The empty PostgreSQL database to fill: postgresql://user:password@host:5432/database (the variable keeps the password out of the process list)')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'platform;db;help' {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'platform;db;help;check' {
+            break
+        }
+        'platform;db;help;status' {
+            break
+        }
+        'platform;db;help;migrate' {
             break
         }
         'platform;db;help;help' {
@@ -1427,10 +1711,12 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the daemon: HTTP API, database, scheduler and runner')
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Create, list, inspect and cancel training jobs')
             [CompletionResult]::new('queue', 'queue', [CompletionResultType]::ParameterValue, 'List queues, or pause and resume one')
-            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first)')
+            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Show a job''s metric points (oldest first), or overlay several jobs'' in one chart')
             [CompletionResult]::new('dataset', 'dataset', [CompletionResultType]::ParameterValue, 'Upload and list datasets in the daemon''s object store')
+            [CompletionResult]::new('sweep', 'sweep', [CompletionResultType]::ParameterValue, 'Show, list and cancel sweeps (create one with `job create --sweep`)')
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
+            [CompletionResult]::new('gpu', 'gpu', [CompletionResultType]::ParameterValue, 'List the daemon''s GPUs: which job holds each, latest telemetry')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -1462,6 +1748,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a pending job''s priority')
             [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)')
             [CompletionResult]::new('resubmit', 'resubmit', [CompletionResultType]::ParameterValue, 'Create a new job from an old one''s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Set or remove a job''s tags (any status)')
+            [CompletionResult]::new('note', 'note', [CompletionResultType]::ParameterValue, 'Set a job''s note (any status; an empty text clears it)')
+            [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Compare jobs side by side: differing config, status, duration, metrics')
             break
         }
         'platform;help;job;create' {
@@ -1497,6 +1786,15 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;help;job;resubmit' {
             break
         }
+        'platform;help;job;tag' {
+            break
+        }
+        'platform;help;job;note' {
+            break
+        }
+        'platform;help;job;compare' {
+            break
+        }
         'platform;help;queue' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every queue: limits, paused or not, running and pending jobs')
             [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Stop launching jobs from a queue (running jobs go on; admins)')
@@ -1524,6 +1822,21 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;help;dataset;list' {
+            break
+        }
+        'platform;help;sweep' {
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show a sweep: its spec, counts by status and jobs')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List sweeps, newest first (members see their own)')
+            [CompletionResult]::new('cancel', 'cancel', [CompletionResultType]::ParameterValue, 'Cancel every job of a sweep that has not ended')
+            break
+        }
+        'platform;help;sweep;get' {
+            break
+        }
+        'platform;help;sweep;list' {
+            break
+        }
+        'platform;help;sweep;cancel' {
             break
         }
         'platform;help;framework' {
@@ -1560,14 +1873,29 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;help;webhook;deliveries' {
             break
         }
+        'platform;help;gpu' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'Every GPU local trainers may use: holder job, utilisation, memory')
+            break
+        }
+        'platform;help;gpu;list' {
+            break
+        }
         'platform;help;report' {
             break
         }
         'platform;help;db' {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
             break
         }
         'platform;help;db;check' {
+            break
+        }
+        'platform;help;db;status' {
+            break
+        }
+        'platform;help;db;migrate' {
             break
         }
         'platform;help;login' {

@@ -37,6 +37,9 @@ _platform() {
             platform,framework)
                 cmd="platform__subcmd__framework"
                 ;;
+            platform,gpu)
+                cmd="platform__subcmd__gpu"
+                ;;
             platform,help)
                 cmd="platform__subcmd__help"
                 ;;
@@ -63,6 +66,9 @@ _platform() {
                 ;;
             platform,supervise)
                 cmd="platform__subcmd__supervise"
+                ;;
+            platform,sweep)
+                cmd="platform__subcmd__sweep"
                 ;;
             platform,token)
                 cmd="platform__subcmd__token"
@@ -136,11 +142,23 @@ _platform() {
             platform__subcmd__db,help)
                 cmd="platform__subcmd__db__subcmd__help"
                 ;;
+            platform__subcmd__db,migrate)
+                cmd="platform__subcmd__db__subcmd__migrate"
+                ;;
+            platform__subcmd__db,status)
+                cmd="platform__subcmd__db__subcmd__status"
+                ;;
             platform__subcmd__db__subcmd__help,check)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__check"
                 ;;
             platform__subcmd__db__subcmd__help,help)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__db__subcmd__help,migrate)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__migrate"
+                ;;
+            platform__subcmd__db__subcmd__help,status)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__status"
                 ;;
             platform__subcmd__framework,help)
                 cmd="platform__subcmd__framework__subcmd__help"
@@ -163,6 +181,21 @@ _platform() {
             platform__subcmd__framework__subcmd__help,reload)
                 cmd="platform__subcmd__framework__subcmd__help__subcmd__reload"
                 ;;
+            platform__subcmd__gpu,help)
+                cmd="platform__subcmd__gpu__subcmd__help"
+                ;;
+            platform__subcmd__gpu,list)
+                cmd="platform__subcmd__gpu__subcmd__list"
+                ;;
+            platform__subcmd__gpu,ls)
+                cmd="platform__subcmd__gpu__subcmd__list"
+                ;;
+            platform__subcmd__gpu__subcmd__help,help)
+                cmd="platform__subcmd__gpu__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__gpu__subcmd__help,list)
+                cmd="platform__subcmd__gpu__subcmd__help__subcmd__list"
+                ;;
             platform__subcmd__help,audit)
                 cmd="platform__subcmd__help__subcmd__audit"
                 ;;
@@ -183,6 +216,9 @@ _platform() {
                 ;;
             platform__subcmd__help,framework)
                 cmd="platform__subcmd__help__subcmd__framework"
+                ;;
+            platform__subcmd__help,gpu)
+                cmd="platform__subcmd__help__subcmd__gpu"
                 ;;
             platform__subcmd__help,help)
                 cmd="platform__subcmd__help__subcmd__help"
@@ -210,6 +246,9 @@ _platform() {
                 ;;
             platform__subcmd__help,supervise)
                 cmd="platform__subcmd__help__subcmd__supervise"
+                ;;
+            platform__subcmd__help,sweep)
+                cmd="platform__subcmd__help__subcmd__sweep"
                 ;;
             platform__subcmd__help,token)
                 cmd="platform__subcmd__help__subcmd__token"
@@ -244,17 +283,29 @@ _platform() {
             platform__subcmd__help__subcmd__db,check)
                 cmd="platform__subcmd__help__subcmd__db__subcmd__check"
                 ;;
+            platform__subcmd__help__subcmd__db,migrate)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__migrate"
+                ;;
+            platform__subcmd__help__subcmd__db,status)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__status"
+                ;;
             platform__subcmd__help__subcmd__framework,list)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__list"
                 ;;
             platform__subcmd__help__subcmd__framework,reload)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__reload"
                 ;;
+            platform__subcmd__help__subcmd__gpu,list)
+                cmd="platform__subcmd__help__subcmd__gpu__subcmd__list"
+                ;;
             platform__subcmd__help__subcmd__job,artifacts)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__artifacts"
                 ;;
             platform__subcmd__help__subcmd__job,cancel)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__cancel"
+                ;;
+            platform__subcmd__help__subcmd__job,compare)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__compare"
                 ;;
             platform__subcmd__help__subcmd__job,create)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__create"
@@ -271,8 +322,14 @@ _platform() {
             platform__subcmd__help__subcmd__job,logs)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__logs"
                 ;;
+            platform__subcmd__help__subcmd__job,note)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__note"
+                ;;
             platform__subcmd__help__subcmd__job,resubmit)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__help__subcmd__job,tag)
+                cmd="platform__subcmd__help__subcmd__job__subcmd__tag"
                 ;;
             platform__subcmd__help__subcmd__job,update)
                 cmd="platform__subcmd__help__subcmd__job__subcmd__update"
@@ -291,6 +348,15 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__queue,resume)
                 cmd="platform__subcmd__help__subcmd__queue__subcmd__resume"
+                ;;
+            platform__subcmd__help__subcmd__sweep,cancel)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__cancel"
+                ;;
+            platform__subcmd__help__subcmd__sweep,get)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__get"
+                ;;
+            platform__subcmd__help__subcmd__sweep,list)
+                cmd="platform__subcmd__help__subcmd__sweep__subcmd__list"
                 ;;
             platform__subcmd__help__subcmd__token,create)
                 cmd="platform__subcmd__help__subcmd__token__subcmd__create"
@@ -334,6 +400,9 @@ _platform() {
             platform__subcmd__job,cancel)
                 cmd="platform__subcmd__job__subcmd__cancel"
                 ;;
+            platform__subcmd__job,compare)
+                cmd="platform__subcmd__job__subcmd__compare"
+                ;;
             platform__subcmd__job,create)
                 cmd="platform__subcmd__job__subcmd__create"
                 ;;
@@ -355,8 +424,14 @@ _platform() {
             platform__subcmd__job,ls)
                 cmd="platform__subcmd__job__subcmd__list"
                 ;;
+            platform__subcmd__job,note)
+                cmd="platform__subcmd__job__subcmd__note"
+                ;;
             platform__subcmd__job,resubmit)
                 cmd="platform__subcmd__job__subcmd__resubmit"
+                ;;
+            platform__subcmd__job,tag)
+                cmd="platform__subcmd__job__subcmd__tag"
                 ;;
             platform__subcmd__job,update)
                 cmd="platform__subcmd__job__subcmd__update"
@@ -372,6 +447,9 @@ _platform() {
                 ;;
             platform__subcmd__job__subcmd__help,cancel)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__cancel"
+                ;;
+            platform__subcmd__job__subcmd__help,compare)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__compare"
                 ;;
             platform__subcmd__job__subcmd__help,create)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__create"
@@ -391,8 +469,14 @@ _platform() {
             platform__subcmd__job__subcmd__help,logs)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__logs"
                 ;;
+            platform__subcmd__job__subcmd__help,note)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__note"
+                ;;
             platform__subcmd__job__subcmd__help,resubmit)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__resubmit"
+                ;;
+            platform__subcmd__job__subcmd__help,tag)
+                cmd="platform__subcmd__job__subcmd__help__subcmd__tag"
                 ;;
             platform__subcmd__job__subcmd__help,update)
                 cmd="platform__subcmd__job__subcmd__help__subcmd__update"
@@ -429,6 +513,33 @@ _platform() {
                 ;;
             platform__subcmd__queue__subcmd__help,resume)
                 cmd="platform__subcmd__queue__subcmd__help__subcmd__resume"
+                ;;
+            platform__subcmd__sweep,cancel)
+                cmd="platform__subcmd__sweep__subcmd__cancel"
+                ;;
+            platform__subcmd__sweep,get)
+                cmd="platform__subcmd__sweep__subcmd__get"
+                ;;
+            platform__subcmd__sweep,help)
+                cmd="platform__subcmd__sweep__subcmd__help"
+                ;;
+            platform__subcmd__sweep,list)
+                cmd="platform__subcmd__sweep__subcmd__list"
+                ;;
+            platform__subcmd__sweep,ls)
+                cmd="platform__subcmd__sweep__subcmd__list"
+                ;;
+            platform__subcmd__sweep__subcmd__help,cancel)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__cancel"
+                ;;
+            platform__subcmd__sweep__subcmd__help,get)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__get"
+                ;;
+            platform__subcmd__sweep__subcmd__help,help)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__help"
+                ;;
+            platform__subcmd__sweep__subcmd__help,list)
+                cmd="platform__subcmd__sweep__subcmd__help__subcmd__list"
                 ;;
             platform__subcmd__token,create)
                 cmd="platform__subcmd__token__subcmd__create"
@@ -539,7 +650,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -993,7 +1104,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check status migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1061,7 +1172,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db__subcmd__help)
-            opts="check help"
+            opts="check status migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1095,6 +1206,118 @@ _platform() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__migrate)
+            opts="-o -v -h -V --from --to --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__status)
+            opts="-o -v -h -V --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1278,8 +1501,110 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__gpu)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version list ls help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__gpu__subcmd__help)
+            opts="list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__gpu__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__gpu__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__gpu__subcmd__list)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help)
-            opts="serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1419,7 +1744,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db)
-            opts="check"
+            opts="check status migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1433,6 +1758,34 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1502,6 +1855,34 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__help__subcmd__gpu)
+            opts="list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__gpu__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1517,7 +1898,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job)
-            opts="create list get cancel artifacts download logs watch update wait resubmit"
+            opts="create list get cancel artifacts download logs watch update wait resubmit tag note compare"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1545,6 +1926,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__job__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__compare)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1628,7 +2023,35 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__help__subcmd__job__subcmd__note)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__help__subcmd__job__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__job__subcmd__tag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1813,6 +2236,62 @@ _platform() {
         platform__subcmd__help__subcmd__supervise)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep)
+            opts="get list cancel"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__sweep__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2063,7 +2542,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch update wait resubmit help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2152,8 +2631,46 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__compare)
+            opts="-o -v -h -V --sweep --metric --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metric)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__create)
-            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --queue --priority --after --max-duration --max-pending --heartbeat-timeout --stale-after --retry-on-exit-code --max-attempts --retry --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-f -m -d -u -c -s -F -o -v -h -V --framework --model --dataset --user --config --set --follow --dry-run --idempotency-key --queue --priority --after --max-duration --max-pending --heartbeat-timeout --stale-after --retry-on-exit-code --max-attempts --retry --gpus --sweep --sweep-file --tag --note --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2248,6 +2765,26 @@ _platform() {
                     return 0
                     ;;
                 --retry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --note)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2347,7 +2884,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help)
-            opts="create list get cancel artifacts download logs watch update wait resubmit help"
+            opts="create list get cancel artifacts download logs watch update wait resubmit tag note compare help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2375,6 +2912,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__help__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__compare)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2472,7 +3023,35 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__help__subcmd__note)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__help__subcmd__resubmit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__help__subcmd__tag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2529,7 +3108,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__job__subcmd__list)
-            opts="-q -w -o -v -h -V --status --user --mine --limit --ids --watch --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-q -w -o -v -h -V --status --user --mine --limit --ids --watch --sweep --tag --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2544,6 +3123,14 @@ _platform() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2604,6 +3191,36 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__job__subcmd__note)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__job__subcmd__resubmit)
             opts="-s -o -v -h -V --set --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2616,6 +3233,40 @@ _platform() {
                     return 0
                     ;;
                 -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__job__subcmd__tag)
+            opts="-o -v -h -V --rm --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --rm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2809,7 +3460,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__metrics)
-            opts="-f -o -v -h -V --last --follow --plot --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-f -o -v -h -V --last --follow --plot --system --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3103,7 +3754,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --db-pool-size --runner --leader-election --replica-id --api-token --admin-token --require-auth --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhook-retry-for --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --db-pool-size --runner --api-token --admin-token --require-auth --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhook-retry-for --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --gpus --gpu-sample-interval --gpu-idle-after --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3127,14 +3778,6 @@ _platform() {
                     ;;
                 --runner)
                     COMPREPLY=($(compgen -W "subprocess kubernetes" -- "${cur}"))
-                    return 0
-                    ;;
-                --leader-election)
-                    COMPREPLY=($(compgen -W "off lease" -- "${cur}"))
-                    return 0
-                    ;;
-                --replica-id)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --api-token)
@@ -3293,6 +3936,18 @@ _platform() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sample-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-idle-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --kube-namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -3380,6 +4035,200 @@ _platform() {
                     return 0
                     ;;
                 --kill-grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version get list ls cancel help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__cancel)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__get)
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help)
+            opts="get list cancel help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__sweep__subcmd__list)
+            opts="-o -v -h -V --limit --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

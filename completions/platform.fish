@@ -39,10 +39,12 @@ complete -c platform -n "__fish_platform_needs_command" -s V -l version -d 'Prin
 complete -c platform -n "__fish_platform_needs_command" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
 complete -c platform -n "__fish_platform_needs_command" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
 complete -c platform -n "__fish_platform_needs_command" -f -a "queue" -d 'List queues, or pause and resume one'
-complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "metrics" -d 'Show a job\'s metric points (oldest first), or overlay several jobs\' in one chart'
 complete -c platform -n "__fish_platform_needs_command" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_needs_command" -f -a "sweep" -d 'Show, list and cancel sweeps (create one with `job create --sweep`)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
 complete -c platform -n "__fish_platform_needs_command" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
+complete -c platform -n "__fish_platform_needs_command" -f -a "gpu" -d 'List the daemon\'s GPUs: which job holds each, latest telemetry'
 complete -c platform -n "__fish_platform_needs_command" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
 complete -c platform -n "__fish_platform_needs_command" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
@@ -110,6 +112,9 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -l dataset-chec
 off\t'Disabled'"
 complete -c platform -n "__fish_platform_using_subcommand serve" -l max-object-bytes -d 'Largest object a dataset or artifact upload may create, in bytes' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l presign-downloads -d 'Serve S3 artifact downloads as redirects to presigned URLs valid this many seconds (0: stream through the daemon)' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpus -d 'GPUs trainers may use (subprocess runner): indices or UUIDs as `nvidia-smi` lists them (`0,1,3`), `all` (every GPU it lists, within an inherited CUDA_VISIBLE_DEVICES) or `none` [default: all]' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpu-sample-interval -d 'Seconds between GPU telemetry samples while jobs hold GPUs' -r
+complete -c platform -n "__fish_platform_using_subcommand serve" -l gpu-idle-after -d 'Seconds a GPU held by a running job may stay at 0 % utilisation before the job is flagged `gpu_idle`' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-namespace -d 'Namespace the training Jobs run in' -r
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-config-path -d 'Kubeconfig file [default: in-cluster service account, else $KUBECONFIG or ~/.kube/config]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand serve" -l kube-context -d 'Kubeconfig context [default: its current context]' -r
@@ -138,31 +143,34 @@ complete -c platform -n "__fish_platform_using_subcommand serve" -s v -l verbose
 complete -c platform -n "__fish_platform_using_subcommand serve" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand serve" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "create" -d 'Submit a training job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "list" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "ls" -d 'List jobs, newest first'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "get" -d 'Show one job'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "cancel" -d 'Cancel one or more jobs'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "update" -d 'Change a pending job\'s priority'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
-complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "create" -d 'Submit a training job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "list" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "ls" -d 'List jobs, newest first'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "get" -d 'Show one job'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "cancel" -d 'Cancel one or more jobs'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "artifacts" -d 'List a job\'s artifacts (checkpoints and other outputs)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "download" -d 'Download a job\'s artifacts, or one of them'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "logs" -d 'Print a job\'s trainer output (stdout and stderr)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "watch" -d 'Follow a job live (progress bar, metrics, ETA) until it ends'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "update" -d 'Change a pending job\'s priority'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "tag" -d 'Set or remove a job\'s tags (any status)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "note" -d 'Set a job\'s note (any status; an empty text clears it)'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "compare" -d 'Compare jobs side by side: differing config, status, duration, metrics'
+complete -c platform -n "__fish_platform_using_subcommand job; and not __fish_seen_subcommand_from create list ls get cancel artifacts download logs watch update wait resubmit tag note compare help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s f -l framework -d 'Registered trainer framework (see `platform framework list`)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s m -l model -d 'Model to train, e.g. yolo11n' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s d -l dataset -d 'Dataset URI (e.g. s3://bucket/datasets/coco128/), or the name of a dataset uploaded with `platform dataset upload`' -r
@@ -180,6 +188,11 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry-on-exit-code -d 'Retry when the trainer exits with this code (repeatable); see --max-attempts' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l max-attempts -d 'Attempts in all, with --retry-on-exit-code [default: 3]' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l retry -d 'A whole retry policy as JSON (max_attempts, backoff, rules), or @FILE' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l gpus -d 'GPUs to run with [default: the trainer\'s resources.gpu, else 0]' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l sweep -d 'Create a grid sweep: one job per combination, each value merged into the config at KEY (dotted keys nest); repeatable. Values split on commas; quote one holding a comma (\'aug="a,b",c\'); values are JSON scalars when they parse (0.01, true), else strings' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l sweep-file -d 'Create a sweep from a YAML or JSON file: `method: grid|random`, `count` and `seed` (random), and `parameters` (KEY: [values], or {values: […]}, or {min, max, log: true, integer: true} for random search)' -r -F
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l tag -d 'Tag the job (every job of a sweep); repeatable' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l note -d 'A free-text note on the job' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -201,6 +214,8 @@ failed\t'Failed'
 cancelled\t'Cancelled'"
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s jobs' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l limit -d 'At most this many jobs (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l sweep -d 'Only the jobs of this sweep (its id)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l tag -d 'Only jobs with this tag; repeatable (every one must match)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -223,6 +238,8 @@ failed\t'Failed'
 cancelled\t'Cancelled'"
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l user -d 'Only this user\'s jobs' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l limit -d 'At most this many jobs (1–1000)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l sweep -d 'Only the jobs of this sweep (its id)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l tag -d 'Only jobs with this tag; repeatable (every one must match)' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -353,6 +370,45 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from resubmit" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -l rm -d 'Tag keys to remove; repeatable' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from tag" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from note" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l sweep -d 'Compare the jobs of this sweep (with any jobs named too)' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l metric -d 'A metric to show (best and last) and how its best is taken: max, min or last [default: by its name, min for losses, else max]; repeatable; the first sorts the table' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from compare" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show one job'
@@ -364,6 +420,9 @@ complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "tag" -d 'Set or remove a job\'s tags (any status)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "note" -d 'Set a job\'s note (any status; an empty text clears it)'
+complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "compare" -d 'Compare jobs side by side: differing config, status, duration, metrics'
 complete -c platform -n "__fish_platform_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand queue; and not __fish_seen_subcommand_from list ls pause resume help" -l token -d 'API token sent as a bearer token' -r
@@ -444,6 +503,7 @@ json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s f -l follow -d 'Keep printing new points until the job ends (-o json then prints one point per line)'
+complete -c platform -n "__fish_platform_using_subcommand metrics" -l system -d 'The job\'s system metrics (GPU utilisation, memory, temperature, power: `system/gpu<N>/…`) instead of its training metrics'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l no-color -d 'Never use colour (also: NO_COLOR)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -s v -l verbose -d 'More log output (repeat for more)'
 complete -c platform -n "__fish_platform_using_subcommand metrics" -l quiet -d 'Only errors'
@@ -506,6 +566,77 @@ complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_se
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "list" -d 'List datasets with their file counts and sizes'
 complete -c platform -n "__fish_platform_using_subcommand dataset; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -f -a "get" -d 'Show a sweep: its spec, counts by status and jobs'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -f -a "list" -d 'List sweeps, newest first (members see their own)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -f -a "ls" -d 'List sweeps, newest first (members see their own)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -f -a "cancel" -d 'Cancel every job of a sweep that has not ended'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and not __fish_seen_subcommand_from get list ls cancel help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from get" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -l limit -d 'At most this many sweeps (1–100)' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -l limit -d 'At most this many sweeps (1–100)' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from cancel" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "get" -d 'Show a sweep: its spec, counts by status and jobs'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "list" -d 'List sweeps, newest first (members see their own)'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "cancel" -d 'Cancel every job of a sweep that has not ended'
+complete -c platform -n "__fish_platform_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -l token -d 'API token sent as a bearer token' -r
 complete -c platform -n "__fish_platform_using_subcommand framework; and not __fish_seen_subcommand_from list ls reload help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
@@ -680,6 +811,47 @@ complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_se
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
 complete -c platform -n "__fish_platform_using_subcommand webhook; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "ls" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and not __fish_seen_subcommand_from list ls help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
+complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand report" -l status -d 'New status: running, completed, failed or cancelled' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l progress -d 'Progress between 0 and 1' -r
 complete -c platform -n "__fish_platform_using_subcommand report" -l message -d 'A progress line, e.g. "epoch 3/50"' -r
@@ -702,20 +874,22 @@ complete -c platform -n "__fish_platform_using_subcommand report" -s v -l verbos
 complete -c platform -n "__fish_platform_using_subcommand report" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand report" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l server -d 'URL of the platform daemon' -r
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l token -d 'API token sent as a bearer token' -r
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
 wide\t'Table with more columns'
 json\t'Exactly the API\'s JSON'
 yaml\t'YAML'
 csv\t'Comma-separated values'"
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l no-color -d 'Never use colour (also: NO_COLOR)'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More log output (repeat for more)'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -l quiet -d 'Only errors'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
-complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
+complete -c platform -n "__fish_platform_using_subcommand db; and not __fish_seen_subcommand_from check status migrate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l server -d 'URL of the platform daemon' -r
@@ -730,7 +904,39 @@ complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_su
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l from -d 'The SQLite database to copy: sqlite:///relative/path or sqlite:////absolute/path [default: the configured database]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l to -d 'The empty PostgreSQL database to fill: postgresql://user:password@host:5432/database (the variable keeps the password out of the process list)' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l database-url -d 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l data-dir -d 'Directory for the database and the local object store [default: the user\'s data directory]' -r -F
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l server -d 'URL of the platform daemon' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l token -d 'API token sent as a bearer token' -r
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s o -l output -d 'Output format' -r -f -a "table\t'Aligned columns for people'
+wide\t'Table with more columns'
+json\t'Exactly the API\'s JSON'
+yaml\t'YAML'
+csv\t'Comma-separated values'"
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l no-color -d 'Never use colour (also: NO_COLOR)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s v -l verbose -d 'More log output (repeat for more)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -l quiet -d 'Only errors'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from migrate" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
 complete -c platform -n "__fish_platform_using_subcommand db; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand login" -l context -d 'Name to save the context under (default: "default")' -r
 complete -c platform -n "__fish_platform_using_subcommand login" -l server -d 'URL of the platform daemon' -r
@@ -1079,27 +1285,29 @@ complete -c platform -n "__fish_platform_using_subcommand demo-train" -s v -l ve
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -l quiet -d 'Only errors'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c platform -n "__fish_platform_using_subcommand demo-train" -s V -l version -d 'Print version'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "user" -d 'Create, list, disable and enable users (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "token" -d 'Create, list and revoke API tokens'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
-complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset framework webhook report db login context whoami user token audit version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "serve" -d 'Run the daemon: HTTP API, database, scheduler and runner'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "job" -d 'Create, list, inspect and cancel training jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "queue" -d 'List queues, or pause and resume one'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "metrics" -d 'Show a job\'s metric points (oldest first), or overlay several jobs\' in one chart'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "dataset" -d 'Upload and list datasets in the daemon\'s object store'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "sweep" -d 'Show, list and cancel sweeps (create one with `job create --sweep`)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "framework" -d 'List the trainer frameworks the daemon knows, or make it reload them'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "webhook" -d 'Manage webhook endpoints and see their deliveries (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "gpu" -d 'List the daemon\'s GPUs: which job holds each, latest telemetry'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "report" -d 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "db" -d 'Work on the daemon\'s database file (where the daemon runs, not over HTTP)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "login" -d 'Check a token with a server and save both as a context (mode 0600)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "context" -d 'List, switch and delete saved contexts (server and token pairs)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "whoami" -d 'Print who the server takes you for (user, role, token name)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "user" -d 'Create, list, disable and enable users (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "token" -d 'Create, list and revoke API tokens'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "audit" -d 'Show the audit trail of state-changing requests (admins)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "version" -d 'Print the client\'s version and the server\'s, when reachable'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "completions" -d 'Print a shell completion script'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "man" -d 'Print the man page, or write every page to a directory'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "supervise" -d 'Supervise one trainer process (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "demo-train" -d 'Run the built-in demo trainer (started by the daemon)'
+complete -c platform -n "__fish_platform_using_subcommand help; and not __fish_seen_subcommand_from serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "create" -d 'Submit a training job'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List jobs, newest first'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "get" -d 'Show one job'
@@ -1111,11 +1319,17 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "update" -d 'Change a pending job\'s priority'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait until jobs end; exit 0 only if all completed (124 on --timeout)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resubmit" -d 'Create a new job from an old one\'s spec, with overrides (with a user token, the new job is yours; members resubmit only their own jobs)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "tag" -d 'Set or remove a job\'s tags (any status)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "note" -d 'Set a job\'s note (any status; an empty text clears it)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "compare" -d 'Compare jobs side by side: differing config, status, duration, metrics'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'Every queue: limits, paused or not, running and pending jobs'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "pause" -d 'Stop launching jobs from a queue (running jobs go on; admins)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "resume" -d 'Launch jobs from a paused queue again (admins)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "upload" -d 'Upload a directory as a dataset; re-running skips files already uploaded with the same size'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from dataset" -f -a "list" -d 'List datasets with their file counts and sizes'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from sweep" -f -a "get" -d 'Show a sweep: its spec, counts by status and jobs'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from sweep" -f -a "list" -d 'List sweeps, newest first (members see their own)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from sweep" -f -a "cancel" -d 'Cancel every job of a sweep that has not ended'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "list" -d 'List registered frameworks'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from framework" -f -a "reload" -d 'Make the daemon re-read its trainers file and directory (as SIGHUP does), then list the frameworks registered now. A broken file changes nothing and the error says why'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "add" -d 'Add an endpoint that receives a signed JSON event whenever a job changes status; prints its signing secret, shown only this once'
@@ -1123,7 +1337,10 @@ complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "remove" -d 'Remove an endpoint added over the API, with its delivery records (endpoints from the daemon\'s configuration are changed there)'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "test" -d 'Queue a `webhook.test` event to an endpoint; follow it with `platform webhook deliveries`'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from webhook" -f -a "deliveries" -d 'Show an endpoint\'s latest deliveries, newest first: state, attempts, the receiver\'s last answer'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "check" -d 'Check the database for damage (SQLite\'s integrity check, read-only): prints "ok", or what is wrong and exits 1'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "status" -d 'Show the backend, schema version and rows per table (read-only)'
+complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from db" -f -a "migrate" -d 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "list" -d 'List saved contexts; `*` marks the current one'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "use" -d 'Make NAME the current context'
 complete -c platform -n "__fish_platform_using_subcommand help; and __fish_seen_subcommand_from context" -f -a "delete" -d 'Forget a saved context (and its token)'

@@ -1,16 +1,131 @@
 //! Maintenance commands that work on the daemon's data directly, on the
-//! machine where the daemon runs, not over HTTP: `platform db check`.
-//! They read the same `DATABASE_URL` / `--data-dir` as `serve`.
+//! machine where the daemon runs, not over HTTP: `platform db check`,
+//! `db status` and `db migrate`. They read the same `DATABASE_URL` /
+//! `--data-dir` as `serve`.
 
-use crate::cli::{DbCommand, Exit};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::output::OutputFormat;
+use crate::cli::{DbCommand, Exit, MigrateArgs};
 use crate::config::DatabaseArgs;
+use crate::db::transfer::{self, TableRows};
 use crate::db::{Db, DbUrl};
 
-/// Runs a `platform db …` command.
-pub fn db(cmd: DbCommand) -> anyhow::Result<()> {
+/// Runs a `platform db …` command; `output` is the global `-o`.
+pub fn db(cmd: DbCommand, output: Option<OutputFormat>) -> anyhow::Result<()> {
     match cmd {
         DbCommand::Check(args) => check(&args),
+        DbCommand::Status(args) => status(&args, output),
+        DbCommand::Migrate(args) => migrate(&args, output),
     }
+}
+
+/// A runtime for one command (these run before `main` builds its own).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(f))
+}
+
+fn json_only(output: Option<OutputFormat>) -> anyhow::Result<bool> {
+    match output {
+        None | Some(OutputFormat::Table) | Some(OutputFormat::Wide) => Ok(false),
+        Some(OutputFormat::Json) => Ok(true),
+        Some(other) => Err(Exit::usage(format!(
+            "this command prints a table or JSON, not {}; use -o table or -o json",
+            format!("{other:?}").to_lowercase()
+        ))),
+    }
+}
+
+fn print_tables(tables: &[TableRows]) {
+    let width = tables
+        .iter()
+        .map(|t| t.table.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:<width$}  ROWS", "TABLE");
+    for t in tables {
+        println!("{:<width$}  {}", t.table, t.rows);
+    }
+}
+
+/// `platform db status`: backend, schema version, rows per table.
+fn status(args: &DatabaseArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
+    let json = json_only(output)?;
+    let (_, url) = args.resolve()?;
+    let found = block_on(transfer::status(&url))??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    println!("backend         {}", found.backend);
+    println!("location        {}", found.location);
+    let note = match found.schema_version.cmp(&found.latest_version) {
+        std::cmp::Ordering::Less => " (older: `platform serve` upgrades it on start)",
+        std::cmp::Ordering::Equal => "",
+        std::cmp::Ordering::Greater => " (newer than this binary: upgrade platform)",
+    };
+    println!(
+        "schema version  {} (this binary: {}){note}",
+        found.schema_version, found.latest_version
+    );
+    println!();
+    print_tables(&found.tables);
+    Ok(())
+}
+
+/// `platform db migrate`: SQLite → an empty PostgreSQL, counts verified.
+fn migrate(args: &MigrateArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
+    let json = json_only(output)?;
+    let from = match &args.from {
+        Some(url) => DbUrl::parse(url).context("--from")?,
+        None => args.database.resolve()?.1,
+    };
+    let to = DbUrl::parse(&args.to).context("--to")?;
+    if let DbUrl::Sqlite(path) = &from {
+        // The daemon locks its data dir, which holds the default database.
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        if let Some(pid) = crate::datadir::holder(dir) {
+            return Err(Exit {
+                code: 1,
+                message: format!(
+                    "a `platform serve` (pid {pid}) is running on {}: stop it first, or writes made during the copy would be lost",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+    }
+    let started = Instant::now();
+    let copied = block_on(transfer::migrate(&from, &to, |t| {
+        eprintln!("copying {} ({} rows)", t.table, t.rows);
+    }))??;
+    let total: i64 = copied.iter().map(|t| t.rows).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from": from.to_string(),
+                "to": to.to_string(),
+                "tables": copied,
+                "rows": total,
+                "seconds": started.elapsed().as_secs_f64(),
+            }))?
+        );
+        return Ok(());
+    }
+    print_tables(&copied);
+    println!(
+        "copied {total} rows from {from} into {to} in {:.1} s; every table's count matches. Point DATABASE_URL at the new database and start `platform serve`.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Prints `ok` for a sound database; otherwise each problem SQLite found,
@@ -44,11 +159,7 @@ fn check(args: &DatabaseArgs) -> anyhow::Result<()> {
 /// PostgreSQL checks its own pages; `db check` proves the server answers
 /// and the schema is one this binary can use.
 fn check_postgres(url: crate::db::PgUrl) -> anyhow::Result<()> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let version = runtime.block_on(Db::check_postgres(&url))?;
+    let version = block_on(Db::check_postgres(&url))??;
     println!("ok (PostgreSQL, schema version {version})");
     Ok(())
 }

@@ -220,8 +220,11 @@ impl Client {
 
     /// `GET /api/v1/training/jobs`.
     pub async fn list_jobs(&self, q: &JobListQuery) -> Result<Vec<Job>, ClientError> {
-        self.json(self.request(Method::GET, "/api/v1/training/jobs").query(q))
-            .await
+        let mut rb = self.request(Method::GET, "/api/v1/training/jobs").query(q);
+        for t in &q.tag {
+            rb = rb.query(&[("tag", t)]);
+        }
+        self.json(rb).await
     }
 
     /// `GET /api/v1/training/jobs/{id}`.
@@ -252,6 +255,17 @@ impl Client {
         id: Uuid,
         after_id: Option<i64>,
     ) -> Result<Vec<Metric>, ClientError> {
+        self.all_points(id, after_id, false).await
+    }
+
+    /// Every point of a job's training metrics, or with `system` of its
+    /// system metrics (GPU telemetry), oldest first.
+    pub async fn all_points(
+        &self,
+        id: Uuid,
+        after_id: Option<i64>,
+        system: bool,
+    ) -> Result<Vec<Metric>, ClientError> {
         let mut out: Vec<Metric> = Vec::new();
         let mut after = after_id;
         loop {
@@ -260,6 +274,7 @@ impl Client {
                 order: Some("asc".into()),
                 after_id: after,
                 max_points: None,
+                system: system.then_some(true),
             };
             let page = self.metrics(id, &q).await?;
             let full = page.len() as i64 == crate::model::metric::MAX_METRIC_LIMIT;
@@ -308,9 +323,40 @@ impl Client {
         .await
     }
 
+    /// `POST /api/v1/sweeps`: the sweep with its jobs.
+    pub async fn create_sweep(
+        &self,
+        req: &crate::model::CreateSweep,
+    ) -> Result<crate::model::Sweep, ClientError> {
+        self.call(Method::POST, "/api/v1/sweeps", req).await
+    }
+
+    /// `GET /api/v1/sweeps/{id}`, or (`cancel`) `POST …/{id}/cancel`.
+    pub async fn sweep(&self, id: Uuid, cancel: bool) -> Result<crate::model::Sweep, ClientError> {
+        let (method, path) = match cancel {
+            true => (Method::POST, format!("/api/v1/sweeps/{id}/cancel")),
+            false => (Method::GET, format!("/api/v1/sweeps/{id}")),
+        };
+        self.json(self.request(method, &path)).await
+    }
+
+    /// `GET /api/v1/sweeps`.
+    pub async fn sweeps(&self, limit: i64) -> Result<Vec<crate::model::Sweep>, ClientError> {
+        self.json(
+            self.request(Method::GET, "/api/v1/sweeps")
+                .query(&[("limit", limit)]),
+        )
+        .await
+    }
+
     /// `GET /api/v1/queues`.
     pub async fn queues(&self) -> Result<Vec<crate::model::QueueInfo>, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/queues")).await
+    }
+
+    /// `GET /api/v1/gpus`.
+    pub async fn gpus(&self) -> Result<Vec<crate::model::GpuInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/gpus")).await
     }
 
     /// `POST /api/v1/queues/{name}/pause` (or `resume`).

@@ -35,6 +35,7 @@ use crate::config::{LeaderElection, RunnerKind, ServerConfig};
 use crate::datadir;
 use crate::db::{Db, DbUrl, OpenOptions, SqliteOptions};
 use crate::events::Events;
+use crate::gpus::Gpus;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::leader::Leadership;
 use crate::runner::env::StoreContract;
@@ -143,6 +144,12 @@ async fn serve(
         }
     }
     let queues = Arc::new(cfg.queues.clone());
+    // Only local trainers take the daemon's machine's GPUs; Kubernetes
+    // asks the cluster (`nvidia.com/gpu`).
+    let local_gpus = match cfg.runner {
+        RunnerKind::Subprocess => Some(Arc::new(local_gpus(&cfg.gpus)?)),
+        RunnerKind::Kubernetes => None,
+    };
     let jobs = Arc::new(Jobs::new(
         db.clone(),
         Events::with_capacity(cfg.test_event_capacity.unwrap_or(crate::events::CAPACITY)),
@@ -157,6 +164,7 @@ async fn serve(
             dataset_check: cfg.storage.dataset_check,
             artifact_grace: cfg.artifact_grace,
             idempotency_ttl: cfg.idempotency_ttl,
+            gpu_capacity: local_gpus.as_ref().map(|g| g.count()),
         },
     ));
     let users = Arc::new(Users::new(
@@ -209,30 +217,47 @@ async fn serve(
         .backend_base_url
         .clone()
         .unwrap_or_else(|| crate::config::default_base_url(addr));
-    let specs = Arc::new(SpecBuilder::new(
-        registry.clone(),
-        Arc::new(StoreContract {
-            base_url,
-            store: store.clone(),
-            // Local trainers can run this binary (`platform report`); pods
-            // run their image's.
-            platform_bin: match cfg.runner {
-                RunnerKind::Subprocess => std::env::current_exe().ok(),
-                RunnerKind::Kubernetes => None,
-            },
-        }),
-    ));
+    let specs = Arc::new(
+        SpecBuilder::new(
+            registry.clone(),
+            Arc::new(StoreContract {
+                base_url,
+                store: store.clone(),
+                // Local trainers can run this binary (`platform report`); pods
+                // run their image's.
+                platform_bin: match cfg.runner {
+                    RunnerKind::Subprocess => std::env::current_exe().ok(),
+                    RunnerKind::Kubernetes => None,
+                },
+            }),
+        )
+        .local_gpus(local_gpus.as_ref().is_some_and(|g| g.count() > 0)),
+    );
     let (runner, leadership, leader_work) = match cfg.leader_election {
         LeaderElection::Off => {
             let runner = build_runner(cfg, jobs.clone(), store.clone(), trainer_umask).await?;
-            let scheduler = tokio::spawn(
+            let mut scheduler =
                 Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
-                    .hold(cfg.hold_jobs)
-                    .run(shutdown.child_token()),
-            );
+                    .hold(cfg.hold_jobs);
+            if let Some(gpus) = &local_gpus {
+                scheduler = scheduler.gpus(gpus.clone());
+                if gpus.count() > 0 {
+                    tokio::spawn(crate::runner::telemetry::run(
+                        jobs.clone(),
+                        gpus.clone(),
+                        crate::runner::telemetry::Settings {
+                            every: cfg.gpu_sample_interval,
+                            idle_after: cfg.gpu_idle_after,
+                        },
+                        shutdown.child_token(),
+                    ));
+                }
+            }
+            let scheduler = tokio::spawn(scheduler.run(shutdown.child_token()));
             let alone = Leadership::alone(Arc::from(cfg.replica_id.as_str()));
             (runner, alone, scheduler)
         }
+        // Replicas run Kubernetes Jobs only: no local GPUs to hand out.
         LeaderElection::Lease => {
             warn_unset_base_url(cfg);
             let parts = leading::Parts {
@@ -252,6 +277,7 @@ async fn serve(
         store: store.clone(),
         runner: runner.clone(),
         specs,
+        gpus: local_gpus.unwrap_or_default(),
         registry: registry.clone(),
         users,
         auth_failures: Arc::new(AuthFailures::new(cfg.max_auth_failures)),
@@ -283,6 +309,21 @@ async fn serve(
     let _ = deliveries.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
+}
+
+/// The GPUs local trainers may use (`--gpus`, `nvidia-smi`,
+/// `CUDA_VISIBLE_DEVICES`), logged once.
+fn local_gpus(selection: &crate::gpus::Selection) -> anyhow::Result<Gpus> {
+    let found = crate::gpus::discover(selection)?;
+    if !found.is_empty() {
+        let list = found
+            .iter()
+            .map(|g| format!("{} ({}, {})", g.index, g.name, g.uuid))
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::info!(gpus = found.len(), %list, "GPUs for trainers");
+    }
+    Ok(Gpus::new(found))
 }
 
 async fn build_runner(

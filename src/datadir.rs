@@ -98,6 +98,22 @@ pub fn claim(dir: &Path, database: Option<&Path>) -> Result<DataDir, DataDirErro
     Ok(DataDir { _lock: lock })
 }
 
+/// The pid of the `platform serve` holding `dir`'s lock (`unknown` when
+/// it did not write one), or `None` when no daemon runs on it.
+pub fn holder(dir: &Path) -> Option<String> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => None,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Some(match pid.trim() {
+            "" => "unknown".to_string(),
+            p => p.to_string(),
+        }),
+        Err(_) => None,
+    }
+}
+
 /// Restricts what an earlier version created with looser modes: the data
 /// dir and its top-level directories (which closes everything below them),
 /// files in the run directories, and the database files. Returns how many

@@ -14,6 +14,7 @@ pub(crate) mod datadir;
 pub(crate) mod db;
 pub mod errors;
 pub(crate) mod events;
+pub mod gpus;
 pub(crate) mod jobs;
 pub(crate) mod leader;
 pub mod logging;

@@ -31,7 +31,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 code => Err(Exit::silent(code)),
             };
         }
-        Command::Db(cmd) => return platform::admin::db(cmd),
+        Command::Db(cmd) => return platform::admin::db(cmd, cli.global.output),
         command => command,
     };
     // One TLS crypto provider for every client (object_store, kube, reqwest).

@@ -1196,28 +1196,107 @@ async fn dashboard_and_streams_require_the_api_token_when_one_is_set() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-/// The dashboard in real headless Chromium, driven by `tests/ui/dashboard.mjs`.
+/// A browser script (`tests/ui/NAME.mjs`) driving the dashboard in real
+/// headless Chromium; it says on stdout what it has seen, line by line.
 ///
-/// Needs (CI installs them; this test fails rather than skips without them):
+/// Needs (CI installs them; these tests fail rather than skip without them):
 ///   apt-get install -y chromium nodejs npm
 ///   npm ci --prefix tests/ui          # playwright-core, pinned in package-lock.json
+struct Browser {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    said: Vec<String>,
+}
+
+impl Browser {
+    /// The directory screenshots land in (`target/ui-screenshots`), with
+    /// `name` removed from it.
+    fn screenshot(name: &str) -> std::path::PathBuf {
+        let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let _ = std::fs::remove_file(shots.join(name));
+        shots.join(name)
+    }
+
+    fn start(script: &str, args: &[&std::ffi::OsStr]) -> Browser {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        assert!(
+            std::path::Path::new(&chromium).exists(),
+            "{chromium} is missing: apt-get install -y chromium (or set CHROMIUM)"
+        );
+        assert!(
+            root.join("tests/ui/node_modules/playwright-core").is_dir(),
+            "playwright-core is missing: npm ci --prefix tests/ui"
+        );
+        let mut child = std::process::Command::new("node")
+            .arg(root.join("tests/ui").join(script))
+            .args(args)
+            .env("CHROMIUM", &chromium)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node is missing: apt-get install -y nodejs npm");
+        let (tx, lines) = mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Browser {
+            child,
+            lines,
+            said: Vec::new(),
+        }
+    }
+
+    /// Waits for the script to say `what`; on anything else, fails with its stderr.
+    fn expect(&mut self, what: &str) {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_default();
+        self.said.push(line.clone());
+        if line != what {
+            let _ = self.child.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err);
+            panic!(
+                "the browser script did not say {what:?}; it said {:?}; stderr:\n{err}",
+                self.said
+            );
+        }
+    }
+
+    /// Waits for the script to end successfully.
+    async fn finish(self) {
+        let child = self.child;
+        let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "the browser script failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+}
+
+/// A screenshot file that holds a real picture.
+fn assert_screenshot(path: &std::path::Path) {
+    let png = std::fs::read(path).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}
+
+/// The dashboard in real headless Chromium, driven by `tests/ui/dashboard.mjs`.
 /// The screenshot lands in `target/ui-screenshots/job.png`.
 #[tokio::test]
 async fn dashboard_updates_live_in_headless_chromium() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install -y chromium (or set CHROMIUM)"
-    );
-    assert!(
-        root.join("tests/ui/node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: npm ci --prefix tests/ui"
-    );
-    let shots = root.join("target/ui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let _ = std::fs::remove_file(shots.join("job.png"));
-
+    let shot = Browser::screenshot("job.png");
     let d = held();
     let t = Trainer::new(&d, json!({"epochs": 10})).await;
     for e in 1..=2 {
@@ -1225,41 +1304,15 @@ async fn dashboard_updates_live_in_headless_chromium() {
     }
     t.upload("checkpoints/best.pt", b"best-checkpoint-bytes")
         .await;
-    let mut node = std::process::Command::new("node");
-    node.arg(root.join("tests/ui/dashboard.mjs"))
-        .arg(&d.url)
-        .arg(&t.id)
-        .arg(shots.join("job.png"))
-        .env("CHROMIUM", &chromium)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = node
-        .spawn()
-        .expect("node is missing: apt-get install -y nodejs npm");
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let mut said = Vec::new();
-    // Waits for the script to say `what`; on anything else, fails with its stderr.
-    let mut expect = |what: &'static str, child: &mut Child| {
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        said.push(line.clone());
-        if line != what {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-            panic!("the browser script did not say {what:?}; it said {said:?}; stderr:\n{err}");
-        }
-    };
+    let mut b = Browser::start(
+        "dashboard.mjs",
+        &[d.url.as_ref(), t.id.as_ref(), shot.as_os_str()],
+    );
     // The script says when it is looking; the test then changes the job.
-    expect("LIST_READY", &mut child);
+    b.expect("LIST_READY");
     t.epoch(5, 10, 0.2).await;
-    expect("LIST_UPDATED", &mut child);
-    expect("CHART_READY", &mut child);
+    b.expect("LIST_UPDATED");
+    b.expect("CHART_READY");
     for e in 6..=8 {
         t.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;
         let points = (0..20)
@@ -1267,22 +1320,50 @@ async fn dashboard_updates_live_in_headless_chromium() {
             .collect();
         t.batch(points).await;
     }
-    expect("CHART_UPDATED", &mut child);
+    b.expect("CHART_UPDATED");
     // The artifact downloads from its link; the cancel button cancels.
-    expect("DOWNLOADED", &mut child);
-    expect("CANCELLED", &mut child);
+    b.expect("DOWNLOADED");
+    b.expect("CANCELLED");
     assert_eq!(common::api::job(&d, &t.id).await["status"], "cancelled");
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "dashboard script failed: {}",
-        String::from_utf8_lossy(&status.stderr)
+    b.finish().await;
+    assert_screenshot(&shot);
+}
+
+/// The compare view (issue 19), driven by `tests/ui/compare.mjs`: two
+/// running jobs picked in the table, their loss overlaid in one chart with
+/// a legend of what differs, a new point drawn live. The screenshot lands
+/// in `target/ui-screenshots/compare.png`.
+#[tokio::test]
+async fn dashboard_compare_view_overlays_runs_live() {
+    let shot = Browser::screenshot("compare.png");
+    let d = held();
+    let a = Trainer::new(&d, json!({"epochs": 10, "lr": 0.1})).await;
+    let b = Trainer::new(&d, json!({"epochs": 10, "lr": 0.01})).await;
+    for e in 1..=3 {
+        a.epoch(e, 10, 1.0 / (e as f64 + 0.5)).await;
+        b.epoch(e, 10, 1.2 / (e as f64 + 0.5)).await;
+    }
+    let number = |id: &str| {
+        let d = &d;
+        let id = id.to_string();
+        async move { common::api::job(d, &id).await["number"].as_i64().unwrap() }
+    };
+    let legend_a = format!("#{} lr=0.1", number(&a.id).await);
+    let legend_b = format!("#{} lr=0.01", number(&b.id).await);
+    let mut browser = Browser::start(
+        "compare.mjs",
+        &[
+            d.url.as_ref(),
+            a.id.as_ref(),
+            b.id.as_ref(),
+            legend_a.as_ref(),
+            legend_b.as_ref(),
+            shot.as_os_str(),
+        ],
     );
-    let png = std::fs::read(shots.join("job.png")).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "a real screenshot"
-    );
+    browser.expect("COMPARE_READY");
+    a.epoch(4, 10, 0.15).await;
+    browser.expect("COMPARE_UPDATED");
+    browser.finish().await;
+    assert_screenshot(&shot);
 }

@@ -111,6 +111,7 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         // admins may.
         ("delete" | "patch", "/api/v1/training/jobs/{id}") => (No, Yes),
         ("get", "/api/v1/queues") => (Yes, Yes),
+        ("get", "/api/v1/gpus") => (Yes, Yes),
         ("post", "/api/v1/queues/{name}/pause" | "/api/v1/queues/{name}/resume") => (No, Yes),
         // Webhooks see every job's events: admins only, reads included.
         ("get" | "post", "/api/v1/webhooks")
@@ -125,6 +126,12 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         // bob's token.
         ("delete", "/api/v1/tokens/{id}") => (No, Yes),
         ("get", "/api/v1/audit") => (No, Yes),
+        // Sweeps: everyone may create and list; another user's sweep is
+        // hidden from a member (404, not 403), so only the owner or an
+        // admin reaches it.
+        ("get" | "post", "/api/v1/sweeps")
+        | ("get", "/api/v1/sweeps/{id}")
+        | ("post", "/api/v1/sweeps/{id}/cancel") => (Yes, Yes),
         _ => return None,
     })
 }
@@ -188,7 +195,7 @@ async fn every_route_has_a_decision_for_each_role() {
         }
     }
     assert!(missing.is_empty(), "routes without a decision: {missing:?}");
-    assert!(checked >= 43, "{checked}");
+    assert!(checked >= 47, "{checked}");
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-// The dashboard: a jobs table and a job page, kept live by the daemon's
+// The dashboard: a jobs table, a job page and a compare view (runs picked
+// in the table, or a sweep, overlaid), kept live by the daemon's
 // Server-Sent Events. Hand-written, no dependencies; served from the binary.
 "use strict";
 
@@ -32,7 +33,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function api(path) {
-  const r = await fetch(API + path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  // Paths outside the jobs API (`/api/v1/sweeps/…`) are given whole.
+  const r = await fetch(path.startsWith("/api/") ? path : API + path, { credentials: "same-origin", headers: { Accept: "application/json" } });
   if (r.status === 401) { location.reload(); throw new Error("not signed in"); }
   if (!r.ok) throw Object.assign(new Error(`${r.status} ${r.statusText}`), { status: r.status });
   return r;
@@ -148,9 +150,14 @@ function progressBar(p, big) {
 async function jobsPage(root) {
   document.title = "platform · jobs";
   const tbody = el("tbody");
-  root.replaceChildren(el("h1", { text: "Jobs" }),
+  // Runs picked for the compare view (kept across a row's re-render).
+  const picked = new Set();
+  const compare = el("button", { type: "button", id: "compare", class: "plain", text: "Compare selected" });
+  compare.disabled = true;
+  compare.addEventListener("click", () => { location.href = `/ui/compare?jobs=${[...picked].join(",")}`; });
+  root.replaceChildren(el("div", { class: "head" }, el("h1", { text: "Jobs" }), compare),
     el("table", { class: "jobs", id: "jobs" },
-      el("thead", {}, el("tr", {}, ...["ID", "Status", "Progress", "Latest metrics", "Message", "Model",
+      el("thead", {}, el("tr", {}, ...["", "ID", "Status", "Progress", "Latest metrics", "Message", "Model",
         "Framework", "User", "Queue", "Priority", "Created"].map((h) => el("th", { text: h })))),
       tbody));
   const rows = new Map();
@@ -167,7 +174,14 @@ async function jobsPage(root) {
     tr.dataset.created = job.created_at;
     tr.dataset.status = job.status;
     const latest = tr.querySelector(".latest")?.textContent || "";
+    const pick = el("input", { type: "checkbox", class: "pick", title: "compare" });
+    pick.checked = picked.has(job.id);
+    pick.addEventListener("change", () => {
+      if (pick.checked) picked.add(job.id); else picked.delete(job.id);
+      compare.disabled = picked.size < 2;
+    });
     tr.replaceChildren(
+      el("td", {}, pick),
       el("td", { class: "mono" }, el("a", { href: `/ui/jobs/${job.id}`, title: job.id, text: jobNumber(job) })),
       el("td", {}, statusBadge(job.status), ...conditions(job)),
       el("td", {}, progressBar(job.progress)),
@@ -198,7 +212,7 @@ async function jobsPage(root) {
   on(es, "metric", latest);
   const jobs = await (await api("/jobs?limit=100")).json();
   for (const j of jobs) if (!rows.has(j.id)) render(j);
-  if (!jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 11, class: "muted", text: "No jobs yet: platform job create …" })));
+  if (!jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 12, class: "muted", text: "No jobs yet: platform job create …" })));
   // Latest point of the most recent jobs (the stream brings newer ones).
   await Promise.all(jobs.slice(0, 20).map(async (j) => {
     const [m] = await (await api(`/jobs/${j.id}/metrics?limit=1`)).json();
@@ -225,9 +239,54 @@ function thin(points, max) {
   return out;
 }
 
+// An SVG line chart of `lines` ([{pts: [[x, y]…], color?}]) on shared axes,
+// each line ending in a dot; one line's colour comes from the stylesheet.
+function svgChart(lines, xLabel) {
+  const W = 480, H = 200, L = 52, R = 10, T = 10, B = 24;
+  const all = lines.flatMap((l) => l.pts);
+  let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
+  let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  if (y0 === y1) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const add = (tag, attrs, text) => {
+    const n = document.createElementNS(NS, tag);
+    for (const [a, v] of Object.entries(attrs)) n.setAttribute(a, v);
+    if (text != null) n.textContent = text;
+    svg.append(n);
+    return n;
+  };
+  add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
+  add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
+  for (const y of [y0, (y0 + y1) / 2, y1]) {
+    add("text", { x: L - 4, y: sy(y) + 3, "text-anchor": "end" }, fmt(+y.toPrecision(4)));
+  }
+  add("text", { x: L, y: H - 6 }, fmt(x0));
+  add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmt(x1));
+  add("text", { x: (L + W) / 2, y: H - 6, "text-anchor": "middle" }, xLabel);
+  for (const { pts, color } of lines) {
+    if (!pts.length) continue;
+    const line = add("polyline", { class: "line", points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") });
+    const last = pts[pts.length - 1];
+    const dot = add("circle", { class: "dot", cx: sx(last[0]), cy: sy(last[1]), r: 2.5 });
+    // Through the CSSOM: the stylesheet's colour would win over an attribute.
+    if (color) { line.style.stroke = color; dot.style.fill = color; }
+  }
+  return svg;
+}
+
 // One chart per metric key: x is the step when every point of the series has one, else the epoch.
 class Charts {
-  constructor(root) { this.root = root; this.series = new Map(); this.pending = new Set(); }
+  // opts.xLabel names the x axis when points carry `step`; opts.empty is
+  // the id of the "no points yet" note this set of charts hides.
+  constructor(root, opts = {}) {
+    this.root = root; this.series = new Map(); this.pending = new Set();
+    this.xLabel = opts.xLabel || "step"; this.empty = opts.empty || "charts-empty";
+  }
   add(m) {
     for (const k of metricKeys(m)) {
       let s = this.series.get(k);
@@ -252,39 +311,13 @@ class Charts {
     // Keep the cards in priority order.
     for (const k of order) this.root.append(this.series.get(k).node);
     this.pending.clear();
-    const empty = $("#charts-empty");
+    const empty = $(`#${this.empty}`);
     if (empty) empty.hidden = this.series.size > 0;
   }
   draw(key, s) {
-    const W = 480, H = 200, L = 52, R = 10, T = 10, B = 24;
     const pts = s.raw.map((p) => [s.useStep ? p.step : p.epoch, p.v]);
-    let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
-    let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-    if (x0 === x1) { x0 -= 1; x1 += 1; }
-    if (y0 === y1) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
-    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-    const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-    const NS = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    const add = (tag, attrs, text) => {
-      const n = document.createElementNS(NS, tag);
-      for (const [a, v] of Object.entries(attrs)) n.setAttribute(a, v);
-      if (text != null) n.textContent = text;
-      svg.append(n);
-      return n;
-    };
-    add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
-    add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
-    for (const y of [y0, (y0 + y1) / 2, y1]) {
-      add("text", { x: L - 4, y: sy(y) + 3, "text-anchor": "end" }, fmt(+y.toPrecision(4)));
-    }
-    add("text", { x: L, y: H - 6 }, fmt(x0));
-    add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmt(x1));
-    add("text", { x: (L + W) / 2, y: H - 6, "text-anchor": "middle" }, s.useStep ? "step" : "epoch");
-    add("polyline", { class: "line", points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") });
+    const svg = svgChart([{ pts }], s.useStep ? this.xLabel : "epoch");
     const last = pts[pts.length - 1];
-    add("circle", { class: "dot", cx: sx(last[0]), cy: sy(last[1]), r: 2.5 });
     const dir = direction(key);
     let note = `last ${fmt(last[1])}`;
     if (dir) {
@@ -305,12 +338,16 @@ async function jobPage(root, id) {
   const charts = el("div", { class: "charts", id: "charts" });
   const artifacts = el("div", { id: "artifacts" }, el("p", { class: "muted", text: "loading…" }));
   const logs = el("pre", { class: "logs", id: "logs", text: "loading…" });
+  // GPU telemetry (the job's system metrics), shown for jobs given GPUs.
+  const gpuCharts = el("div", { class: "charts", id: "gpu-charts" });
+  const gpuPanel = el("div", { id: "gpus", hidden: "" }, el("h2", { text: "GPUs" }),
+    el("p", { class: "muted", id: "gpu-charts-empty", text: "No GPU samples yet." }), gpuCharts);
   root.replaceChildren(head,
     el("div", { class: "grid2" },
       el("div", {}, el("h2", { text: "Job" }), el("div", { class: "card" }, fields),
         el("h2", { text: "Artifacts" }), artifacts),
       el("div", {}, el("h2", { text: "Metrics" }),
-        el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts)),
+        el("p", { class: "muted", id: "charts-empty", text: "No metric points yet." }), charts, gpuPanel)),
     el("h2", { text: "Logs (tail)" }), logs);
   const plot = new Charts(charts);
   let job;
@@ -363,8 +400,15 @@ async function jobPage(root, id) {
       ["Created", when(j.created_at)], ["Started", when(j.started_at)], ["Completed", when(j.completed_at)],
       ["Queue", j.queue || "default"], ["Priority", String(j.priority ?? 50)],
     ];
+    if (j.name) rows.push(["Name", j.name]);
+    const tags = Object.entries(j.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    if (tags) rows.push(["Tags", tags]);
+    if (j.note) rows.push(["Note", j.note]);
     if (j.attempt) rows.push(["Attempt", String(j.attempt)]);
     if (j.stalled_at) rows.push(["Condition", `stalled (silent since before ${ago(j.stalled_at)})`]);
+    if (j.gpus) rows.push(["GPUs", (j.assigned_gpus || []).length
+      ? j.assigned_gpus.map((g) => `${g.index}${g.uuid ? ` (${g.uuid})` : ""}`).join(", ") : `${j.gpus} (not assigned yet)`]);
+    if (j.gpu_idle) rows.push(["Condition", "gpu idle (a GPU it holds has been at 0 % for a long time)"]);
     if (j.next_attempt_at) rows.push(["Next attempt", when(j.next_attempt_at)]);
     if (j.termination_reason) rows.push(["Ended by", j.termination_reason]);
     if (j.started_at) {
@@ -372,7 +416,25 @@ async function jobPage(root, id) {
       rows.push(["Duration", duration((end - Date.parse(j.started_at)) / 1000)]);
     }
     fields.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { class: k === "Config" || k === "Dataset" || k === "Checkpoint" ? "mono" : "", text: v })]));
+    if (j.sweep_id) {
+      fields.append(el("dt", { text: "Sweep" }), el("dd", {},
+        el("a", { href: `/ui/compare?sweep=${j.sweep_id}`, id: "sweep-link", text: "compare its runs" })));
+    }
     if (j.error) fields.append(el("dt", { text: "Error" }), el("dd", { class: "error-text mono", text: j.error }));
+  }
+
+  // Re-read whole (downsampled), x = seconds since the first sample.
+  async function refreshGpus() {
+    if (!job || !(job.assigned_gpus || []).length) return;
+    gpuPanel.hidden = false;
+    try {
+      const pts = await (await api(`/jobs/${id}/metrics?system=true&max_points=500&order=asc`)).json();
+      const t0 = pts.length ? Date.parse(pts[0].created_at) : 0;
+      const c = new Charts(gpuCharts, { xLabel: "seconds", empty: "gpu-charts-empty" });
+      gpuCharts.replaceChildren();
+      for (const p of pts) c.add({ ...p, step: Math.round((Date.parse(p.created_at) - t0) / 1000) });
+      c.flush();
+    } catch (_) { /* the next refresh tries again */ }
   }
 
   let logTimer = null;
@@ -427,8 +489,9 @@ async function jobPage(root, id) {
   const lastId = history.length ? history[history.length - 1].id : 0;
   refreshLogs();
   refreshArtifacts();
+  refreshGpus();
   if (!TERMINAL.has(job.status)) {
-    logTimer = setInterval(refreshLogs, 3000);
+    logTimer = setInterval(() => { refreshLogs(); refreshGpus(); }, 3000);
     const es = stream(`/jobs/${id}/events?last_event_id=m${lastId}-j0`);
     on(es, "metric", (m) => plot.add(m));
     on(es, "job", (j) => {
@@ -447,10 +510,112 @@ async function jobPage(root, id) {
   }
 }
 
+// -------------------------------------------------------------- compare view
+
+// Line colours of compared runs, in legend order.
+const PALETTE = ["#2f6feb", "#e8590c", "#2f9e44", "#d6336c", "#7048e8", "#c69200", "#0c8599", "#868e96"];
+
+// `a.b.c` → value for every leaf of a config (as `platform job compare` flattens it).
+function flatten(v, prefix = "", out = {}) {
+  if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) {
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) out[prefix] = v;
+  return out;
+}
+
+// Each run's legend: its values of the config keys that differ between the
+// runs (as the CLI's overlay labels them), else its name.
+function legends(jobs) {
+  const flat = jobs.map((j) => flatten(j.config || {}));
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  const keys = [...new Set(flat.flatMap((f) => Object.keys(f)))].sort();
+  const differ = keys.filter((k) => flat.some((f) => !same(f[k], flat[0][k])));
+  const plain = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+  return jobs.map((j, i) => {
+    const vals = differ.filter((k) => k in flat[i]).map((k) => `${k}=${plain(flat[i][k])}`);
+    return `${jobNumber(j)} ${vals.length ? vals.join(",") : j.name || ""}`.trim();
+  });
+}
+
+// Runs picked in the table (`?jobs=ID,ID`) or a sweep's (`?sweep=ID`): one
+// chart per metric with a line per run, live while they run.
+async function comparePage(root, params) {
+  document.title = "platform · compare";
+  const sweep = params.get("sweep");
+  let jobs;
+  if (sweep) {
+    jobs = (await (await api(`/api/v1/sweeps/${encodeURIComponent(sweep)}`)).json()).jobs;
+  } else {
+    const ids = (params.get("jobs") || "").split(",").filter((x) => /^[0-9a-fA-F-]{36}$/.test(x));
+    jobs = await Promise.all(ids.map(async (id) => (await api(`/jobs/${id}`)).json()));
+  }
+  const legend = el("ul", { class: "legend", id: "legend" });
+  const charts = el("div", { class: "charts", id: "charts" });
+  const empty = el("p", { class: "muted", id: "charts-empty",
+    text: jobs.length ? "No metric points yet." : "No runs to compare: pick them in the jobs table." });
+  root.replaceChildren(el("div", { class: "head" }, el("h1", { text: sweep ? "Compare a sweep's runs" : "Compare runs" })),
+    legend, empty, charts);
+  const labels = legends(jobs);
+  const runs = new Map(jobs.map((j, i) => [j.id,
+    { job: j, label: labels[i], color: PALETTE[i % PALETTE.length], points: [], seen: new Set(), item: null }]));
+  function showRun(r) {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = r.color;
+    const item = el("li", { "data-job-id": r.job.id }, swatch,
+      el("a", { href: `/ui/jobs/${r.job.id}`, class: "label", text: r.label }), " ", statusBadge(r.job.status));
+    if (r.item) r.item.replaceWith(item); else legend.append(item);
+    r.item = item;
+  }
+  for (const r of runs.values()) showRun(r);
+  let frame = null;
+  function draw() {
+    frame = null;
+    const all = [...runs.values()];
+    const keys = rank(new Set(all.flatMap((r) => r.points.flatMap(metricKeys))));
+    const cards = keys.map((k) => {
+      const withKey = all.map((r) => r.points.filter((p) => typeof p.metrics[k] === "number"));
+      const useStep = withKey.every((ps) => ps.every((p) => p.step != null));
+      const lines = all.map((r, i) => ({
+        color: r.color,
+        pts: withKey[i].map((p) => [useStep ? p.step : p.epoch, p.metrics[k]]),
+      }));
+      const drawn = lines.filter((l) => l.pts.length);
+      const total = drawn.reduce((n, l) => n + l.pts.length, 0);
+      const card = el("div", { class: "card chart", "data-key": k, "data-runs": String(drawn.length), "data-points": String(total) },
+        el("h3", {}, el("b", { text: k }), el("span", { text: `${drawn.length} of ${all.length} runs` })));
+      card.append(svgChart(lines, useStep ? "step" : "epoch"));
+      return card;
+    });
+    charts.replaceChildren(...cards);
+    empty.hidden = cards.length > 0;
+  }
+  function add(r, m) {
+    if (r.seen.has(m.id)) return;
+    r.seen.add(m.id);
+    r.points.push(m);
+    if (!frame) frame = requestAnimationFrame(draw);
+  }
+  // Subscribe first so no point between the history and the stream is lost.
+  const es = stream("/events");
+  on(es, "metric", (m) => { const r = runs.get(m.job_id); if (r) add(r, m); });
+  on(es, "job", (j) => { const r = runs.get(j.id); if (r) { r.job = j; showRun(r); } });
+  await Promise.all([...runs.values()].map(async (r) => {
+    const points = await (await api(`/jobs/${r.job.id}/metrics?order=asc&max_points=1000`)).json();
+    for (const m of points) add(r, m);
+    // Keep each run's points in training order whatever arrived first.
+    r.points.sort((a, b) => a.epoch - b.epoch || (a.step ?? -1) - (b.step ?? -1) || a.id - b.id);
+  }));
+}
+
 // -------------------------------------------------------------------- router
 
 const root = $("#app");
 const m = location.pathname.match(/^\/ui\/jobs\/([0-9a-fA-F-]{36})\/?$/);
-loadMe().then(() => (m ? jobPage(root, m[1].toLowerCase()) : jobsPage(root))).catch((e) => {
+const page = () => {
+  if (m) return jobPage(root, m[1].toLowerCase());
+  if (/^\/ui\/compare\/?$/.test(location.pathname)) return comparePage(root, new URLSearchParams(location.search));
+  return jobsPage(root);
+};
+loadMe().then(page).catch((e) => {
   root.append(el("p", { class: "error", text: `Error: ${e.message}` }));
 });

@@ -39,6 +39,12 @@ pub enum JobCommand {
     /// Create a new job from an old one's spec, with overrides (with a user
     /// token, the new job is yours; members resubmit only their own jobs).
     Resubmit(super::sched::ResubmitArgs),
+    /// Set or remove a job's tags (any status).
+    Tag(super::sweep::TagArgs),
+    /// Set a job's note (any status; an empty text clears it).
+    Note(super::sweep::NoteArgs),
+    /// Compare jobs side by side: differing config, status, duration, metrics.
+    Compare(super::compare::CompareArgs),
 }
 
 /// `platform job logs`.
@@ -87,6 +93,9 @@ pub struct CreateArgs {
     /// Queue, priority, dependencies, limits and retries.
     #[command(flatten)]
     pub sched: super::sched::SchedArgs,
+    /// Sweeps, tags and note.
+    #[command(flatten)]
+    pub sweep: super::sweep::SweepArgs,
 }
 
 /// `platform job list`.
@@ -110,6 +119,12 @@ pub struct ListArgs {
     /// Keep the table live (status, progress, latest metric) until Ctrl-C.
     #[arg(short = 'w', long, conflicts_with = "ids_only")]
     pub watch: bool,
+    /// Only the jobs of this sweep (its id).
+    #[arg(long, value_name = "SWEEP_ID")]
+    pub sweep: Option<uuid::Uuid>,
+    /// Only jobs with this tag; repeatable (every one must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
 }
 
 /// `--status`: the model's statuses by their wire names, each with a line
@@ -170,6 +185,9 @@ pub async fn run(g: &GlobalArgs, out: &Printer, cmd: JobCommand) -> anyhow::Resu
         JobCommand::Update(a) => super::sched::update(&client, out, a).await,
         JobCommand::Wait(a) => super::sched::wait(&client, out, a).await,
         JobCommand::Resubmit(a) => super::sched::resubmit(&client, out, a).await,
+        JobCommand::Tag(a) => super::sweep::tag(&client, out, a).await,
+        JobCommand::Note(a) => super::sweep::note(&client, out, a).await,
+        JobCommand::Compare(a) => super::compare::run(&client, out, a).await,
     }
 }
 
@@ -214,7 +232,11 @@ async fn create(client: &Client, out: &Printer, a: CreateArgs) -> anyhow::Result
         dataset_s3_uri: dataset_uri(client, a.dataset).await?,
         config,
         sched: a.sched.resolve(client).await?,
+        labels: a.sweep.labels()?,
     };
+    if a.sweep.is_sweep() {
+        return super::sweep::create(client, out, fmt, req, &a.sweep).await;
+    }
     if a.dry_run {
         return print_plan(out, fmt, &client.plan_job(&req).await?);
     }
@@ -321,6 +343,8 @@ async fn list(client: &Client, out: &Printer, a: ListArgs) -> anyhow::Result<()>
         user_id: user,
         status_filter: a.status.map(|s| s.as_str().to_string()),
         limit: Some(a.limit),
+        sweep: a.sweep,
+        tag: a.tags,
         ..Default::default()
     };
     if a.watch {
@@ -444,6 +468,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
         rows.push(("Duration", output::duration((c - s).num_seconds())));
     }
     rows.extend(super::sched::job_rows(j));
+    rows.extend(super::sweep::job_rows(j));
     for (k, v) in rows {
         println!("{:<11} {v}", format!("{k}:"));
     }

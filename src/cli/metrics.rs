@@ -1,6 +1,7 @@
 //! `platform metrics ID`: a job's metric points as a table, JSON or CSV,
 //! always in ascending step order; `--follow` keeps printing new points
-//! from the job's event stream, `--plot` draws terminal line charts.
+//! from the job's event stream, `--plot` draws terminal line charts
+//! (`platform metrics A B C --plot KEY` overlays the runs, with a legend).
 
 use std::io::Write;
 
@@ -22,8 +23,9 @@ const PLOT_POINTS: i64 = 1000;
 /// `platform metrics`.
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters).
-    pub id: String,
+    /// Job: its number (42 or #42), full id, or a unique id prefix (≥ 4 hex characters); with --plot, several jobs overlay in one chart per metric.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
     /// Only the last N points, in step order (with --plot, only these are drawn).
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
@@ -38,17 +40,27 @@ pub struct MetricsArgs {
         conflicts_with = "follow"
     )]
     pub plot: Vec<String>,
+    /// The job's system metrics (GPU utilisation, memory, temperature,
+    /// power: `system/gpu<N>/…`) instead of its training metrics.
+    #[arg(long, conflicts_with = "follow")]
+    pub system: bool,
 }
 
 /// Runs `platform metrics`.
 pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Result<()> {
     let fmt = out.format(&[OutputFormat::Table, OutputFormat::Json, OutputFormat::Csv])?;
     let client = g.client()?;
-    let id = super::resolve::job_id(&client, &a.id).await?;
-    if !a.plot.is_empty() && a.last.is_none() {
-        return plot(&plot_points(&client, id).await?, &a.plot);
+    if a.ids.len() > 1 {
+        return overlay(&client, &a).await;
     }
-    let mut points = client.all_metrics(id, None).await?;
+    let id = super::resolve::job_id(&client, &a.ids[0]).await?;
+    if !a.plot.is_empty() && a.last.is_none() {
+        return plot(
+            &[(String::new(), plot_points(&client, id, a.system).await?)],
+            &a.plot,
+        );
+    }
+    let mut points = client.all_points(id, None, a.system).await?;
     let last_id = points.iter().map(|m| m.id).max().unwrap_or(0);
     sort_by_step(&mut points);
     if let Some(n) = a.last {
@@ -56,7 +68,7 @@ pub async fn run(g: &GlobalArgs, out: &Printer, a: MetricsArgs) -> anyhow::Resul
         points.drain(..skip);
     }
     if !a.plot.is_empty() {
-        return plot(&points, &a.plot);
+        return plot(&[(String::new(), points)], &a.plot);
     }
     if a.follow {
         return follow(&client, fmt, id, points, last_id).await;
@@ -287,10 +299,11 @@ fn csv_line(fields: &[String]) -> String {
 
 /// A whole history for a plot, downsampled by the server (first, last and
 /// extremes kept), in step order.
-async fn plot_points(client: &Client, id: Uuid) -> anyhow::Result<Vec<Metric>> {
+async fn plot_points(client: &Client, id: Uuid, system: bool) -> anyhow::Result<Vec<Metric>> {
     let q = MetricQuery {
         order: Some("asc".into()),
         max_points: Some(PLOT_POINTS),
+        system: system.then_some(true),
         ..Default::default()
     };
     let mut points = client.metrics(id, &q).await?;
@@ -298,20 +311,71 @@ async fn plot_points(client: &Client, id: Uuid) -> anyhow::Result<Vec<Metric>> {
     Ok(points)
 }
 
+/// `platform metrics A B C --plot KEY`: each job's downsampled history,
+/// labelled by what differs between them (see [`super::compare::labels`]).
+async fn overlay(client: &Client, a: &MetricsArgs) -> anyhow::Result<()> {
+    if a.plot.is_empty() {
+        return Err(Exit::usage(
+            "several jobs can only be shown together as a chart: add --plot KEY (or compare them with `platform job compare`)",
+        ));
+    }
+    let mut jobs = Vec::with_capacity(a.ids.len());
+    for text in &a.ids {
+        let id = super::resolve::job_id(client, text).await?;
+        jobs.push(client.get_job(id).await?);
+    }
+    let labels = super::compare::labels(&jobs);
+    let mut runs = Vec::with_capacity(jobs.len());
+    for (job, label) in jobs.iter().zip(labels) {
+        let mut points = plot_points(client, job.id, a.system).await?;
+        if let Some(n) = a.last {
+            let skip = points.len().saturating_sub(n);
+            points.drain(..skip);
+        }
+        runs.push((label, points));
+    }
+    plot(&runs, &a.plot)
+}
+
+/// Line colours of overlaid runs, in legend order.
+const PALETTE: [(u8, u8, u8); 6] = [
+    (80, 160, 255),
+    (255, 150, 50),
+    (90, 200, 90),
+    (230, 80, 80),
+    (180, 120, 230),
+    (220, 200, 60),
+];
+
 /// `--plot`: one terminal line chart per key, over the step when every
-/// point has one, else the epoch.
-fn plot(points: &[Metric], wanted: &[String]) -> anyhow::Result<()> {
-    use textplots::{Chart, Plot, Shape};
-    let available = keys(points);
+/// point has one, else the epoch. `runs` are (label, points); several
+/// runs share each chart, one line each, with a legend (coloured when the
+/// terminal allows).
+fn plot(runs: &[(String, Vec<Metric>)], wanted: &[String]) -> anyhow::Result<()> {
+    use textplots::{Chart, ColorPlot, Plot, Shape};
     let cols = console::Term::stdout()
         .size_checked()
         .map_or(100, |(_, c)| c as u32);
     let width = (cols.saturating_sub(16) * 2).clamp(32, 300);
+    let colour = console::colors_enabled();
     for key in wanted.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
-        let series = series(points, key);
-        let Some(first) = series.points.first() else {
+        let series: Vec<Series> = runs.iter().map(|(_, p)| series(p, key)).collect();
+        let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+        let (Some(mut x0), Some(mut x1)) = (xs.clone().reduce(f32::min), xs.reduce(f32::max))
+        else {
+            let available = keys(&runs.iter().flat_map(|(_, p)| p.clone()).collect::<Vec<_>>());
             return Err(Exit::usage(format!(
-                "no point of this job has a metric {key:?}; it has: {}",
+                "no point of {} has a metric {key:?}; {}: {}",
+                if runs.len() == 1 {
+                    "this job"
+                } else {
+                    "these jobs"
+                },
+                if runs.len() == 1 {
+                    "it has"
+                } else {
+                    "they have"
+                },
                 if available.is_empty() {
                     "none yet".to_string()
                 } else {
@@ -319,21 +383,46 @@ fn plot(points: &[Metric], wanted: &[String]) -> anyhow::Result<()> {
                 }
             )));
         };
-        let (mut x0, mut x1) = (first.0, series.points.last().map_or(first.0, |p| p.0));
         if x0 >= x1 {
             (x0, x1) = (x0 - 1.0, x0 + 1.0);
         }
-        let (best, last) = series.best_and_last(key);
-        println!(
-            "{key}: {} points over {}, last {}, best {}",
-            series.points.len(),
-            series.axis,
-            fmt(last),
-            best.map(fmt).unwrap_or_else(|| "-".into())
-        );
-        Chart::new(width, 60, x0, x1)
-            .lineplot(&Shape::Lines(&series.points))
-            .display();
+        let mut chart = Chart::new(width, 60, x0, x1);
+        let shapes: Vec<Shape> = series.iter().map(|s| Shape::Lines(&s.points)).collect();
+        let mut drawn = &mut chart;
+        if let [only] = &series[..] {
+            let (best, last) = only.best_and_last(key);
+            println!(
+                "{key}: {} points over {}, last {}, best {}",
+                only.points.len(),
+                only.axis,
+                fmt(last),
+                best.map(fmt).unwrap_or_else(|| "-".into())
+            );
+            drawn = drawn.lineplot(&shapes[0]);
+        } else {
+            println!("{key}: {} runs over {}", runs.len(), series[0].axis);
+            for (i, ((label, _), s)) in runs.iter().zip(&series).enumerate() {
+                let (r, g, b) = PALETTE[i % PALETTE.len()];
+                let marker = console::style("━━").true_color(r, g, b);
+                let summary = match s.points.is_empty() {
+                    true => "no points".to_string(),
+                    false => {
+                        let (best, last) = s.best_and_last(key);
+                        format!(
+                            "last {}, best {}",
+                            fmt(last),
+                            best.map(fmt).unwrap_or_else(|| "-".into())
+                        )
+                    }
+                };
+                println!("  {marker} {label}: {summary}");
+                drawn = match colour {
+                    true => drawn.linecolorplot(&shapes[i], rgb::RGB8 { r, g, b }),
+                    false => drawn.lineplot(&shapes[i]),
+                };
+            }
+        }
+        drawn.display();
     }
     Ok(())
 }

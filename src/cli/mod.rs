@@ -10,11 +10,13 @@
 
 pub(crate) mod account;
 pub(crate) mod artifacts;
+pub(crate) mod compare;
 pub(crate) mod dataset;
 pub(crate) mod events;
 pub(crate) mod exit;
 pub(crate) mod framework;
 pub mod generate;
+pub(crate) mod gpu;
 pub(crate) mod job;
 mod label;
 pub(crate) mod metric_keys;
@@ -26,6 +28,7 @@ pub(crate) mod sched;
 pub(crate) mod spec;
 pub mod stream;
 pub(crate) mod suggest;
+pub(crate) mod sweep;
 pub(crate) mod tracker;
 pub(crate) mod transfer;
 pub(crate) mod watch;
@@ -110,17 +113,23 @@ pub enum Command {
     /// List queues, or pause and resume one.
     #[command(subcommand)]
     Queue(sched::QueueCommand),
-    /// Show a job's metric points (oldest first).
+    /// Show a job's metric points (oldest first), or overlay several jobs' in one chart.
     Metrics(metrics::MetricsArgs),
     /// Upload and list datasets in the daemon's object store.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Show, list and cancel sweeps (create one with `job create --sweep`).
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
     /// List the trainer frameworks the daemon knows, or make it reload them.
     #[command(subcommand)]
     Framework(framework::FrameworkCommand),
     /// Manage webhook endpoints and see their deliveries (admins).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// List the daemon's GPUs: which job holds each, latest telemetry.
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
@@ -161,6 +170,31 @@ pub enum DbCommand {
     /// Check the database for damage (SQLite's integrity check, read-only):
     /// prints "ok", or what is wrong and exits 1.
     Check(crate::config::DatabaseArgs),
+    /// Show the backend, schema version and rows per table (read-only).
+    Status(crate::config::DatabaseArgs),
+    /// Copy a SQLite database into an empty PostgreSQL database (stop the
+    /// daemon first): every job, metric point, user, token and webhook;
+    /// the counts are checked before anything is committed.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `platform db migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite database to copy: sqlite:///relative/path or sqlite:////absolute/path [default: the configured database].
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The empty PostgreSQL database to fill: postgresql://user:password@host:5432/database (the variable keeps the password out of the process list).
+    #[arg(
+        long,
+        env = "PLATFORM_MIGRATE_TO",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub to: String,
+    /// Where the configured database is, when --from is not given.
+    #[command(flatten)]
+    pub database: crate::config::DatabaseArgs,
 }
 
 /// Runs a client command (everything but `serve`).
@@ -169,7 +203,9 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Job(cmd) => job::run(&global, &out, cmd).await,
         Command::Queue(cmd) => sched::queue(&global, &out, cmd).await,
+        Command::Gpu(cmd) => gpu::run(&global, &out, cmd).await,
         Command::Metrics(args) => metrics::run(&global, &out, args).await,
+        Command::Sweep(cmd) => sweep::run(&global, &out, cmd).await,
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
         Command::Webhook(cmd) => webhook::run(&global, &out, cmd).await,

@@ -54,6 +54,9 @@ pub struct SchedArgs {
     /// A whole retry policy as JSON (max_attempts, backoff, rules), or @FILE.
     #[arg(long, value_name = "JSON", conflicts_with = "retry_codes")]
     pub retry: Option<String>,
+    /// GPUs to run with [default: the trainer's resources.gpu, else 0].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub gpus: Option<u32>,
 }
 
 /// A duration: seconds (fractions allowed) or a number with ms, s, m, h or d.
@@ -107,6 +110,7 @@ impl SchedArgs {
             heartbeat_timeout: self.heartbeat_timeout,
             stale_after: self.stale_after,
             after,
+            gpus: self.gpus,
         })
     }
 }
@@ -224,6 +228,7 @@ pub async fn update(client: &Client, out: &Printer, a: UpdateArgs) -> anyhow::Re
             id,
             &UpdateJob {
                 priority: a.priority,
+                ..Default::default()
             },
         )
         .await?;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::exit::Exit;
 use crate::client::Client;
+use crate::model::sweep::set_dotted;
 use crate::model::{CreateJob, Job};
 
 /// Merges `--config FILE` (JSON or YAML) with `--set key=value` overrides.
@@ -51,30 +52,10 @@ pub fn build_config(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Opti
         }
         let value =
             serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()));
-        insert_dotted(config.get_or_insert_with(Map::new), key, value)?;
+        // The same nesting a sweep's dotted keys get.
+        set_dotted(config.get_or_insert_with(Map::new), key, value);
     }
     Ok(config.map(Value::Object))
-}
-
-fn insert_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
-    match key.split_once('.') {
-        None => {
-            map.insert(key.to_string(), value);
-            Ok(())
-        }
-        Some((head, rest)) => {
-            let slot = map
-                .entry(head.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            match slot {
-                Value::Object(inner) => insert_dotted(inner, rest, value),
-                _ => Ok(()),
-            }
-        }
-    }
 }
 
 /// Sends the create, retrying what may be passing trouble (an unreachable

@@ -408,6 +408,7 @@ mod tests {
             runner: None,
             exit_code: None,
             sched: Default::default(),
+            labels: Default::default(),
         }
     }
 

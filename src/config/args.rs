@@ -260,6 +260,31 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 
+    /// GPUs trainers may use (subprocess runner): indices or UUIDs as
+    /// `nvidia-smi` lists them (`0,1,3`), `all` (every GPU it lists, within an
+    /// inherited CUDA_VISIBLE_DEVICES) or `none` [default: all].
+    #[arg(long, env = "PLATFORM_GPUS", value_name = "LIST")]
+    pub gpus: Option<crate::gpus::Selection>,
+
+    /// Seconds between GPU telemetry samples while jobs hold GPUs.
+    #[arg(
+        long,
+        env = "PLATFORM_GPU_SAMPLE_INTERVAL",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
+    pub gpu_sample_interval: f64,
+
+    /// Seconds a GPU held by a running job may stay at 0 % utilisation
+    /// before the job is flagged `gpu_idle`.
+    #[arg(
+        long,
+        env = "PLATFORM_GPU_IDLE_AFTER",
+        default_value_t = 600.0,
+        value_name = "SECONDS"
+    )]
+    pub gpu_idle_after: f64,
+
     /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
     #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
     pub hold_jobs: bool,

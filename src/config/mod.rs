@@ -57,6 +57,16 @@ pub enum ConfigError {
     /// Bad `--kill-grace`.
     #[error("invalid --kill-grace {0}: expected a number of seconds ≥ 0")]
     KillGrace(f64),
+    /// A number of seconds out of range.
+    #[error("invalid {flag} {value}: expected a number of seconds of at least {min}")]
+    Seconds {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: f64,
+        /// The least allowed.
+        min: f64,
+    },
     /// Bad `WEBHOOKS`.
     #[error("invalid WEBHOOKS: {0}; expected a JSON list of objects with \"url\" and \"secret\" (and optionally \"events\", \"frameworks\", \"users\", \"format\")")]
     Webhooks(String),
@@ -149,6 +159,12 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     /// Launch nothing.
     pub hold_jobs: bool,
+    /// `--gpus`.
+    pub gpus: crate::gpus::Selection,
+    /// Between GPU telemetry samples.
+    pub gpu_sample_interval: std::time::Duration,
+    /// 0 % utilisation for this long flags a running job `gpu_idle`.
+    pub gpu_idle_after: std::time::Duration,
     /// Kubernetes runner settings.
     pub kube: KubeSettings,
     /// Connection handling: caps and timeouts.
@@ -257,6 +273,9 @@ impl ServerConfig {
             max_log_bytes: args.max_log_bytes,
             storage,
             hold_jobs: args.hold_jobs,
+            gpus: args.gpus.clone().unwrap_or_default(),
+            gpu_sample_interval: seconds("--gpu-sample-interval", args.gpu_sample_interval, 0.1)?,
+            gpu_idle_after: seconds("--gpu-idle-after", args.gpu_idle_after, 0.0)?,
             kube: KubeSettings {
                 queue_map: queues
                     .all()
@@ -444,6 +463,14 @@ pub fn parse_list(s: &str) -> Option<Vec<String>> {
             .filter(|x| !x.is_empty())
             .collect(),
     )
+}
+
+/// A duration flag of at least `min` seconds.
+fn seconds(flag: &'static str, value: f64, min: f64) -> Result<std::time::Duration, ConfigError> {
+    if !value.is_finite() || value < min || value > 1e9 {
+        return Err(ConfigError::Seconds { flag, value, min });
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 #[cfg(test)]

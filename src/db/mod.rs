@@ -17,6 +17,8 @@ mod coord;
 mod downsample;
 mod postgres;
 mod sqlite;
+pub mod transfer;
+mod sweeps;
 mod url;
 mod webhook;
 
@@ -354,6 +356,22 @@ impl Db {
         }
     }
 
+    /// Stores one sample of a job's system metrics (GPU telemetry), apart
+    /// from its training points; `series` is what downsampling keeps the
+    /// extremes of. Read back with [`MetricFilter::system`].
+    pub async fn add_system_metrics(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        metrics: serde_json::Map<String, serde_json::Value>,
+        series: f64,
+    ) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.add_system_metrics(id, attempt, metrics, series).await,
+            Db::Postgres(p) => p.add_system_metrics(id, attempt, metrics, series).await,
+        }
+    }
+
     /// What a live feed has not sent yet, read consistently: job versions
     /// first, then points, so a job's terminal version is never read
     /// without the points committed before it.
@@ -524,6 +542,13 @@ impl Db {
             Db::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// An identifier in double quotes, for the few statements that name a
+/// table or column at run time (`db migrate`, `db status`): the names come
+/// from the schema itself, and quoting keeps them from being read as SQL.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The current time, truncated to microseconds (what the database stores).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::sched::{check_priority, prioritizing};
 use super::{cancelling, JobError, Jobs};
 use crate::events::Event;
-use crate::model::{AuditEntry, CreateJob, Job, JobRecord, Principal, UpdateJob};
+use crate::model::{labels, AuditEntry, CreateJob, Job, JobRecord, Principal, UpdateJob};
 
 /// Makes `actor` the owner of the job `req` asks for: fills in a missing
 /// `user_id` from the token; refuses a member's `user_id` that names
@@ -96,16 +96,36 @@ impl Jobs {
         update: UpdateJob,
         audit: Option<AuditEntry>,
     ) -> Result<Job, JobError> {
-        let Some(priority) = update.priority else {
+        if update.priority.is_none() && update.tags.is_none() && update.note.is_none() {
             let job = self.get(id).await?;
             may_change(actor, &job)?;
             return Ok(job);
-        };
-        check_priority(priority)?;
+        }
+        if let Some(p) = update.priority {
+            check_priority(p)?;
+        }
+        if let Some(tags) = &update.tags {
+            labels::check_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_deref())))?;
+        }
+        if let Some(n) = &update.note {
+            labels::check_note(n)?;
+        }
         let actor = actor.clone();
         self.change_recorded(id, audit, move |rec, now| {
             may_change(&actor, &rec.job)?;
-            prioritizing(rec, now, priority)
+            if let Some(p) = update.priority {
+                prioritizing(rec, now, p)?;
+            }
+            if update.tags.is_some() || update.note.is_some() {
+                // Tags and notes are a person's, editable in any status.
+                labels::apply_patch(
+                    &mut rec.job.labels,
+                    update.tags.as_ref(),
+                    update.note.as_deref(),
+                )?;
+                rec.job.updated_at = now;
+            }
+            Ok(())
         })
         .await
     }
@@ -150,6 +170,7 @@ mod tests {
             dataset_s3_uri: "s3://b/d".into(),
             config: None,
             sched: Default::default(),
+            labels: Default::default(),
         }
     }
 

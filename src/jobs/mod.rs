@@ -24,6 +24,7 @@ use crate::storage::{Store, StoreError, WriteMode};
 use crate::trainers::Trainers;
 
 mod idempotency;
+mod sweeps;
 
 pub use attempts::RunnerOutcome;
 pub use idempotency::KeyHold;
@@ -34,6 +35,9 @@ pub enum JobError {
     /// No job has this id (404).
     #[error("job {0} not found")]
     NotFound(Uuid),
+    /// No sweep has this id, or it is another user's (404).
+    #[error("sweep {0} not found")]
+    NoSuchSweep(Uuid),
     /// Missing or wrong callback token (401).
     #[error("missing or invalid callback token for job {0}")]
     Unauthorized(Uuid),
@@ -129,6 +133,10 @@ pub struct JobsConfig {
     /// How long an `Idempotency-Key` answers with its job (see
     /// [`Jobs::create_once`]).
     pub idempotency_ttl: std::time::Duration,
+    /// GPUs of the machine trainers run on, when the daemon accounts for
+    /// them (the subprocess runner): a job asking for more is refused.
+    /// `None`: no local accounting (Kubernetes).
+    pub gpu_capacity: Option<u32>,
 }
 
 /// What an artifact upload may do ([`Jobs::may_upload`]).
@@ -252,6 +260,7 @@ impl Jobs {
                 runner: None,
                 exit_code: None,
                 sched,
+                labels: req.labels.stored(None),
             },
             token_hash: None,
             last_sequence: None,
@@ -345,20 +354,20 @@ impl Jobs {
         let Modified::Stored { job, .. } = modified else {
             return Err(JobError::NotFound(id));
         };
-        self.announce(&job, Vec::new());
+        self.announce(Arc::new((*job).clone()), Vec::new());
         Ok(*job)
     }
 
     /// Publishes committed points, then the job (streams show a job's
     /// terminal state after its last points).
-    fn announce(&self, job: &Job, points: Vec<Metric>) {
+    fn announce(&self, job: Arc<Job>, points: Vec<Metric>) {
         for m in points {
             self.events.publish(Event::Metric(Arc::new(m)));
         }
         if job.status.is_terminal() {
             self.forget_token(job.id);
         }
-        self.events.publish(Event::Job(Arc::new(job.clone())));
+        self.events.publish(Event::Job(job));
     }
 
     /// Whether a trainer may upload an artifact for job `id` now (after
@@ -432,7 +441,8 @@ impl Jobs {
             Modified::Unchanged => false,
             Modified::Stored { job, points } => {
                 self.beat_written(id, &job);
-                self.announce(&job, points);
+                // The committed job moves into the event: no copy per callback.
+                self.announce(Arc::new(*job), points);
                 true
             }
         };
@@ -599,6 +609,7 @@ fn replace_if_some(slot: &mut Option<String>, value: Option<String>) {
 
 mod access;
 mod attempts;
+mod gpus;
 mod remote;
 mod sched;
 #[cfg(test)]

@@ -78,6 +78,22 @@ impl Jobs {
             .heartbeat_timeout
             .or_else(|| trainer.and_then(|t| t.heartbeat_timeout))
             .or(self.cfg.heartbeat_timeout);
+        let gpus = r
+            .gpus
+            .or_else(|| trainer.and_then(|t| t.resources.gpu))
+            .unwrap_or(0);
+        if let Some(have) = self.cfg.gpu_capacity.filter(|have| gpus > *have) {
+            let whose = if r.gpus.is_some() {
+                "asks for"
+            } else {
+                "asks (by its trainer's resources.gpu) for"
+            };
+            return Err(ValidationError::new(
+                "gpus",
+                format!("the job {whose} {gpus} GPUs, but this machine has {have}"),
+            )
+            .into());
+        }
         let mut after = Vec::new();
         for dep in &r.after {
             if self.db.job(*dep).await?.is_none() {
@@ -96,6 +112,7 @@ impl Jobs {
             heartbeat_timeout,
             stale_after: r.stale_after.or(self.cfg.stale_after),
             after,
+            gpus,
             ..JobScheduling::default()
         })
     }

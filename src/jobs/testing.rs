@@ -49,6 +49,7 @@ impl Service {
                 dataset_check: false,
                 artifact_grace: std::time::Duration::from_secs(600),
                 idempotency_ttl: std::time::Duration::from_secs(86_400),
+                gpu_capacity: None,
             },
         ));
         Service {
@@ -69,6 +70,7 @@ impl Service {
                 dataset_s3_uri: "s3://bucket/data/".into(),
                 config: None,
                 sched: Default::default(),
+                labels: Default::default(),
             })
             .await
             .expect("create a job")

@@ -95,6 +95,7 @@ mod tests {
             dataset_s3_uri: "s3://b/d/".into(),
             config: Some(config),
             sched: Default::default(),
+            labels: Default::default(),
         }
     }
 

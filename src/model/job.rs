@@ -6,6 +6,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::labels::{Labels, NewLabels};
 use super::sched::{Attempt, CreateScheduling, JobScheduling};
 use super::status::JobStatus;
 use super::validate::{required_plain_text, ValidationError};
@@ -83,6 +84,9 @@ pub struct Job {
     /// Queue, priority, attempts, limits, heartbeats, dependencies.
     #[serde(flatten)]
     pub sched: JobScheduling,
+    /// Tags, note, name and sweep.
+    #[serde(flatten)]
+    pub labels: Labels,
 }
 
 /// A status change the state machine refuses (see [`JobStatus::can_become`]).
@@ -168,6 +172,8 @@ impl Job {
                 last_heartbeat_at: None,
                 stalled_at: None,
                 next_attempt_at: None,
+                assigned_gpus: Vec::new(),
+                gpu_idle: false,
                 ..self.sched.clone()
             },
             ..self.clone()
@@ -201,6 +207,9 @@ pub struct CreateJob {
     /// Queue, priority, retry policy, time limits, dependencies (all optional).
     #[serde(flatten)]
     pub sched: CreateScheduling,
+    /// Tags, note and name (all optional).
+    #[serde(flatten)]
+    pub labels: NewLabels,
 }
 
 /// The schema of a required text field: 1–`max` characters, not only
@@ -265,6 +274,7 @@ impl CreateJob {
         required_plain_text("framework", &self.framework, MAX_FRAMEWORK)?;
         required_plain_text("dataset_s3_uri", &self.dataset_s3_uri, MAX_DATASET_URI)?;
         self.sched.validate()?;
+        self.labels.validate()?;
         match &self.config {
             None | Some(Value::Null) => Ok(()),
             Some(config @ Value::Object(_)) => {
@@ -323,6 +333,13 @@ pub struct JobListQuery {
     /// Only jobs in this queue (empty: any).
     #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     pub queue: Option<String>,
+    /// Only the jobs of this sweep.
+    pub sweep: Option<Uuid>,
+    /// `?tag=KEY=VALUE` filters (repeatable), read from the raw query by
+    /// the handler and sent one by one by the client: a form-encoded query
+    /// has no lists (described in the route's parameters).
+    #[serde(skip)]
+    pub tag: Vec<String>,
 }
 
 /// A validated [`JobListQuery`].
@@ -338,6 +355,10 @@ pub struct JobFilter {
     pub number: Option<i64>,
     /// Only jobs in this queue.
     pub queue: Option<String>,
+    /// Only the jobs of this sweep.
+    pub sweep_id: Option<Uuid>,
+    /// Only jobs carrying every one of these tags.
+    pub tags: Vec<(String, String)>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -384,8 +405,15 @@ impl JobListQuery {
         if let Some(q) = &queue {
             super::sched::check_queue_name(q).map_err(|m| ValidationError::new("queue", m))?;
         }
+        let tags = self
+            .tag
+            .iter()
+            .map(|t| super::labels::parse_tag(t))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(JobFilter {
             queue,
+            sweep_id: self.sweep,
+            tags,
             user_id: self.user_id.clone().filter(|u| !u.is_empty()),
             status,
             id_prefix,
@@ -408,6 +436,7 @@ mod tests {
             dataset_s3_uri: "s3://bucket/datasets/coco128/".into(),
             config: None,
             sched: Default::default(),
+            labels: Default::default(),
         }
     }
 

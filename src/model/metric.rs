@@ -139,6 +139,10 @@ pub struct MetricQuery {
     /// points, 2–10000, keeping first, last and extremes; replaces `limit`.
     #[param(minimum = 2, maximum = 10000)]
     pub max_points: Option<i64>,
+    /// `true`: the job's system metrics (GPU telemetry, keys
+    /// `system/gpu<N>/…`) instead of its training metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<bool>,
 }
 
 /// A validated [`MetricQuery`].
@@ -152,6 +156,8 @@ pub struct MetricFilter {
     pub after_id: Option<i64>,
     /// Downsampling target.
     pub max_points: Option<i64>,
+    /// System metrics (GPU telemetry) instead of training metrics.
+    pub system: bool,
 }
 
 impl MetricQuery {
@@ -186,6 +192,7 @@ impl MetricQuery {
             order,
             after_id: self.after_id,
             max_points: self.max_points,
+            system: self.system.unwrap_or(false),
         })
     }
 }

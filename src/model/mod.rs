@@ -2,10 +2,13 @@
 //! once, plus the job status state machine and field validation.
 
 pub mod callback;
+pub mod expand;
 pub mod feed;
 pub mod framework;
+pub mod gpu;
 pub mod idempotency;
 pub mod job;
+pub mod labels;
 pub mod metric;
 pub mod names;
 pub mod plan;
@@ -14,6 +17,7 @@ pub mod retry;
 pub mod sched;
 pub mod status;
 pub mod storage;
+pub mod sweep;
 pub mod user;
 pub mod validate;
 pub mod webhook;
@@ -21,7 +25,9 @@ pub mod webhook;
 pub use callback::{BatchAck, CallbackAck, MetricBatch, TrainingUpdate, Update};
 pub use feed::{FeedPage, FeedPos, FeedRead, FeedScope};
 pub use framework::Framework;
+pub use gpu::{AssignedGpu, GpuInfo, GpuTelemetry};
 pub use job::{CreateJob, IllegalTransition, Job, JobFilter, JobListQuery};
+pub use labels::{Labels, NewLabels};
 pub use metric::{Metric, MetricFilter, MetricPoint, MetricQuery, Order};
 pub use plan::{LaunchPlan, ProcessPlan};
 pub use record::JobRecord;
@@ -29,6 +35,7 @@ pub use retry::{AttemptEnd, AttemptEvent, Decision, RetryPolicy};
 pub use sched::{Attempt, CreateScheduling, JobScheduling, QueueInfo, UpdateJob};
 pub use status::JobStatus;
 pub use storage::{Dataset, DatasetSummary, StoredFile};
+pub use sweep::{CreateSweep, Sweep, SweepRecord, SweepSpec};
 pub use user::{
     validate_user_name, AuditEntry, AuditFilter, AuditQuery, CreateToken, CreateUser, CreatedUser,
     NewToken, Principal, Role, TokenInfo, TokenOwner, TokenRecord, UpdateUser, User, Whoami,
@@ -64,6 +71,10 @@ pub struct Health {
     /// This replica's name (`--replica-id`).
     #[serde(default)]
     pub replica: String,
+    /// The daemon's GPUs (subprocess runner) with their holders; empty
+    /// without any.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
 }
 
 /// Body of `GET /`.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::gpu::AssignedGpu;
 use super::retry::RetryPolicy;
 use super::validate::ValidationError;
 
@@ -21,6 +22,8 @@ pub const DEFAULT_PRIORITY: u8 = 50;
 pub const MAX_PRIORITY: u8 = 100;
 /// The most jobs one job may wait for (`after`).
 pub const MAX_AFTER: usize = 100;
+/// The most GPUs one job may ask for.
+pub const MAX_GPUS: u32 = 1024;
 /// The longest time limit, in seconds (one year).
 pub const MAX_LIMIT_SECS: f64 = 365.0 * 86_400.0;
 
@@ -115,6 +118,18 @@ pub struct JobScheduling {
     /// While pending for a retry: when the next attempt may launch.
     #[serde(default)]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// GPUs it asks for (its own, else its trainer's `resources.gpu`, else 0).
+    #[serde(default)]
+    pub gpus: u32,
+    /// The GPUs of its current (or last) launch by the subprocess runner,
+    /// recorded before its trainer started; empty before and without any.
+    #[serde(default)]
+    pub assigned_gpus: Vec<AssignedGpu>,
+    /// Set (in `GET /api/v1/training/jobs/{id}`) while a GPU it holds has
+    /// been at 0 % utilisation for longer than the daemon's
+    /// `--gpu-idle-after`; absent otherwise. Not stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpu_idle: bool,
 }
 
 fn default_queue() -> String {
@@ -142,6 +157,9 @@ impl Default for JobScheduling {
             last_heartbeat_at: None,
             stalled_at: None,
             next_attempt_at: None,
+            gpus: 0,
+            assigned_gpus: Vec::new(),
+            gpu_idle: false,
         }
     }
 }
@@ -212,6 +230,12 @@ pub struct CreateScheduling {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 100)]
     pub after: Vec<Uuid>,
+    /// GPUs to run with; default: its trainer's `resources.gpu`, else 0.
+    /// With the subprocess runner, more than the daemon's machine has is
+    /// refused (422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1024)]
+    pub gpus: Option<u32>,
 }
 
 /// `deserialize_with` for a priority spelled `75` or `75.0` (both JSON
@@ -263,6 +287,12 @@ impl CreateScheduling {
         check_seconds("max_pending", self.max_pending, false)?;
         check_seconds("heartbeat_timeout", self.heartbeat_timeout, false)?;
         check_seconds("stale_after", self.stale_after, true)?;
+        if self.gpus.is_some_and(|g| g > MAX_GPUS) {
+            return Err(ValidationError::new(
+                "gpus",
+                format!("must be between 0 and {MAX_GPUS}"),
+            ));
+        }
         if self.after.len() > MAX_AFTER {
             return Err(ValidationError::new(
                 "after",
@@ -326,6 +356,14 @@ pub struct UpdateJob {
     )]
     #[schema(minimum = 0, maximum = 100)]
     pub priority: Option<u8>,
+    /// Tags to merge into the job's (any status): a value sets the key,
+    /// null deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// A new note (any status); an empty one clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub note: Option<String>,
 }
 
 /// Seconds (fractions allowed) as a `Duration`, for stored limits.

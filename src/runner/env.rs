@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::model::Job;
+use crate::model::{AssignedGpu, Job};
 use crate::storage::Store;
 use crate::trainers::Trainer;
 
@@ -133,6 +133,26 @@ pub fn build(
     (env, secrets)
 }
 
+/// Gives a local trainer exactly its GPUs: `CUDA_VISIBLE_DEVICES` and
+/// `NVIDIA_VISIBLE_DEVICES` list their `nvidia-smi` indices (empty: none,
+/// so a job that asked for no GPU cannot take one), and
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID` makes CUDA number GPUs as `nvidia-smi` does.
+/// A job asking for `wanted` GPUs that has none yet is a dry run (a launch
+/// always records its GPUs first): its plan says they come at launch.
+pub fn put_gpus(env: &mut BTreeMap<String, String>, gpus: &[AssignedGpu], wanted: u32) {
+    let list = if gpus.is_empty() && wanted > 0 {
+        format!("<{wanted} GPUs, chosen at launch>")
+    } else {
+        gpus.iter()
+            .map(|g| g.index.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    env.insert("CUDA_VISIBLE_DEVICES".into(), list.clone());
+    env.insert("NVIDIA_VISIBLE_DEVICES".into(), list);
+    env.insert("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into());
+}
+
 /// Sets `PLATFORM_BIN` and puts its directory first on `PATH` (unless it is
 /// already first), so `platform` in a trainer is the daemon's own binary.
 fn put_platform_on_path(env: &mut BTreeMap<String, String>, bin: &std::path::Path) {
@@ -224,5 +244,22 @@ mod tests {
         let mut env = BTreeMap::new();
         put_platform_on_path(&mut env, std::path::Path::new(bin));
         assert_eq!(env["PATH"], format!("/home/u/.local/bin:{DEFAULT_PATH}"));
+    }
+
+    #[test]
+    fn local_trainers_get_exactly_their_gpus() {
+        let gpu = |index| AssignedGpu {
+            index,
+            uuid: format!("GPU-{index}"),
+        };
+        let mut env = BTreeMap::new();
+        put_gpus(&mut env, &[gpu(1), gpu(3)], 2);
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "1,3");
+        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], "1,3");
+        assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
+        put_gpus(&mut env, &[], 0);
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"], "", "none asked, none visible");
+        put_gpus(&mut env, &[], 2);
+        assert!(env["CUDA_VISIBLE_DEVICES"].contains("at launch"));
     }
 }

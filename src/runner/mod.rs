@@ -19,6 +19,7 @@ pub mod scheduler;
 pub mod spec;
 pub mod subprocess;
 pub mod supervisor;
+pub mod telemetry;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

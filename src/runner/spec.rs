@@ -61,12 +61,25 @@ pub enum SpecError {
 pub struct SpecBuilder {
     registry: Arc<Trainers>,
     contract: Arc<dyn ContractSource>,
+    /// Trainers run on a machine whose GPUs the daemon hands out.
+    local_gpus: bool,
 }
 
 impl SpecBuilder {
     /// A builder over `registry`, with `contract` for the daemon's values.
     pub fn new(registry: Arc<Trainers>, contract: Arc<dyn ContractSource>) -> Self {
-        Self { registry, contract }
+        Self {
+            registry,
+            contract,
+            local_gpus: false,
+        }
+    }
+
+    /// With `on`, each trainer's environment names exactly the GPUs its
+    /// launch was given ([`env::put_gpus`]).
+    pub fn local_gpus(mut self, on: bool) -> Self {
+        self.local_gpus = on;
+        self
     }
 
     /// The launch of `rec`'s trainer, which calls back with `token`.
@@ -79,7 +92,10 @@ impl SpecBuilder {
             }
         })?;
         let contract = self.contract.contract(rec.job.id);
-        let (env, secret_keys) = env::build(&rec.job, token, &trainer, &contract);
+        let (mut env, secret_keys) = env::build(&rec.job, token, &trainer, &contract);
+        if self.local_gpus {
+            env::put_gpus(&mut env, &rec.job.sched.assigned_gpus, rec.job.sched.gpus);
+        }
         Ok(LaunchSpec {
             job: rec.job.clone(),
             trainer,

@@ -160,7 +160,7 @@ impl From<DbError> for ApiError {
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {
-            JobError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            JobError::NotFound(_) | JobError::NoSuchSweep(_) => ApiError::NotFound(e.to_string()),
             JobError::Unauthorized(_) => ApiError::Unauthorized(e.to_string()),
             JobError::Forbidden(_) => ApiError::Forbidden(e.to_string()),
             JobError::Finished { status, .. } | JobError::UploadsClosed { status, .. } => {

@@ -141,7 +141,10 @@ async fn dry_run(st: &AppState, actor: &Principal, req: CreateJob) -> Result<Lau
 
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/training/jobs", tag = "jobs",
-    params(JobListQuery),
+    params(JobListQuery,
+        ("tag" = Option<Vec<String>>, Query, style = Form, explode,
+            description = "Only jobs with this tag, `KEY=VALUE`; repeatable (every one must match)"),
+    ),
     responses(
         (status = 200, description = "Jobs, newest first", body = Vec<Job>),
         (status = 401, response = Unauthorized),
@@ -150,8 +153,18 @@ async fn dry_run(st: &AppState, actor: &Principal, req: CreateJob) -> Result<Lau
     ))]
 pub async fn list_jobs(
     State(st): State<AppState>,
-    ApiQuery(q): ApiQuery<JobListQuery>,
+    ApiQuery(mut q): ApiQuery<JobListQuery>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
+    // `tag` repeats, which the typed query cannot hold: read it raw.
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map_err(|e| ApiError::invalid("tag", e.body_text()))?;
+    q.tag = pairs
+        .0
+        .into_iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v)
+        .collect();
     Ok(json_array(st.jobs.list(q.validate()?).await?))
 }
 
@@ -225,7 +238,9 @@ impl<I: Iterator<Item = T>, T: Serialize> Iterator for JsonChunks<I> {
         (status = 503, response = Unavailable),
     ))]
 pub async fn get_job(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<Job>, ApiError> {
-    Ok(Json(st.jobs.get(id).await?))
+    let mut job = st.jobs.get(id).await?;
+    job.sched.gpu_idle = job.status == crate::model::JobStatus::Running && st.gpus.idle_job(id);
+    Ok(Json(job))
 }
 
 /// Cancel a job.

@@ -64,6 +64,7 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<Health>) {
             leader: role.is_leading(),
             epoch: role.epoch(),
             replica: st.leadership.replica().to_string(),
+            gpus: st.gpus.list(),
         }),
     )
 }
@@ -111,6 +112,7 @@ pub async fn prometheus(State(st): State<AppState>) -> Response {
             ));
         }
     }
+    text.push_str(&super::gpus::prometheus_text(&st));
     (
         [(
             header::CONTENT_TYPE,

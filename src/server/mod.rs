@@ -20,6 +20,7 @@ pub mod datasets;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod gpus;
 pub mod jobs;
 pub mod listen;
 pub mod meta;
@@ -29,6 +30,7 @@ mod responses;
 pub mod runs;
 pub mod sched;
 pub mod streams;
+pub mod sweeps;
 pub mod ui;
 pub mod users;
 pub mod webhooks;
@@ -93,6 +95,8 @@ pub struct Services {
     pub runner: Arc<dyn Runner>,
     /// Builds launch specs (dry runs show exactly what a launch would do).
     pub specs: Arc<SpecBuilder>,
+    /// The daemon's GPUs and who holds them (none with Kubernetes).
+    pub gpus: Arc<crate::gpus::Gpus>,
     /// The trainer registry (`/frameworks`, reloads).
     pub registry: Arc<Trainers>,
     /// Users and tokens: whose a presented token is, user management,
@@ -170,7 +174,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let datasets = audited(datasets::routes());
     let accounts = audited(users::routes());
     let webhooks = audited(webhooks::routes());
-    let queues = audited(sched::queue_routes());
+    let queues = audited(sched::queue_routes().merge(gpus::routes()));
+    let sweeps = audited(sweeps::routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -194,6 +199,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(accounts)
         .merge(webhooks)
         .merge(queues)
+        .merge(sweeps)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

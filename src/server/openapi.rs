@@ -55,6 +55,9 @@ use super::responses::{
         super::webhooks::test_webhook, super::webhooks::list_deliveries,
         super::sched::list_queues, super::sched::pause_queue, super::sched::resume_queue,
         super::sched::update_job, super::sched::heartbeat,
+        super::sweeps::create_sweep, super::sweeps::list_sweeps, super::sweeps::get_sweep,
+        super::sweeps::cancel_sweep,
+        super::gpus::list_gpus,
     ),
     components(
         schemas(ErrorBody),
@@ -66,6 +69,8 @@ use super::responses::{
         (name = "jobs", description = "Create, list, inspect and cancel training jobs"),
         (name = "trainer", description = "Endpoints trainers call with their job's callback token"),
         (name = "queues", description = "Queues: limits, counts, pause and resume"),
+        (name = "sweeps", description = "Sweeps: many jobs from one spec (grid or random search), their status and cancel"),
+        (name = "gpus", description = "The daemon's GPUs (subprocess runner): holders and telemetry"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
         (name = "service", description = "Health, metadata and monitoring"),
         (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),
@@ -314,7 +319,8 @@ impl utoipa::Modify for Flattened {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
-        for name in ["Job", "CreateJob"] {
+        // In dependency order: a later schema's parts are merged already.
+        for name in ["Job", "CreateJob", "CreateSweep", "SweepRecord", "Sweep"] {
             let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get(name) else {
                 continue;
             };
@@ -344,7 +350,13 @@ impl utoipa::Modify for Flattened {
                 .schemas
                 .insert(name.to_string(), RefOr::T(Schema::Object(merged)));
         }
-        for nested in ["JobScheduling", "CreateScheduling"] {
+        for nested in [
+            "JobScheduling",
+            "CreateScheduling",
+            "Labels",
+            "NewLabels",
+            "SweepRecord",
+        ] {
             components.schemas.remove(nested);
         }
     }

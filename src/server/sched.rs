@@ -86,7 +86,7 @@ pub async fn resume_queue(
         (status = 401, response = Unauthorized),
         (status = 403, description = "A member updating another user's job; the message names the owner", body = ErrorBody),
         (status = 404, description = "Unknown job", body = ErrorBody),
-        (status = 409, description = "The job is no longer pending; `status` says what it is", body = ErrorBody),
+        (status = 409, description = "A priority change for a job no longer pending; `status` says what it is (tags and notes change in any status)", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = NotJson),
         (status = 422, description = "Invalid field or malformed id", body = ErrorBody),
@@ -101,7 +101,7 @@ pub async fn update_job(
 ) -> Result<Response, ApiError> {
     let update: UpdateJob = body.decode()?;
     // An update that changes nothing is left to the audit middleware.
-    let changes = update.priority.is_some();
+    let changes = update.priority.is_some() || update.tags.is_some() || update.note.is_some();
     let entry = audit.finish(id, StatusCode::OK.as_u16());
     let job = st.jobs.update_as(id, &actor, update, Some(entry)).await?;
     let mut resp = Json(job).into_response();

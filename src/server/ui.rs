@@ -44,6 +44,7 @@ pub fn pages() -> Router<AppState> {
         .route("/ui", get(page))
         .route("/ui/", get(page))
         .route("/ui/jobs/{id}", get(page))
+        .route("/ui/compare", get(page))
 }
 
 /// What the login form needs before anyone is signed in: assets, login, logout.
@@ -119,7 +120,8 @@ pub async fn require_dashboard_login(
     auth::guard(&st, req, next, true, login_refused).await
 }
 
-/// `/ui`, `/ui/jobs/{id}`: the single page; its script routes on the path.
+/// `/ui`, `/ui/jobs/{id}`, `/ui/compare`: the single page; its script
+/// routes on the path.
 /// A valid `?token=` is moved into the cookie (the script then drops it
 /// from the address bar), so later API calls carry it.
 async fn page(State(st): State<AppState>, uri: Uri) -> Response {

@@ -38,6 +38,7 @@ pub(super) async fn read(c: &mut Client, read: FeedRead) -> Result<FeedPage, DbE
                 order: Order::Asc,
                 after_id: Some(read.points_after.1),
                 max_points: None,
+                system: false,
             };
             page.points = metrics::list(&*c, id, &f)
                 .await?

@@ -9,19 +9,20 @@ use uuid::Uuid;
 
 use super::{col, corrupt, fail, rows};
 use crate::db::DbError;
-use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus};
+use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus, Labels};
 
 /// Every column of a job, in [`record`]'s order.
 pub(super) const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, \
      status, progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
-     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at";
+     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
+     tags, note, name, sweep_id, gpus, assigned_gpus";
 
 /// Index of `number` in [`COLUMNS`].
 pub(super) const NUMBER: usize = 20;
 /// How many columns [`COLUMNS`] has (the index of the first one after).
-const COUNT: usize = 34;
+const COUNT: usize = 40;
 
 /// A job's attempts as one JSON array in the row (none before its first
 /// launch), so a read is one statement and one consistent snapshot.
@@ -89,6 +90,15 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             last_heartbeat_at: col(r, 31)?,
             stalled_at: col(r, 32)?,
             next_attempt_at: col(r, 33)?,
+            gpus: to_u32(col(r, 38)?)?,
+            assigned_gpus: from_json(col(r, 39)?)?.unwrap_or_default(),
+            gpu_idle: false,
+        },
+        labels: Labels {
+            tags: from_json(col(r, 34)?)?.unwrap_or_default(),
+            note: col(r, 35)?,
+            name: col(r, 36)?,
+            sweep_id: col(r, 37)?,
         },
     };
     Ok(JobRecord {
@@ -161,7 +171,30 @@ pub(super) async fn list(c: &impl GenericClient, f: &JobFilter) -> Result<Vec<Jo
         },
         None => None,
     };
+    // One containment test for every tag filter: `tags @> {"k": "v", …}`.
+    let tags: Option<serde_json::Value> = (!f.tags.is_empty()).then(|| {
+        serde_json::Value::Object(
+            f.tags
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    });
+    if f.tags
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Ok(Vec::new());
+    }
     let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(sw) = &f.sweep_id {
+        args.push(sw);
+        sql.push_str(&format!(" AND sweep_id = ${}", args.len()));
+    }
+    if let Some(t) = &tags {
+        args.push(t);
+        sql.push_str(&format!(" AND tags @> ${}::jsonb", args.len()));
+    }
     if let Some(u) = &f.user_id {
         if u.contains('\0') {
             // PostgreSQL text cannot hold NUL (the writer stores U+FFFD),

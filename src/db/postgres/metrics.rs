@@ -14,6 +14,55 @@ use crate::model::{Metric, MetricFilter, Order};
 pub(super) const COLUMNS: &str =
     "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
 
+/// Which table a read is of: training points (`metrics`) or system
+/// metrics (`system_metrics`, same columns plus the series it downsamples on).
+#[derive(Clone, Copy)]
+struct Table {
+    name: &'static str,
+    /// The number downsampling keeps the extremes of.
+    series: &'static str,
+}
+
+impl Table {
+    fn of(f: &MetricFilter) -> Self {
+        if f.system {
+            Table {
+                name: "system_metrics",
+                series: "series",
+            }
+        } else {
+            Table {
+                name: "metrics",
+                series: "COALESCE(loss, accuracy, epoch)",
+            }
+        }
+    }
+}
+
+/// Stores one sample of a job's system metrics (GPU telemetry).
+pub(super) async fn insert_system(
+    c: &impl GenericClient,
+    job_id: Uuid,
+    attempt: u32,
+    metrics: &serde_json::Map<String, serde_json::Value>,
+    series: f64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbError> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO system_metrics (job_id, epoch, metrics, created_at, attempt, series) \
+             VALUES ($1, 0, $2::text::json, $3, $4, $5)",
+        )
+        .await
+        .map_err(fail)?;
+    let text = serde_json::Value::Object(metrics.clone()).to_string();
+    let attempt = i32::try_from(attempt.max(1)).unwrap_or(i32::MAX);
+    c.execute(&stmt, &[&job_id, &text, &at, &attempt, &series])
+        .await
+        .map_err(fail)?;
+    Ok(())
+}
+
 /// A row of [`COLUMNS`] (extra columns after them are ignored).
 pub(super) fn point(r: &Row) -> Result<Metric, DbError> {
     let metrics: serde_json::Value = r.try_get(6).map_err(corrupt)?;
@@ -48,8 +97,9 @@ pub(super) async fn list(
     f: &MetricFilter,
 ) -> Result<Vec<Metric>, DbError> {
     let after = f.after_id.unwrap_or(0);
+    let table = Table::of(f);
     if let Some(max) = f.max_points {
-        return downsample(c, job_id, after, max as usize, f.order).await;
+        return downsample(c, table, job_id, after, max as usize, f.order).await;
     }
     let dir = match f.order {
         Order::Asc => "ASC",
@@ -57,7 +107,8 @@ pub(super) async fn list(
     };
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM metrics WHERE job_id = $1 AND id > $2 ORDER BY id {dir} LIMIT $3"
+            "SELECT {COLUMNS} FROM {} WHERE job_id = $1 AND id > $2 ORDER BY id {dir} LIMIT $3",
+            table.name
         ))
         .await
         .map_err(fail)?;
@@ -70,16 +121,17 @@ pub(super) async fn list(
 
 async fn downsample(
     c: &impl GenericClient,
+    table: Table,
     job_id: Uuid,
     after: i64,
     max: usize,
     order: Order,
 ) -> Result<Vec<Metric>, DbError> {
     let stmt = c
-        .prepare_cached(
-            "SELECT id, COALESCE(loss, accuracy, epoch) FROM metrics \
-             WHERE job_id = $1 AND id > $2 ORDER BY id ASC",
-        )
+        .prepare_cached(&format!(
+            "SELECT id, {} FROM {} WHERE job_id = $1 AND id > $2 ORDER BY id ASC",
+            table.series, table.name
+        ))
         .await
         .map_err(fail)?;
     let series = c
@@ -101,7 +153,8 @@ async fn downsample(
     };
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM metrics WHERE id = ANY($1) ORDER BY id {dir}"
+            "SELECT {COLUMNS} FROM {} WHERE id = ANY($1) ORDER BY id {dir}",
+            table.name
         ))
         .await
         .map_err(fail)?;

@@ -15,11 +15,13 @@ mod batch;
 mod coord;
 mod feed;
 mod idempotency;
+pub(super) mod import;
 mod jobs;
 mod metrics;
 mod migrations;
 mod queues;
 mod round_trips;
+mod sweeps;
 mod tls;
 mod webhooks;
 mod writer;
@@ -337,6 +339,17 @@ impl Postgres {
             return Ok(None);
         }
         Ok(Some(points))
+    }
+
+    pub(super) async fn add_system_metrics(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        metrics: serde_json::Map<String, serde_json::Value>,
+        series: f64,
+    ) -> Result<(), DbError> {
+        let c = self.client().await?;
+        metrics::insert_system(&c, id, attempt, &metrics, series, crate::db::now()).await
     }
 
     pub(super) async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {

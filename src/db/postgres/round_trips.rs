@@ -100,16 +100,18 @@ pub(super) const INSERT_JOBS: &str = "INSERT INTO jobs (id, user_id, model_name,
      dataset_s3_uri, config, status, progress, message, checkpoint_s3_uri, error, created_at, \
      updated_at, started_at, completed_at, runner, exit_code, callback_token_hash, last_sequence, \
      runner_state, queue, priority, retry_policy, max_duration_s, max_pending_s, \
-     heartbeat_timeout_s, stale_after_s, after_ids) \
+     heartbeat_timeout_s, stale_after_s, after_ids, tags, note, name, sweep_id, gpus, \
+     assigned_gpus) \
      SELECT id, u, m, f, d, c::json, s, p, msg, ck, err, ca, ua, sa, co, r, ec, th, ls, rs, \
-     q, pr, rp::json, md, mp, hb, sl, af::uuid[] \
+     q, pr, rp::json, md, mp, hb, sl, af::uuid[], tg::jsonb, nt, nm, sw, g, ag::json \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::float8[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
      $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::int4[], \
      $18::text[], $19::int8[], $20::text[], $21::text[], $22::int4[], $23::text[], \
-     $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::text[]) WITH ORDINALITY \
+     $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::text[], $29::text[], \
+     $30::text[], $31::text[], $32::uuid[], $33::int4[], $34::text[]) WITH ORDINALITY \
      AS t(id, u, m, f, d, c, s, p, msg, ck, err, ca, ua, sa, co, r, ec, th, ls, rs, \
-     q, pr, rp, md, mp, hb, sl, af, ord) \
+     q, pr, rp, md, mp, hb, sl, af, tg, nt, nm, sw, g, ag, ord) \
      ORDER BY ord RETURNING id, number";
 
 const UPDATE_JOBS: &str = "UPDATE jobs AS j SET status = t.s, progress = t.p, message = t.msg, \
@@ -117,13 +119,15 @@ const UPDATE_JOBS: &str = "UPDATE jobs AS j SET status = t.s, progress = t.p, me
      completed_at = t.co, runner = t.r, exit_code = t.ec, last_sequence = t.ls, \
      runner_state = t.rs, callback_token_hash = t.th, priority = t.pr, attempt = t.at, \
      termination_reason = t.tr, last_heartbeat_at = t.hb, stalled_at = t.st, \
-     next_attempt_at = t.na, \
+     next_attempt_at = t.na, tags = t.tg::jsonb, note = t.nt, assigned_gpus = t.ag::json, \
      xid = CASE WHEN t.v THEN pg_current_xact_id()::text::bigint ELSE j.xid END \
      FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], \
      $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::int4[], \
      $12::int8[], $13::text[], $14::text[], $15::bool[], $16::int4[], $17::int4[], $18::text[], \
-     $19::timestamptz[], $20::timestamptz[], $21::timestamptz[]) \
-     AS t(id, s, p, msg, ck, err, ua, sa, co, r, ec, ls, rs, th, v, pr, at, tr, hb, st, na) \
+     $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[], \
+     $24::text[]) \
+     AS t(id, s, p, msg, ck, err, ua, sa, co, r, ec, ls, rs, th, v, pr, at, tr, hb, st, na, tg, nt, \
+     ag) \
      WHERE j.id = t.id";
 
 /// Attempts started or ended (one row per job and attempt per batch).
@@ -188,6 +192,14 @@ pub(super) struct Columns {
     last_heartbeat: Vec<Option<DateTime<Utc>>>,
     stalled: Vec<Option<DateTime<Utc>>>,
     next_attempt: Vec<Option<DateTime<Utc>>>,
+    /// JSON objects, NULL when a job has no tags.
+    tags: Vec<Option<String>>,
+    note: Vec<Option<String>>,
+    name: Vec<Option<String>>,
+    sweep: Vec<Option<Uuid>>,
+    gpus: Vec<i32>,
+    /// JSON lists of `{index, uuid}` (none: NULL).
+    assigned_gpus: Vec<Option<String>>,
 }
 
 fn opt_text(s: &Option<String>) -> Option<String> {
@@ -245,6 +257,22 @@ impl Columns {
         self.last_heartbeat.push(sc.last_heartbeat_at);
         self.stalled.push(sc.stalled_at);
         self.next_attempt.push(sc.next_attempt_at);
+        let l = &j.labels;
+        self.tags.push(
+            (!l.tags.is_empty())
+                .then(|| serde_json::to_string(&l.tags).ok().map(|t| text(&t)))
+                .flatten(),
+        );
+        self.note.push(opt_text(&l.note));
+        self.name.push(opt_text(&l.name));
+        self.sweep.push(l.sweep_id);
+        self.gpus.push(int(sc.gpus));
+        // Serialising our own plain struct cannot fail.
+        self.assigned_gpus.push(
+            (!sc.assigned_gpus.is_empty())
+                .then(|| serde_json::to_string(&sc.assigned_gpus).ok())
+                .flatten(),
+        );
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -252,7 +280,7 @@ impl Columns {
     }
 
     /// The parameters of [`INSERT_JOBS`].
-    pub(super) fn insert_args(&self) -> [&(dyn ToSql + Sync); 28] {
+    pub(super) fn insert_args(&self) -> [&(dyn ToSql + Sync); 34] {
         [
             &self.id,
             &self.user,
@@ -282,11 +310,17 @@ impl Columns {
             &self.heartbeat_timeout,
             &self.stale_after,
             &self.after,
+            &self.tags,
+            &self.note,
+            &self.name,
+            &self.sweep,
+            &self.gpus,
+            &self.assigned_gpus,
         ]
     }
 
     /// The parameters of [`UPDATE_JOBS`].
-    fn update_args(&self) -> [&(dyn ToSql + Sync); 21] {
+    fn update_args(&self) -> [&(dyn ToSql + Sync); 24] {
         [
             &self.id,
             &self.status,
@@ -309,6 +343,9 @@ impl Columns {
             &self.last_heartbeat,
             &self.stalled,
             &self.next_attempt,
+            &self.tags,
+            &self.note,
+            &self.assigned_gpus,
         ]
     }
 }

@@ -5,13 +5,14 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use crate::db::{parse_ts, ts, DbError};
-use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus};
+use crate::model::{Attempt, Job, JobFilter, JobRecord, JobScheduling, JobStatus, Labels};
 
 const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, config, status, \
      progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
-     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at";
+     stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
+     tags, note, name, sweep_id, gpus, assigned_gpus";
 
 /// How many columns [`COLUMNS`] selects (the index of one selected after them).
 fn column_count() -> usize {
@@ -69,6 +70,18 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
             last_heartbeat_at: opt_ts(r.get(31)?)?,
             stalled_at: opt_ts(r.get(32)?)?,
             next_attempt_at: opt_ts(r.get(33)?)?,
+            gpus: r.get(38)?,
+            assigned_gpus: from_json(r.get(39)?)?.unwrap_or_default(),
+            gpu_idle: false,
+        },
+        labels: Labels {
+            tags: from_json(r.get(34)?)?.unwrap_or_default(),
+            note: r.get(35)?,
+            name: r.get(36)?,
+            sweep_id: r
+                .get::<_, Option<String>>(37)?
+                .map(|s| Uuid::parse_str(&s).map_err(corrupt))
+                .transpose()?,
         },
     };
     Ok(JobRecord {
@@ -86,8 +99,20 @@ fn from_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Result<Option
         .map_err(corrupt)
 }
 
+/// Tags as stored: a JSON object, or NULL when there are none.
+fn tags_json(l: &Labels) -> Result<Option<String>, DbError> {
+    (!l.tags.is_empty()).then(|| to_json(&l.tags)).transpose()
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
     serde_json::to_string(v).map_err(corrupt)
+}
+
+/// The `assigned_gpus` column: NULL for none.
+fn assigned_gpus(sc: &JobScheduling) -> Result<Option<String>, DbError> {
+    (!sc.assigned_gpus.is_empty())
+        .then(|| to_json(&sc.assigned_gpus))
+        .transpose()
 }
 
 fn collect(
@@ -210,9 +235,9 @@ pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
          progress, message, checkpoint_s3_uri, error, created_at, updated_at, started_at, \
          completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, \
          queue, priority, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
-         stale_after_s, after_ids, number) \
+         stale_after_s, after_ids, tags, note, name, sweep_id, gpus, assigned_gpus, number) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
+         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, \
          (SELECT COALESCE(MAX(number), 0) + 1 FROM jobs)) RETURNING number",
         )?
         .query_row(params![
@@ -244,6 +269,12 @@ pub fn insert(c: &Connection, rec: &mut JobRecord) -> Result<(), DbError> {
         sc.heartbeat_timeout,
         sc.stale_after,
         after,
+        tags_json(&j.labels)?,
+        j.labels.note,
+        j.labels.name,
+        j.labels.sweep_id.map(|u| u.to_string()),
+        sc.gpus,
+        assigned_gpus(sc)?,
     ], |r| r.get(0))?;
     rec.job.number = number;
     Ok(())
@@ -276,7 +307,8 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
          exit_code = :exit_code, last_sequence = :last_sequence, runner_state = :runner_state, \
          callback_token_hash = :token_hash, priority = :priority, attempt = :attempt, \
          termination_reason = :termination_reason, last_heartbeat_at = :last_heartbeat_at, \
-         stalled_at = :stalled_at, next_attempt_at = :next_attempt_at WHERE id = :id",
+         stalled_at = :stalled_at, next_attempt_at = :next_attempt_at, tags = :tags, \
+         note = :note, assigned_gpus = :assigned_gpus WHERE id = :id",
     )?
     .execute(named_params! {
         ":id": j.id.to_string(),
@@ -299,6 +331,9 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
         ":last_heartbeat_at": j.sched.last_heartbeat_at.as_ref().map(ts),
         ":stalled_at": j.sched.stalled_at.as_ref().map(ts),
         ":next_attempt_at": j.sched.next_attempt_at.as_ref().map(ts),
+        ":tags": tags_json(&j.labels)?,
+        ":note": j.labels.note,
+        ":assigned_gpus": assigned_gpus(&j.sched)?,
     })?;
     Ok(())
 }
@@ -318,6 +353,19 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
     if let Some(q) = &f.queue {
         args.push(Box::new(q.clone()));
         sql.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    if let Some(sw) = f.sweep_id {
+        args.push(Box::new(sw.to_string()));
+        sql.push_str(&format!(" AND sweep_id = ?{}", args.len()));
+    }
+    for (k, v) in &f.tags {
+        args.push(Box::new(k.clone()));
+        args.push(Box::new(v.clone()));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE key = ?{} AND value = ?{n})",
+            n - 1
+        ));
     }
     if let Some(n) = f.number {
         args.push(Box::new(n));

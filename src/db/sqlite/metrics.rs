@@ -11,6 +11,32 @@ use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 const COLUMNS: &str =
     "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
 
+/// Which table a read is of: training points (`metrics`) or system
+/// metrics (`system_metrics`, same columns plus the series it downsamples on).
+#[derive(Clone, Copy)]
+struct Table {
+    name: &'static str,
+    /// The number downsampling keeps the extremes of (the `metrics_series`
+    /// index's expression for training points).
+    series: &'static str,
+}
+
+impl Table {
+    fn of(f: &MetricFilter) -> Self {
+        if f.system {
+            Table {
+                name: "system_metrics",
+                series: "series",
+            }
+        } else {
+            Table {
+                name: "metrics",
+                series: "COALESCE(loss, accuracy, epoch)",
+            }
+        }
+    }
+}
+
 fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
     let job_id: String = r.get(1)?;
     let metrics: String = r.get(6)?;
@@ -67,15 +93,24 @@ pub fn insert(
 /// A page of a job's points in the requested order, or a downsampled view
 /// of the whole history when `max_points` is set.
 pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
+    let table = Table::of(f);
     if let Some(max) = f.max_points {
-        return downsample(c, job_id, f.after_id.unwrap_or(0), max as usize, f.order);
+        return downsample(
+            c,
+            table,
+            job_id,
+            f.after_id.unwrap_or(0),
+            max as usize,
+            f.order,
+        );
     }
     let dir = match f.order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM metrics WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3"
+        "SELECT {COLUMNS} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3",
+        table.name
     ))?;
     let mut rows = stmt.query(params![
         job_id.to_string(),
@@ -96,16 +131,17 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
 /// rows are read for the chosen points alone.
 fn downsample(
     c: &Connection,
+    table: Table,
     job_id: Uuid,
     after_id: i64,
     max: usize,
     order: Order,
 ) -> Result<Vec<Metric>, DbError> {
     let job = job_id.to_string();
-    let mut stmt = c.prepare_cached(
-        "SELECT id, COALESCE(loss, accuracy, epoch) FROM metrics \
-         WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
-    )?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+        table.series, table.name
+    ))?;
     let series = stmt
         .query_map(params![job, after_id], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
@@ -115,7 +151,10 @@ fn downsample(
     if order == Order::Desc {
         ids.reverse();
     }
-    let mut one = c.prepare_cached(&format!("SELECT {COLUMNS} FROM metrics WHERE id = ?1"))?;
+    let mut one = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE id = ?1",
+        table.name
+    ))?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let mut rows = one.query([id])?;
@@ -124,6 +163,31 @@ fn downsample(
         }
     }
     Ok(out)
+}
+
+/// Stores one sample of a job's system metrics (GPU telemetry); `series`
+/// is the number downsampling keeps the extremes of.
+pub fn insert_system(
+    c: &Connection,
+    job_id: Uuid,
+    attempt: u32,
+    metrics: &serde_json::Map<String, serde_json::Value>,
+    series: f64,
+    at: &chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbError> {
+    let metrics = serde_json::to_string(metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO system_metrics (job_id, epoch, metrics, created_at, attempt, series) \
+         VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        job_id.to_string(),
+        metrics,
+        ts(at),
+        attempt.max(1),
+        series
+    ])?;
+    Ok(())
 }
 
 /// Points of every job with an id above `after_id`, oldest first (the

@@ -227,10 +227,48 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_user ON audit (user_name, id);
 "#,
         ),
-        // 8, 9: numbers taken by other branches (issue 13 part 2 came
-        // later); their migrations replace these two lines when they merge.
-        M::up(RESERVED),
-        M::up(RESERVED),
+        // 8: sweeps (issue 19): one base job expanded into many; each job
+        // names its sweep and carries a readable name, tags (a JSON
+        // object) and a note.
+        M::up(
+            r#"
+CREATE TABLE sweeps (
+    id         TEXT PRIMARY KEY NOT NULL,   -- UUID v7
+    user_id    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    spec       TEXT NOT NULL                -- JSON: method, parameters, count, seed
+) STRICT;
+CREATE INDEX sweeps_newest ON sweeps (created_at DESC, id DESC);
+ALTER TABLE jobs ADD COLUMN tags TEXT;
+ALTER TABLE jobs ADD COLUMN note TEXT;
+ALTER TABLE jobs ADD COLUMN name TEXT;
+ALTER TABLE jobs ADD COLUMN sweep_id TEXT REFERENCES sweeps (id);
+CREATE INDEX jobs_by_sweep ON jobs (sweep_id) WHERE sweep_id IS NOT NULL;
+"#,
+        ),
+        // 9: GPUs a job asks for and the ones its launch was given (JSON
+        // list of {index, uuid}); its GPU telemetry, kept apart from its
+        // training points (same columns, plus the series downsampling
+        // keeps the extremes of: mean utilisation).
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN assigned_gpus TEXT;
+CREATE TABLE system_metrics (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    epoch      INTEGER NOT NULL,
+    step       INTEGER,
+    loss       REAL,
+    accuracy   REAL,
+    metrics    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempt    INTEGER,
+    series     REAL NOT NULL
+) STRICT;
+CREATE INDEX system_metrics_series ON system_metrics (job_id, id, series);
+"#,
+        ),
         // 10: PostgreSQL's leader lease table, unused here (SQLite is
         // single-node: `--leader-election lease` is refused with it), kept
         // so version 10 is one logical schema on both backends.
@@ -246,9 +284,6 @@ CREATE TABLE leases (
         ),
     ]
 }
-
-/// A version number another branch holds (its migration replaces it).
-const RESERVED: &str = "-- reserved";
 
 fn hash_existing_tokens(tx: &rusqlite::Transaction<'_>) -> HookResult {
     let tokens: Vec<(String, String)> = tx
@@ -355,6 +390,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(attempt, ("b".into(), 1, Some(3), Some("boom".into())));
+    }
+
+    #[test]
+    fn jobs_from_before_sweeps_have_no_tags_note_name_or_sweep() {
+        let mut c = memory();
+        super::migrations().to_version(&mut c, 7).unwrap();
+        c.execute(
+            "INSERT INTO jobs (id, user_id, model_name, framework, dataset_s3_uri, status, \
+             created_at, updated_at, number) VALUES ('j', 'u', 'm', 'demo', 's3://b/d/', \
+             'pending', 't', 't', 1)",
+            [],
+        )
+        .unwrap();
+        super::migrations().to_latest(&mut c).unwrap();
+        let row: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = c
+            .query_row("SELECT tags, note, name, sweep_id FROM jobs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(row, (None, None, None, None));
+        // A sweep id must name a stored sweep.
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        assert!(c
+            .execute("UPDATE jobs SET sweep_id = 'nope' WHERE id = 'j'", [])
+            .is_err());
     }
 
     #[test]

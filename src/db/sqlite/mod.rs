@@ -12,9 +12,11 @@
 mod accounts;
 mod alloc;
 mod check;
+pub(super) mod export;
 mod jobs;
 mod metrics;
 mod migrations;
+mod sweeps;
 mod users;
 mod webhooks;
 mod writer;
@@ -327,6 +329,23 @@ impl Sqlite {
         .await
     }
 
+    pub(super) async fn add_system_metrics(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        metrics: serde_json::Map<String, serde_json::Value>,
+        series: f64,
+    ) -> Result<(), DbError> {
+        self.writer
+            .write(move |c| {
+                let at = crate::db::now();
+                Ok(Ok(metrics::insert_system(
+                    c, id, attempt, &metrics, series, &at,
+                )?))
+            })
+            .await
+    }
+
     /// Positions are `(0, id)` for points and `(0, updated_at in µs)` for
     /// jobs: with one writer, both follow commit order.
     pub(super) async fn read_feed(&self, read: FeedRead) -> Result<FeedPage, DbError> {
@@ -348,6 +367,7 @@ impl Sqlite {
                         order: Order::Asc,
                         after_id: Some(read.points_after.1),
                         max_points: None,
+                        system: false,
                     };
                     metrics::list(c, id, &f)?
                 }

@@ -9,7 +9,8 @@
 //! Per-job overrides read from the job's `config` (documented in
 //! `deploy/kubernetes/README.md`):
 //! - `config.resources`: `{cpu, memory, gpu}`, each replacing the trainer
-//!   entry's value (`gpu: 0` drops the GPU request);
+//!   entry's value (`gpu: 0` drops the GPU request); the job's `gpus`,
+//!   when above 0, replaces the entry's `gpu` too;
 //! - `config.timeout_seconds`: the Job's `activeDeadlineSeconds`.
 
 use std::collections::BTreeMap;
@@ -191,7 +192,13 @@ pub fn build(spec: &LaunchSpec, s: &KubeSettings) -> Result<Manifests, Validatio
         })
         .collect();
 
-    let resources = overrides.resources(&trainer.resources);
+    // A job's own `gpus` (which defaults to the entry's) replaces the
+    // entry's request; `config.resources.gpu` still wins over both.
+    let mut base = trainer.resources.clone();
+    if spec.job.sched.gpus > 0 {
+        base.gpu = Some(spec.job.sched.gpus);
+    }
+    let resources = overrides.resources(&base);
     let container = Container {
         name: CONTAINER.to_string(),
         image: Some(image),

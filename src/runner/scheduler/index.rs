@@ -33,6 +33,8 @@ pub struct Entry {
     pub not_before: Option<DateTime<Utc>>,
     /// Jobs that must complete first.
     pub after: Vec<Uuid>,
+    /// GPUs it needs free to launch.
+    pub gpus: u32,
 }
 
 impl Entry {
@@ -46,6 +48,7 @@ impl Entry {
             number: job.number,
             not_before: job.sched.next_attempt_at,
             after: job.sched.after.clone(),
+            gpus: job.sched.gpus,
         }
     }
 
@@ -135,6 +138,8 @@ pub struct QueueLimit {
 pub struct Usage {
     per_queue: HashMap<String, u32>,
     per_user: HashMap<(String, String), u32>,
+    /// GPUs free for launches; `None`: GPUs are not counted (Kubernetes).
+    pub free_gpus: Option<u32>,
 }
 
 impl Usage {
@@ -169,6 +174,10 @@ pub const UNLIMITED_BATCH: u32 = 64;
 /// highest-priority oldest jobs that are ready (past their backoff, not
 /// `busy`, every dependency in `completed`) while the queue has free slots
 /// and their user is under the queue's per-user limit.
+///
+/// When GPUs are counted ([`Usage::free_gpus`]), a ready job whose GPUs
+/// are not free stops its own queue there (no smaller job of that queue
+/// overtakes it, so it is never starved), while other queues go on.
 pub fn decide(
     index: &PendingIndex,
     limits: &[QueueLimit],
@@ -178,6 +187,7 @@ pub fn decide(
     completed: &HashSet<Uuid>,
 ) -> Vec<Uuid> {
     let mut out = Vec::new();
+    let mut gpus_left = usage.free_gpus;
     for q in limits.iter().filter(|q| !q.paused) {
         let Some(entries) = index.queues.get(&q.name) else {
             continue;
@@ -198,6 +208,7 @@ pub fn decide(
             {
                 continue;
             }
+            let mut user_count = None;
             if let Some(max) = q.max_per_user {
                 let n = users
                     .entry(e.user.as_str())
@@ -205,6 +216,14 @@ pub fn decide(
                 if *n >= max {
                     continue;
                 }
+                user_count = Some(n);
+            }
+            match gpus_left.as_mut() {
+                Some(left) if e.gpus > *left => break,
+                Some(left) => *left -= e.gpus,
+                None => {}
+            }
+            if let Some(n) = user_count {
                 *n += 1;
             }
             free -= 1;
@@ -227,6 +246,7 @@ mod tests {
             number,
             not_before: None,
             after: Vec::new(),
+            gpus: 0,
         }
     }
 
@@ -303,5 +323,37 @@ mod tests {
         assert_eq!((ix.len(), ix.pending_in("gpu")), (5, 3));
         ix.remove(a1.id);
         assert_eq!(ix.pending_in("gpu"), 2);
+    }
+
+    #[test]
+    fn a_job_waiting_for_gpus_blocks_its_own_queue_only() {
+        let mut ix = PendingIndex::default();
+        let mut big = entry("a", "u", 90, 1);
+        big.gpus = 3;
+        let mut small = entry("a", "u", 50, 2);
+        small.gpus = 1;
+        let mut other = entry("b", "u", 50, 3);
+        other.gpus = 2;
+        let mut cpu = entry("b", "u", 40, 4);
+        cpu.gpus = 0;
+        for e in [&big, &small, &other, &cpu] {
+            ix.upsert(e.clone());
+        }
+        let none = HashSet::new();
+        let limits = [limit("a", 0, None), limit("b", 0, None)];
+        let mut usage = Usage {
+            free_gpus: Some(2),
+            ..Usage::default()
+        };
+        let got = decide(&ix, &limits, &usage, Utc::now(), &none, &none);
+        // `big` does not fit: `small` waits behind it; queue b goes on.
+        assert_eq!(got, [other.id, cpu.id]);
+        usage.free_gpus = Some(4);
+        let got = decide(&ix, &limits, &usage, Utc::now(), &none, &none);
+        // Queue b's head now waits for GPUs queue a took.
+        assert_eq!(got, [big.id, small.id]);
+        usage.free_gpus = None;
+        let got = decide(&ix, &limits, &usage, Utc::now(), &none, &none);
+        assert_eq!(got.len(), 4);
     }
 }

@@ -13,6 +13,12 @@
 //! is retried with a backoff of its own ([`super::retry`]); neither holds
 //! up the jobs behind it.
 //!
+//! With the subprocess runner, GPUs are counted like slots ([`gpus`]): a
+//! job launches only when the GPUs it asks for are free, gets the lowest
+//! free ones (recorded in the database before its trainer starts) and holds
+//! them while it holds its slot, that is until its trainer has exited. A
+//! job waiting for GPUs blocks the jobs behind it in its own queue only.
+//!
 //! What to launch is decided over an in-memory index of pending jobs
 //! ([`index`]), rebuilt from the database at start-up (and when events
 //! were missed) and kept by committed-change events; a tick re-checks
@@ -26,7 +32,9 @@
 //! limit like running jobs, and shutdown waits for them, so a trainer is
 //! never started without its job being marked `running`.
 
+mod gpus;
 pub mod index;
+mod launch;
 mod limits;
 
 use std::collections::{HashMap, HashSet};
@@ -38,12 +46,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::gpus::GpuBook;
 use self::index::{Entry, PendingIndex, QueueLimit, Usage};
-use super::retry::{self, Backoffs, Verdict};
-use super::{Runner, RunnerError, SpecBuilder};
+use super::retry::{self, Backoffs};
+use super::{Runner, SpecBuilder};
 use crate::events::Event;
 use crate::jobs::{JobError, Jobs};
-use crate::model::{Job, JobRecord, JobStatus};
+use crate::model::{AssignedGpu, Job, JobRecord, JobStatus};
 use crate::queues::Queues;
 
 /// How often deadlines and backoffs are re-checked.
@@ -100,6 +109,8 @@ pub struct Scheduler {
     hold: bool,
     /// Jobs whose launch is in flight (still `pending` in the database).
     launching: HashSet<Uuid>,
+    /// GPUs, when this runner's launches take them from the daemon's machine.
+    gpus: Option<GpuBook>,
     tasks: JoinSet<Done>,
 }
 
@@ -128,8 +139,16 @@ impl Scheduler {
             backoffs: Backoffs::default(),
             hold: false,
             launching: HashSet::new(),
+            gpus: None,
             tasks: JoinSet::new(),
         }
+    }
+
+    /// Launches take GPUs from `gpus` (the subprocess runner): a job
+    /// launches only when the GPUs it asks for are free.
+    pub fn gpus(mut self, gpus: Arc<crate::gpus::Gpus>) -> Self {
+        self.gpus = Some(GpuBook::new(gpus));
+        self
     }
 
     /// With `hold`, pending jobs are accepted but never launched.
@@ -151,8 +170,9 @@ impl Scheduler {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(Event::Job(job)) => {
-                        self.on_job(job).await;
-                        self.fill();
+                        if self.on_job(job).await {
+                            self.fill();
+                        }
                     }
                     Ok(Event::Queue(_)) => {
                         self.load_paused().await;
@@ -257,7 +277,9 @@ impl Scheduler {
     /// Takes in job `id` as the database has it now (changed elsewhere).
     async fn reread(&mut self, id: Uuid) {
         match self.jobs.get(id).await {
-            Ok(job) => self.on_job(Arc::new(job)).await,
+            Ok(job) => {
+                self.on_job(Arc::new(job)).await;
+            }
             Err(JobError::NotFound(_)) => {}
             Err(e) => {
                 tracing::warn!(job_id = %id, error = %e, "cannot read a job changed on another replica; rebuilding");
@@ -266,11 +288,13 @@ impl Scheduler {
         }
     }
 
-    /// Takes in a committed version of a job.
-    async fn on_job(&mut self, job: Arc<Job>) {
+    /// Takes in a committed version of a job; false when it can change no
+    /// launch decision (a newer version was seen, or a running job's
+    /// progress: the bulk of events, one per callback).
+    async fn on_job(&mut self, job: Arc<Job>) -> bool {
         let id = job.id;
         if self.versions.get(&id).is_some_and(|v| *v > job.updated_at) {
-            return;
+            return false;
         }
         self.versions.insert(id, job.updated_at);
         self.requested.remove(&id);
@@ -301,14 +325,21 @@ impl Scheduler {
                 self.pending_jobs.insert(id, job);
             }
             JobStatus::Running => {
-                self.pending.remove(id);
-                self.pending_jobs.remove(&id);
-                self.holders
-                    .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                let known = self.running.contains_key(&id);
+                if !known {
+                    self.pending.remove(id);
+                    self.pending_jobs.remove(&id);
+                    self.holders
+                        .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
+                }
+                if let Some(book) = self.gpus.as_mut().filter(|b| !b.knows(id)) {
+                    book.note(&job);
+                }
                 if job.sched.termination_reason.is_some() && self.stopping.insert(id) {
                     self.stop_now(id);
                 }
                 self.running.insert(id, job);
+                return !known;
             }
             _ => {
                 self.pending.remove(id);
@@ -323,6 +354,7 @@ impl Scheduler {
                 }
             }
         }
+        true
     }
 
     /// Stops trainers of ended jobs the runner still watches, forgets
@@ -334,6 +366,11 @@ impl Scheduler {
                 continue;
             }
             if let Ok(rec) = self.jobs.record(*id).await {
+                // A trainer that outlived its job (across a restart, too)
+                // keeps its GPUs until it exits.
+                if let Some(book) = self.gpus.as_mut().filter(|b| !b.knows(*id)) {
+                    book.note(&rec.job);
+                }
                 if rec.job.status.is_terminal() && self.requested.insert(*id) {
                     self.stop_record(rec);
                 }
@@ -348,6 +385,10 @@ impl Scheduler {
         self.holders.retain(|id, _| {
             self.running.contains_key(id) || self.launching.contains(id) || active.contains(id)
         });
+        let holding = self.holding();
+        if let Some(book) = &mut self.gpus {
+            book.retain(&holding);
+        }
         let stale: Vec<Uuid> = self
             .backoffs
             .ids()
@@ -405,7 +446,9 @@ impl Scheduler {
                         // not hold it as pending any more, or it would be
                         // launched again. The database has its newest version.
                         match self.jobs.get(id).await {
-                            Ok(job) => self.on_job(Arc::new(job)).await,
+                            Ok(job) => {
+                                self.on_job(Arc::new(job)).await;
+                            }
                             Err(_) => {
                                 self.pending.remove(id);
                                 self.pending_jobs.remove(&id);
@@ -443,24 +486,37 @@ impl Scheduler {
     /// Slots taken: `running` jobs, trainers the runner watches (a job may
     /// have ended before its trainer did) and launches in flight, each
     /// once, in their job's queue.
-    fn usage(&self) -> Usage {
-        let mut ids: HashSet<Uuid> = self.running.keys().copied().collect();
-        ids.extend(self.runner.active());
-        ids.extend(self.launching.iter().copied());
+    fn usage(&self, holding: &HashSet<Uuid>) -> Usage {
         let mut usage = Usage::default();
-        for id in ids {
-            if let Some((queue, user)) = self.holders.get(&id) {
+        usage.free_gpus = self.gpus.as_ref().map(|b| b.free(holding));
+        for id in holding {
+            if let Some((queue, user)) = self.holders.get(id) {
                 usage.take(queue, user);
             }
         }
         usage
     }
 
+    /// Jobs that may hold a slot (and GPUs): running, a trainer the runner
+    /// watches, or a launch in flight.
+    fn holding(&self) -> HashSet<Uuid> {
+        let mut ids: HashSet<Uuid> = self.running.keys().copied().collect();
+        ids.extend(self.runner.active());
+        ids.extend(self.launching.iter().copied());
+        ids
+    }
+
     /// Starts launches of the jobs the decision picks.
     fn fill(&mut self) {
+        // Who holds which GPU changes with trainers' exits, not only with
+        // launches: the shared view is refreshed on every pass.
+        if let Some(book) = &self.gpus {
+            book.publish(&self.holding());
+        }
         if self.hold || self.pending.is_empty() {
             return;
         }
+        let holding = self.holding();
         let now = crate::db::now();
         let instant = std::time::Instant::now();
         let mut busy: HashSet<Uuid> = self.launching.clone();
@@ -479,101 +535,48 @@ impl Scheduler {
         let picks = index::decide(
             &self.pending,
             &self.limits(),
-            &self.usage(),
+            &self.usage(&holding),
             now,
             &busy,
             &completed,
         );
+        let mut holding = holding;
         for id in picks {
-            if let Some(job) = self.pending_jobs.get(&id).cloned() {
-                self.launch(job);
-            }
+            let Some(job) = self.pending_jobs.get(&id).cloned() else {
+                continue;
+            };
+            let gpus = match &mut self.gpus {
+                Some(book) => match book.allocate(id, job.sched.gpus, &holding) {
+                    Some(given) => Some(given),
+                    // Not free after all (the decision counted them): the
+                    // next decision tries again.
+                    None => continue,
+                },
+                None => None,
+            };
+            holding.insert(id);
+            self.launch(job, gpus);
+        }
+        if let Some(book) = &self.gpus {
+            book.publish(&holding);
         }
     }
 
     /// Starts launching one job in its own task.
-    fn launch(&mut self, job: Arc<Job>) {
+    fn launch(&mut self, job: Arc<Job>, gpus: Option<Vec<AssignedGpu>>) {
         let id = job.id;
         self.launching.insert(id);
         self.holders
             .insert(id, (job.sched.queue.clone(), job.user_id.clone()));
         let failures = self.backoffs.failures(id);
+        // Recorded before the trainer starts; a stale list from an earlier
+        // attempt is cleared.
+        let gpus = gpus.filter(|g| !g.is_empty() || !job.sched.assigned_gpus.is_empty());
         let (jobs, runner, specs) = (self.jobs.clone(), self.runner.clone(), self.specs.clone());
         self.tasks.spawn(async move {
-            let outcome = launch(&jobs, runner.as_ref(), &specs, id, failures).await;
+            let outcome = launch::launch(&jobs, runner.as_ref(), &specs, id, failures, gpus).await;
             Done::Launch(id, outcome)
         });
-    }
-}
-
-/// Mints the job's token, starts its trainer and records the launch;
-/// `failures` is how many earlier tries the environment failed.
-async fn launch(
-    jobs: &Jobs,
-    runner: &dyn Runner,
-    specs: &SpecBuilder,
-    id: Uuid,
-    failures: u32,
-) -> Launched {
-    let token = match jobs.issue_token(id).await {
-        Ok(t) => t,
-        // Cancelled meanwhile (or the database is closing): nothing to start.
-        Err(e) => {
-            tracing::info!(job_id = %id, error = %e, "not launching");
-            return Launched::Settled;
-        }
-    };
-    let rec = match jobs.record(id).await {
-        Ok(rec) if rec.job.status == JobStatus::Pending => rec,
-        Ok(_) => return Launched::Settled,
-        Err(e) => {
-            tracing::warn!(job_id = %id, error = %e, "cannot read the job to launch");
-            return Launched::Settled;
-        }
-    };
-    let spec = match specs.build(&rec, &token) {
-        Ok(spec) => spec,
-        Err(e) => {
-            jobs.fail_by_runner(id, e.to_string()).await;
-            return Launched::Settled;
-        }
-    };
-    match runner.launch(spec).await {
-        Ok(state) => {
-            match jobs.mark_launched(id, runner.name(), state).await {
-                // Cancelled while it was being launched.
-                Ok(job) if job.status == JobStatus::Cancelled => {
-                    if let Ok(rec) = jobs.record(id).await {
-                        stop_trainer(runner, &rec).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(job_id = %id, error = %e, "cannot record the launch"),
-            }
-            Launched::Settled
-        }
-        Err(RunnerError::Start(reason)) => {
-            tracing::warn!(job_id = %id, %reason, "trainer could not be started");
-            jobs.fail_by_runner(id, reason).await;
-            Launched::Settled
-        }
-        Err(RunnerError::Environment(reason)) => {
-            let failures = failures + 1;
-            match retry::verdict(failures, &reason) {
-                Verdict::Retry { pause, message } => {
-                    tracing::error!(job_id = %id, %reason, failures, retry_in_s = pause.as_secs(), "cannot launch; other jobs go ahead");
-                    if let Err(e) = jobs.defer_launch(id, message).await {
-                        tracing::warn!(job_id = %id, error = %e, "cannot note the launch failure on the job");
-                    }
-                    Launched::Retry { failures, pause }
-                }
-                Verdict::GiveUp { error } => {
-                    tracing::error!(job_id = %id, %reason, failures, "cannot launch; giving up");
-                    jobs.fail_by_runner(id, error).await;
-                    Launched::Settled
-                }
-            }
-        }
     }
 }
 
