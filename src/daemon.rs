@@ -236,9 +236,8 @@ async fn serve(
     let (runner, leadership, leader_work) = match cfg.leader_election {
         LeaderElection::Off => {
             let runner = build_runner(cfg, jobs.clone(), store.clone(), trainer_umask).await?;
-            let mut scheduler =
-                Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
-                    .hold(cfg.hold_jobs);
+            let mut scheduler = Scheduler::new(jobs.clone(), runner.clone(), specs.clone(), queues)
+                .hold(cfg.hold_jobs);
             if let Some(gpus) = &local_gpus {
                 scheduler = scheduler.gpus(gpus.clone());
                 if gpus.count() > 0 {

@@ -17,8 +17,8 @@ mod coord;
 mod downsample;
 mod postgres;
 mod sqlite;
-pub mod transfer;
 mod sweeps;
+pub mod transfer;
 mod url;
 mod webhook;
 
