@@ -59,15 +59,19 @@ async fn view(d: &Daemon, ids: &[String]) -> Value {
         jobs.push(json!({"job": job, "metrics": metrics}));
     }
     let mut all = vec![format!("{JOBS}?limit={}", ids.len())];
-    all.extend(["/api/v1/webhooks".into(), "/api/v1/queues".into()]);
+    all.extend([
+        "/api/v1/webhooks".into(),
+        "/api/v1/queues".into(),
+        "/api/v1/sweeps".into(),
+    ]);
     let mut lists = Vec::new();
     for path in all {
         let (status, body) = get(d, &path).await;
         assert!(status.is_success(), "{path}: {status}: {body}");
         lists.push(body);
     }
-    let [list, hooks, queues] = <[Value; 3]>::try_from(lists).unwrap();
-    json!({"jobs": jobs, "list": list, "webhooks": hooks, "queues": queues})
+    let [list, hooks, queues, sweeps] = <[Value; 4]>::try_from(lists).unwrap();
+    json!({"jobs": jobs, "list": list, "webhooks": hooks, "queues": queues, "sweeps": sweeps})
 }
 
 /// Grows the stopped daemon's database to 10,000 jobs and 1,000,000
@@ -137,6 +141,17 @@ async fn a_sqlite_deployment_moves_to_postgresql_whole_and_is_served_unchanged()
     assert!(status.is_success(), "{status}");
     ids.push(cancelled);
     ids.push(api::create_id(&d, "carol").await);
+    // A sweep of two labelled jobs (pending in the paused queue).
+    let mut sweep = api::job_body("erin");
+    sweep["method"] = json!("grid");
+    sweep["parameters"] = json!({"lr": [0.1, 0.2]});
+    sweep["tags"] = json!({"team": "vision"});
+    sweep["note"] = json!("copied with its sweep");
+    let (status, sweep) = post(&d, "/api/v1/sweeps", &sweep).await;
+    assert!(status.is_success(), "{status}: {sweep}");
+    for job in sweep["jobs"].as_array().unwrap() {
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
     let before = view(&d, &ids).await;
     let first = &before["jobs"][0];
     assert!(
@@ -150,6 +165,12 @@ async fn a_sqlite_deployment_moves_to_postgresql_whole_and_is_served_unchanged()
         "{first}"
     );
     assert_eq!(before["queues"][0]["paused"], true, "{before}");
+    assert_eq!(
+        before["sweeps"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
+    assert_eq!(before["jobs"][5]["job"]["tags"], json!({"team": "vision"}));
 
     // While the daemon runs on the source, nothing is copied.
     let out = db(&["migrate", "--from", &source, "--to", &target]);
