@@ -1,7 +1,7 @@
 //! Maintenance commands that work on the daemon's data directly, on the
 //! machine where the daemon runs, not over HTTP: `platform db check`,
-//! `db status` and `db migrate`. They read the same `DATABASE_URL` /
-//! `--data-dir` as `serve`.
+//! `db status`, `db migrate` and `db vacuum`. They read the same
+//! `DATABASE_URL` / `--data-dir` as `serve`.
 
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ pub fn db(cmd: DbCommand, output: Option<OutputFormat>) -> anyhow::Result<()> {
         DbCommand::Check(args) => check(&args),
         DbCommand::Status(args) => status(&args, output),
         DbCommand::Migrate(args) => migrate(&args, output),
+        DbCommand::Vacuum(args) => vacuum(&args, output),
     }
 }
 
@@ -89,18 +90,7 @@ fn migrate(args: &MigrateArgs, output: Option<OutputFormat>) -> anyhow::Result<(
     };
     let to = DbUrl::parse(&args.to).context("--to")?;
     if let DbUrl::Sqlite(path) = &from {
-        // The daemon locks its data dir, which holds the default database.
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        if let Some(pid) = crate::datadir::holder(dir) {
-            return Err(Exit {
-                code: 1,
-                message: format!(
-                    "a `platform serve` (pid {pid}) is running on {}: stop it first, or writes made during the copy would be lost",
-                    path.display()
-                ),
-            }
-            .into());
-        }
+        refuse_while_served(path, None, "or writes made during the copy would be lost")?;
     }
     let started = Instant::now();
     let copied = block_on(transfer::migrate(&from, &to, |t| {
@@ -123,6 +113,74 @@ fn migrate(args: &MigrateArgs, output: Option<OutputFormat>) -> anyhow::Result<(
     print_tables(&copied);
     println!(
         "copied {total} rows from {from} into {to} in {:.1} s; every table's count matches. Point DATABASE_URL at the new database and start `platform serve`.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Fails when a `platform serve` holds the data dir of the SQLite file at
+/// `path` (its parent, which holds the default database, or `data_dir`).
+fn refuse_while_served(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    why: &str,
+) -> anyhow::Result<()> {
+    let parent = path.parent().unwrap_or(std::path::Path::new("."));
+    let holder =
+        crate::datadir::holder(parent).or_else(|| data_dir.and_then(crate::datadir::holder));
+    match holder {
+        Some(pid) => Err(Exit {
+            code: 1,
+            message: format!(
+                "a `platform serve` (pid {pid}) is running on {}: stop it first, {why}",
+                path.display()
+            ),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// `platform db vacuum`: a full `VACUUM` of the SQLite file (offline),
+/// which also switches it to incremental auto-vacuum.
+fn vacuum(args: &DatabaseArgs, output: Option<OutputFormat>) -> anyhow::Result<()> {
+    let json = json_only(output)?;
+    let (data_dir, url) = args.resolve()?;
+    let path = match url {
+        DbUrl::Sqlite(path) => path,
+        DbUrl::Postgres(_) => {
+            return Err(Exit {
+                code: 1,
+                message: "db vacuum works on a SQLite file; PostgreSQL's autovacuum makes the space of pruned rows reusable by itself (VACUUM FULL gives it back to the file system, under an exclusive lock)".into(),
+            }
+            .into())
+        }
+    };
+    refuse_while_served(
+        &path,
+        Some(&data_dir),
+        "since VACUUM needs the database to itself",
+    )?;
+    let started = Instant::now();
+    let done = Db::vacuum_sqlite(&path)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "path": path.display().to_string(),
+                "before_bytes": done.before_bytes,
+                "after_bytes": done.after_bytes,
+                "was_incremental": done.was_incremental,
+                "seconds": started.elapsed().as_secs_f64(),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "vacuumed {}: {} → {} in {:.1} s; prunes now give space back while the daemon runs",
+        path.display(),
+        indicatif::HumanBytes(done.before_bytes),
+        indicatif::HumanBytes(done.after_bytes),
         started.elapsed().as_secs_f64()
     );
     Ok(())

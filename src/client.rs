@@ -549,6 +549,17 @@ impl Client {
     }
 }
 
+/// Retention (admins).
+impl Client {
+    /// `POST /api/v1/prune`: what was (or, in a dry run, would be) removed.
+    pub async fn prune(
+        &self,
+        req: &crate::model::PruneRequest,
+    ) -> Result<crate::model::PruneReport, ClientError> {
+        self.call(Method::POST, "/api/v1/prune", req).await
+    }
+}
+
 /// Webhook endpoints (admin: the API token).
 impl Client {
     /// `POST /api/v1/webhooks`: the endpoint with its signing secret

@@ -20,6 +20,7 @@
 //! the runner's watchers run only while this replica leads ([`leading`]).
 
 mod leading;
+mod retention;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -270,6 +271,12 @@ async fn serve(
             (r.runner, r.leadership, r.task)
         }
     };
+    let retention = tokio::spawn(retention::run(
+        jobs.clone(),
+        cfg.retention.clone(),
+        leadership.clone(),
+        shutdown.child_token(),
+    ));
     let state = AppState::new(Services {
         jobs,
         webhooks,
@@ -306,6 +313,7 @@ async fn serve(
     tracing::info!("shutting down: in-flight requests finished");
     let _ = leader_work.await;
     let _ = deliveries.await;
+    let _ = retention.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
     served
 }

@@ -469,6 +469,7 @@ fn print_job(out: &Printer, fmt: OutputFormat, j: &Job) -> anyhow::Result<()> {
     }
     rows.extend(super::sched::job_rows(j));
     rows.extend(super::sweep::job_rows(j));
+    rows.extend(super::prune::job_rows(j));
     for (k, v) in rows {
         println!("{:<11} {v}", format!("{k}:"));
     }

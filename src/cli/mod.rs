@@ -22,6 +22,7 @@ mod label;
 pub(crate) mod metric_keys;
 pub(crate) mod metrics;
 pub(crate) mod output;
+pub(crate) mod prune;
 pub(crate) mod report;
 pub(crate) mod resolve;
 pub(crate) mod sched;
@@ -130,6 +131,8 @@ pub enum Command {
     /// List the daemon's GPUs: which job holds each, latest telemetry.
     #[command(subcommand)]
     Gpu(gpu::GpuCommand),
+    /// Remove the metric history (downsampled or deleted), archived logs and, when asked, artifacts of jobs that ended long ago (admins).
+    Prune(prune::PruneArgs),
     /// Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN).
     Report(report::ReportArgs),
     /// Work on the daemon's database file (where the daemon runs, not over HTTP).
@@ -176,6 +179,10 @@ pub enum DbCommand {
     /// daemon first): every job, metric point, user, token and webhook;
     /// the counts are checked before anything is committed.
     Migrate(MigrateArgs),
+    /// Rewrite a SQLite database file to give the space of deleted rows
+    /// back (stop the daemon first), switching it to incremental
+    /// auto-vacuum so later prunes give space back by themselves.
+    Vacuum(crate::config::DatabaseArgs),
 }
 
 /// Flags of `platform db migrate`.
@@ -209,6 +216,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Dataset(cmd) => dataset::run(&global, &out, cmd).await,
         Command::Framework(cmd) => framework::run(&global, &out, cmd).await,
         Command::Webhook(cmd) => webhook::run(&global, &out, cmd).await,
+        Command::Prune(args) => prune::run(&global, &out, args).await,
         Command::Report(args) => report::run(args).await,
         Command::DemoTrain => match crate::trainer::demo::run().await {
             0 => Ok(()),

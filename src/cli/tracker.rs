@@ -409,6 +409,7 @@ mod tests {
             exit_code: None,
             sched: Default::default(),
             labels: Default::default(),
+            pruned: None,
         }
     }
 

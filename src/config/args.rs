@@ -288,6 +288,11 @@ pub struct ServeArgs {
     /// Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it.
     #[arg(long, env = "HOLD_JOBS", value_parser = clap::builder::FalseyValueParser::new())]
     pub hold_jobs: bool,
+
+    /// The automatic retention policy.
+    #[command(flatten)]
+    pub retention: super::retention::RetentionArgs,
+
     /// Kubernetes runner settings.
     #[command(flatten)]
     pub kube: KubeArgs,

@@ -9,12 +9,14 @@
 //!
 //! - `args`: the flags ([`ServeArgs`]) and serve-only value types;
 //! - `layers`: `.env` and config-file layering;
-//! - `dirs`: the default per-user directories.
+//! - `dirs`: the default per-user directories;
+//! - `retention`: the automatic retention policy's flags.
 
 mod args;
 pub mod contexts;
 mod dirs;
 mod layers;
+mod retention;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 pub use args::{DatabaseArgs, LeaderElection, LogFormat, RunnerKind, ServeArgs};
 pub use dirs::{default_config_dir, default_data_dir};
 pub use layers::load_env_layers;
+pub use retention::{RetentionArgs, RetentionPolicy};
 
 use crate::db::{DbUrl, UrlError};
 use crate::runner::kubernetes::config::KubeSettings;
@@ -167,6 +170,8 @@ pub struct ServerConfig {
     pub gpu_idle_after: std::time::Duration,
     /// Kubernetes runner settings.
     pub kube: KubeSettings,
+    /// The automatic retention policy (off unless configured).
+    pub retention: RetentionPolicy,
     /// Connection handling: caps and timeouts.
     pub http: HttpLimits,
     /// Failed API-token attempts per minute per client address (0 = no limit).
@@ -284,6 +289,7 @@ impl ServerConfig {
                     .collect(),
                 ..KubeSettings::from_args(&args.kube)
             },
+            retention: RetentionPolicy::from_args(&args.retention),
             http: HttpLimits {
                 max_connections: args.max_connections.map(|n| n as usize),
                 max_streams: args.max_streams as usize,

@@ -1,6 +1,57 @@
-//! Downsampling a long metric history for plots, the same on every
-//! backend: the backends read `(id, value)` of the job's main series and
-//! fetch full rows only for the ids kept here.
+//! Downsampling a long metric history, the same on every backend: for
+//! plots (`?max_points=`) the backends read `(id, value)` of the job's main
+//! series and fetch full rows only for the ids kept here; retention
+//! (`platform prune`) deletes the others, so a pruned history draws the
+//! same curve.
+
+/// Point ids `first..=last` of one job's series, all to be deleted, and
+/// how many points that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    /// The first id.
+    pub first: i64,
+    /// The last id.
+    pub last: i64,
+    /// Points in the range.
+    pub count: u64,
+}
+
+/// The points a series loses when it keeps at most `keep` of them (0:
+/// none; otherwise the ones [`pick_extremes`] keeps), as ascending ranges
+/// of at most `chunk` points that hold no kept point.
+pub(super) fn deletions(series: &[(i64, f64)], keep: usize, chunk: u64) -> Vec<IdRange> {
+    let kept = if keep == 0 {
+        Vec::new()
+    } else {
+        pick_extremes(series, keep)
+    };
+    let mut kept = kept.into_iter().peekable();
+    let mut out = Vec::new();
+    let mut open: Option<IdRange> = None;
+    for &(id, _) in series {
+        if kept.peek() == Some(&id) {
+            kept.next();
+            out.extend(open.take());
+            continue;
+        }
+        match open.as_mut() {
+            Some(r) if r.count < chunk.max(1) => {
+                r.last = id;
+                r.count += 1;
+            }
+            _ => {
+                out.extend(open.take());
+                open = Some(IdRange {
+                    first: id,
+                    last: id,
+                    count: 1,
+                });
+            }
+        }
+    }
+    out.extend(open);
+    out
+}
 
 /// The ids kept by the downsampler, ascending; at most `max` of them.
 pub(super) fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
@@ -35,7 +86,63 @@ pub(super) fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_extremes;
+    use super::{deletions, pick_extremes, IdRange};
+
+    #[test]
+    fn deletions_spare_exactly_what_the_plot_keeps() {
+        let mut series: Vec<(i64, f64)> = (1..=10_000).map(|i| (i * 3, (i % 7) as f64)).collect();
+        series[4_321].1 = 1e6;
+        let kept = pick_extremes(&series, 100);
+        let ranges = deletions(&series, 100, 1_000);
+        let deleted: u64 = ranges.iter().map(|r| r.count).sum();
+        assert_eq!(deleted as usize + kept.len(), series.len());
+        assert!(ranges.iter().all(|r| r.count <= 1_000 && r.first <= r.last));
+        assert!(
+            ranges.windows(2).all(|w| w[0].last < w[1].first),
+            "ascending"
+        );
+        for id in &kept {
+            assert!(
+                !ranges.iter().any(|r| r.first <= *id && *id <= r.last),
+                "kept point {id} lies in a deleted range"
+            );
+        }
+        // The ranges cover every other point (counted by its position).
+        let inside = series
+            .iter()
+            .filter(|(id, _)| ranges.iter().any(|r| r.first <= *id && *id <= r.last))
+            .count();
+        assert_eq!(inside as u64, deleted);
+    }
+
+    #[test]
+    fn deleting_everything_is_chunked() {
+        let series: Vec<(i64, f64)> = (1..=25).map(|i| (i, 0.0)).collect();
+        assert_eq!(
+            deletions(&series, 0, 10),
+            vec![
+                IdRange {
+                    first: 1,
+                    last: 10,
+                    count: 10
+                },
+                IdRange {
+                    first: 11,
+                    last: 20,
+                    count: 10
+                },
+                IdRange {
+                    first: 21,
+                    last: 25,
+                    count: 5
+                },
+            ]
+        );
+        assert!(
+            deletions(&series, 25, 10).is_empty(),
+            "short series stay whole"
+        );
+    }
 
     #[test]
     fn keeps_first_last_and_spikes() {

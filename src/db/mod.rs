@@ -16,6 +16,7 @@ mod accounts;
 mod coord;
 mod downsample;
 mod postgres;
+mod prune;
 mod sqlite;
 mod sweeps;
 pub mod transfer;
@@ -34,6 +35,8 @@ use crate::model::{
 };
 
 pub use coord::Notice;
+pub use downsample::IdRange;
+pub use prune::{CandidateQuery, PruneCandidate, PruneMark, PruneStep, Reclaim};
 pub use sqlite::SqliteOptions;
 pub use url::{DbUrl, PgUrl, UrlError};
 

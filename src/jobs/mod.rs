@@ -98,6 +98,9 @@ pub enum JobError {
         /// The configured ones, comma-separated.
         known: String,
     },
+    /// A prune while another one runs (409).
+    #[error("a prune is already running (started by a request or the retention policy); try again when it has finished")]
+    PruneRunning,
     /// A field failed validation (422).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -180,6 +183,8 @@ pub struct Jobs {
     /// When each live job's heartbeat was last written, and how often it
     /// may be (see [`Jobs::heartbeat`]).
     beats: std::sync::Mutex<HashMap<Uuid, sched::Beat>>,
+    /// Held while a prune runs (one at a time; see `retention.rs`).
+    pruning: tokio::sync::Mutex<()>,
 }
 
 impl Jobs {
@@ -201,6 +206,7 @@ impl Jobs {
             tokens: RwLock::new(HashMap::new()),
             in_flight: Arc::default(),
             beats: std::sync::Mutex::new(HashMap::new()),
+            pruning: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -261,6 +267,7 @@ impl Jobs {
                 exit_code: None,
                 sched,
                 labels: req.labels.stored(None),
+                pruned: None,
             },
             token_hash: None,
             last_sequence: None,
@@ -611,6 +618,7 @@ mod access;
 mod attempts;
 mod gpus;
 mod remote;
+mod retention;
 mod sched;
 #[cfg(test)]
 pub(crate) mod testing;

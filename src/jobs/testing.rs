@@ -24,6 +24,11 @@ pub struct Service {
 impl Service {
     /// A service with the built-in `demo` framework and callback auth on.
     pub async fn start() -> Service {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Service::start`] with settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut JobsConfig)) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Arc::new(
             Db::open_sqlite(&dir.path().join("platform.db"))
@@ -35,22 +40,24 @@ impl Service {
                 .expect("local store"),
         );
         let registry = Arc::new(Trainers::builtin());
+        let mut cfg = JobsConfig {
+            queues: Arc::new(crate::queues::Queues::only_default(1)),
+            max_job_duration: None,
+            heartbeat_timeout: None,
+            stale_after: None,
+            callback_auth: true,
+            dataset_check: false,
+            artifact_grace: std::time::Duration::from_secs(600),
+            idempotency_ttl: std::time::Duration::from_secs(86_400),
+            gpu_capacity: None,
+        };
+        tweak(&mut cfg);
         let jobs = Arc::new(Jobs::new(
             db.clone(),
             Events::new(),
             registry.clone(),
             store,
-            JobsConfig {
-                queues: Arc::new(crate::queues::Queues::only_default(1)),
-                max_job_duration: None,
-                heartbeat_timeout: None,
-                stale_after: None,
-                callback_auth: true,
-                dataset_check: false,
-                artifact_grace: std::time::Duration::from_secs(600),
-                idempotency_ttl: std::time::Duration::from_secs(86_400),
-                gpu_capacity: None,
-            },
+            cfg,
         ));
         Service {
             jobs,

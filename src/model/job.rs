@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::labels::{Labels, NewLabels};
+use super::retention::Pruned;
 use super::sched::{Attempt, CreateScheduling, JobScheduling};
 use super::status::JobStatus;
 use super::validate::{required_plain_text, ValidationError};
@@ -87,6 +88,10 @@ pub struct Job {
     /// Tags, note, name and sweep.
     #[serde(flatten)]
     pub labels: Labels,
+    /// What retention (`platform prune`) removed from the job, and when;
+    /// null while it is whole.
+    #[serde(default)]
+    pub pruned: Option<Pruned>,
 }
 
 /// A status change the state machine refuses (see [`JobStatus::can_become`]).
@@ -165,6 +170,7 @@ impl Job {
             completed_at: None,
             runner: None,
             exit_code: None,
+            pruned: None,
             sched: JobScheduling {
                 attempt: 0,
                 attempts: Vec::new(),

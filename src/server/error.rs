@@ -170,7 +170,7 @@ impl From<JobError> for ApiError {
                 }
             }
             JobError::NotCancellable { .. } => ApiError::BadRequest(e.to_string()),
-            JobError::KeyInFlight => ApiError::Conflict {
+            JobError::KeyInFlight | JobError::PruneRunning => ApiError::Conflict {
                 detail: e.to_string(),
                 status: None,
             },

@@ -27,6 +27,7 @@ pub mod meta;
 pub mod openapi;
 mod ratelimit;
 mod responses;
+pub mod retention;
 pub mod runs;
 pub mod sched;
 pub mod streams;
@@ -176,6 +177,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let webhooks = audited(webhooks::routes());
     let queues = audited(sched::queue_routes().merge(gpus::routes()));
     let sweeps = audited(sweeps::routes());
+    let retention = audited(retention::routes());
     let dashboard = ui::pages()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -200,6 +202,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(webhooks)
         .merge(queues)
         .merge(sweeps)
+        .merge(retention)
         .merge(dashboard)
         .merge(ui::public_routes())
         .fallback(error::not_found)

@@ -58,6 +58,7 @@ use super::responses::{
         super::sweeps::create_sweep, super::sweeps::list_sweeps, super::sweeps::get_sweep,
         super::sweeps::cancel_sweep,
         super::gpus::list_gpus,
+        super::retention::prune,
     ),
     components(
         schemas(ErrorBody),
@@ -72,7 +73,7 @@ use super::responses::{
         (name = "sweeps", description = "Sweeps: many jobs from one spec (grid or random search), their status and cancel"),
         (name = "gpus", description = "The daemon's GPUs (subprocess runner): holders and telemetry"),
         (name = "datasets", description = "Upload, list and download datasets in the object store"),
-        (name = "service", description = "Health, metadata and monitoring"),
+        (name = "service", description = "Health, metadata, monitoring and retention"),
         (name = "users", description = "Users, their API tokens, who you are, and the audit trail"),
         (name = "webhooks", description = "Endpoints that receive signed events when jobs change status (Standard Webhooks), and their deliveries"),
     )

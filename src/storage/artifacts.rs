@@ -1,5 +1,6 @@
 //! Job outputs: everything under `jobs/<id>/outputs/`, where trainers
-//! write (directly on S3, through the daemon otherwise).
+//! write (directly on S3, through the daemon otherwise), until retention
+//! deletes them when asked to.
 
 use std::fmt;
 
@@ -18,6 +19,21 @@ impl Store {
     /// A job's artifacts (everything under its outputs prefix).
     pub async fn artifacts(&self, job: Uuid) -> Result<Vec<StoredFile>, StoreError> {
         self.list_files(&keys::outputs_prefix(job)).await
+    }
+
+    /// Deletes every artifact of a job (retention): how many objects went,
+    /// and their bytes.
+    pub async fn delete_artifacts(&self, job: Uuid) -> Result<(u64, u64), StoreError> {
+        let prefix = keys::outputs_prefix(job);
+        let files = self.list_files(&prefix).await?;
+        let bytes = files.iter().map(|f| f.size).sum();
+        let count = files.len() as u64;
+        let keys = files
+            .into_iter()
+            .map(|f| format!("{prefix}{}", f.path))
+            .collect();
+        self.delete_keys(keys).await?;
+        Ok((count, bytes))
     }
 
     /// Streams an upload to `jobs/<id>/outputs/<path>`; the answer and any
@@ -88,5 +104,19 @@ mod tests {
         let listed = s.artifacts(id).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].path, "ckpt/best.pt");
+        s.put_artifact_bytes(id, "last.pt", Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        let other = Uuid::now_v7();
+        s.put_artifact_bytes(other, "best.pt", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(s.delete_artifacts(id).await.unwrap(), (2, 10));
+        assert!(s.artifacts(id).await.unwrap().is_empty());
+        assert_eq!(
+            s.artifacts(other).await.unwrap().len(),
+            1,
+            "only the job's own"
+        );
     }
 }

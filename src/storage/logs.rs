@@ -1,5 +1,6 @@
 //! Archived trainer logs: a finished job's log is uploaded to
-//! `jobs/<id>/logs/trainer.log`, so it outlives the runner's copy.
+//! `jobs/<id>/logs/trainer.log`, so it outlives the runner's copy, until
+//! retention deletes it.
 
 use std::fmt;
 use std::path::Path;
@@ -39,6 +40,21 @@ impl Store {
         Ok(stored)
     }
 
+    /// The size of a job's archived log, if it has one.
+    pub async fn log_size(&self, job: Uuid) -> Result<Option<u64>, StoreError> {
+        Ok(self.file_at(&keys::trainer_log(job)).await?.map(|f| f.size))
+    }
+
+    /// Deletes a job's archived log (retention): its size, or `None` when
+    /// it had none.
+    pub async fn delete_log(&self, job: Uuid) -> Result<Option<u64>, StoreError> {
+        let size = self.log_size(job).await?;
+        if size.is_some() {
+            self.delete_keys(vec![keys::trainer_log(job)]).await?;
+        }
+        Ok(size)
+    }
+
     /// The archived log of a job, if there is one.
     pub async fn open_log(&self, job: Uuid) -> Result<Option<ByteStream>, StoreError> {
         match self.download(&keys::trainer_log(job)).await {
@@ -74,5 +90,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body.concat(), b"line 1\nline 2\n");
+        assert_eq!(s.log_size(id).await.unwrap(), Some(14));
+        assert_eq!(s.delete_log(id).await.unwrap(), Some(14));
+        assert!(s.open_log(id).await.unwrap().is_none(), "deleted");
+        assert_eq!(s.delete_log(id).await.unwrap(), None, "nothing left");
     }
 }

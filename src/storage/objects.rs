@@ -1,7 +1,7 @@
 //! Reading and writing any key: streamed uploads within
-//! `MAX_OBJECT_BYTES`, listings under a prefix, and downloads (streamed
-//! through the daemon, or presigned redirects). The dataset, artifact and
-//! log operations are built on these.
+//! `MAX_OBJECT_BYTES`, listings under a prefix, downloads (streamed
+//! through the daemon, or presigned redirects) and deletes (retention).
+//! The dataset, artifact and log operations are built on these.
 
 use std::fmt;
 
@@ -128,6 +128,20 @@ impl Store {
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
+    }
+
+    /// Deletes `keys` (in bulk where the store can: S3 takes up to 1,000
+    /// per request); a key with nothing stored is no error.
+    pub async fn delete_keys(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        let paths = futures::stream::iter(keys.into_iter().map(|k| Ok(to_key(&k)))).boxed();
+        let mut done = self.objects.delete_stream(paths);
+        while let Some(r) = done.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.explain("delete from", e)),
+            }
+        }
+        Ok(())
     }
 
     /// Reads `key`, or a presigned URL for it when presigned downloads are

@@ -17,12 +17,13 @@ pub(super) const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
      stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
-     tags, note, name, sweep_id, gpus, assigned_gpus";
+     tags, note, name, sweep_id, gpus, assigned_gpus, pruned_at, pruned_max_points, logs_pruned, \
+     artifacts_pruned";
 
 /// Index of `number` in [`COLUMNS`].
 pub(super) const NUMBER: usize = 20;
 /// How many columns [`COLUMNS`] has (the index of the first one after).
-const COUNT: usize = 40;
+const COUNT: usize = 44;
 
 /// A job's attempts as one JSON array in the row (none before its first
 /// launch), so a read is one statement and one consistent snapshot.
@@ -100,6 +101,12 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             name: col(r, 36)?,
             sweep_id: col(r, 37)?,
         },
+        pruned: crate::db::prune::pruned(
+            col(r, 40)?,
+            col::<Option<i32>>(r, 41)?.map(i64::from),
+            col(r, 42)?,
+            col(r, 43)?,
+        )?,
     };
     Ok(JobRecord {
         job,

@@ -1,5 +1,5 @@
-//! Reads of the `metrics` table: a job's points by page, and downsampled
-//! for plots.
+//! The `metrics` and `system_metrics` tables: a job's points by page,
+//! downsampled for plots, and deleted where retention prunes them.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -24,8 +24,8 @@ struct Table {
 }
 
 impl Table {
-    fn of(f: &MetricFilter) -> Self {
-        if f.system {
+    fn of(system: bool) -> Self {
+        if system {
             Table {
                 name: "system_metrics",
                 series: "series",
@@ -97,7 +97,7 @@ pub(super) async fn list(
     f: &MetricFilter,
 ) -> Result<Vec<Metric>, DbError> {
     let after = f.after_id.unwrap_or(0);
-    let table = Table::of(f);
+    let table = Table::of(f.system);
     if let Some(max) = f.max_points {
         return downsample(c, table, job_id, after, max as usize, f.order).await;
     }
@@ -127,25 +127,7 @@ async fn downsample(
     max: usize,
     order: Order,
 ) -> Result<Vec<Metric>, DbError> {
-    let stmt = c
-        .prepare_cached(&format!(
-            "SELECT id, {} FROM {} WHERE job_id = $1 AND id > $2 ORDER BY id ASC",
-            table.series, table.name
-        ))
-        .await
-        .map_err(fail)?;
-    let series = c
-        .query(&stmt, &[&job_id, &after])
-        .await
-        .map_err(fail)?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get(0).map_err(corrupt)?,
-                r.try_get(1).map_err(corrupt)?,
-            ))
-        })
-        .collect::<Result<Vec<(i64, f64)>, DbError>>()?;
+    let series = read_series(c, table, job_id, after).await?;
     let ids = pick_extremes(&series, max);
     let dir = match order {
         Order::Asc => "ASC",
@@ -159,4 +141,68 @@ async fn downsample(
         .await
         .map_err(fail)?;
     points(&c.query(&stmt, &[&ids]).await.map_err(fail)?)
+}
+
+/// `(id, value)` of a job's main series after `after`, ascending: what
+/// downsampling works on.
+async fn read_series(
+    c: &impl GenericClient,
+    table: Table,
+    job_id: Uuid,
+    after: i64,
+) -> Result<Vec<(i64, f64)>, DbError> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT id, ({})::float8 FROM {} WHERE job_id = $1 AND id > $2 ORDER BY id ASC",
+            table.series, table.name
+        ))
+        .await
+        .map_err(fail)?;
+    c.query(&stmt, &[&job_id, &after])
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(corrupt)?,
+                r.try_get(1).map_err(corrupt)?,
+            ))
+        })
+        .collect()
+}
+
+/// The whole main series of a job's training points or, with `system`, of
+/// its GPU telemetry (see [`read_series`]).
+pub(super) async fn series(
+    c: &impl GenericClient,
+    job_id: Uuid,
+    system: bool,
+) -> Result<Vec<(i64, f64)>, DbError> {
+    read_series(c, Table::of(system), job_id, 0).await
+}
+
+/// Deletes a job's points in `ranges` (training points, or with `system`
+/// its GPU telemetry) in one statement; how many went.
+pub(super) async fn delete_ranges(
+    c: &impl GenericClient,
+    job_id: Uuid,
+    system: bool,
+    ranges: &[crate::db::IdRange],
+) -> Result<u64, DbError> {
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let stmt = c
+        .prepare_cached(&format!(
+            "DELETE FROM {} AS m USING unnest($2::int8[], $3::int8[]) AS r(lo, hi) \
+             WHERE m.job_id = $1 AND m.id BETWEEN r.lo AND r.hi",
+            Table::of(system).name
+        ))
+        .await
+        .map_err(fail)?;
+    let firsts: Vec<i64> = ranges.iter().map(|r| r.first).collect();
+    let lasts: Vec<i64> = ranges.iter().map(|r| r.last).collect();
+    c.execute(&stmt, &[&job_id, &firsts, &lasts])
+        .await
+        .map_err(fail)
 }

@@ -278,6 +278,17 @@ CREATE TABLE leases (
     expires_at timestamptz NOT NULL
 );
 "#,
+    // 11: retention (issue 17): what `platform prune` removed from an
+    // ended job (see SQLite's 11), and an index over ended jobs in the
+    // order prunes page through them.
+    r#"
+ALTER TABLE jobs
+    ADD COLUMN pruned_at         timestamptz,
+    ADD COLUMN pruned_max_points integer,
+    ADD COLUMN logs_pruned       boolean NOT NULL DEFAULT false,
+    ADD COLUMN artifacts_pruned  boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_ended ON jobs (completed_at, id) WHERE completed_at IS NOT NULL;
+"#,
 ];
 
 /// The newest schema version this binary knows.

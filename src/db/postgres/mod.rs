@@ -19,6 +19,7 @@ pub(super) mod import;
 mod jobs;
 mod metrics;
 mod migrations;
+mod prune;
 mod queues;
 mod round_trips;
 mod sweeps;

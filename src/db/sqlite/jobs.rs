@@ -12,7 +12,8 @@ const COLUMNS: &str = "id, user_id, model_name, framework, dataset_s3_uri, confi
      completed_at, runner, exit_code, callback_token_hash, last_sequence, runner_state, number, \
      queue, priority, attempt, retry_policy, max_duration_s, max_pending_s, heartbeat_timeout_s, \
      stale_after_s, after_ids, termination_reason, last_heartbeat_at, stalled_at, next_attempt_at, \
-     tags, note, name, sweep_id, gpus, assigned_gpus";
+     tags, note, name, sweep_id, gpus, assigned_gpus, pruned_at, pruned_max_points, logs_pruned, \
+     artifacts_pruned";
 
 /// How many columns [`COLUMNS`] selects (the index of one selected after them).
 fn column_count() -> usize {
@@ -83,6 +84,7 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
                 .map(|s| Uuid::parse_str(&s).map_err(corrupt))
                 .transpose()?,
         },
+        pruned: crate::db::prune::pruned(opt_ts(r.get(40)?)?, r.get(41)?, r.get(42)?, r.get(43)?)?,
     };
     Ok(JobRecord {
         job,

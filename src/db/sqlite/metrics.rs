@@ -1,5 +1,6 @@
-//! Queries on the `metrics` table: storing points, paging through them, and
-//! downsampling long histories for plots.
+//! Queries on the `metrics` and `system_metrics` tables: storing points,
+//! paging through them, downsampling long histories for plots, and
+//! deleting what retention prunes.
 
 use rusqlite::{params, Connection, Row};
 use uuid::Uuid;
@@ -22,8 +23,8 @@ struct Table {
 }
 
 impl Table {
-    fn of(f: &MetricFilter) -> Self {
-        if f.system {
+    fn of(system: bool) -> Self {
+        if system {
             Table {
                 name: "system_metrics",
                 series: "series",
@@ -93,7 +94,7 @@ pub fn insert(
 /// A page of a job's points in the requested order, or a downsampled view
 /// of the whole history when `max_points` is set.
 pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
-    let table = Table::of(f);
+    let table = Table::of(f.system);
     if let Some(max) = f.max_points {
         return downsample(
             c,
@@ -137,16 +138,7 @@ fn downsample(
     max: usize,
     order: Order,
 ) -> Result<Vec<Metric>, DbError> {
-    let job = job_id.to_string();
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
-        table.series, table.name
-    ))?;
-    let series = stmt
-        .query_map(params![job, after_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let series = read_series(c, table, job_id, after_id)?;
     let mut ids = pick_extremes(&series, max);
     if order == Order::Desc {
         ids.reverse();
@@ -163,6 +155,52 @@ fn downsample(
         }
     }
     Ok(out)
+}
+
+/// `(id, value)` of a job's main series after `after_id`, ascending: what
+/// downsampling works on.
+fn read_series(
+    c: &Connection,
+    table: Table,
+    job_id: Uuid,
+    after_id: i64,
+) -> Result<Vec<(i64, f64)>, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+        table.series, table.name
+    ))?;
+    let series = stmt
+        .query_map(params![job_id.to_string(), after_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(series)
+}
+
+/// The whole main series of a job's training points or, with `system`, of
+/// its GPU telemetry (see [`read_series`]).
+pub fn series(c: &Connection, job_id: Uuid, system: bool) -> Result<Vec<(i64, f64)>, DbError> {
+    read_series(c, Table::of(system), job_id, 0)
+}
+
+/// Deletes a job's points in `ranges` (training points, or with `system`
+/// its GPU telemetry); how many went.
+pub fn delete_ranges(
+    c: &Connection,
+    job_id: Uuid,
+    system: bool,
+    ranges: &[crate::db::IdRange],
+) -> Result<u64, DbError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "DELETE FROM {} WHERE job_id = ?1 AND id BETWEEN ?2 AND ?3",
+        Table::of(system).name
+    ))?;
+    let job = job_id.to_string();
+    let mut deleted = 0;
+    for r in ranges {
+        deleted += stmt.execute(params![job, r.first, r.last])? as u64;
+    }
+    Ok(deleted)
 }
 
 /// Stores one sample of a job's system metrics (GPU telemetry); `series`

@@ -282,6 +282,21 @@ CREATE TABLE leases (
 ) STRICT;
 "#,
         ),
+        // 11: retention (issue 17). What `platform prune` removed from an
+        // ended job, so a second prune skips it and `job get` says so:
+        // when, how many points per series its history keeps (NULL:
+        // whole; 0: deleted), whether its archived log and its artifacts
+        // are gone. The index finds old ended jobs in the order prunes
+        // page through them.
+        M::up(
+            r#"
+ALTER TABLE jobs ADD COLUMN pruned_at TEXT;
+ALTER TABLE jobs ADD COLUMN pruned_max_points INTEGER;
+ALTER TABLE jobs ADD COLUMN logs_pruned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN artifacts_pruned INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_ended ON jobs (completed_at, id) WHERE completed_at IS NOT NULL;
+"#,
+        ),
     ]
 }
 

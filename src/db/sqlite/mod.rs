@@ -16,6 +16,7 @@ pub(super) mod export;
 mod jobs;
 mod metrics;
 mod migrations;
+mod prune;
 mod sweeps;
 mod users;
 mod webhooks;
@@ -115,6 +116,11 @@ impl Sqlite {
                 }
             };
             configure(c).map_err(damaged)?;
+            // Only takes on a new file (before its first table): prunes
+            // then give space back (`prune.rs`); older files need one
+            // `platform db vacuum`.
+            c.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(damaged)?;
             c.pragma_update(None, "journal_mode", "WAL")
                 .map_err(damaged)?;
             // Before anything is written: a damaged file starts nothing.
