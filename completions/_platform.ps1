@@ -42,6 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
             [CompletionResult]::new('gpu', 'gpu', [CompletionResultType]::ParameterValue, 'List the daemon''s GPUs: which job holds each, latest telemetry')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove the metric history (downsampled or deleted), archived logs and, when asked, artifacts of jobs that ended long ago (admins)')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -108,6 +109,11 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--gpus', '--gpus', [CompletionResultType]::ParameterName, 'GPUs trainers may use (subprocess runner): indices or UUIDs as `nvidia-smi` lists them (`0,1,3`), `all` (every GPU it lists, within an inherited CUDA_VISIBLE_DEVICES) or `none` [default: all]')
             [CompletionResult]::new('--gpu-sample-interval', '--gpu-sample-interval', [CompletionResultType]::ParameterName, 'Seconds between GPU telemetry samples while jobs hold GPUs')
             [CompletionResult]::new('--gpu-idle-after', '--gpu-idle-after', [CompletionResultType]::ParameterName, 'Seconds a GPU held by a running job may stay at 0 % utilisation before the job is flagged `gpu_idle`')
+            [CompletionResult]::new('--retention-days', '--retention-days', [CompletionResultType]::ParameterName, 'Prune the metric history (and, with --retention-logs, the archived logs) of jobs that ended more than this many days ago, hourly and once shortly after start-up [default: never]')
+            [CompletionResult]::new('--retention-metrics', '--retention-metrics', [CompletionResultType]::ParameterName, 'What the policy does with those histories')
+            [CompletionResult]::new('--retention-max-points', '--retention-max-points', [CompletionResultType]::ParameterName, 'Points per series a downsampled history keeps (2 to 10000)')
+            [CompletionResult]::new('--artifact-retention-days', '--artifact-retention-days', [CompletionResultType]::ParameterName, 'Delete the artifacts (checkpoints, exports) of jobs that ended more than this many days ago, on the same schedule; a policy of its own [default: never]')
+            [CompletionResult]::new('--retention-interval', '--retention-interval', [CompletionResultType]::ParameterName, 'Seconds between automatic prunes (the first runs a minute after start-up, or sooner when this is shorter)')
             [CompletionResult]::new('--kube-namespace', '--kube-namespace', [CompletionResultType]::ParameterName, 'Namespace the training Jobs run in')
             [CompletionResult]::new('--kube-config-path', '--kube-config-path', [CompletionResultType]::ParameterName, 'Kubeconfig file [default: in-cluster service account, else $KUBECONFIG or ~/.kube/config]')
             [CompletionResult]::new('--kube-context', '--kube-context', [CompletionResultType]::ParameterName, 'Kubeconfig context [default: its current context]')
@@ -128,6 +134,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--webhook-allow-private', '--webhook-allow-private', [CompletionResultType]::ParameterName, 'Allow webhook targets on loopback, private, link-local and cloud-metadata addresses (refused by default: a webhook must not reach into the daemon''s network)')
             [CompletionResult]::new('--stop-jobs-on-exit', '--stop-jobs-on-exit', [CompletionResultType]::ParameterName, 'Cancel running jobs when the daemon stops (default: leave them running and re-adopt them)')
             [CompletionResult]::new('--hold-jobs', '--hold-jobs', [CompletionResultType]::ParameterName, 'Accept jobs but launch none (maintenance): pending jobs wait until a daemon runs without it')
+            [CompletionResult]::new('--retention-logs', '--retention-logs', [CompletionResultType]::ParameterName, 'The policy also deletes those jobs'' archived trainer logs')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
@@ -1122,6 +1129,28 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;gpu;help;help' {
             break
         }
+        'platform;prune' {
+            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w` (a bare number is days)')
+            [CompletionResult]::new('--downsample', '--downsample', [CompletionResultType]::ParameterName, 'Downsample their metric histories to at most N points per series, keeping the first, the last and the extremes (the default, with N = 1000)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--delete-metrics', '--delete-metrics', [CompletionResultType]::ParameterName, 'Delete their metric histories instead')
+            [CompletionResult]::new('--keep-metrics', '--keep-metrics', [CompletionResultType]::ParameterName, 'Leave their metric histories whole (prune only logs or artifacts)')
+            [CompletionResult]::new('--logs', '--logs', [CompletionResultType]::ParameterName, 'Also delete their archived trainer logs')
+            [CompletionResult]::new('--artifacts', '--artifacts', [CompletionResultType]::ParameterName, 'Also delete their artifacts (checkpoints, exports): gone for good')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Only say what would be removed; change nothing')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'platform;report' {
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'New status: running, completed, failed or cancelled')
             [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Progress between 0 and 1')
@@ -1163,6 +1192,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
+            [CompletionResult]::new('vacuum', 'vacuum', [CompletionResultType]::ParameterValue, 'Rewrite a SQLite database file to give the space of deleted rows back (stop the daemon first), switching it to incremental auto-vacuum so later prunes give space back by themselves')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1219,10 +1249,28 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'platform;db;vacuum' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'Database URL: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host:5432/database[?sslmode=…] [default: platform.db in the data directory]')
+            [CompletionResult]::new('--data-dir', '--data-dir', [CompletionResultType]::ParameterName, 'Directory for the database and the local object store [default: the user''s data directory]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Never use colour (also: NO_COLOR)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (repeat for more)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'platform;db;help' {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
+            [CompletionResult]::new('vacuum', 'vacuum', [CompletionResultType]::ParameterValue, 'Rewrite a SQLite database file to give the space of deleted rows back (stop the daemon first), switching it to incremental auto-vacuum so later prunes give space back by themselves')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1233,6 +1281,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;db;help;migrate' {
+            break
+        }
+        'platform;db;help;vacuum' {
             break
         }
         'platform;db;help;help' {
@@ -1717,6 +1768,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('framework', 'framework', [CompletionResultType]::ParameterValue, 'List the trainer frameworks the daemon knows, or make it reload them')
             [CompletionResult]::new('webhook', 'webhook', [CompletionResultType]::ParameterValue, 'Manage webhook endpoints and see their deliveries (admins)')
             [CompletionResult]::new('gpu', 'gpu', [CompletionResultType]::ParameterValue, 'List the daemon''s GPUs: which job holds each, latest telemetry')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Remove the metric history (downsampled or deleted), archived logs and, when asked, artifacts of jobs that ended long ago (admins)')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Send a trainer callback from the trainer environment (CALLBACK_URL, CALLBACK_TOKEN)')
             [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Work on the daemon''s database file (where the daemon runs, not over HTTP)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Check a token with a server and save both as a context (mode 0600)')
@@ -1880,6 +1932,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
         'platform;help;gpu;list' {
             break
         }
+        'platform;help;prune' {
+            break
+        }
         'platform;help;report' {
             break
         }
@@ -1887,6 +1942,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Check the database for damage (SQLite''s integrity check, read-only): prints "ok", or what is wrong and exits 1')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the backend, schema version and rows per table (read-only)')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Copy a SQLite database into an empty PostgreSQL database (stop the daemon first): every job, metric point, user, token and webhook; the counts are checked before anything is committed')
+            [CompletionResult]::new('vacuum', 'vacuum', [CompletionResultType]::ParameterValue, 'Rewrite a SQLite database file to give the space of deleted rows back (stop the daemon first), switching it to incremental auto-vacuum so later prunes give space back by themselves')
             break
         }
         'platform;help;db;check' {
@@ -1896,6 +1952,9 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;help;db;migrate' {
+            break
+        }
+        'platform;help;db;vacuum' {
             break
         }
         'platform;help;login' {

@@ -55,6 +55,9 @@ _platform() {
             platform,metrics)
                 cmd="platform__subcmd__metrics"
                 ;;
+            platform,prune)
+                cmd="platform__subcmd__prune"
+                ;;
             platform,queue)
                 cmd="platform__subcmd__queue"
                 ;;
@@ -148,6 +151,9 @@ _platform() {
             platform__subcmd__db,status)
                 cmd="platform__subcmd__db__subcmd__status"
                 ;;
+            platform__subcmd__db,vacuum)
+                cmd="platform__subcmd__db__subcmd__vacuum"
+                ;;
             platform__subcmd__db__subcmd__help,check)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__check"
                 ;;
@@ -159,6 +165,9 @@ _platform() {
                 ;;
             platform__subcmd__db__subcmd__help,status)
                 cmd="platform__subcmd__db__subcmd__help__subcmd__status"
+                ;;
+            platform__subcmd__db__subcmd__help,vacuum)
+                cmd="platform__subcmd__db__subcmd__help__subcmd__vacuum"
                 ;;
             platform__subcmd__framework,help)
                 cmd="platform__subcmd__framework__subcmd__help"
@@ -235,6 +244,9 @@ _platform() {
             platform__subcmd__help,metrics)
                 cmd="platform__subcmd__help__subcmd__metrics"
                 ;;
+            platform__subcmd__help,prune)
+                cmd="platform__subcmd__help__subcmd__prune"
+                ;;
             platform__subcmd__help,queue)
                 cmd="platform__subcmd__help__subcmd__queue"
                 ;;
@@ -288,6 +300,9 @@ _platform() {
                 ;;
             platform__subcmd__help__subcmd__db,status)
                 cmd="platform__subcmd__help__subcmd__db__subcmd__status"
+                ;;
+            platform__subcmd__help__subcmd__db,vacuum)
+                cmd="platform__subcmd__help__subcmd__db__subcmd__vacuum"
                 ;;
             platform__subcmd__help__subcmd__framework,list)
                 cmd="platform__subcmd__help__subcmd__framework__subcmd__list"
@@ -650,7 +665,7 @@ _platform() {
 
     case "${cmd}" in
         platform)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version serve job queue metrics dataset sweep framework webhook gpu prune report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1104,7 +1119,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db)
-            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check status migrate help"
+            opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version check status migrate vacuum help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1172,7 +1187,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db__subcmd__help)
-            opts="check status migrate help"
+            opts="check status migrate vacuum help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1241,6 +1256,20 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__db__subcmd__help__subcmd__vacuum)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__db__subcmd__migrate)
             opts="-o -v -h -V --from --to --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1288,6 +1317,44 @@ _platform() {
             return 0
             ;;
         platform__subcmd__db__subcmd__status)
+            opts="-o -v -h -V --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__db__subcmd__vacuum)
             opts="-o -v -h -V --database-url --data-dir --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1604,7 +1671,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help)
-            opts="serve job queue metrics dataset sweep framework webhook gpu report db login context whoami user token audit version completions man supervise demo-train help"
+            opts="serve job queue metrics dataset sweep framework webhook gpu prune report db login context whoami user token audit version completions man supervise demo-train help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1744,7 +1811,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db)
-            opts="check status migrate"
+            opts="check status migrate vacuum"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1786,6 +1853,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__db__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__db__subcmd__vacuum)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2136,6 +2217,20 @@ _platform() {
             return 0
             ;;
         platform__subcmd__help__subcmd__metrics)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        platform__subcmd__help__subcmd__prune)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -3497,6 +3592,44 @@ _platform() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        platform__subcmd__prune)
+            opts="-o -v -h -V --older-than --downsample --delete-metrics --keep-metrics --logs --artifacts --dry-run --server --token --output --no-color --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --older-than)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --downsample)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table wide json yaml csv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         platform__subcmd__queue)
             opts="-o -v -h -V --server --token --output --no-color --verbose --quiet --help --version list ls pause resume help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -3754,7 +3887,7 @@ _platform() {
             return 0
             ;;
         platform__subcmd__serve)
-            opts="-o -v -h -V --bind --database-url --data-dir --db-pool-size --runner --leader-election --replica-id --api-token --admin-token --require-auth --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhook-retry-for --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --gpus --gpu-sample-interval --gpu-idle-after --hold-jobs --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
+            opts="-o -v -h -V --bind --database-url --data-dir --db-pool-size --runner --leader-election --replica-id --api-token --admin-token --require-auth --allow-unauthenticated --callback-auth --max-body-bytes --backend-base-url --cors-origins --log-format --debug --trainers --trainer-subprocess-path --max-concurrent-jobs --queues --max-job-duration --heartbeat-timeout --stale-after --kill-grace --artifact-grace --idempotency-ttl --webhook-allow-private --webhook-timeout --webhook-retry-base --webhook-retry-for --webhooks --stop-jobs-on-exit --max-connections --max-streams --header-timeout --idle-timeout --max-auth-failures --max-log-bytes --s3-endpoint --aws-endpoint-url --bucket --aws-access-key-id --aws-secret-access-key --aws-session-token --aws-region --s3-path-style --s3-allow-http --dataset-check --max-object-bytes --presign-downloads --gpus --gpu-sample-interval --gpu-idle-after --hold-jobs --retention-days --retention-metrics --retention-max-points --retention-logs --artifact-retention-days --retention-interval --kube-namespace --kube-config-path --kube-context --kueue-queue --kube-image-pull-secrets --kube-service-account --kube-image-pull-timeout --kube-unschedulable-timeout --kube-job-ttl-seconds --demo-image --server --token --output --no-color --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3953,6 +4086,26 @@ _platform() {
                     return 0
                     ;;
                 --gpu-idle-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retention-days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retention-metrics)
+                    COMPREPLY=($(compgen -W "downsample delete keep" -- "${cur}"))
+                    return 0
+                    ;;
+                --retention-max-points)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --artifact-retention-days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retention-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -32,11 +32,12 @@ python3 -c 'import openapi_spec_validator' 2>/dev/null ||
 cargo test --locked "$@"
 
 # The API, CLI, durability, runner, scheduling, idempotency, webhook,
-# users, lifecycle, sweeps and GPU suites again, each daemon on a fresh database of a
-# PostgreSQL cluster the test binary starts and stops itself.
+# users, lifecycle, sweeps, GPU and retention suites again, each daemon on a fresh
+# database of a PostgreSQL cluster the test binary starts and stops itself.
 if [ $# -eq 0 ]; then
   PLATFORM_TEST_BACKEND=postgres cargo test --locked \
     --test api --test cli --test durability --test runner \
     --test scheduling --test idempotency --test webhooks \
-    --test users --test lifecycle --test sweeps --test gpus
+    --test users --test lifecycle --test sweeps --test gpus \
+    --test retention
 fi

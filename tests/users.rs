@@ -126,6 +126,8 @@ fn decision(method: &str, path: &str) -> Option<(May, May)> {
         // bob's token.
         ("delete", "/api/v1/tokens/{id}") => (No, Yes),
         ("get", "/api/v1/audit") => (No, Yes),
+        // Retention removes every user's history.
+        ("post", "/api/v1/prune") => (No, Yes),
         // Sweeps: everyone may create and list; another user's sweep is
         // hidden from a member (404, not 403), so only the owner or an
         // admin reaches it.
@@ -170,6 +172,7 @@ async fn every_route_has_a_decision_for_each_role() {
                 ("patch", _) => Some(json!({"role": "member"})),
                 ("post", "/api/v1/webhooks") => Some(json!({"url": "http://127.0.0.1:9/hook"})),
                 ("post", "/api/v1/tokens") => Some(json!({"name": "laptop"})),
+                ("post", "/api/v1/prune") => Some(json!({"older_than_days": 30, "dry_run": true})),
                 ("post", _) => Some(json!({"status": "running"})),
                 _ => None,
             };

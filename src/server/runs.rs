@@ -73,7 +73,8 @@ pub struct LogQuery {
 }
 
 /// The trainer's stdout and stderr (`text/plain`); `follow=true` streams
-/// until the job ends. A job that has not started yet has empty logs.
+/// until the job ends. A job that has not started yet has empty logs, and
+/// so has one whose logs retention deleted (`pruned.logs`).
 #[utoipa::path(get, path = "/api/v1/training/jobs/{id}/logs", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "Job id"), LogQuery),
     responses(
@@ -94,6 +95,11 @@ pub async fn logs(
     };
     loop {
         let rec = st.jobs.record(id).await?;
+        if rec.job.pruned.as_ref().is_some_and(|p| p.logs) {
+            // Retention deleted it: a copy the runner still holds (for a
+            // few seconds after archiving) is not served either.
+            return Ok(text(Body::empty()));
+        }
         let stream =
             st.runner.logs(&rec, opts).await.map_err(|e| {
                 ApiError::Internal(format!("cannot read the logs of job {id}: {e}"))
