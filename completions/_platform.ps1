@@ -1130,7 +1130,7 @@ Register-ArgumentCompleter -Native -CommandName 'platform' -ScriptBlock {
             break
         }
         'platform;prune' {
-            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w` (a bare number is days)')
+            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w`, `1y` (a bare number is days)')
             [CompletionResult]::new('--downsample', '--downsample', [CompletionResultType]::ParameterName, 'Downsample their metric histories to at most N points per series, keeping the first, the last and the extremes (the default, with N = 1000)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'URL of the platform daemon')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'API token sent as a bearer token')

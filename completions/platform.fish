@@ -861,7 +861,7 @@ complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_s
 complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
 complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every GPU local trainers may use: holder job, utilisation, memory'
 complete -c platform -n "__fish_platform_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c platform -n "__fish_platform_using_subcommand prune" -l older-than -d 'Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w` (a bare number is days)' -r
+complete -c platform -n "__fish_platform_using_subcommand prune" -l older-than -d 'Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w`, `1y` (a bare number is days)' -r
 complete -c platform -n "__fish_platform_using_subcommand prune" -l downsample -d 'Downsample their metric histories to at most N points per series, keeping the first, the last and the extremes (the default, with N = 1000)' -r
 complete -c platform -n "__fish_platform_using_subcommand prune" -l server -d 'URL of the platform daemon' -r
 complete -c platform -n "__fish_platform_using_subcommand prune" -l token -d 'API token sent as a bearer token' -r

@@ -348,7 +348,7 @@ async fn only_admins_prune_and_bad_requests_change_nothing() {
     let admin = [("PLATFORM_TOKEN", ADMIN)];
     for bad in [
         &["prune"][..],
-        &["prune", "--older-than", "30y"],
+        &["prune", "--older-than", "30x"],
         &["prune", "--older-than", "30d", "--downsample", "1"],
         &[
             "prune",

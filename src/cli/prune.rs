@@ -13,7 +13,7 @@ use crate::model::{Job, MetricsRetention, PruneReport, PruneRequest};
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("metrics").args(["downsample", "delete_metrics", "keep_metrics"])))]
 pub struct PruneArgs {
-    /// Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w` (a bare number is days).
+    /// Touch only jobs that ended more than this long ago: a number with a unit, `30d`, `12h`, `90m`, `2w`, `1y` (a bare number is days).
     #[arg(long, value_name = "AGE", value_parser = age_in_days)]
     pub older_than: f64,
     /// Downsample their metric histories to at most N points per series, keeping the first, the last and the extremes (the default, with N = 1000).
@@ -130,10 +130,12 @@ pub fn job_rows(j: &Job) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// `30d`, `12h`, `90m`, `45s`, `2w` or a bare number of days, as days.
+/// `30d`, `12h`, `90m`, `45s`, `2w`, `1y` (365 days) or a bare number of
+/// days, as days.
 fn age_in_days(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (number, per_day) = match t.char_indices().last() {
+        Some((i, 'y')) => (&t[..i], 1.0 / 365.0),
         Some((i, 'w')) => (&t[..i], 1.0 / 7.0),
         Some((i, 'd')) => (&t[..i], 1.0),
         Some((i, 'h')) => (&t[..i], 24.0),
@@ -164,9 +166,10 @@ mod tests {
         assert_eq!(age_in_days("30"), Ok(30.0));
         assert_eq!(age_in_days("12h"), Ok(0.5));
         assert_eq!(age_in_days("2w"), Ok(14.0));
+        assert_eq!(age_in_days("1y"), Ok(365.0));
         assert_eq!(age_in_days("90m"), Ok(90.0 / 1440.0));
         assert_eq!(age_in_days(" 0d "), Ok(0.0));
-        for bad in ["", "d", "-1d", "30y", "1e9", "inf"] {
+        for bad in ["", "d", "-1d", "200y", "30x", "1e9", "inf"] {
             assert!(age_in_days(bad).is_err(), "{bad:?}");
         }
     }
