@@ -511,6 +511,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn candidates_are_paged_through_to_the_last() {
+        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
+        let n = PAGE as usize + 5;
+        for _ in 0..n {
+            ran(&svc, 3, "cancelled").await;
+        }
+        let req = request(MetricsRetention::Delete, None);
+        let r = svc
+            .jobs
+            .prune(&req, "test", &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.jobs, r.points_deleted),
+            (n as u64, 3 * n as u64),
+            "{r:?}"
+        );
+        svc.close().await;
+    }
+
+    #[tokio::test]
     async fn jobs_within_the_artifact_grace_are_left_alone() {
         let svc = Service::start().await;
         let old = ran(&svc, 20, "completed").await;

@@ -133,7 +133,7 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Jobs that ended before this were considered.
     pub cutoff: DateTime<Utc>,
-    /// Jobs changed (in a dry run: that a real run would change).
+    /// Jobs something was removed from (in a dry run: would be).
     pub jobs: u64,
     /// Training metric points deleted.
     pub points_deleted: u64,

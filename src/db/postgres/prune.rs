@@ -17,6 +17,11 @@ use crate::db::downsample::{deletions, IdRange};
 use crate::db::prune::{pruned, CandidateQuery, PruneCandidate, PruneStep, StepDone};
 use crate::db::DbError;
 
+/// 0001-01-01, where the first page of candidates starts.
+fn first_day() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default()
+}
+
 impl Postgres {
     pub(in crate::db) async fn prune_candidates(
         &self,
@@ -30,7 +35,7 @@ impl Postgres {
                    FROM jobs \
                   WHERE completed_at IS NOT NULL AND completed_at < $1 \
                     AND status IN ('completed', 'failed', 'cancelled') \
-                    AND ($2::timestamptz IS NULL OR (completed_at, id) > ($2, $3::uuid)) \
+                    AND (completed_at, id) > ($2, $3) \
                     AND (($4::int4 IS NOT NULL \
                           AND (pruned_max_points IS NULL OR pruned_max_points > $4)) \
                          OR ($5 AND NOT logs_pruned) OR ($6 AND NOT artifacts_pruned)) \
@@ -38,7 +43,8 @@ impl Postgres {
             )
             .await
             .map_err(fail)?;
-        let (after_t, after_id): (Option<DateTime<Utc>>, Option<Uuid>) = q.after.unzip();
+        // Before any job's end: one index range, page after page.
+        let (after_t, after_id) = q.after.unwrap_or_else(|| (first_day(), Uuid::nil()));
         let keep = q
             .keep_points
             .map(i32::try_from)
