@@ -511,6 +511,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gpu_telemetry_is_pruned_with_the_training_points() {
+        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
+        let id = ran(&svc, 300, "running").await;
+        for i in 0..250 {
+            let util = f64::from(i % 100);
+            let m = [("system/gpu0/utilization".to_string(), json!(util))];
+            svc.jobs
+                .record_system_metrics(id, m.into_iter().collect(), util)
+                .await
+                .unwrap();
+        }
+        let update = serde_json::from_value(json!({"status": "completed"})).unwrap();
+        svc.jobs.callback(id, update).await.unwrap();
+        let system = |svc: &Service| {
+            let q = MetricQuery {
+                limit: Some(10_000),
+                system: Some(true),
+                ..MetricQuery::default()
+            };
+            let jobs = svc.jobs.clone();
+            async move { jobs.metrics(id, q.validate().unwrap()).await.unwrap().len() }
+        };
+        assert_eq!(system(&svc).await, 250);
+        let down = request(MetricsRetention::Downsample, Some(20));
+        let r = svc
+            .jobs
+            .prune(&down, "test", &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.points_deleted, r.system_points_deleted),
+            (280, 230),
+            "{r:?}"
+        );
+        assert_eq!(system(&svc).await, 20);
+        assert_eq!(losses(&svc, id).await.len(), 20);
+        svc.close().await;
+    }
+
+    #[tokio::test]
     async fn candidates_are_paged_through_to_the_last() {
         let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
         let n = PAGE as usize + 5;
