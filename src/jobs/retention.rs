@@ -8,10 +8,13 @@
 //! are found with reads; each write deletes at most [`BATCH_POINTS`]
 //! points of one job through the normal writer (on SQLite, the same
 //! queue callbacks use), and the next write is queued only after the
-//! previous one committed, so callbacks queued meanwhile go first. Files
-//! go from the store before the job is marked, so a failure there leaves
-//! the job to the next run. Afterwards, SQLite gives the freed pages back
-//! to the file system in bounded steps (incremental vacuum).
+//! previous one committed and a pause as long as it took ([`pace`]), so
+//! callbacks queued meanwhile go first and a prune takes at most about
+//! half the writer's time (less when callbacks keep the writer busy, since
+//! waiting for it counts). Files go from the store before the job is
+//! marked, so a failure there leaves the job to the next run. Afterwards,
+//! SQLite gives the freed pages back to the file system in small paced
+//! steps (incremental vacuum: moving pages is the costly part).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,11 +28,14 @@ use crate::model::{PrunePlan, PruneReport, PruneRequest};
 
 /// Most points one write deletes: a callback queued behind a prune's write
 /// waits for at most this much work.
-pub const BATCH_POINTS: u64 = 5_000;
+pub const BATCH_POINTS: u64 = 2_000;
 /// Candidate jobs read at a time.
 const PAGE: i64 = 200;
-/// Free pages one vacuum write gives back (4 MiB at SQLite's 4 KiB pages).
-const VACUUM_PAGES: u32 = 1_000;
+/// Free pages one vacuum write gives back (512 KiB at SQLite's 4 KiB
+/// pages; each moved page rewrites its parent too).
+const VACUUM_PAGES: u32 = 128;
+/// The longest pause between two writes of a prune.
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Failures listed in a report (all are logged).
 const MAX_ERRORS: usize = 20;
 
@@ -173,6 +179,7 @@ impl Jobs {
                 report.interrupted = true;
                 return Ok(());
             }
+            let started = Instant::now();
             let done = self.db.prune_step(id, step).await?;
             report.points_deleted += done.points;
             report.system_points_deleted += done.system_points;
@@ -183,8 +190,7 @@ impl Jobs {
             if let Some(job) = done.job {
                 self.announce(Arc::new(job), Vec::new());
             }
-            // Whatever queued behind this write runs before the next one.
-            tokio::task::yield_now().await;
+            pace(started, stop).await;
         }
         Ok(())
     }
@@ -246,6 +252,7 @@ impl Jobs {
     async fn reclaim(&self, stop: &CancellationToken, report: &PruneReport) -> Option<u64> {
         let mut total = 0;
         loop {
+            let started = Instant::now();
             match self.db.reclaim_space(VACUUM_PAGES).await {
                 Ok(Reclaim::Automatic) => return Some(total),
                 Ok(Reclaim::Unavailable) => {
@@ -265,8 +272,19 @@ impl Jobs {
                     return Some(total);
                 }
             }
-            tokio::task::yield_now().await;
+            pace(started, stop).await;
         }
+    }
+}
+
+/// Waits as long as the write begun at `started` took (at most
+/// [`MAX_PAUSE`], and not once `stop` is cancelled): what queued behind it
+/// runs first, and a busy writer slows the prune down by itself.
+async fn pace(started: Instant, stop: &CancellationToken) {
+    let pause = started.elapsed().min(MAX_PAUSE);
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = stop.cancelled() => {}
     }
 }
 
@@ -370,241 +388,4 @@ fn record(trigger: &'static str, r: &PruneReport, failed: Option<&JobError>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::jobs::testing::Service;
-    use crate::model::{JobStatus, MetricQuery, MetricsRetention};
-
-    /// A job that ran and reported `n` points (loss falling, one spike),
-    /// then ended with `status`.
-    async fn ran(svc: &Service, n: usize, status: &str) -> Uuid {
-        let id = svc.create("m").await.id;
-        let update = |v| serde_json::from_value(v).unwrap();
-        svc.jobs
-            .callback(id, update(json!({"status": "running"})))
-            .await
-            .unwrap();
-        for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
-            let points: Vec<_> = chunk
-                .iter()
-                .map(|i| json!({"epoch": i, "loss": if *i == n / 3 { 50.0 } else { 1.0 / (1.0 + *i as f64) }}))
-                .collect();
-            let batch = serde_json::from_value(json!({ "points": points })).unwrap();
-            svc.jobs.ingest(id, batch).await.unwrap();
-        }
-        if status != "running" {
-            svc.jobs
-                .callback(id, update(json!({"status": status})))
-                .await
-                .unwrap();
-        }
-        id
-    }
-
-    async fn losses(svc: &Service, id: Uuid) -> Vec<f64> {
-        let q = MetricQuery {
-            limit: Some(10_000),
-            order: Some("asc".into()),
-            ..MetricQuery::default()
-        };
-        let points = svc.jobs.metrics(id, q.validate().unwrap()).await.unwrap();
-        points.iter().filter_map(|p| p.loss).collect()
-    }
-
-    fn request(metrics: MetricsRetention, max_points: Option<u32>) -> PruneRequest {
-        PruneRequest {
-            older_than_days: 0.0,
-            metrics,
-            max_points,
-            logs: true,
-            artifacts: false,
-            dry_run: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn old_histories_keep_their_shape_and_live_jobs_stay_whole() {
-        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
-        let old = ran(&svc, 3_000, "completed").await;
-        let failed = ran(&svc, 50, "failed").await;
-        let live = ran(&svc, 2_000, "running").await;
-        let whole = losses(&svc, old).await;
-        let stop = CancellationToken::new();
-        let down = request(MetricsRetention::Downsample, Some(100));
-
-        let dry = PruneRequest {
-            dry_run: true,
-            ..down.clone()
-        };
-        let r = svc.jobs.prune(&dry, "test", &stop).await.unwrap();
-        assert_eq!((r.jobs, r.points_deleted), (1, 2_900), "{r:?}");
-        assert_eq!(losses(&svc, old).await, whole, "a dry run changes nothing");
-        assert!(svc.jobs.get(old).await.unwrap().pruned.is_none());
-
-        let r = svc.jobs.prune(&down, "test", &stop).await.unwrap();
-        assert_eq!((r.jobs, r.points_deleted), (1, 2_900), "{r:?}");
-        assert!(!r.interrupted && r.errors.is_empty());
-        let kept = losses(&svc, old).await;
-        assert_eq!(kept.len(), 100);
-        assert_eq!(
-            (kept[0], kept[99]),
-            (whole[0], whole[2_999]),
-            "first and last"
-        );
-        assert!(kept.contains(&50.0), "the spike survives");
-        let mark = svc.jobs.get(old).await.unwrap().pruned.unwrap();
-        assert_eq!(
-            (mark.max_points, mark.logs, mark.artifacts),
-            (Some(100), true, false)
-        );
-        // Short histories lose nothing but are marked; live jobs are untouched.
-        assert_eq!(losses(&svc, failed).await.len(), 50);
-        assert!(svc.jobs.get(failed).await.unwrap().pruned.is_some());
-        assert_eq!(losses(&svc, live).await.len(), 2_000);
-        let live_job = svc.jobs.get(live).await.unwrap();
-        assert_eq!(
-            (live_job.status, live_job.pruned),
-            (JobStatus::Running, None)
-        );
-
-        let again = svc.jobs.prune(&down, "test", &stop).await.unwrap();
-        assert_eq!(
-            (again.jobs, again.points_deleted),
-            (0, 0),
-            "a second prune is a no-op"
-        );
-        let all = svc
-            .jobs
-            .prune(&request(MetricsRetention::Delete, None), "test", &stop)
-            .await
-            .unwrap();
-        assert_eq!((all.jobs, all.points_deleted), (2, 150));
-        assert!(losses(&svc, old).await.is_empty());
-        assert_eq!(
-            svc.jobs.get(old).await.unwrap().pruned.unwrap().max_points,
-            Some(0)
-        );
-        let wider = svc.jobs.prune(&down, "test", &stop).await.unwrap();
-        assert_eq!(wider.jobs, 0, "a deleted history is not downsampled again");
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_stopped_prune_leaves_the_rest_for_the_next_run() {
-        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
-        let old = ran(&svc, 20, "completed").await;
-        let stop = CancellationToken::new();
-        stop.cancel();
-        let req = request(MetricsRetention::Delete, None);
-        let r = svc.jobs.prune(&req, "test", &stop).await.unwrap();
-        assert!(r.interrupted && r.jobs == 0, "{r:?}");
-        assert_eq!(losses(&svc, old).await.len(), 20);
-        let r = svc
-            .jobs
-            .prune(&req, "test", &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!((r.jobs, r.points_deleted, r.interrupted), (1, 20, false));
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn gpu_telemetry_is_pruned_with_the_training_points() {
-        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
-        let id = ran(&svc, 300, "running").await;
-        for i in 0..250 {
-            let util = f64::from(i % 100);
-            let m = [("system/gpu0/utilization".to_string(), json!(util))];
-            svc.jobs
-                .record_system_metrics(id, m.into_iter().collect(), util)
-                .await
-                .unwrap();
-        }
-        let update = serde_json::from_value(json!({"status": "completed"})).unwrap();
-        svc.jobs.callback(id, update).await.unwrap();
-        let system = |svc: &Service| {
-            let q = MetricQuery {
-                limit: Some(10_000),
-                system: Some(true),
-                ..MetricQuery::default()
-            };
-            let jobs = svc.jobs.clone();
-            async move { jobs.metrics(id, q.validate().unwrap()).await.unwrap().len() }
-        };
-        assert_eq!(system(&svc).await, 250);
-        let down = request(MetricsRetention::Downsample, Some(20));
-        let r = svc
-            .jobs
-            .prune(&down, "test", &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.points_deleted, r.system_points_deleted),
-            (280, 230),
-            "{r:?}"
-        );
-        assert_eq!(system(&svc).await, 20);
-        assert_eq!(losses(&svc, id).await.len(), 20);
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn candidates_are_paged_through_to_the_last() {
-        let svc = Service::start_with(|c| c.artifact_grace = std::time::Duration::ZERO).await;
-        let n = PAGE as usize + 5;
-        for _ in 0..n {
-            ran(&svc, 3, "cancelled").await;
-        }
-        let req = request(MetricsRetention::Delete, None);
-        let r = svc
-            .jobs
-            .prune(&req, "test", &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.jobs, r.points_deleted),
-            (n as u64, 3 * n as u64),
-            "{r:?}"
-        );
-        svc.close().await;
-    }
-
-    #[tokio::test]
-    async fn jobs_within_the_artifact_grace_are_left_alone() {
-        let svc = Service::start().await;
-        let old = ran(&svc, 20, "completed").await;
-        let req = request(MetricsRetention::Delete, None);
-        let r = svc
-            .jobs
-            .prune(&req, "test", &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(r.jobs, 0, "{r:?}");
-        assert_eq!(losses(&svc, old).await.len(), 20);
-        svc.close().await;
-    }
-
-    fn range(first: i64, count: u64) -> IdRange {
-        IdRange {
-            first,
-            last: first + count as i64 - 1,
-            count,
-        }
-    }
-
-    #[test]
-    fn batches_hold_at_most_a_batch_of_points() {
-        let training = vec![range(1, 3_000), range(5_000, 3_000), range(9_000, 10)];
-        let system = vec![range(1, 1_990), range(3_000, 5_000)];
-        let steps = batches(training, system);
-        let sizes: Vec<u64> = steps
-            .iter()
-            .map(|s| count(&s.metrics) + count(&s.system))
-            .collect();
-        assert_eq!(sizes, vec![3_000, 5_000, 5_000]);
-        assert!(steps.iter().all(|s| s.mark.is_none()));
-        assert!(batches(Vec::new(), Vec::new()).is_empty());
-    }
-}
+mod tests;
