@@ -49,7 +49,7 @@ fn replica(fake: &FakeKube, url: &str, dir: &Path, name: &str) -> Daemon {
             ("KUBE_NAMESPACE".into(), fake.ns.clone()),
             ("PLATFORM_LEADER_ELECTION".into(), "lease".into()),
             ("PLATFORM_REPLICA_ID".into(), name.into()),
-            ("RUST_LOG".into(), "warn".into()),
+            ("RUST_LOG".into(), "warn,platform::daemon=info".into()),
         ],
         data_dir: Some(dir.join(name)),
         ..Opts::default()

@@ -4,8 +4,9 @@
 //! timers (`daemon/leading.rs` starts and stops them on this module's
 //! [`Role`] changes). With `off`, this daemon leads alone.
 //!
-//! The lease lives 15 s on the database's clock and is renewed every 5 s;
-//! followers try to take it every 2 s. This replica's own clock only
+//! The lease lives 12 s on the database's clock and is renewed every 4 s;
+//! followers try to take it every second (a crashed leader's successor
+//! takes over 12–13 s after its last renewal). This replica's own clock only
 //! measures how long ago a renewal was *sent*: the database stamped the
 //! lease after that, so "sent + TTL" is never later than the real expiry.
 //! A leader whose renewals fail steps down [`MARGIN`] before that point,
@@ -25,11 +26,11 @@ use crate::db::Db;
 /// The lease's name (one leader for the whole database).
 pub const LEASE: &str = "scheduler";
 /// How long a lease lasts after its last renewal.
-pub const TTL: Duration = Duration::from_secs(15);
+pub const TTL: Duration = Duration::from_secs(12);
 /// How often the leader renews.
-pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+pub const RENEW_EVERY: Duration = Duration::from_secs(4);
 /// How often a follower (or a leader whose renewal failed) tries.
-pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// A leader that could not renew steps down this long before its lease
 /// could expire.
 pub const MARGIN: Duration = Duration::from_secs(3);

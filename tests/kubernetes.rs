@@ -406,6 +406,46 @@ async fn a_launch_interrupted_after_creating_the_job_adopts_it() {
     assert_clean(&fake);
 }
 
+/// A launch that adopts an earlier launch's Job finds its Secret too: the
+/// trainer started with that Secret's token, so the job takes it over
+/// (a leader killed between creating the Job and recording the launch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_jobs_trainer_keeps_the_token_it_started_with() {
+    let fake = FakeKube::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut held = kube_daemon_in(&fake, dir.path(), &[("HOLD_JOBS", "1")]);
+    let id = create(&held, json!({"epochs": 100, "epoch_seconds": 1})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    held.kill9();
+    let name = job_name(&id);
+    fake.create_foreign(
+        Kind::Job,
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": name, "labels": {
+                   "app.kubernetes.io/managed-by": "platform", "platform/job-id": id}},
+               "spec": {"template": {"spec": {"restartPolicy": "Never",
+                   "containers": [{"name": "trainer", "image": "busybox"}]}}}}),
+    );
+    // base64 of the earlier launch's token.
+    let earlier = "earlier-launch-token-0123456789abcdef";
+    fake.create_foreign(
+        Kind::Secret,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+               "data": {"CALLBACK_TOKEN": "ZWFybGllci1sYXVuY2gtdG9rZW4tMDEyMzQ1Njc4OWFiY2RlZg=="}}),
+    );
+    let d = kube_daemon_in(&fake, dir.path(), &[]);
+    eventually(30, "the adopting launch to be recorded", || async {
+        (get(&d, &id).await["runner"] == "kubernetes").then_some(())
+    })
+    .await;
+    let body = json!({"status": "running", "progress": 0.2});
+    let (status, ack) = api::callback(&d, &id, Some(earlier), &body).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{ack}");
+    assert_eq!(get(&d, &id).await["progress"], 0.2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_jobs_are_never_touched() {
     let fake = FakeKube::start();

@@ -278,3 +278,26 @@ async fn committed_changes_are_announced_points_before_the_job() {
     assert!(matches!(rx.recv().await, Ok(Event::Job(j)) if j.status == JobStatus::Completed));
     svc.close().await;
 }
+
+/// The SQLite writer keeps each running job's record after a change
+/// (`db/sqlite/writer.rs`, `JobCache`): a change made by any other write
+/// in between must reach the next callback, never be written over by the
+/// cached copy.
+#[tokio::test]
+async fn a_change_between_two_callbacks_survives_the_second() {
+    let svc = Service::start().await;
+    let id = svc.create("m").await.id;
+    svc.jobs
+        .callback(id, update(json!({"status": "running", "sequence": 1})))
+        .await
+        .unwrap();
+    svc.jobs
+        .set_runner_state(id, Some("{\"pid\":7}".into()))
+        .await
+        .unwrap();
+    let second = update(json!({"status": "running", "sequence": 2, "progress": 0.5}));
+    svc.jobs.callback(id, second).await.unwrap();
+    let rec = svc.jobs.record(id).await.unwrap();
+    assert_eq!(rec.runner_state.as_deref(), Some("{\"pid\":7}"));
+    assert_eq!((rec.job.progress, rec.last_sequence), (0.5, Some(2)));
+}

@@ -16,7 +16,18 @@ impl Jobs {
     /// so its first callback is already accepted). The token itself goes
     /// only into the trainer's environment. Refused for a job that ended.
     pub async fn issue_token(&self, id: Uuid) -> Result<String, JobError> {
-        let token = new_token();
+        self.store_token(id, new_token()).await
+    }
+
+    /// Makes `token` job `id`'s callback token: the token a trainer already
+    /// holds when a launch adopts the Kubernetes Job (and Secret) of an
+    /// earlier launch that was never recorded (its leader died first), so
+    /// that trainer's calls are accepted.
+    pub async fn adopt_token(&self, id: Uuid, token: String) -> Result<(), JobError> {
+        self.store_token(id, token).await.map(|_| ())
+    }
+
+    async fn store_token(&self, id: Uuid, token: String) -> Result<String, JobError> {
         let hash = hash_token(&token);
         let stored = hash.clone();
         let modified = self

@@ -30,12 +30,11 @@ pub const PLATFORM_BIN: &str = "PLATFORM_BIN";
 /// Used when the daemon itself has no `PATH`.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// The trainer's callback token (a Kubernetes Secret key too).
+pub const TOKEN_KEY: &str = "CALLBACK_TOKEN";
+
 /// Contract variables that are secrets.
-pub const SECRET_KEYS: [&str; 3] = [
-    "CALLBACK_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
+pub const SECRET_KEYS: [&str; 3] = [TOKEN_KEY, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
 
 /// Inputs of [`build`] that come from the daemon rather than the job.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +110,7 @@ pub fn build(
     let contract_vars = [
         ("JOB_ID", job.id.to_string()),
         ("CALLBACK_URL", callback_url(&contract.base_url, job.id)),
-        ("CALLBACK_TOKEN", token.to_string()),
+        (TOKEN_KEY, token.to_string()),
         ("BACKEND_BASE_URL", contract.base_url.clone()),
         ("MODEL_NAME", job.model_name.clone()),
         ("FRAMEWORK", job.framework.clone()),

@@ -323,9 +323,20 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// An async HTTP client.
+    /// An async HTTP client: one per test binary (building one loads the
+    /// TLS roots, tenths of a second in a debug build: a test that made
+    /// one per request sent its first requests only after the daemon's
+    /// header timeout), keeping no idle connections, so every request
+    /// opens its own as with a fresh client, and nothing pooled outlives a
+    /// test's runtime or a restarted daemon.
     pub fn http(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("an HTTP client")
+        });
+        CLIENT.clone()
     }
 
     /// `url` + `path`.

@@ -243,8 +243,10 @@ impl Sqlite {
         E: From<DbError> + Send + 'static,
     {
         self.writer
-            .write(move |c| {
-                let Some(mut rec) = jobs::get(c, id)? else {
+            .write_job(move |c, cache| {
+                let cached = cache.take(id);
+                let Some(mut rec) = cached.map_or_else(|| jobs::get(c, id), |r| Ok(Some(r)))?
+                else {
                     return Ok(Ok(Modified::Missing));
                 };
                 let t = now();
@@ -281,6 +283,10 @@ impl Sqlite {
                     .iter()
                     .map(|p| metrics::insert(c, id, rec.job.sched.attempt, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
+                // Only a record written in full is what the row holds.
+                if changes.job {
+                    cache.keep(&rec);
+                }
                 Ok(Ok(Modified::Stored {
                     job: Box::new(rec.job),
                     points,

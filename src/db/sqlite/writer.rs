@@ -10,17 +10,29 @@
 //! The writer also remembers whether the last write failed because the disk
 //! is full (SQLite's `SQLITE_FULL`, or an I/O error whose errno is
 //! `ENOSPC`): health checks report it until a later write commits changes.
+//!
+//! It also keeps the committed record of each running job it last changed
+//! ([`JobCache`]), so the next callback for that job skips reading the row
+//! and its attempts back: that read was the largest part of a callback's
+//! write. The cache is trusted only as far as this writer's own writes go:
+//! any write that is not a [`Writer::write_job`] empties it first, and so
+//! does a batch that does not commit.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::db::{panic_message, DbError};
+use crate::model::JobRecord;
 
 /// Most closures committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most records [`JobCache`] holds (running jobs; past it, it starts over).
+const CACHED_JOBS: usize = 10_000;
 /// Why a batch failed when SQLite rolled its transaction back by itself.
 const ROLLED_BACK: &str = "a write failed and the database rolled back its whole transaction";
 
@@ -54,11 +66,40 @@ type Finish = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
 /// how to finish.
 type Op = Box<dyn FnOnce(&rusqlite::Connection, &mut Notes) -> Finish + Send>;
 
-/// What the writes of one batch ran into.
-#[derive(Debug, Default)]
+/// What the writes of one batch ran into, and the cache they share.
+#[derive(Default)]
 struct Notes {
     /// A write failed because the disk is full.
     disk_full: bool,
+    cache: JobCache,
+}
+
+/// Running jobs as this writer last stored them (see the module doc).
+#[derive(Default)]
+pub(super) struct JobCache {
+    jobs: HashMap<Uuid, JobRecord>,
+}
+
+impl JobCache {
+    /// Takes `id`'s record out: a write that then fails leaves no entry.
+    pub(super) fn take(&mut self, id: Uuid) -> Option<JobRecord> {
+        self.jobs.remove(&id)
+    }
+
+    /// Keeps `rec` as stored by the write now running, if its job runs on.
+    pub(super) fn keep(&mut self, rec: &JobRecord) {
+        if rec.job.status.is_terminal() {
+            return;
+        }
+        if self.jobs.len() >= CACHED_JOBS {
+            self.jobs.clear();
+        }
+        self.jobs.insert(rec.job.id, rec.clone());
+    }
+
+    fn clear(&mut self) {
+        self.jobs.clear();
+    }
 }
 
 pub(super) struct Writer {
@@ -101,6 +142,26 @@ impl Writer {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        // It may change any job row: no cached record can be trusted after.
+        self.write_job(move |c, cache| {
+            cache.clear();
+            f(c)
+        })
+        .await
+    }
+
+    /// [`Writer::write`] for a change to one job that keeps [`JobCache`]
+    /// true: `f` takes the job's record from the cache (or reads it) and
+    /// keeps what it stored. A database error (its statements rolled back)
+    /// empties the cache.
+    pub(super) async fn write_job<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&rusqlite::Connection, &mut JobCache) -> Result<Result<T, E>, DbError>
+            + Send
+            + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let (done, result) = oneshot::channel::<Result<T, E>>();
         let op: Op = Box::new(move |conn, notes| {
             if conn.is_autocommit() {
@@ -115,10 +176,13 @@ impl Writer {
                     let _ = done.send(Err(E::from(e)));
                 });
             }
-            let outcome = match in_savepoint(conn, f) {
+            let cache = &mut notes.cache;
+            let outcome = match in_savepoint(conn, |c| f(c, cache)) {
                 Ok(r) => r,
                 Err(e) => {
                     notes.disk_full |= matches!(e, DbError::DiskFull(_));
+                    // Undone (a panic included): nothing it kept holds.
+                    notes.cache.clear();
                     Err(E::from(e))
                 }
             };
@@ -211,6 +275,7 @@ async fn run(
     disk_full: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
+    let mut cache = JobCache::default();
     loop {
         let received = tokio::select! {
             // Queued writes first: after `close` they still commit.
@@ -226,8 +291,9 @@ async fn run(
         }
         let batch = std::mem::take(&mut buf);
         let n = batch.len();
+        let carried = std::mem::take(&mut cache);
         let finished = conn
-            .call(move |c| Ok::<_, rusqlite::Error>(commit_batch(c, batch)))
+            .call(move |c| Ok::<_, rusqlite::Error>(commit_batch(c, batch, carried)))
             .await;
         match finished {
             Ok(Batch {
@@ -240,6 +306,10 @@ async fn run(
                     tracing::error!(error = %e.message, writes = n, "a database commit failed");
                 }
                 let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
+                // What the batch kept is true only if it committed.
+                if commit.is_ok() {
+                    cache = notes.cache;
+                }
                 if full {
                     if !disk_full.swap(true, Ordering::Relaxed) {
                         tracing::error!(
@@ -273,8 +343,11 @@ struct Batch {
     changed: bool,
 }
 
-fn commit_batch(c: &mut rusqlite::Connection, batch: Vec<Op>) -> Batch {
-    let mut notes = Notes::default();
+fn commit_batch(c: &mut rusqlite::Connection, batch: Vec<Op>, cache: JobCache) -> Batch {
+    let mut notes = Notes {
+        disk_full: false,
+        cache,
+    };
     if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran; dropping the ops drops their senders, so every caller
         // learns its write did not happen.

@@ -340,6 +340,31 @@ fn state_of(rec: &JobRecord, settings: &KubeSettings) -> KubeState {
 
 /// Launch errors: a rejected object fails the job; anything else (API
 /// server down, quota, missing namespace) is retried by the scheduler.
+/// The Secret of an adopted Job is the earlier launch's: its trainer holds
+/// that token, not the one this launch minted, so the job takes it over.
+/// If it cannot be read, the minted token stays (the trainer's calls would
+/// then be refused: logged).
+async fn adopt_token(inner: &Inner, id: Uuid, name: &str) {
+    let existing = match timed(inner.secret_api.get_opt(name)).await {
+        Ok(secret) => secret
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove(crate::runner::env::TOKEN_KEY))
+            .and_then(|v| String::from_utf8(v.0).ok()),
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %client::describe(&e), "cannot read the adopted Job's Secret; its trainer's token is not known");
+            return;
+        }
+    };
+    match existing {
+        Some(token) => {
+            if let Err(e) = inner.jobs.adopt_token(id, token).await {
+                tracing::warn!(job_id = %id, error = %e, "cannot take over the adopted Job's token");
+            }
+        }
+        None => tracing::warn!(job_id = %id, "the adopted Job's Secret holds no callback token"),
+    }
+}
+
 fn launch_error(what: &str, e: kube::Error) -> RunnerError {
     match &e {
         kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
@@ -401,7 +426,9 @@ impl Runner for KubernetesRunner {
             manifest::own(&mut secret, &created);
             match timed(inner.secret_api.create(&PostParams::default(), &secret)).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                    adopt_token(inner, id, &name).await;
+                }
                 Err(e) => {
                     inner.untrack(id);
                     if let Err(de) = inner.delete_job(&inner.job_api, &name, uid.clone()).await {

@@ -57,6 +57,8 @@ use crate::queues::Queues;
 
 /// How often deadlines and backoffs are re-checked.
 const TICK: Duration = Duration::from_millis(250);
+/// How long one cancel's stop stands for the job's later events.
+const ONE_CANCEL: Duration = Duration::from_secs(60);
 
 /// How a task the scheduler started ended.
 enum Done {
@@ -100,6 +102,9 @@ pub struct Scheduler {
     requested: HashSet<Uuid>,
     /// Running jobs the daemon ended whose trainer it is stopping.
     stopping: HashSet<Uuid>,
+    /// Cancelled jobs whose stop went out, and when: the job's next events
+    /// (its trainer's end, recorded) do not send it again for a while.
+    cancels: HashMap<Uuid, std::time::Instant>,
     /// The newest version (`updated_at`) taken in per job: an older one
     /// arriving later (an event read after the database) is ignored.
     versions: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
@@ -135,6 +140,7 @@ impl Scheduler {
             deps: HashMap::new(),
             requested: HashSet::new(),
             stopping: HashSet::new(),
+            cancels: HashMap::new(),
             versions: HashMap::new(),
             backoffs: Backoffs::default(),
             hold: false,
@@ -349,7 +355,19 @@ impl Scheduler {
                 // A cancel always reaches the runner (the trainer may be
                 // launching); a reported end only matters while the
                 // trainer still runs.
-                if job.status == JobStatus::Cancelled || self.runner.active().contains(&id) {
+                let cancel = job.status == JobStatus::Cancelled;
+                if cancel
+                    && self
+                        .cancels
+                        .get(&id)
+                        .is_some_and(|t| t.elapsed() < ONE_CANCEL)
+                {
+                    return true;
+                }
+                if cancel || self.runner.active().contains(&id) {
+                    if cancel {
+                        self.cancels.insert(id, std::time::Instant::now());
+                    }
                     self.stop(id);
                 }
             }
@@ -360,6 +378,7 @@ impl Scheduler {
     /// Stops trainers of ended jobs the runner still watches, forgets
     /// retries of jobs no longer pending and slot holders that are gone.
     async fn resync(&mut self) {
+        self.cancels.retain(|_, t| t.elapsed() < ONE_CANCEL);
         let active: HashSet<Uuid> = self.runner.active().into_iter().collect();
         for id in &active {
             if self.running.contains_key(id) || self.launching.contains(id) {
