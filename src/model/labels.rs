@@ -21,6 +21,77 @@ pub const MAX_NOTE: usize = 4096;
 /// Longest job name, in characters.
 pub const MAX_JOB_NAME: usize = 255;
 
+/// A tag key's pattern (OpenAPI): what [`check_tag_key`] accepts.
+pub const TAG_KEY: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
+/// A tag value's pattern (OpenAPI): no control character (Rust's
+/// `char::is_control`: C0, DEL, C1), at most [`MAX_TAG_VALUE`] of them.
+const TAG_VALUE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,255}$";
+/// A `?tag=KEY=VALUE` filter's pattern (OpenAPI): what [`parse_tag`] accepts.
+pub const TAG_FILTER: &str =
+    "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[^\\u0000-\\u001f\\u007f-\\u009f]{0,255}$";
+
+/// The schema of a tag map: keys and values as [`check_tags`] checks them,
+/// at most [`MAX_TAGS`]; in a `PATCH` (`nullable_values`) a null deletes.
+fn tag_map(nullable_values: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let value_type = if nullable_values {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::new(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(MAX_TAGS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(TAG_KEY)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(value_type)
+                .max_length(Some(MAX_TAG_VALUE))
+                .pattern(Some(TAG_VALUE)),
+        ))
+        .build()
+}
+
+/// [`tag_map`] for a create.
+pub fn tags_schema() -> utoipa::openapi::schema::Object {
+    tag_map(false)
+}
+
+/// [`tag_map`] for a `PATCH`: a null value deletes the key.
+pub fn tag_patch_schema() -> utoipa::openapi::schema::Object {
+    tag_map(true)
+}
+
+/// The schema of a create's `name`: plain text, or null.
+fn name_schema() -> utoipa::openapi::schema::Object {
+    let mut o = super::job::text(MAX_JOB_NAME, "A readable name for the job");
+    o.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
+        utoipa::openapi::schema::Type::String,
+        utoipa::openapi::schema::Type::Null,
+    ]);
+    o
+}
+
+/// The schema of a `note`: free text without control characters other
+/// than newlines and tabs ([`check_note`]), or null.
+pub fn note_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(format!(
+            "Free-text note, at most {MAX_NOTE} characters (lines and tabs allowed, no other control characters); an empty one is no note."
+        )))
+        .max_length(Some(MAX_NOTE))
+        .pattern(Some(
+            "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$",
+        ))
+        .build()
+}
+
 /// The labels of a stored job, as the API returns them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Labels {
@@ -47,14 +118,15 @@ pub struct NewLabels {
     /// `.` or `/`, starting with a letter or digit; values at most 255
     /// characters without control characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = tags_schema)]
     pub tags: BTreeMap<String, String>,
     /// Free-text note, at most 4096 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(schema_with = note_schema)]
     pub note: Option<String>,
     /// A readable name for the job, at most 255 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
+    #[schema(schema_with = name_schema)]
     pub name: Option<String>,
 }
 

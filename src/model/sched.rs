@@ -359,10 +359,11 @@ pub struct UpdateJob {
     /// Tags to merge into the job's (any status): a value sets the key,
     /// null deletes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::labels::tag_patch_schema)]
     pub tags: Option<std::collections::BTreeMap<String, Option<String>>>,
     /// A new note (any status); an empty one clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(schema_with = super::labels::note_schema)]
     pub note: Option<String>,
 }
 

@@ -107,6 +107,30 @@ impl<'de> Deserialize<'de> for Parameters {
     }
 }
 
+/// The schema of `parameters`: 1–[`MAX_PARAMETERS`] keys as the expansion
+/// checks them (1–[`MAX_PARAMETER_KEY`] characters, dot-separated
+/// non-empty parts, no `=`, `,` or control character).
+fn parameters_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Config key (dotted for nested keys, e.g. `optim.lr`) → its values: a list, `{\"values\": [...]}`, or (random only) `{\"min\", \"max\", \"log\"?, \"integer\"?}`.",
+        ))
+        .min_properties(Some(1))
+        .max_properties(Some(MAX_PARAMETERS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_PARAMETER_KEY))
+                .pattern(Some(
+                    "^[^.=,\\u0000-\\u001f\\u007f-\\u009f]+(\\.[^.=,\\u0000-\\u001f\\u007f-\\u009f]+)*$",
+                )),
+        ))
+        .additional_properties(Some(utoipa::openapi::Ref::from_schema_name("ParamValues")))
+        .build()
+}
+
 /// What to vary, and how.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SweepSpec {
@@ -116,7 +140,7 @@ pub struct SweepSpec {
     /// Config key (dotted for nested keys, e.g. `optim.lr`) → its values:
     /// a list, `{"values": [...]}`, or (random only) `{"min", "max",
     /// "log"?, "integer"?}`.
-    #[schema(value_type = BTreeMap<String, ParamValues>)]
+    #[schema(schema_with = parameters_schema)]
     pub parameters: Parameters,
     /// How many jobs a random search creates (1–500).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -143,6 +143,7 @@ async fn dry_run(st: &AppState, actor: &Principal, req: CreateJob) -> Result<Lau
 #[utoipa::path(get, path = "/api/v1/training/jobs", tag = "jobs",
     params(JobListQuery,
         ("tag" = Option<Vec<String>>, Query, style = Form, explode,
+            pattern = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[^\\u0000-\\u001f\\u007f-\\u009f]{0,255}$",
             description = "Only jobs with this tag, `KEY=VALUE`; repeatable (every one must match)"),
     ),
     responses(

@@ -61,7 +61,9 @@ use super::responses::{
         super::retention::prune,
     ),
     components(
-        schemas(ErrorBody),
+        // `parameters` refers to it from a hand-written schema, which utoipa
+        // does not follow to collect it.
+        schemas(ErrorBody, crate::model::sweep::ParamValues),
         responses(BadRequest, Unauthorized, Forbidden, TooManyRequests, TooLarge, NotJson, Invalid, Unavailable),
     ),
     modifiers(&Security, &Uploads, &CrossCutting, &Flattened),
