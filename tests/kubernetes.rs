@@ -843,6 +843,31 @@ fn vanished<T: DeserializeOwned + Serialize>(original: &Value) -> Vec<String> {
     out
 }
 
+/// The kind of a deploy manifest's document, after checking it is one the
+/// manifests may use and that its typed round trip drops no key.
+fn known_kind_without_unknown_keys<'a>(file: &str, doc: &'a Value) -> &'a str {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    use k8s_openapi::api::{policy::v1 as policy, rbac::v1 as rbac};
+    let kind = doc["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{file}: no kind"));
+    let gone = match kind {
+        "Namespace" => vanished::<core::Namespace>(doc),
+        "ServiceAccount" => vanished::<core::ServiceAccount>(doc),
+        "Role" => vanished::<rbac::Role>(doc),
+        "RoleBinding" => vanished::<rbac::RoleBinding>(doc),
+        "PersistentVolumeClaim" => vanished::<core::PersistentVolumeClaim>(doc),
+        "Deployment" => vanished::<apps::Deployment>(doc),
+        "Service" => vanished::<core::Service>(doc),
+        "ConfigMap" => vanished::<core::ConfigMap>(doc),
+        "Secret" => vanished::<core::Secret>(doc),
+        "PodDisruptionBudget" => vanished::<policy::PodDisruptionBudget>(doc),
+        other => panic!("{file}: unexpected kind {other}"),
+    };
+    assert!(gone.is_empty(), "{file} ({kind}): unknown keys {gone:?}");
+    kind
+}
+
 fn diff(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -1045,25 +1070,10 @@ fn deploy_docs_in(dir: &str) -> Vec<(String, Value)> {
 
 #[test]
 fn deploy_manifests_parse_as_kubernetes_objects_without_unknown_keys() {
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
     let docs = deploy_docs();
     let mut kinds = BTreeSet::new();
     for (file, doc) in &docs {
-        let kind = doc["kind"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{file}: no kind"));
-        let gone = match kind {
-            "Namespace" => vanished::<core::Namespace>(doc),
-            "ServiceAccount" => vanished::<core::ServiceAccount>(doc),
-            "Role" => vanished::<rbac::Role>(doc),
-            "RoleBinding" => vanished::<rbac::RoleBinding>(doc),
-            "PersistentVolumeClaim" => vanished::<core::PersistentVolumeClaim>(doc),
-            "Deployment" => vanished::<apps::Deployment>(doc),
-            "Service" => vanished::<core::Service>(doc),
-            "ConfigMap" => vanished::<core::ConfigMap>(doc),
-            other => panic!("{file}: unexpected kind {other}"),
-        };
-        assert!(gone.is_empty(), "{file} ({kind}): unknown keys {gone:?}");
+        let kind = known_kind_without_unknown_keys(file, doc);
         kinds.insert(kind.to_string());
     }
     for k in [
@@ -1161,28 +1171,13 @@ fn deploy_manifests_parse_as_kubernetes_objects_without_unknown_keys() {
 
 #[test]
 fn the_replicated_variant_shares_the_single_node_manifests_and_runs_two_leased_replicas() {
-    use k8s_openapi::api::rbac::v1 as rbac;
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, policy::v1 as policy};
     let docs = deploy_docs_in("deploy/kubernetes/replicated");
     let single: BTreeMap<String, Value> = deploy_docs()
         .into_iter()
         .map(|(f, d)| (format!("{f}/{}", d["kind"].as_str().unwrap()), d))
         .collect();
     for (file, doc) in &docs {
-        let kind = doc["kind"].as_str().unwrap();
-        let gone = match kind {
-            "Namespace" => vanished::<core::Namespace>(doc),
-            "ServiceAccount" => vanished::<core::ServiceAccount>(doc),
-            "Role" => vanished::<rbac::Role>(doc),
-            "RoleBinding" => vanished::<rbac::RoleBinding>(doc),
-            "Deployment" => vanished::<apps::Deployment>(doc),
-            "Service" => vanished::<core::Service>(doc),
-            "ConfigMap" => vanished::<core::ConfigMap>(doc),
-            "Secret" => vanished::<core::Secret>(doc),
-            "PodDisruptionBudget" => vanished::<policy::PodDisruptionBudget>(doc),
-            other => panic!("{file}: unexpected kind {other}"),
-        };
-        assert!(gone.is_empty(), "{file} ({kind}): unknown keys {gone:?}");
+        let kind = known_kind_without_unknown_keys(file, doc);
         assert_ne!(
             kind, "PersistentVolumeClaim",
             "{file}: state lives in PostgreSQL"

@@ -4,6 +4,34 @@
 //! (`platform prune`) deletes the others, so a pruned history draws the
 //! same curve.
 
+/// Which table a read is of: training points (`metrics`) or system
+/// metrics (`system_metrics`, same columns plus the series it downsamples
+/// on). The SQL names are the same on every backend.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricTable {
+    /// The table's name.
+    pub name: &'static str,
+    /// The number downsampling keeps the extremes of.
+    pub series: &'static str,
+}
+
+impl MetricTable {
+    /// Training points, or with `system` GPU telemetry.
+    pub fn of(system: bool) -> Self {
+        if system {
+            MetricTable {
+                name: "system_metrics",
+                series: "series",
+            }
+        } else {
+            MetricTable {
+                name: "metrics",
+                series: "COALESCE(loss, accuracy, epoch)",
+            }
+        }
+    }
+}
+
 /// Point ids `first..=last` of one job's series, all to be deleted, and
 /// how many points that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,38 +6,13 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{corrupt, fail};
-use crate::db::downsample::pick_extremes;
+use crate::db::downsample::{pick_extremes, MetricTable};
 use crate::db::DbError;
 use crate::model::{Metric, MetricFilter, Order};
 
 /// Every column of a point, in [`point`]'s order.
 pub(super) const COLUMNS: &str =
     "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
-
-/// Which table a read is of: training points (`metrics`) or system
-/// metrics (`system_metrics`, same columns plus the series it downsamples on).
-#[derive(Clone, Copy)]
-struct Table {
-    name: &'static str,
-    /// The number downsampling keeps the extremes of.
-    series: &'static str,
-}
-
-impl Table {
-    fn of(system: bool) -> Self {
-        if system {
-            Table {
-                name: "system_metrics",
-                series: "series",
-            }
-        } else {
-            Table {
-                name: "metrics",
-                series: "COALESCE(loss, accuracy, epoch)",
-            }
-        }
-    }
-}
 
 /// Stores one sample of a job's system metrics (GPU telemetry).
 pub(super) async fn insert_system(
@@ -97,7 +72,7 @@ pub(super) async fn list(
     f: &MetricFilter,
 ) -> Result<Vec<Metric>, DbError> {
     let after = f.after_id.unwrap_or(0);
-    let table = Table::of(f.system);
+    let table = MetricTable::of(f.system);
     if let Some(max) = f.max_points {
         return downsample(c, table, job_id, after, max as usize, f.order).await;
     }
@@ -121,7 +96,7 @@ pub(super) async fn list(
 
 async fn downsample(
     c: &impl GenericClient,
-    table: Table,
+    table: MetricTable,
     job_id: Uuid,
     after: i64,
     max: usize,
@@ -147,7 +122,7 @@ async fn downsample(
 /// downsampling works on.
 async fn read_series(
     c: &impl GenericClient,
-    table: Table,
+    table: MetricTable,
     job_id: Uuid,
     after: i64,
 ) -> Result<Vec<(i64, f64)>, DbError> {
@@ -178,7 +153,7 @@ pub(super) async fn series(
     job_id: Uuid,
     system: bool,
 ) -> Result<Vec<(i64, f64)>, DbError> {
-    read_series(c, Table::of(system), job_id, 0).await
+    read_series(c, MetricTable::of(system), job_id, 0).await
 }
 
 /// Deletes a job's points in `ranges` (training points, or with `system`
@@ -196,7 +171,7 @@ pub(super) async fn delete_ranges(
         .prepare_cached(&format!(
             "DELETE FROM {} AS m USING unnest($2::int8[], $3::int8[]) AS r(lo, hi) \
              WHERE m.job_id = $1 AND m.id BETWEEN r.lo AND r.hi",
-            Table::of(system).name
+            MetricTable::of(system).name
         ))
         .await
         .map_err(fail)?;

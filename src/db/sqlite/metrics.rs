@@ -5,38 +5,12 @@
 use rusqlite::{params, Connection, Row};
 use uuid::Uuid;
 
-use crate::db::downsample::pick_extremes;
+use crate::db::downsample::{pick_extremes, MetricTable};
 use crate::db::{parse_ts, ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 
 const COLUMNS: &str =
     "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
-
-/// Which table a read is of: training points (`metrics`) or system
-/// metrics (`system_metrics`, same columns plus the series it downsamples on).
-#[derive(Clone, Copy)]
-struct Table {
-    name: &'static str,
-    /// The number downsampling keeps the extremes of (the `metrics_series`
-    /// index's expression for training points).
-    series: &'static str,
-}
-
-impl Table {
-    fn of(system: bool) -> Self {
-        if system {
-            Table {
-                name: "system_metrics",
-                series: "series",
-            }
-        } else {
-            Table {
-                name: "metrics",
-                series: "COALESCE(loss, accuracy, epoch)",
-            }
-        }
-    }
-}
 
 fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
     let job_id: String = r.get(1)?;
@@ -94,7 +68,7 @@ pub fn insert(
 /// A page of a job's points in the requested order, or a downsampled view
 /// of the whole history when `max_points` is set.
 pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
-    let table = Table::of(f.system);
+    let table = MetricTable::of(f.system);
     if let Some(max) = f.max_points {
         return downsample(
             c,
@@ -132,7 +106,7 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
 /// rows are read for the chosen points alone.
 fn downsample(
     c: &Connection,
-    table: Table,
+    table: MetricTable,
     job_id: Uuid,
     after_id: i64,
     max: usize,
@@ -161,7 +135,7 @@ fn downsample(
 /// downsampling works on.
 fn read_series(
     c: &Connection,
-    table: Table,
+    table: MetricTable,
     job_id: Uuid,
     after_id: i64,
 ) -> Result<Vec<(i64, f64)>, DbError> {
@@ -180,7 +154,7 @@ fn read_series(
 /// The whole main series of a job's training points or, with `system`, of
 /// its GPU telemetry (see [`read_series`]).
 pub fn series(c: &Connection, job_id: Uuid, system: bool) -> Result<Vec<(i64, f64)>, DbError> {
-    read_series(c, Table::of(system), job_id, 0)
+    read_series(c, MetricTable::of(system), job_id, 0)
 }
 
 /// Deletes a job's points in `ranges` (training points, or with `system`
@@ -193,7 +167,7 @@ pub fn delete_ranges(
 ) -> Result<u64, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "DELETE FROM {} WHERE job_id = ?1 AND id BETWEEN ?2 AND ?3",
-        Table::of(system).name
+        MetricTable::of(system).name
     ))?;
     let job = job_id.to_string();
     let mut deleted = 0;
