@@ -13,6 +13,7 @@
 //! change rejected by its rule stores nothing.
 
 mod accounts;
+mod columns;
 mod coord;
 mod downsample;
 mod postgres;

@@ -146,25 +146,6 @@ impl Db {
     }
 }
 
-/// The mark stored on a job as the API shows it.
-pub(super) fn pruned(
-    at: Option<DateTime<Utc>>,
-    max_points: Option<i64>,
-    logs: bool,
-    artifacts: bool,
-) -> Result<Option<Pruned>, DbError> {
-    let max_points = max_points
-        .map(u32::try_from)
-        .transpose()
-        .map_err(|e| DbError::Corrupt(format!("pruned_max_points: {e}")))?;
-    Ok(at.map(|at| Pruned {
-        at,
-        max_points,
-        logs,
-        artifacts,
-    }))
-}
-
 /// A SQLite file before and after `platform db vacuum`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Vacuumed {

@@ -68,7 +68,7 @@ pub fn tag_patch_schema() -> utoipa::openapi::schema::Object {
 
 /// The schema of a create's `name`: plain text, or null.
 fn name_schema() -> utoipa::openapi::schema::Object {
-    let mut o = super::job::text(MAX_JOB_NAME, "A readable name for the job");
+    let mut o = super::validate::text(MAX_JOB_NAME, "A readable name for the job");
     o.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
         utoipa::openapi::schema::Type::String,
         utoipa::openapi::schema::Type::Null,

@@ -155,7 +155,7 @@ pub struct CreateToken {
 }
 
 fn token_name_schema() -> utoipa::openapi::schema::Object {
-    super::job::text(MAX_TOKEN_NAME, "A name for the token, e.g. `laptop`")
+    super::validate::text(MAX_TOKEN_NAME, "A name for the token, e.g. `laptop`")
 }
 
 impl CreateToken {
@@ -367,7 +367,7 @@ mod tests {
         let schema = token_name_schema();
         assert_eq!(
             schema.pattern.as_deref(),
-            Some(crate::model::job::PLAIN_TEXT)
+            Some(crate::model::validate::PLAIN_TEXT)
         );
         assert_eq!(schema.max_length, Some(MAX_TOKEN_NAME));
     }

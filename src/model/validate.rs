@@ -3,6 +3,31 @@
 
 use serde_json::{Number, Value};
 
+/// The create body's text fields as a pattern: no control character (C0,
+/// DEL, C1: what no trainer's environment or argv can carry), and not only
+/// whitespace (one character outside Rust's `char::is_whitespace` set,
+/// which is what `trim` removes; the controls among it, `\t`-`\r` and
+/// U+0085, are excluded by the first class already).
+pub const PLAIN_TEXT: &str = concat!(
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*",
+    "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+);
+
+/// The schema of a required text field: 1–`max` characters, not only
+/// whitespace ([`required_text`]).
+pub(super) fn text(max: usize, description: &str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(format!(
+            "{description} (1–{max} characters, not only whitespace, no control characters)."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(PLAIN_TEXT))
+        .build()
+}
+
 /// A request field that failed validation (the server answers 422).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {message}")]

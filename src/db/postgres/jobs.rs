@@ -101,7 +101,7 @@ pub(super) fn record(r: &Row) -> Result<JobRecord, DbError> {
             name: col(r, 36)?,
             sweep_id: col(r, 37)?,
         },
-        pruned: crate::db::prune::pruned(
+        pruned: crate::db::columns::pruned(
             col(r, 40)?,
             col::<Option<i32>>(r, 41)?.map(i64::from),
             col(r, 42)?,

@@ -13,8 +13,9 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{corrupt, fail, jobs, metrics, Postgres};
+use crate::db::columns::pruned;
 use crate::db::downsample::{deletions, IdRange};
-use crate::db::prune::{pruned, CandidateQuery, PruneCandidate, PruneStep, StepDone};
+use crate::db::prune::{CandidateQuery, PruneCandidate, PruneStep, StepDone};
 use crate::db::DbError;
 
 /// 0001-01-01, where the first page of candidates starts.

@@ -84,7 +84,12 @@ fn record_from_row(r: &Row<'_>) -> Result<JobRecord, DbError> {
                 .map(|s| Uuid::parse_str(&s).map_err(corrupt))
                 .transpose()?,
         },
-        pruned: crate::db::prune::pruned(opt_ts(r.get(40)?)?, r.get(41)?, r.get(42)?, r.get(43)?)?,
+        pruned: crate::db::columns::pruned(
+            opt_ts(r.get(40)?)?,
+            r.get(41)?,
+            r.get(42)?,
+            r.get(43)?,
+        )?,
     };
     Ok(JobRecord {
         job,

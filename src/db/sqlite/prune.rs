@@ -13,9 +13,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{jobs, metrics, Sqlite};
+use crate::db::columns::pruned;
 use crate::db::downsample::{deletions, IdRange};
 use crate::db::prune::{
-    pruned, CandidateQuery, PruneCandidate, PruneMark, PruneStep, Reclaim, StepDone, Vacuumed,
+    CandidateQuery, PruneCandidate, PruneMark, PruneStep, Reclaim, StepDone, Vacuumed,
 };
 use crate::db::{now, parse_ts, ts, DbError};
 
