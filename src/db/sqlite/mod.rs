@@ -14,7 +14,6 @@ mod accounts;
 mod alloc;
 mod check;
 pub(super) mod export;
-mod fresh;
 mod jobs;
 mod metrics;
 mod migrations;
@@ -102,10 +101,6 @@ impl Sqlite {
         if !alloc::install() {
             tracing::debug!("SQLite keeps the C allocator (it was initialised before)");
         }
-        let owned = path.to_path_buf();
-        tokio::task::spawn_blocking(move || fresh::create(&owned))
-            .await
-            .map_err(|e| DbError::Backend(e.to_string()))??;
         let owned = path.to_path_buf();
         let conn = tokio_rusqlite::Connection::open(path).await?;
         let checked = conn
@@ -566,8 +561,8 @@ fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// Whether the file's schema is older than this binary's (a file
-/// [`fresh`] built is current).
+/// Whether the file's schema is older than this binary's (a new, empty
+/// file too: checking it whole costs nothing).
 fn migrations_pending(c: &rusqlite::Connection) -> Result<bool, DbError> {
     let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     Ok(usize::try_from(found).is_ok_and(|v| v < migrations::latest_version()))
