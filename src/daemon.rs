@@ -7,7 +7,8 @@
 //! Prometheus recorder; open and check the object store (a bad store
 //! setting fails before anything is written);
 //! open the database; load the trainer registry; build the job service,
-//! the runner and the scheduler; bind the listener; serve. Shutdown runs
+//! the runner and the scheduler; bind the listener; serve, checking the
+//! whole database file meanwhile (damage stops the daemon). Shutdown runs
 //! the same way back: a signal cancels one [`CancellationToken`], which
 //! ends the HTTP server (in-flight requests finish, event streams and
 //! followed logs end), then the scheduler (launches in flight finish),
@@ -23,7 +24,7 @@ mod leading;
 mod retention;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -34,7 +35,7 @@ use nix::sys::stat::Mode;
 
 use crate::config::{LeaderElection, RunnerKind, ServerConfig};
 use crate::datadir;
-use crate::db::{Db, DbUrl, OpenOptions, SqliteOptions};
+use crate::db::{Db, DbError, DbUrl, OpenOptions, SqliteOptions};
 use crate::events::Events;
 use crate::gpus::Gpus;
 use crate::jobs::{Jobs, JobsConfig};
@@ -61,7 +62,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let open_files = raise_open_files_limit();
-    let prometheus = install_prometheus();
+    let prometheus = install_prometheus(&shutdown);
+    phase(started, "process set up");
     // Checked before the database opens, so a bad store setting fails fast and cleanly.
     let store = Arc::new(Store::from_config(&cfg.storage)?);
     store.check().await.with_context(|| {
@@ -70,6 +72,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             store.describe()
         )
     })?;
+    phase(started, "object store checked");
     let db = Arc::new(
         Db::open(
             &cfg.database,
@@ -82,6 +85,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         )
         .await?,
     );
+    phase(started, "database open");
     let process = Process {
         started,
         shutdown,
@@ -130,6 +134,7 @@ async fn serve(
         cfg.trainer_dir.as_deref(),
         cfg.trainers_file.as_deref(),
     )?);
+    phase(started, "trainer registry loaded");
     // Listening from here on, before the port opens: SIGHUP's default
     // action would kill the daemon.
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -181,7 +186,7 @@ async fn serve(
         Bootstrap::Existing if cfg.admin_token.is_some() => tracing::warn!(
             "PLATFORM_ADMIN_TOKEN is ignored: users exist already (it only seeds an empty database)"
         ),
-        Bootstrap::Existing => {}
+        Bootstrap::Existing => phase(started, "users checked"),
         Bootstrap::Created => tracing::info!(user = ADMIN_NAME, "created the first admin user"),
         Bootstrap::TokenFile(path) => tracing::warn!(
             user = ADMIN_NAME,
@@ -202,6 +207,7 @@ async fn serve(
         .configure(cfg.configured_webhooks.clone())
         .await
         .context("cannot set up the configured webhooks (WEBHOOKS)")?;
+    phase(started, "webhooks configured");
     let deliveries = tokio::spawn(crate::webhooks::deliver::run(
         webhooks.clone(),
         jobs.subscribe(),
@@ -293,6 +299,7 @@ async fn serve(
         leadership,
         shutdown: shutdown.clone(),
     });
+    phase(started, "runner and scheduler started");
     let app = server::router(state, &cfg.cors_origins);
     let opts = serve_options(cfg, open_files);
     tracing::info!(
@@ -305,6 +312,8 @@ async fn serve(
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on http://{addr}"
     );
+    // Not before: start-up does not wait for it, however long the history.
+    let integrity = tokio::spawn(check_integrity(db.clone(), shutdown.clone()));
     let served = server::serve(listener, app, opts, shutdown.clone())
         .await
         .context("the HTTP server failed");
@@ -315,7 +324,46 @@ async fn serve(
     let _ = deliveries.await;
     let _ = retention.await;
     runner.shutdown(cfg.stop_jobs_on_exit).await;
-    served
+    match integrity.await {
+        Ok(Some(damaged)) => Err(damaged.into()),
+        _ => served,
+    }
+}
+
+/// Waits for the database's whole-file integrity check, which runs beside
+/// the service (writes wait for it). Damage stops the daemon as if it had
+/// been found before start-up (the error it exits with); a check that
+/// cannot run is only logged, and writes then fail.
+async fn check_integrity(db: Arc<Db>, shutdown: CancellationToken) -> Option<DbError> {
+    let started = Instant::now();
+    match db.check_in_background(shutdown.clone()).await {
+        Ok(()) => {
+            if !shutdown.is_cancelled() {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(ms, "the database passed its integrity check");
+            }
+            None
+        }
+        Err(e @ DbError::Damaged { .. }) => {
+            tracing::error!("{e}; stopping");
+            shutdown.cancel();
+            Some(e)
+        }
+        Err(DbError::Closed) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "the database's integrity check could not run: writes fail");
+            None
+        }
+    }
+}
+
+/// Logs how far start-up got (`--debug` / `RUST_LOG=debug`): where the
+/// time before the first answer goes.
+fn phase(started: Instant, what: &str) {
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "start-up: {what}"
+    );
 }
 
 /// The GPUs local trainers may use (`--gpus`, `nvidia-smi`,
@@ -425,13 +473,34 @@ fn raise_open_files_limit() -> Option<u64> {
     }
 }
 
-fn install_prometheus() -> Option<PrometheusHandle> {
+/// Installs the Prometheus recorder, with its upkeep until shutdown.
+fn install_prometheus(shutdown: &CancellationToken) -> Option<PrometheusHandle> {
     let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
     match builder.install_recorder() {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            tokio::spawn(prometheus_upkeep(h.clone(), shutdown.clone()));
+            Some(h)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "Prometheus metrics are disabled");
             None
+        }
+    }
+}
+
+/// How often histogram samples are folded into their summaries.
+const PROMETHEUS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Folds the histograms' raw samples (24 bytes each, two per request) into
+/// their bounded summaries. A scrape does it too, but without upkeep the
+/// samples of a daemon nobody scrapes pile up for good.
+async fn prometheus_upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PROMETHEUS_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.cancelled() => return,
         }
     }
 }

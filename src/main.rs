@@ -36,9 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // One TLS crypto provider for every client (object_store, kube, reqwest).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let result = match command {
         Command::Serve(args) => {
             let default_level = if args.debug { "debug" } else { "info" };
@@ -66,6 +64,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // wait on it.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result
+}
+
+/// Most worker threads: the daemon's work per request is small (its
+/// throughput is the database writer's), and every worker that ran keeps
+/// a share of memory (its stack, its allocator's pages), so a many-core
+/// machine would otherwise hold tens of idle workers. `TOKIO_WORKER_THREADS`
+/// overrides it.
+const MAX_WORKERS: usize = 4;
+
+/// The runtime: as many workers as cores, at most [`MAX_WORKERS`].
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores.min(MAX_WORKERS));
+    }
+    builder.build()
 }
 
 /// How long the runtime's blocking tasks get to finish after the command

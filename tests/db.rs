@@ -109,6 +109,87 @@ async fn serve_refuses_a_damaged_database_with_a_clear_message() {
     assert!(err.contains("is damaged"), "{err}");
 }
 
+/// Damage past the first page of a table passes the check before start-up
+/// (which reads only the schema and each table's first page, so that
+/// start-up does not grow with the history) and is found by the
+/// `quick_check` that runs once the daemon serves: it stops with exit code
+/// 1 and the same message.
+#[tokio::test]
+async fn damage_deep_in_a_table_stops_the_daemon_once_it_serves() {
+    let d = real_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("platform.db");
+    std::fs::copy(d.data_dir.join("platform.db"), &db).unwrap();
+    // The page holding the jobs table's last rows: the rightmost leaf.
+    let page: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT pageno FROM dbstat WHERE name = 'jobs' AND pagetype = 'leaf' \
+             ORDER BY path DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(page > 2, "the jobs table spans pages: {page}");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start((page as u64 - 1) * 4096)).unwrap();
+    f.write_all(&[0xA5; 64]).unwrap();
+    f.sync_all().unwrap();
+
+    let (code, err) = serve_until_exit(&data);
+    assert_eq!(code, Some(1), "the daemon must stop: {err}");
+    assert!(
+        err.contains("listening on"),
+        "start-up did not wait for the check: {err}"
+    );
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("platform db check"), "{err}");
+}
+
+/// Runs `platform serve` on `data` until it exits (at most a minute):
+/// its exit code and what it wrote to stderr.
+fn serve_until_exit(data: &Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--hold-jobs",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", data)
+        .current_dir(data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (code, reader.join().unwrap())
+}
+
 /// A refused or unreachable `DATABASE_URL` is named with its password
 /// masked, by `serve` and by `db check` alike, and nothing starts.
 #[test]

@@ -27,6 +27,7 @@ mod webhook;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::model::webhook::{AttemptOutcome, ClaimedDelivery, Delivery, WebhookRecord};
@@ -51,7 +52,7 @@ pub struct OpenOptions {
 }
 
 /// Database failures (the server answers 500/503/507 for these).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// The backend reported an error.
     #[error("database error: {0}")]
@@ -535,6 +536,17 @@ impl Db {
         match self {
             Db::Sqlite(s) => s.ping().await,
             Db::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Waits for the integrity check that does not hold up start-up: on
+    /// SQLite, `PRAGMA quick_check` over the whole file, which writes wait
+    /// for (`Damaged`: none will commit, and the daemon stops); nothing on
+    /// PostgreSQL. Returns `Ok` early once `stop` is cancelled.
+    pub async fn check_in_background(&self, stop: CancellationToken) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(s) => s.check_in_background(stop).await,
+            Db::Postgres(_) => Ok(()),
         }
     }
 

@@ -289,6 +289,13 @@ ALTER TABLE jobs
     ADD COLUMN artifacts_pruned  boolean NOT NULL DEFAULT false;
 CREATE INDEX jobs_ended ON jobs (completed_at, id) WHERE completed_at IS NOT NULL;
 "#,
+    // 12: restarts find ended jobs whose trainer's exit was never seen
+    // (`jobs::ended_unsettled`) in this partial index instead of reading
+    // every ended job: re-adoption does not grow with the history.
+    r#"
+CREATE INDEX jobs_unsettled ON jobs (runner, completed_at)
+    WHERE runner_state IS NOT NULL AND exit_code IS NULL;
+"#,
 ];
 
 /// The newest schema version this binary knows.

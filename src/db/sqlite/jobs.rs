@@ -408,6 +408,12 @@ pub fn in_status(c: &Connection, status: JobStatus, limit: i64) -> Result<Vec<Jo
     collect(c, &mut stmt, params![status.as_str(), limit])
 }
 
+/// Which jobs [`ended_unsettled`] returns (`?1` the runner, `?2` since
+/// when); it repeats the condition of the `jobs_unsettled` partial index
+/// (migration 11), so SQLite reads that index and not every ended job.
+pub(super) const UNSETTLED: &str = "status IN ('completed', 'failed', 'cancelled') \
+     AND runner = ?1 AND runner_state IS NOT NULL AND exit_code IS NULL AND completed_at > ?2";
+
 /// Ended jobs launched by `runner` whose trainer's exit was never seen
 /// (the daemon stopped first), ended after `since`: their trainers may
 /// still be running.
@@ -417,9 +423,7 @@ pub fn ended_unsettled(
     since: &chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<JobRecord>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-         AND runner = ?1 AND runner_state IS NOT NULL AND exit_code IS NULL \
-         AND completed_at > ?2 ORDER BY created_at ASC, id ASC"
+        "SELECT {COLUMNS} FROM jobs WHERE {UNSETTLED} ORDER BY created_at ASC, id ASC"
     ))?;
     collect(c, &mut stmt, params![runner, ts(since)])
 }

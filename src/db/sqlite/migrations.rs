@@ -297,6 +297,16 @@ ALTER TABLE jobs ADD COLUMN artifacts_pruned INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_ended ON jobs (completed_at, id) WHERE completed_at IS NOT NULL;
 "#,
         ),
+        // 12: a restart looks for ended jobs whose trainer's exit was never
+        // seen (`jobs::ended_unsettled`) in this partial index, which holds
+        // only jobs with runner state and no exit code, instead of reading
+        // every ended job: re-adoption does not grow with the history.
+        M::up(
+            r#"
+CREATE INDEX jobs_unsettled ON jobs (runner, completed_at)
+    WHERE runner_state IS NOT NULL AND exit_code IS NULL;
+"#,
+        ),
     ]
 }
 
@@ -342,6 +352,27 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn a_restart_finds_unsettled_jobs_without_reading_every_ended_job() {
+        let mut c = memory();
+        migrations().to_latest(&mut c).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE {}",
+                super::super::jobs::UNSETTLED
+            ))
+            .unwrap()
+            .query_map(["subprocess", "2025-01-01"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX jobs_unsettled")),
+            "{plan:?}"
+        );
     }
 
     #[test]

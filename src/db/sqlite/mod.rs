@@ -6,8 +6,9 @@
 //! writer task ([`writer`]) that packs whatever writes are queued into one
 //! transaction and one fsync. A write's future resolves only after its
 //! transaction has committed with `synchronous=FULL`. Reads go to a small
-//! round-robin pool of read-only connections that WAL mode lets run beside
-//! the writer. Nothing outside this module sees a `rusqlite` type.
+//! pool of read-only connections that WAL mode lets run beside the writer,
+//! opened as overlapping reads need them ([`readers`]). Nothing outside
+//! this module sees a `rusqlite` type.
 
 mod accounts;
 mod alloc;
@@ -17,6 +18,7 @@ mod jobs;
 mod metrics;
 mod migrations;
 mod prune;
+mod readers;
 mod sweeps;
 mod users;
 mod webhooks;
@@ -27,10 +29,9 @@ pub(super) use migrations::latest_version;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use rusqlite::OpenFlags;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{now, panic_message, Changes, Created, DbError, IdempotencyClaim, Modified};
@@ -72,9 +73,6 @@ impl From<tokio_rusqlite::Error<DbError>> for DbError {
     }
 }
 
-/// Number of read-only connections (each has its own thread).
-const READERS: usize = 2;
-
 /// Settings of [`Sqlite::open`] beyond the path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SqliteOptions {
@@ -88,8 +86,7 @@ pub struct SqliteOptions {
 pub struct Sqlite {
     path: PathBuf,
     writer: writer::Writer,
-    readers: Vec<tokio_rusqlite::Connection>,
-    next_reader: AtomicUsize,
+    readers: readers::Readers,
 }
 
 impl Sqlite {
@@ -107,53 +104,62 @@ impl Sqlite {
         }
         let owned = path.to_path_buf();
         let conn = tokio_rusqlite::Connection::open(path).await?;
-        conn.call(move |c| -> Result<(), DbError> {
-            let damaged = |e: rusqlite::Error| {
-                if check::is_damage(&e) {
-                    check::damaged(&owned, vec![e.to_string()])
-                } else {
-                    e.into()
+        let checked = conn
+            .call(move |c| -> Result<bool, DbError> {
+                let damaged = |e: rusqlite::Error| {
+                    if check::is_damage(&e) {
+                        check::damaged(&owned, vec![e.to_string()])
+                    } else {
+                        e.into()
+                    }
+                };
+                configure(c).map_err(damaged)?;
+                // Only takes on a new file (before its first table): prunes
+                // then give space back (`prune.rs`); older files need one
+                // `platform db vacuum`.
+                c.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                    .map_err(damaged)?;
+                c.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(damaged)?;
+                // Before anything is written: a file damaged where this looks
+                // starts nothing; the rest is the writer's gate (below).
+                check::probe(c, &owned)?;
+                // A migration writes before the writer exists: check it all first.
+                let whole = migrations_pending(c)?;
+                if whole {
+                    let problems = check::problems(c, &owned, check::Depth::Quick)?;
+                    if !problems.is_empty() {
+                        return Err(check::damaged(&owned, problems));
+                    }
                 }
-            };
-            configure(c).map_err(damaged)?;
-            // Only takes on a new file (before its first table): prunes
-            // then give space back (`prune.rs`); older files need one
-            // `platform db vacuum`.
-            c.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-                .map_err(damaged)?;
-            c.pragma_update(None, "journal_mode", "WAL")
-                .map_err(damaged)?;
-            // Before anything is written: a damaged file starts nothing.
-            let problems = check::problems(c, &owned, check::Depth::Quick)?;
-            if !problems.is_empty() {
-                return Err(check::damaged(&owned, problems));
-            }
-            migrate(c, &owned)?;
-            if let Some(pages) = options.max_pages {
-                // Below the current size SQLite keeps the current size.
-                c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
-            }
-            Ok(())
-        })
-        .await?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r = tokio_rusqlite::Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
-            )
+                migrate(c, &owned)?;
+                if let Some(pages) = options.max_pages {
+                    // Below the current size SQLite keeps the current size.
+                    c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+                }
+                Ok(whole)
+            })
             .await?;
-            r.call(|c| configure(c)).await?;
-            readers.push(r);
-        }
+        let readers = readers::Readers::open(path).await?;
+        let owned = path.to_path_buf();
+        let writer = writer::Writer::start(conn, move |stop| {
+            let gate: writer::Gate = Box::pin(check::in_background(owned, stop));
+            (!checked).then_some(gate)
+        });
         Ok(Sqlite {
             path: path.to_path_buf(),
-            writer: writer::Writer::start(conn),
+            writer,
             readers,
-            next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// Waits for the writer's gate, the whole-file `quick_check` (`Ok`
+    /// early once `stop` is cancelled): `Damaged` when it found damage.
+    pub(super) async fn check_in_background(&self, stop: CancellationToken) -> Result<(), DbError> {
+        tokio::select! {
+            passed = self.writer.opened() => passed,
+            _ = stop.cancelled() => Ok(()),
+        }
     }
 
     /// `PRAGMA integrity_check` on the file at `path`, opened read-only:
@@ -174,8 +180,9 @@ impl Sqlite {
         F: FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
-        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        self.readers[i]
+        let reader = self.readers.acquire().await?;
+        reader
+            .conn()
             .call(move |c| {
                 std::panic::catch_unwind(AssertUnwindSafe(|| f(c)))
                     .unwrap_or_else(|p| Err(DbError::Panicked(panic_message(p.as_ref()))))
@@ -434,6 +441,14 @@ impl Sqlite {
         source: &'static str,
         recs: Vec<WebhookRecord>,
     ) -> Result<(), DbError> {
+        if recs.is_empty() {
+            // Start-up calls this with none configured, usually: a write
+            // would wait for the writer's gate, the whole-file check.
+            let stored = self.webhooks().await?;
+            if !stored.iter().any(|r| r.webhook.source == source) {
+                return Ok(());
+            }
+        }
         self.writer
             .write(move |c| Ok(Ok(webhooks::replace_source(c, source, &recs)?)))
             .await
@@ -517,13 +532,8 @@ impl Sqlite {
     /// WAL); later operations fail with `Closed`.
     pub(super) async fn close(&self) {
         // Readers first: SQLite checkpoints and removes the WAL only when
-        // the last connection closes, and a read-only one cannot. Closing a
-        // clone closes the shared connection.
-        for r in self.readers.iter().cloned() {
-            if let Err(e) = r.close().await {
-                tracing::warn!(error = %e, "closing a database reader failed");
-            }
-        }
+        // the last connection closes, and a read-only one cannot.
+        self.readers.close().await;
         self.writer.close().await;
     }
 }
@@ -561,6 +571,13 @@ fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Whether the file's schema is older than this binary's (a new, empty
+/// file too: checking it whole costs nothing).
+fn migrations_pending(c: &rusqlite::Connection) -> Result<bool, DbError> {
+    let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok(usize::try_from(found).is_ok_and(|v| v < migrations::latest_version()))
 }
 
 fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {

@@ -17,12 +17,19 @@
 //! write. The cache is trusted only as far as this writer's own writes go:
 //! any write that is not a [`Writer::write_job`] empties it first, and so
 //! does a batch that does not commit.
+//!
+//! Nothing commits before the writer's [`Gate`] passed: the whole-file
+//! integrity check that runs after the database opened (see `check`).
+//! Writes queued meanwhile wait for it; if it fails, they and every later
+//! write fail with `Closed`, so a damaged file is never written to.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -59,6 +66,14 @@ impl CommitError {
         }
     }
 }
+
+/// What must pass before the first write commits. It is given the
+/// writer's stop token ([`Writer::close`] cancels it) and should then end
+/// early with an error.
+pub(super) type Gate = Pin<Box<dyn Future<Output = Result<(), DbError>> + Send>>;
+
+/// The gate's outcome, once known.
+type Opened = Option<Result<(), DbError>>;
 
 /// Sends the closure's result once the batch's fate is known.
 type Finish = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
@@ -110,19 +125,52 @@ pub(super) struct Writer {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The last batch failed (in part) because the disk is full.
     disk_full: Arc<AtomicBool>,
+    /// Whether the gate passed, once it is known.
+    opened: watch::Receiver<Opened>,
 }
 
 impl Writer {
-    pub(super) fn start(conn: tokio_rusqlite::Connection) -> Writer {
+    /// The writer over `conn`; writes commit once the gate that `gate`
+    /// makes (from the writer's stop token) passed, at once without one.
+    pub(super) fn start(
+        conn: tokio_rusqlite::Connection,
+        gate: impl FnOnce(CancellationToken) -> Option<Gate>,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>(4096);
         let stop = CancellationToken::new();
         let disk_full = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(conn, rx, stop.clone(), disk_full.clone()));
+        let (open, opened) = watch::channel(None);
+        let gate = gate(stop.clone());
+        let (stopped, full) = (stop.clone(), disk_full.clone());
+        let task = tokio::spawn(async move {
+            let passed = match gate {
+                Some(gate) => gate.await,
+                None => Ok(()),
+            };
+            let ok = passed.is_ok();
+            open.send_replace(Some(passed));
+            if ok {
+                run(conn, rx, stopped, full).await;
+            }
+            // Else the queued writes are dropped unrun (their callers see
+            // `Closed`), and so is the connection.
+        });
         Writer {
             tx,
             stop,
             task: Mutex::new(Some(task)),
             disk_full,
+            opened,
+        }
+    }
+
+    /// Waits for the gate: `Ok` once writes may commit, else why not.
+    pub(super) async fn opened(&self) -> Result<(), DbError> {
+        let mut opened = self.opened.clone();
+        let known = opened.wait_for(Option::is_some).await;
+        match known.as_deref() {
+            Ok(Some(passed)) => passed.clone(),
+            _ => Err(DbError::Closed),
         }
     }
 
@@ -429,7 +477,7 @@ mod tests {
             .await
             .unwrap();
         conn.call(move |c| c.execute_batch(setup)).await.unwrap();
-        Writer::start(conn)
+        Writer::start(conn, |_| None)
     }
 
     fn insert(
@@ -462,6 +510,64 @@ mod tests {
         // The writer thread survived: later writes still commit.
         writer.write(insert(4)).await.unwrap();
         assert_eq!(values(&writer).await, vec![1, 3, 4]);
+        writer.close().await;
+    }
+
+    /// A gate (the start-up integrity check) that has not passed holds
+    /// every write back; one that fails lets none commit.
+    #[tokio::test]
+    async fn no_write_commits_before_the_gate_passed() {
+        super::super::alloc::install();
+        let dir = tempfile::tempdir().unwrap();
+        let start = |result: tokio::sync::oneshot::Receiver<Result<(), DbError>>| async {
+            let conn = tokio_rusqlite::Connection::open(dir.path().join("t.db"))
+                .await
+                .unwrap();
+            conn.call(|c| c.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
+                .await
+                .unwrap();
+            Writer::start(conn, move |_| {
+                let gate: Gate =
+                    Box::pin(async move { result.await.unwrap_or(Err(DbError::Closed)) });
+                Some(gate)
+            })
+        };
+        let stored = || {
+            let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+
+        let (pass, gate) = tokio::sync::oneshot::channel();
+        let writer = start(gate).await;
+        let mut held = Box::pin(writer.write(insert(1)));
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), &mut held).await;
+        assert!(waited.is_err(), "a write committed before the gate passed");
+        assert_eq!(stored(), 0);
+        pass.send(Ok(())).unwrap();
+        held.await.unwrap();
+        writer.opened().await.unwrap();
+        assert_eq!(stored(), 1);
+        writer.close().await;
+
+        let (fail, gate) = tokio::sync::oneshot::channel();
+        let writer = start(gate).await;
+        let queued = writer.write(insert(2));
+        let damaged = DbError::Damaged {
+            path: dir.path().join("t.db"),
+            problems: "page 7: btreeInitPage() returns error code 11".into(),
+        };
+        fail.send(Err(damaged)).unwrap();
+        assert!(matches!(queued.await, Err(DbError::Closed)));
+        assert!(matches!(
+            writer.opened().await,
+            Err(DbError::Damaged { .. })
+        ));
+        assert!(matches!(
+            writer.write(insert(3)).await,
+            Err(DbError::Closed)
+        ));
+        assert_eq!(stored(), 1, "nothing committed after a failed gate");
         writer.close().await;
     }
 
