@@ -283,6 +283,60 @@ async fn committed_changes_are_announced_points_before_the_job() {
 /// (`db/sqlite/writer.rs`, `JobCache`): a change made by any other write
 /// in between must reach the next callback, never be written over by the
 /// cached copy.
+/// A progress-only callback is written without touching the row's
+/// indexed columns, a status change with all of them: both are stored,
+/// and the status index finds the job under its new status only.
+#[tokio::test]
+async fn progress_only_and_status_changing_callbacks_are_both_stored() {
+    let svc = Service::start().await;
+    let id = svc.create("m").await.id;
+    let in_status = |status| JobFilter {
+        user_id: None,
+        status: Some(status),
+        id_prefix: None,
+        number: None,
+        queue: None,
+        sweep_id: None,
+        tags: Vec::new(),
+        limit: 10,
+        offset: 0,
+    };
+    svc.jobs
+        .callback(id, update(json!({"status": "running", "sequence": 1})))
+        .await
+        .unwrap();
+    let report =
+        json!({"status": "running", "sequence": 2, "progress": 0.25, "message": "epoch 1"});
+    svc.jobs.callback(id, update(report)).await.unwrap();
+    let rec = svc.jobs.record(id).await.unwrap();
+    assert_eq!(
+        (
+            rec.job.progress,
+            rec.job.message.as_deref(),
+            rec.last_sequence
+        ),
+        (0.25, Some("epoch 1"), Some(2))
+    );
+    assert!(rec.job.sched.last_heartbeat_at.is_some());
+    let running = svc.jobs.list(in_status(JobStatus::Running)).await.unwrap();
+    assert_eq!(running.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+
+    let done = json!({"status": "completed", "sequence": 3, "progress": 1.0});
+    svc.jobs.callback(id, update(done)).await.unwrap();
+    let rec = svc.jobs.record(id).await.unwrap();
+    assert_eq!(rec.job.status, JobStatus::Completed);
+    assert!(rec.job.completed_at.is_some());
+    assert_eq!((rec.job.progress, rec.last_sequence), (1.0, Some(3)));
+    let running = svc.jobs.list(in_status(JobStatus::Running)).await.unwrap();
+    assert!(running.is_empty(), "{running:?}");
+    let completed = svc
+        .jobs
+        .list(in_status(JobStatus::Completed))
+        .await
+        .unwrap();
+    assert_eq!(completed.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+}
+
 #[tokio::test]
 async fn a_change_between_two_callbacks_survives_the_second() {
     let svc = Service::start().await;

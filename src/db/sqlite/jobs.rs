@@ -345,6 +345,87 @@ pub fn update(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The columns of a job row that indexes cover (status, completion,
+/// runner state and exit: `jobs_status_newest`, `jobs_queue_status`,
+/// `jobs_ended`, `jobs_unsettled`) or that only lifecycle steps and edits
+/// change, as a rule found them. A callback that leaves them all alone
+/// (the common one: progress, a message, a sequence, a heartbeat) is
+/// written by [`update_progress`], which touches no index: SQLite
+/// rewrites every index that covers a column an `UPDATE` sets, changed or
+/// not.
+#[derive(PartialEq)]
+pub struct IndexedColumns {
+    status: JobStatus,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    completed_at: Option<chrono::DateTime<chrono::Utc>>,
+    runner: Option<String>,
+    exit_code: Option<i32>,
+    runner_state: Option<String>,
+    token_hash: Option<String>,
+    priority: u8,
+    attempt: u32,
+    termination_reason: Option<String>,
+    next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    tags: std::collections::BTreeMap<String, String>,
+    note: Option<String>,
+    assigned_gpus: Vec<crate::model::AssignedGpu>,
+}
+
+impl IndexedColumns {
+    /// What `rec` holds now, before a rule runs.
+    pub fn of(rec: &JobRecord) -> IndexedColumns {
+        let j = &rec.job;
+        IndexedColumns {
+            status: j.status,
+            started_at: j.started_at,
+            completed_at: j.completed_at,
+            runner: j.runner.clone(),
+            exit_code: j.exit_code,
+            runner_state: rec.runner_state.clone(),
+            token_hash: rec.token_hash.clone(),
+            priority: j.sched.priority,
+            attempt: j.sched.attempt,
+            termination_reason: j.sched.termination_reason.clone(),
+            next_attempt_at: j.sched.next_attempt_at,
+            tags: j.labels.tags.clone(),
+            note: j.labels.note.clone(),
+            assigned_gpus: j.sched.assigned_gpus.clone(),
+        }
+    }
+
+    /// Writes `rec` after the rule: only its progress columns when the
+    /// rule changed none of these, else every column ([`update`]).
+    pub fn write(self, c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
+        if IndexedColumns::of(rec) == self {
+            update_progress(c, rec)
+        } else {
+            update(c, rec)
+        }
+    }
+}
+
+/// Writes the columns a running trainer's reports change, and no other.
+fn update_progress(c: &Connection, rec: &JobRecord) -> Result<(), DbError> {
+    let j = &rec.job;
+    c.prepare_cached(
+        "UPDATE jobs SET progress = ?2, message = ?3, checkpoint_s3_uri = ?4, error = ?5, \
+         updated_at = ?6, last_sequence = ?7, last_heartbeat_at = ?8, stalled_at = ?9 \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        j.id.to_string(),
+        j.progress,
+        j.message,
+        j.checkpoint_s3_uri,
+        j.error,
+        ts(&j.updated_at),
+        rec.last_sequence,
+        j.sched.last_heartbeat_at.as_ref().map(ts),
+        j.sched.stalled_at.as_ref().map(ts),
+    ])?;
+    Ok(())
+}
+
 /// A page of jobs, newest first (`created_at` desc, then `id` desc).
 pub fn list(c: &Connection, f: &JobFilter) -> Result<Vec<Job>, DbError> {
     let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1");

@@ -260,6 +260,7 @@ impl Sqlite {
                 let before = rec.job.status;
                 // Rules only ever start or end the latest attempt.
                 let attempt_before = rec.job.sched.attempts.last().cloned();
+                let indexed = jobs::IndexedColumns::of(&rec);
                 let changes = match rule(&mut rec, t) {
                     Ok(changes) => changes,
                     Err(refused) => return Ok(Err(refused)),
@@ -268,7 +269,7 @@ impl Sqlite {
                     return Ok(Ok(Modified::Unchanged));
                 }
                 if changes.job {
-                    jobs::update(c, &rec)?;
+                    indexed.write(c, &rec)?;
                     if let Some(a) = rec.job.sched.attempts.last() {
                         if attempt_before.as_ref() != Some(a) {
                             jobs::upsert_attempt(c, id, a)?;
