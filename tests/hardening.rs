@@ -284,7 +284,10 @@ fn blank_or_short_api_tokens_refuse_to_start() {
         );
     }
     // Surrounding whitespace is trimmed: this is the 16-character token.
-    let (code, stderr) = serve_outcome(&[], &[("PLATFORM_API_TOKEN", " 0123456789abcdef\n")]);
+    let (code, stderr) = serve_outcome(
+        &["--bind", "127.0.0.1:0"],
+        &[("PLATFORM_API_TOKEN", " 0123456789abcdef\n")],
+    );
     assert_eq!(code, None, "{stderr}");
 }
 
