@@ -47,6 +47,8 @@ api_token="bench-operator-token-$RANDOM$RANDOM-0123456789"
 HANGING_WEBHOOK=${HANGING_WEBHOOK:-0}
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/stub_daemon.sh
+source "$here/stub_daemon.sh"
 root=$(dirname "$here")
 
 need() { command -v "$1" >/dev/null || { echo "callback_load: $1 is required ($2)" >&2; exit 1; }; }
@@ -160,29 +162,9 @@ PY
 fi
 
 echo "== starting platform serve (data in $tmp/data)"
-# The stand-in trainer (replacing `demo`) writes its token and sleeps, so no
-# trainer competes for the CPU; the dataset URI is made up, so the store
-# check is off. --stop-jobs-on-exit ends the stand-ins with the daemon.
-mkdir -p "$tmp/tokens"
-cat >"$tmp/trainers.toml" <<TOML
-[trainers.demo]
-command = ["sh", "-c", 'printf %s "\$CALLBACK_TOKEN" > "\$TOKENS/\$JOB_ID.tmp" && mv "\$TOKENS/\$JOB_ID.tmp" "\$TOKENS/\$JOB_ID" && exec sleep 3600']
-env = { TOKENS = "$tmp/tokens" }
-TOML
-"$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
-  --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off \
+start_stub_daemon "$tmp" \
   $([[ $AUTH == none ]] || echo --api-token "$api_token") \
-  ${db_args[@]+"${db_args[@]}"} ${hook_flags[@]+"${hook_flags[@]}"} >"$tmp/serve.log" 2>&1 &
-daemon_pid=$!
-url=""
-for _ in $(seq 1 200); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$tmp/serve.log" | head -1 | sed 's/listening on //' || true)
-  [[ -n "$url" ]] && break
-  kill -0 "$daemon_pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
-  sleep 0.05
-done
-[[ -n "$url" ]] || { echo "the daemon did not start" >&2; cat "$tmp/serve.log" >&2; exit 1; }
-echo "   $url (pid $daemon_pid)"
+  ${db_args[@]+"${db_args[@]}"} ${hook_flags[@]+"${hook_flags[@]}"}
 
 # The token user routes are called with (none, the operator's, a user's).
 read_token=""

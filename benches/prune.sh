@@ -37,6 +37,8 @@ PROBE_RATE=${PROBE_RATE:-200}
 METRICS=${METRICS:-delete}
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/stub_daemon.sh
+source "$here/stub_daemon.sh"
 root=$(dirname "$here")
 
 need() { command -v "$1" >/dev/null || { echo "prune: $1 is required ($2)" >&2; exit 1; }; }
@@ -69,25 +71,7 @@ if [[ -n "${DATABASE_URL:-}" ]]; then
 fi
 
 echo "== starting platform serve ($backend, data in $tmp/data)"
-mkdir -p "$tmp/tokens"
-cat >"$tmp/trainers.toml" <<TOML
-[trainers.demo]
-command = ["sh", "-c", 'printf %s "\$CALLBACK_TOKEN" > "\$TOKENS/\$JOB_ID.tmp" && mv "\$TOKENS/\$JOB_ID.tmp" "\$TOKENS/\$JOB_ID" && exec sleep 3600']
-env = { TOKENS = "$tmp/tokens" }
-TOML
-env -u DATABASE_URL "$BIN" serve --bind 127.0.0.1:0 --data-dir "$tmp/data" --trainers "$tmp/trainers.toml" \
-  --max-concurrent-jobs 0 --stop-jobs-on-exit --kill-grace 1 --dataset-check off --artifact-grace 0 \
-  ${db_args[@]+"${db_args[@]}"} >"$tmp/serve.log" 2>&1 &
-daemon_pid=$!
-url=""
-for _ in $(seq 1 200); do
-  url=$(grep -o 'listening on http://[0-9.:]*' "$tmp/serve.log" | head -1 | sed 's/listening on //' || true)
-  [[ -n "$url" ]] && break
-  kill -0 "$daemon_pid" 2>/dev/null || { cat "$tmp/serve.log" >&2; exit 1; }
-  sleep 0.05
-done
-[[ -n "$url" ]] || { echo "the daemon did not start" >&2; cat "$tmp/serve.log" >&2; exit 1; }
-echo "   $url (pid $daemon_pid)"
+start_stub_daemon "$tmp" --artifact-grace 0 ${db_args[@]+"${db_args[@]}"}
 
 # Creates N jobs and waits for their tokens; appends "<id> <token>" lines to FILE.
 launch() { # n file

@@ -8,7 +8,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Output;
 
-use common::api::{create, job_body, serve_outcome_in};
+use common::api::{create, job_body, serve_outcome_in, spawn_serve_in};
 use common::{stderr, stdout, Daemon};
 use serde_json::json;
 
@@ -151,24 +151,7 @@ async fn damage_deep_in_a_table_stops_the_daemon_once_it_serves() {
 /// Runs `platform serve` on `data` until it exits (at most a minute):
 /// its exit code and what it wrote to stderr.
 fn serve_until_exit(data: &Path) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--hold-jobs",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", data)
-        .current_dir(data)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve_in(data, &["--bind", "127.0.0.1:0", "--hold-jobs"], &[]);
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();

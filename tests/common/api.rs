@@ -333,10 +333,10 @@ pub fn serve_outcome(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, Stri
     serve_outcome_in(tmp.path(), args, envs)
 }
 
-/// [`serve_outcome`] with `dir` as data directory, HOME and working directory.
-pub fn serve_outcome_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(super::bin())
+/// `platform serve` on `dir` (data directory, HOME and working directory)
+/// with only `PATH` and `envs` in its environment; stderr piped.
+pub fn spawn_serve_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(super::bin())
         .arg("serve")
         .args(["--data-dir", dir.to_str().unwrap()])
         .args(args)
@@ -349,7 +349,13 @@ pub fn serve_outcome_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Op
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`serve_outcome`] with `dir` as data directory, HOME and working directory.
+pub fn serve_outcome_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = spawn_serve_in(dir, args, envs);
     let mut stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -43,6 +43,14 @@ async fn losses(svc: &Service, id: Uuid) -> Vec<f64> {
     points.iter().filter_map(|p| p.loss).collect()
 }
 
+/// A prune to the end (nothing stops it).
+async fn prune(svc: &Service, req: &PruneRequest) -> PruneReport {
+    svc.jobs
+        .prune(req, "test", &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 fn request(metrics: MetricsRetention, max_points: Option<u32>) -> PruneRequest {
     PruneRequest {
         older_than_days: 0.0,
@@ -131,11 +139,7 @@ async fn a_stopped_prune_leaves_the_rest_for_the_next_run() {
     let r = svc.jobs.prune(&req, "test", &stop).await.unwrap();
     assert!(r.interrupted && r.jobs == 0, "{r:?}");
     assert_eq!(losses(&svc, old).await.len(), 20);
-    let r = svc
-        .jobs
-        .prune(&req, "test", &CancellationToken::new())
-        .await
-        .unwrap();
+    let r = prune(&svc, &req).await;
     assert_eq!((r.jobs, r.points_deleted, r.interrupted), (1, 20, false));
     svc.close().await;
 }
@@ -165,11 +169,7 @@ async fn gpu_telemetry_is_pruned_with_the_training_points() {
     };
     assert_eq!(system(&svc).await, 250);
     let down = request(MetricsRetention::Downsample, Some(20));
-    let r = svc
-        .jobs
-        .prune(&down, "test", &CancellationToken::new())
-        .await
-        .unwrap();
+    let r = prune(&svc, &down).await;
     assert_eq!(
         (r.points_deleted, r.system_points_deleted),
         (280, 230),
@@ -188,11 +188,7 @@ async fn candidates_are_paged_through_to_the_last() {
         ran(&svc, 3, "cancelled").await;
     }
     let req = request(MetricsRetention::Delete, None);
-    let r = svc
-        .jobs
-        .prune(&req, "test", &CancellationToken::new())
-        .await
-        .unwrap();
+    let r = prune(&svc, &req).await;
     assert_eq!(
         (r.jobs, r.points_deleted),
         (n as u64, 3 * n as u64),
@@ -206,11 +202,7 @@ async fn jobs_within_the_artifact_grace_are_left_alone() {
     let svc = Service::start().await;
     let old = ran(&svc, 20, "completed").await;
     let req = request(MetricsRetention::Delete, None);
-    let r = svc
-        .jobs
-        .prune(&req, "test", &CancellationToken::new())
-        .await
-        .unwrap();
+    let r = prune(&svc, &req).await;
     assert_eq!(r.jobs, 0, "{r:?}");
     assert_eq!(losses(&svc, old).await.len(), 20);
     svc.close().await;
