@@ -32,11 +32,7 @@ pub(super) enum Depth {
 }
 
 /// What SQLite reports wrong with the database behind `c` (empty: sound).
-pub(super) fn problems(
-    c: &rusqlite::Connection,
-    path: &Path,
-    depth: Depth,
-) -> Result<Vec<String>, DbError> {
+fn problems(c: &rusqlite::Connection, path: &Path, depth: Depth) -> Result<Vec<String>, DbError> {
     let pragma = match depth {
         Depth::Quick => "quick_check",
         Depth::Full => "integrity_check",
@@ -92,22 +88,23 @@ pub(super) async fn in_background(path: PathBuf, stop: CancellationToken) -> Res
         .await
         .map_err(|e| DbError::Backend(e.to_string()))??;
     let interrupt = c.get_interrupt_handle();
-    let mut check = tokio::task::spawn_blocking(move || {
-        let found = problems(&c, &path, Depth::Quick);
-        (found, path)
-    });
-    let (found, path) = tokio::select! {
-        done = &mut check => done,
+    let mut check = tokio::task::spawn_blocking(move || sound(&c, &path, Depth::Quick));
+    tokio::select! {
+        done = &mut check => done.map_err(|e| DbError::Backend(e.to_string()))?,
         _ = stop.cancelled() => {
             interrupt.interrupt();
             let _ = check.await;
-            return Err(DbError::Closed);
+            Err(DbError::Closed)
         }
     }
-    .map_err(|e| DbError::Backend(e.to_string()))?;
-    match found? {
+}
+
+/// `Ok` when a check at `depth` finds nothing, else `Damaged` naming what
+/// it found.
+pub(super) fn sound(c: &rusqlite::Connection, path: &Path, depth: Depth) -> Result<(), DbError> {
+    match problems(c, path, depth)? {
         p if p.is_empty() => Ok(()),
-        p => Err(damaged(&path, p)),
+        p => Err(damaged(path, p)),
     }
 }
 

@@ -127,10 +127,7 @@ impl Sqlite {
                 // A migration writes before the writer exists: check it all first.
                 let whole = migrations_pending(c)?;
                 if whole {
-                    let problems = check::problems(c, &owned, check::Depth::Quick)?;
-                    if !problems.is_empty() {
-                        return Err(check::damaged(&owned, problems));
-                    }
+                    check::sound(c, &owned, check::Depth::Quick)?;
                 }
                 migrate(c, &owned)?;
                 if let Some(pages) = options.max_pages {
