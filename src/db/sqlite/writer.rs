@@ -572,9 +572,28 @@ mod tests {
         x: i64,
     ) -> impl FnOnce(&rusqlite::Connection) -> Result<Result<(), DbError>, DbError> {
         move |c| {
-            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(Ok(()))
         }
+    }
+
+    /// Runs `after` once a write that keeps the writer busy for a while
+    /// has started, so that the writes `after` queues share the next batch
+    /// (the writer thread takes a write as soon as it is queued).
+    async fn while_busy<T>(writer: &Writer, after: impl Future<Output = T>) -> T {
+        let (started, running) = oneshot::channel::<()>();
+        let busy = writer.write(move |_| {
+            let _ = started.send(());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(Ok::<_, DbError>(()))
+        });
+        let queued = async move {
+            running.await.unwrap();
+            after.await
+        };
+        let (done, out) = tokio::join!(busy, queued);
+        done.unwrap();
+        out
     }
 
     #[tokio::test]
@@ -582,14 +601,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer_over(&dir, "CREATE TABLE t (x INTEGER)").await;
         // Queued together, so the panicking write shares a batch with others.
-        let (before, panicked, after) = tokio::join!(
-            writer.write(insert(1)),
-            writer.write(|c| -> Result<Result<(), DbError>, DbError> {
-                c.execute("INSERT INTO t VALUES (2)", [])?;
-                panic!("a bug in one request");
-            }),
-            writer.write(insert(3)),
-        );
+        let (before, panicked, after) = while_busy(&writer, async {
+            tokio::join!(
+                writer.write(insert(1)),
+                writer.write(|c| -> Result<Result<(), DbError>, DbError> {
+                    c.execute("INSERT INTO t VALUES (2)", [])?;
+                    panic!("a bug in one request");
+                }),
+                writer.write(insert(3)),
+            )
+        })
+        .await;
         assert!(before.is_ok() && after.is_ok());
         match panicked {
             Err(DbError::Panicked(m)) => assert!(m.contains("a bug in one request"), "{m}"),
@@ -801,11 +823,14 @@ mod tests {
         // Sharing a batch with the failing write, other writes are answered
         // exactly as they were stored (SQLite may roll back the whole
         // transaction on SQLITE_FULL; then none is stored and all fail).
-        let (one, failed, three) = tokio::join!(
-            writer.write(insert(1)),
-            writer.write(big),
-            writer.write(insert(3))
-        );
+        let (one, failed, three) = while_busy(&writer, async {
+            tokio::join!(
+                writer.write(insert(1)),
+                writer.write(big),
+                writer.write(insert(3))
+            )
+        })
+        .await;
         assert!(matches!(failed, Err(DbError::DiskFull(_))), "{failed:?}");
         let stored = values(&writer).await;
         for (x, answer) in [(1, one), (3, three)] {
