@@ -2,13 +2,13 @@
 # Where one callback's time goes: runs benches/callback_load.sh and,
 # a few seconds into its callback phase, samples for SAMPLE seconds
 #   - each daemon thread's CPU (the writer is the connection thread that
-#     runs SQLite; platform-flush syncs the WAL; tokio-rt-worker serve
-#     HTTP), and its context switches,
+#     runs SQLite, named like the binary; tokio-rt-worker serve HTTP), and
+#     its context switches,
 #   - the load generator's CPU and the whole machine's idle time,
 #   - the daemon's own histograms: the whole request
 #     (platform_http_request_duration_seconds), the database write in it
-#     (platform_db_write_seconds: queue, batch, commit and flush) and the
-#     WAL flush (platform_db_flush_seconds).
+#     (platform_db_write_seconds: queue, batch and commit) and the writes
+#     per batch (platform_db_commit_batch_size).
 # CPU per callback of each thread is its CPU divided by the callbacks
 # answered meanwhile.
 #
@@ -57,15 +57,11 @@ awk '
   /^platform_http_request_duration_seconds\{.*callback.*quantile="0.5"/ { h50 = $2 } /^platform_http_request_duration_seconds\{.*callback.*quantile="0.99"/ { h99 = $2 }
   /^platform_db_write_seconds_sum/ { ws = $2 } /^platform_db_write_seconds_count/ { wc = $2 }
   /^platform_db_write_seconds\{quantile="0.5"/ { w50 = $2 } /^platform_db_write_seconds\{quantile="0.99"/ { w99 = $2 }
-  /^platform_db_flush_seconds_sum/ { fs = $2 } /^platform_db_flush_seconds_count/ { fc = $2 }
-  /^platform_db_flush_seconds\{quantile="0.5"/ { f50 = $2 } /^platform_db_flush_seconds\{quantile="0.99"/ { f99 = $2 }
   /^platform_db_commit_batch_size_sum/ { bs = $2 } /^platform_db_commit_batch_size_count/ { bc = $2 }
-  /^platform_db_flush_batches_sum/ { gs = $2 } /^platform_db_flush_batches_count/ { gc = $2 }
   function ms(x) { return x * 1000 }
   END {
     if (hc > 0) printf "  callback request  %6.2f ms  %6.2f ms  %6.2f ms\n", ms(hs / hc), ms(h50), ms(h99)
-    if (wc > 0) printf "  database write    %6.2f ms  %6.2f ms  %6.2f ms  (queue + batch + commit + flush)\n", ms(ws / wc), ms(w50), ms(w99)
-    if (fc > 0) printf "  WAL flush         %6.2f ms  %6.2f ms  %6.2f ms  (%d flushes, %.1f batches each)\n", ms(fs / fc), ms(f50), ms(f99), fc, gs / gc
+    if (wc > 0) printf "  database write    %6.2f ms  %6.2f ms  %6.2f ms  (queue + batch + commit)\n", ms(ws / wc), ms(w50), ms(w99)
     if (bc > 0) printf "  writes per batch  %6.1f\n", bs / bc
   }' "$out/metrics"
 sed -n '/== summary/,$p' "$out/run.txt"

@@ -3,10 +3,9 @@
 //! [`Db`](super::Db) operation.
 //!
 //! SQLite allows one writer at a time, so every write goes through a single
-//! writer thread ([`writer`]) that packs whatever writes are queued into one
-//! transaction. A write's future resolves only after its transaction has
-//! committed and the flush thread ([`flush`]) has synced it to disk, while
-//! the writer already runs the next batch. Reads go to a small
+//! writer task ([`writer`]) that packs whatever writes are queued into one
+//! transaction and one fsync. A write's future resolves only after its
+//! transaction has committed with `synchronous=FULL`. Reads go to a small
 //! pool of read-only connections that WAL mode lets run beside the writer,
 //! opened as overlapping reads need them ([`readers`]). Nothing outside
 //! this module sees a `rusqlite` type.
@@ -15,7 +14,6 @@ mod accounts;
 mod alloc;
 mod check;
 pub(super) mod export;
-mod flush;
 mod jobs;
 mod metrics;
 mod migrations;

@@ -1,11 +1,9 @@
 //! The single writer with group commit.
 //!
-//! Callers queue closures on a channel. The writer's loop, on the
-//! connection's own thread, takes everything queued (up to [`MAX_BATCH`]),
-//! runs each closure inside its own SAVEPOINT within one `BEGIN IMMEDIATE …
-//! COMMIT`, and hands the results to the flush thread (`flush`), which
-//! answers each caller once the commit is on disk. Under load this turns N
-//! fsyncs into one, and the next batch runs while the last one is synced,
+//! Callers queue closures on a channel. The writer task takes everything
+//! queued (up to [`MAX_BATCH`]), runs each closure inside its own SAVEPOINT
+//! within one `BEGIN IMMEDIATE … COMMIT`, and only after the COMMIT returns
+//! hands each caller its result. Under load this turns N fsyncs into one,
 //! which is what the callback hot path needs; with no load a batch is one
 //! write and adds no latency.
 //!
@@ -35,7 +33,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::flush;
 use crate::db::{panic_message, DbError};
 use crate::model::JobRecord;
 
@@ -121,7 +118,7 @@ impl JobCache {
 }
 
 pub(super) struct Writer {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Op>,
     /// Cancelled by [`Writer::close`]: queued writes still commit, new
     /// ones are refused.
     stop: CancellationToken,
@@ -139,17 +136,7 @@ impl Writer {
         conn: tokio_rusqlite::Connection,
         gate: impl FnOnce(CancellationToken) -> Option<Gate>,
     ) -> Writer {
-        Writer::start_flushing(conn, gate, None)
-    }
-
-    /// [`Writer::start`], flushing a WAL database with `flush` instead of
-    /// syncing its WAL file (tests hold or fail the flush with it).
-    fn start_flushing(
-        conn: tokio_rusqlite::Connection,
-        gate: impl FnOnce(CancellationToken) -> Option<Gate>,
-        flush: Option<flush::FlushFn>,
-    ) -> Writer {
-        let (tx, rx) = mpsc::channel::<Msg>(4096);
+        let (tx, rx) = mpsc::channel::<Op>(4096);
         let stop = CancellationToken::new();
         let disk_full = Arc::new(AtomicBool::new(false));
         let (open, opened) = watch::channel(None);
@@ -163,18 +150,7 @@ impl Writer {
             let ok = passed.is_ok();
             open.send_replace(Some(passed));
             if ok {
-                let ran = conn
-                    .call(move |c| {
-                        run(c, rx, &stopped, &full, flush);
-                        Ok::<_, rusqlite::Error>(())
-                    })
-                    .await;
-                if let Err(e) = ran {
-                    tracing::error!(error = %e, "the database writer stopped");
-                }
-                if let Err(e) = conn.close().await {
-                    tracing::warn!(error = %e, "closing the database writer failed");
-                }
+                run(conn, rx, stopped, full).await;
             }
             // Else the queued writes are dropped unrun (their callers see
             // `Closed`), and so is the connection.
@@ -270,11 +246,11 @@ impl Writer {
         });
         let queued = std::time::Instant::now();
         self.tx
-            .send(Msg::Write(op))
+            .send(op)
             .await
             .map_err(|_| E::from(DbError::Closed))?;
         let answer = result.await.map_err(|_| E::from(DbError::Closed))?;
-        // Queue, batch, commit and flush: the write's whole wait.
+        // Queue, batch and commit: the write's whole wait.
         metrics::histogram!("platform_db_write_seconds").record(queued.elapsed().as_secs_f64());
         answer
     }
@@ -284,9 +260,6 @@ impl Writer {
     /// for them to let go.
     pub(super) async fn close(&self) {
         self.stop.cancel();
-        // The writer thread may be waiting for a write: it looks at the
-        // token once it wakes (a full queue wakes it anyway).
-        let _ = self.tx.try_send(Msg::Wake);
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             if let Err(e) = task.await {
@@ -347,127 +320,70 @@ fn is_disk_full(c: &rusqlite::Connection, e: &rusqlite::Error) -> bool {
     }
 }
 
-/// What the writer thread receives.
-enum Msg {
-    Write(Op),
-    /// Look at the stop token ([`Writer::close`] sends it).
-    Wake,
-}
-
-/// The writer's loop, on the connection's own thread for the writer's
-/// whole life: take what is queued, commit it as one batch, hand its
-/// answers to the flush thread and go on with the next batch at once.
-fn run(
-    c: &mut rusqlite::Connection,
-    mut rx: mpsc::Receiver<Msg>,
-    stop: &CancellationToken,
-    disk_full: &Arc<AtomicBool>,
-    flush: Option<flush::FlushFn>,
+async fn run(
+    conn: tokio_rusqlite::Connection,
+    mut rx: mpsc::Receiver<Op>,
+    stop: CancellationToken,
+    disk_full: Arc<AtomicBool>,
 ) {
-    let flusher = match start_flusher(c, flush) {
-        Ok(f) => f,
-        Err(e) => {
-            // The queued writes are dropped unrun: their callers see `Closed`.
-            tracing::error!(error = %e, "the database writer could not start");
-            return;
-        }
-    };
+    let mut buf = Vec::with_capacity(MAX_BATCH);
     let mut cache = JobCache::default();
-    let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-    let mut refused = false;
-    while let Some(first) = rx.blocking_recv() {
-        for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            if let Msg::Write(op) = msg {
-                batch.push(op);
-                if batch.len() == MAX_BATCH {
-                    break;
-                }
+    loop {
+        let received = tokio::select! {
+            // Queued writes first: after `close` they still commit.
+            biased;
+            n = rx.recv_many(&mut buf, MAX_BATCH) => n,
+            _ = stop.cancelled() => {
+                rx.close();
+                continue;
             }
+        };
+        if received == 0 {
+            break;
         }
-        if stop.is_cancelled() {
-            // Queued writes still commit; new ones are refused.
-            rx.close();
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        if flusher.failed() {
-            if !refused {
-                refused = true;
-                tracing::error!("database writes are refused: a flush to disk failed earlier");
-            }
-            // Dropped unrun: their callers see `Closed`.
-            batch.clear();
-            continue;
-        }
+        let batch = std::mem::take(&mut buf);
         let n = batch.len();
-        let ops = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let Batch {
-            finishes,
-            commit,
-            notes,
-            changed,
-        } = commit_batch(c, ops, std::mem::take(&mut cache));
-        if let Err(e) = &commit {
-            tracing::error!(error = %e.message, writes = n, "a database commit failed");
-        }
-        let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
-        // What the batch kept is true only if it committed.
-        if commit.is_ok() {
-            cache = notes.cache;
-        }
-        if full {
-            if !disk_full.swap(true, Ordering::Relaxed) {
-                tracing::error!("the disk is full: database writes fail until space is freed");
-            }
-        } else if commit.is_ok() && changed && disk_full.swap(false, Ordering::Relaxed) {
-            tracing::info!("database writes succeed again: the disk has room");
-        }
-        metrics::histogram!("platform_db_commit_batch_size").record(n as f64);
-        flusher.hand_over(
-            commit.is_ok() && changed,
-            Box::new(move |flushed: Option<&std::io::Error>| {
-                let commit = match (commit, flushed) {
-                    (Ok(()), Some(e)) => Err(CommitError {
-                        message: format!(
-                            "the write committed but could not be flushed to disk: {e}"
-                        )
-                        .into(),
-                        disk_full: e.kind() == std::io::ErrorKind::StorageFull,
-                    }),
-                    (commit, _) => commit,
-                };
+        let carried = std::mem::take(&mut cache);
+        let finished = conn
+            .call(move |c| Ok::<_, rusqlite::Error>(commit_batch(c, batch, carried)))
+            .await;
+        match finished {
+            Ok(Batch {
+                finishes,
+                commit,
+                notes,
+                changed,
+            }) => {
+                if let Err(e) = &commit {
+                    tracing::error!(error = %e.message, writes = n, "a database commit failed");
+                }
+                let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
+                // What the batch kept is true only if it committed.
+                if commit.is_ok() {
+                    cache = notes.cache;
+                }
+                if full {
+                    if !disk_full.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "the disk is full: database writes fail until space is freed"
+                        );
+                    }
+                } else if commit.is_ok() && changed && disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::info!("database writes succeed again: the disk has room");
+                }
                 for finish in finishes {
                     finish(commit.clone());
                 }
-            }),
-        );
-    }
-    flusher.finish();
-}
-
-/// The flush thread for `c`: in WAL mode the writer commits with
-/// `synchronous=NORMAL` and the thread syncs the WAL file (or runs
-/// `custom`; see `flush`); in any other mode SQLite syncs inside COMMIT,
-/// as configured, and the thread only answers.
-fn start_flusher(
-    c: &rusqlite::Connection,
-    custom: Option<flush::FlushFn>,
-) -> Result<flush::Flusher, DbError> {
-    let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-    let path = c
-        .path()
-        .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from);
-    let flush = match path {
-        Some(db) if mode.eq_ignore_ascii_case("wal") => {
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            Some(custom.unwrap_or_else(|| flush::wal(db)))
+            }
+            // The connection is gone: the ops were dropped with it, so
+            // their callers see `Closed`.
+            Err(e) => tracing::error!(error = %e, "the database writer stopped"),
         }
-        _ => None,
-    };
-    flush::Flusher::start(flush)
-        .map_err(|e| DbError::Backend(format!("cannot start the flush thread: {e}")))
+        metrics::histogram!("platform_db_commit_batch_size").record(n as f64);
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the database writer failed");
+    }
 }
 
 /// What committing one batch came to.
@@ -572,28 +488,9 @@ mod tests {
         x: i64,
     ) -> impl FnOnce(&rusqlite::Connection) -> Result<Result<(), DbError>, DbError> {
         move |c| {
-            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            c.execute("INSERT INTO t VALUES (?1)", [x])?;
             Ok(Ok(()))
         }
-    }
-
-    /// Runs `after` once a write that keeps the writer busy for a while
-    /// has started, so that the writes `after` queues share the next batch
-    /// (the writer thread takes a write as soon as it is queued).
-    async fn while_busy<T>(writer: &Writer, after: impl Future<Output = T>) -> T {
-        let (started, running) = oneshot::channel::<()>();
-        let busy = writer.write(move |_| {
-            let _ = started.send(());
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            Ok(Ok::<_, DbError>(()))
-        });
-        let queued = async move {
-            running.await.unwrap();
-            after.await
-        };
-        let (done, out) = tokio::join!(busy, queued);
-        done.unwrap();
-        out
     }
 
     #[tokio::test]
@@ -601,17 +498,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer_over(&dir, "CREATE TABLE t (x INTEGER)").await;
         // Queued together, so the panicking write shares a batch with others.
-        let (before, panicked, after) = while_busy(&writer, async {
-            tokio::join!(
-                writer.write(insert(1)),
-                writer.write(|c| -> Result<Result<(), DbError>, DbError> {
-                    c.execute("INSERT INTO t VALUES (2)", [])?;
-                    panic!("a bug in one request");
-                }),
-                writer.write(insert(3)),
-            )
-        })
-        .await;
+        let (before, panicked, after) = tokio::join!(
+            writer.write(insert(1)),
+            writer.write(|c| -> Result<Result<(), DbError>, DbError> {
+                c.execute("INSERT INTO t VALUES (2)", [])?;
+                panic!("a bug in one request");
+            }),
+            writer.write(insert(3)),
+        );
         assert!(before.is_ok() && after.is_ok());
         match panicked {
             Err(DbError::Panicked(m)) => assert!(m.contains("a bug in one request"), "{m}"),
@@ -692,113 +586,6 @@ mod tests {
             .unwrap()
     }
 
-    async fn wal_writer(dir: &tempfile::TempDir, flush: Option<flush::FlushFn>) -> Writer {
-        super::super::alloc::install();
-        let conn = tokio_rusqlite::Connection::open(dir.path().join("t.db"))
-            .await
-            .unwrap();
-        conn.call(|c| {
-            c.pragma_update(None, "journal_mode", "WAL")?;
-            c.execute_batch("CREATE TABLE t (x INTEGER)")
-        })
-        .await
-        .unwrap();
-        Writer::start_flushing(conn, |_| None, flush)
-    }
-
-    fn committed(dir: &tempfile::TempDir) -> Vec<i64> {
-        let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        let mut st = c.prepare("SELECT x FROM t ORDER BY x").unwrap();
-        let xs = st.query_map([], |r| r.get(0)).unwrap();
-        xs.collect::<Result<_, _>>().unwrap()
-    }
-
-    /// The writer commits a batch and goes on with the next while the
-    /// flush thread syncs it; no caller hears of its write before the
-    /// flush that covers it returned.
-    #[tokio::test]
-    async fn a_write_is_answered_only_after_its_flush_and_the_next_batch_runs_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let (entered, flushing) = std::sync::mpsc::channel::<()>();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let flush: flush::FlushFn = Box::new(move || {
-            let _ = entered.send(());
-            released.recv().map_err(std::io::Error::other)
-        });
-        let writer = wal_writer(&dir, Some(flush)).await;
-        let mut first = Box::pin(writer.write(insert(1)));
-        let held = tokio::time::timeout(std::time::Duration::from_millis(200), &mut first).await;
-        assert!(held.is_err(), "a write was answered before its flush");
-        flushing.recv().unwrap();
-        // The second write commits while the first flush is still held.
-        let mut second = Box::pin(writer.write(insert(2)));
-        let mut seen = Vec::new();
-        for _ in 0..100 {
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(20), &mut second).await;
-            seen = committed(&dir);
-            if seen == [1, 2] {
-                break;
-            }
-        }
-        assert_eq!(seen, [1, 2], "the next batch waited for the flush");
-        release.send(()).unwrap();
-        first.await.unwrap();
-        release.send(()).unwrap();
-        second.await.unwrap();
-        writer.close().await;
-    }
-
-    /// A flush that fails fails the writes it covered, though they
-    /// committed, and every write after it: nothing more is trusted to
-    /// the disk until a restart.
-    #[tokio::test]
-    async fn a_failed_flush_fails_its_writes_and_every_later_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let flush: flush::FlushFn = Box::new(|| Err(std::io::Error::other("injected EIO")));
-        let writer = wal_writer(&dir, Some(flush)).await;
-        match writer.write(insert(1)).await {
-            Err(DbError::Commit(m)) => {
-                assert!(m.contains("flushed") && m.contains("injected EIO"), "{m}")
-            }
-            other => panic!("expected a Commit error, got {other:?}"),
-        }
-        assert!(matches!(
-            writer.write(insert(2)).await,
-            Err(DbError::Closed)
-        ));
-        assert_eq!(
-            committed(&dir),
-            [1],
-            "nothing is written after a failed flush"
-        );
-        writer.close().await;
-    }
-
-    /// With the WAL file flushed by the writer's own thread, the
-    /// connection needs no sync inside COMMIT; without WAL, SQLite keeps
-    /// syncing there.
-    #[tokio::test]
-    async fn only_a_wal_writer_leaves_the_sync_to_the_flush_thread() {
-        async fn synchronous(w: &Writer) -> i64 {
-            w.write(|c| {
-                let level = c.pragma_query_value(None, "synchronous", |r| r.get(0))?;
-                Ok(Ok::<i64, DbError>(level))
-            })
-            .await
-            .unwrap()
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let writer = wal_writer(&dir, None).await;
-        writer.write(insert(1)).await.unwrap();
-        assert_eq!(synchronous(&writer).await, 1, "NORMAL");
-        assert_eq!(committed(&dir), [1]);
-        writer.close().await;
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer_over(&dir, "CREATE TABLE t (x INTEGER)").await;
-        assert_eq!(synchronous(&writer).await, 2, "FULL");
-        writer.close().await;
-    }
-
     /// A real `SQLITE_FULL`, without filling a disk: `max_page_count` caps
     /// the file, and SQLite answers a write that needs one more page the
     /// way it answers `ENOSPC`.
@@ -823,14 +610,11 @@ mod tests {
         // Sharing a batch with the failing write, other writes are answered
         // exactly as they were stored (SQLite may roll back the whole
         // transaction on SQLITE_FULL; then none is stored and all fail).
-        let (one, failed, three) = while_busy(&writer, async {
-            tokio::join!(
-                writer.write(insert(1)),
-                writer.write(big),
-                writer.write(insert(3))
-            )
-        })
-        .await;
+        let (one, failed, three) = tokio::join!(
+            writer.write(insert(1)),
+            writer.write(big),
+            writer.write(insert(3))
+        );
         assert!(matches!(failed, Err(DbError::DiskFull(_))), "{failed:?}");
         let stored = values(&writer).await;
         for (x, answer) in [(1, one), (3, three)] {
