@@ -790,11 +790,14 @@ async fn tokens_with_one_name_created_at_once_on_two_replicas_are_all_kept() {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), N + 1, "{list:?}");
     assert_eq!(list.iter().filter(|t| t["name"] == "ci").count(), N);
-    let order: Vec<(String, String)> = list
+    // Compared as times: RFC 3339 text drops trailing zeros of the
+    // fraction ("…29.444Z" is after "…29.442828Z" but sorts after
+    // "…29.444320Z" too).
+    let order: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = list
         .iter()
         .map(|t| {
             (
-                t["created_at"].as_str().unwrap().into(),
+                chrono::DateTime::parse_from_rfc3339(t["created_at"].as_str().unwrap()).unwrap(),
                 t["id"].as_str().unwrap().into(),
             )
         })
