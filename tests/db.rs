@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::api::{create, job_body, serve_outcome_in, spawn_serve_in};
@@ -35,6 +35,17 @@ async fn real_database() -> Daemon {
     }
     assert_eq!(d.terminate(), Some(0));
     d
+}
+
+/// A data directory (in the returned temporary one) holding a copy of
+/// [`real_database`]'s file, to damage without touching the original.
+async fn copy_of_real_database() -> (tempfile::TempDir, PathBuf) {
+    let d = real_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(d.data_dir.join("platform.db"), data.join("platform.db")).unwrap();
+    (tmp, data)
 }
 
 /// Overwrites the middle of every page but the first with garbage.
@@ -90,11 +101,7 @@ async fn db_check_says_ok_for_a_sound_database_and_names_damage() {
 
 #[tokio::test]
 async fn serve_refuses_a_damaged_database_with_a_clear_message() {
-    let d = real_database().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::copy(d.data_dir.join("platform.db"), data.join("platform.db")).unwrap();
+    let (_tmp, data) = copy_of_real_database().await;
     damage(&data.join("platform.db"));
     let (code, err) = serve_outcome_in(&data, &["--bind", "127.0.0.1:0"], &[]);
     assert_eq!(code, Some(1), "the daemon must not start: {err}");
@@ -116,12 +123,8 @@ async fn serve_refuses_a_damaged_database_with_a_clear_message() {
 /// 1 and the same message.
 #[tokio::test]
 async fn damage_deep_in_a_table_stops_the_daemon_once_it_serves() {
-    let d = real_database().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let (_tmp, data) = copy_of_real_database().await;
     let db = data.join("platform.db");
-    std::fs::copy(d.data_dir.join("platform.db"), &db).unwrap();
     // The page holding the jobs table's last rows: the rightmost leaf.
     let page: i64 = rusqlite::Connection::open(&db)
         .unwrap()
