@@ -24,7 +24,7 @@
 #     anonymous / file-backed split from smaps_rollup.
 #
 # The 1M-job history (1,000,000 finished jobs with an attempt each, and
-# POINTS metric points) is generated once per schema version with SQL into
+# POINTS metric points: benches/history.py) is generated once per schema version with SQL into
 # CACHE and reused; delete it to regenerate. Knobs: STARTS=10 JOBS=1000000 POINTS=1000000
 # BURST_S=3 CACHE=/tmp/platform-idle-bench SCENARIOS="empty history", and
 # DAEMON_ENV="NAME=VALUE …" for the daemon (it otherwise gets only PATH and
@@ -38,9 +38,13 @@ command -v python3 >/dev/null || { echo "idle.sh: python3 is required" >&2; exit
 export BIN STARTS=${STARTS:-10} JOBS=${JOBS:-1000000} POINTS=${POINTS:-1000000} \
   BURST_S=${BURST_S:-3} CACHE=${CACHE:-/tmp/platform-idle-bench} \
   SCENARIOS=${SCENARIOS:-empty history} DAEMON_ENV=${DAEMON_ENV:-}
+export BENCHES=$(cd "$(dirname "$0")" && pwd)
 exec python3 - <<'PY'
 import http.client, json, os, re, shutil, signal, socket, sqlite3, statistics
 import subprocess, sys, tempfile, threading, time
+
+sys.path.insert(0, os.environ["BENCHES"])
+import history as history_sql  # noqa: E402  (benches/history.py)
 
 BIN, CACHE = os.environ["BIN"], os.environ["CACHE"]
 STARTS, JOBS, POINTS = int(os.environ["STARTS"]), int(os.environ["JOBS"]), int(os.environ["POINTS"])
@@ -206,36 +210,8 @@ def history():
     shutil.move(data, os.path.join(root, "data"))
     shutil.rmtree(fresh)
     data = os.path.join(root, "data")
-    db = sqlite3.connect(os.path.join(data, "platform.db"))
     t = time.perf_counter()
-    # Finished jobs a second apart from 2020 on, across 50 users, each with
-    # its one attempt; the points belong to the newest 1,000 jobs.
-    db.executescript(f"""
-PRAGMA journal_mode = WAL;
-BEGIN;
-CREATE TEMP TABLE n(i INTEGER PRIMARY KEY);
-WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {max(JOBS, POINTS)})
-INSERT INTO n SELECT i FROM c;
-INSERT INTO jobs (id, number, user_id, model_name, framework, dataset_s3_uri, config, status,
-                  progress, created_at, updated_at, started_at, completed_at, attempt, runner,
-                  exit_code)
-SELECT printf('00000000-0000-7000-8000-%012x', i), i, 'user' || (i % 50), 'yolo11n', 'demo',
-       's3://bucket/datasets/coco128/', '{{"epochs":100,"batch":16,"lr":0.001,"i":' || i || '}}',
-       CASE WHEN i % 20 = 0 THEN 'failed' WHEN i % 33 = 0 THEN 'cancelled' ELSE 'completed' END,
-       1.0, t || '.000000Z', t || '.500000Z', t || '.100000Z', t || '.500000Z', 1, 'subprocess',
-       CASE WHEN i % 20 = 0 THEN 1 ELSE 0 END
-  FROM (SELECT i, strftime('%Y-%m-%dT%H:%M:%S', 1577836800 + i, 'unixepoch') AS t
-          FROM n WHERE i <= {JOBS});
-INSERT INTO job_attempts (job_id, attempt, started_at, ended_at, exit_code, reason)
-SELECT id, 1, started_at, completed_at, exit_code, NULL FROM jobs;
-INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, attempt)
-SELECT printf('00000000-0000-7000-8000-%012x', {JOBS} - i % 1000), i / 1000, i, 1.0 / i, NULL,
-       '{{"loss":' || (1.0 / i) || ',"mAP50":0.5}}', '2024-01-01T00:00:00.000000Z', 1
-  FROM n WHERE i <= {POINTS} AND {JOBS} >= 1000;
-COMMIT;
-PRAGMA wal_checkpoint(TRUNCATE);
-""")
-    db.close()
+    history_sql.fill(os.path.join(data, "platform.db"), JOBS, POINTS)
     size = os.path.getsize(os.path.join(data, "platform.db"))
     print(f"   {time.perf_counter() - t:.0f} s, {size / MiB:.0f} MiB", flush=True)
     open(os.path.join(root, "ready"), "w").close()

@@ -1304,6 +1304,63 @@ async fn max_points_downsamples_keeping_first_last_and_extremes() {
     }
 }
 
+/// A long history is plotted from the blocks the writer summarises it in
+/// (SQLite): the spike and the dip survive, the blocks cover the points
+/// exactly, and a restart (which forgets how far the open block got)
+/// carries on where the table says.
+#[tokio::test]
+async fn long_histories_plot_from_blocks_that_survive_a_restart() {
+    let mut d = Daemon::capturing();
+    let (id, token) = job_with_token(&d, "alice").await;
+    async fn send(d: &Daemon, id: &str, token: &str, steps: std::ops::Range<i64>) {
+        let point = |i: i64| match i {
+            2222 => json!({"step": i, "loss": 50.0}),
+            4444 => json!({"step": i, "loss": -50.0}),
+            _ => json!({"step": i, "loss": 1.0 + (i % 13) as f64 * 0.01}),
+        };
+        let all: Vec<Value> = steps.map(point).collect();
+        for chunk in all.chunks(1000) {
+            let (status, _) = ingest(d, id, Some(token), &json!({"points": chunk})).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    send(&d, &id, &token, 0..3000).await;
+    d.restart();
+    send(&d, &id, &token, 3000..6000).await;
+
+    if d.pg_database().is_none() {
+        let blocks = d.sql(&format!(
+            "SELECT b.points, (SELECT COUNT(*) FROM metrics m WHERE m.job_id = b.job_id \
+               AND m.id BETWEEN b.first_id AND b.last_id) FROM metric_blocks b \
+             WHERE b.job_id = '{id}' ORDER BY b.first_id"
+        ));
+        assert_eq!(
+            blocks.lines().collect::<Vec<_>>(),
+            vec!["1024|1024"; 5],
+            "whole blocks of 1024 points, the last 880 still open"
+        );
+    }
+    let (status, page) = get(&d, &job_path(&id, "/metrics?max_points=6&order=asc")).await;
+    assert_eq!(status, StatusCode::OK);
+    let steps: Vec<i64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_i64().unwrap())
+        .collect();
+    assert!(steps.len() <= 6, "{steps:?}");
+    assert_eq!((steps.first(), steps.last()), (Some(&0), Some(&5999)));
+    assert!(
+        steps.contains(&2222) && steps.contains(&4444),
+        "keeps the spike and the dip: {steps:?}"
+    );
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "ascending");
+    let (_, desc) = get(&d, &job_path(&id, "/metrics?max_points=6")).await;
+    let mut rev = point_ids(&page);
+    rev.reverse();
+    assert_eq!(point_ids(&desc), rev, "default order is newest first");
+}
+
 #[tokio::test]
 async fn batch_ingest_is_all_or_nothing() {
     let d = Daemon::capturing();

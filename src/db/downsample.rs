@@ -53,7 +53,13 @@ pub(super) fn deletions(series: &[(i64, f64)], keep: usize, chunk: u64) -> Vec<I
     } else {
         pick_extremes(series, keep)
     };
-    let mut kept = kept.into_iter().peekable();
+    deletions_sparing(series, &kept, chunk)
+}
+
+/// The points of `series` not in `kept` (ascending ids), as ascending
+/// ranges of at most `chunk` points that hold no kept point.
+pub(super) fn deletions_sparing(series: &[(i64, f64)], kept: &[i64], chunk: u64) -> Vec<IdRange> {
+    let mut kept = kept.iter().copied().peekable();
     let mut out = Vec::new();
     let mut open: Option<IdRange> = None;
     for &(id, _) in series {
@@ -81,30 +87,119 @@ pub(super) fn deletions(series: &[(i64, f64)], keep: usize, chunk: u64) -> Vec<I
     out
 }
 
-/// The ids kept by the downsampler, ascending; at most `max` of them.
-pub(super) fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
-    let n = series.len();
-    if n <= max {
-        return series.iter().map(|(id, _)| *id).collect();
-    }
-    let (first, last) = (series[0].0, series[n - 1].0);
-    let inner = &series[1..n - 1];
-    // Two points (min and max) per bucket, leaving room for first and last.
-    let buckets = ((max.saturating_sub(2)) / 2).max(1);
-    let size = inner.len().div_ceil(buckets);
-    let mut ids = vec![first];
-    for chunk in inner.chunks(size) {
-        let lo = chunk.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
-        let hi = chunk.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|p| p.0);
-        let (Some(lo), Some(hi)) = (lo, hi) else {
-            continue;
-        };
-        ids.push(lo.min(hi));
-        if hi != lo {
-            ids.push(lo.max(hi));
+/// A run of consecutive points of one series: a single point, or a block
+/// the writer summarised (`metric_blocks`) so a long history is not read
+/// point by point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Segment {
+    /// Id of its first point.
+    pub first: i64,
+    /// Id of its last point.
+    pub last: i64,
+    /// Points in it.
+    pub points: u64,
+    /// Its lowest `(id, value)`, the first one on a tie.
+    pub min: (i64, f64),
+    /// Its highest `(id, value)`, the last one on a tie.
+    pub max: (i64, f64),
+}
+
+impl Segment {
+    /// One point.
+    pub fn point(id: i64, value: f64) -> Self {
+        Segment {
+            first: id,
+            last: id,
+            points: 1,
+            min: (id, value),
+            max: (id, value),
         }
     }
+
+    /// The summary of consecutive points, ascending by id; `None` if empty.
+    pub fn of(points: &[(i64, f64)]) -> Option<Self> {
+        let (&head, rest) = points.split_first()?;
+        let mut s = Segment::point(head.0, head.1);
+        for &(id, v) in rest {
+            s.add(Segment::point(id, v));
+        }
+        Some(s)
+    }
+
+    /// Grows this run by the next one.
+    fn add(&mut self, next: Segment) {
+        self.last = next.last;
+        self.points += next.points;
+        if next.min.1.total_cmp(&self.min.1).is_lt() {
+            self.min = next.min;
+        }
+        if next.max.1.total_cmp(&self.max.1).is_ge() {
+            self.max = next.max;
+        }
+    }
+}
+
+/// The ids kept by the downsampler, ascending; at most `max` of them.
+pub(super) fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
+    let segments: Vec<Segment> = series
+        .iter()
+        .map(|&(id, v)| Segment::point(id, v))
+        .collect();
+    pick_from_segments(&segments, max)
+}
+
+/// [`pick_extremes`] over a series given as consecutive runs: the first
+/// point, the last, and per bucket of equal point count the minimum and
+/// maximum. A run belongs whole to the bucket its first point falls in, so
+/// over single points this is exact and over blocks the buckets are as
+/// even as the blocks allow; the extremes are exact either way. A series of
+/// at most `max` points keeps every point only when it is given point by
+/// point (a block shows only its first, last and extremes).
+pub(super) fn pick_from_segments(segments: &[Segment], max: usize) -> Vec<i64> {
+    let (Some(head), Some(tail)) = (segments.first(), segments.last()) else {
+        return Vec::new();
+    };
+    let (first, last) = (head.first, tail.last);
+    let total: u64 = segments.iter().map(|s| s.points).sum();
+    if total <= max as u64 {
+        let mut ids: Vec<i64> = segments
+            .iter()
+            .flat_map(|s| [s.first, s.min.0, s.max.0, s.last])
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        return ids;
+    }
+    // Two points (min and max) per bucket, leaving room for first and last.
+    let buckets = (max.saturating_sub(2) / 2).max(1) as u64;
+    let size = (total - 2).div_ceil(buckets).max(1);
+    let mut ids = vec![first];
+    let mut open: Option<(u64, Segment)> = None;
+    let mut pos = 0u64;
+    for s in segments {
+        let at = pos;
+        pos += s.points;
+        // The first and the last point are kept anyway, outside the buckets.
+        if s.points == 1 && (at == 0 || at == total - 1) {
+            continue;
+        }
+        let bucket = at.saturating_sub(1) / size;
+        match open.as_mut() {
+            Some((b, run)) if *b == bucket => run.add(*s),
+            _ => {
+                if let Some((_, run)) = open.replace((bucket, *s)) {
+                    push_extremes(&mut ids, &run);
+                }
+            }
+        }
+    }
+    if let Some((_, run)) = open {
+        push_extremes(&mut ids, &run);
+    }
     ids.push(last);
+    // Blocks holding the first or last point may name them again.
+    ids.sort_unstable();
+    ids.dedup();
     ids.truncate(max - 1);
     if ids.last() != Some(&last) {
         ids.push(last);
@@ -112,9 +207,54 @@ pub(super) fn pick_extremes(series: &[(i64, f64)], max: usize) -> Vec<i64> {
     ids
 }
 
+fn push_extremes(ids: &mut Vec<i64>, run: &Segment) {
+    let (lo, hi) = (run.min.0, run.max.0);
+    ids.push(lo.min(hi));
+    if hi != lo {
+        ids.push(lo.max(hi));
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{deletions, pick_extremes, IdRange};
+    use super::{deletions, pick_extremes, pick_from_segments, IdRange, Segment};
+
+    #[test]
+    fn blocks_keep_the_same_extremes_as_points() {
+        let mut series: Vec<(i64, f64)> = (1..=100_000).map(|i| (i * 2, (i % 11) as f64)).collect();
+        series[31_337].1 = 1e9; // a spike
+        series[77_777].1 = -1e9; // a dip
+        let (head, rest) = series.split_at(500);
+        let (blocks, tail) = rest.split_at(rest.len() - 700);
+        let mut segments: Vec<Segment> =
+            head.iter().map(|&(id, v)| Segment::point(id, v)).collect();
+        segments.extend(blocks.chunks(1024).filter_map(Segment::of));
+        segments.extend(tail.iter().map(|&(id, v)| Segment::point(id, v)));
+        // Buckets of at least two blocks, as the backends use them.
+        for max in [4, 7, 40, 90] {
+            let ids = pick_from_segments(&segments, max);
+            assert!(ids.len() <= max, "{} ids for {max}", ids.len());
+            assert_eq!(ids.first(), Some(&2));
+            assert_eq!(ids.last(), Some(&200_000));
+            assert!(ids.contains(&(31_338 * 2)) && ids.contains(&(77_778 * 2)));
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids ascend");
+            let exact = pick_extremes(&series, max);
+            assert!(
+                ids.len() + 2 >= exact.len(),
+                "about as many points as the exact pick: {} against {}",
+                ids.len(),
+                exact.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_keeps_its_first_minimum_and_last_maximum() {
+        let b = Segment::of(&[(5, 1.0), (6, 0.0), (7, 3.0), (8, 0.0), (9, 3.0)]).unwrap();
+        assert_eq!((b.first, b.last, b.points), (5, 9, 5));
+        assert_eq!((b.min, b.max), ((6, 0.0), (9, 3.0)));
+        assert_eq!(Segment::of(&[]), None);
+    }
 
     #[test]
     fn deletions_spare_exactly_what_the_plot_keeps() {

@@ -145,7 +145,9 @@ mod tests {
     use super::*;
 
     /// `db migrate` copies the tables `db::transfer::TABLES` names: a table
-    /// added by a migration but missing there would be left behind.
+    /// added by a migration but missing there would be left behind. Only
+    /// derived data stays: `metric_blocks` is rebuilt from the points (see
+    /// `metrics.rs`) and PostgreSQL has no such table.
     #[test]
     fn the_copy_list_names_every_table() {
         alloc::install();
@@ -155,6 +157,7 @@ mod tests {
         found.sort();
         let mut listed: Vec<String> = crate::db::transfer::TABLES
             .iter()
+            .chain(&["metric_blocks"])
             .map(|t| t.to_string())
             .collect();
         listed.sort();

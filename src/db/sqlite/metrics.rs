@@ -1,13 +1,28 @@
 //! Queries on the `metrics` and `system_metrics` tables: storing points,
 //! paging through them, downsampling long histories for plots, and
 //! deleting what retention prunes.
+//!
+//! A long training history is also kept summarised in `metric_blocks`:
+//! every [`BLOCK`] consecutive points of a job become one row holding their
+//! id range and the ids and values of their minimum and maximum. The writer
+//! closes a block as the job reaches it ([`settle`]), so a plot of a
+//! 10,000,000-point history reads about 10,000 block rows and at most one
+//! open block's points, not the whole series. Blocks are derived data: a
+//! deletion drops the job's blocks, and `settle` rebuilds what is missing.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use crate::db::downsample::{pick_extremes, MetricTable};
+use crate::db::downsample::{pick_extremes, pick_from_segments, MetricTable, Segment};
 use crate::db::{parse_ts, ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
+
+/// Points per block of `metric_blocks`.
+pub(super) const BLOCK: usize = 1024;
+
+/// Blocks are read instead of points once a plot's buckets are at least
+/// this many blocks wide, so each bucket is at most half a block uneven.
+const BLOCKS_PER_BUCKET: u64 = 2;
 
 const COLUMNS: &str =
     "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
@@ -102,8 +117,9 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
 /// Picks at most `max` points: the first, the last, and per bucket the
 /// minimum and maximum of the job's main series (loss, else accuracy, else
 /// epoch), so spikes survive. Only ids and one number are scanned, from the
-/// covering index `metrics_series` (the expression must match it); full
-/// rows are read for the chosen points alone.
+/// covering index `metrics_series` (the expression must match it), or for
+/// a long training history from its blocks; full rows are read for the
+/// chosen points alone.
 fn downsample(
     c: &Connection,
     table: MetricTable,
@@ -112,8 +128,7 @@ fn downsample(
     max: usize,
     order: Order,
 ) -> Result<Vec<Metric>, DbError> {
-    let series = read_series(c, table, job_id, after_id)?;
-    let mut ids = pick_extremes(&series, max);
+    let mut ids = plot_ids(c, table, job_id, after_id, max)?;
     if order == Order::Desc {
         ids.reverse();
     }
@@ -131,30 +146,140 @@ fn downsample(
     Ok(out)
 }
 
-/// `(id, value)` of a job's main series after `after_id`, ascending: what
-/// downsampling works on.
-fn read_series(
+/// The ids of the points a plot of at most `max` points keeps, ascending
+/// (retention keeps the same ones, so a pruned history draws the same
+/// curve).
+pub(super) fn plot_ids(
     c: &Connection,
     table: MetricTable,
     job_id: Uuid,
     after_id: i64,
+    max: usize,
+) -> Result<Vec<i64>, DbError> {
+    Ok(match blocked_series(c, table, job_id, after_id, max)? {
+        Some(segments) => pick_from_segments(&segments, max),
+        None => pick_extremes(&read_series(c, table, job_id, after_id, i64::MAX)?, max),
+    })
+}
+
+/// The training series after `after_id` as its blocks plus the points
+/// before the first and after the last of them, when the blocks are long
+/// enough to plot `max` points from (`None`: read the points).
+fn blocked_series(
+    c: &Connection,
+    table: MetricTable,
+    job_id: Uuid,
+    after_id: i64,
+    max: usize,
+) -> Result<Option<Vec<Segment>>, DbError> {
+    if table.name != MetricTable::of(false).name {
+        return Ok(None);
+    }
+    let blocks = c
+        .prepare_cached(
+            "SELECT first_id, last_id, points, min_id, min_value, max_id, max_value \
+             FROM metric_blocks WHERE job_id = ?1 AND first_id > ?2 ORDER BY first_id",
+        )?
+        .query_map(params![job_id.to_string(), after_id], |r| {
+            Ok(Segment {
+                first: r.get(0)?,
+                last: r.get(1)?,
+                points: r.get::<_, i64>(2)?.max(0) as u64,
+                min: (r.get(3)?, r.get(4)?),
+                max: (r.get(5)?, r.get(6)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let (Some(head), Some(tail)) = (blocks.first(), blocks.last()) else {
+        return Ok(None);
+    };
+    let in_blocks: u64 = blocks.iter().map(|b| b.points).sum();
+    let buckets = (max.saturating_sub(2) / 2).max(1) as u64;
+    if in_blocks / buckets < BLOCKS_PER_BUCKET * BLOCK as u64 {
+        return Ok(None);
+    }
+    let point = |&(id, v): &(i64, f64)| Segment::point(id, v);
+    let before = read_series(c, table, job_id, after_id, head.first)?;
+    let after = read_series(c, table, job_id, tail.last, i64::MAX)?;
+    let mut segments = Vec::with_capacity(before.len() + blocks.len() + after.len());
+    segments.extend(before.iter().map(point));
+    segments.extend(blocks.iter().copied());
+    segments.extend(after.iter().map(point));
+    Ok(Some(segments))
+}
+
+/// `(id, value)` of a job's main series with ids strictly between `after`
+/// and `before`, ascending: what downsampling works on.
+fn read_series(
+    c: &Connection,
+    table: MetricTable,
+    job_id: Uuid,
+    after: i64,
+    before: i64,
 ) -> Result<Vec<(i64, f64)>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC",
         table.series, table.name
     ))?;
     let series = stmt
-        .query_map(params![job_id.to_string(), after_id], |r| {
+        .query_map(params![job_id.to_string(), after, before], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(series)
 }
 
+/// Closes every whole block of `job_id`'s training points that has none
+/// yet, and returns how many points are left after the last block (fewer
+/// than [`BLOCK`]). The writer calls it as a job's points reach a block,
+/// and the migration that added blocks for every history it found.
+pub(super) fn settle(c: &Connection, job_id: Uuid) -> Result<usize, DbError> {
+    let job = job_id.to_string();
+    let after: i64 = c
+        .prepare_cached(
+            "SELECT last_id FROM metric_blocks WHERE job_id = ?1 ORDER BY first_id DESC LIMIT 1",
+        )?
+        .query_row([&job], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let table = MetricTable::of(false);
+    let mut scan = c.prepare_cached(&format!(
+        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+        table.series, table.name
+    ))?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO metric_blocks \
+         (job_id, first_id, last_id, points, min_id, min_value, max_id, max_value) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    // Streamed: a history first summarised by the migration can be long.
+    let mut open: Vec<(i64, f64)> = Vec::with_capacity(BLOCK);
+    let mut rows = scan.query(params![job, after])?;
+    while let Some(r) = rows.next()? {
+        open.push((r.get(0)?, r.get(1)?));
+        if open.len() == BLOCK {
+            if let Some(b) = Segment::of(&open) {
+                insert.execute(params![
+                    job,
+                    b.first,
+                    b.last,
+                    b.points as i64,
+                    b.min.0,
+                    b.min.1,
+                    b.max.0,
+                    b.max.1
+                ])?;
+            }
+            open.clear();
+        }
+    }
+    Ok(open.len())
+}
+
 /// The whole main series of a job's training points or, with `system`, of
 /// its GPU telemetry (see [`read_series`]).
 pub fn series(c: &Connection, job_id: Uuid, system: bool) -> Result<Vec<(i64, f64)>, DbError> {
-    read_series(c, MetricTable::of(system), job_id, 0)
+    read_series(c, MetricTable::of(system), job_id, 0, i64::MAX)
 }
 
 /// Deletes a job's points in `ranges` (training points, or with `system`
@@ -173,6 +298,11 @@ pub fn delete_ranges(
     let mut deleted = 0;
     for r in ranges {
         deleted += stmt.execute(params![job, r.first, r.last])? as u64;
+    }
+    if deleted > 0 && !system {
+        // The blocks no longer summarise what is left; `settle` rebuilds them.
+        c.prepare_cached("DELETE FROM metric_blocks WHERE job_id = ?1")?
+            .execute([&job])?;
     }
     Ok(deleted)
 }

@@ -4,7 +4,7 @@
 //! migrations at the end; never edit one that has shipped. A database whose
 //! version is beyond this list was written by a newer binary and is refused.
 
-use rusqlite_migration::{HookResult, Migrations, M};
+use rusqlite_migration::{HookError, HookResult, Migrations, M};
 
 use crate::secrets::hash_token;
 
@@ -307,6 +307,27 @@ CREATE INDEX jobs_unsettled ON jobs (runner, completed_at)
     WHERE runner_state IS NOT NULL AND exit_code IS NULL;
 "#,
         ),
+        // 13: training histories summarised in blocks (issue 17), so a plot
+        // of a long one reads blocks instead of every point (see
+        // db/sqlite/metrics.rs). Derived data: SQLite's alone, rebuilt
+        // from the points, never copied by `db migrate`. The histories
+        // already stored are summarised here, once.
+        M::up_with_hook(
+            r#"
+CREATE TABLE metric_blocks (
+    job_id    TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    first_id  INTEGER NOT NULL,
+    last_id   INTEGER NOT NULL,
+    points    INTEGER NOT NULL,
+    min_id    INTEGER NOT NULL,
+    min_value REAL NOT NULL,
+    max_id    INTEGER NOT NULL,
+    max_value REAL NOT NULL,
+    PRIMARY KEY (job_id, first_id)
+) STRICT, WITHOUT ROWID;
+"#,
+            summarise_histories,
+        ),
     ]
 }
 
@@ -324,6 +345,18 @@ fn hash_existing_tokens(tx: &rusqlite::Transaction<'_>) -> HookResult {
     tx.execute_batch(
         "PRAGMA secure_delete = ON; ALTER TABLE jobs DROP COLUMN callback_token; PRAGMA secure_delete = OFF;",
     )?;
+    Ok(())
+}
+
+fn summarise_histories(tx: &rusqlite::Transaction<'_>) -> HookResult {
+    let jobs: Vec<String> = tx
+        .prepare("SELECT id FROM jobs WHERE EXISTS (SELECT 1 FROM metrics WHERE job_id = jobs.id)")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for job in jobs {
+        let id = uuid::Uuid::parse_str(&job).map_err(|e| HookError::Hook(e.to_string()))?;
+        super::metrics::settle(tx, id).map_err(|e| HookError::Hook(e.to_string()))?;
+    }
     Ok(())
 }
 

@@ -288,6 +288,9 @@ impl Sqlite {
                     .iter()
                     .map(|p| metrics::insert(c, id, rec.job.sched.attempt, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
+                if !points.is_empty() {
+                    cache.points_added(c, id, points.len())?;
+                }
                 // Only a record written in full is what the row holds.
                 if changes.job {
                     cache.keep(&rec);

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{jobs, metrics, Sqlite};
 use crate::db::columns::pruned;
-use crate::db::downsample::{deletions, IdRange};
+use crate::db::downsample::{deletions_sparing, IdRange, MetricTable};
 use crate::db::prune::{
     CandidateQuery, PruneCandidate, PruneMark, PruneStep, Reclaim, StepDone, Vacuumed,
 };
@@ -40,7 +40,11 @@ impl Sqlite {
     ) -> Result<Vec<IdRange>, DbError> {
         self.read(move |c| {
             let series = metrics::series(c, id, system)?;
-            Ok(deletions(&series, keep as usize, chunk))
+            let kept = match keep {
+                0 => Vec::new(),
+                keep => metrics::plot_ids(c, MetricTable::of(system), id, 0, keep as usize)?,
+            };
+            Ok(deletions_sparing(&series, &kept, chunk))
         })
         .await
     }

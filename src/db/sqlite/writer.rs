@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::metrics as points;
 use crate::db::{panic_message, DbError};
 use crate::model::JobRecord;
 
@@ -93,6 +94,9 @@ struct Notes {
 #[derive(Default)]
 pub(super) struct JobCache {
     jobs: HashMap<Uuid, JobRecord>,
+    /// Training points of each job stored after its last block
+    /// (`metrics::settle`); a job not here is counted on its next point.
+    open_points: HashMap<Uuid, usize>,
 }
 
 impl JobCache {
@@ -112,8 +116,28 @@ impl JobCache {
         self.jobs.insert(rec.job.id, rec.clone());
     }
 
+    /// Notes `added` training points just stored for `id`, closing its
+    /// blocks when they reach a whole one.
+    pub(super) fn points_added(
+        &mut self,
+        c: &rusqlite::Connection,
+        id: Uuid,
+        added: usize,
+    ) -> Result<(), DbError> {
+        let open = match self.open_points.get(&id) {
+            Some(open) if open + added < points::BLOCK => open + added,
+            _ => points::settle(c, id)?,
+        };
+        if self.open_points.len() >= CACHED_JOBS {
+            self.open_points.clear();
+        }
+        self.open_points.insert(id, open);
+        Ok(())
+    }
+
     fn clear(&mut self) {
         self.jobs.clear();
+        self.open_points.clear();
     }
 }
 
