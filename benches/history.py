@@ -8,7 +8,8 @@ fill(db, jobs, points) adds `jobs` finished jobs, a second apart from 2020
 on, across 50 users (`user0`…`user49`), each with its one attempt; about
 5 % failed and 3 % cancelled, the rest completed. `points` training points
 go to the newest 1,000 jobs, each job's points consecutive (as a trainer
-reports them), `{"loss": …, "mAP50": 0.5}` each.
+reports them), `{"loss": …, "mAP50": 0.5}` each, in the compact layout of
+schema 13 (see src/db/sqlite/metrics.rs: the loss lifted into its column).
 """
 
 import sqlite3
@@ -49,9 +50,9 @@ COMMIT;
         db.executescript(f"""
 BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {per_job})
-INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, attempt)
-SELECT '{job_id(jobs - owners + 1 + k)}', i / 1000, i, 1.0 / i, NULL,
-       '{{"loss":' || (1.0 / i) || ',"mAP50":0.5}}', '2024-01-01T00:00:00.000000Z', 1
+INSERT INTO points (job, epoch, step, loss, accuracy, extra, lifted, at, attempt)
+SELECT {jobs - owners + 1 + k}, i / 1000, i, 1.0 / i, NULL, '{{"mAP50":0.5}}', 4,
+       1704067200000000, 1
   FROM n;
 COMMIT;
 """)

@@ -197,7 +197,7 @@ def sizes(data, jobs, points):
         table = owner.get(name, name)
         by_table[table] = by_table.get(table, 0) + size
     per_job = sum(by_table.get(t, 0) for t in ("jobs", "job_attempts")) / jobs
-    point_tables = [t for t in by_table if t in ("metrics", "metric_blocks")]
+    point_tables = [t for t in by_table if t in ("metrics", "points", "metric_blocks")]
     per_point = sum(by_table[t] for t in point_tables) / points
     return per_job, per_point, os.path.getsize(db_path), point_tables
 

@@ -1330,9 +1330,9 @@ async fn long_histories_plot_from_blocks_that_survive_a_restart() {
 
     if d.pg_database().is_none() {
         let blocks = d.sql(&format!(
-            "SELECT b.points, (SELECT COUNT(*) FROM metrics m WHERE m.job_id = b.job_id \
-               AND m.id BETWEEN b.first_id AND b.last_id) FROM metric_blocks b \
-             WHERE b.job_id = '{id}' ORDER BY b.first_id"
+            "SELECT b.points, (SELECT COUNT(*) FROM points p WHERE p.job = b.job \
+               AND p.id BETWEEN b.first_id AND b.last_id) FROM metric_blocks b \
+             WHERE b.job = (SELECT number FROM jobs WHERE id = '{id}') ORDER BY b.first_id"
         ));
         assert_eq!(
             blocks.lines().collect::<Vec<_>>(),

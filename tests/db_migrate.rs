@@ -89,10 +89,9 @@ SELECT printf('00000000-0000-7000-8000-%012x', i), 100000 + i, 'bulk', 'yolo11n'
        '2020-01-01T00:00:00.000000Z', '2020-01-01T00:00:00.000000Z',
        '2020-01-01T00:00:00.000000Z', '2020-01-01T00:00:00.000000Z', 1
   FROM n;
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000 - (SELECT count(*) FROM metrics))
-INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, attempt)
-SELECT printf('00000000-0000-7000-8000-%012x', 1 + i % 100), i / 100, i, 1.0 / i, NULL,
-       '{"loss":' || (1.0 / i) || ',"mAP50":0.5}', '2020-01-01T00:00:00.000000Z', 1
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000 - (SELECT count(*) FROM points))
+INSERT INTO points (job, epoch, step, loss, accuracy, extra, lifted, at, attempt)
+SELECT 100001 + i % 100, i / 100, i, 1.0 / i, NULL, '{"mAP50":0.5}', 4, 1577836800000000, 1
   FROM n;
 COMMIT;
 "#,

@@ -106,7 +106,7 @@ fn start_up_failures_name_their_cause_with_the_password_masked() {
     assert!(check.status.success(), "{check:?}");
     assert_eq!(
         common::stdout(&check).trim(),
-        "ok (PostgreSQL, schema version 12)"
+        "ok (PostgreSQL, schema version 13)"
     );
     // A schema from a newer platform is refused, by both.
     c.sql(

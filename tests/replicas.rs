@@ -473,7 +473,7 @@ async fn two_replicas_starting_together_on_an_empty_database_migrate_it_once() {
             .collect::<Vec<_>>()
     });
     let versions = daemons[0].sql("SELECT count(*), max(version) FROM schema_migrations");
-    assert_eq!(versions, "12|12");
+    assert_eq!(versions, "13|13");
     eventually(40, "exactly one replica to lead", || async {
         let l = leaders(&daemons).await;
         assert!(l.len() <= 1, "{l:?}");

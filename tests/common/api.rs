@@ -227,7 +227,7 @@ pub fn snapshot(d: &Daemon) -> String {
     let mut out = String::new();
     for sql in [
         "SELECT * FROM jobs ORDER BY id",
-        "SELECT * FROM metrics ORDER BY id",
+        "SELECT * FROM points ORDER BY id",
     ] {
         let mut stmt = c.prepare(sql).expect("prepare snapshot");
         let n = stmt.column_count();
@@ -266,7 +266,7 @@ pub fn job_state(d: &Daemon, id: &str) -> String {
     let mut out = String::new();
     for sql in [
         "SELECT * FROM jobs WHERE id = ?1",
-        "SELECT * FROM metrics WHERE job_id = ?1 ORDER BY id",
+        "SELECT * FROM points WHERE job = (SELECT number FROM jobs WHERE id = ?1) ORDER BY id",
     ] {
         let mut stmt = c.prepare(sql).expect("prepare job state");
         let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
@@ -296,7 +296,7 @@ pub fn stored_points(d: &Daemon, id: &str) -> i64 {
     }
     open_ro(&db_path(d))
         .query_row(
-            "SELECT COUNT(*) FROM metrics WHERE job_id = ?1",
+            "SELECT COUNT(*) FROM points WHERE job = (SELECT number FROM jobs WHERE id = ?1)",
             [id],
             |r| r.get(0),
         )

@@ -2,7 +2,10 @@
 //! migrate`, and counting its rows for `platform db status`.
 //!
 //! Rows leave as SQLite's own owned values; what they become on the other
-//! side is the target's business (`db/postgres/import.rs`). Everything is
+//! side is the target's business (`db/postgres/import.rs`). Points leave in
+//! the portable layout PostgreSQL keeps (`metrics`, `system_metrics`: the
+//! job's id, the whole map, the time as RFC 3339), decoded from the
+//! compact one this file stores (see `metrics.rs`). Everything is
 //! read inside one read transaction, so the counts and the rows are one
 //! snapshot even if something wrote to the file meanwhile.
 
@@ -11,7 +14,7 @@ use std::path::Path;
 use rusqlite::types::Value;
 use rusqlite::OpenFlags;
 
-use super::{alloc, configure, migrate, migrations};
+use super::{alloc, configure, metrics, migrate, migrations};
 use crate::db::{quote, DbError};
 
 /// An open source database, its snapshot pinned.
@@ -39,11 +42,17 @@ impl Export {
 
     /// Rows in `table`.
     pub fn count(&self, table: &str) -> Result<i64, DbError> {
-        count(&self.conn, table)
+        match portable(table) {
+            Some(system) => metrics::portable_count(&self.conn, system),
+            None => count(&self.conn, table),
+        }
     }
 
     /// The columns of `table`, in table order.
     pub fn columns(&self, table: &str) -> Result<Vec<String>, DbError> {
+        if let Some(system) = portable(table) {
+            return Ok(metrics::portable_columns(system));
+        }
         let mut stmt = self
             .conn
             .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
@@ -62,6 +71,9 @@ impl Export {
         batch: usize,
         mut each: impl FnMut(Vec<Vec<Value>>) -> Result<(), E>,
     ) -> Result<(), E> {
+        if let Some(system) = portable(table) {
+            return metrics::portable_rows(&self.conn, system, batch, each);
+        }
         let list = columns
             .iter()
             .map(|c| quote(c))
@@ -88,8 +100,20 @@ impl Export {
     }
 }
 
+/// Whether `table` is one of the portable names of the point tables
+/// (`metrics`, `system_metrics`: what PostgreSQL calls them, and what this
+/// file called them before schema 13 stored them compactly), and which.
+fn portable(table: &str) -> Option<bool> {
+    match table {
+        "metrics" => Some(false),
+        "system_metrics" => Some(true),
+        _ => None,
+    }
+}
+
 /// What `platform db status` shows of a SQLite file, read-only: its schema
-/// version and the rows of each of its tables.
+/// version and the rows of each of its tables, named as on PostgreSQL
+/// (derived data left out).
 pub fn status(path: &Path) -> Result<(usize, Vec<(String, i64)>), DbError> {
     no_file(path)?;
     alloc::install();
@@ -98,10 +122,20 @@ pub fn status(path: &Path) -> Result<(usize, Vec<(String, i64)>), DbError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let tables = tables(&conn)?
+    // Under the names both backends share (what `db migrate` copies).
+    let mut tables = tables(&conn)?
         .into_iter()
-        .map(|t| count(&conn, &t).map(|n| (t, n)))
+        .filter_map(|t| {
+            let shown = match t.as_str() {
+                "metric_blocks" => return None,
+                "points" => "metrics".to_string(),
+                "system_points" => "system_metrics".to_string(),
+                _ => t.clone(),
+            };
+            Some(count(&conn, &t).map(|n| (shown, n)))
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    tables.sort();
     Ok((usize::try_from(version).unwrap_or(0), tables))
 }
 
@@ -145,8 +179,9 @@ mod tests {
     use super::*;
 
     /// `db migrate` copies the tables `db::transfer::TABLES` names: a table
-    /// added by a migration but missing there would be left behind. Only
-    /// derived data stays: `metric_blocks` is rebuilt from the points (see
+    /// added by a migration but missing there would be left behind. The
+    /// point tables travel under their portable names, and only derived
+    /// data stays: `metric_blocks` is rebuilt from the points (see
     /// `metrics.rs`) and PostgreSQL has no such table.
     #[test]
     fn the_copy_list_names_every_table() {
@@ -157,7 +192,8 @@ mod tests {
         found.sort();
         let mut listed: Vec<String> = crate::db::transfer::TABLES
             .iter()
-            .chain(&["metric_blocks"])
+            .filter(|t| portable(t).is_none())
+            .chain(&["metric_blocks", "points", "system_points"])
             .map(|t| t.to_string())
             .collect();
         listed.sort();

@@ -1,6 +1,15 @@
-//! Queries on the `metrics` and `system_metrics` tables: storing points,
-//! paging through them, downsampling long histories for plots, and
-//! deleting what retention prunes.
+//! Queries on the `points` and `system_points` tables (a job's training
+//! points and its GPU telemetry): storing points, paging through them,
+//! downsampling long histories for plots, and deleting what retention
+//! prunes.
+//!
+//! Points are stored compactly, since a deployment keeps hundreds of
+//! millions of them (schema 13): the job by its number, not its 36-byte id;
+//! the time as integer microseconds; and of the reported map only what the
+//! columns do not already hold exactly (`extra`, NULL when nothing is left;
+//! `lifted` says which of `epoch`, `step`, `loss` and `accuracy` the map
+//! had). Reading puts the same map back, key for key and number for number
+//! (an integer stays an integer, a float the same float).
 //!
 //! A long training history is also kept summarised in `metric_blocks`:
 //! every [`BLOCK`] consecutive points of a job become one row holding their
@@ -10,11 +19,15 @@
 //! open block's points, not the whole series. Blocks are derived data: a
 //! deletion drops the job's blocks, and `settle` rebuilds what is missing.
 
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
-use crate::db::downsample::{pick_extremes, pick_from_segments, MetricTable, Segment};
-use crate::db::{parse_ts, ts, DbError};
+use crate::db::downsample::{pick_extremes, pick_from_segments, Segment};
+use crate::db::{ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 
 /// Points per block of `metric_blocks`.
@@ -24,47 +37,229 @@ pub(super) const BLOCK: usize = 1024;
 /// this many blocks wide, so each bucket is at most half a block uneven.
 const BLOCKS_PER_BUCKET: u64 = 2;
 
-const COLUMNS: &str =
-    "id, job_id, epoch, step, loss, accuracy, metrics, created_at, COALESCE(attempt, 1)";
+/// One of the two tables of points.
+#[derive(Debug, Clone, Copy)]
+struct Table {
+    name: &'static str,
+    /// The number downsampling keeps the extremes of; the same expression
+    /// as in the table's covering index `<name>_series`.
+    series: &'static str,
+}
 
-fn from_row(r: &Row<'_>) -> Result<Metric, DbError> {
-    let job_id: String = r.get(1)?;
-    let metrics: String = r.get(6)?;
+impl Table {
+    fn of(system: bool) -> Table {
+        if system {
+            Table {
+                name: "system_points",
+                series: "series",
+            }
+        } else {
+            Table {
+                name: "points",
+                series: "COALESCE(loss, accuracy, epoch)",
+            }
+        }
+    }
+
+    fn training(&self) -> bool {
+        self.name == "points"
+    }
+}
+
+/// The columns [`from_row`] reads, in order (a job's id is known to the
+/// caller, or joined in as the tenth).
+const COLUMNS: &str = "id, epoch, step, loss, accuracy, extra, lifted, at, attempt";
+
+/// Which keys a point's columns hold exactly, as bits of `lifted`.
+const LIFTED: [(&str, i64); 4] = [("epoch", 1), ("step", 2), ("loss", 4), ("accuracy", 8)];
+
+/// The columns of one point, as stored.
+struct Stored<'a> {
+    epoch: i64,
+    step: Option<i64>,
+    loss: Option<f64>,
+    accuracy: Option<f64>,
+    map: &'a Map<String, Value>,
+}
+
+impl Stored<'_> {
+    /// The number column `key` rebuilds, if it is one of the four.
+    fn rebuilt(&self, key: &str) -> Option<Number> {
+        let float = |f: Option<f64>| {
+            // SQLite stores -0.0 as the integer 0: it would come back as 0.0.
+            f.filter(|f| *f != 0.0 || f.is_sign_positive())
+                .and_then(Number::from_f64)
+        };
+        match key {
+            "epoch" => Some(Number::from(self.epoch)),
+            "step" => self.step.map(Number::from),
+            "loss" => float(self.loss),
+            "accuracy" => float(self.accuracy),
+            _ => None,
+        }
+    }
+
+    /// The bits of `lifted`: the keys whose number the columns rebuild
+    /// exactly (same kind, same value).
+    fn lifted(&self) -> i64 {
+        LIFTED
+            .iter()
+            .filter(|(key, _)| match (self.map.get(*key), self.rebuilt(key)) {
+                (Some(Value::Number(n)), Some(r)) => same_number(n, &r),
+                _ => false,
+            })
+            .map(|(_, bit)| bit)
+            .sum()
+    }
+
+    /// `extra`: the map without the lifted keys, as JSON; `None` if empty.
+    fn extra(&self, lifted: i64) -> Result<Option<String>, DbError> {
+        let rest = Rest {
+            map: self.map,
+            lifted,
+        };
+        if rest.entries().next().is_none() {
+            return Ok(None);
+        }
+        serde_json::to_string(&rest)
+            .map(Some)
+            .map_err(|e| DbError::Corrupt(e.to_string()))
+    }
+}
+
+/// Same kind (integer or float) and same value, bit for bit.
+fn same_number(a: &Number, b: &Number) -> bool {
+    match (a.is_f64(), b.is_f64()) {
+        (true, true) => a.as_f64().map(f64::to_bits) == b.as_f64().map(f64::to_bits),
+        (false, false) => a == b,
+        _ => false,
+    }
+}
+
+/// A map less its lifted keys, serialized without copying it.
+struct Rest<'a> {
+    map: &'a Map<String, Value>,
+    lifted: i64,
+}
+
+impl Rest<'_> {
+    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.map.iter().filter(|(k, _)| {
+            !LIFTED
+                .iter()
+                .any(|(key, bit)| self.lifted & bit != 0 && k.as_str() == *key)
+        })
+    }
+}
+
+impl serde::Serialize for Rest<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.entries() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// The reported map back from `extra` and the lifted columns.
+fn map_of(
+    extra: Option<&str>,
+    lifted: i64,
+    columns: &Stored<'_>,
+) -> Result<Map<String, Value>, DbError> {
+    let mut map: Map<String, Value> = match extra {
+        Some(s) => serde_json::from_str(s).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        None => Map::new(),
+    };
+    for (key, bit) in LIFTED {
+        if lifted & bit != 0 {
+            let n = columns
+                .rebuilt(key)
+                .ok_or_else(|| DbError::Corrupt(format!("a point lifted {key} but stores none")))?;
+            map.insert(key.to_string(), Value::Number(n));
+        }
+    }
+    Ok(map)
+}
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>, DbError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| DbError::Corrupt(format!("a point's time {us} is out of range")))
+}
+
+/// A point from [`COLUMNS`] (of `job_id`, or of the job id in column 9).
+fn from_row(r: &Row<'_>, job_id: Option<Uuid>) -> Result<Metric, DbError> {
+    let empty = Map::new();
+    let columns = Stored {
+        epoch: r.get(1)?,
+        step: r.get(2)?,
+        loss: r.get(3)?,
+        accuracy: r.get(4)?,
+        map: &empty,
+    };
+    let extra: Option<String> = r.get(5)?;
+    let metrics = map_of(extra.as_deref(), r.get(6)?, &columns)?;
+    let job_id = match job_id {
+        Some(id) => id,
+        None => {
+            Uuid::parse_str(&r.get::<_, String>(9)?).map_err(|e| DbError::Corrupt(e.to_string()))?
+        }
+    };
     Ok(Metric {
         id: r.get(0)?,
-        job_id: Uuid::parse_str(&job_id).map_err(|e| DbError::Corrupt(e.to_string()))?,
-        epoch: r.get(2)?,
-        step: r.get(3)?,
-        loss: r.get(4)?,
-        accuracy: r.get(5)?,
-        metrics: serde_json::from_str(&metrics).map_err(|e| DbError::Corrupt(e.to_string()))?,
-        created_at: parse_ts(&r.get::<_, String>(7)?)?,
+        job_id,
+        epoch: columns.epoch,
+        step: columns.step,
+        loss: columns.loss,
+        accuracy: columns.accuracy,
+        metrics,
+        created_at: from_micros(r.get(7)?)?,
         attempt: r.get(8)?,
     })
 }
 
-/// Stores one point and returns it as the API shows it.
+/// A job's number, the key its points are stored under.
+fn number(c: &Connection, job_id: Uuid) -> Result<Option<i64>, DbError> {
+    Ok(c.prepare_cached("SELECT number FROM jobs WHERE id = ?1")?
+        .query_row([job_id.to_string()], |r| r.get(0))
+        .optional()?)
+}
+
+/// Stores one point of job `job_id` (number `job`) and returns it as the
+/// API shows it.
 pub fn insert(
     c: &Connection,
-    job_id: Uuid,
+    (job_id, job): (Uuid, i64),
     attempt: u32,
     p: &MetricPoint,
-    at: &chrono::DateTime<chrono::Utc>,
+    at: &DateTime<Utc>,
 ) -> Result<Metric, DbError> {
-    // Serialize the map in place (no clone): this runs per point on the writer thread.
-    let metrics = serde_json::to_string(&p.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let stored = Stored {
+        epoch: p.epoch,
+        step: p.step,
+        loss: p.loss,
+        accuracy: p.accuracy,
+        map: &p.metrics,
+    };
+    let lifted = stored.lifted();
     c.prepare_cached(
-        "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, attempt) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO points (job, epoch, step, loss, accuracy, extra, lifted, at, attempt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        job_id.to_string(),
+        job,
         p.epoch,
         p.step,
         p.loss,
         p.accuracy,
-        metrics,
-        ts(at),
+        stored.extra(lifted)?,
+        lifted,
+        micros(at),
         attempt.max(1)
     ])?;
     Ok(Metric {
@@ -80,58 +275,60 @@ pub fn insert(
     })
 }
 
+/// Stores one sample of a job's system metrics (GPU telemetry); `series`
+/// is the number downsampling keeps the extremes of.
+pub fn insert_system(
+    c: &Connection,
+    job_id: Uuid,
+    attempt: u32,
+    metrics: &Map<String, Value>,
+    series: f64,
+    at: &DateTime<Utc>,
+) -> Result<(), DbError> {
+    let Some(job) = number(c, job_id)? else {
+        return Ok(());
+    };
+    let metrics = serde_json::to_string(metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO system_points (job, epoch, extra, lifted, at, attempt, series) \
+         VALUES (?1, 0, ?2, 0, ?3, ?4, ?5)",
+    )?
+    .execute(params![job, metrics, micros(at), attempt.max(1), series])?;
+    Ok(())
+}
+
 /// A page of a job's points in the requested order, or a downsampled view
 /// of the whole history when `max_points` is set.
 pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
-    let table = MetricTable::of(f.system);
+    let Some(job) = number(c, job_id)? else {
+        return Ok(Vec::new());
+    };
+    let table = Table::of(f.system);
     if let Some(max) = f.max_points {
-        return downsample(
-            c,
-            table,
-            job_id,
-            f.after_id.unwrap_or(0),
-            max as usize,
-            f.order,
-        );
+        let mut ids = plot_ids(c, table, job, f.after_id.unwrap_or(0), max as usize)?;
+        if f.order == Order::Desc {
+            ids.reverse();
+        }
+        return by_ids(c, table, job_id, &ids);
     }
     let dir = match f.order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3",
+        "SELECT {COLUMNS} FROM {} WHERE job = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3",
         table.name
     ))?;
-    let mut rows = stmt.query(params![
-        job_id.to_string(),
-        f.after_id.unwrap_or(0),
-        f.limit
-    ])?;
+    let mut rows = stmt.query(params![job, f.after_id.unwrap_or(0), f.limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(from_row(r)?);
+        out.push(from_row(r, Some(job_id))?);
     }
     Ok(out)
 }
 
-/// Picks at most `max` points: the first, the last, and per bucket the
-/// minimum and maximum of the job's main series (loss, else accuracy, else
-/// epoch), so spikes survive. Only ids and one number are scanned, from the
-/// covering index `metrics_series` (the expression must match it), or for
-/// a long training history from its blocks; full rows are read for the
-/// chosen points alone.
-fn downsample(
-    c: &Connection,
-    table: MetricTable,
-    job_id: Uuid,
-    after_id: i64,
-    max: usize,
-    order: Order,
-) -> Result<Vec<Metric>, DbError> {
-    let mut ids = plot_ids(c, table, job_id, after_id, max)?;
-    if order == Order::Desc {
-        ids.reverse();
-    }
+/// The points with these ids, in this order.
+fn by_ids(c: &Connection, table: Table, job_id: Uuid, ids: &[i64]) -> Result<Vec<Metric>, DbError> {
     let mut one = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {} WHERE id = ?1",
         table.name
@@ -140,25 +337,28 @@ fn downsample(
     for id in ids {
         let mut rows = one.query([id])?;
         if let Some(r) = rows.next()? {
-            out.push(from_row(r)?);
+            out.push(from_row(r, Some(job_id))?);
         }
     }
     Ok(out)
 }
 
-/// The ids of the points a plot of at most `max` points keeps, ascending
-/// (retention keeps the same ones, so a pruned history draws the same
-/// curve).
-pub(super) fn plot_ids(
+/// The ids of the points a plot of at most `max` points keeps, ascending:
+/// the first, the last, and per bucket the minimum and maximum of the
+/// job's main series (loss, else accuracy, else epoch), so spikes survive.
+/// Only ids and one number are scanned, from the covering index, or for a
+/// long training history from its blocks. Retention keeps the same points,
+/// so a pruned history draws the same curve.
+fn plot_ids(
     c: &Connection,
-    table: MetricTable,
-    job_id: Uuid,
+    table: Table,
+    job: i64,
     after_id: i64,
     max: usize,
 ) -> Result<Vec<i64>, DbError> {
-    Ok(match blocked_series(c, table, job_id, after_id, max)? {
+    Ok(match blocked_series(c, table, job, after_id, max)? {
         Some(segments) => pick_from_segments(&segments, max),
-        None => pick_extremes(&read_series(c, table, job_id, after_id, i64::MAX)?, max),
+        None => pick_extremes(&read_series(c, table, job, after_id, i64::MAX)?, max),
     })
 }
 
@@ -167,20 +367,20 @@ pub(super) fn plot_ids(
 /// enough to plot `max` points from (`None`: read the points).
 fn blocked_series(
     c: &Connection,
-    table: MetricTable,
-    job_id: Uuid,
+    table: Table,
+    job: i64,
     after_id: i64,
     max: usize,
 ) -> Result<Option<Vec<Segment>>, DbError> {
-    if table.name != MetricTable::of(false).name {
+    if !table.training() {
         return Ok(None);
     }
     let blocks = c
         .prepare_cached(
             "SELECT first_id, last_id, points, min_id, min_value, max_id, max_value \
-             FROM metric_blocks WHERE job_id = ?1 AND first_id > ?2 ORDER BY first_id",
+             FROM metric_blocks WHERE job = ?1 AND first_id > ?2 ORDER BY first_id",
         )?
-        .query_map(params![job_id.to_string(), after_id], |r| {
+        .query_map(params![job, after_id], |r| {
             Ok(Segment {
                 first: r.get(0)?,
                 last: r.get(1)?,
@@ -199,8 +399,8 @@ fn blocked_series(
         return Ok(None);
     }
     let point = |&(id, v): &(i64, f64)| Segment::point(id, v);
-    let before = read_series(c, table, job_id, after_id, head.first)?;
-    let after = read_series(c, table, job_id, tail.last, i64::MAX)?;
+    let before = read_series(c, table, job, after_id, head.first)?;
+    let after = read_series(c, table, job, tail.last, i64::MAX)?;
     let mut segments = Vec::with_capacity(before.len() + blocks.len() + after.len());
     segments.extend(before.iter().map(point));
     segments.extend(blocks.iter().copied());
@@ -212,44 +412,43 @@ fn blocked_series(
 /// and `before`, ascending: what downsampling works on.
 fn read_series(
     c: &Connection,
-    table: MetricTable,
-    job_id: Uuid,
+    table: Table,
+    job: i64,
     after: i64,
     before: i64,
 ) -> Result<Vec<(i64, f64)>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC",
+        "SELECT id, {} FROM {} WHERE job = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC",
         table.series, table.name
     ))?;
     let series = stmt
-        .query_map(params![job_id.to_string(), after, before], |r| {
+        .query_map(params![job, after, before], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(series)
 }
 
-/// Closes every whole block of `job_id`'s training points that has none
+/// Closes every whole block of job `job`'s training points that has none
 /// yet, and returns how many points are left after the last block (fewer
 /// than [`BLOCK`]). The writer calls it as a job's points reach a block,
 /// and the migration that added blocks for every history it found.
-pub(super) fn settle(c: &Connection, job_id: Uuid) -> Result<usize, DbError> {
-    let job = job_id.to_string();
+pub(super) fn settle(c: &Connection, job: i64) -> Result<usize, DbError> {
     let after: i64 = c
         .prepare_cached(
-            "SELECT last_id FROM metric_blocks WHERE job_id = ?1 ORDER BY first_id DESC LIMIT 1",
+            "SELECT last_id FROM metric_blocks WHERE job = ?1 ORDER BY first_id DESC LIMIT 1",
         )?
-        .query_row([&job], |r| r.get(0))
+        .query_row([job], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let table = MetricTable::of(false);
+    let table = Table::of(false);
     let mut scan = c.prepare_cached(&format!(
-        "SELECT id, {} FROM {} WHERE job_id = ?1 AND id > ?2 ORDER BY id ASC",
+        "SELECT id, {} FROM {} WHERE job = ?1 AND id > ?2 ORDER BY id ASC",
         table.series, table.name
     ))?;
     let mut insert = c.prepare_cached(
         "INSERT INTO metric_blocks \
-         (job_id, first_id, last_id, points, min_id, min_value, max_id, max_value) \
+         (job, first_id, last_id, points, min_id, min_value, max_id, max_value) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     // Streamed: a history first summarised by the migration can be long.
@@ -279,7 +478,24 @@ pub(super) fn settle(c: &Connection, job_id: Uuid) -> Result<usize, DbError> {
 /// The whole main series of a job's training points or, with `system`, of
 /// its GPU telemetry (see [`read_series`]).
 pub fn series(c: &Connection, job_id: Uuid, system: bool) -> Result<Vec<(i64, f64)>, DbError> {
-    read_series(c, MetricTable::of(system), job_id, 0, i64::MAX)
+    match number(c, job_id)? {
+        Some(job) => read_series(c, Table::of(system), job, 0, i64::MAX),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The ids a plot of at most `max` points of a job's training points or,
+/// with `system`, of its GPU telemetry keeps (see [`plot_ids`]).
+pub fn plotted(
+    c: &Connection,
+    job_id: Uuid,
+    system: bool,
+    max: usize,
+) -> Result<Vec<i64>, DbError> {
+    match number(c, job_id)? {
+        Some(job) => plot_ids(c, Table::of(system), job, 0, max),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Deletes a job's points in `ranges` (training points, or with `system`
@@ -290,64 +506,255 @@ pub fn delete_ranges(
     system: bool,
     ranges: &[crate::db::IdRange],
 ) -> Result<u64, DbError> {
+    let Some(job) = number(c, job_id)? else {
+        return Ok(0);
+    };
     let mut stmt = c.prepare_cached(&format!(
-        "DELETE FROM {} WHERE job_id = ?1 AND id BETWEEN ?2 AND ?3",
-        MetricTable::of(system).name
+        "DELETE FROM {} WHERE job = ?1 AND id BETWEEN ?2 AND ?3",
+        Table::of(system).name
     ))?;
-    let job = job_id.to_string();
     let mut deleted = 0;
     for r in ranges {
         deleted += stmt.execute(params![job, r.first, r.last])? as u64;
     }
     if deleted > 0 && !system {
         // The blocks no longer summarise what is left; `settle` rebuilds them.
-        c.prepare_cached("DELETE FROM metric_blocks WHERE job_id = ?1")?
-            .execute([&job])?;
+        c.prepare_cached("DELETE FROM metric_blocks WHERE job = ?1")?
+            .execute([job])?;
     }
     Ok(deleted)
-}
-
-/// Stores one sample of a job's system metrics (GPU telemetry); `series`
-/// is the number downsampling keeps the extremes of.
-pub fn insert_system(
-    c: &Connection,
-    job_id: Uuid,
-    attempt: u32,
-    metrics: &serde_json::Map<String, serde_json::Value>,
-    series: f64,
-    at: &chrono::DateTime<chrono::Utc>,
-) -> Result<(), DbError> {
-    let metrics = serde_json::to_string(metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    c.prepare_cached(
-        "INSERT INTO system_metrics (job_id, epoch, metrics, created_at, attempt, series) \
-         VALUES (?1, 0, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        job_id.to_string(),
-        metrics,
-        ts(at),
-        attempt.max(1),
-        series
-    ])?;
-    Ok(())
 }
 
 /// Points of every job with an id above `after_id`, oldest first (the
 /// all-jobs event stream pages through these).
 pub fn all_after(c: &Connection, after_id: i64, limit: i64) -> Result<Vec<Metric>, DbError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM metrics WHERE id > ?1 ORDER BY id ASC LIMIT ?2"
-    ))?;
+    let mut stmt = c.prepare_cached(
+        "SELECT p.id, p.epoch, p.step, p.loss, p.accuracy, p.extra, p.lifted, p.at, p.attempt, \
+                j.id \
+           FROM points p JOIN jobs j ON j.number = p.job \
+          WHERE p.id > ?1 ORDER BY p.id ASC LIMIT ?2",
+    )?;
     let mut rows = stmt.query(params![after_id, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(from_row(r)?);
+        out.push(from_row(r, None)?);
     }
     Ok(out)
 }
 
 /// The highest point id stored so far (0 when there are none).
 pub fn last_id(c: &Connection) -> Result<i64, DbError> {
-    let mut stmt = c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM metrics")?;
+    let mut stmt = c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM points")?;
     Ok(stmt.query_row([], |r| r.get(0))?)
+}
+
+/// The columns of the portable layout of training points (`system`: GPU
+/// telemetry) that `db migrate` copies: what PostgreSQL's `metrics` and
+/// `system_metrics` hold.
+pub(super) fn portable_columns(system: bool) -> Vec<String> {
+    let mut columns: Vec<String> = [
+        "id",
+        "job_id",
+        "epoch",
+        "step",
+        "loss",
+        "accuracy",
+        "metrics",
+        "created_at",
+        "attempt",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    if system {
+        columns.push("series".into());
+    }
+    columns
+}
+
+/// Every point of one table in the portable layout ([`portable_columns`]),
+/// by id, handed to `each` in batches of up to `batch`.
+pub(super) fn portable_rows<E: From<DbError>>(
+    c: &Connection,
+    system: bool,
+    batch: usize,
+    mut each: impl FnMut(Vec<Vec<SqlValue>>) -> Result<(), E>,
+) -> Result<(), E> {
+    let table = Table::of(system);
+    let series = if system { ", p.series" } else { "" };
+    let sql = format!(
+        "SELECT p.id, p.epoch, p.step, p.loss, p.accuracy, p.extra, p.lifted, p.at, p.attempt, \
+                j.id{series} \
+           FROM {} p JOIN jobs j ON j.number = p.job ORDER BY p.id",
+        table.name
+    );
+    let mut stmt = c.prepare(&sql).map_err(DbError::from)?;
+    let mut rows = stmt.query([]).map_err(DbError::from)?;
+    let mut pending = Vec::with_capacity(batch);
+    while let Some(r) = rows.next().map_err(DbError::from)? {
+        let m = from_row(r, None)?;
+        let map = serde_json::to_string(&m.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let mut row = vec![
+            SqlValue::Integer(m.id),
+            SqlValue::Text(m.job_id.to_string()),
+            SqlValue::Integer(m.epoch),
+            m.step.map_or(SqlValue::Null, SqlValue::Integer),
+            m.loss.map_or(SqlValue::Null, SqlValue::Real),
+            m.accuracy.map_or(SqlValue::Null, SqlValue::Real),
+            SqlValue::Text(map),
+            SqlValue::Text(ts(&m.created_at)),
+            SqlValue::Integer(i64::from(m.attempt)),
+        ];
+        if system {
+            row.push(SqlValue::Real(r.get(10).map_err(DbError::from)?));
+        }
+        pending.push(row);
+        if pending.len() == batch {
+            each(std::mem::replace(&mut pending, Vec::with_capacity(batch)))?;
+        }
+    }
+    if !pending.is_empty() {
+        each(pending)?;
+    }
+    Ok(())
+}
+
+/// Rows of one table in the portable layout.
+pub(super) fn portable_count(c: &Connection, system: bool) -> Result<i64, DbError> {
+    Ok(c.query_row(
+        &format!("SELECT count(*) FROM {}", Table::of(system).name),
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Schema 13's copy of the old layout (`metrics`, `system_metrics`: the
+/// job by id, the time as text, the whole map as JSON) into the compact
+/// one, row by row through the same encoding as [`insert`].
+pub(super) fn compact_old_rows(c: &Connection, system: bool) -> Result<(), DbError> {
+    let (old, series) = if system {
+        ("system_metrics", "m.series")
+    } else {
+        ("metrics", "NULL")
+    };
+    let new = Table::of(system).name;
+    let mut read = c.prepare(&format!(
+        "SELECT m.id, j.number, m.epoch, m.step, m.loss, m.accuracy, m.metrics, m.created_at, \
+                COALESCE(m.attempt, 1), {series} \
+           FROM {old} m JOIN jobs j ON j.id = m.job_id ORDER BY m.id"
+    ))?;
+    let mut write = c.prepare(&format!(
+        "INSERT INTO {new} (id, job, epoch, step, loss, accuracy, extra, lifted, at, attempt{}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10{})",
+        if system { ", series" } else { "" },
+        if system { ", ?11" } else { "" },
+    ))?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let map: Map<String, Value> = serde_json::from_str(&r.get::<_, String>(6)?)
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let stored = Stored {
+            epoch: r.get(2)?,
+            step: r.get(3)?,
+            loss: r.get(4)?,
+            accuracy: r.get(5)?,
+            map: &map,
+        };
+        let lifted = if system { 0 } else { stored.lifted() };
+        let at = crate::db::parse_ts(&r.get::<_, String>(7)?)?;
+        let mut values: Vec<SqlValue> = vec![
+            r.get(0)?,
+            r.get(1)?,
+            SqlValue::Integer(stored.epoch),
+            stored.step.map_or(SqlValue::Null, SqlValue::Integer),
+            stored.loss.map_or(SqlValue::Null, SqlValue::Real),
+            stored.accuracy.map_or(SqlValue::Null, SqlValue::Real),
+            stored.extra(lifted)?.map_or(SqlValue::Null, SqlValue::Text),
+            SqlValue::Integer(lifted),
+            SqlValue::Integer(micros(&at)),
+            r.get(8)?,
+        ];
+        if system {
+            values.push(r.get(9)?);
+        }
+        write.execute(rusqlite::params_from_iter(values))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(json: &str) -> Map<String, Value> {
+        let map: Map<String, Value> = serde_json::from_str(json).unwrap();
+        let numbers = map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Number(n) => (k.clone(), n.clone()),
+                _ => unreachable!(),
+            })
+            .collect();
+        let p = MetricPoint::from_numbers("metrics", &numbers).unwrap();
+        let stored = Stored {
+            epoch: p.epoch,
+            step: p.step,
+            loss: p.loss,
+            accuracy: p.accuracy,
+            map: &p.metrics,
+        };
+        let lifted = stored.lifted();
+        let extra = stored.extra(lifted).unwrap();
+        let columns = Stored {
+            map: &Map::new(),
+            ..stored
+        };
+        let back = map_of(extra.as_deref(), lifted, &columns).unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&p.metrics).unwrap(),
+            "{json}"
+        );
+        back
+    }
+
+    #[test]
+    fn maps_come_back_number_for_number() {
+        for json in [
+            r#"{"loss": 0.5, "accuracy": 0.9, "epoch": 3, "step": 120}"#,
+            r#"{"loss": 1, "accuracy": 2.0, "epoch": 3.0, "lr": 0.001}"#,
+            r#"{"loss": -0.0, "accuracy": 0.0, "mAP50": 1e300}"#,
+            r#"{"loss": 0.30000000000000004, "epoch": 9007199254740993}"#,
+            r#"{"mAP50": 0.5}"#,
+            r#"{}"#,
+        ] {
+            round_trip(json);
+        }
+    }
+
+    #[test]
+    fn only_what_the_columns_hold_exactly_is_lifted() {
+        let map: Map<String, Value> =
+            serde_json::from_str(r#"{"loss": 0.5, "accuracy": 1, "epoch": 2, "lr": 0.1}"#).unwrap();
+        let stored = Stored {
+            epoch: 2,
+            step: None,
+            loss: Some(0.5),
+            accuracy: Some(1.0),
+            map: &map,
+        };
+        let lifted = stored.lifted();
+        assert_eq!(lifted, 1 | 4, "epoch and loss; accuracy 1 is an integer");
+        assert_eq!(
+            stored.extra(lifted).unwrap().as_deref(),
+            Some(r#"{"accuracy":1,"lr":0.1}"#)
+        );
+        let plain: Map<String, Value> =
+            serde_json::from_str(r#"{"loss": 0.5, "epoch": 2}"#).unwrap();
+        let stored = Stored {
+            map: &plain,
+            ..stored
+        };
+        assert_eq!(stored.extra(stored.lifted()).unwrap(), None, "nothing left");
+    }
 }

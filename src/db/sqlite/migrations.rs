@@ -307,15 +307,43 @@ CREATE INDEX jobs_unsettled ON jobs (runner, completed_at)
     WHERE runner_state IS NOT NULL AND exit_code IS NULL;
 "#,
         ),
-        // 13: training histories summarised in blocks (issue 17), so a plot
-        // of a long one reads blocks instead of every point (see
-        // db/sqlite/metrics.rs). Derived data: SQLite's alone, rebuilt
-        // from the points, never copied by `db migrate`. The histories
+        // 13: points stored compactly, and long histories summarised
+        // (issue 17; see db/sqlite/metrics.rs). `points` and
+        // `system_points` replace `metrics` and `system_metrics`: the job
+        // by its number, the time in microseconds, of the map only what the
+        // columns do not hold. Every point is copied over (ids, and the id
+        // sequence, kept). `metric_blocks` is derived data, SQLite's alone:
+        // `db migrate` does not copy it, PostgreSQL has none. The histories
         // already stored are summarised here, once.
         M::up_with_hook(
             r#"
+CREATE TABLE points (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job      INTEGER NOT NULL REFERENCES jobs (number) ON DELETE CASCADE,
+    epoch    INTEGER NOT NULL,
+    step     INTEGER,
+    loss     REAL,
+    accuracy REAL,
+    extra    TEXT,                -- JSON object of the keys not lifted, NULL if none
+    lifted   INTEGER NOT NULL,    -- which keys the columns hold: 1 epoch, 2 step, 4 loss, 8 accuracy
+    at       INTEGER NOT NULL,    -- microseconds since 1970, UTC
+    attempt  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE system_points (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job      INTEGER NOT NULL REFERENCES jobs (number) ON DELETE CASCADE,
+    epoch    INTEGER NOT NULL,
+    step     INTEGER,
+    loss     REAL,
+    accuracy REAL,
+    extra    TEXT,
+    lifted   INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    series   REAL NOT NULL
+) STRICT;
 CREATE TABLE metric_blocks (
-    job_id    TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    job       INTEGER NOT NULL REFERENCES jobs (number) ON DELETE CASCADE,
     first_id  INTEGER NOT NULL,
     last_id   INTEGER NOT NULL,
     points    INTEGER NOT NULL,
@@ -323,10 +351,10 @@ CREATE TABLE metric_blocks (
     min_value REAL NOT NULL,
     max_id    INTEGER NOT NULL,
     max_value REAL NOT NULL,
-    PRIMARY KEY (job_id, first_id)
+    PRIMARY KEY (job, first_id)
 ) STRICT, WITHOUT ROWID;
 "#,
-            summarise_histories,
+            compact_points,
         ),
     ]
 }
@@ -348,14 +376,37 @@ fn hash_existing_tokens(tx: &rusqlite::Transaction<'_>) -> HookResult {
     Ok(())
 }
 
-fn summarise_histories(tx: &rusqlite::Transaction<'_>) -> HookResult {
-    let jobs: Vec<String> = tx
-        .prepare("SELECT id FROM jobs WHERE EXISTS (SELECT 1 FROM metrics WHERE job_id = jobs.id)")?
+fn compact_points(tx: &rusqlite::Transaction<'_>) -> HookResult {
+    let failed = |e: crate::db::DbError| HookError::Hook(e.to_string());
+    // Indexes after the copy: built from sorted rows, not grown row by row.
+    super::metrics::compact_old_rows(tx, false).map_err(failed)?;
+    super::metrics::compact_old_rows(tx, true).map_err(failed)?;
+    tx.execute_batch(
+        r#"
+UPDATE sqlite_sequence
+   SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'metrics'))
+ WHERE name = 'points' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'metrics');
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'points', seq FROM sqlite_sequence WHERE name = 'metrics'
+   AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'points');
+UPDATE sqlite_sequence
+   SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'system_metrics'))
+ WHERE name = 'system_points' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'system_metrics');
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'system_points', seq FROM sqlite_sequence WHERE name = 'system_metrics'
+   AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'system_points');
+DROP TABLE metrics;
+DROP TABLE system_metrics;
+CREATE INDEX points_series ON points (job, id, COALESCE(loss, accuracy, epoch));
+CREATE INDEX system_points_series ON system_points (job, id, series);
+"#,
+    )?;
+    let jobs: Vec<i64> = tx
+        .prepare("SELECT DISTINCT job FROM points")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for job in jobs {
-        let id = uuid::Uuid::parse_str(&job).map_err(|e| HookError::Hook(e.to_string()))?;
-        super::metrics::settle(tx, id).map_err(|e| HookError::Hook(e.to_string()))?;
+        super::metrics::settle(tx, job).map_err(failed)?;
     }
     Ok(())
 }
@@ -380,6 +431,148 @@ mod tests {
     fn memory() -> rusqlite::Connection {
         crate::db::sqlite::alloc::install();
         rusqlite::Connection::open_in_memory().unwrap()
+    }
+
+    /// Schema 13 moves every point into the compact tables: the API reads
+    /// back exactly what it read before (maps number for number, times,
+    /// ids, attempts), ids are never handed out twice, and long histories
+    /// are summarised.
+    #[test]
+    fn points_move_to_the_compact_tables_unchanged() {
+        use crate::model::{MetricFilter, Order};
+        let mut c = memory();
+        migrations().to_version(&mut c, 12).unwrap();
+        let job = uuid::Uuid::now_v7();
+        c.execute(
+            "INSERT INTO jobs (id, number, user_id, model_name, framework, dataset_s3_uri, \
+             status, created_at, updated_at) VALUES (?1, 7, 'u', 'm', 'demo', 's3://b/d/', \
+             'completed', 't', 't')",
+            [job.to_string()],
+        )
+        .unwrap();
+        let maps = [
+            (3, None, Some(0.5), None, r#"{"epoch":3,"loss":0.5}"#),
+            (
+                3,
+                Some(12),
+                Some(1.0),
+                Some(2.0),
+                r#"{"accuracy":2.0,"epoch":3.0,"loss":1,"step":12}"#,
+            ),
+            (0, None, Some(-0.0), None, r#"{"loss":-0.0,"mAP50":0.25}"#),
+            (0, None, None, None, r#"{}"#),
+        ];
+        let mut insert = c
+            .prepare(
+                "INSERT INTO metrics (job_id, epoch, step, loss, accuracy, metrics, created_at, \
+                 attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '2025-03-04T05:06:07.123456Z', ?7)",
+            )
+            .unwrap();
+        for (i, (epoch, step, loss, accuracy, map)) in maps.iter().enumerate() {
+            let attempt = if i == 0 { None } else { Some(2) };
+            insert
+                .execute(rusqlite::params![
+                    job.to_string(),
+                    epoch,
+                    step,
+                    loss,
+                    accuracy,
+                    map,
+                    attempt
+                ])
+                .unwrap();
+        }
+        for i in 0..2100 {
+            insert
+                .execute(rusqlite::params![
+                    job.to_string(),
+                    i / 100,
+                    i,
+                    1.0 / f64::from(i + 1),
+                    None::<f64>,
+                    format!(r#"{{"loss":{},"lr":0.1}}"#, 1.0 / f64::from(i + 1)),
+                    1
+                ])
+                .unwrap();
+        }
+        drop(insert);
+        c.execute(
+            "INSERT INTO system_metrics (job_id, epoch, metrics, created_at, attempt, series) \
+             VALUES (?1, 0, '{\"gpu0.util\":93}', '2025-03-04T05:06:07.000001Z', 1, 93.0)",
+            [job.to_string()],
+        )
+        .unwrap();
+        // The newest point was deleted: its id must not come back.
+        c.execute(
+            "UPDATE sqlite_sequence SET seq = seq + 5 WHERE name = 'metrics'",
+            [],
+        )
+        .unwrap();
+        let seq: i64 = c
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'metrics'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let filter = |system| MetricFilter {
+            limit: 10_000,
+            order: Order::Asc,
+            after_id: None,
+            max_points: None,
+            system,
+        };
+        let before: Vec<(i64, String, String, Option<f64>, u32)> = c
+            .prepare("SELECT id, metrics, created_at, loss, COALESCE(attempt, 1) FROM metrics ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+
+        migrations().to_latest(&mut c).unwrap();
+        let after = super::super::metrics::list(&c, job, &filter(false)).unwrap();
+        assert_eq!(after.len(), before.len());
+        for (m, (id, map, at, loss, attempt)) in after.iter().zip(&before) {
+            let want: serde_json::Value = serde_json::from_str(map).unwrap();
+            assert_eq!(
+                (
+                    m.id,
+                    serde_json::to_string(&m.metrics).unwrap(),
+                    m.loss,
+                    m.attempt
+                ),
+                (*id, serde_json::to_string(&want).unwrap(), *loss, *attempt)
+            );
+            assert_eq!(crate::db::ts(&m.created_at), *at);
+        }
+        let gpu = super::super::metrics::list(&c, job, &filter(true)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&gpu[0].metrics).unwrap(),
+            r#"{"gpu0.util":93}"#
+        );
+        assert!(
+            c.prepare("SELECT 1 FROM metrics").is_err(),
+            "the old table is gone"
+        );
+        let blocks: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM metric_blocks WHERE job = 7",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(blocks, 2, "2,104 points: two whole blocks");
+        c.execute(
+            "INSERT INTO points (job, epoch, lifted, at, attempt) VALUES (7, 0, 0, 0, 1)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            c.last_insert_rowid(),
+            seq + 1,
+            "ids go on after the old sequence"
+        );
     }
 
     #[test]

@@ -286,10 +286,10 @@ impl Sqlite {
                 let points = changes
                     .points
                     .iter()
-                    .map(|p| metrics::insert(c, id, rec.job.sched.attempt, p, &t))
+                    .map(|p| metrics::insert(c, (id, rec.job.number), rec.job.sched.attempt, p, &t))
                     .collect::<Result<Vec<_>, _>>()?;
                 if !points.is_empty() {
-                    cache.points_added(c, id, points.len())?;
+                    cache.points_added(c, rec.job.number, points.len())?;
                 }
                 // Only a record written in full is what the row holds.
                 if changes.job {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{jobs, metrics, Sqlite};
 use crate::db::columns::pruned;
-use crate::db::downsample::{deletions_sparing, IdRange, MetricTable};
+use crate::db::downsample::{deletions_sparing, IdRange};
 use crate::db::prune::{
     CandidateQuery, PruneCandidate, PruneMark, PruneStep, Reclaim, StepDone, Vacuumed,
 };
@@ -42,7 +42,7 @@ impl Sqlite {
             let series = metrics::series(c, id, system)?;
             let kept = match keep {
                 0 => Vec::new(),
-                keep => metrics::plot_ids(c, MetricTable::of(system), id, 0, keep as usize)?,
+                keep => metrics::plotted(c, id, system, keep as usize)?,
             };
             Ok(deletions_sparing(&series, &kept, chunk))
         })

@@ -96,7 +96,7 @@ pub(super) struct JobCache {
     jobs: HashMap<Uuid, JobRecord>,
     /// Training points of each job stored after its last block
     /// (`metrics::settle`); a job not here is counted on its next point.
-    open_points: HashMap<Uuid, usize>,
+    open_points: HashMap<i64, usize>,
 }
 
 impl JobCache {
@@ -116,22 +116,22 @@ impl JobCache {
         self.jobs.insert(rec.job.id, rec.clone());
     }
 
-    /// Notes `added` training points just stored for `id`, closing its
-    /// blocks when they reach a whole one.
+    /// Notes `added` training points just stored for job number `job`,
+    /// closing its blocks when they reach a whole one.
     pub(super) fn points_added(
         &mut self,
         c: &rusqlite::Connection,
-        id: Uuid,
+        job: i64,
         added: usize,
     ) -> Result<(), DbError> {
-        let open = match self.open_points.get(&id) {
+        let open = match self.open_points.get(&job) {
             Some(open) if open + added < points::BLOCK => open + added,
-            _ => points::settle(c, id)?,
+            _ => points::settle(c, job)?,
         };
         if self.open_points.len() >= CACHED_JOBS {
             self.open_points.clear();
         }
-        self.open_points.insert(id, open);
+        self.open_points.insert(job, open);
         Ok(())
     }
 
