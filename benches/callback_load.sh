@@ -229,7 +229,8 @@ ticks_before=$(cpu_ticks)
 run_wrk callbacks -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$here/callback.lua" "$url" -- "$tmp/jobs.txt" "$THREADS"
 ticks_after=$(cpu_ticks)
 [[ $BACKEND == postgres ]] && pg_after=$(pg_ticks)
-if [[ $BACKEND == postgres ]]; then points=$(sql "SELECT COUNT(*) FROM metrics"); else points=$(sql "SELECT COUNT(*) FROM points"); fi
+# SQLite keeps points in `points` since schema 13 (`metrics` before, and on PostgreSQL).
+points=$(sql "SELECT COUNT(*) FROM points" 2>/dev/null || sql "SELECT COUNT(*) FROM metrics")
 applied=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="applied"\}/ { print $2 }')
 duplicates=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_callbacks_total\{outcome="duplicate"\}/ { print $2 }')
 batches=$(curl -sf "$url/metrics" | awk -F' ' '/^platform_db_commit_batch_size_sum/ { s = $2 } /^platform_db_commit_batch_size_count/ { c = $2 } END { if (c > 0) printf "%.1f", s / c }')

@@ -45,19 +45,12 @@ import subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.environ["BENCHES"])
 import history as history_sql  # noqa: E402  (benches/history.py)
+import processes  # noqa: E402  (benches/processes.py)
 
 BIN, CACHE = os.environ["BIN"], os.environ["CACHE"]
 STARTS, JOBS, POINTS = int(os.environ["STARTS"]), int(os.environ["JOBS"]), int(os.environ["POINTS"])
 BURST_S = float(os.environ["BURST_S"])
 MiB = 1024 * 1024
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def health(port):
@@ -73,7 +66,7 @@ def health(port):
 
 class Daemon:
     def __init__(self, data):
-        self.data, self.port = data, free_port()
+        self.data, self.port = data, processes.free_port()
         self.log = open(os.path.join(os.path.dirname(data), "serve.log"), "wb")
         t0 = time.perf_counter()
         env = {"PATH": os.environ["PATH"], "HOME": os.path.dirname(data)}
@@ -133,13 +126,7 @@ class Daemon:
         return None
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        processes.stop(self.proc, self.log, 60)
 
 
 def burst(port, seconds):

@@ -82,7 +82,18 @@ struct Stored<'a> {
     map: &'a Map<String, Value>,
 }
 
-impl Stored<'_> {
+impl<'a> Stored<'a> {
+    /// A point about to be stored.
+    fn of(p: &'a MetricPoint) -> Self {
+        Stored {
+            epoch: p.epoch,
+            step: p.step,
+            loss: p.loss,
+            accuracy: p.accuracy,
+            map: &p.metrics,
+        }
+    }
+
     /// The number column `key` rebuilds, if it is one of the four.
     fn rebuilt(&self, key: &str) -> Option<Number> {
         let float = |f: Option<f64>| {
@@ -239,13 +250,7 @@ pub fn insert(
     p: &MetricPoint,
     at: &DateTime<Utc>,
 ) -> Result<Metric, DbError> {
-    let stored = Stored {
-        epoch: p.epoch,
-        step: p.step,
-        loss: p.loss,
-        accuracy: p.accuracy,
-        map: &p.metrics,
-    };
+    let stored = Stored::of(p);
     let lifted = stored.lifted();
     c.prepare_cached(
         "INSERT INTO points (job, epoch, step, loss, accuracy, extra, lifted, at, attempt) \
@@ -696,13 +701,7 @@ mod tests {
             })
             .collect();
         let p = MetricPoint::from_numbers("metrics", &numbers).unwrap();
-        let stored = Stored {
-            epoch: p.epoch,
-            step: p.step,
-            loss: p.loss,
-            accuracy: p.accuracy,
-            map: &p.metrics,
-        };
+        let stored = Stored::of(&p);
         let lifted = stored.lifted();
         let extra = stored.extra(lifted).unwrap();
         let columns = Stored {
