@@ -312,7 +312,8 @@ CREATE INDEX jobs_unsettled ON jobs (runner, completed_at)
         // `system_points` replace `metrics` and `system_metrics`: the job
         // by its number, the time in microseconds, of the map only what the
         // columns do not hold. Every point is copied over (ids, and the id
-        // sequence, kept). `metric_blocks` is derived data, SQLite's alone:
+        // sequence, kept); the newest-first indexes ascend (smaller).
+        // `metric_blocks` is derived data, SQLite's alone:
         // `db migrate` does not copy it, PostgreSQL has none. The histories
         // already stored are summarised here, once.
         M::up_with_hook(
@@ -353,6 +354,16 @@ CREATE TABLE metric_blocks (
     max_value REAL NOT NULL,
     PRIMARY KEY (job, first_id)
 ) STRICT, WITHOUT ROWID;
+-- Newest-first lists scan these backwards. Declared DESC, every new job
+-- went to the left end and split pages half full: twice the size.
+DROP INDEX jobs_newest;
+CREATE INDEX jobs_newest ON jobs (created_at, id);
+DROP INDEX jobs_user_newest;
+CREATE INDEX jobs_user_newest ON jobs (user_id, created_at, id);
+DROP INDEX jobs_status_newest;
+CREATE INDEX jobs_status_newest ON jobs (status, created_at, id);
+DROP INDEX sweeps_newest;
+CREATE INDEX sweeps_newest ON sweeps (created_at, id);
 "#,
             compact_points,
         ),
@@ -573,6 +584,34 @@ mod tests {
             seq + 1,
             "ids go on after the old sequence"
         );
+    }
+
+    /// Newest-first lists read the ascending indexes backwards: no sort.
+    #[test]
+    fn newest_first_lists_walk_an_index_without_sorting() {
+        let mut c = memory();
+        migrations().to_latest(&mut c).unwrap();
+        for (filter, index) in [
+            ("", "jobs_newest"),
+            ("AND status = 'failed'", "jobs_status_newest"),
+            ("AND user_id = 'u'", "jobs_user_newest"),
+        ] {
+            let plan: Vec<String> = c
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE 1 = 1 {filter} \
+                     ORDER BY created_at DESC, id DESC LIMIT 50 OFFSET 0"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|s| s.contains(index))
+                    && !plan.iter().any(|s| s.contains("TEMP B-TREE")),
+                "{filter}: {plan:?}"
+            );
+        }
     }
 
     #[test]
