@@ -4,13 +4,20 @@
 //! (`platform prune`) deletes the others, so a pruned history draws the
 //! same curve.
 
-/// Which table a read is of: training points (`metrics`) or system
-/// metrics (`system_metrics`, same columns plus the series it downsamples
-/// on). The SQL names are the same on every backend.
+/// Which table a read is of: training points or system metrics (GPU
+/// telemetry: same columns plus the series it downsamples on). One
+/// logical table, two names: PostgreSQL keeps it under its portable name
+/// (what `db migrate` and `db status` call it), SQLite compactly under
+/// another (schema 13, see `db/sqlite/metrics.rs`). The series expression
+/// is the same on both.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricTable {
-    /// The table's name.
+    /// Its portable name: PostgreSQL's table.
     pub name: &'static str,
+    /// The table SQLite keeps these points in.
+    pub compact: &'static str,
+    /// GPU telemetry rather than training points.
+    pub system: bool,
     /// The number downsampling keeps the extremes of.
     pub series: &'static str,
 }
@@ -21,14 +28,28 @@ impl MetricTable {
         if system {
             MetricTable {
                 name: "system_metrics",
+                compact: "system_points",
+                system,
                 series: "series",
             }
         } else {
             MetricTable {
                 name: "metrics",
+                compact: "points",
+                system,
                 series: "COALESCE(loss, accuracy, epoch)",
             }
         }
+    }
+
+    /// Both tables.
+    pub fn both() -> [Self; 2] {
+        [Self::of(false), Self::of(true)]
+    }
+
+    /// The table with this portable name, if it is one.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::both().into_iter().find(|t| t.name == name)
     }
 }
 

@@ -15,6 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::OpenFlags;
 
 use super::{alloc, configure, metrics, migrate, migrations};
+use crate::db::downsample::MetricTable;
 use crate::db::{quote, DbError};
 
 /// An open source database, its snapshot pinned.
@@ -42,16 +43,16 @@ impl Export {
 
     /// Rows in `table`.
     pub fn count(&self, table: &str) -> Result<i64, DbError> {
-        match portable(table) {
-            Some(system) => metrics::portable_count(&self.conn, system),
-            None => count(&self.conn, table),
-        }
+        count(
+            &self.conn,
+            MetricTable::named(table).map_or(table, |p| p.compact),
+        )
     }
 
     /// The columns of `table`, in table order.
     pub fn columns(&self, table: &str) -> Result<Vec<String>, DbError> {
-        if let Some(system) = portable(table) {
-            return Ok(metrics::portable_columns(system));
+        if let Some(points) = MetricTable::named(table) {
+            return Ok(metrics::portable_columns(points));
         }
         let mut stmt = self
             .conn
@@ -62,8 +63,9 @@ impl Export {
         Ok(names)
     }
 
-    /// Every row of `table` (the named columns, in rowid order), handed to
-    /// `each` in batches of up to `batch` rows; stops at `each`'s first error.
+    /// Every row of `table` (the named columns, in rowid order; points in
+    /// the portable layout), handed to `each` in batches of up to `batch`
+    /// rows; stops at `each`'s first error.
     pub fn rows<E: From<DbError>>(
         &self,
         table: &str,
@@ -71,23 +73,29 @@ impl Export {
         batch: usize,
         mut each: impl FnMut(Vec<Vec<Value>>) -> Result<(), E>,
     ) -> Result<(), E> {
-        if let Some(system) = portable(table) {
-            return metrics::portable_rows(&self.conn, system, batch, each);
-        }
-        let list = columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("SELECT {list} FROM {}", quote(table));
+        let points = MetricTable::named(table);
+        let sql = match points {
+            Some(points) => metrics::portable_select(points),
+            None => {
+                let list = columns
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("SELECT {list} FROM {}", quote(table))
+            }
+        };
         let mut stmt = self.conn.prepare(&sql).map_err(DbError::from)?;
         let mut rows = stmt.query([]).map_err(DbError::from)?;
         let mut pending = Vec::with_capacity(batch);
         while let Some(row) = rows.next().map_err(DbError::from)? {
-            let values = (0..columns.len())
-                .map(|i| row.get::<_, Value>(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(DbError::from)?;
+            let values = match points {
+                Some(points) => metrics::portable_row(row, points)?,
+                None => (0..columns.len())
+                    .map(|i| row.get::<_, Value>(i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(DbError::from)?,
+            };
             pending.push(values);
             if pending.len() == batch {
                 each(std::mem::replace(&mut pending, Vec::with_capacity(batch)))?;
@@ -97,17 +105,6 @@ impl Export {
             each(pending)?;
         }
         Ok(())
-    }
-}
-
-/// Whether `table` is one of the portable names of the point tables
-/// (`metrics`, `system_metrics`: what PostgreSQL calls them, and what this
-/// file called them before schema 13 stored them compactly), and which.
-fn portable(table: &str) -> Option<bool> {
-    match table {
-        "metrics" => Some(false),
-        "system_metrics" => Some(true),
-        _ => None,
     }
 }
 
@@ -125,14 +122,13 @@ pub fn status(path: &Path) -> Result<(usize, Vec<(String, i64)>), DbError> {
     // Under the names both backends share (what `db migrate` copies).
     let mut tables = tables(&conn)?
         .into_iter()
-        .filter_map(|t| {
-            let shown = match t.as_str() {
-                "metric_blocks" => return None,
-                "points" => "metrics".to_string(),
-                "system_points" => "system_metrics".to_string(),
-                _ => t.clone(),
-            };
-            Some(count(&conn, &t).map(|n| (shown, n)))
+        .filter(|t| !metrics::DERIVED.contains(&t.as_str()))
+        .map(|t| {
+            let shown = MetricTable::both()
+                .into_iter()
+                .find(|p| p.compact == t)
+                .map_or_else(|| t.clone(), |p| p.name.to_string());
+            count(&conn, &t).map(|n| (shown, n))
         })
         .collect::<Result<Vec<_>, _>>()?;
     tables.sort();
@@ -192,8 +188,8 @@ mod tests {
         found.sort();
         let mut listed: Vec<String> = crate::db::transfer::TABLES
             .iter()
-            .filter(|t| portable(t).is_none())
-            .chain(&["metric_blocks", "points", "system_points"])
+            .map(|t| MetricTable::named(t).map_or(*t, |p| p.compact))
+            .chain(metrics::DERIVED.iter().copied())
             .map(|t| t.to_string())
             .collect();
         listed.sort();

@@ -529,12 +529,6 @@ pub fn count_in_status(c: &Connection, status: JobStatus) -> Result<usize, DbErr
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// Whether job `id` exists.
-pub fn exists(c: &Connection, id: Uuid) -> Result<bool, DbError> {
-    Ok(c.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
-        .exists([id.to_string()])?)
-}
-
 /// Stores runner-private state on a job, whatever its status.
 pub fn set_runner_state(c: &Connection, id: Uuid, state: Option<&str>) -> Result<(), DbError> {
     c.prepare_cached("UPDATE jobs SET runner_state = ?2 WHERE id = ?1")?

@@ -26,7 +26,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
-use crate::db::downsample::{pick_extremes, pick_from_segments, Segment};
+use crate::db::downsample::{pick_extremes, pick_from_segments, MetricTable, Segment};
 use crate::db::{ts, DbError};
 use crate::model::{Metric, MetricFilter, MetricPoint, Order};
 
@@ -37,38 +37,17 @@ pub(super) const BLOCK: usize = 1024;
 /// this many blocks wide, so each bucket is at most half a block uneven.
 const BLOCKS_PER_BUCKET: u64 = 2;
 
-/// One of the two tables of points.
-#[derive(Debug, Clone, Copy)]
-struct Table {
-    name: &'static str,
-    /// The number downsampling keeps the extremes of; the same expression
-    /// as in the table's covering index `<name>_series`.
-    series: &'static str,
-}
-
-impl Table {
-    fn of(system: bool) -> Table {
-        if system {
-            Table {
-                name: "system_points",
-                series: "series",
-            }
-        } else {
-            Table {
-                name: "points",
-                series: "COALESCE(loss, accuracy, epoch)",
-            }
-        }
-    }
-
-    fn training(&self) -> bool {
-        self.name == "points"
-    }
-}
-
 /// The columns [`from_row`] reads, in order (a job's id is known to the
 /// caller, or joined in as the tenth).
 const COLUMNS: &str = "id, epoch, step, loss, accuracy, extra, lifted, at, attempt";
+
+/// [`COLUMNS`] of points `p` joined with their jobs `j`, the job's id tenth.
+const JOINED: &str = "p.id, p.epoch, p.step, p.loss, p.accuracy, p.extra, p.lifted, p.at, \
+                      p.attempt, j.id";
+
+/// SQLite's tables of derived data: rebuilt from the others, never shown
+/// by `db status` nor copied by `db migrate` (PostgreSQL has none).
+pub(super) const DERIVED: &[&str] = &["metric_blocks"];
 
 /// Which keys a point's columns hold exactly, as bits of `lifted`.
 const LIFTED: [(&str, i64); 4] = [("epoch", 1), ("step", 2), ("loss", 4), ("accuracy", 8)];
@@ -303,18 +282,23 @@ pub fn insert_system(
 }
 
 /// A page of a job's points in the requested order, or a downsampled view
-/// of the whole history when `max_points` is set.
-pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric>, DbError> {
+/// of the whole history when `max_points` is set; `None` if there is no
+/// such job.
+pub fn list(
+    c: &Connection,
+    job_id: Uuid,
+    f: &MetricFilter,
+) -> Result<Option<Vec<Metric>>, DbError> {
     let Some(job) = number(c, job_id)? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let table = Table::of(f.system);
+    let table = MetricTable::of(f.system);
     if let Some(max) = f.max_points {
         let mut ids = plot_ids(c, table, job, f.after_id.unwrap_or(0), max as usize)?;
         if f.order == Order::Desc {
             ids.reverse();
         }
-        return by_ids(c, table, job_id, &ids);
+        return by_ids(c, table, job_id, &ids).map(Some);
     }
     let dir = match f.order {
         Order::Asc => "ASC",
@@ -322,21 +306,26 @@ pub fn list(c: &Connection, job_id: Uuid, f: &MetricFilter) -> Result<Vec<Metric
     };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {} WHERE job = ?1 AND id > ?2 ORDER BY id {dir} LIMIT ?3",
-        table.name
+        table.compact
     ))?;
     let mut rows = stmt.query(params![job, f.after_id.unwrap_or(0), f.limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(from_row(r, Some(job_id))?);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The points with these ids, in this order.
-fn by_ids(c: &Connection, table: Table, job_id: Uuid, ids: &[i64]) -> Result<Vec<Metric>, DbError> {
+fn by_ids(
+    c: &Connection,
+    table: MetricTable,
+    job_id: Uuid,
+    ids: &[i64],
+) -> Result<Vec<Metric>, DbError> {
     let mut one = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {} WHERE id = ?1",
-        table.name
+        table.compact
     ))?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -356,7 +345,7 @@ fn by_ids(c: &Connection, table: Table, job_id: Uuid, ids: &[i64]) -> Result<Vec
 /// so a pruned history draws the same curve.
 fn plot_ids(
     c: &Connection,
-    table: Table,
+    table: MetricTable,
     job: i64,
     after_id: i64,
     max: usize,
@@ -372,12 +361,12 @@ fn plot_ids(
 /// enough to plot `max` points from (`None`: read the points).
 fn blocked_series(
     c: &Connection,
-    table: Table,
+    table: MetricTable,
     job: i64,
     after_id: i64,
     max: usize,
 ) -> Result<Option<Vec<Segment>>, DbError> {
-    if !table.training() {
+    if table.system {
         return Ok(None);
     }
     let blocks = c
@@ -417,14 +406,14 @@ fn blocked_series(
 /// and `before`, ascending: what downsampling works on.
 fn read_series(
     c: &Connection,
-    table: Table,
+    table: MetricTable,
     job: i64,
     after: i64,
     before: i64,
 ) -> Result<Vec<(i64, f64)>, DbError> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT id, {} FROM {} WHERE job = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC",
-        table.series, table.name
+        table.series, table.compact
     ))?;
     let series = stmt
         .query_map(params![job, after, before], |r| {
@@ -446,10 +435,10 @@ pub(super) fn settle(c: &Connection, job: i64) -> Result<usize, DbError> {
         .query_row([job], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let table = Table::of(false);
+    let table = MetricTable::of(false);
     let mut scan = c.prepare_cached(&format!(
         "SELECT id, {} FROM {} WHERE job = ?1 AND id > ?2 ORDER BY id ASC",
-        table.series, table.name
+        table.series, table.compact
     ))?;
     let mut insert = c.prepare_cached(
         "INSERT INTO metric_blocks \
@@ -484,7 +473,7 @@ pub(super) fn settle(c: &Connection, job: i64) -> Result<usize, DbError> {
 /// its GPU telemetry (see [`read_series`]).
 pub fn series(c: &Connection, job_id: Uuid, system: bool) -> Result<Vec<(i64, f64)>, DbError> {
     match number(c, job_id)? {
-        Some(job) => read_series(c, Table::of(system), job, 0, i64::MAX),
+        Some(job) => read_series(c, MetricTable::of(system), job, 0, i64::MAX),
         None => Ok(Vec::new()),
     }
 }
@@ -498,7 +487,7 @@ pub fn plotted(
     max: usize,
 ) -> Result<Vec<i64>, DbError> {
     match number(c, job_id)? {
-        Some(job) => plot_ids(c, Table::of(system), job, 0, max),
+        Some(job) => plot_ids(c, MetricTable::of(system), job, 0, max),
         None => Ok(Vec::new()),
     }
 }
@@ -516,7 +505,7 @@ pub fn delete_ranges(
     };
     let mut stmt = c.prepare_cached(&format!(
         "DELETE FROM {} WHERE job = ?1 AND id BETWEEN ?2 AND ?3",
-        Table::of(system).name
+        MetricTable::of(system).compact
     ))?;
     let mut deleted = 0;
     for r in ranges {
@@ -533,12 +522,10 @@ pub fn delete_ranges(
 /// Points of every job with an id above `after_id`, oldest first (the
 /// all-jobs event stream pages through these).
 pub fn all_after(c: &Connection, after_id: i64, limit: i64) -> Result<Vec<Metric>, DbError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT p.id, p.epoch, p.step, p.loss, p.accuracy, p.extra, p.lifted, p.at, p.attempt, \
-                j.id \
-           FROM points p JOIN jobs j ON j.number = p.job \
-          WHERE p.id > ?1 ORDER BY p.id ASC LIMIT ?2",
-    )?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {JOINED} FROM points p JOIN jobs j ON j.number = p.job \
+             WHERE p.id > ?1 ORDER BY p.id ASC LIMIT ?2"
+    ))?;
     let mut rows = stmt.query(params![after_id, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -553,10 +540,9 @@ pub fn last_id(c: &Connection) -> Result<i64, DbError> {
     Ok(stmt.query_row([], |r| r.get(0))?)
 }
 
-/// The columns of the portable layout of training points (`system`: GPU
-/// telemetry) that `db migrate` copies: what PostgreSQL's `metrics` and
-/// `system_metrics` hold.
-pub(super) fn portable_columns(system: bool) -> Vec<String> {
+/// The columns of the portable layout that `db migrate` copies: what
+/// PostgreSQL's `metrics` and `system_metrics` hold.
+pub(super) fn portable_columns(table: MetricTable) -> Vec<String> {
     let mut columns: Vec<String> = [
         "id",
         "job_id",
@@ -571,78 +557,49 @@ pub(super) fn portable_columns(system: bool) -> Vec<String> {
     .iter()
     .map(|c| c.to_string())
     .collect();
-    if system {
+    if table.system {
         columns.push("series".into());
     }
     columns
 }
 
-/// Every point of one table in the portable layout ([`portable_columns`]),
-/// by id, handed to `each` in batches of up to `batch`.
-pub(super) fn portable_rows<E: From<DbError>>(
-    c: &Connection,
-    system: bool,
-    batch: usize,
-    mut each: impl FnMut(Vec<Vec<SqlValue>>) -> Result<(), E>,
-) -> Result<(), E> {
-    let table = Table::of(system);
-    let series = if system { ", p.series" } else { "" };
-    let sql = format!(
-        "SELECT p.id, p.epoch, p.step, p.loss, p.accuracy, p.extra, p.lifted, p.at, p.attempt, \
-                j.id{series} \
-           FROM {} p JOIN jobs j ON j.number = p.job ORDER BY p.id",
-        table.name
-    );
-    let mut stmt = c.prepare(&sql).map_err(DbError::from)?;
-    let mut rows = stmt.query([]).map_err(DbError::from)?;
-    let mut pending = Vec::with_capacity(batch);
-    while let Some(r) = rows.next().map_err(DbError::from)? {
-        let m = from_row(r, None)?;
-        let map = serde_json::to_string(&m.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
-        let mut row = vec![
-            SqlValue::Integer(m.id),
-            SqlValue::Text(m.job_id.to_string()),
-            SqlValue::Integer(m.epoch),
-            m.step.map_or(SqlValue::Null, SqlValue::Integer),
-            m.loss.map_or(SqlValue::Null, SqlValue::Real),
-            m.accuracy.map_or(SqlValue::Null, SqlValue::Real),
-            SqlValue::Text(map),
-            SqlValue::Text(ts(&m.created_at)),
-            SqlValue::Integer(i64::from(m.attempt)),
-        ];
-        if system {
-            row.push(SqlValue::Real(r.get(10).map_err(DbError::from)?));
-        }
-        pending.push(row);
-        if pending.len() == batch {
-            each(std::mem::replace(&mut pending, Vec::with_capacity(batch)))?;
-        }
-    }
-    if !pending.is_empty() {
-        each(pending)?;
-    }
-    Ok(())
+/// Every point of `table`, by id, as [`portable_row`] reads them.
+pub(super) fn portable_select(table: MetricTable) -> String {
+    let series = if table.system { ", p.series" } else { "" };
+    format!(
+        "SELECT {JOINED}{series} FROM {} p JOIN jobs j ON j.number = p.job ORDER BY p.id",
+        table.compact
+    )
 }
 
-/// Rows of one table in the portable layout.
-pub(super) fn portable_count(c: &Connection, system: bool) -> Result<i64, DbError> {
-    Ok(c.query_row(
-        &format!("SELECT count(*) FROM {}", Table::of(system).name),
-        [],
-        |r| r.get(0),
-    )?)
+/// One row of [`portable_select`] in the layout of [`portable_columns`].
+pub(super) fn portable_row(r: &Row<'_>, table: MetricTable) -> Result<Vec<SqlValue>, DbError> {
+    let m = from_row(r, None)?;
+    let map = serde_json::to_string(&m.metrics).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let mut row = vec![
+        SqlValue::Integer(m.id),
+        SqlValue::Text(m.job_id.to_string()),
+        SqlValue::Integer(m.epoch),
+        m.step.map_or(SqlValue::Null, SqlValue::Integer),
+        m.loss.map_or(SqlValue::Null, SqlValue::Real),
+        m.accuracy.map_or(SqlValue::Null, SqlValue::Real),
+        SqlValue::Text(map),
+        SqlValue::Text(ts(&m.created_at)),
+        SqlValue::Integer(i64::from(m.attempt)),
+    ];
+    if table.system {
+        row.push(SqlValue::Real(r.get(10)?));
+    }
+    Ok(row)
 }
 
 /// Schema 13's copy of the old layout (`metrics`, `system_metrics`: the
 /// job by id, the time as text, the whole map as JSON) into the compact
 /// one, row by row through the same encoding as [`insert`].
 pub(super) fn compact_old_rows(c: &Connection, system: bool) -> Result<(), DbError> {
-    let (old, series) = if system {
-        ("system_metrics", "m.series")
-    } else {
-        ("metrics", "NULL")
-    };
-    let new = Table::of(system).name;
+    let table = MetricTable::of(system);
+    let (old, new) = (table.name, table.compact);
+    let series = if system { "m.series" } else { "NULL" };
     let mut read = c.prepare(&format!(
         "SELECT m.id, j.number, m.epoch, m.step, m.loss, m.accuracy, m.metrics, m.created_at, \
                 COALESCE(m.attempt, 1), {series} \

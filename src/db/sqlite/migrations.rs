@@ -542,7 +542,9 @@ mod tests {
             .collect();
 
         migrations().to_latest(&mut c).unwrap();
-        let after = super::super::metrics::list(&c, job, &filter(false)).unwrap();
+        let after = super::super::metrics::list(&c, job, &filter(false))
+            .unwrap()
+            .unwrap();
         assert_eq!(after.len(), before.len());
         for (m, (id, map, at, loss, attempt)) in after.iter().zip(&before) {
             let want: serde_json::Value = serde_json::from_str(map).unwrap();
@@ -557,7 +559,9 @@ mod tests {
             );
             assert_eq!(crate::db::ts(&m.created_at), *at);
         }
-        let gpu = super::super::metrics::list(&c, job, &filter(true)).unwrap();
+        let gpu = super::super::metrics::list(&c, job, &filter(true))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             serde_json::to_string(&gpu[0].metrics).unwrap(),
             r#"{"gpu0.util":93}"#

@@ -340,13 +340,7 @@ impl Sqlite {
         id: Uuid,
         filter: MetricFilter,
     ) -> Result<Option<Vec<Metric>>, DbError> {
-        self.read(move |c| {
-            if !jobs::exists(c, id)? {
-                return Ok(None);
-            }
-            metrics::list(c, id, &filter).map(Some)
-        })
-        .await
+        self.read(move |c| metrics::list(c, id, &filter)).await
     }
 
     pub(super) async fn add_system_metrics(
@@ -389,7 +383,7 @@ impl Sqlite {
                         max_points: None,
                         system: false,
                     };
-                    metrics::list(c, id, &f)?
+                    metrics::list(c, id, &f)?.unwrap_or_default()
                 }
                 FeedScope::All => metrics::all_after(c, read.points_after.1, read.page)?,
             };
