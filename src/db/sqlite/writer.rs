@@ -1,11 +1,12 @@
 //! The single writer with group commit.
 //!
-//! Callers queue closures on a channel. The writer task takes everything
-//! queued (up to [`MAX_BATCH`]), runs each closure inside its own SAVEPOINT
-//! within one `BEGIN IMMEDIATE … COMMIT`, and only after the COMMIT returns
-//! hands each caller its result. Under load this turns N fsyncs into one,
-//! which is what the callback hot path needs; with no load a batch is one
-//! write and adds no latency.
+//! Callers queue closures on a channel. The writer's loop, which runs on
+//! the connection's own thread, blocks for the first and takes everything
+//! else queued (up to [`MAX_BATCH`]), runs each closure inside its own
+//! SAVEPOINT within one `BEGIN IMMEDIATE … COMMIT`, and only after the
+//! COMMIT returns hands each caller its result. Under load this turns N
+//! fsyncs into one, which is what the callback hot path needs; with no
+//! load a batch is one write and adds no latency.
 //!
 //! The writer also remembers whether the last write failed because the disk
 //! is full (SQLite's `SQLITE_FULL`, or an I/O error whose errno is
@@ -284,6 +285,10 @@ impl Writer {
     /// for them to let go.
     pub(super) async fn close(&self) {
         self.stop.cancel();
+        // Wakes the loop if it waits for work: it sees `stop` and closes
+        // the queue (refused once it is closed already).
+        let wake: Op = Box::new(|_, _| Box::new(|_| ()));
+        let _ = self.tx.send(wake).await;
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             if let Err(e) = task.await {
@@ -346,67 +351,77 @@ fn is_disk_full(c: &rusqlite::Connection, e: &rusqlite::Error) -> bool {
 
 async fn run(
     conn: tokio_rusqlite::Connection,
-    mut rx: mpsc::Receiver<Op>,
+    rx: mpsc::Receiver<Op>,
     stop: CancellationToken,
     disk_full: Arc<AtomicBool>,
 ) {
-    let mut buf = Vec::with_capacity(MAX_BATCH);
-    let mut cache = JobCache::default();
-    loop {
-        let received = tokio::select! {
-            // Queued writes first: after `close` they still commit.
-            biased;
-            n = rx.recv_many(&mut buf, MAX_BATCH) => n,
-            _ = stop.cancelled() => {
-                rx.close();
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
-        let batch = std::mem::take(&mut buf);
-        let n = batch.len();
-        let carried = std::mem::take(&mut cache);
-        let finished = conn
-            .call(move |c| Ok::<_, rusqlite::Error>(commit_batch(c, batch, carried)))
-            .await;
-        match finished {
-            Ok(Batch {
-                finishes,
-                commit,
-                notes,
-                changed,
-            }) => {
-                if let Err(e) = &commit {
-                    tracing::error!(error = %e.message, writes = n, "a database commit failed");
-                }
-                let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
-                // What the batch kept is true only if it committed.
-                if commit.is_ok() {
-                    cache = notes.cache;
-                }
-                if full {
-                    if !disk_full.swap(true, Ordering::Relaxed) {
-                        tracing::error!(
-                            "the disk is full: database writes fail until space is freed"
-                        );
-                    }
-                } else if commit.is_ok() && changed && disk_full.swap(false, Ordering::Relaxed) {
-                    tracing::info!("database writes succeed again: the disk has room");
-                }
-                for finish in finishes {
-                    finish(commit.clone());
-                }
-            }
-            // The connection is gone: the ops were dropped with it, so
-            // their callers see `Closed`.
-            Err(e) => tracing::error!(error = %e, "the database writer stopped"),
-        }
-        metrics::histogram!("platform_db_commit_batch_size").record(n as f64);
+    // The loop runs on the connection's own thread, for as long as the
+    // writer lives: a batch goes from the queue into SQLite, and its
+    // answers out, without a hop through a tokio task (which, under load,
+    // waited for a busy worker twice per batch while the writer idled).
+    let looped = conn
+        .call(move |c| {
+            write_loop(c, rx, &stop, &disk_full);
+            Ok::<_, rusqlite::Error>(())
+        })
+        .await;
+    if let Err(e) = looped {
+        // The connection is gone: the ops were dropped with it, so their
+        // callers see `Closed`.
+        tracing::error!(error = %e, "the database writer stopped");
     }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the database writer failed");
+    }
+}
+
+/// Commits batches of what is queued until the queue is closed and empty
+/// (`stop`: what is queued still commits, new writes are refused).
+fn write_loop(
+    c: &mut rusqlite::Connection,
+    mut rx: mpsc::Receiver<Op>,
+    stop: &CancellationToken,
+    disk_full: &AtomicBool,
+) {
+    let mut cache = JobCache::default();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        if stop.is_cancelled() {
+            rx.close();
+        }
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let Batch {
+            finishes,
+            commit,
+            notes,
+            changed,
+        } = commit_batch(c, std::mem::take(&mut batch), std::mem::take(&mut cache));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e.message, writes = n, "a database commit failed");
+        }
+        let full = notes.disk_full || commit.as_ref().is_err_and(|e| e.disk_full);
+        // What the batch kept is true only if it committed.
+        if commit.is_ok() {
+            cache = notes.cache;
+        }
+        if full {
+            if !disk_full.swap(true, Ordering::Relaxed) {
+                tracing::error!("the disk is full: database writes fail until space is freed");
+            }
+        } else if commit.is_ok() && changed && disk_full.swap(false, Ordering::Relaxed) {
+            tracing::info!("database writes succeed again: the disk has room");
+        }
+        for finish in finishes {
+            finish(commit.clone());
+        }
+        metrics::histogram!("platform_db_commit_batch_size").record(n as f64);
     }
 }
 
