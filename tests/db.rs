@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::api::{create, job_body, serve_outcome_in, spawn_serve_in};
-use common::{stderr, stdout, Daemon};
+use common::{eventually, stderr, stdout, Daemon, Opts};
 use serde_json::json;
 
 /// `platform db check ARGS…` (no daemon needed).
@@ -124,22 +124,7 @@ async fn serve_refuses_a_damaged_database_with_a_clear_message() {
 #[tokio::test]
 async fn damage_deep_in_a_table_stops_the_daemon_once_it_serves() {
     let (_tmp, data) = copy_of_real_database().await;
-    let db = data.join("platform.db");
-    // The page holding the jobs table's last rows: the rightmost leaf.
-    let page: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row(
-            "SELECT pageno FROM dbstat WHERE name = 'jobs' AND pagetype = 'leaf' \
-             ORDER BY path DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(page > 2, "the jobs table spans pages: {page}");
-    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-    f.seek(SeekFrom::Start((page as u64 - 1) * 4096)).unwrap();
-    f.write_all(&[0xA5; 64]).unwrap();
-    f.sync_all().unwrap();
+    damage_deep(&data.join("platform.db"), false);
 
     let (code, err) = serve_until_exit(&data);
     assert_eq!(code, Some(1), "the daemon must stop: {err}");
@@ -149,6 +134,84 @@ async fn damage_deep_in_a_table_stops_the_daemon_once_it_serves() {
     );
     assert!(err.contains("is damaged"), "{err}");
     assert!(err.contains("platform db check"), "{err}");
+}
+
+/// After a clean shutdown, a restart on the untouched file skips the
+/// whole-file check (writes need not wait for it on a large history); a
+/// crash, or any write to the file in between, brings it back, so damage
+/// done while the daemon was stopped is still found.
+#[tokio::test]
+async fn a_clean_restart_skips_the_check_only_while_the_file_is_untouched() {
+    let d = real_database().await;
+    let db = d.data_dir.join("platform.db");
+    let record = d.data_dir.join("platform.db-clean");
+    assert!(record.exists(), "a clean stop leaves its record");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the record is private: {mode:o}");
+    const SKIPPED: &str = "its whole-file check is skipped";
+    const PASSED: &str = "passed its integrity check";
+
+    // Untouched since the clean stop: no check, and writes go through.
+    let mut debug = Opts::default().held();
+    debug
+        .envs
+        .push(("RUST_LOG".into(), "platform=debug".into()));
+    debug.data_dir = Some(d.data_dir.clone());
+    let mut again = Daemon::start_with(debug.clone());
+    create(&again, &job_body("alice")).await;
+    assert!(!record.exists(), "the record is taken at start");
+    assert_eq!(again.terminate(), Some(0));
+    let log = again.log_text();
+    assert!(log.contains(SKIPPED), "{log}");
+
+    // A crash leaves no record: the next start checks.
+    let mut crashed = Daemon::start_with(debug.clone());
+    create(&crashed, &job_body("alice")).await;
+    crashed.kill9();
+    assert!(!record.exists());
+    let mut checked = Daemon::start_with(debug.clone());
+    let log = eventually(30, "the check to pass", || async {
+        let log = checked.log_text();
+        log.contains(PASSED).then_some(log)
+    })
+    .await;
+    assert!(!log.contains(SKIPPED), "{log}");
+    assert_eq!(checked.terminate(), Some(0));
+    assert!(record.exists());
+
+    // Damage written while the daemon is stopped, with the file's
+    // modification time set back: the record no longer matches (its change
+    // time moved), so the check runs and finds it.
+    damage_deep(&db, true);
+    let (code, err) = serve_until_exit(&d.data_dir);
+    assert_eq!(code, Some(1), "the daemon must stop: {err}");
+    assert!(err.contains("is damaged"), "{err}");
+}
+
+/// Overwrites the start of the page holding the jobs table's last rows
+/// (its rightmost leaf): damage past every table's first page, which only
+/// the whole-file check reads. With `same_mtime`, the file's modification
+/// time is set back to what it was.
+fn damage_deep(db: &Path, same_mtime: bool) {
+    let page: i64 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT pageno FROM dbstat WHERE name = 'jobs' AND pagetype = 'leaf' \
+             ORDER BY path DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(page > 2, "the jobs table spans pages: {page}");
+    let modified = std::fs::metadata(db).unwrap().modified().unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.seek(SeekFrom::Start((page as u64 - 1) * 4096)).unwrap();
+    f.write_all(&[0xA5; 64]).unwrap();
+    if same_mtime {
+        f.set_modified(modified).unwrap();
+    }
+    f.sync_all().unwrap();
 }
 
 /// Runs `platform serve` on `data` until it exits (at most a minute):

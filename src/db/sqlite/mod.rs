@@ -13,6 +13,7 @@
 mod accounts;
 mod alloc;
 mod check;
+mod clean;
 pub(super) mod export;
 mod jobs;
 mod metrics;
@@ -46,6 +47,9 @@ impl From<rusqlite::Error> for DbError {
         // SQLITE_FULL is SQLite's own answer to ENOSPC on a write; an I/O
         // error with that errno is recognised where the connection is at
         // hand (the writer's commit).
+        if check::is_damage(&e) {
+            clean::note_damage();
+        }
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => DbError::DiskFull(e.to_string()),
             _ => DbError::Backend(e.to_string()),
@@ -102,6 +106,8 @@ impl Sqlite {
         if !alloc::install() {
             tracing::debug!("SQLite keeps the C allocator (it was initialised before)");
         }
+        // Before the file is opened: opening may already change it.
+        let sealed = clean::take(path);
         let owned = path.to_path_buf();
         let conn = tokio_rusqlite::Connection::open(path).await?;
         let checked = conn
@@ -139,9 +145,14 @@ impl Sqlite {
             .await?;
         let readers = readers::Readers::open(path).await?;
         let owned = path.to_path_buf();
+        if sealed && !checked {
+            tracing::debug!(
+                "the database is as its last clean shutdown left it: its whole-file check is skipped"
+            );
+        }
         let writer = writer::Writer::start(conn, move |stop| {
             let gate: writer::Gate = Box::pin(check::in_background(owned, stop));
-            (!checked).then_some(gate)
+            (!checked && !sealed).then_some(gate)
         });
         Ok(Sqlite {
             path: path.to_path_buf(),
@@ -530,6 +541,9 @@ impl Sqlite {
         // the last connection closes, and a read-only one cannot.
         self.readers.close().await;
         self.writer.close().await;
+        if self.writer.passed() && !clean::damage_seen() {
+            clean::seal(&self.path);
+        }
     }
 }
 

@@ -189,6 +189,11 @@ impl Writer {
         }
     }
 
+    /// Whether the gate has passed (or there was none).
+    pub(super) fn passed(&self) -> bool {
+        matches!(*self.opened.borrow(), Some(Ok(())))
+    }
+
     /// Waits for the gate: `Ok` once writes may commit, else why not.
     pub(super) async fn opened(&self) -> Result<(), DbError> {
         let mut opened = self.opened.clone();
