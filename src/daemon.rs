@@ -22,6 +22,7 @@
 
 mod leading;
 mod retention;
+mod trim;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -283,6 +284,7 @@ async fn serve(
         leadership.clone(),
         shutdown.child_token(),
     ));
+    tokio::spawn(trim::run(db.clone(), shutdown.child_token()));
     let state = AppState::new(Services {
         jobs,
         webhooks,

@@ -550,6 +550,14 @@ impl Db {
         }
     }
 
+    /// Returns memory the connections no longer use to the system (SQLite's
+    /// page caches; nothing on PostgreSQL, whose memory is the server's).
+    pub async fn release_memory(&self) {
+        if let Db::Sqlite(s) = self {
+            s.release_memory().await;
+        }
+    }
+
     /// Flushes queued writes and closes every connection; later operations
     /// fail with [`DbError::Closed`]. Other holders of the handle may stay.
     pub async fn close(&self) {

@@ -44,6 +44,15 @@ unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
 
 unsafe extern "C" fn x_shutdown(_: *mut c_void) {}
 
+/// Returns the connection's unused page cache and then its thread's free
+/// allocator pages to the system (run on the connection's own thread:
+/// mimalloc's heaps are per thread).
+pub(super) fn release(c: &rusqlite::Connection) {
+    let _ = c.execute_batch("PRAGMA shrink_memory");
+    // SAFETY: collects the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// Installs mimalloc as SQLite's allocator. Must run before the first
 /// connection opens; later calls do nothing. Returns whether SQLite took it.
 pub fn install() -> bool {

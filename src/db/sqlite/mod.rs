@@ -534,6 +534,26 @@ impl Sqlite {
         Ok(())
     }
 
+    /// Returns memory the connections no longer use (their page caches) to
+    /// the system; they fill again as they read.
+    pub(super) async fn release_memory(&self) {
+        for reader in self.readers.opened() {
+            let _ = reader
+                .call(|c| {
+                    alloc::release(c);
+                    Ok::<_, rusqlite::Error>(())
+                })
+                .await;
+        }
+        let _ = self
+            .writer
+            .write_job(|c, _| {
+                alloc::release(c);
+                Ok(Ok::<_, DbError>(()))
+            })
+            .await;
+    }
+
     /// Flushes queued writes and closes every connection (checkpointing the
     /// WAL); later operations fail with `Closed`.
     pub(super) async fn close(&self) {

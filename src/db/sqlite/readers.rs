@@ -93,6 +93,11 @@ impl Readers {
         Busy(r)
     }
 
+    /// The readers opened so far.
+    pub(super) fn opened(&self) -> impl Iterator<Item = &tokio_rusqlite::Connection> {
+        self.slots.iter().filter_map(OnceCell::get).map(|r| &r.conn)
+    }
+
     /// Closes the readers opened so far; later reads fail with `Closed`.
     pub(super) async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
