@@ -7,7 +7,8 @@
 //! callbacks and cancels through different replicas keep the state
 //! machine; the leader's `kill -9` or graceful stop hands over without a
 //! job launching twice; replicas starting together on an empty database
-//! migrate it once; single-node settings are refused.
+//! migrate it once; only the leader runs the retention policy;
+//! single-node settings are refused.
 
 mod common;
 #[path = "common/fake_kube.rs"]
@@ -30,16 +31,27 @@ struct Replicas {
     url: String,
     dir: tempfile::TempDir,
     daemons: Vec<Daemon>,
+    /// More environment for every replica.
+    envs: Vec<(String, String)>,
 }
 
 impl Replicas {
     /// `n` replicas on a fresh database, started one after the other.
     fn start(n: usize) -> Replicas {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Replicas::start`], each replica with `envs` added.
+    fn start_with(n: usize, envs: &[(&str, &str)]) -> Replicas {
         let mut r = Replicas {
             fake: FakeKube::start(),
             url: pg::cluster().fresh_database(),
             dir: tempfile::tempdir().unwrap(),
             daemons: Vec::new(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for i in 0..n {
             let d = r.replica(&format!("replica-{i}"));
@@ -50,7 +62,9 @@ impl Replicas {
 
     /// Starts one more replica named `name` (not added to `daemons`).
     fn replica(&self, name: &str) -> Daemon {
-        replica(&self.fake, &self.url, self.dir.path(), name)
+        let mut d = replica_opts(&self.fake, &self.url, self.dir.path(), name);
+        d.envs.extend(self.envs.iter().cloned());
+        Daemon::start_with(d)
     }
 
     /// Waits until exactly one replica leads (never two at once) and
@@ -79,8 +93,12 @@ impl Replicas {
 }
 
 fn replica(fake: &FakeKube, url: &str, dir: &Path, name: &str) -> Daemon {
+    Daemon::start_with(replica_opts(fake, url, dir, name))
+}
+
+fn replica_opts(fake: &FakeKube, url: &str, dir: &Path, name: &str) -> Opts {
     let kubeconfig = fake.kubeconfig(dir);
-    Daemon::start_with(Opts {
+    Opts {
         envs: vec![
             ("DATABASE_URL".into(), url.to_string()),
             ("TRAINING_MODE".into(), "kubernetes".into()),
@@ -91,7 +109,7 @@ fn replica(fake: &FakeKube, url: &str, dir: &Path, name: &str) -> Daemon {
         ],
         data_dir: Some(dir.join(name)),
         ..Opts::default()
-    })
+    }
 }
 
 async fn health(d: &Daemon) -> (StatusCode, Value) {
@@ -452,6 +470,41 @@ async fn a_graceful_stop_releases_the_lease_for_the_next_leader() {
     .await;
     let id = create(&r.daemons[follower]).await;
     wait_status(&r.daemons[follower], &id, "running").await;
+}
+
+/// Every replica has the retention policy; only the leader runs it, and
+/// after a hand-over the new leader does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_runs_the_retention_policy() {
+    let mut r = Replicas::start_with(
+        2,
+        &[
+            ("PLATFORM_RETENTION_DAYS", "30"),
+            ("PLATFORM_RETENTION_INTERVAL", "1"),
+        ],
+    );
+    let runs = |d: &Daemon| {
+        d.log_text()
+            .lines()
+            .filter(|l| l.contains("prune finished") && l.contains("policy"))
+            .count()
+    };
+    let leader = r.leader().await;
+    let follower = 1 - leader;
+    eventually(30, "the leader to prune three times", || async {
+        (runs(&r.daemons[leader]) >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(runs(&r.daemons[follower]), 0, "a follower pruned");
+    assert!(r.daemons[follower]
+        .log_text()
+        .contains("retention policy on"));
+
+    assert_eq!(r.daemons[leader].terminate(), Some(0));
+    eventually(40, "the new leader to prune", || async {
+        (runs(&r.daemons[follower]) >= 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
