@@ -53,19 +53,22 @@ fn stamp(db: &Path) -> std::io::Result<String> {
     ))
 }
 
-/// The record's path: beside the database, named like SQLite's own
-/// `-wal` and `-shm`.
-fn record(db: &Path) -> PathBuf {
+/// The file beside the database whose name is the database's plus
+/// `suffix`, as SQLite names its `-wal` and `-shm`.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push("-clean");
+    name.push(suffix);
     db.with_file_name(name)
+}
+
+/// The record's path.
+fn record(db: &Path) -> PathBuf {
+    beside(db, "-clean")
 }
 
 /// Whether the write-ahead log holds frames not yet in the file.
 fn wal_has_content(db: &Path) -> bool {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push("-wal");
-    match std::fs::metadata(db.with_file_name(name)) {
+    match std::fs::metadata(beside(db, "-wal")) {
         Ok(m) => m.len() > 0,
         Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
@@ -105,7 +108,7 @@ pub(super) fn seal(db: &Path) {
     let path = record(db);
     let write = || -> std::io::Result<()> {
         let line = stamp(db)?;
-        let tmp = path.with_extension("tmp");
+        let tmp = beside(db, "-clean.tmp");
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;

@@ -101,9 +101,9 @@ impl Readers {
     /// Closes the readers opened so far; later reads fail with `Closed`.
     pub(super) async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        for r in self.slots.iter().filter_map(OnceCell::get) {
+        for conn in self.opened() {
             // Closing a clone closes the shared connection.
-            if let Err(e) = r.conn.clone().close().await {
+            if let Err(e) = conn.clone().close().await {
                 tracing::warn!(error = %e, "closing a database reader failed");
             }
         }
