@@ -72,6 +72,11 @@ impl MetricPoint {
                 format!("must have at most {MAX_METRIC_KEYS} keys"),
             ));
         }
+        // The dotted name is built only for an error: this runs on every
+        // callback, for every key.
+        let at = |key: &str, e: ValidationError| {
+            ValidationError::new(format!("{field}.{key}"), e.message)
+        };
         let mut metrics = Map::new();
         for (key, n) in numbers {
             if key.is_empty() {
@@ -80,7 +85,7 @@ impl MetricPoint {
                     "metric names must not be empty",
                 ));
             }
-            optional_text(&format!("{field}.{key}"), Some(key), MAX_METRIC_KEY_LEN)?;
+            optional_text("", Some(key), MAX_METRIC_KEY_LEN).map_err(|e| at(key, e))?;
             if n.as_f64().is_none_or(|f| !f.is_finite()) {
                 return Err(ValidationError::new(
                     format!("{field}.{key}"),
@@ -92,7 +97,7 @@ impl MetricPoint {
         let int = |name: &str| -> Result<Option<i64>, ValidationError> {
             numbers
                 .get(name)
-                .map(|n| integral(&format!("{field}.{name}"), n))
+                .map(|n| integral("", n).map_err(|e| at(name, e)))
                 .transpose()
         };
         let float = |name: &str| numbers.get(name).and_then(Number::as_f64);
