@@ -24,6 +24,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::beside;
+
 /// Set when any query of this process met SQLite's damage codes: a later
 /// clean close then leaves the next start its check.
 static DAMAGE_SEEN: AtomicBool = AtomicBool::new(false);
@@ -51,14 +53,6 @@ fn stamp(db: &Path) -> std::io::Result<String> {
         m.ctime(),
         m.ctime_nsec()
     ))
-}
-
-/// The file beside the database whose name is the database's plus
-/// `suffix`, as SQLite names its `-wal` and `-shm`.
-fn beside(db: &Path, suffix: &str) -> PathBuf {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    db.with_file_name(name)
 }
 
 /// The record's path.
