@@ -71,7 +71,7 @@ pub(super) fn create(path: &Path) -> Result<bool, DbError> {
     }
     let placed = File::open(&tmp)
         .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::hard_link(&tmp, path));
+        .and_then(|()| place(&tmp, path));
     let _ = std::fs::remove_file(&tmp);
     match placed {
         Ok(()) => {}
@@ -90,6 +90,19 @@ pub(super) fn create(path: &Path) -> Result<bool, DbError> {
 
 /// `sqlite_master` of `c` as [`SCHEMA`] spells it: one statement per
 /// entry, tables first.
+/// Gives `tmp` the name `path`: a hard link, which fails (`AlreadyExists`)
+/// rather than replace a file created meanwhile; on a filesystem without
+/// hard links, a rename (SQLite itself would have opened such a file).
+fn place(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(tmp, path) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+            tracing::debug!(error = %e, "cannot link the new database; renaming it");
+            std::fs::rename(tmp, path)
+        }
+        linked => linked,
+    }
+}
+
 #[cfg(test)]
 fn dump(c: &rusqlite::Connection) -> String {
     let mut st = c
