@@ -165,19 +165,11 @@ impl<'a> Mapping<'a> {
 /// Whether `maps_dev` (`major:minor` in hex) is the device `dev` (as
 /// `stat` encodes it).
 fn same_device(maps_dev: &str, dev: u64) -> bool {
-    let Some((major, minor)) = maps_dev.split_once(':') else {
-        return false;
-    };
-    let (Ok(major), Ok(minor)) = (
-        u64::from_str_radix(major, 16),
-        u64::from_str_radix(minor, 16),
-    ) else {
-        return false;
-    };
-    // glibc's gnu_dev_major/minor encoding, which the kernel's stat uses.
-    let dev_major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let dev_minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    major == dev_major && minor == dev_minor
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    let named = maps_dev
+        .split_once(':')
+        .and_then(|(major, minor)| Some(nix::sys::stat::makedev(hex(major)?, hex(minor)?)));
+    named == Some(dev)
 }
 
 #[cfg(test)]

@@ -88,8 +88,6 @@ pub(super) fn create(path: &Path) -> Result<bool, DbError> {
     Ok(true)
 }
 
-/// `sqlite_master` of `c` as [`SCHEMA`] spells it: one statement per
-/// entry, tables first.
 /// Gives `tmp` the name `path`: a hard link, which fails (`AlreadyExists`)
 /// rather than replace a file created meanwhile; on a filesystem without
 /// hard links, a rename (SQLite itself would have opened such a file).
@@ -103,6 +101,8 @@ fn place(tmp: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// `sqlite_master` of `c` as [`SCHEMA`] spells it: one statement per
+/// entry, tables first.
 #[cfg(test)]
 fn dump(c: &rusqlite::Connection) -> String {
     let mut st = c

@@ -4,11 +4,12 @@
 //!
 //! SQLite allows one writer at a time, so every write goes through a single
 //! writer ([`writer`], a loop on its connection's thread) that packs
-//! whatever writes are queued into one transaction and one fsync. A write's future resolves only after its
-//! transaction has committed with `synchronous=FULL`. Reads go to a small
-//! pool of read-only connections that WAL mode lets run beside the writer,
-//! opened as overlapping reads need them ([`readers`]). Nothing outside
-//! this module sees a `rusqlite` type.
+//! whatever writes are queued into one transaction and one fsync. A
+//! write's future resolves only after its transaction has committed with
+//! `synchronous=FULL`. Reads go to a small pool of read-only connections
+//! that WAL mode lets run beside the writer, opened as overlapping reads
+//! need them ([`readers`]). Nothing outside this module sees a `rusqlite`
+//! type.
 
 mod accounts;
 mod alloc;
