@@ -30,6 +30,8 @@ python3 -c 'import openapi_spec_validator' 2>/dev/null ||
 # tests/postgres.rs and tests/replicas.rs (several replicas with leader
 # election) always run on a PostgreSQL cluster of their own.
 cargo test --locked "$@"
+# crates/fastmem (the static build's memcpy and friends) is its own package.
+[ $# -gt 0 ] || cargo test --locked -p fastmem
 
 # The API, CLI, durability, runner, scheduling, idempotency, webhook,
 # users, lifecycle, sweeps, GPU and retention suites again, each daemon on a fresh

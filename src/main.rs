@@ -4,6 +4,10 @@
 use platform::cli::{self, Cli, Command, Exit};
 use platform::config::ServerConfig;
 
+// The static build's memcpy and memmove: nothing calls the crate by name,
+// and an unused crate would not be linked (see crates/fastmem).
+use fastmem as _;
+
 /// The hot paths (JSON, HTTP, SQLite) allocate per request; musl's allocator
 /// (the static build) and glibc's both trail mimalloc there.
 #[global_allocator]
