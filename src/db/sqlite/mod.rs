@@ -14,6 +14,7 @@
 mod accounts;
 mod alloc;
 mod check;
+mod checkpoint;
 mod clean;
 pub(super) mod export;
 mod fresh;
@@ -130,14 +131,6 @@ impl Sqlite {
                     .map_err(damaged)?;
                 c.pragma_update(None, "journal_mode", "WAL")
                     .map_err(damaged)?;
-                // The writer checkpoints (inside the commit that crosses
-                // this) less often than SQLite's 1,000 pages: each running
-                // job's row page, rewritten by every callback, then goes
-                // back to the file once per 8,000 pages of log, not eight
-                // times. +15 % callbacks/s (issue 17); the log file grows to
-                // about 32 MiB under load and goes at a clean close.
-                c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
-                    .map_err(damaged)?;
                 // Before anything is written: a file damaged where this looks
                 // starts nothing; the rest is the writer's gate (below).
                 check::probe(c, &owned)?;
@@ -161,7 +154,7 @@ impl Sqlite {
                 "the database is as its last clean shutdown left it: its whole-file check is skipped"
             );
         }
-        let writer = writer::Writer::start(conn, move |stop| {
+        let writer = writer::Writer::start(conn, path.to_path_buf(), move |stop| {
             let gate: writer::Gate = Box::pin(check::in_background(owned, stop));
             (!checked && !sealed && !fresh).then_some(gate)
         });
@@ -611,9 +604,6 @@ fn beside(db: &Path, suffix: &str) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Pages of log after which the writer's commit checkpoints.
-const WAL_AUTOCHECKPOINT: i64 = 8_000;
-
 fn configure(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     // Room for every hot statement (the default of 16 would start evicting).
@@ -655,11 +645,10 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
 mod tests {
     use super::*;
 
-    /// A commit that takes the log past SQLite's default 1,000 pages does
-    /// not checkpoint: the pages stay in the log (the file does not grow)
-    /// until it holds [`WAL_AUTOCHECKPOINT`] pages.
+    /// A commit that takes the log past the checkpointer's step is copied
+    /// into the file without another write (see `checkpoint`).
     #[tokio::test]
-    async fn the_writer_checkpoints_only_past_its_own_threshold() {
+    async fn the_log_is_copied_into_the_file_beside_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("platform.db");
         let db = Sqlite::open(&path, SqliteOptions::default()).await.unwrap();
@@ -673,17 +662,14 @@ mod tests {
         fill("INSERT INTO filler VALUES (zeroblob(2000 * 4096))")
             .await
             .unwrap();
-        assert!(
-            size() < before + 1_000 * 4096,
-            "2,000 pages went into the file: the commit checkpointed"
-        );
-        fill("INSERT INTO filler VALUES (zeroblob(7000 * 4096))")
-            .await
-            .unwrap();
-        assert!(
-            size() > before + 8_000 * 4096,
-            "past {WAL_AUTOCHECKPOINT} pages the log was not checkpointed"
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while size() < before + 2_000 * 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log's 2,000 pages were not copied into the file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         db.close().await;
     }
 }

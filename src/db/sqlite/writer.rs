@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::checkpoint;
 use super::metrics as points;
 use crate::db::{panic_message, DbError};
 use crate::model::JobRecord;
@@ -159,6 +161,7 @@ impl Writer {
     /// makes (from the writer's stop token) passed, at once without one.
     pub(super) fn start(
         conn: tokio_rusqlite::Connection,
+        path: PathBuf,
         gate: impl FnOnce(CancellationToken) -> Option<Gate>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>(4096);
@@ -175,7 +178,7 @@ impl Writer {
             let ok = passed.is_ok();
             open.send_replace(Some(passed));
             if ok {
-                run(conn, rx, stopped, full).await;
+                run(conn, path, rx, stopped, full).await;
             }
             // Else the queued writes are dropped unrun (their callers see
             // `Closed`), and so is the connection.
@@ -356,6 +359,7 @@ fn is_disk_full(c: &rusqlite::Connection, e: &rusqlite::Error) -> bool {
 
 async fn run(
     conn: tokio_rusqlite::Connection,
+    path: PathBuf,
     rx: mpsc::Receiver<Op>,
     stop: CancellationToken,
     disk_full: Arc<AtomicBool>,
@@ -366,7 +370,8 @@ async fn run(
     // waited for a busy worker twice per batch while the writer idled).
     let looped = conn
         .call(move |c| {
-            write_loop(c, rx, &stop, &disk_full);
+            let log = checkpoint::Log::start(c, &path);
+            write_loop(c, rx, &stop, &disk_full, log);
             Ok::<_, rusqlite::Error>(())
         })
         .await;
@@ -387,6 +392,7 @@ fn write_loop(
     mut rx: mpsc::Receiver<Op>,
     stop: &CancellationToken,
     disk_full: &AtomicBool,
+    mut log: checkpoint::Log,
 ) {
     let mut cache = JobCache::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -427,7 +433,9 @@ fn write_loop(
             finish(commit.clone());
         }
         metrics::histogram!("platform_db_commit_batch_size").record(n as f64);
+        log.after_batch(c);
     }
+    log.stop();
 }
 
 /// What committing one batch came to.
@@ -525,7 +533,7 @@ mod tests {
             .await
             .unwrap();
         conn.call(move |c| c.execute_batch(setup)).await.unwrap();
-        Writer::start(conn, |_| None)
+        Writer::start(conn, dir.path().join("t.db"), |_| None)
     }
 
     fn insert(
@@ -574,7 +582,7 @@ mod tests {
             conn.call(|c| c.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
                 .await
                 .unwrap();
-            Writer::start(conn, move |_| {
+            Writer::start(conn, dir.path().join("t.db"), move |_| {
                 let gate: Gate =
                     Box::pin(async move { result.await.unwrap_or(Err(DbError::Closed)) });
                 Some(gate)
