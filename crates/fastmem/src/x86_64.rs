@@ -194,22 +194,42 @@ unsafe fn store(p: *mut u8, v: __m128i) {
     unsafe { _mm_storeu_si128(p.cast(), v) }
 }
 
-/// Stores a 64-byte block at a 16-byte-aligned `p`.
-#[inline(always)]
-unsafe fn store_block(p: *mut u8, v: [__m128i; 4]) {
-    // SAFETY: the caller's: `p` aligned and valid for 64 bytes.
-    unsafe {
-        _mm_store_si128(p.cast(), v[0]);
-        _mm_store_si128(p.add(16).cast(), v[1]);
-        _mm_store_si128(p.add(32).cast(), v[2]);
-        _mm_store_si128(p.add(48).cast(), v[3]);
-    }
-}
+/// A 64-byte block as four values. Nothing larger is ever moved in this
+/// file: without optimisation such a move compiles to a call to `memcpy`,
+/// which past 64 bytes would come back here and recurse (CI runs the tests
+/// unoptimised on musl for that reason). Up to 64 bytes, `copy` serves it
+/// without a block.
+#[derive(Clone, Copy)]
+struct Block(__m128i, __m128i, __m128i, __m128i);
 
-#[inline(always)]
-unsafe fn load_block(p: *const u8) -> [__m128i; 4] {
-    // SAFETY: the caller's: `p` valid for 64 bytes.
-    unsafe { [load(p), load(p.add(16)), load(p.add(32)), load(p.add(48))] }
+impl Block {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Block {
+        // SAFETY: the caller's: `p` valid for 64 bytes.
+        unsafe { Block(load(p), load(p.add(16)), load(p.add(32)), load(p.add(48))) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut u8) {
+        // SAFETY: the caller's: `p` valid for 64 bytes.
+        unsafe {
+            store(p, self.0);
+            store(p.add(16), self.1);
+            store(p.add(32), self.2);
+            store(p.add(48), self.3);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store_aligned(self, p: *mut u8) {
+        // SAFETY: the caller's: `p` 16-byte aligned and valid for 64 bytes.
+        unsafe {
+            _mm_store_si128(p.cast(), self.0);
+            _mm_store_si128(p.add(16).cast(), self.1);
+            _mm_store_si128(p.add(32).cast(), self.2);
+            _mm_store_si128(p.add(48).cast(), self.3);
+        }
+    }
 }
 
 /// Copies `n > 64` bytes front to back, `dest` not after the start of
@@ -224,19 +244,15 @@ unsafe fn forward(dest: *mut u8, src: *const u8, n: usize) {
     // SAFETY: offsets stay below `n`; see above for the overlap.
     unsafe {
         let head = load(src);
-        let tail = load_block(src.add(n - 64));
+        let tail = Block::load(src.add(n - 64));
         // 1..=16, so the first block starts 16-byte aligned within the head.
         let mut at = 16 - (dest as usize & 15);
         while at + 64 < n {
-            store_block(dest.add(at), load_block(src.add(at)));
+            Block::load(src.add(at)).store_aligned(dest.add(at));
             at += 64;
         }
         store(dest, head);
-        let end = dest.add(n - 64);
-        store(end, tail[0]);
-        store(end.add(16), tail[1]);
-        store(end.add(32), tail[2]);
-        store(end.add(48), tail[3]);
+        tail.store(dest.add(n - 64));
     }
 }
 
@@ -248,29 +264,21 @@ unsafe fn backward(dest: *mut u8, src: *const u8, n: usize) {
     // SAFETY: offsets stay below `n`; every write lands above the source
     // bytes still to be read.
     unsafe {
-        let head = load_block(src);
+        let head = Block::load(src);
         let tail = load(src.add(n - 16));
         // The end of the last aligned block: 0..=15 bytes below the end.
         let mut at = n - ((dest as usize + n) & 15);
         while at > 64 + 64 {
             at -= 64;
-            store_block(dest.add(at), load_block(src.add(at)));
+            Block::load(src.add(at)).store_aligned(dest.add(at));
         }
         // What is left between byte 64 and `at` (1..=64 bytes): one
         // unaligned block ending at `at`, which may overlap the head.
         if at > 64 {
-            let rest = load_block(src.add(at - 64));
-            let p = dest.add(at - 64);
-            store(p, rest[0]);
-            store(p.add(16), rest[1]);
-            store(p.add(32), rest[2]);
-            store(p.add(48), rest[3]);
+            Block::load(src.add(at - 64)).store(dest.add(at - 64));
         }
         store(dest.add(n - 16), tail);
-        store(dest, head[0]);
-        store(dest.add(16), head[1]);
-        store(dest.add(32), head[2]);
-        store(dest.add(48), head[3]);
+        head.store(dest);
     }
 }
 
