@@ -25,7 +25,7 @@
 //! it logs why and the writer's own checkpoints do the work alone.
 
 use std::cell::Cell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
@@ -49,18 +49,22 @@ fn note_log_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 
 /// What the writer does about the log between batches.
 pub(super) struct Log {
-    beside: Option<Checkpointer>,
+    path: PathBuf,
+    beside: Beside,
     /// The checkpointer was last woken at this many pages.
     woken_at: i32,
 }
 
 impl Log {
     /// Counts `writer`'s log from now on (instead of SQLite checkpointing
-    /// in its commits) and starts the checkpointer over `path`.
+    /// in its commits); the checkpointer over `path` starts when first
+    /// needed, so that start-up and an idle daemon do without its thread
+    /// and connection.
     pub(super) fn start(writer: &Connection, path: &Path) -> Log {
         writer.wal_hook(Some(note_log_pages));
         Log {
-            beside: Checkpointer::start(path),
+            path: path.to_path_buf(),
+            beside: Beside::NotYet,
             woken_at: 0,
         }
     }
@@ -80,7 +84,13 @@ impl Log {
             self.woken_at = 0;
         } else if pages - self.woken_at >= BESIDE_EVERY {
             self.woken_at = pages;
-            if let Some(beside) = &self.beside {
+            if let Beside::NotYet = self.beside {
+                self.beside = match Checkpointer::start(&self.path) {
+                    Some(started) => Beside::Running(started),
+                    None => Beside::Unavailable,
+                };
+            }
+            if let Beside::Running(beside) = &self.beside {
                 beside.wake();
             }
         }
@@ -90,10 +100,17 @@ impl Log {
     /// writer's connection is the database's last and its close copies
     /// the whole log back and deletes it.
     pub(super) fn stop(self) {
-        if let Some(beside) = self.beside {
+        if let Beside::Running(beside) = self.beside {
             beside.stop();
         }
     }
+}
+
+enum Beside {
+    NotYet,
+    Running(Checkpointer),
+    /// Its thread could not start: the writer checkpoints alone.
+    Unavailable,
 }
 
 /// A PASSIVE checkpoint: copies what it can without waiting for anyone.
@@ -161,7 +178,6 @@ fn run(path: &Path, woken: Receiver<()>) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -192,7 +208,8 @@ mod tests {
         let (path, c) = wal_db(&dir);
         c.wal_hook(Some(note_log_pages));
         let mut log = Log {
-            beside: None,
+            path: path.clone(),
+            beside: Beside::Unavailable,
             woken_at: 0,
         };
         let before = size(&path);
