@@ -4,7 +4,7 @@
 use platform::cli::{self, Cli, Command, Exit};
 use platform::config::ServerConfig;
 
-// The static build's memcpy and memmove: nothing calls the crate by name,
+// The static build's memcpy, memmove, memcmp and bcmp: nothing calls the crate by name,
 // and an unused crate would not be linked (see crates/fastmem).
 use fastmem as _;
 

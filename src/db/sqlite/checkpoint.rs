@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
@@ -57,14 +57,19 @@ pub(super) struct Log {
 
 impl Log {
     /// Counts `writer`'s log from now on (instead of SQLite checkpointing
-    /// in its commits); the checkpointer over `path` starts when first
-    /// needed, so that start-up and an idle daemon do without its thread
-    /// and connection.
-    pub(super) fn start(writer: &Connection, path: &Path) -> Log {
+    /// in its commits); the checkpointer over the same file starts when
+    /// first needed, so that start-up and an idle daemon do without its
+    /// thread and connection. A database with no file has none.
+    pub(super) fn start(writer: &Connection) -> Log {
         writer.wal_hook(Some(note_log_pages));
+        let path = writer.path().filter(|p| !p.is_empty()).map(PathBuf::from);
         Log {
-            path: path.to_path_buf(),
-            beside: Beside::NotYet,
+            beside: if path.is_some() {
+                Beside::NotYet
+            } else {
+                Beside::Unavailable
+            },
+            path: path.unwrap_or_default(),
             woken_at: 0,
         }
     }
@@ -141,9 +146,9 @@ impl Checkpointer {
     }
 
     fn wake(&self) {
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
+        // Full: a wake-up is pending already. Disconnected: the thread
+        // could not open its connection (and said so).
+        let _ = self.wake.try_send(());
     }
 
     fn stop(self) {
@@ -233,7 +238,7 @@ mod tests {
     fn the_checkpointer_copies_the_log_once_it_grew_a_step() {
         let dir = tempfile::tempdir().unwrap();
         let (path, c) = wal_db(&dir);
-        let mut log = Log::start(&c, &path);
+        let mut log = Log::start(&c);
         let before = size(&path);
         fill(&c, 500);
         log.after_batch(&c);

@@ -154,7 +154,7 @@ impl Sqlite {
                 "the database is as its last clean shutdown left it: its whole-file check is skipped"
             );
         }
-        let writer = writer::Writer::start(conn, path.to_path_buf(), move |stop| {
+        let writer = writer::Writer::start(conn, move |stop| {
             let gate: writer::Gate = Box::pin(check::in_background(owned, stop));
             (!checked && !sealed && !fresh).then_some(gate)
         });

@@ -26,7 +26,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,7 +160,6 @@ impl Writer {
     /// makes (from the writer's stop token) passed, at once without one.
     pub(super) fn start(
         conn: tokio_rusqlite::Connection,
-        path: PathBuf,
         gate: impl FnOnce(CancellationToken) -> Option<Gate>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel::<Op>(4096);
@@ -178,7 +176,7 @@ impl Writer {
             let ok = passed.is_ok();
             open.send_replace(Some(passed));
             if ok {
-                run(conn, path, rx, stopped, full).await;
+                run(conn, rx, stopped, full).await;
             }
             // Else the queued writes are dropped unrun (their callers see
             // `Closed`), and so is the connection.
@@ -359,7 +357,6 @@ fn is_disk_full(c: &rusqlite::Connection, e: &rusqlite::Error) -> bool {
 
 async fn run(
     conn: tokio_rusqlite::Connection,
-    path: PathBuf,
     rx: mpsc::Receiver<Op>,
     stop: CancellationToken,
     disk_full: Arc<AtomicBool>,
@@ -370,7 +367,7 @@ async fn run(
     // waited for a busy worker twice per batch while the writer idled).
     let looped = conn
         .call(move |c| {
-            let log = checkpoint::Log::start(c, &path);
+            let log = checkpoint::Log::start(c);
             write_loop(c, rx, &stop, &disk_full, log);
             Ok::<_, rusqlite::Error>(())
         })
@@ -533,7 +530,7 @@ mod tests {
             .await
             .unwrap();
         conn.call(move |c| c.execute_batch(setup)).await.unwrap();
-        Writer::start(conn, dir.path().join("t.db"), |_| None)
+        Writer::start(conn, |_| None)
     }
 
     fn insert(
@@ -582,7 +579,7 @@ mod tests {
             conn.call(|c| c.execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
                 .await
                 .unwrap();
-            Writer::start(conn, dir.path().join("t.db"), move |_| {
+            Writer::start(conn, move |_| {
                 let gate: Gate =
                     Box::pin(async move { result.await.unwrap_or(Err(DbError::Closed)) });
                 Some(gate)
