@@ -496,7 +496,7 @@ mod tests {
         c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN")
             .unwrap();
         let insert = |c: &rusqlite::Connection, x: i64| {
-            c.execute("INSERT INTO t VALUES (?1)", [x]).map(|_| ())
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x]).map(|_| ())
         };
         let ok = in_savepoint(&c, |c| Ok(Ok::<_, DbError>(insert(c, 1)?)));
         assert!(matches!(ok, Ok(Ok(()))));
@@ -537,7 +537,7 @@ mod tests {
         x: i64,
     ) -> impl FnOnce(&rusqlite::Connection) -> Result<Result<(), DbError>, DbError> {
         move |c| {
-            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(Ok(()))
         }
     }
