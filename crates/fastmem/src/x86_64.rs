@@ -1,4 +1,4 @@
-//! The x86_64 copy routines (SSE2, which every x86_64 CPU has).
+//! The x86_64 routines: copies and comparisons in SSE2, which every x86_64 CPU has.
 
 use core::arch::x86_64::{
     __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_store_si128, _mm_storeu_si128,
